@@ -1,0 +1,104 @@
+//! Document identifiers.
+//!
+//! A user's catalogue is a *root* document (`u/<user>/root`: settings and the shard index) plus
+//! one *shard* document per capture month (`u/<user>/m/<YYYY-MM>`, or `u/<user>/m/undated`).
+
+use std::fmt;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DocIdError {
+    #[error("invalid document id {0:?}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocId(String);
+
+fn valid_user(u: &str) -> bool {
+    !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn valid_month(m: &str) -> bool {
+    if m == "undated" {
+        return true;
+    }
+    let b = m.as_bytes();
+    b.len() == 7
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..].iter().all(u8::is_ascii_digit)
+        && matches!(&m[5..], "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12")
+}
+
+impl DocId {
+    pub fn root(user: &str) -> Result<Self, DocIdError> {
+        Self::parse(&format!("u/{user}/root"))
+    }
+
+    pub fn shard(user: &str, month: &str) -> Result<Self, DocIdError> {
+        Self::parse(&format!("u/{user}/m/{month}"))
+    }
+
+    /// Parses and validates an id received from a peer or read from disk.
+    pub fn parse(s: &str) -> Result<Self, DocIdError> {
+        let bad = || DocIdError::Invalid(s.chars().take(100).collect());
+        let rest = s.strip_prefix("u/").ok_or_else(bad)?;
+        let (user, tail) = rest.split_once('/').ok_or_else(bad)?;
+        if !valid_user(user) {
+            return Err(bad());
+        }
+        match tail.strip_prefix("m/") {
+            Some(month) if valid_month(month) => Ok(Self(s.to_owned())),
+            None if tail == "root" => Ok(Self(s.to_owned())),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The user this document belongs to.
+    pub fn user(&self) -> &str {
+        self.0[2..].split('/').next().unwrap_or_default()
+    }
+
+    /// The month of a shard document (`None` for the root).
+    pub fn month(&self) -> Option<&str> {
+        self.0.split_once("/m/").map(|(_, m)| m)
+    }
+
+    /// A file-name-safe form (used by stores on disk).
+    pub fn file_stem(&self) -> String {
+        self.0.replace('/', "~")
+    }
+
+    pub fn from_file_stem(stem: &str) -> Result<Self, DocIdError> {
+        Self::parse(&stem.replace('~', "/"))
+    }
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_and_rejects_forged_ids() {
+        let r = DocId::root("abc-1").unwrap();
+        assert_eq!(r.user(), "abc-1");
+        assert_eq!(r.month(), None);
+        let s = DocId::shard("abc", "2024-05").unwrap();
+        assert_eq!(s.month(), Some("2024-05"));
+        assert_eq!(DocId::from_file_stem(&s.file_stem()).unwrap(), s);
+        for bad in ["", "u//root", "u/../root", "u/a/m/2024-13", "u/a/m/../../x", "x/a/root", "u/a/root/x", "u/a b/root"] {
+            assert!(DocId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(DocId::shard("a", "undated").is_ok());
+    }
+}

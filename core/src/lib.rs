@@ -1,0 +1,14 @@
+//! Tessera's core: the catalogue schema (automerge documents) and the sans-IO sync protocol.
+//!
+//! Architecture invariant: this crate does no IO (no files, sockets, clocks or randomness of its
+//! own) and compiles for `wasm32-unknown-unknown` as well as natively. Callers move bytes.
+
+pub mod docid;
+pub mod library;
+pub mod record;
+pub mod sync;
+
+pub use docid::{DocId, DocIdError};
+pub use library::{Library, LibraryError, ShardSummary};
+pub use record::AssetRecord;
+pub use sync::{DocMessage, PeerSync, SyncEnvelope, SyncError};

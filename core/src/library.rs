@@ -1,0 +1,376 @@
+//! A set of catalogue documents and the schema operations on them.
+//!
+//! Layout of the documents:
+//! - root `u/<user>/root`: `{ "shard/<YYYY-MM>": { count, first, last } }` — the compact
+//!   per-shard summary a timeline paints from without loading every shard;
+//! - shard `u/<user>/m/<YYYY-MM>`: `{ "<blake3>": { field: scalar, ... } }`.
+//!
+//! Containers hang directly off the document root: two peers that concurrently create the same
+//! nested map would otherwise produce two conflicting objects, and one side's content would
+//! disappear behind the winner. Summaries are derived data: every peer recomputes the summary
+//! of a shard that changed (locally or by sync), and equal values written concurrently converge.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::{transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map as JsonMap, Number, Value as Json};
+
+use crate::{AssetRecord, DocId, DocIdError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    #[error(transparent)]
+    DocId(#[from] DocIdError),
+    #[error("document {doc}: {source}")]
+    Automerge {
+        doc: String,
+        #[source]
+        source: automerge::AutomergeError,
+    },
+    #[error("document {doc} has a malformed asset record {id}: {reason}")]
+    Malformed { doc: String, id: String, reason: String },
+}
+
+const SHARD_PREFIX: &str = "shard/";
+
+/// The per-month summary kept in the root document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSummary {
+    pub month: String,
+    pub count: u64,
+    pub first: Option<String>,
+    pub last: Option<String>,
+}
+
+/// All catalogue documents a peer holds, with the set changed since the caller last persisted.
+pub struct Library {
+    actor: ActorId,
+    docs: BTreeMap<DocId, AutoCommit>,
+    dirty: BTreeSet<DocId>,
+}
+
+fn am_err(doc: &DocId) -> impl Fn(automerge::AutomergeError) -> LibraryError + '_ {
+    move |source| LibraryError::Automerge { doc: doc.to_string(), source }
+}
+
+impl Library {
+    /// `actor` identifies this peer's changes (stable per device/node; 16 random bytes is usual).
+    pub fn new(actor: &[u8]) -> Self {
+        Self { actor: ActorId::from(actor), docs: BTreeMap::new(), dirty: BTreeSet::new() }
+    }
+
+    /// Loads a document from saved bytes (a full save followed by any incremental chunks).
+    pub fn load(&mut self, id: DocId, bytes: &[u8]) -> Result<(), LibraryError> {
+        let doc = AutoCommit::load(bytes).map_err(am_err(&id))?.with_actor(self.actor.clone());
+        self.docs.insert(id, doc);
+        Ok(())
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &DocId> {
+        self.docs.keys()
+    }
+
+    pub fn contains(&self, id: &DocId) -> bool {
+        self.docs.contains_key(id)
+    }
+
+    /// Ids of documents changed since the last [`Library::take_dirty`].
+    pub fn take_dirty(&mut self) -> Vec<DocId> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    pub fn mark_dirty(&mut self, id: &DocId) {
+        self.dirty.insert(id.clone());
+    }
+
+    /// The document, created empty if missing.
+    pub fn doc_mut(&mut self, id: &DocId) -> &mut AutoCommit {
+        let actor = self.actor.clone();
+        self.docs.entry(id.clone()).or_insert_with(|| AutoCommit::new().with_actor(actor))
+    }
+
+    pub fn doc(&self, id: &DocId) -> Option<&AutoCommit> {
+        self.docs.get(id)
+    }
+
+    /// Full save of one document.
+    pub fn save(&mut self, id: &DocId) -> Option<Vec<u8>> {
+        self.docs.get_mut(id).map(|d| d.save())
+    }
+
+    /// Changes since the previous save/save_incremental of this document.
+    pub fn save_incremental(&mut self, id: &DocId) -> Option<Vec<u8>> {
+        self.docs.get_mut(id).map(|d| d.save_incremental())
+    }
+
+    pub fn heads(&mut self, id: &DocId) -> Vec<String> {
+        self.docs.get_mut(id).map(|d| d.get_heads().iter().map(|h| h.to_string()).collect()).unwrap_or_default()
+    }
+
+    /// Inserts or updates asset records of `user` in one change per shard document, and
+    /// refreshes the shard summaries in the root document.
+    pub fn upsert_assets(&mut self, user: &str, records: &[AssetRecord]) -> Result<(), LibraryError> {
+        let mut by_month: BTreeMap<String, Vec<&AssetRecord>> = BTreeMap::new();
+        for r in records {
+            by_month.entry(r.month()).or_default().push(r);
+        }
+        for (month, recs) in by_month {
+            let id = DocId::shard(user, &month)?;
+            let doc = self.doc_mut(&id);
+            for r in recs {
+                let obj = ensure_map(doc, &ROOT, &r.id).map_err(am_err(&id))?;
+                write_record(doc, &obj, r).map_err(am_err(&id))?;
+            }
+            doc.commit();
+            self.dirty.insert(id.clone());
+            self.refresh_summary(user, &id)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `f` to an existing record (found in `month`'s shard) and writes what changed.
+    /// Returns `false` if the record does not exist. A change of capture month moves the record.
+    pub fn update_asset(
+        &mut self,
+        user: &str,
+        month: &str,
+        asset: &str,
+        f: impl FnOnce(&mut AssetRecord),
+    ) -> Result<bool, LibraryError> {
+        let id = DocId::shard(user, month)?;
+        let Some(mut rec) = self.asset_in(&id, asset)? else { return Ok(false) };
+        f(&mut rec);
+        if rec.month() != month {
+            let doc = self.doc_mut(&id);
+            doc.delete(ROOT, asset).map_err(am_err(&id))?;
+            doc.commit();
+            self.dirty.insert(id.clone());
+            self.refresh_summary(user, &id)?;
+        }
+        self.upsert_assets(user, &[rec])?;
+        Ok(true)
+    }
+
+    /// One record from a shard document.
+    pub fn asset_in(&self, doc_id: &DocId, asset: &str) -> Result<Option<AssetRecord>, LibraryError> {
+        let Some(doc) = self.docs.get(doc_id) else { return Ok(None) };
+        let Some((Value::Object(ObjType::Map), obj)) = doc.get(ROOT, asset).map_err(am_err(doc_id))? else {
+            return Ok(None);
+        };
+        read_record(doc, doc_id, asset, &obj).map(Some)
+    }
+
+    /// Every record of a shard document, newest capture time first.
+    pub fn assets(&self, doc_id: &DocId) -> Result<Vec<AssetRecord>, LibraryError> {
+        let Some(doc) = self.docs.get(doc_id) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for key in doc.keys(ROOT) {
+            if let Some((Value::Object(ObjType::Map), obj)) = doc.get(ROOT, &key).map_err(am_err(doc_id))? {
+                out.push(read_record(doc, doc_id, &key, &obj)?);
+            }
+        }
+        out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Shard summaries of `user`, newest month first (`undated` last).
+    pub fn shards(&self, user: &str) -> Result<Vec<ShardSummary>, LibraryError> {
+        let root = DocId::root(user)?;
+        let Some(doc) = self.docs.get(&root) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for key in doc.keys(ROOT) {
+            let Some(month) = key.strip_prefix(SHARD_PREFIX).map(str::to_owned) else { continue };
+            let Some((Value::Object(ObjType::Map), obj)) = doc.get(ROOT, &key).map_err(am_err(&root))? else { continue };
+            let count = match get_scalar(doc, &obj, "count") {
+                Some(ScalarValue::Uint(n)) => n,
+                Some(ScalarValue::Int(n)) => n.max(0) as u64,
+                _ => 0,
+            };
+            let str_of = |k| match get_scalar(doc, &obj, k) {
+                Some(ScalarValue::Str(s)) => Some(s.to_string()),
+                _ => None,
+            };
+            out.push(ShardSummary { count, first: str_of("first"), last: str_of("last"), month });
+        }
+        out.sort_by(|a, b| match (a.month.as_str(), b.month.as_str()) {
+            ("undated", "undated") => std::cmp::Ordering::Equal,
+            ("undated", _) => std::cmp::Ordering::Greater,
+            (_, "undated") => std::cmp::Ordering::Less,
+            (x, y) => y.cmp(x),
+        });
+        Ok(out)
+    }
+
+    /// Recomputes the root summaries of the given shard documents (call after sync changed them).
+    pub fn refresh_summaries(&mut self, changed: &[DocId]) -> Result<(), LibraryError> {
+        for id in changed {
+            if id.month().is_some() {
+                let user = id.user().to_owned();
+                self.refresh_summary(&user, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn refresh_summary(&mut self, user: &str, shard: &DocId) -> Result<(), LibraryError> {
+        let Some(month) = shard.month().map(str::to_owned) else { return Ok(()) };
+        let recs = self.assets(shard)?;
+        let first = recs.iter().filter_map(|r| r.taken_at.clone()).min();
+        let last = recs.iter().filter_map(|r| r.taken_at.clone()).max();
+        let root = DocId::root(user)?;
+        let doc = self.doc_mut(&root);
+        let key = format!("{SHARD_PREFIX}{month}");
+        if recs.is_empty() {
+            if doc.get(ROOT, key.as_str()).map_err(am_err(&root))?.is_some() {
+                doc.delete(ROOT, key.as_str()).map_err(am_err(&root))?;
+            }
+        } else {
+            let obj = ensure_map(doc, &ROOT, &key).map_err(am_err(&root))?;
+            put_if_changed(doc, &obj, "count", ScalarValue::Uint(recs.len() as u64)).map_err(am_err(&root))?;
+            for (k, v) in [("first", first), ("last", last)] {
+                match v {
+                    Some(s) => put_if_changed(doc, &obj, k, ScalarValue::Str(s.into())).map_err(am_err(&root))?,
+                    None => {
+                        if get_scalar(doc, &obj, k).is_some() {
+                            doc.delete(&obj, k).map_err(am_err(&root))?
+                        }
+                    }
+                }
+            }
+        }
+        doc.commit();
+        self.dirty.insert(root);
+        Ok(())
+    }
+}
+
+fn ensure_map(doc: &mut AutoCommit, parent: &ObjId, key: &str) -> Result<ObjId, automerge::AutomergeError> {
+    match doc.get(parent, key)? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => doc.put_object(parent, key, ObjType::Map),
+    }
+}
+
+fn get_scalar(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<ScalarValue> {
+    match doc.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => Some(s.into_owned()),
+        _ => None,
+    }
+}
+
+fn put_if_changed(doc: &mut AutoCommit, obj: &ObjId, key: &str, v: ScalarValue) -> Result<(), automerge::AutomergeError> {
+    if get_scalar(doc, obj, key).as_ref() != Some(&v) {
+        doc.put(obj, key, v)?;
+    }
+    Ok(())
+}
+
+fn json_to_scalar(v: &Json) -> Option<ScalarValue> {
+    match v {
+        Json::Bool(b) => Some(ScalarValue::Boolean(*b)),
+        Json::Number(n) => n
+            .as_u64()
+            .map(ScalarValue::Uint)
+            .or_else(|| n.as_i64().map(ScalarValue::Int))
+            .or_else(|| n.as_f64().map(ScalarValue::F64)),
+        Json::String(s) => Some(ScalarValue::Str(s.as_str().into())),
+        _ => None,
+    }
+}
+
+fn scalar_to_json(v: &ScalarValue) -> Json {
+    match v {
+        ScalarValue::Boolean(b) => Json::Bool(*b),
+        ScalarValue::Uint(n) => Json::Number((*n).into()),
+        ScalarValue::Int(n) => Json::Number((*n).into()),
+        ScalarValue::F64(f) => Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+        ScalarValue::Str(s) => Json::String(s.to_string()),
+        ScalarValue::Timestamp(t) => Json::Number((*t).into()),
+        ScalarValue::Counter(c) => Json::Number(i64::from(c).into()),
+        _ => Json::Null,
+    }
+}
+
+fn write_record(doc: &mut AutoCommit, obj: &ObjId, r: &AssetRecord) -> Result<(), automerge::AutomergeError> {
+    let Ok(Json::Object(fields)) = serde_json::to_value(r) else { return Ok(()) };
+    // Fields absent from the record are removed (a cleared error, for example).
+    let existing: Vec<String> = doc.keys(obj).collect();
+    for k in existing {
+        if !fields.contains_key(&k) {
+            doc.delete(obj, k.as_str())?;
+        }
+    }
+    for (k, v) in &fields {
+        if let Some(s) = json_to_scalar(v) {
+            put_if_changed(doc, obj, k, s)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_record(doc: &AutoCommit, doc_id: &DocId, id: &str, obj: &ObjId) -> Result<AssetRecord, LibraryError> {
+    let mut m = JsonMap::new();
+    for k in doc.keys(obj) {
+        if let Some(s) = get_scalar(doc, obj, &k) {
+            m.insert(k, scalar_to_json(&s));
+        }
+    }
+    m.insert("id".into(), Json::String(id.to_owned()));
+    serde_json::from_value(Json::Object(m)).map_err(|e| LibraryError::Malformed {
+        doc: doc_id.to_string(),
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, taken: Option<&str>) -> AssetRecord {
+        AssetRecord { id: id.into(), taken_at: taken.map(Into::into), filename: Some(format!("{id}.jpg")), ..Default::default() }
+    }
+
+    #[test]
+    fn upsert_groups_by_month_and_summarises() {
+        let mut lib = Library::new(&[1; 16]);
+        lib.upsert_assets(
+            "u1",
+            &[rec("a", Some("2024-05-01T10:00:00+02:00")), rec("b", Some("2024-05-09T10:00:00")), rec("c", None)],
+        )
+        .unwrap();
+        let shards = lib.shards("u1").unwrap();
+        assert_eq!(shards.len(), 2);
+        assert_eq!(shards[0].month, "2024-05");
+        assert_eq!(shards[0].count, 2);
+        assert_eq!(shards[0].last.as_deref(), Some("2024-05-09T10:00:00"));
+        assert_eq!(shards[1].month, "undated");
+        let may = lib.assets(&DocId::shard("u1", "2024-05").unwrap()).unwrap();
+        assert_eq!(may.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(may[1], rec("a", Some("2024-05-01T10:00:00+02:00")));
+    }
+
+    #[test]
+    fn update_moves_between_months_and_roundtrips_through_save() {
+        let mut lib = Library::new(&[1; 16]);
+        lib.upsert_assets("u1", &[rec("a", None)]).unwrap();
+        assert!(lib
+            .update_asset("u1", "undated", "a", |r| {
+                r.taken_at = Some("2020-01-02T03:04:05".into());
+                r.width = Some(640);
+                r.lat = Some(48.5);
+            })
+            .unwrap());
+        assert!(!lib.update_asset("u1", "undated", "zz", |_| {}).unwrap());
+        let shards = lib.shards("u1").unwrap();
+        assert_eq!(shards.iter().map(|s| s.month.as_str()).collect::<Vec<_>>(), ["2020-01"]);
+        let id = DocId::shard("u1", "2020-01").unwrap();
+        let bytes = lib.save(&id).unwrap();
+        let mut other = Library::new(&[2; 16]);
+        other.load(id.clone(), &bytes).unwrap();
+        let a = other.asset_in(&id, "a").unwrap().unwrap();
+        assert_eq!(a.width, Some(640));
+        assert_eq!(a.lat, Some(48.5));
+    }
+}
