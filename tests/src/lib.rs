@@ -1,0 +1,207 @@
+//! Support for Tessera's integration tests: real `sync-node` processes on loopback, test photos,
+//! and a small blocking API client.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root (tests run with the package directory as cwd).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Path of a workspace binary: `$TESSERA_<NAME>_BIN`, else next to the test executable
+/// (`target/<profile>/<name>`; `cargo xtask test` builds it first).
+pub fn bin_path(name: &str) -> Result<PathBuf> {
+    let var = format!("TESSERA_{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Ok(p) = std::env::var(&var) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("test executable has no parent dir")?;
+    let p = dir.join(name);
+    if !p.exists() {
+        bail!("{} not found: run `cargo build -p tessera-{name}` (or `cargo xtask test`), or set {var}", p.display());
+    }
+    Ok(p)
+}
+
+/// The built PWA (`dist/`), if `cargo xtask test` (trunk) produced it.
+pub fn web_dir() -> Option<PathBuf> {
+    let p = std::env::var("TESSERA_WEB_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("dist"));
+    p.join("index.html").exists().then_some(p)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// A `sync-node serve` process on loopback. Killed (SIGKILL) on drop.
+pub struct Node {
+    pub data: PathBuf,
+    pub port: u16,
+    pub url: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts a node on `data` and a free port, waiting until `/api/server/ping` answers.
+    pub fn start(data: &Path) -> Result<Self> {
+        Self::start_on(data, free_port())
+    }
+
+    pub fn start_on(data: &Path, port: u16) -> Result<Self> {
+        let bin = bin_path("sync-node")?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve").arg("--data").arg(data).arg("--listen").arg(format!("127.0.0.1:{port}"));
+        if let Some(web) = web_dir() {
+            cmd.arg("--web").arg(web);
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log"))?;
+        cmd.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
+        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut node = Self { data: data.to_path_buf(), port, url, child: Some(child) };
+        node.wait_ready(Duration::from_secs(30))?;
+        Ok(node)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let client = reqwest::blocking::Client::new();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("sync-node exited early ({status}); log: {}", self.log());
+                }
+            }
+            if client.get(format!("{}/api/server/ping", self.url)).send().map(|r| r.status().is_success()).unwrap_or(false) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("sync-node did not answer within {timeout:?}; log: {}", self.log())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `sync-node <args>` to completion and returns (success, stdout+stderr).
+pub fn run_sync_node(args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new(bin_path("sync-node")?).args(args).output()?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+/// A blocking client for the node's Immich-shaped HTTP API.
+pub struct Api {
+    pub base: String,
+    pub client: reqwest::blocking::Client,
+    pub key: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
+        Self { base: base.to_owned(), client, key: None }
+    }
+
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        let r = self.client.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => r.header("x-api-key", k),
+            None => r,
+        }
+    }
+
+    /// Signs up the admin, logs in and creates an API key, which the client then uses.
+    pub fn bootstrap_admin(&mut self) -> Result<()> {
+        let r = self
+            .req(reqwest::Method::POST, "/api/auth/admin-sign-up")
+            .json(&serde_json::json!({"email": "admin@example.com", "password": "correct horse", "name": "Admin"}))
+            .send()?;
+        if r.status().as_u16() != 201 {
+            bail!("sign-up: {} {}", r.status(), r.text()?);
+        }
+        let login: serde_json::Value = self
+            .req(reqwest::Method::POST, "/api/auth/login")
+            .json(&serde_json::json!({"email": "admin@example.com", "password": "correct horse"}))
+            .send()?
+            .error_for_status()?
+            .json()?;
+        let token = login["accessToken"].as_str().context("no accessToken")?.to_owned();
+        let key: serde_json::Value = self
+            .client
+            .post(format!("{}/api/api-keys", self.base))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "tests", "permissions": ["all"]}))
+            .send()?
+            .error_for_status()?
+            .json()?;
+        self.key = Some(key["secret"].as_str().context("no secret")?.to_owned());
+        Ok(())
+    }
+
+    /// Uploads like the Immich CLI does. Returns (HTTP status, JSON body).
+    pub fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<(u16, serde_json::Value)> {
+        let form = reqwest::blocking::multipart::Form::new()
+            .part("assetData", reqwest::blocking::multipart::Part::bytes(bytes).file_name(name.to_owned()))
+            .text("deviceAssetId", format!("{name}-1"))
+            .text("deviceId", "tests")
+            .text("fileCreatedAt", "2021-03-04T05:06:07.000Z")
+            .text("fileModifiedAt", "2021-03-04T05:06:07.000Z")
+            .text("isFavorite", "false");
+        let r = self.req(reqwest::Method::POST, "/api/assets").multipart(form).send()?;
+        let status = r.status().as_u16();
+        let body = r.json().unwrap_or(serde_json::Value::Null);
+        Ok((status, body))
+    }
+
+    pub fn get_json(&self, path: &str) -> Result<(u16, serde_json::Value)> {
+        let r = self.req(reqwest::Method::GET, path).send()?;
+        let s = r.status().as_u16();
+        Ok((s, r.json().unwrap_or(serde_json::Value::Null)))
+    }
+
+    pub fn get_bytes(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let r = self.req(reqwest::Method::GET, path).send()?;
+        let s = r.status().as_u16();
+        Ok((s, r.bytes()?.to_vec()))
+    }
+
+    /// Polls `GET /api/assets/{id}` until processing is over (status not `pending`).
+    pub fn wait_processed(&self, id: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let (code, body) = self.get_json(&format!("/api/assets/{id}"))?;
+            if code == 200 && body["tessera"]["status"].as_str() != Some("pending") {
+                return Ok(body);
+            }
+            if start.elapsed() > timeout {
+                bail!("asset {id} still not processed after {timeout:?}: {code} {body}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
