@@ -26,7 +26,7 @@ pub enum LibraryError {
     Automerge {
         doc: String,
         #[source]
-        source: automerge::AutomergeError,
+        source: Box<automerge::AutomergeError>,
     },
     #[error("document {doc} has a malformed asset record {id}: {reason}")]
     Malformed { doc: String, id: String, reason: String },
@@ -51,7 +51,7 @@ pub struct Library {
 }
 
 fn am_err(doc: &DocId) -> impl Fn(automerge::AutomergeError) -> LibraryError + '_ {
-    move |source| LibraryError::Automerge { doc: doc.to_string(), source }
+    move |source| LibraryError::Automerge { doc: doc.to_string(), source: Box::new(source) }
 }
 
 impl Library {

@@ -37,7 +37,7 @@ pub enum SyncError {
     Apply {
         doc: String,
         #[source]
-        source: automerge::AutomergeError,
+        source: Box<automerge::AutomergeError>,
     },
 }
 
@@ -126,7 +126,7 @@ impl PeerSync {
             let before = doc.get_heads();
             doc.sync()
                 .receive_sync_message(state, msg)
-                .map_err(|source| SyncError::Apply { doc: id.to_string(), source })?;
+                .map_err(|source| SyncError::Apply { doc: id.to_string(), source: Box::new(source) })?;
             if doc.get_heads() != before {
                 lib.mark_dirty(&id);
                 changed.push(id);

@@ -1,0 +1,507 @@
+//! The HTTP API (axum). Immich's paths and shapes where Immich has the operation, so Immich
+//! tools work against Tessera; one error type with a stable JSON body
+//! `{"statusCode", "error", "message"}`.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, Query, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tessera_core::{AssetRecord, DocId};
+use tower::ServiceExt;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::auth::{AuthError, User};
+use crate::blobs::{valid_hash, BlobKind};
+use crate::catalog::CatalogError;
+use crate::ingest::{ingest_committed, Outcome, UploadMeta};
+use crate::node::{Node, NodeError};
+
+pub const COOKIE: &str = "tessera_access_token";
+
+/// An API error: a status and a message for the user.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, m)
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "statusCode": self.status.as_u16(),
+            "error": self.status.canonical_reason().unwrap_or("Error"),
+            "message": self.message,
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        Self::internal(e)
+    }
+}
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        Self::internal(e)
+    }
+}
+impl From<crate::blobs::BlobError> for ApiError {
+    fn from(e: crate::blobs::BlobError) -> Self {
+        Self::internal(e)
+    }
+}
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::AlreadyInitialized => Self::bad_request("The server already has an admin"),
+            AuthError::BadCredentials => Self::new(StatusCode::UNAUTHORIZED, "Incorrect email or password"),
+            AuthError::Invalid(m) => Self::bad_request(m),
+            other => Self::internal(other),
+        }
+    }
+}
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Self::internal(e)
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+type AppState = Arc<Node>;
+
+/// The authenticated user of a request: `x-api-key`, `Authorization: Bearer`, or the session
+/// cookie set at login.
+pub struct AuthUser(pub User);
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == COOKIE || k == "immich_access_token").then(|| v.to_owned())
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, node: &AppState) -> Result<Self, Self::Rejection> {
+        let h = &parts.headers;
+        let user = if let Some(key) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+            node.auth.user_by_api_key(key.trim())?.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key"))?
+        } else if let Some(token) = bearer(h).or_else(|| cookie_token(h)) {
+            node.auth
+                .user_by_token(&token)?
+                .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Invalid user token"))?
+        } else {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Authentication required"));
+        };
+        Ok(AuthUser(user))
+    }
+}
+
+/// The whole HTTP surface: API under `/api`, the PWA everywhere else.
+pub fn router(node: AppState) -> Router {
+    let api = Router::new()
+        .route("/server/ping", get(|| async { Json(json!({"res": "pong"})) }))
+        .route("/server/version", get(|| async { Json(json!({"major": 1, "minor": 0, "patch": 0})) }))
+        .route("/server/config", get(server_config))
+        .route("/server/media-types", get(media_types))
+        .route("/auth/admin-sign-up", post(admin_sign_up))
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/api-keys", post(create_api_key))
+        .route("/users/me", get(users_me))
+        .route("/assets/bulk-upload-check", post(bulk_upload_check))
+        .route("/assets", post(upload_asset).layer(DefaultBodyLimit::disable()))
+        .route("/assets/{id}", get(get_asset))
+        .route("/assets/{id}/original", get(get_original))
+        .route("/assets/{id}/thumbnail", get(get_thumbnail))
+        .route("/tessera/sync", post(sync).layer(DefaultBodyLimit::max(64 << 20)))
+        .fallback(|| async { ApiError::not_found("No such API endpoint") });
+    let mut app = Router::new().nest("/api", api);
+    app = match node.config.web.clone() {
+        Some(web) => {
+            let index = web.join("index.html");
+            app.fallback_service(ServeDir::new(web).fallback(ServeFile::new(index)))
+        }
+        None => app.fallback(|| async {
+            (StatusCode::NOT_FOUND, axum::response::Html("<h1>Tessera sync node</h1><p>The PWA is not built: run <code>cargo xtask run</code>.</p>"))
+        }),
+    };
+    app.layer(tower_http::trace::TraceLayer::new_for_http()).with_state(node)
+}
+
+async fn server_config(State(node): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "isInitialized": node.auth.is_initialized(),
+        "isOnboarded": node.auth.is_initialized(),
+        "loginPageMessage": "",
+        "externalDomain": "",
+        "trashDays": 30,
+        "oauthButtonText": "",
+        "userDeleteDelay": 7,
+        "publicUsers": false,
+    }))
+}
+
+async fn media_types(_u: AuthUser) -> Json<Value> {
+    Json(json!({
+        "image": tessera_media::IMAGE_EXTENSIONS,
+        "video": tessera_media::VIDEO_EXTENSIONS,
+        "sidecar": tessera_media::SIDECAR_EXTENSIONS,
+    }))
+}
+
+fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id, "email": u.email, "name": u.name, "isAdmin": u.is_admin,
+        "createdAt": u.created_at, "updatedAt": u.created_at, "avatarColor": "primary",
+        "profileImagePath": "", "shouldChangePassword": false, "status": "active",
+        "storageLabel": "admin", "quotaSizeInBytes": null, "quotaUsageInBytes": 0,
+    })
+}
+
+#[derive(Deserialize)]
+struct SignUp {
+    email: String,
+    password: String,
+    name: String,
+}
+
+async fn admin_sign_up(State(node): State<AppState>, body: Result<Json<SignUp>, axum::extract::rejection::JsonRejection>) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let u = tokio::task::spawn_blocking(move || node.auth.admin_sign_up(&b.email, &b.password, &b.name)).await??;
+    Ok((StatusCode::CREATED, Json(user_json(&u))))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    email: String,
+    password: String,
+}
+
+async fn login(State(node): State<AppState>, body: Result<Json<Login>, axum::extract::rejection::JsonRejection>) -> ApiResult<Response> {
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (u, token) = tokio::task::spawn_blocking(move || node.auth.login(&b.email, &b.password)).await??;
+    let body = json!({
+        "accessToken": token, "userId": u.id, "userEmail": u.email, "name": u.name,
+        "isAdmin": u.is_admin, "profileImagePath": "", "shouldChangePassword": false, "isOnboarded": true,
+    });
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=34560000");
+    let mut res = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(res)
+}
+
+async fn logout(State(node): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    if let Some(t) = bearer(&headers).or_else(|| cookie_token(&headers)) {
+        node.auth.logout(&t)?;
+    }
+    let mut res = Json(json!({"successful": true, "redirectUri": "/"})).into_response();
+    res.headers_mut().append(header::SET_COOKIE, HeaderValue::from_static("tessera_access_token=; Path=/; HttpOnly; Max-Age=0"));
+    Ok(res)
+}
+
+async fn users_me(AuthUser(u): AuthUser) -> Json<Value> {
+    Json(user_json(&u))
+}
+
+#[derive(Deserialize)]
+struct NewKey {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    permissions: Vec<String>,
+}
+
+async fn create_api_key(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (key, secret) = node.auth.create_api_key(&u, &b.name, b.permissions)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "secret": secret,
+            "apiKey": {"id": key.id, "name": key.name, "createdAt": key.created_at, "updatedAt": key.created_at, "permissions": key.permissions},
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct BulkCheck {
+    assets: Vec<BulkItem>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    id: String,
+    checksum: String,
+}
+
+/// Accepts SHA-1 as 40 hex digits or base64 (both are seen from Immich clients).
+fn sha1_hex(checksum: &str) -> Option<String> {
+    let c = checksum.trim();
+    if c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(c.to_ascii_lowercase());
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(c).ok()?;
+    (raw.len() == 20).then(|| raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn bulk_upload_check(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    body: Result<Json<BulkCheck>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let mut results = Vec::with_capacity(b.assets.len());
+    for item in b.assets {
+        let Some(hex) = sha1_hex(&item.checksum) else {
+            return Err(ApiError::bad_request(format!("checksum of {} is neither SHA-1 hex nor base64", item.id)));
+        };
+        results.push(match node.by_sha1(&u.id, &hex)? {
+            Some(asset) => json!({"id": item.id, "action": "reject", "reason": "duplicate", "assetId": asset, "isTrashed": false}),
+            None => json!({"id": item.id, "action": "accept"}),
+        });
+    }
+    Ok(Json(json!({ "results": results })))
+}
+
+async fn upload_asset(State(node): State<AppState>, AuthUser(u): AuthUser, mut form: Multipart) -> ApiResult<Response> {
+    let mut meta = UploadMeta::default();
+    let mut pending = None;
+    let bad = |e: axum::extract::multipart::MultipartError| ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()));
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "assetData" {
+            let filename = field.file_name().unwrap_or("upload").to_owned();
+            if tessera_media::media_kind(&filename).is_none() {
+                return Err(ApiError::bad_request(format!("Unsupported file type: {filename}")));
+            }
+            meta.filename = filename;
+            let mut p = node.blobs.begin()?;
+            loop {
+                match field.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if let Err(e) = p.write(&chunk) {
+                            p.abort();
+                            return Err(e.into());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        p.abort();
+                        return Err(bad(e));
+                    }
+                }
+            }
+            if let Some(old) = pending.replace(p) {
+                old.abort();
+            }
+        } else {
+            let text = field.text().await.map_err(bad)?;
+            match name.as_str() {
+                "deviceAssetId" => meta.device_asset_id = Some(text),
+                "deviceId" => meta.device_id = Some(text),
+                "fileCreatedAt" => meta.file_created_at = Some(text),
+                "fileModifiedAt" => meta.file_modified_at = Some(text),
+                "isFavorite" => meta.is_favorite = text == "true",
+                _ => {} // duration, visibility, sidecarData, livePhotoVideoId...: accepted, not used yet
+            }
+        }
+    }
+    let Some(p) = pending else { return Err(ApiError::bad_request("assetData is required")) };
+    if p.is_empty() {
+        p.abort();
+        return Err(ApiError::bad_request(format!("{} is empty (0 bytes)", meta.filename)));
+    }
+    if let Some(t) = meta.file_created_at.as_deref() {
+        if crate::ingest::normalise_time(t).is_none() {
+            p.abort();
+            return Err(ApiError::bad_request(format!("fileCreatedAt is not an ISO 8601 date: {t:?}")));
+        }
+    }
+    let owner = u.id.clone();
+    let outcome = tokio::task::spawn_blocking(move || -> ApiResult<Outcome> {
+        let size = p.len();
+        let (hashes, _) = node.blobs.commit(BlobKind::Original, p)?;
+        Ok(ingest_committed(&node, &owner, &hashes, size, meta)?)
+    })
+    .await??;
+    Ok(match outcome {
+        Outcome::Created(id) => (StatusCode::CREATED, Json(json!({"id": id, "status": "created"}))).into_response(),
+        Outcome::Duplicate(id) => (StatusCode::OK, Json(json!({"id": id, "status": "duplicate"}))).into_response(),
+    })
+}
+
+fn find_record(node: &Node, user: &User, id: &str) -> ApiResult<AssetRecord> {
+    let missing = || ApiError::not_found(format!("Asset not found: {}", id.chars().take(80).collect::<String>()));
+    if !valid_hash(id) {
+        return Err(missing());
+    }
+    let loc = node.location(id)?.filter(|l| l.owner == user.id).ok_or_else(missing)?;
+    let shard = DocId::shard(&loc.owner, &loc.month).map_err(ApiError::internal)?;
+    node.catalog.lock()?.asset_in(&shard, id).map_err(CatalogError::from)?.ok_or_else(missing)
+}
+
+fn exposure_string(t: f64) -> String {
+    if t > 0.0 && t < 1.0 {
+        format!("1/{}", (1.0 / t).round())
+    } else {
+        format!("{t}")
+    }
+}
+
+/// Immich's `AssetResponseDto` (the fields Tessera has), plus the raw record under `tessera`.
+pub fn asset_json(r: &AssetRecord) -> Value {
+    let kind = if r.mime.as_deref().is_some_and(|m| m.starts_with("video/")) { "VIDEO" } else { "IMAGE" };
+    let checksum = r.sha1.as_deref().and_then(|h| {
+        let bytes: Option<Vec<u8>> = (0..h.len()).step_by(2).map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok()).collect();
+        bytes.map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+    });
+    json!({
+        "id": r.id,
+        "type": kind,
+        "ownerId": r.owner,
+        "deviceAssetId": r.device_asset_id,
+        "deviceId": r.device_id,
+        "originalFileName": r.filename,
+        "originalMimeType": r.mime,
+        "fileCreatedAt": r.file_created_at.clone().or_else(|| r.taken_at.clone()),
+        "fileModifiedAt": r.file_modified_at.clone().or_else(|| r.taken_at.clone()),
+        "localDateTime": r.taken_at,
+        "createdAt": r.uploaded_at,
+        "updatedAt": r.uploaded_at,
+        "isFavorite": r.favorite.unwrap_or(false),
+        "isArchived": false,
+        "isTrashed": false,
+        "isOffline": false,
+        "visibility": "timeline",
+        "hasMetadata": true,
+        "duration": "0:00:00.00000",
+        "checksum": checksum,
+        "thumbhash": r.thumbhash,
+        "width": r.width,
+        "height": r.height,
+        "exifInfo": {
+            "make": r.make, "model": r.model, "lensModel": r.lens,
+            "exposureTime": r.exposure_time.map(exposure_string),
+            "fNumber": r.f_number, "iso": r.iso, "focalLength": r.focal_length,
+            "latitude": r.lat, "longitude": r.lon,
+            "dateTimeOriginal": r.taken_at,
+            "exifImageWidth": r.width, "exifImageHeight": r.height,
+            "orientation": r.orientation.map(|o| o.to_string()),
+            "fileSizeInByte": r.size,
+        },
+        "tessera": r,
+    })
+}
+
+async fn get_asset(State(node): State<AppState>, AuthUser(u): AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(asset_json(&find_record(&node, &u, &id)?)))
+}
+
+fn content_disposition(filename: &str) -> HeaderValue {
+    let safe: String = filename.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').filter(|c| *c != '"' && *c != '\\').collect();
+    let encoded: String = filename
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"; filename*=UTF-8''{encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+async fn serve_blob(path: std::path::PathBuf, req: Request, mime: &str) -> ApiResult<Response> {
+    let res = ServeFile::new_with_mime(path, &mime.parse().unwrap_or(mime_guess_octet()))
+        .oneshot(req)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(res.map(Body::new))
+}
+
+fn mime_guess_octet() -> mime::Mime {
+    mime::APPLICATION_OCTET_STREAM
+}
+
+async fn get_original(State(node): State<AppState>, AuthUser(u): AuthUser, Path(id): Path<String>, req: Request) -> ApiResult<Response> {
+    let r = find_record(&node, &u, &id)?;
+    let path = node.blobs.path(BlobKind::Original, &r.id)?;
+    if !path.is_file() {
+        return Err(ApiError::internal(format!("original of {id} is missing from the blob store; run `sync-node fsck`")));
+    }
+    let mut res = serve_blob(path, req, r.mime.as_deref().unwrap_or("application/octet-stream")).await?;
+    res.headers_mut().insert(header::CONTENT_DISPOSITION, content_disposition(r.filename.as_deref().unwrap_or("original")));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=86400"));
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+struct ThumbQuery {
+    size: Option<String>,
+}
+
+async fn get_thumbnail(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Path(id): Path<String>,
+    Query(q): Query<ThumbQuery>,
+    req: Request,
+) -> ApiResult<Response> {
+    let r = find_record(&node, &u, &id)?;
+    let (kind, hash) = match q.size.as_deref().unwrap_or("thumbnail") {
+        "thumbnail" => (BlobKind::Thumb, r.thumb.clone()),
+        "preview" | "fullsize" => (BlobKind::Preview, r.preview.clone()),
+        other => return Err(ApiError::bad_request(format!("size must be thumbnail or preview, not {other:?}"))),
+    };
+    let Some(hash) = hash else {
+        let why = match (r.status.as_deref(), r.error.as_deref()) {
+            (_, Some(e)) => format!("No thumbnail for this asset: {e}"),
+            _ => "The thumbnail is not generated yet".to_owned(),
+        };
+        return Err(ApiError::not_found(why));
+    };
+    let mut res = serve_blob(node.blobs.path(kind, &hash)?, req, "image/jpeg").await?;
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=86400"));
+    Ok(res)
+}
+
+async fn sync(State(node): State<AppState>, AuthUser(u): AuthUser, body: Bytes) -> ApiResult<Response> {
+    let out = tokio::task::spawn_blocking(move || node.catalog.sync_round(&u.id, &body)).await?.map_err(|e| match e {
+        CatalogError::Sync(e) => ApiError::bad_request(format!("sync refused: {e}")),
+        other => ApiError::internal(other),
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
+}

@@ -1,0 +1,331 @@
+//! Content-addressed blob store.
+//!
+//! Layout: `<data>/blobs/<kind>/<h[0..2]>/<h[2..4]>/<blake3 hex>`. A blob is written to
+//! `<data>/tmp`, fsynced, renamed into place and its directory fsynced before anyone is told it
+//! exists. The sled tree `blobs` (hash → size, kind) is an index only: `fsck --repair` rebuilds
+//! it from the files, which are the truth.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tessera_media::{Hashes, StreamHasher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob store IO at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("blob index: {0}")]
+    Index(#[from] sled::Error),
+    #[error("invalid blob hash {0:?}")]
+    BadHash(String),
+    #[error("corrupt blob index entry for {0}")]
+    BadEntry(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
+    move |source| BlobError::Io { path: path.to_path_buf(), source }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    Original,
+    Thumb,
+    Preview,
+}
+
+impl BlobKind {
+    pub const ALL: [BlobKind; 3] = [BlobKind::Original, BlobKind::Thumb, BlobKind::Preview];
+
+    pub fn dir(self) -> &'static str {
+        match self {
+            BlobKind::Original => "original",
+            BlobKind::Thumb => "thumb",
+            BlobKind::Preview => "preview",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobEntry {
+    pub size: u64,
+    pub kind: BlobKind,
+}
+
+/// A blob written to the temp dir and hashed, not yet committed.
+pub struct PendingBlob {
+    tmp: PathBuf,
+    file: File,
+    hasher: StreamHasher,
+}
+
+impl PendingBlob {
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        self.hasher.update(chunk);
+        self.file.write_all(chunk).map_err(io(&self.tmp))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hasher.is_empty()
+    }
+
+    /// Discards the temp file.
+    pub fn abort(self) {
+        drop(self.file);
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+#[derive(Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+    tmp: PathBuf,
+    index: sled::Tree,
+}
+
+pub fn valid_hash(h: &str) -> bool {
+    h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl BlobStore {
+    pub fn open(data: &Path, db: &sled::Db) -> Result<Self, BlobError> {
+        let root = data.join("blobs");
+        let tmp = data.join("tmp");
+        for d in [&root, &tmp] {
+            fs::create_dir_all(d).map_err(io(d))?;
+        }
+        // Leftovers of uploads interrupted by a crash were never acknowledged: drop them.
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(Self { root, tmp, index: db.open_tree("blobs")? })
+    }
+
+    pub fn path(&self, kind: BlobKind, hash: &str) -> Result<PathBuf, BlobError> {
+        if !valid_hash(hash) {
+            return Err(BlobError::BadHash(hash.chars().take(80).collect()));
+        }
+        Ok(self.root.join(kind.dir()).join(&hash[..2]).join(&hash[2..4]).join(hash))
+    }
+
+    pub fn begin(&self) -> Result<PendingBlob, BlobError> {
+        let name = crate::random_hex(16).map_err(|e| BlobError::Io { path: self.tmp.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let tmp = self.tmp.join(name);
+        let file = File::create(&tmp).map_err(io(&tmp))?;
+        Ok(PendingBlob { tmp, file, hasher: StreamHasher::new() })
+    }
+
+    /// fsync → rename under its hash → fsync(dir) → index. Returns the hashes and whether the
+    /// blob was already stored (then the temp copy is discarded and the stored one kept).
+    pub fn commit(&self, kind: BlobKind, pending: PendingBlob) -> Result<(Hashes, bool), BlobError> {
+        let PendingBlob { tmp, file, hasher } = pending;
+        let size = hasher.len();
+        let hashes = hasher.finish();
+        let dest = self.path(kind, &hashes.blake3)?;
+        if dest.exists() {
+            drop(file);
+            let _ = fs::remove_file(&tmp);
+            self.index_put(&hashes.blake3, BlobEntry { size, kind })?;
+            return Ok((hashes, true));
+        }
+        file.sync_all().map_err(io(&tmp))?;
+        drop(file);
+        let dir = dest.parent().ok_or_else(|| BlobError::BadHash(hashes.blake3.clone()))?;
+        create_dir_all_synced(dir)?;
+        fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        sync_dir(dir)?;
+        self.index_put(&hashes.blake3, BlobEntry { size, kind })?;
+        Ok((hashes, false))
+    }
+
+    pub fn put_bytes(&self, kind: BlobKind, bytes: &[u8]) -> Result<String, BlobError> {
+        let mut p = self.begin()?;
+        p.write(bytes)?;
+        Ok(self.commit(kind, p)?.0.blake3)
+    }
+
+    fn index_put(&self, hash: &str, e: BlobEntry) -> Result<(), BlobError> {
+        let v = serde_json::to_vec(&e).map_err(|_| BlobError::BadEntry(hash.to_owned()))?;
+        self.index.insert(hash.as_bytes(), v)?;
+        Ok(())
+    }
+
+    pub fn entry(&self, hash: &str) -> Result<Option<BlobEntry>, BlobError> {
+        match self.index.get(hash.as_bytes())? {
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|_| BlobError::BadEntry(hash.to_owned())),
+            None => Ok(None),
+        }
+    }
+
+    pub fn exists(&self, kind: BlobKind, hash: &str) -> bool {
+        self.path(kind, hash).map(|p| p.is_file()).unwrap_or(false)
+    }
+
+    pub fn read(&self, kind: BlobKind, hash: &str) -> Result<Vec<u8>, BlobError> {
+        let p = self.path(kind, hash)?;
+        fs::read(&p).map_err(io(&p))
+    }
+
+    /// Every blob file on disk.
+    pub fn walk(&self) -> Vec<(BlobKind, String, PathBuf)> {
+        let mut out = Vec::new();
+        for kind in BlobKind::ALL {
+            let mut stack = vec![self.root.join(kind.dir())];
+            while let Some(d) = stack.pop() {
+                let Ok(rd) = fs::read_dir(&d) else { continue };
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
+                        out.push((kind, name.to_owned(), p.clone()));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out
+    }
+
+    pub fn index_len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn index_entries(&self) -> Vec<(String, Option<BlobEntry>)> {
+        self.index
+            .iter()
+            .flatten()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), serde_json::from_slice(&v).ok()))
+            .collect()
+    }
+
+    pub fn index_clear(&self) -> Result<(), BlobError> {
+        self.index.clear()?;
+        Ok(())
+    }
+
+    pub fn index_insert(&self, hash: &str, e: BlobEntry) -> Result<(), BlobError> {
+        self.index_put(hash, e)
+    }
+
+    pub fn quarantine(&self, path: &Path) -> Result<PathBuf, BlobError> {
+        let q = self.root.parent().unwrap_or(&self.root).join("quarantine");
+        fs::create_dir_all(&q).map_err(io(&q))?;
+        let name = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        let dest = q.join(name);
+        fs::rename(path, &dest).map_err(io(path))?;
+        Ok(dest)
+    }
+}
+
+/// BLAKE3 of a file, streamed.
+pub fn hash_file(path: &Path) -> Result<(String, u64), BlobError> {
+    let mut f = File::open(path).map_err(io(path))?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(io(path))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((h.finalize().to_hex().to_string(), n))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BlobError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Creates missing directories and fsyncs each new one's parent so the entry is durable.
+fn create_dir_all_synced(dir: &Path) -> Result<(), BlobError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all_synced(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(BlobError::Io { path: dir.to_path_buf(), source: e }),
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// What `fsck` found.
+#[derive(Debug, Default, Serialize)]
+pub struct FsckReport {
+    pub files: usize,
+    pub bytes: u64,
+    pub corrupt: Vec<String>,
+    pub missing_from_index: Vec<String>,
+    pub index_without_file: Vec<String>,
+    pub repaired: bool,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty() && self.missing_from_index.is_empty() && self.index_without_file.is_empty()
+    }
+}
+
+/// Verifies every blob's hash against its name and the index against the files. With
+/// `repair`, corrupt files go to `<data>/quarantine` and the index is rebuilt from the files.
+pub fn fsck(store: &BlobStore, repair: bool, progress: impl Fn(u64, u64)) -> Result<FsckReport, BlobError> {
+    let files = store.walk();
+    let total = files.len() as u64;
+    let mut report = FsckReport::default();
+    let mut good = Vec::new();
+    for (i, (kind, name, path)) in files.iter().enumerate() {
+        progress(i as u64, total);
+        report.files += 1;
+        let (hash, size) = hash_file(path)?;
+        report.bytes += size;
+        if !valid_hash(name) || hash != *name {
+            report.corrupt.push(path.display().to_string());
+            continue;
+        }
+        match store.entry(name) {
+            Ok(Some(e)) if e.size == size && e.kind == *kind => {}
+            _ => report.missing_from_index.push(name.clone()),
+        }
+        good.push((name.clone(), BlobEntry { size, kind: *kind }));
+    }
+    progress(total, total);
+    let on_disk: std::collections::HashSet<&str> = good.iter().map(|(h, _)| h.as_str()).collect();
+    for (h, _) in store.index_entries() {
+        if !on_disk.contains(h.as_str()) {
+            report.index_without_file.push(h);
+        }
+    }
+    if repair && !report.is_clean() {
+        for p in &report.corrupt {
+            store.quarantine(Path::new(p))?;
+        }
+        store.index_clear()?;
+        for (h, e) in good {
+            store.index_insert(&h, e)?;
+        }
+        store.index.flush()?;
+        report.repaired = true;
+    }
+    Ok(report)
+}

@@ -1,0 +1,176 @@
+//! The media job queue: persisted in sled (`jobs`: asset id → job), worked by a bounded pool of
+//! blocking workers, resumed after a restart. A job that fails (or panics) marks its asset with a
+//! readable error and leaves the queue: one bad file never wedges it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tessera_core::record::status;
+use tessera_media::MediaError;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::blobs::BlobKind;
+use crate::node::{Node, NodeError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub owner: String,
+    pub enqueued_at: String,
+}
+
+pub struct Jobs {
+    tree: sled::Tree,
+    notify: Arc<Notify>,
+}
+
+impl Jobs {
+    pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+        Ok(Self { tree: db.open_tree("jobs")?, notify: Arc::new(Notify::new()) })
+    }
+
+    pub fn enqueue(&self, asset: &str, owner: &str) -> Result<(), NodeError> {
+        let job = Job { owner: owner.to_owned(), enqueued_at: crate::now_rfc3339() };
+        let v = serde_json::to_vec(&job).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+        self.tree.insert(asset.as_bytes(), v)?;
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    pub fn pending(&self) -> usize {
+        self.tree.len()
+    }
+
+    fn snapshot(&self) -> Vec<(String, Job)> {
+        self.tree
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((String::from_utf8(k.to_vec()).ok()?, serde_json::from_slice(&v).ok()?)))
+            .collect()
+    }
+
+    fn done(&self, asset: &str) {
+        if let Err(e) = self.tree.remove(asset.as_bytes()) {
+            tracing::error!(asset, error = %e, "cannot remove finished job");
+        }
+    }
+}
+
+/// Works the queue forever with at most `node.config.workers` jobs at a time.
+pub async fn run(node: Arc<Node>) {
+    let sem = Arc::new(Semaphore::new(node.config.workers.max(1)));
+    let inflight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let notify = node.jobs.notify.clone();
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let mut started = 0;
+        for (asset, job) in node.jobs.snapshot() {
+            if inflight.lock().map(|s| s.contains(&asset)).unwrap_or(true) {
+                continue;
+            }
+            let Ok(permit) = sem.clone().acquire_owned().await else { return };
+            if let Ok(mut s) = inflight.lock() {
+                s.insert(asset.clone());
+            }
+            started += 1;
+            let (node, inflight, notify) = (node.clone(), inflight.clone(), notify.clone());
+            tokio::spawn(async move {
+                let n = node.clone();
+                let a = asset.clone();
+                let o = job.owner.clone();
+                let res = tokio::task::spawn_blocking(move || process(&n, &a, &o)).await;
+                match res {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(asset, error = %e, "media job failed");
+                        mark_error(&node, &asset, &job.owner, &format!("processing failed: {e}"));
+                    }
+                    Err(e) => {
+                        tracing::error!(asset, error = %e, "media job panicked");
+                        mark_error(&node, &asset, &job.owner, "processing crashed on this file");
+                    }
+                }
+                node.jobs.done(&asset);
+                if let Ok(mut s) = inflight.lock() {
+                    s.remove(&asset);
+                }
+                drop(permit);
+                notify.notify_one();
+            });
+        }
+        if started == 0 {
+            let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;
+        } else {
+            // Let running jobs finish a little before rescanning.
+            let _ = sem.acquire().await;
+        }
+    }
+}
+
+fn mark_error(node: &Node, asset: &str, owner: &str, msg: &str) {
+    let res = (|| -> Result<(), NodeError> {
+        let Some(loc) = node.location(asset)? else { return Ok(()) };
+        let mut lib = node.catalog.lock()?;
+        lib.update_asset(owner, &loc.month, asset, |r| {
+            r.status = Some(status::ERROR.into());
+            r.error = Some(msg.to_owned());
+        })
+        .map_err(crate::catalog::CatalogError::from)?;
+        node.catalog.persist(&mut lib)?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        tracing::error!(asset, error = %e, "cannot record processing error");
+    }
+}
+
+/// Makes thumbnail, preview and thumbhash of one asset and records them in the catalogue.
+pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
+    let Some(loc) = node.location(asset)? else {
+        tracing::warn!(asset, "job for an unknown asset dropped");
+        return Ok(());
+    };
+    let shard = tessera_core::DocId::shard(owner, &loc.month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+    let record = node.catalog.lock()?.asset_in(&shard, asset).map_err(crate::catalog::CatalogError::from)?;
+    let Some(record) = record else { return Ok(()) };
+    let bytes = node.blobs.read(BlobKind::Original, asset)?;
+    let mime = record.mime.clone().unwrap_or_default();
+    let started = std::time::Instant::now();
+    let result = tessera_media::make_derivatives(&bytes, &mime, record.orientation);
+    drop(bytes);
+    let update: Box<dyn FnOnce(&mut tessera_core::AssetRecord)> = match result {
+        Ok(d) => {
+            let thumb = node.blobs.put_bytes(BlobKind::Thumb, &d.thumbnail)?;
+            let preview = node.blobs.put_bytes(BlobKind::Preview, &d.preview)?;
+            tracing::info!(asset, ms = started.elapsed().as_millis() as u64, "derivatives made");
+            Box::new(move |r| {
+                r.status = Some(status::READY.into());
+                r.error = None;
+                r.thumb = Some(thumb);
+                r.preview = Some(preview);
+                r.thumbhash = Some(d.thumbhash);
+                r.width = Some(d.width);
+                r.height = Some(d.height);
+            })
+        }
+        Err(MediaError::Unsupported(m)) => Box::new(move |r| {
+            r.status = Some(status::UNSUPPORTED.into());
+            r.error = Some(format!("{m} is stored; previews for this type are not available yet"));
+        }),
+        Err(e) => {
+            tracing::warn!(asset, error = %e, "cannot make derivatives");
+            let msg = e.to_string();
+            Box::new(move |r| {
+                r.status = Some(status::ERROR.into());
+                r.error = Some(msg);
+            })
+        }
+    };
+    let mut lib = node.catalog.lock()?;
+    lib.update_asset(owner, &loc.month, asset, update).map_err(crate::catalog::CatalogError::from)?;
+    node.catalog.persist(&mut lib)?;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! The sync node: Tessera's always-on peer.
+//!
+//! Codemap: [`blobs`] (content-addressed originals and derivatives, sled index, fsck),
+//! [`catalog`] (the automerge documents on disk, sync sessions with peers), [`auth`] (users,
+//! sessions, API keys), [`ingest`] (an upload becoming an asset), [`jobs`] (the persisted,
+//! bounded media queue), [`api`] (axum router: Immich-shaped HTTP API + PWA hosting).
+//!
+//! Architecture invariant: an upload is acknowledged only after the original is fsynced under
+//! its hash and its catalogue record is persisted. The blob files are the truth; the sled index
+//! can always be rebuilt from them (`sync-node fsck --repair`).
+
+pub mod api;
+pub mod auth;
+pub mod blobs;
+pub mod catalog;
+pub mod ingest;
+pub mod jobs;
+pub mod node;
+
+pub use node::{Node, NodeConfig, NodeError};
+
+/// Current UTC time, RFC 3339 with milliseconds.
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Random bytes as lowercase hex (tokens, ids).
+pub(crate) fn random_hex(n: usize) -> Result<String, getrandom::Error> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,113 @@
+//! `sync-node`: serve a data directory, or check it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tessera_sync_node::{blobs, Node, NodeConfig};
+
+#[derive(Parser)]
+#[command(name = "sync-node", version, about = "Tessera sync node: stores originals, serves the PWA and the API")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the HTTP API and the PWA from a data directory.
+    Serve {
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:2283")]
+        listen: SocketAddr,
+        /// The built PWA (trunk's dist/). Defaults to ./dist when it exists.
+        #[arg(long)]
+        web: Option<PathBuf>,
+        /// Concurrent media jobs (default: number of cores).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Verify every blob's hash and the index; with --repair, quarantine corrupt blobs and
+    /// rebuild the index from the files.
+    Fsck {
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        #[arg(long)]
+        repair: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into()))
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Serve { data, listen, web, workers } => {
+            let mut cfg = NodeConfig::new(&data);
+            cfg.web = web.or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
+            if let Some(w) = workers {
+                cfg.workers = w.max(1);
+            }
+            let node = Node::open(cfg).with_context(|| format!("opening data directory {}", data.display()))?;
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            tracing::info!(
+                data = %data.display(),
+                pending_jobs = node.jobs.pending(),
+                web = ?node.config.web,
+                "sync node listening on http://{listen}"
+            );
+            tokio::spawn(tessera_sync_node::jobs::run(node.clone()));
+            axum::serve(listener, tessera_sync_node::api::router(node.clone()))
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("serving HTTP")?;
+            node.flush().context("flushing the index")?;
+            Ok(())
+        }
+        Cmd::Fsck { data, repair, json } => {
+            let node = Node::open(NodeConfig::new(&data)).with_context(|| format!("opening data directory {}", data.display()))?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} verifying blobs {pos}/{len} [{bar:40}] {per_sec} eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let report = blobs::fsck(&node.blobs, repair, |i, n| {
+                bar.set_length(n);
+                bar.set_position(i);
+            })
+            .context("fsck")?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{} blobs, {} bytes verified", report.files, report.bytes);
+                for c in &report.corrupt {
+                    println!("CORRUPT (hash does not match name): {c}");
+                }
+                for h in &report.missing_from_index {
+                    println!("not indexed: {h}");
+                }
+                for h in &report.index_without_file {
+                    println!("indexed but missing on disk: {h}");
+                }
+                if report.repaired {
+                    println!("repaired: corrupt blobs quarantined, index rebuilt from the files");
+                } else if report.is_clean() {
+                    println!("clean");
+                }
+            }
+            if !report.is_clean() && !report.repaired {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The node: its data directory, stores, and the asset index.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Auth, AuthError};
+use crate::blobs::{BlobError, BlobStore};
+use crate::catalog::{Catalog, CatalogError};
+use crate::jobs::Jobs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot open the node database in {path}: {source} (is another sync-node using this data directory?)")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("data directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("randomness unavailable: {0}")]
+    Random(String),
+    #[error("corrupt index record: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data: PathBuf,
+    /// Directory of the built PWA to serve at `/`.
+    pub web: Option<PathBuf>,
+    /// Concurrent media jobs (default: available cores).
+    pub workers: usize,
+}
+
+impl NodeConfig {
+    pub fn new(data: impl Into<PathBuf>) -> Self {
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self { data: data.into(), web: None, workers }
+    }
+}
+
+/// Where an asset lives: its owner and capture month (the shard document).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetLocation {
+    pub owner: String,
+    pub month: String,
+    pub sha1: String,
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub db: sled::Db,
+    pub blobs: BlobStore,
+    pub auth: Auth,
+    pub catalog: Catalog,
+    pub jobs: Jobs,
+    assets: sled::Tree,
+    checksums: sled::Tree,
+}
+
+impl Node {
+    pub fn open(config: NodeConfig) -> Result<Arc<Self>, NodeError> {
+        let data = &config.data;
+        std::fs::create_dir_all(data).map_err(|source| NodeError::Io { path: data.clone(), source })?;
+        let db_path = data.join("index.sled");
+        let db = sled::Config::new()
+            .path(&db_path)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|source| NodeError::Db { path: db_path.clone(), source })?;
+        let actor = match db.get(b"actor")? {
+            Some(a) => a.to_vec(),
+            None => {
+                let mut a = vec![0u8; 16];
+                getrandom::fill(&mut a).map_err(|e| NodeError::Random(e.to_string()))?;
+                db.insert(b"actor", a.as_slice())?;
+                db.flush()?;
+                a
+            }
+        };
+        let blobs = BlobStore::open(data, &db)?;
+        let auth = Auth::open(&db)?;
+        let catalog = Catalog::open(data, &actor)?;
+        let jobs = Jobs::open(&db)?;
+        let assets = db.open_tree("assets")?;
+        let checksums = db.open_tree("checksums")?;
+        Ok(Arc::new(Self { config, db, blobs, auth, catalog, jobs, assets, checksums }))
+    }
+
+    pub fn data(&self) -> &Path {
+        &self.config.data
+    }
+
+    pub fn location(&self, asset: &str) -> Result<Option<AssetLocation>, NodeError> {
+        match self.assets.get(asset.as_bytes())? {
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| NodeError::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_location(&self, asset: &str, loc: &AssetLocation) -> Result<(), NodeError> {
+        let v = serde_json::to_vec(loc).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+        self.assets.insert(asset.as_bytes(), v)?;
+        self.checksums.insert(format!("{}/{}", loc.owner, loc.sha1).as_bytes(), asset.as_bytes())?;
+        Ok(())
+    }
+
+    /// The asset of `owner` with this SHA-1 (hex), if any.
+    pub fn by_sha1(&self, owner: &str, sha1_hex: &str) -> Result<Option<String>, NodeError> {
+        Ok(self
+            .checksums
+            .get(format!("{owner}/{sha1_hex}").as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn flush(&self) -> Result<(), NodeError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

