@@ -67,6 +67,19 @@ impl Library {
         Ok(())
     }
 
+    /// Like [`Library::load`], but a torn tail (an append cut short by a crash) is dropped
+    /// instead of failing the whole document. Returns `true` if something was dropped: the
+    /// caller should then rewrite its copy from [`Library::save`].
+    pub fn load_recovering(&mut self, id: DocId, bytes: &[u8]) -> Result<bool, LibraryError> {
+        if self.load(id.clone(), bytes).is_ok() {
+            return Ok(false);
+        }
+        let opts = automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Ignore);
+        let doc = AutoCommit::load_with_options(bytes, opts).map_err(am_err(&id))?.with_actor(self.actor.clone());
+        self.docs.insert(id, doc);
+        Ok(true)
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = &DocId> {
         self.docs.keys()
     }

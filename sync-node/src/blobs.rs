@@ -282,8 +282,11 @@ pub struct FsckReport {
 }
 
 impl FsckReport {
+    /// No corrupt blob and no index entry without its file. Blobs missing from the index are
+    /// reported but are not damage: the files are the truth, and a blob written by an upload
+    /// that was cut short before its acknowledgement is legitimately unindexed.
     pub fn is_clean(&self) -> bool {
-        self.corrupt.is_empty() && self.missing_from_index.is_empty() && self.index_without_file.is_empty()
+        self.corrupt.is_empty() && self.index_without_file.is_empty()
     }
 }
 
@@ -316,7 +319,7 @@ pub fn fsck(store: &BlobStore, repair: bool, progress: impl Fn(u64, u64)) -> Res
             report.index_without_file.push(h);
         }
     }
-    if repair && !report.is_clean() {
+    if repair && !(report.is_clean() && report.missing_from_index.is_empty()) {
         for p in &report.corrupt {
             store.quarantine(Path::new(p))?;
         }

@@ -55,15 +55,21 @@ impl Catalog {
                 continue;
             };
             let bytes = fs::read(&path).map_err(io(&path))?;
-            if let Err(e) = lib.load(id.clone(), &bytes) {
+            let torn = match lib.load_recovering(id.clone(), &bytes) {
+                Ok(torn) => torn,
+                Err(e) => {
                 // Keep the file for inspection and carry on: one bad document must not take the
                 // node down. It is re-fetched from peers by sync.
                 tracing::error!(doc = %id, error = %e, "cannot load document; moving it aside");
-                let _ = fs::rename(&path, path.with_extension("am.corrupt"));
-                continue;
+                    let _ = fs::rename(&path, path.with_extension("am.corrupt"));
+                    continue;
+                }
+            };
+            if torn {
+                tracing::warn!(doc = %id, "dropped a torn tail (a write cut short by a crash); rewriting the document");
             }
             if let Some(full) = lib.save(&id) {
-                if (full.len() as u64) * 3 / 2 < bytes.len() as u64 {
+                if torn || (full.len() as u64) * 3 / 2 < bytes.len() as u64 {
                     write_atomic(&path, &full)?;
                 }
             }

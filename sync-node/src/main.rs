@@ -28,6 +28,9 @@ enum Cmd {
         /// Concurrent media jobs (default: number of cores).
         #[arg(long)]
         workers: Option<usize>,
+        /// Accept uploads but leave media jobs queued (maintenance; they run at the next start).
+        #[arg(long)]
+        jobs_paused: bool,
     },
     /// Verify every blob's hash and the index; with --repair, quarantine corrupt blobs and
     /// rebuild the index from the files.
@@ -48,7 +51,7 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into()))
         .init();
     match Cli::parse().cmd {
-        Cmd::Serve { data, listen, web, workers } => {
+        Cmd::Serve { data, listen, web, workers, jobs_paused } => {
             let mut cfg = NodeConfig::new(&data);
             cfg.web = web.or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
             if let Some(w) = workers {
@@ -62,7 +65,11 @@ async fn main() -> Result<()> {
                 web = ?node.config.web,
                 "sync node listening on http://{listen}"
             );
-            tokio::spawn(tessera_sync_node::jobs::run(node.clone()));
+            if jobs_paused {
+                tracing::warn!("media jobs are paused (--jobs-paused): uploads are stored and queued only");
+            } else {
+                tokio::spawn(tessera_sync_node::jobs::run(node.clone()));
+            }
             axum::serve(listener, tessera_sync_node::api::router(node.clone()))
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
@@ -93,7 +100,7 @@ async fn main() -> Result<()> {
                     println!("CORRUPT (hash does not match name): {c}");
                 }
                 for h in &report.missing_from_index {
-                    println!("not indexed: {h}");
+                    println!("not indexed (harmless; --repair indexes it): {h}");
                 }
                 for h in &report.index_without_file {
                     println!("indexed but missing on disk: {h}");
