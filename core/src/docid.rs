@@ -27,7 +27,10 @@ fn valid_month(m: &str) -> bool {
         && b[..4].iter().all(u8::is_ascii_digit)
         && b[4] == b'-'
         && b[5..].iter().all(u8::is_ascii_digit)
-        && matches!(&m[5..], "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12")
+        && matches!(
+            &m[5..],
+            "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12"
+        )
 }
 
 impl DocId {
@@ -96,7 +99,16 @@ mod tests {
         let s = DocId::shard("abc", "2024-05").unwrap();
         assert_eq!(s.month(), Some("2024-05"));
         assert_eq!(DocId::from_file_stem(&s.file_stem()).unwrap(), s);
-        for bad in ["", "u//root", "u/../root", "u/a/m/2024-13", "u/a/m/../../x", "x/a/root", "u/a/root/x", "u/a b/root"] {
+        for bad in [
+            "",
+            "u//root",
+            "u/../root",
+            "u/a/m/2024-13",
+            "u/a/m/../../x",
+            "x/a/root",
+            "u/a/root/x",
+            "u/a b/root",
+        ] {
             assert!(DocId::parse(bad).is_err(), "{bad}");
         }
         assert!(DocId::shard("a", "undated").is_ok());

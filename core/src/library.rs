@@ -12,7 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::{transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{
+    transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value,
+    ROOT,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map as JsonMap, Number, Value as Json};
 
@@ -29,7 +32,11 @@ pub enum LibraryError {
         source: Box<automerge::AutomergeError>,
     },
     #[error("document {doc} has a malformed asset record {id}: {reason}")]
-    Malformed { doc: String, id: String, reason: String },
+    Malformed {
+        doc: String,
+        id: String,
+        reason: String,
+    },
 }
 
 const SHARD_PREFIX: &str = "shard/";
@@ -51,18 +58,27 @@ pub struct Library {
 }
 
 fn am_err(doc: &DocId) -> impl Fn(automerge::AutomergeError) -> LibraryError + '_ {
-    move |source| LibraryError::Automerge { doc: doc.to_string(), source: Box::new(source) }
+    move |source| LibraryError::Automerge {
+        doc: doc.to_string(),
+        source: Box::new(source),
+    }
 }
 
 impl Library {
     /// `actor` identifies this peer's changes (stable per device/node; 16 random bytes is usual).
     pub fn new(actor: &[u8]) -> Self {
-        Self { actor: ActorId::from(actor), docs: BTreeMap::new(), dirty: BTreeSet::new() }
+        Self {
+            actor: ActorId::from(actor),
+            docs: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+        }
     }
 
     /// Loads a document from saved bytes (a full save followed by any incremental chunks).
     pub fn load(&mut self, id: DocId, bytes: &[u8]) -> Result<(), LibraryError> {
-        let doc = AutoCommit::load(bytes).map_err(am_err(&id))?.with_actor(self.actor.clone());
+        let doc = AutoCommit::load(bytes)
+            .map_err(am_err(&id))?
+            .with_actor(self.actor.clone());
         self.docs.insert(id, doc);
         Ok(())
     }
@@ -75,7 +91,9 @@ impl Library {
             return Ok(false);
         }
         let opts = automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Ignore);
-        let doc = AutoCommit::load_with_options(bytes, opts).map_err(am_err(&id))?.with_actor(self.actor.clone());
+        let doc = AutoCommit::load_with_options(bytes, opts)
+            .map_err(am_err(&id))?
+            .with_actor(self.actor.clone());
         self.docs.insert(id, doc);
         Ok(true)
     }
@@ -100,7 +118,9 @@ impl Library {
     /// The document, created empty if missing.
     pub fn doc_mut(&mut self, id: &DocId) -> &mut AutoCommit {
         let actor = self.actor.clone();
-        self.docs.entry(id.clone()).or_insert_with(|| AutoCommit::new().with_actor(actor))
+        self.docs
+            .entry(id.clone())
+            .or_insert_with(|| AutoCommit::new().with_actor(actor))
     }
 
     pub fn doc(&self, id: &DocId) -> Option<&AutoCommit> {
@@ -118,12 +138,19 @@ impl Library {
     }
 
     pub fn heads(&mut self, id: &DocId) -> Vec<String> {
-        self.docs.get_mut(id).map(|d| d.get_heads().iter().map(|h| h.to_string()).collect()).unwrap_or_default()
+        self.docs
+            .get_mut(id)
+            .map(|d| d.get_heads().iter().map(|h| h.to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// Inserts or updates asset records of `user` in one change per shard document, and
     /// refreshes the shard summaries in the root document.
-    pub fn upsert_assets(&mut self, user: &str, records: &[AssetRecord]) -> Result<(), LibraryError> {
+    pub fn upsert_assets(
+        &mut self,
+        user: &str,
+        records: &[AssetRecord],
+    ) -> Result<(), LibraryError> {
         let mut by_month: BTreeMap<String, Vec<&AssetRecord>> = BTreeMap::new();
         for r in records {
             by_month.entry(r.month()).or_default().push(r);
@@ -152,7 +179,9 @@ impl Library {
         f: impl FnOnce(&mut AssetRecord),
     ) -> Result<bool, LibraryError> {
         let id = DocId::shard(user, month)?;
-        let Some(mut rec) = self.asset_in(&id, asset)? else { return Ok(false) };
+        let Some(mut rec) = self.asset_in(&id, asset)? else {
+            return Ok(false);
+        };
         f(&mut rec);
         if rec.month() != month {
             let doc = self.doc_mut(&id);
@@ -166,9 +195,17 @@ impl Library {
     }
 
     /// One record from a shard document.
-    pub fn asset_in(&self, doc_id: &DocId, asset: &str) -> Result<Option<AssetRecord>, LibraryError> {
-        let Some(doc) = self.docs.get(doc_id) else { return Ok(None) };
-        let Some((Value::Object(ObjType::Map), obj)) = doc.get(ROOT, asset).map_err(am_err(doc_id))? else {
+    pub fn asset_in(
+        &self,
+        doc_id: &DocId,
+        asset: &str,
+    ) -> Result<Option<AssetRecord>, LibraryError> {
+        let Some(doc) = self.docs.get(doc_id) else {
+            return Ok(None);
+        };
+        let Some((Value::Object(ObjType::Map), obj)) =
+            doc.get(ROOT, asset).map_err(am_err(doc_id))?
+        else {
             return Ok(None);
         };
         read_record(doc, doc_id, asset, &obj).map(Some)
@@ -176,10 +213,14 @@ impl Library {
 
     /// Every record of a shard document, newest capture time first.
     pub fn assets(&self, doc_id: &DocId) -> Result<Vec<AssetRecord>, LibraryError> {
-        let Some(doc) = self.docs.get(doc_id) else { return Ok(Vec::new()) };
+        let Some(doc) = self.docs.get(doc_id) else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         for key in doc.keys(ROOT) {
-            if let Some((Value::Object(ObjType::Map), obj)) = doc.get(ROOT, &key).map_err(am_err(doc_id))? {
+            if let Some((Value::Object(ObjType::Map), obj)) =
+                doc.get(ROOT, &key).map_err(am_err(doc_id))?
+            {
                 out.push(read_record(doc, doc_id, &key, &obj)?);
             }
         }
@@ -190,11 +231,19 @@ impl Library {
     /// Shard summaries of `user`, newest month first (`undated` last).
     pub fn shards(&self, user: &str) -> Result<Vec<ShardSummary>, LibraryError> {
         let root = DocId::root(user)?;
-        let Some(doc) = self.docs.get(&root) else { return Ok(Vec::new()) };
+        let Some(doc) = self.docs.get(&root) else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         for key in doc.keys(ROOT) {
-            let Some(month) = key.strip_prefix(SHARD_PREFIX).map(str::to_owned) else { continue };
-            let Some((Value::Object(ObjType::Map), obj)) = doc.get(ROOT, &key).map_err(am_err(&root))? else { continue };
+            let Some(month) = key.strip_prefix(SHARD_PREFIX).map(str::to_owned) else {
+                continue;
+            };
+            let Some((Value::Object(ObjType::Map), obj)) =
+                doc.get(ROOT, &key).map_err(am_err(&root))?
+            else {
+                continue;
+            };
             let count = match get_scalar(doc, &obj, "count") {
                 Some(ScalarValue::Uint(n)) => n,
                 Some(ScalarValue::Int(n)) => n.max(0) as u64,
@@ -204,7 +253,12 @@ impl Library {
                 Some(ScalarValue::Str(s)) => Some(s.to_string()),
                 _ => None,
             };
-            out.push(ShardSummary { count, first: str_of("first"), last: str_of("last"), month });
+            out.push(ShardSummary {
+                count,
+                first: str_of("first"),
+                last: str_of("last"),
+                month,
+            });
         }
         out.sort_by(|a, b| match (a.month.as_str(), b.month.as_str()) {
             ("undated", "undated") => std::cmp::Ordering::Equal,
@@ -227,7 +281,9 @@ impl Library {
     }
 
     fn refresh_summary(&mut self, user: &str, shard: &DocId) -> Result<(), LibraryError> {
-        let Some(month) = shard.month().map(str::to_owned) else { return Ok(()) };
+        let Some(month) = shard.month().map(str::to_owned) else {
+            return Ok(());
+        };
         let recs = self.assets(shard)?;
         let first = recs.iter().filter_map(|r| r.taken_at.clone()).min();
         let last = recs.iter().filter_map(|r| r.taken_at.clone()).max();
@@ -235,15 +291,21 @@ impl Library {
         let doc = self.doc_mut(&root);
         let key = format!("{SHARD_PREFIX}{month}");
         if recs.is_empty() {
-            if doc.get(ROOT, key.as_str()).map_err(am_err(&root))?.is_some() {
+            if doc
+                .get(ROOT, key.as_str())
+                .map_err(am_err(&root))?
+                .is_some()
+            {
                 doc.delete(ROOT, key.as_str()).map_err(am_err(&root))?;
             }
         } else {
             let obj = ensure_map(doc, &ROOT, &key).map_err(am_err(&root))?;
-            put_if_changed(doc, &obj, "count", ScalarValue::Uint(recs.len() as u64)).map_err(am_err(&root))?;
+            put_if_changed(doc, &obj, "count", ScalarValue::Uint(recs.len() as u64))
+                .map_err(am_err(&root))?;
             for (k, v) in [("first", first), ("last", last)] {
                 match v {
-                    Some(s) => put_if_changed(doc, &obj, k, ScalarValue::Str(s.into())).map_err(am_err(&root))?,
+                    Some(s) => put_if_changed(doc, &obj, k, ScalarValue::Str(s.into()))
+                        .map_err(am_err(&root))?,
                     None => {
                         if get_scalar(doc, &obj, k).is_some() {
                             doc.delete(&obj, k).map_err(am_err(&root))?
@@ -258,7 +320,11 @@ impl Library {
     }
 }
 
-fn ensure_map(doc: &mut AutoCommit, parent: &ObjId, key: &str) -> Result<ObjId, automerge::AutomergeError> {
+fn ensure_map(
+    doc: &mut AutoCommit,
+    parent: &ObjId,
+    key: &str,
+) -> Result<ObjId, automerge::AutomergeError> {
     match doc.get(parent, key)? {
         Some((Value::Object(ObjType::Map), id)) => Ok(id),
         _ => doc.put_object(parent, key, ObjType::Map),
@@ -272,7 +338,12 @@ fn get_scalar(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<ScalarValue> {
     }
 }
 
-fn put_if_changed(doc: &mut AutoCommit, obj: &ObjId, key: &str, v: ScalarValue) -> Result<(), automerge::AutomergeError> {
+fn put_if_changed(
+    doc: &mut AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    v: ScalarValue,
+) -> Result<(), automerge::AutomergeError> {
     if get_scalar(doc, obj, key).as_ref() != Some(&v) {
         doc.put(obj, key, v)?;
     }
@@ -305,8 +376,14 @@ fn scalar_to_json(v: &ScalarValue) -> Json {
     }
 }
 
-fn write_record(doc: &mut AutoCommit, obj: &ObjId, r: &AssetRecord) -> Result<(), automerge::AutomergeError> {
-    let Ok(Json::Object(fields)) = serde_json::to_value(r) else { return Ok(()) };
+fn write_record(
+    doc: &mut AutoCommit,
+    obj: &ObjId,
+    r: &AssetRecord,
+) -> Result<(), automerge::AutomergeError> {
+    let Ok(Json::Object(fields)) = serde_json::to_value(r) else {
+        return Ok(());
+    };
     // Fields absent from the record are removed (a cleared error, for example).
     let existing: Vec<String> = doc.keys(obj).collect();
     for k in existing {
@@ -322,7 +399,12 @@ fn write_record(doc: &mut AutoCommit, obj: &ObjId, r: &AssetRecord) -> Result<()
     Ok(())
 }
 
-fn read_record(doc: &AutoCommit, doc_id: &DocId, id: &str, obj: &ObjId) -> Result<AssetRecord, LibraryError> {
+fn read_record(
+    doc: &AutoCommit,
+    doc_id: &DocId,
+    id: &str,
+    obj: &ObjId,
+) -> Result<AssetRecord, LibraryError> {
     let mut m = JsonMap::new();
     for k in doc.keys(obj) {
         if let Some(s) = get_scalar(doc, obj, &k) {
@@ -342,7 +424,12 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, taken: Option<&str>) -> AssetRecord {
-        AssetRecord { id: id.into(), taken_at: taken.map(Into::into), filename: Some(format!("{id}.jpg")), ..Default::default() }
+        AssetRecord {
+            id: id.into(),
+            taken_at: taken.map(Into::into),
+            filename: Some(format!("{id}.jpg")),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -350,7 +437,11 @@ mod tests {
         let mut lib = Library::new(&[1; 16]);
         lib.upsert_assets(
             "u1",
-            &[rec("a", Some("2024-05-01T10:00:00+02:00")), rec("b", Some("2024-05-09T10:00:00")), rec("c", None)],
+            &[
+                rec("a", Some("2024-05-01T10:00:00+02:00")),
+                rec("b", Some("2024-05-09T10:00:00")),
+                rec("c", None),
+            ],
         )
         .unwrap();
         let shards = lib.shards("u1").unwrap();
@@ -360,7 +451,10 @@ mod tests {
         assert_eq!(shards[0].last.as_deref(), Some("2024-05-09T10:00:00"));
         assert_eq!(shards[1].month, "undated");
         let may = lib.assets(&DocId::shard("u1", "2024-05").unwrap()).unwrap();
-        assert_eq!(may.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(
+            may.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["b", "a"]
+        );
         assert_eq!(may[1], rec("a", Some("2024-05-01T10:00:00+02:00")));
     }
 
@@ -377,7 +471,10 @@ mod tests {
             .unwrap());
         assert!(!lib.update_asset("u1", "undated", "zz", |_| {}).unwrap());
         let shards = lib.shards("u1").unwrap();
-        assert_eq!(shards.iter().map(|s| s.month.as_str()).collect::<Vec<_>>(), ["2020-01"]);
+        assert_eq!(
+            shards.iter().map(|s| s.month.as_str()).collect::<Vec<_>>(),
+            ["2020-01"]
+        );
         let id = DocId::shard("u1", "2020-01").unwrap();
         let bytes = lib.save(&id).unwrap();
         let mut other = Library::new(&[2; 16]);

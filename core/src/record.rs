@@ -106,7 +106,11 @@ impl AssetRecord {
 /// `YYYY-MM` of an ISO 8601 date-time, if it starts with a plausible date.
 pub fn month_of(ts: &str) -> Option<String> {
     let b = ts.as_bytes();
-    if b.len() >= 7 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[5..7].iter().all(u8::is_ascii_digit) {
+    if b.len() >= 7
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+    {
         let m: u32 = ts[5..7].parse().ok()?;
         (1..=12).contains(&m).then(|| ts[..7].to_owned())
     } else {
@@ -120,7 +124,10 @@ mod tests {
 
     #[test]
     fn month_from_capture_time() {
-        let mut r = AssetRecord { id: "x".into(), ..Default::default() };
+        let mut r = AssetRecord {
+            id: "x".into(),
+            ..Default::default()
+        };
         assert_eq!(r.month(), "undated");
         r.taken_at = Some("2023-11-02T10:00:00+01:00".into());
         assert_eq!(r.month(), "2023-11");

@@ -57,7 +57,11 @@ pub struct SyncEnvelope {
 
 impl SyncEnvelope {
     pub fn new(peer: impl Into<String>, docs: Vec<DocMessage>) -> Self {
-        Self { version: PROTOCOL_VERSION, peer: peer.into(), docs }
+        Self {
+            version: PROTOCOL_VERSION,
+            peer: peer.into(),
+            docs,
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -88,13 +92,20 @@ impl PeerSync {
     }
 
     /// Messages for the remote peer about `docs` (those with nothing to say are left out).
-    pub fn generate<'a>(&mut self, lib: &mut Library, docs: impl IntoIterator<Item = &'a DocId>) -> Vec<DocMessage> {
+    pub fn generate<'a>(
+        &mut self,
+        lib: &mut Library,
+        docs: impl IntoIterator<Item = &'a DocId>,
+    ) -> Vec<DocMessage> {
         let mut out = Vec::new();
         for id in docs {
             let state = self.states.entry(id.clone()).or_default();
             let doc = lib.doc_mut(id);
             if let Some(msg) = doc.sync().generate_sync_message(state) {
-                out.push(DocMessage { doc: id.to_string(), msg: msg.encode() });
+                out.push(DocMessage {
+                    doc: id.to_string(),
+                    msg: msg.encode(),
+                });
             }
         }
         out
@@ -115,8 +126,10 @@ impl PeerSync {
             if !may_write(&id) {
                 return Err(SyncError::Forbidden(id.to_string()));
             }
-            let msg = sync::Message::decode(&m.msg)
-                .map_err(|e| SyncError::Message { doc: id.to_string(), reason: e.to_string() })?;
+            let msg = sync::Message::decode(&m.msg).map_err(|e| SyncError::Message {
+                doc: id.to_string(),
+                reason: e.to_string(),
+            })?;
             decoded.push((id, msg));
         }
         let mut changed = Vec::new();
@@ -126,7 +139,10 @@ impl PeerSync {
             let before = doc.get_heads();
             doc.sync()
                 .receive_sync_message(state, msg)
-                .map_err(|source| SyncError::Apply { doc: id.to_string(), source: Box::new(source) })?;
+                .map_err(|source| SyncError::Apply {
+                    doc: id.to_string(),
+                    source: Box::new(source),
+                })?;
             if doc.get_heads() != before {
                 lib.mark_dirty(&id);
                 changed.push(id);
@@ -149,12 +165,22 @@ mod tests {
     use crate::AssetRecord;
 
     fn rec(id: &str, month: u32) -> AssetRecord {
-        AssetRecord { id: id.into(), taken_at: Some(format!("2024-{month:02}-01T00:00:00")), ..Default::default() }
+        AssetRecord {
+            id: id.into(),
+            taken_at: Some(format!("2024-{month:02}-01T00:00:00")),
+            ..Default::default()
+        }
     }
 
     /// Runs request/response rounds (client → server → client) until neither side has anything
     /// to say; returns the number of rounds.
-    pub(crate) fn converge(client: &mut Library, cs: &mut PeerSync, server: &mut Library, ss: &mut PeerSync, user: &str) -> usize {
+    pub(crate) fn converge(
+        client: &mut Library,
+        cs: &mut PeerSync,
+        server: &mut Library,
+        ss: &mut PeerSync,
+        user: &str,
+    ) -> usize {
         for round in 1..50 {
             let ids: Vec<DocId> = client.ids().cloned().collect();
             let up = SyncEnvelope::new("c", cs.generate(client, &ids)).encode();
@@ -199,15 +225,33 @@ mod tests {
         let heads = lib.heads(&id);
         let mut s = PeerSync::new();
         assert!(SyncEnvelope::decode(b"\xff\xff garbage").is_err());
-        let forged = vec![DocMessage { doc: "u/other/root".into(), msg: vec![0x42] }];
-        assert!(matches!(s.receive(&mut lib, forged, |d| d.user() == "u"), Err(SyncError::Forbidden(_))));
+        let forged = vec![DocMessage {
+            doc: "u/other/root".into(),
+            msg: vec![0x42],
+        }];
+        assert!(matches!(
+            s.receive(&mut lib, forged, |d| d.user() == "u"),
+            Err(SyncError::Forbidden(_))
+        ));
         let good_then_bad = vec![
-            DocMessage { doc: id.to_string(), msg: vec![0x42, 1, 2, 3] },
-            DocMessage { doc: "../../etc".into(), msg: vec![] },
+            DocMessage {
+                doc: id.to_string(),
+                msg: vec![0x42, 1, 2, 3],
+            },
+            DocMessage {
+                doc: "../../etc".into(),
+                msg: vec![],
+            },
         ];
         assert!(s.receive(&mut lib, good_then_bad, |_| true).is_err());
-        let garbage = vec![DocMessage { doc: id.to_string(), msg: vec![0x42, 1, 2, 3] }];
-        assert!(matches!(s.receive(&mut lib, garbage, |_| true), Err(SyncError::Message { .. })));
+        let garbage = vec![DocMessage {
+            doc: id.to_string(),
+            msg: vec![0x42, 1, 2, 3],
+        }];
+        assert!(matches!(
+            s.receive(&mut lib, garbage, |_| true),
+            Err(SyncError::Message { .. })
+        ));
         assert_eq!(lib.heads(&id), heads);
     }
 }

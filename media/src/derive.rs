@@ -8,7 +8,9 @@
 use std::io::Cursor;
 
 use base64::Engine;
-use fast_image_resize::{images::Image as FirImage, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{
+    images::Image as FirImage, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
 use image::{metadata::Orientation, DynamicImage, RgbImage};
 
 use crate::MediaError;
@@ -36,13 +38,19 @@ pub struct Derivatives {
 }
 
 /// Makes the derivatives of an image. `orientation` is the EXIF orientation (1–8), if any.
-pub fn make_derivatives(bytes: &[u8], mime: &str, orientation: Option<u32>) -> Result<Derivatives, MediaError> {
+pub fn make_derivatives(
+    bytes: &[u8],
+    mime: &str,
+    orientation: Option<u32>,
+) -> Result<Derivatives, MediaError> {
     if bytes.is_empty() {
         return Err(MediaError::Empty);
     }
     let (decoded, full_w, full_h) = match mime {
         "image/jpeg" => decode_jpeg_scaled(bytes, PREVIEW_LONG_SIDE)?,
-        "image/png" | "image/webp" | "image/gif" | "image/bmp" | "image/tiff" => decode_generic(bytes, mime)?,
+        "image/png" | "image/webp" | "image/gif" | "image/bmp" | "image/tiff" => {
+            decode_generic(bytes, mime)?
+        }
         other => return Err(MediaError::Unsupported(other.to_owned())),
     };
     let mut resizer = Resizer::new();
@@ -51,21 +59,52 @@ pub fn make_derivatives(bytes: &[u8], mime: &str, orientation: Option<u32>) -> R
     let (pw, ph) = fit_long_side(decoded.width(), decoded.height(), PREVIEW_LONG_SIDE);
     let preview = resize(&mut resizer, &decoded, pw, ph, &lanczos)?;
     // The thumbnail comes from the preview unless that is already too small on its short side.
-    let (tw, th) = fit_short_side(full_w, full_h, THUMB_SHORT_SIDE).min_each(fit_short_side(pw, ph, THUMB_SHORT_SIDE));
-    let thumb_src = if pw.min(ph) >= tw.min(th) { &preview } else { &decoded };
+    let (tw, th) = fit_short_side(full_w, full_h, THUMB_SHORT_SIDE).min_each(fit_short_side(
+        pw,
+        ph,
+        THUMB_SHORT_SIDE,
+    ));
+    let thumb_src = if pw.min(ph) >= tw.min(th) {
+        &preview
+    } else {
+        &decoded
+    };
     let thumb = resize(&mut resizer, thumb_src, tw, th, &lanczos)?;
     let (hw, hh) = fit_long_side(tw, th, 100);
-    let tiny = resize(&mut resizer, &thumb, hw, hh, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box)))?;
+    let tiny = resize(
+        &mut resizer,
+        &thumb,
+        hw,
+        hh,
+        &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box)),
+    )?;
 
-    let orient = orientation.and_then(|o| u8::try_from(o).ok()).and_then(Orientation::from_exif).unwrap_or(Orientation::NoTransforms);
+    let orient = orientation
+        .and_then(|o| u8::try_from(o).ok())
+        .and_then(Orientation::from_exif)
+        .unwrap_or(Orientation::NoTransforms);
     let preview = orient_rgb(preview, orient)?;
     let thumb = orient_rgb(thumb, orient)?;
     let tiny = orient_rgb(tiny, orient)?;
-    let rgba: Vec<u8> = tiny.pixels().flat_map(|p| [p[0], p[1], p[2], 255]).collect();
-    let thumbhash = base64::engine::general_purpose::STANDARD
-        .encode(thumbhash::rgba_to_thumb_hash(tiny.width() as usize, tiny.height() as usize, &rgba));
-    let swaps = matches!(orient, Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH);
-    let (width, height) = if swaps { (full_h, full_w) } else { (full_w, full_h) };
+    let rgba: Vec<u8> = tiny
+        .pixels()
+        .flat_map(|p| [p[0], p[1], p[2], 255])
+        .collect();
+    let thumbhash = base64::engine::general_purpose::STANDARD.encode(
+        thumbhash::rgba_to_thumb_hash(tiny.width() as usize, tiny.height() as usize, &rgba),
+    );
+    let swaps = matches!(
+        orient,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    let (width, height) = if swaps {
+        (full_h, full_w)
+    } else {
+        (full_w, full_h)
+    };
 
     Ok(Derivatives {
         thumb_size: thumb.dimensions(),
@@ -98,7 +137,10 @@ fn fit_long_side(w: u32, h: u32, max: u32) -> (u32, u32) {
         return (w.max(1), h.max(1));
     }
     let s = f64::from(max) / f64::from(long);
-    (((f64::from(w) * s).round() as u32).max(1), ((f64::from(h) * s).round() as u32).max(1))
+    (
+        ((f64::from(w) * s).round() as u32).max(1),
+        ((f64::from(h) * s).round() as u32).max(1),
+    )
 }
 
 fn fit_short_side(w: u32, h: u32, target: u32) -> (u32, u32) {
@@ -107,7 +149,10 @@ fn fit_short_side(w: u32, h: u32, target: u32) -> (u32, u32) {
         return (w.max(1), h.max(1));
     }
     let s = f64::from(target) / f64::from(short);
-    (((f64::from(w) * s).round() as u32).max(1), ((f64::from(h) * s).round() as u32).max(1))
+    (
+        ((f64::from(w) * s).round() as u32).max(1),
+        ((f64::from(h) * s).round() as u32).max(1),
+    )
 }
 
 fn check_dims(width: u32, height: u32) -> Result<(), MediaError> {
@@ -123,22 +168,38 @@ fn check_dims(width: u32, height: u32) -> Result<(), MediaError> {
 /// Decodes a JPEG at the smallest DCT scale whose long side still covers `long_side`.
 /// Returns the (scaled) RGB image and the full-resolution dimensions.
 fn decode_jpeg_scaled(bytes: &[u8], long_side: u32) -> Result<(RgbImage, u32, u32), MediaError> {
-    let err = |e: jpeg_decoder::Error| MediaError::Decode { format: "JPEG", reason: e.to_string() };
+    let err = |e: jpeg_decoder::Error| MediaError::Decode {
+        format: "JPEG",
+        reason: e.to_string(),
+    };
     let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     dec.read_info().map_err(err)?;
-    let info = dec.info().ok_or(MediaError::Decode { format: "JPEG", reason: "no frame header".into() })?;
+    let info = dec.info().ok_or(MediaError::Decode {
+        format: "JPEG",
+        reason: "no frame header".into(),
+    })?;
     let (fw, fh) = (u32::from(info.width), u32::from(info.height));
     check_dims(fw, fh)?;
     let (rw, rh) = fit_long_side(fw, fh, long_side);
-    dec.scale(rw.min(u32::from(u16::MAX)) as u16, rh.min(u32::from(u16::MAX)) as u16).map_err(err)?;
+    dec.scale(
+        rw.min(u32::from(u16::MAX)) as u16,
+        rh.min(u32::from(u16::MAX)) as u16,
+    )
+    .map_err(err)?;
     let pixels = dec.decode().map_err(err)?;
-    let info = dec.info().ok_or(MediaError::Decode { format: "JPEG", reason: "no frame header".into() })?;
+    let info = dec.info().ok_or(MediaError::Decode {
+        format: "JPEG",
+        reason: "no frame header".into(),
+    })?;
     let (w, h) = (u32::from(info.width), u32::from(info.height));
     let n = (w * h) as usize;
     let rgb: Vec<u8> = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => pixels,
         jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&l| [l, l, l]).collect(),
-        jpeg_decoder::PixelFormat::L16 => pixels.chunks_exact(2).flat_map(|c| [c[0], c[0], c[0]]).collect(),
+        jpeg_decoder::PixelFormat::L16 => pixels
+            .chunks_exact(2)
+            .flat_map(|c| [c[0], c[0], c[0]])
+            .collect(),
         jpeg_decoder::PixelFormat::CMYK32 => pixels
             .chunks_exact(4)
             .flat_map(|c| {
@@ -148,14 +209,21 @@ fn decode_jpeg_scaled(bytes: &[u8], long_side: u32) -> Result<(RgbImage, u32, u3
             .collect(),
     };
     if rgb.len() < n * 3 {
-        return Err(MediaError::Decode { format: "JPEG", reason: "truncated pixel data".into() });
+        return Err(MediaError::Decode {
+            format: "JPEG",
+            reason: "truncated pixel data".into(),
+        });
     }
-    let img = RgbImage::from_raw(w, h, rgb).ok_or(MediaError::Decode { format: "JPEG", reason: "bad buffer size".into() })?;
+    let img = RgbImage::from_raw(w, h, rgb).ok_or(MediaError::Decode {
+        format: "JPEG",
+        reason: "bad buffer size".into(),
+    })?;
     Ok((img, fw, fh))
 }
 
 fn decode_generic(bytes: &[u8], mime: &str) -> Result<(RgbImage, u32, u32), MediaError> {
-    let format = image::ImageFormat::from_mime_type(mime).ok_or_else(|| MediaError::Unsupported(mime.to_owned()))?;
+    let format = image::ImageFormat::from_mime_type(mime)
+        .ok_or_else(|| MediaError::Unsupported(mime.to_owned()))?;
     let name = match format {
         image::ImageFormat::Png => "PNG",
         image::ImageFormat::WebP => "WebP",
@@ -165,9 +233,16 @@ fn decode_generic(bytes: &[u8], mime: &str) -> Result<(RgbImage, u32, u32), Medi
     };
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(image::Limits::default());
-    let (w, h) = reader.into_dimensions().map_err(|e| MediaError::Decode { format: name, reason: e.to_string() })?;
+    let (w, h) = reader.into_dimensions().map_err(|e| MediaError::Decode {
+        format: name,
+        reason: e.to_string(),
+    })?;
     check_dims(w, h)?;
-    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| MediaError::Decode { format: name, reason: e.to_string() })?;
+    let img =
+        image::load_from_memory_with_format(bytes, format).map_err(|e| MediaError::Decode {
+            format: name,
+            reason: e.to_string(),
+        })?;
     let rgb = flatten_on_white(img);
     Ok((rgb, w, h))
 }
@@ -188,15 +263,29 @@ fn flatten_on_white(img: DynamicImage) -> RgbImage {
     out
 }
 
-fn resize(resizer: &mut Resizer, src: &RgbImage, w: u32, h: u32, opts: &ResizeOptions) -> Result<RgbImage, MediaError> {
+fn resize(
+    resizer: &mut Resizer,
+    src: &RgbImage,
+    w: u32,
+    h: u32,
+    opts: &ResizeOptions,
+) -> Result<RgbImage, MediaError> {
     if src.dimensions() == (w, h) {
         return Ok(src.clone());
     }
-    let src_view = fast_image_resize::images::ImageRef::new(src.width(), src.height(), src.as_raw(), PixelType::U8x3)
-        .map_err(|e| MediaError::Resize(e.to_string()))?;
+    let src_view = fast_image_resize::images::ImageRef::new(
+        src.width(),
+        src.height(),
+        src.as_raw(),
+        PixelType::U8x3,
+    )
+    .map_err(|e| MediaError::Resize(e.to_string()))?;
     let mut dst = FirImage::new(w, h, PixelType::U8x3);
-    resizer.resize(&src_view, &mut dst, opts).map_err(|e| MediaError::Resize(e.to_string()))?;
-    RgbImage::from_raw(w, h, dst.into_vec()).ok_or_else(|| MediaError::Resize("bad buffer size".into()))
+    resizer
+        .resize(&src_view, &mut dst, opts)
+        .map_err(|e| MediaError::Resize(e.to_string()))?;
+    RgbImage::from_raw(w, h, dst.into_vec())
+        .ok_or_else(|| MediaError::Resize("bad buffer size".into()))
 }
 
 fn orient_rgb(img: RgbImage, o: Orientation) -> Result<RgbImage, MediaError> {
@@ -211,7 +300,9 @@ fn orient_rgb(img: RgbImage, o: Orientation) -> Result<RgbImage, MediaError> {
 fn encode_jpeg(img: &RgbImage) -> Result<Vec<u8>, MediaError> {
     let mut out = Vec::with_capacity((img.width() * img.height() / 4) as usize);
     let (w, h) = (u16::try_from(img.width()), u16::try_from(img.height()));
-    let (Ok(w), Ok(h)) = (w, h) else { return Err(MediaError::Encode("image too large for JPEG".into())) };
+    let (Ok(w), Ok(h)) = (w, h) else {
+        return Err(MediaError::Encode("image too large for JPEG".into()));
+    };
     jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY)
         .encode(img.as_raw(), w, h, jpeg_encoder::ColorType::Rgb)
         .map_err(|e| MediaError::Encode(e.to_string()))?;
@@ -223,7 +314,9 @@ mod tests {
     use super::*;
 
     fn jpeg(w: u32, h: u32) -> Vec<u8> {
-        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+        });
         encode_jpeg(&img).unwrap()
     }
 
@@ -248,9 +341,18 @@ mod tests {
     fn truncated_and_garbage_jpeg_are_errors() {
         let full = jpeg(800, 600);
         let truncated = &full[..full.len() / 2];
-        assert!(make_derivatives(truncated, "image/jpeg", None).is_err(), "a truncated JPEG must not pass");
+        assert!(
+            make_derivatives(truncated, "image/jpeg", None).is_err(),
+            "a truncated JPEG must not pass"
+        );
         assert!(make_derivatives(b"\xFF\xD8\xFFnot a jpeg at all", "image/jpeg", None).is_err());
-        assert!(matches!(make_derivatives(b"", "image/jpeg", None), Err(MediaError::Empty)));
-        assert!(matches!(make_derivatives(b"xx", "image/heic", None), Err(MediaError::Unsupported(_))));
+        assert!(matches!(
+            make_derivatives(b"", "image/jpeg", None),
+            Err(MediaError::Empty)
+        ));
+        assert!(matches!(
+            make_derivatives(b"xx", "image/heic", None),
+            Err(MediaError::Unsupported(_))
+        ));
     }
 }

@@ -39,8 +39,16 @@ pub fn read_metadata(bytes: &[u8]) -> Metadata {
     let uint = |tag| field(tag).and_then(|f| f.value.get_uint(0));
 
     let taken_at = [
-        (Tag::DateTimeOriginal, Tag::OffsetTimeOriginal, Tag::SubSecTimeOriginal),
-        (Tag::DateTimeDigitized, Tag::OffsetTimeDigitized, Tag::SubSecTimeDigitized),
+        (
+            Tag::DateTimeOriginal,
+            Tag::OffsetTimeOriginal,
+            Tag::SubSecTimeOriginal,
+        ),
+        (
+            Tag::DateTimeDigitized,
+            Tag::OffsetTimeDigitized,
+            Tag::SubSecTimeDigitized,
+        ),
         (Tag::DateTime, Tag::OffsetTime, Tag::SubSecTime),
     ]
     .into_iter()
@@ -48,7 +56,9 @@ pub fn read_metadata(bytes: &[u8]) -> Metadata {
 
     let coord = |tag, ref_tag, neg: u8| {
         let f = field(tag)?;
-        let Value::Rational(v) = &f.value else { return None };
+        let Value::Rational(v) = &f.value else {
+            return None;
+        };
         if v.len() < 3 || v.iter().any(|r| r.denom == 0) {
             return None;
         }
@@ -67,7 +77,13 @@ pub fn read_metadata(bytes: &[u8]) -> Metadata {
         (Some(a), Some(b)) => (Some(a), Some(b)),
         _ => (None, None),
     };
-    let altitude = rational(Tag::GPSAltitude).map(|a| if uint(Tag::GPSAltitudeRef) == Some(1) { -a } else { a });
+    let altitude = rational(Tag::GPSAltitude).map(|a| {
+        if uint(Tag::GPSAltitudeRef) == Some(1) {
+            -a
+        } else {
+            a
+        }
+    });
 
     Metadata {
         taken_at,
@@ -89,7 +105,9 @@ pub fn read_metadata(bytes: &[u8]) -> Metadata {
 
 fn ascii(v: &Value) -> Option<String> {
     let Value::Ascii(parts) = v else { return None };
-    let s = String::from_utf8_lossy(parts.first()?).trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_owned();
+    let s = String::from_utf8_lossy(parts.first()?)
+        .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+        .to_owned();
     (!s.is_empty()).then_some(s)
 }
 
@@ -108,11 +126,24 @@ fn format_time(dt: &str, subsec: Option<&str>, offset: Option<&str>) -> Option<S
         return None;
     }
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    if !(digits(0..4) && digits(5..7) && digits(8..10) && digits(11..13) && digits(14..16) && digits(17..19)) {
+    if !(digits(0..4)
+        && digits(5..7)
+        && digits(8..10)
+        && digits(11..13)
+        && digits(14..16)
+        && digits(17..19))
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| dt[r].parse::<u32>().ok();
-    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, s) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if y == 0 || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
@@ -123,7 +154,14 @@ fn format_time(dt: &str, subsec: Option<&str>, offset: Option<&str>) -> Option<S
     }
     if let Some(off) = offset {
         let o = off.as_bytes();
-        if o.len() == 6 && (o[0] == b'+' || o[0] == b'-') && o[3] == b':' && off[1..3].bytes().chain(off[4..].bytes()).all(|c| c.is_ascii_digit()) {
+        if o.len() == 6
+            && (o[0] == b'+' || o[0] == b'-')
+            && o[3] == b':'
+            && off[1..3]
+                .bytes()
+                .chain(off[4..].bytes())
+                .all(|c| c.is_ascii_digit())
+        {
             out.push_str(off);
         }
     }
@@ -136,16 +174,28 @@ mod tests {
 
     #[test]
     fn formats_exif_time() {
-        assert_eq!(format_time("2024:05:03 14:22:01", Some("12"), Some("+02:00")).as_deref(), Some("2024-05-03T14:22:01.12+02:00"));
-        assert_eq!(format_time("2024:05:03 14:22:01", None, None).as_deref(), Some("2024-05-03T14:22:01"));
+        assert_eq!(
+            format_time("2024:05:03 14:22:01", Some("12"), Some("+02:00")).as_deref(),
+            Some("2024-05-03T14:22:01.12+02:00")
+        );
+        assert_eq!(
+            format_time("2024:05:03 14:22:01", None, None).as_deref(),
+            Some("2024-05-03T14:22:01")
+        );
         assert_eq!(format_time("0000:00:00 00:00:00", None, None), None);
         assert_eq!(format_time("    :  :     :  :  ", None, None), None);
-        assert_eq!(format_time("2024:05:03 14:22:01", None, Some("bogus!")).as_deref(), Some("2024-05-03T14:22:01"));
+        assert_eq!(
+            format_time("2024:05:03 14:22:01", None, Some("bogus!")).as_deref(),
+            Some("2024-05-03T14:22:01")
+        );
     }
 
     #[test]
     fn no_exif_is_empty_metadata() {
         assert_eq!(read_metadata(b""), Metadata::default());
-        assert_eq!(read_metadata(&[0xFF, 0xD8, 0xFF, 0xE1, 0, 4, b'E', b'x']), Metadata::default());
+        assert_eq!(
+            read_metadata(&[0xFF, 0xD8, 0xFF, 0xE1, 0, 4, b'E', b'x']),
+            Metadata::default()
+        );
     }
 }

@@ -35,7 +35,10 @@ impl StreamHasher {
     }
 
     pub fn finish(self) -> Hashes {
-        Hashes { blake3: self.b3.finalize().to_hex().to_string(), sha1: hex(&self.s1.finalize()) }
+        Hashes {
+            blake3: self.b3.finalize().to_hex().to_string(),
+            sha1: hex(&self.s1.finalize()),
+        }
     }
 }
 
@@ -55,6 +58,9 @@ mod tests {
     fn known_vectors() {
         let h = super::hash_bytes(b"abc");
         assert_eq!(h.sha1, "a9993e364706816aba3e25717850c26c9cd0d89d");
-        assert_eq!(h.blake3, "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+        assert_eq!(
+            h.blake3,
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
     }
 }

@@ -12,14 +12,20 @@ mod types;
 pub use derive::{make_derivatives, Derivatives, PREVIEW_LONG_SIDE, THUMB_SHORT_SIDE};
 pub use exif_meta::{read_metadata, Metadata};
 pub use hash::{hash_bytes, Hashes, StreamHasher};
-pub use types::{is_supported_extension, media_kind, sniff_mime, MediaKind, IMAGE_EXTENSIONS, SIDECAR_EXTENSIONS, VIDEO_EXTENSIONS};
+pub use types::{
+    is_supported_extension, media_kind, sniff_mime, MediaKind, IMAGE_EXTENSIONS,
+    SIDECAR_EXTENSIONS, VIDEO_EXTENSIONS,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
     #[error("empty file")]
     Empty,
     #[error("cannot decode {format}: {reason}")]
-    Decode { format: &'static str, reason: String },
+    Decode {
+        format: &'static str,
+        reason: String,
+    },
     #[error("image has no pixels ({width}x{height})")]
     NoPixels { width: u32, height: u32 },
     #[error("image too large to process ({width}x{height})")]

@@ -2,15 +2,16 @@
 
 /// Image extensions Immich accepts (`GET /api/server/media-types`).
 pub const IMAGE_EXTENSIONS: &[&str] = &[
-    ".3fr", ".ari", ".arw", ".avif", ".bmp", ".cap", ".cin", ".cr2", ".cr3", ".crw", ".dcr", ".dng", ".erf", ".fff",
-    ".gif", ".heic", ".heif", ".hif", ".iiq", ".insp", ".jp2", ".jpe", ".jpeg", ".jpg", ".jxl", ".k25", ".kdc", ".mrw",
-    ".nef", ".nrw", ".orf", ".ori", ".pef", ".png", ".psd", ".raf", ".raw", ".rw2", ".rwl", ".sr2", ".srf", ".srw",
-    ".svg", ".tif", ".tiff", ".webp", ".x3f",
+    ".3fr", ".ari", ".arw", ".avif", ".bmp", ".cap", ".cin", ".cr2", ".cr3", ".crw", ".dcr",
+    ".dng", ".erf", ".fff", ".gif", ".heic", ".heif", ".hif", ".iiq", ".insp", ".jp2", ".jpe",
+    ".jpeg", ".jpg", ".jxl", ".k25", ".kdc", ".mrw", ".nef", ".nrw", ".orf", ".ori", ".pef",
+    ".png", ".psd", ".raf", ".raw", ".rw2", ".rwl", ".sr2", ".srf", ".srw", ".svg", ".tif",
+    ".tiff", ".webp", ".x3f",
 ];
 /// Video extensions Immich accepts.
 pub const VIDEO_EXTENSIONS: &[&str] = &[
-    ".3gp", ".3gpp", ".avi", ".flv", ".insv", ".m2t", ".m2ts", ".m4v", ".mkv", ".mov", ".mp4", ".mpe", ".mpeg", ".mpg",
-    ".mts", ".vob", ".webm", ".wmv",
+    ".3gp", ".3gpp", ".avi", ".flv", ".insv", ".m2t", ".m2ts", ".m4v", ".mkv", ".mov", ".mp4",
+    ".mpe", ".mpeg", ".mpg", ".mts", ".vob", ".webm", ".wmv",
 ];
 pub const SIDECAR_EXTENSIONS: &[&str] = &[".xmp"];
 
@@ -21,7 +22,9 @@ pub enum MediaKind {
 }
 
 fn ext_of(filename: &str) -> Option<String> {
-    filename.rfind('.').map(|i| filename[i..].to_ascii_lowercase())
+    filename
+        .rfind('.')
+        .map(|i| filename[i..].to_ascii_lowercase())
 }
 
 pub fn is_supported_extension(filename: &str) -> bool {
@@ -99,7 +102,10 @@ mod tests {
     #[test]
     fn sniffs_content_before_extension() {
         assert_eq!(sniff_mime(&[0xFF, 0xD8, 0xFF, 0xE1], "x.png"), "image/jpeg");
-        assert_eq!(sniff_mime(b"\0\0\0\x18ftypheic", "IMG_1.HEIC"), "image/heic");
+        assert_eq!(
+            sniff_mime(b"\0\0\0\x18ftypheic", "IMG_1.HEIC"),
+            "image/heic"
+        );
         assert_eq!(sniff_mime(b"????", "clip.MOV"), "video/quicktime");
         assert_eq!(media_kind("a.JPG"), Some(MediaKind::Image));
         assert_eq!(media_kind("a.mp4"), Some(MediaKind::Video));

@@ -34,7 +34,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, m)
@@ -44,7 +47,10 @@ impl ApiError {
     }
     fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
     }
 }
 
@@ -78,7 +84,9 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::AlreadyInitialized => Self::bad_request("The server already has an admin"),
-            AuthError::BadCredentials => Self::new(StatusCode::UNAUTHORIZED, "Incorrect email or password"),
+            AuthError::BadCredentials => {
+                Self::new(StatusCode::UNAUTHORIZED, "Incorrect email or password")
+            }
             AuthError::Invalid(m) => Self::bad_request(m),
             other => Self::internal(other),
         }
@@ -98,10 +106,15 @@ type AppState = Arc<Node>;
 pub struct AuthUser(pub User);
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
-        let (k, v) = kv.trim().split_once('=')?;
-        (k == COOKIE || k == "immich_access_token").then(|| v.to_owned())
-    })
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == COOKIE || k == "immich_access_token").then(|| v.to_owned())
+        })
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -112,16 +125,24 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, node: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        node: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let h = &parts.headers;
         let user = if let Some(key) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
-            node.auth.user_by_api_key(key.trim())?.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key"))?
+            node.auth
+                .user_by_api_key(key.trim())?
+                .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key"))?
         } else if let Some(token) = bearer(h).or_else(|| cookie_token(h)) {
             node.auth
                 .user_by_token(&token)?
                 .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Invalid user token"))?
         } else {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Authentication required"));
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Authentication required",
+            ));
         };
         Ok(AuthUser(user))
     }
@@ -130,8 +151,14 @@ impl FromRequestParts<AppState> for AuthUser {
 /// The whole HTTP surface: API under `/api`, the PWA everywhere else.
 pub fn router(node: AppState) -> Router {
     let api = Router::new()
-        .route("/server/ping", get(|| async { Json(json!({"res": "pong"})) }))
-        .route("/server/version", get(|| async { Json(json!({"major": 1, "minor": 0, "patch": 0})) }))
+        .route(
+            "/server/ping",
+            get(|| async { Json(json!({"res": "pong"})) }),
+        )
+        .route(
+            "/server/version",
+            get(|| async { Json(json!({"major": 1, "minor": 0, "patch": 0})) }),
+        )
         .route("/server/config", get(server_config))
         .route("/server/media-types", get(media_types))
         .route("/auth/admin-sign-up", post(admin_sign_up))
@@ -140,11 +167,17 @@ pub fn router(node: AppState) -> Router {
         .route("/api-keys", post(create_api_key))
         .route("/users/me", get(users_me))
         .route("/assets/bulk-upload-check", post(bulk_upload_check))
-        .route("/assets", post(upload_asset).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/assets",
+            post(upload_asset).layer(DefaultBodyLimit::disable()),
+        )
         .route("/assets/{id}", get(get_asset))
         .route("/assets/{id}/original", get(get_original))
         .route("/assets/{id}/thumbnail", get(get_thumbnail))
-        .route("/tessera/sync", post(sync).layer(DefaultBodyLimit::max(64 << 20)))
+        .route(
+            "/tessera/sync",
+            post(sync).layer(DefaultBodyLimit::max(64 << 20)),
+        )
         .fallback(|| async { ApiError::not_found("No such API endpoint") });
     let mut app = Router::new().nest("/api", api);
     app = match node.config.web.clone() {
@@ -156,7 +189,8 @@ pub fn router(node: AppState) -> Router {
             (StatusCode::NOT_FOUND, axum::response::Html("<h1>Tessera sync node</h1><p>The PWA is not built: run <code>cargo xtask run</code>.</p>"))
         }),
     };
-    app.layer(tower_http::trace::TraceLayer::new_for_http()).with_state(node)
+    app.layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(node)
 }
 
 async fn server_config(State(node): State<AppState>) -> Json<Value> {
@@ -196,9 +230,15 @@ struct SignUp {
     name: String,
 }
 
-async fn admin_sign_up(State(node): State<AppState>, body: Result<Json<SignUp>, axum::extract::rejection::JsonRejection>) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn admin_sign_up(
+    State(node): State<AppState>,
+    body: Result<Json<SignUp>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let u = tokio::task::spawn_blocking(move || node.auth.admin_sign_up(&b.email, &b.password, &b.name)).await??;
+    let u = tokio::task::spawn_blocking(move || {
+        node.auth.admin_sign_up(&b.email, &b.password, &b.name)
+    })
+    .await??;
     Ok((StatusCode::CREATED, Json(user_json(&u))))
 }
 
@@ -208,9 +248,13 @@ struct Login {
     password: String,
 }
 
-async fn login(State(node): State<AppState>, body: Result<Json<Login>, axum::extract::rejection::JsonRejection>) -> ApiResult<Response> {
+async fn login(
+    State(node): State<AppState>,
+    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (u, token) = tokio::task::spawn_blocking(move || node.auth.login(&b.email, &b.password)).await??;
+    let (u, token) =
+        tokio::task::spawn_blocking(move || node.auth.login(&b.email, &b.password)).await??;
     let body = json!({
         "accessToken": token, "userId": u.id, "userEmail": u.email, "name": u.name,
         "isAdmin": u.is_admin, "profileImagePath": "", "shouldChangePassword": false, "isOnboarded": true,
@@ -228,7 +272,10 @@ async fn logout(State(node): State<AppState>, headers: HeaderMap) -> ApiResult<R
         node.auth.logout(&t)?;
     }
     let mut res = Json(json!({"successful": true, "redirectUri": "/"})).into_response();
-    res.headers_mut().append(header::SET_COOKIE, HeaderValue::from_static("tessera_access_token=; Path=/; HttpOnly; Max-Age=0"));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("tessera_access_token=; Path=/; HttpOnly; Max-Age=0"),
+    );
     Ok(res)
 }
 
@@ -290,7 +337,10 @@ async fn bulk_upload_check(
     let mut results = Vec::with_capacity(b.assets.len());
     for item in b.assets {
         let Some(hex) = sha1_hex(&item.checksum) else {
-            return Err(ApiError::bad_request(format!("checksum of {} is neither SHA-1 hex nor base64", item.id)));
+            return Err(ApiError::bad_request(format!(
+                "checksum of {} is neither SHA-1 hex nor base64",
+                item.id
+            )));
         };
         results.push(match node.by_sha1(&u.id, &hex)? {
             Some(asset) => json!({"id": item.id, "action": "reject", "reason": "duplicate", "assetId": asset, "isTrashed": false}),
@@ -300,16 +350,24 @@ async fn bulk_upload_check(
     Ok(Json(json!({ "results": results })))
 }
 
-async fn upload_asset(State(node): State<AppState>, AuthUser(u): AuthUser, mut form: Multipart) -> ApiResult<Response> {
+async fn upload_asset(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    mut form: Multipart,
+) -> ApiResult<Response> {
     let mut meta = UploadMeta::default();
     let mut pending = None;
-    let bad = |e: axum::extract::multipart::MultipartError| ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()));
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
+    };
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "assetData" {
             let filename = field.file_name().unwrap_or("upload").to_owned();
             if tessera_media::media_kind(&filename).is_none() {
-                return Err(ApiError::bad_request(format!("Unsupported file type: {filename}")));
+                return Err(ApiError::bad_request(format!(
+                    "Unsupported file type: {filename}"
+                )));
             }
             meta.filename = filename;
             let mut p = node.blobs.begin()?;
@@ -343,15 +401,22 @@ async fn upload_asset(State(node): State<AppState>, AuthUser(u): AuthUser, mut f
             }
         }
     }
-    let Some(p) = pending else { return Err(ApiError::bad_request("assetData is required")) };
+    let Some(p) = pending else {
+        return Err(ApiError::bad_request("assetData is required"));
+    };
     if p.is_empty() {
         p.abort();
-        return Err(ApiError::bad_request(format!("{} is empty (0 bytes)", meta.filename)));
+        return Err(ApiError::bad_request(format!(
+            "{} is empty (0 bytes)",
+            meta.filename
+        )));
     }
     if let Some(t) = meta.file_created_at.as_deref() {
         if crate::ingest::normalise_time(t).is_none() {
             p.abort();
-            return Err(ApiError::bad_request(format!("fileCreatedAt is not an ISO 8601 date: {t:?}")));
+            return Err(ApiError::bad_request(format!(
+                "fileCreatedAt is not an ISO 8601 date: {t:?}"
+            )));
         }
     }
     let owner = u.id.clone();
@@ -362,19 +427,39 @@ async fn upload_asset(State(node): State<AppState>, AuthUser(u): AuthUser, mut f
     })
     .await??;
     Ok(match outcome {
-        Outcome::Created(id) => (StatusCode::CREATED, Json(json!({"id": id, "status": "created"}))).into_response(),
-        Outcome::Duplicate(id) => (StatusCode::OK, Json(json!({"id": id, "status": "duplicate"}))).into_response(),
+        Outcome::Created(id) => (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "status": "created"})),
+        )
+            .into_response(),
+        Outcome::Duplicate(id) => (
+            StatusCode::OK,
+            Json(json!({"id": id, "status": "duplicate"})),
+        )
+            .into_response(),
     })
 }
 
 fn find_record(node: &Node, user: &User, id: &str) -> ApiResult<AssetRecord> {
-    let missing = || ApiError::not_found(format!("Asset not found: {}", id.chars().take(80).collect::<String>()));
+    let missing = || {
+        ApiError::not_found(format!(
+            "Asset not found: {}",
+            id.chars().take(80).collect::<String>()
+        ))
+    };
     if !valid_hash(id) {
         return Err(missing());
     }
-    let loc = node.location(id)?.filter(|l| l.owner == user.id).ok_or_else(missing)?;
+    let loc = node
+        .location(id)?
+        .filter(|l| l.owner == user.id)
+        .ok_or_else(missing)?;
     let shard = DocId::shard(&loc.owner, &loc.month).map_err(ApiError::internal)?;
-    node.catalog.lock()?.asset_in(&shard, id).map_err(CatalogError::from)?.ok_or_else(missing)
+    node.catalog
+        .lock()?
+        .asset_in(&shard, id)
+        .map_err(CatalogError::from)?
+        .ok_or_else(missing)
 }
 
 fn exposure_string(t: f64) -> String {
@@ -387,9 +472,16 @@ fn exposure_string(t: f64) -> String {
 
 /// Immich's `AssetResponseDto` (the fields Tessera has), plus the raw record under `tessera`.
 pub fn asset_json(r: &AssetRecord) -> Value {
-    let kind = if r.mime.as_deref().is_some_and(|m| m.starts_with("video/")) { "VIDEO" } else { "IMAGE" };
+    let kind = if r.mime.as_deref().is_some_and(|m| m.starts_with("video/")) {
+        "VIDEO"
+    } else {
+        "IMAGE"
+    };
     let checksum = r.sha1.as_deref().and_then(|h| {
-        let bytes: Option<Vec<u8>> = (0..h.len()).step_by(2).map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok()).collect();
+        let bytes: Option<Vec<u8>> = (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+            .collect();
         bytes.map(|b| base64::engine::general_purpose::STANDARD.encode(b))
     });
     json!({
@@ -430,18 +522,34 @@ pub fn asset_json(r: &AssetRecord) -> Value {
     })
 }
 
-async fn get_asset(State(node): State<AppState>, AuthUser(u): AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_asset(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(asset_json(&find_record(&node, &u, &id)?)))
 }
 
 fn content_disposition(filename: &str) -> HeaderValue {
-    let safe: String = filename.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').filter(|c| *c != '"' && *c != '\\').collect();
+    let safe: String = filename
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .filter(|c| *c != '"' && *c != '\\')
+        .collect();
     let encoded: String = filename
         .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect();
-    HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"; filename*=UTF-8''{encoded}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{safe}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
 async fn serve_blob(path: std::path::PathBuf, req: Request, mime: &str) -> ApiResult<Response> {
@@ -456,15 +564,33 @@ fn mime_guess_octet() -> mime::Mime {
     mime::APPLICATION_OCTET_STREAM
 }
 
-async fn get_original(State(node): State<AppState>, AuthUser(u): AuthUser, Path(id): Path<String>, req: Request) -> ApiResult<Response> {
+async fn get_original(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
     let r = find_record(&node, &u, &id)?;
     let path = node.blobs.path(BlobKind::Original, &r.id)?;
     if !path.is_file() {
-        return Err(ApiError::internal(format!("original of {id} is missing from the blob store; run `sync-node fsck`")));
+        return Err(ApiError::internal(format!(
+            "original of {id} is missing from the blob store; run `sync-node fsck`"
+        )));
     }
-    let mut res = serve_blob(path, req, r.mime.as_deref().unwrap_or("application/octet-stream")).await?;
-    res.headers_mut().insert(header::CONTENT_DISPOSITION, content_disposition(r.filename.as_deref().unwrap_or("original")));
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=86400"));
+    let mut res = serve_blob(
+        path,
+        req,
+        r.mime.as_deref().unwrap_or("application/octet-stream"),
+    )
+    .await?;
+    res.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        content_disposition(r.filename.as_deref().unwrap_or("original")),
+    );
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400"),
+    );
     Ok(res)
 }
 
@@ -484,7 +610,11 @@ async fn get_thumbnail(
     let (kind, hash) = match q.size.as_deref().unwrap_or("thumbnail") {
         "thumbnail" => (BlobKind::Thumb, r.thumb.clone()),
         "preview" | "fullsize" => (BlobKind::Preview, r.preview.clone()),
-        other => return Err(ApiError::bad_request(format!("size must be thumbnail or preview, not {other:?}"))),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "size must be thumbnail or preview, not {other:?}"
+            )))
+        }
     };
     let Some(hash) = hash else {
         let why = match (r.status.as_deref(), r.error.as_deref()) {
@@ -494,14 +624,23 @@ async fn get_thumbnail(
         return Err(ApiError::not_found(why));
     };
     let mut res = serve_blob(node.blobs.path(kind, &hash)?, req, "image/jpeg").await?;
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=86400"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400"),
+    );
     Ok(res)
 }
 
-async fn sync(State(node): State<AppState>, AuthUser(u): AuthUser, body: Bytes) -> ApiResult<Response> {
-    let out = tokio::task::spawn_blocking(move || node.catalog.sync_round(&u.id, &body)).await?.map_err(|e| match e {
-        CatalogError::Sync(e) => ApiError::bad_request(format!("sync refused: {e}")),
-        other => ApiError::internal(other),
-    })?;
+async fn sync(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let out = tokio::task::spawn_blocking(move || node.catalog.sync_round(&u.id, &body))
+        .await?
+        .map_err(|e| match e {
+            CatalogError::Sync(e) => ApiError::bad_request(format!("sync refused: {e}")),
+            other => ApiError::internal(other),
+        })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
 }

@@ -1,7 +1,9 @@
 //! Users, login sessions and API keys (sled trees). Secrets are stored only as BLAKE3 hashes;
 //! passwords as Argon2id PHC strings.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 
@@ -83,13 +85,22 @@ impl Auth {
     }
 
     /// Creates the first user, an admin. Refused once any user exists.
-    pub fn admin_sign_up(&self, email: &str, password: &str, name: &str) -> Result<User, AuthError> {
+    pub fn admin_sign_up(
+        &self,
+        email: &str,
+        password: &str,
+        name: &str,
+    ) -> Result<User, AuthError> {
         let email = email.trim().to_lowercase();
         if !email.contains('@') || email.len() > 254 {
-            return Err(AuthError::Invalid("email must be a valid email address".into()));
+            return Err(AuthError::Invalid(
+                "email must be a valid email address".into(),
+            ));
         }
         if password.chars().count() < 8 {
-            return Err(AuthError::Invalid("password must be at least 8 characters".into()));
+            return Err(AuthError::Invalid(
+                "password must be at least 8 characters".into(),
+            ));
         }
         if name.trim().is_empty() {
             return Err(AuthError::Invalid("name must not be empty".into()));
@@ -107,7 +118,14 @@ impl Auth {
             created_at: crate::now_rfc3339(),
         };
         // Atomically: only if no user exists yet.
-        let created = self.db.compare_and_swap(b"admin_user", None as Option<&[u8]>, Some(user.id.as_bytes()))?.is_ok();
+        let created = self
+            .db
+            .compare_and_swap(
+                b"admin_user",
+                None as Option<&[u8]>,
+                Some(user.id.as_bytes()),
+            )?
+            .is_ok();
         if !created {
             return Err(AuthError::AlreadyInitialized);
         }
@@ -127,12 +145,21 @@ impl Auth {
     /// Checks credentials and opens a session; returns the user and the access token.
     pub fn login(&self, email: &str, password: &str) -> Result<(User, String), AuthError> {
         let email = email.trim().to_lowercase();
-        let id = self.emails.get(email.as_bytes())?.ok_or(AuthError::BadCredentials)?;
-        let user = self.user(&String::from_utf8_lossy(&id))?.ok_or(AuthError::BadCredentials)?;
-        let parsed = PasswordHash::new(&user.password).map_err(|e| AuthError::Corrupt(e.to_string()))?;
-        Argon2::default().verify_password(password.as_bytes(), &parsed).map_err(|_| AuthError::BadCredentials)?;
+        let id = self
+            .emails
+            .get(email.as_bytes())?
+            .ok_or(AuthError::BadCredentials)?;
+        let user = self
+            .user(&String::from_utf8_lossy(&id))?
+            .ok_or(AuthError::BadCredentials)?;
+        let parsed =
+            PasswordHash::new(&user.password).map_err(|e| AuthError::Corrupt(e.to_string()))?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .map_err(|_| AuthError::BadCredentials)?;
         let token = random(32)?;
-        self.sessions.insert(secret_hash(&token), user.id.as_bytes())?;
+        self.sessions
+            .insert(secret_hash(&token), user.id.as_bytes())?;
         self.db.flush()?;
         Ok((user, token))
     }
@@ -149,13 +176,26 @@ impl Auth {
         }
     }
 
-    pub fn create_api_key(&self, user: &User, name: &str, permissions: Vec<String>) -> Result<(ApiKey, String), AuthError> {
+    pub fn create_api_key(
+        &self,
+        user: &User,
+        name: &str,
+        permissions: Vec<String>,
+    ) -> Result<(ApiKey, String), AuthError> {
         let secret = random(32)?;
         let key = ApiKey {
             id: random(16)?,
             user_id: user.id.clone(),
-            name: if name.trim().is_empty() { "API Key".into() } else { name.trim().to_owned() },
-            permissions: if permissions.is_empty() { vec!["all".into()] } else { permissions },
+            name: if name.trim().is_empty() {
+                "API Key".into()
+            } else {
+                name.trim().to_owned()
+            },
+            permissions: if permissions.is_empty() {
+                vec!["all".into()]
+            } else {
+                permissions
+            },
             created_at: crate::now_rfc3339(),
         };
         self.keys.insert(secret_hash(&secret), encode(&key)?)?;

@@ -29,7 +29,10 @@ pub enum BlobError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
-    move |source| BlobError::Io { path: path.to_path_buf(), source }
+    move |source| BlobError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +97,9 @@ pub struct BlobStore {
 }
 
 pub fn valid_hash(h: &str) -> bool {
-    h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    h.len() == 64
+        && h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl BlobStore {
@@ -110,26 +115,46 @@ impl BlobStore {
                 let _ = fs::remove_file(e.path());
             }
         }
-        Ok(Self { root, tmp, index: db.open_tree("blobs")? })
+        Ok(Self {
+            root,
+            tmp,
+            index: db.open_tree("blobs")?,
+        })
     }
 
     pub fn path(&self, kind: BlobKind, hash: &str) -> Result<PathBuf, BlobError> {
         if !valid_hash(hash) {
             return Err(BlobError::BadHash(hash.chars().take(80).collect()));
         }
-        Ok(self.root.join(kind.dir()).join(&hash[..2]).join(&hash[2..4]).join(hash))
+        Ok(self
+            .root
+            .join(kind.dir())
+            .join(&hash[..2])
+            .join(&hash[2..4])
+            .join(hash))
     }
 
     pub fn begin(&self) -> Result<PendingBlob, BlobError> {
-        let name = crate::random_hex(16).map_err(|e| BlobError::Io { path: self.tmp.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let name = crate::random_hex(16).map_err(|e| BlobError::Io {
+            path: self.tmp.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let tmp = self.tmp.join(name);
         let file = File::create(&tmp).map_err(io(&tmp))?;
-        Ok(PendingBlob { tmp, file, hasher: StreamHasher::new() })
+        Ok(PendingBlob {
+            tmp,
+            file,
+            hasher: StreamHasher::new(),
+        })
     }
 
     /// fsync → rename under its hash → fsync(dir) → index. Returns the hashes and whether the
     /// blob was already stored (then the temp copy is discarded and the stored one kept).
-    pub fn commit(&self, kind: BlobKind, pending: PendingBlob) -> Result<(Hashes, bool), BlobError> {
+    pub fn commit(
+        &self,
+        kind: BlobKind,
+        pending: PendingBlob,
+    ) -> Result<(Hashes, bool), BlobError> {
         let PendingBlob { tmp, file, hasher } = pending;
         let size = hasher.len();
         let hashes = hasher.finish();
@@ -142,7 +167,9 @@ impl BlobStore {
         }
         file.sync_all().map_err(io(&tmp))?;
         drop(file);
-        let dir = dest.parent().ok_or_else(|| BlobError::BadHash(hashes.blake3.clone()))?;
+        let dir = dest
+            .parent()
+            .ok_or_else(|| BlobError::BadHash(hashes.blake3.clone()))?;
         create_dir_all_synced(dir)?;
         fs::rename(&tmp, &dest).map_err(io(&dest))?;
         sync_dir(dir)?;
@@ -164,7 +191,9 @@ impl BlobStore {
 
     pub fn entry(&self, hash: &str) -> Result<Option<BlobEntry>, BlobError> {
         match self.index.get(hash.as_bytes())? {
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|_| BlobError::BadEntry(hash.to_owned())),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|_| BlobError::BadEntry(hash.to_owned())),
             None => Ok(None),
         }
     }
@@ -207,7 +236,12 @@ impl BlobStore {
         self.index
             .iter()
             .flatten()
-            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), serde_json::from_slice(&v).ok()))
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    serde_json::from_slice(&v).ok(),
+                )
+            })
             .collect()
     }
 
@@ -262,7 +296,12 @@ fn create_dir_all_synced(dir: &Path) -> Result<(), BlobError> {
     match fs::create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(BlobError::Io { path: dir.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(BlobError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        }
     }
     if let Some(parent) = dir.parent() {
         sync_dir(parent)?;
@@ -292,7 +331,11 @@ impl FsckReport {
 
 /// Verifies every blob's hash against its name and the index against the files. With
 /// `repair`, corrupt files go to `<data>/quarantine` and the index is rebuilt from the files.
-pub fn fsck(store: &BlobStore, repair: bool, progress: impl Fn(u64, u64)) -> Result<FsckReport, BlobError> {
+pub fn fsck(
+    store: &BlobStore,
+    repair: bool,
+    progress: impl Fn(u64, u64),
+) -> Result<FsckReport, BlobError> {
     let files = store.walk();
     let total = files.len() as u64;
     let mut report = FsckReport::default();

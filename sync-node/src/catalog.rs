@@ -29,7 +29,10 @@ pub enum CatalogError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CatalogError + '_ {
-    move |source| CatalogError::Io { path: path.to_path_buf(), source }
+    move |source| CatalogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 pub struct Catalog {
@@ -46,7 +49,9 @@ impl Catalog {
         let mut lib = Library::new(actor);
         for e in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let path = e.path();
-            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
             if path.extension().and_then(|x| x.to_str()) != Some("am") {
                 continue;
             }
@@ -58,9 +63,9 @@ impl Catalog {
             let torn = match lib.load_recovering(id.clone(), &bytes) {
                 Ok(torn) => torn,
                 Err(e) => {
-                // Keep the file for inspection and carry on: one bad document must not take the
-                // node down. It is re-fetched from peers by sync.
-                tracing::error!(doc = %id, error = %e, "cannot load document; moving it aside");
+                    // Keep the file for inspection and carry on: one bad document must not take the
+                    // node down. It is re-fetched from peers by sync.
+                    tracing::error!(doc = %id, error = %e, "cannot load document; moving it aside");
                     let _ = fs::rename(&path, path.with_extension("am.corrupt"));
                     continue;
                 }
@@ -74,7 +79,11 @@ impl Catalog {
                 }
             }
         }
-        Ok(Self { dir, lib: Mutex::new(lib), sessions: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            dir,
+            lib: Mutex::new(lib),
+            sessions: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn lock(&self) -> Result<MutexGuard<'_, Library>, CatalogError> {
@@ -84,17 +93,25 @@ impl Catalog {
     /// Appends the changes of every dirty document to its log and fsyncs it.
     pub fn persist(&self, lib: &mut Library) -> Result<(), CatalogError> {
         for id in lib.take_dirty() {
-            let Some(chunk) = lib.save_incremental(&id) else { continue };
+            let Some(chunk) = lib.save_incremental(&id) else {
+                continue;
+            };
             if chunk.is_empty() {
                 continue;
             }
             let path = self.dir.join(format!("{}.am", id.file_stem()));
             let fresh = !path.exists();
-            let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?;
             f.write_all(&chunk).map_err(io(&path))?;
             f.sync_all().map_err(io(&path))?;
             if fresh {
-                File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+                File::open(&self.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(&self.dir))?;
             }
         }
         Ok(())
@@ -104,7 +121,9 @@ impl Catalog {
     pub fn sync_round(&self, user: &str, request: &[u8]) -> Result<Vec<u8>, CatalogError> {
         let env = SyncEnvelope::decode(request)?;
         let mut sessions = self.sessions.lock().map_err(|_| CatalogError::Poisoned)?;
-        let session = sessions.entry((user.to_owned(), env.peer.clone())).or_default();
+        let session = sessions
+            .entry((user.to_owned(), env.peer.clone()))
+            .or_default();
         let mut lib = self.lock()?;
         session.receive(&mut lib, env.docs, |d| d.user() == user)?;
         self.persist(&mut lib)?;
@@ -121,7 +140,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CatalogError> {
     f.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))?;
     if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
     }
     Ok(())
 }

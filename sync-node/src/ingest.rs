@@ -9,7 +9,14 @@ use crate::catalog::CatalogError;
 use crate::node::{AssetLocation, Node, NodeError};
 
 /// Mime types the media pipeline renders today; other accepted media are stored and listed.
-pub const RENDERABLE: &[&str] = &["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"];
+pub const RENDERABLE: &[&str] = &[
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "image/tiff",
+];
 
 /// What the client told us about the file (Immich's upload fields).
 #[derive(Debug, Clone, Default)]
@@ -37,19 +44,36 @@ pub fn normalise_time(s: &str) -> Option<String> {
 
 /// Records an asset for an original already durably stored under `hashes.blake3`. Returns
 /// once the record is persisted and its media job queued (durably).
-pub fn ingest_committed(node: &Node, owner: &str, hashes: &Hashes, size: u64, meta: UploadMeta) -> Result<Outcome, NodeError> {
+pub fn ingest_committed(
+    node: &Node,
+    owner: &str,
+    hashes: &Hashes,
+    size: u64,
+    meta: UploadMeta,
+) -> Result<Outcome, NodeError> {
     let id = hashes.blake3.clone();
     if let Some(loc) = node.location(&id)? {
         if loc.owner == owner {
-            let shard = tessera_core::DocId::shard(owner, &loc.month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
-            if node.catalog.lock()?.asset_in(&shard, &id).map_err(CatalogError::from)?.is_some() {
+            let shard = tessera_core::DocId::shard(owner, &loc.month)
+                .map_err(|e| NodeError::Corrupt(e.to_string()))?;
+            if node
+                .catalog
+                .lock()?
+                .asset_in(&shard, &id)
+                .map_err(CatalogError::from)?
+                .is_some()
+            {
                 return Ok(Outcome::Duplicate(id));
             }
         }
     }
     let bytes = node.blobs.read(BlobKind::Original, &id)?;
     let mime = tessera_media::sniff_mime(&bytes[..bytes.len().min(64)], &meta.filename);
-    let md = if mime.starts_with("image/") { tessera_media::read_metadata(&bytes) } else { Default::default() };
+    let md = if mime.starts_with("image/") {
+        tessera_media::read_metadata(&bytes)
+    } else {
+        Default::default()
+    };
     drop(bytes);
     let now = crate::now_rfc3339();
     let created = meta.file_created_at.as_deref().and_then(normalise_time);
@@ -91,18 +115,34 @@ pub fn ingest_committed(node: &Node, owner: &str, hashes: &Hashes, size: u64, me
         f_number: md.f_number,
         iso: md.iso,
         focal_length: md.focal_length,
-        status: Some(if renderable { status::PENDING } else { status::UNSUPPORTED }.into()),
-        error: (!renderable).then(|| format!("{mime} is stored; previews for this type are not available yet")),
+        status: Some(
+            if renderable {
+                status::PENDING
+            } else {
+                status::UNSUPPORTED
+            }
+            .into(),
+        ),
+        error: (!renderable)
+            .then(|| format!("{mime} is stored; previews for this type are not available yet")),
         favorite: meta.is_favorite.then_some(true),
         ..Default::default()
     };
     let month = record.month();
     {
         let mut lib = node.catalog.lock()?;
-        lib.upsert_assets(owner, std::slice::from_ref(&record)).map_err(CatalogError::from)?;
+        lib.upsert_assets(owner, std::slice::from_ref(&record))
+            .map_err(CatalogError::from)?;
         node.catalog.persist(&mut lib)?;
     }
-    node.set_location(&id, &AssetLocation { owner: owner.to_owned(), month, sha1: hashes.sha1.clone() })?;
+    node.set_location(
+        &id,
+        &AssetLocation {
+            owner: owner.to_owned(),
+            month,
+            sha1: hashes.sha1.clone(),
+        },
+    )?;
     if renderable {
         node.jobs.enqueue(&id, owner)?;
     }

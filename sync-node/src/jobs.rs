@@ -27,11 +27,17 @@ pub struct Jobs {
 
 impl Jobs {
     pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
-        Ok(Self { tree: db.open_tree("jobs")?, notify: Arc::new(Notify::new()) })
+        Ok(Self {
+            tree: db.open_tree("jobs")?,
+            notify: Arc::new(Notify::new()),
+        })
     }
 
     pub fn enqueue(&self, asset: &str, owner: &str) -> Result<(), NodeError> {
-        let job = Job { owner: owner.to_owned(), enqueued_at: crate::now_rfc3339() };
+        let job = Job {
+            owner: owner.to_owned(),
+            enqueued_at: crate::now_rfc3339(),
+        };
         let v = serde_json::to_vec(&job).map_err(|e| NodeError::Corrupt(e.to_string()))?;
         self.tree.insert(asset.as_bytes(), v)?;
         self.notify.notify_one();
@@ -46,7 +52,12 @@ impl Jobs {
         self.tree
             .iter()
             .flatten()
-            .filter_map(|(k, v)| Some((String::from_utf8(k.to_vec()).ok()?, serde_json::from_slice(&v).ok()?)))
+            .filter_map(|(k, v)| {
+                Some((
+                    String::from_utf8(k.to_vec()).ok()?,
+                    serde_json::from_slice(&v).ok()?,
+                ))
+            })
             .collect()
     }
 
@@ -71,7 +82,9 @@ pub async fn run(node: Arc<Node>) {
             if inflight.lock().map(|s| s.contains(&asset)).unwrap_or(true) {
                 continue;
             }
-            let Ok(permit) = sem.clone().acquire_owned().await else { return };
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                return;
+            };
             if let Ok(mut s) = inflight.lock() {
                 s.insert(asset.clone());
             }
@@ -86,7 +99,12 @@ pub async fn run(node: Arc<Node>) {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         tracing::error!(asset, error = %e, "media job failed");
-                        mark_error(&node, &asset, &job.owner, &format!("processing failed: {e}"));
+                        mark_error(
+                            &node,
+                            &asset,
+                            &job.owner,
+                            &format!("processing failed: {e}"),
+                        );
                     }
                     Err(e) => {
                         tracing::error!(asset, error = %e, "media job panicked");
@@ -112,7 +130,9 @@ pub async fn run(node: Arc<Node>) {
 
 fn mark_error(node: &Node, asset: &str, owner: &str, msg: &str) {
     let res = (|| -> Result<(), NodeError> {
-        let Some(loc) = node.location(asset)? else { return Ok(()) };
+        let Some(loc) = node.location(asset)? else {
+            return Ok(());
+        };
         let mut lib = node.catalog.lock()?;
         lib.update_asset(owner, &loc.month, asset, |r| {
             r.status = Some(status::ERROR.into());
@@ -133,8 +153,13 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
         tracing::warn!(asset, "job for an unknown asset dropped");
         return Ok(());
     };
-    let shard = tessera_core::DocId::shard(owner, &loc.month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
-    let record = node.catalog.lock()?.asset_in(&shard, asset).map_err(crate::catalog::CatalogError::from)?;
+    let shard = tessera_core::DocId::shard(owner, &loc.month)
+        .map_err(|e| NodeError::Corrupt(e.to_string()))?;
+    let record = node
+        .catalog
+        .lock()?
+        .asset_in(&shard, asset)
+        .map_err(crate::catalog::CatalogError::from)?;
     let Some(record) = record else { return Ok(()) };
     let bytes = node.blobs.read(BlobKind::Original, asset)?;
     let mime = record.mime.clone().unwrap_or_default();
@@ -145,7 +170,11 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
         Ok(d) => {
             let thumb = node.blobs.put_bytes(BlobKind::Thumb, &d.thumbnail)?;
             let preview = node.blobs.put_bytes(BlobKind::Preview, &d.preview)?;
-            tracing::info!(asset, ms = started.elapsed().as_millis() as u64, "derivatives made");
+            tracing::info!(
+                asset,
+                ms = started.elapsed().as_millis() as u64,
+                "derivatives made"
+            );
             Box::new(move |r| {
                 r.status = Some(status::READY.into());
                 r.error = None;
@@ -158,7 +187,9 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
         }
         Err(MediaError::Unsupported(m)) => Box::new(move |r| {
             r.status = Some(status::UNSUPPORTED.into());
-            r.error = Some(format!("{m} is stored; previews for this type are not available yet"));
+            r.error = Some(format!(
+                "{m} is stored; previews for this type are not available yet"
+            ));
         }),
         Err(e) => {
             tracing::warn!(asset, error = %e, "cannot make derivatives");
@@ -170,7 +201,8 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
         }
     };
     let mut lib = node.catalog.lock()?;
-    lib.update_asset(owner, &loc.month, asset, update).map_err(crate::catalog::CatalogError::from)?;
+    lib.update_asset(owner, &loc.month, asset, update)
+        .map_err(crate::catalog::CatalogError::from)?;
     node.catalog.persist(&mut lib)?;
     Ok(())
 }

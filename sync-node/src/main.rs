@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use tessera_sync_node::{blobs, Node, NodeConfig};
 
 #[derive(Parser)]
-#[command(name = "sync-node", version, about = "Tessera sync node: stores originals, serves the PWA and the API")]
+#[command(
+    name = "sync-node",
+    version,
+    about = "Tessera sync node: stores originals, serves the PWA and the API"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -48,17 +52,30 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
         .init();
     match Cli::parse().cmd {
-        Cmd::Serve { data, listen, web, workers, jobs_paused } => {
+        Cmd::Serve {
+            data,
+            listen,
+            web,
+            workers,
+            jobs_paused,
+        } => {
             let mut cfg = NodeConfig::new(&data);
-            cfg.web = web.or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
+            cfg.web = web
+                .or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
             if let Some(w) = workers {
                 cfg.workers = w.max(1);
             }
-            let node = Node::open(cfg).with_context(|| format!("opening data directory {}", data.display()))?;
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            let node = Node::open(cfg)
+                .with_context(|| format!("opening data directory {}", data.display()))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
             tracing::info!(
                 data = %data.display(),
                 pending_jobs = node.jobs.pending(),
@@ -66,7 +83,9 @@ async fn main() -> Result<()> {
                 "sync node listening on http://{listen}"
             );
             if jobs_paused {
-                tracing::warn!("media jobs are paused (--jobs-paused): uploads are stored and queued only");
+                tracing::warn!(
+                    "media jobs are paused (--jobs-paused): uploads are stored and queued only"
+                );
             } else {
                 tokio::spawn(tessera_sync_node::jobs::run(node.clone()));
             }
@@ -80,11 +99,14 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Fsck { data, repair, json } => {
-            let node = Node::open(NodeConfig::new(&data)).with_context(|| format!("opening data directory {}", data.display()))?;
+            let node = Node::open(NodeConfig::new(&data))
+                .with_context(|| format!("opening data directory {}", data.display()))?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} verifying blobs {pos}/{len} [{bar:40}] {per_sec} eta {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} verifying blobs {pos}/{len} [{bar:40}] {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let report = blobs::fsck(&node.blobs, repair, |i, n| {
                 bar.set_length(n);

@@ -49,8 +49,14 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     pub fn new(data: impl Into<PathBuf>) -> Self {
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Self { data: data.into(), web: None, workers }
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Self {
+            data: data.into(),
+            web: None,
+            workers,
+        }
     }
 }
 
@@ -76,13 +82,19 @@ pub struct Node {
 impl Node {
     pub fn open(config: NodeConfig) -> Result<Arc<Self>, NodeError> {
         let data = &config.data;
-        std::fs::create_dir_all(data).map_err(|source| NodeError::Io { path: data.clone(), source })?;
+        std::fs::create_dir_all(data).map_err(|source| NodeError::Io {
+            path: data.clone(),
+            source,
+        })?;
         let db_path = data.join("index.sled");
         let db = sled::Config::new()
             .path(&db_path)
             .flush_every_ms(Some(500))
             .open()
-            .map_err(|source| NodeError::Db { path: db_path.clone(), source })?;
+            .map_err(|source| NodeError::Db {
+                path: db_path.clone(),
+                source,
+            })?;
         let actor = match db.get(b"actor")? {
             Some(a) => a.to_vec(),
             None => {
@@ -99,7 +111,16 @@ impl Node {
         let jobs = Jobs::open(&db)?;
         let assets = db.open_tree("assets")?;
         let checksums = db.open_tree("checksums")?;
-        Ok(Arc::new(Self { config, db, blobs, auth, catalog, jobs, assets, checksums }))
+        Ok(Arc::new(Self {
+            config,
+            db,
+            blobs,
+            auth,
+            catalog,
+            jobs,
+            assets,
+            checksums,
+        }))
     }
 
     pub fn data(&self) -> &Path {
@@ -108,7 +129,9 @@ impl Node {
 
     pub fn location(&self, asset: &str) -> Result<Option<AssetLocation>, NodeError> {
         match self.assets.get(asset.as_bytes())? {
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| NodeError::Corrupt(e.to_string())),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| NodeError::Corrupt(e.to_string())),
             None => Ok(None),
         }
     }
@@ -116,7 +139,10 @@ impl Node {
     pub fn set_location(&self, asset: &str, loc: &AssetLocation) -> Result<(), NodeError> {
         let v = serde_json::to_vec(loc).map_err(|e| NodeError::Corrupt(e.to_string()))?;
         self.assets.insert(asset.as_bytes(), v)?;
-        self.checksums.insert(format!("{}/{}", loc.owner, loc.sha1).as_bytes(), asset.as_bytes())?;
+        self.checksums.insert(
+            format!("{}/{}", loc.owner, loc.sha1).as_bytes(),
+            asset.as_bytes(),
+        )?;
         Ok(())
     }
 

@@ -12,7 +12,10 @@ pub mod photos;
 
 /// The workspace root (tests run with the package directory as cwd).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Path of a workspace binary: `$TESSERA_<NAME>_BIN`, else next to the test executable
@@ -23,7 +26,10 @@ pub fn bin_path(name: &str) -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("test executable has no parent dir")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no parent dir")?;
     let p = dir.join(name);
     if !p.exists() {
         bail!("{} not found: run `cargo build -p tessera-{name}` (or `cargo xtask test`), or set {var}", p.display());
@@ -33,12 +39,17 @@ pub fn bin_path(name: &str) -> Result<PathBuf> {
 
 /// The built PWA (`dist/`), if `cargo xtask test` (trunk) produced it.
 pub fn web_dir() -> Option<PathBuf> {
-    let p = std::env::var("TESSERA_WEB_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("dist"));
+    let p = std::env::var("TESSERA_WEB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("dist"));
     p.join("index.html").exists().then_some(p)
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// A `sync-node serve` process on loopback. Killed (SIGKILL) on drop.
@@ -58,16 +69,34 @@ impl Node {
     pub fn start_on(data: &Path, port: u16) -> Result<Self> {
         let bin = bin_path("sync-node")?;
         let mut cmd = Command::new(&bin);
-        cmd.arg("serve").arg("--data").arg(data).arg("--listen").arg(format!("127.0.0.1:{port}"));
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
         if let Some(web) = web_dir() {
             cmd.arg("--web").arg(web);
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log"))?;
-        cmd.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
-        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))?;
+        cmd.stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
         let url = format!("http://127.0.0.1:{port}");
-        let mut node = Self { data: data.to_path_buf(), port, url, child: Some(child) };
+        let mut node = Self {
+            data: data.to_path_buf(),
+            port,
+            url,
+            child: Some(child),
+        };
         node.wait_ready(Duration::from_secs(30))?;
         Ok(node)
     }
@@ -81,12 +110,20 @@ impl Node {
                     bail!("sync-node exited early ({status}); log: {}", self.log());
                 }
             }
-            if client.get(format!("{}/api/server/ping", self.url)).send().map(|r| r.status().is_success()).unwrap_or(false) {
+            if client
+                .get(format!("{}/api/server/ping", self.url))
+                .send()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("sync-node did not answer within {timeout:?}; log: {}", self.log())
+        bail!(
+            "sync-node did not answer within {timeout:?}; log: {}",
+            self.log()
+        )
     }
 
     pub fn log(&self) -> String {
@@ -125,8 +162,15 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str) -> Self {
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
-        Self { base: base.to_owned(), client, key: None }
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        Self {
+            base: base.to_owned(),
+            client,
+            key: None,
+        }
     }
 
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
@@ -152,7 +196,10 @@ impl Api {
             .send()?
             .error_for_status()?
             .json()?;
-        let token = login["accessToken"].as_str().context("no accessToken")?.to_owned();
+        let token = login["accessToken"]
+            .as_str()
+            .context("no accessToken")?
+            .to_owned();
         let key: serde_json::Value = self
             .client
             .post(format!("{}/api/api-keys", self.base))
@@ -168,13 +215,19 @@ impl Api {
     /// Uploads like the Immich CLI does. Returns (HTTP status, JSON body).
     pub fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<(u16, serde_json::Value)> {
         let form = reqwest::blocking::multipart::Form::new()
-            .part("assetData", reqwest::blocking::multipart::Part::bytes(bytes).file_name(name.to_owned()))
+            .part(
+                "assetData",
+                reqwest::blocking::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+            )
             .text("deviceAssetId", format!("{name}-1"))
             .text("deviceId", "tests")
             .text("fileCreatedAt", "2021-03-04T05:06:07.000Z")
             .text("fileModifiedAt", "2021-03-04T05:06:07.000Z")
             .text("isFavorite", "false");
-        let r = self.req(reqwest::Method::POST, "/api/assets").multipart(form).send()?;
+        let r = self
+            .req(reqwest::Method::POST, "/api/assets")
+            .multipart(form)
+            .send()?;
         let status = r.status().as_u16();
         let body = r.json().unwrap_or(serde_json::Value::Null);
         Ok((status, body))

@@ -11,9 +11,15 @@ use rand::{Rng, SeedableRng};
 pub fn fixtures_dir() -> Result<PathBuf> {
     let dir = std::env::var("TESSERA_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tessera/fixtures/piexif-1.1.3/tests/images"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/tessera/fixtures/piexif-1.1.3/tests/images")
+        });
     if !dir.join("r_canon.jpg").exists() {
-        bail!("test photos not found in {} (run `cargo xtask test`, which fetches them from PyPI)", dir.display());
+        bail!(
+            "test photos not found in {} (run `cargo xtask test`, which fetches them from PyPI)",
+            dir.display()
+        );
     }
     Ok(dir)
 }
@@ -52,17 +58,40 @@ struct Entry {
 fn ascii(tag: u16, s: &str) -> Entry {
     let mut data = s.as_bytes().to_vec();
     data.push(0);
-    Entry { tag, typ: 2, count: data.len() as u32, data }
+    Entry {
+        tag,
+        typ: 2,
+        count: data.len() as u32,
+        data,
+    }
 }
 fn short(tag: u16, v: u16) -> Entry {
-    Entry { tag, typ: 3, count: 1, data: v.to_le_bytes().to_vec() }
+    Entry {
+        tag,
+        typ: 3,
+        count: 1,
+        data: v.to_le_bytes().to_vec(),
+    }
 }
 fn long(tag: u16, v: u32) -> Entry {
-    Entry { tag, typ: 4, count: 1, data: v.to_le_bytes().to_vec() }
+    Entry {
+        tag,
+        typ: 4,
+        count: 1,
+        data: v.to_le_bytes().to_vec(),
+    }
 }
 fn rationals(tag: u16, v: &[(u32, u32)]) -> Entry {
-    let data = v.iter().flat_map(|(n, d)| n.to_le_bytes().into_iter().chain(d.to_le_bytes())).collect();
-    Entry { tag, typ: 5, count: v.len() as u32, data }
+    let data = v
+        .iter()
+        .flat_map(|(n, d)| n.to_le_bytes().into_iter().chain(d.to_le_bytes()))
+        .collect();
+    Entry {
+        tag,
+        typ: 5,
+        count: v.len() as u32,
+        data,
+    }
 }
 
 /// One IFD placed at `offset` in the TIFF stream, values after the directory.
@@ -98,7 +127,11 @@ fn dms(v: f64) -> [(u32, u32); 3] {
     let d = v.trunc();
     let m = ((v - d) * 60.0).trunc();
     let s = ((v - d) * 60.0 - m) * 60.0;
-    [(d as u32, 1), (m as u32, 1), ((s * 10_000.0).round() as u32, 10_000)]
+    [
+        (d as u32, 1),
+        (m as u32, 1),
+        ((s * 10_000.0).round() as u32, 10_000),
+    ]
 }
 
 /// A TIFF/EXIF block for `spec`.
@@ -198,14 +231,23 @@ pub fn synthetic_photo(w: u32, h: u32, seed: u64) -> Result<Vec<u8>> {
     let base = image::load_from_memory(&fixture("large.jpg")?)?.to_rgb8();
     let base = image::imageops::resize(&base, w, h, image::imageops::FilterType::Triangle);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let tint: [i16; 3] = [rng.random_range(-30..30), rng.random_range(-30..30), rng.random_range(-30..30)];
+    let tint: [i16; 3] = [
+        rng.random_range(-30..30),
+        rng.random_range(-30..30),
+        rng.random_range(-30..30),
+    ];
     let mut raw = base.into_raw();
     for (i, px) in raw.iter_mut().enumerate() {
         let n: i16 = rng.random_range(-12..=12);
         *px = (i16::from(*px) + n + tint[i % 3]).clamp(0, 255) as u8;
     }
     let mut out = Vec::new();
-    jpeg_encoder::Encoder::new(&mut out, 90).encode(&raw, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)?;
+    jpeg_encoder::Encoder::new(&mut out, 90).encode(
+        &raw,
+        w as u16,
+        h as u16,
+        jpeg_encoder::ColorType::Rgb,
+    )?;
     Ok(out)
 }
 
@@ -213,8 +255,15 @@ pub fn synthetic_photo(w: u32, h: u32, seed: u64) -> Result<Vec<u8>> {
 pub fn small_jpeg(seed: u64) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let c = [rng.random::<u8>(), rng.random::<u8>(), rng.random::<u8>()];
-    let img = image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([c[0].wrapping_add(x as u8), c[1].wrapping_add(y as u8), c[2]]));
+    let img = image::RgbImage::from_fn(320, 240, |x, y| {
+        image::Rgb([c[0].wrapping_add(x as u8), c[1].wrapping_add(y as u8), c[2]])
+    });
     let mut out = Vec::new();
-    let _ = jpeg_encoder::Encoder::new(&mut out, 85).encode(img.as_raw(), 320, 240, jpeg_encoder::ColorType::Rgb);
+    let _ = jpeg_encoder::Encoder::new(&mut out, 85).encode(
+        img.as_raw(),
+        320,
+        240,
+        jpeg_encoder::ColorType::Rgb,
+    );
     out
 }

@@ -35,7 +35,10 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn cache_dir() -> PathBuf {
@@ -44,12 +47,16 @@ fn cache_dir() -> PathBuf {
 }
 
 fn target_dir(root: &Path) -> PathBuf {
-    std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"))
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"))
 }
 
 fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {}", show(cmd));
-    let status = cmd.status().with_context(|| format!("running {}", show(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", show(cmd)))?;
     if !status.success() {
         bail!("`{}` failed ({status})", show(cmd));
     }
@@ -67,7 +74,9 @@ fn show(cmd: &Command) -> String {
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn cargo() -> Command {
@@ -75,7 +84,9 @@ fn cargo() -> Command {
 }
 
 fn is_root() -> bool {
-    output(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false)
+    output(Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
 }
 
 /// Installs missing Debian packages (apt-get; sudo when not root).
@@ -84,14 +95,19 @@ fn ensure_apt(pkgs: &[&str]) -> Result<()> {
         .iter()
         .copied()
         .filter(|p| {
-            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).is_some_and(|s| s.contains("install ok installed"))
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_some_and(|s| s.contains("install ok installed"))
         })
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
     let apt = |args: &[&str]| {
-        let mut c = if is_root() { Command::new("apt-get") } else { Command::new("sudo") };
+        let mut c = if is_root() {
+            Command::new("apt-get")
+        } else {
+            Command::new("sudo")
+        };
         if !is_root() {
             c.arg("apt-get");
         }
@@ -119,7 +135,9 @@ fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, locked: bool) -> Res
 }
 
 fn ensure_wasm_target() -> Result<()> {
-    if output(Command::new("rustup").args(["target", "list", "--installed"])).is_some_and(|s| s.contains("wasm32-unknown-unknown")) {
+    if output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .is_some_and(|s| s.contains("wasm32-unknown-unknown"))
+    {
         return Ok(());
     }
     sh(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
@@ -134,7 +152,12 @@ fn setup(browser: bool) -> Result<()> {
         pkgs.extend(["chromium", "chromium-driver", "libvips-tools", "unzip"]);
     }
     ensure_apt(&pkgs)?;
-    ensure_cargo_tool("wasm-bindgen", "wasm-bindgen-cli", WASM_BINDGEN_VERSION, false)?;
+    ensure_cargo_tool(
+        "wasm-bindgen",
+        "wasm-bindgen-cli",
+        WASM_BINDGEN_VERSION,
+        false,
+    )?;
     // Unlocked, a newer lightningcss breaks trunk 0.21's build; 0.22 needs a newer rustc.
     ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, true)?;
     Ok(())
@@ -169,10 +192,21 @@ fn ensure_fixtures() -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir)?;
     sh(Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", PIEXIF, "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            PIEXIF,
+            "-d",
+        ])
         .arg(&dir))
     .context("downloading test photos (piexif sdist) from PyPI")?;
-    sh(Command::new("python3").args(["-m", "zipfile", "-e", "piexif-1.1.3.zip", "."]).current_dir(&dir))?;
+    sh(Command::new("python3")
+        .args(["-m", "zipfile", "-e", "piexif-1.1.3.zip", "."])
+        .current_dir(&dir))?;
     Ok(images)
 }
 
@@ -181,7 +215,14 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
     cargo_bin_on_path();
     setup(false)?;
     build_pwa(true)?;
-    sh(cargo().args(["build", "--release", "-p", "tessera-sync-node", "--bin", "sync-node"]))?;
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tessera-sync-node",
+        "--bin",
+        "sync-node",
+    ]))?;
     eprintln!("built in {:.0} s", started.elapsed().as_secs_f64());
     let mut data = "data".to_owned();
     let mut listen = "127.0.0.1:2283".to_owned();
@@ -196,7 +237,9 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
     let bin = target_dir(root).join("release/sync-node");
     println!("\n  Tessera is starting: open http://{listen}/  (data in {data}/, Ctrl-C stops)\n");
     println!("  The ML node (faces, smart search) is not part of this build yet.\n");
-    sh(Command::new(bin).args(["serve", "--data", &data, "--listen", &listen, "--web"]).arg(root.join("dist")))
+    sh(Command::new(bin)
+        .args(["serve", "--data", &data, "--listen", &listen, "--web"])
+        .arg(root.join("dist")))
 }
 
 fn test(root: &Path, args: &[String]) -> Result<()> {
@@ -206,19 +249,40 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     setup(e2e)?;
     let fixtures = ensure_fixtures()?;
     sh(cargo().args(["fmt", "--all", "--check"]))?;
-    sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    sh(cargo().args(["clippy", "-p", "tessera-app", "--target", "wasm32-unknown-unknown", "--", "-D", "warnings"]))?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    sh(cargo().args([
+        "clippy",
+        "-p",
+        "tessera-app",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     if e2e {
         build_pwa(false)?;
     }
     sh(cargo().args(["build", "-p", "tessera-sync-node", "--bin", "sync-node"]))?;
     let mut c = cargo();
-    c.args(["test", "--workspace", "--no-fail-fast"]).env("TESSERA_FIXTURES", &fixtures);
+    c.args(["test", "--workspace", "--no-fail-fast"])
+        .env("TESSERA_FIXTURES", &fixtures);
     if e2e {
-        c.env("TESSERA_WEB_DIR", root.join("dist")).env("TESSERA_REQUIRE_E2E", "1");
+        c.env("TESSERA_WEB_DIR", root.join("dist"))
+            .env("TESSERA_REQUIRE_E2E", "1");
     }
     sh(c.args(["--", "--nocapture"]))?;
-    eprintln!("cargo xtask test: all green in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "cargo xtask test: all green in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -227,8 +291,16 @@ fn bench(root: &Path, _args: &[String]) -> Result<()> {
     setup(true)?;
     let fixtures = ensure_fixtures()?;
     let mut c = cargo();
-    c.args(["run", "--release", "-p", "tessera-tests", "--bin", "tessera-bench", "--"])
-        .arg(target_dir(root).join("bench.json"))
-        .env("TESSERA_FIXTURES", fixtures);
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "tessera-tests",
+        "--bin",
+        "tessera-bench",
+        "--",
+    ])
+    .arg(target_dir(root).join("bench.json"))
+    .env("TESSERA_FIXTURES", fixtures);
     sh(&mut c)
 }

@@ -17,9 +17,15 @@ const W: u32 = 4000;
 const H: u32 = 3000;
 
 fn main() -> Result<()> {
-    let out = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/bench.json"));
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let dir = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tessera/bench/12mp");
+    let out = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/bench.json"));
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let dir =
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tessera/bench/12mp");
     std::fs::create_dir_all(&dir)?;
     let mut files = Vec::new();
     for i in 0..N {
@@ -30,8 +36,14 @@ fn main() -> Result<()> {
         }
         files.push(p);
     }
-    let total_bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
-    eprintln!("{N} photos, {W}x{H}, {:.1} MB average, {threads} threads", total_bytes as f64 / N as f64 / 1e6);
+    let total_bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    eprintln!(
+        "{N} photos, {W}x{H}, {:.1} MB average, {threads} threads",
+        total_bytes as f64 / N as f64 / 1e6
+    );
 
     // 1. The media pipeline alone: hash + EXIF + thumbnail + preview + thumbhash.
     let pipeline = parallel(&files, threads, |p| {
@@ -55,7 +67,11 @@ fn main() -> Result<()> {
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("x");
             for (size, name) in [("x250", "thumb"), ("1440x1440", "preview")] {
                 let o = t.join(format!("{stem}-{name}.jpg[Q=80]"));
-                let st = Command::new("vipsthumbnail").arg(p).args(["--size", size, "-o"]).arg(&o).status()?;
+                let st = Command::new("vipsthumbnail")
+                    .arg(p)
+                    .args(["--size", size, "-o"])
+                    .arg(&o)
+                    .status()?;
                 if !st.success() {
                     bail!("vipsthumbnail failed on {}", p.display());
                 }
@@ -68,7 +84,10 @@ fn main() -> Result<()> {
         None
     };
     if let Some(v) = vips {
-        eprintln!("vipsthumbnail: {v:.1} photos/s (tessera/vips = {:.2}x)", pipeline_rate / v);
+        eprintln!(
+            "vipsthumbnail: {v:.1} photos/s (tessera/vips = {:.2}x)",
+            pipeline_rate / v
+        );
     }
 
     // 3. Full ingest through a real node: HTTP upload, fsync, catalogue, queued media jobs,
@@ -95,7 +114,11 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn parallel(files: &[PathBuf], threads: usize, f: impl Fn(&Path) -> Result<()> + Send + Sync + 'static) -> Result<Duration> {
+fn parallel(
+    files: &[PathBuf],
+    threads: usize,
+    f: impl Fn(&Path) -> Result<()> + Send + Sync + 'static,
+) -> Result<Duration> {
     let f = Arc::new(f);
     let next = Arc::new(AtomicUsize::new(0));
     let files = Arc::new(files.to_vec());
@@ -121,7 +144,8 @@ fn parallel(files: &[PathBuf], threads: usize, f: impl Fn(&Path) -> Result<()> +
 fn ingest_through_node(files: &[PathBuf]) -> Result<f64> {
     let dir = tempfile::tempdir()?;
     let rt = tokio::runtime::Runtime::new()?;
-    let node = tessera_sync_node::Node::open(tessera_sync_node::NodeConfig::new(dir.path().join("data")))?;
+    let node =
+        tessera_sync_node::Node::open(tessera_sync_node::NodeConfig::new(dir.path().join("data")))?;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     let router = tessera_sync_node::api::router(node.clone());
@@ -136,12 +160,18 @@ fn ingest_through_node(files: &[PathBuf]) -> Result<f64> {
     let ids2 = ids.clone();
     parallel(files, 2, move |p| {
         let bytes = std::fs::read(p)?;
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("x.jpg").to_owned();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("x.jpg")
+            .to_owned();
         let (code, body) = a2.upload(&name, bytes)?;
         if code != 201 {
             bail!("upload {name}: {code} {body}");
         }
-        ids2.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(body["id"].as_str().unwrap_or_default().to_owned());
+        ids2.lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .push(body["id"].as_str().unwrap_or_default().to_owned());
         Ok(())
     })?;
     let ids = ids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
@@ -158,8 +188,11 @@ fn ingest_through_node(files: &[PathBuf]) -> Result<f64> {
 
 fn wasm_gzipped_size() -> Option<u64> {
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.join("dist");
-    let wasm = std::fs::read_dir(&dist).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "wasm"))?;
+    let wasm = std::fs::read_dir(&dist)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wasm"))?;
     let out = Command::new("gzip").arg("-9c").arg(&wasm).output().ok()?;
     Some(out.stdout.len() as u64)
 }
-

@@ -31,7 +31,13 @@ fn acknowledged_uploads_survive_sigkill() {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let uploader = {
-            let (acked, seed, stop, url, key) = (acked.clone(), seed.clone(), stop.clone(), node.url.clone(), key.clone());
+            let (acked, seed, stop, url, key) = (
+                acked.clone(),
+                seed.clone(),
+                stop.clone(),
+                node.url.clone(),
+                key.clone(),
+            );
             std::thread::spawn(move || {
                 let mut api = Api::new(&url);
                 api.key = Some(key);
@@ -44,7 +50,10 @@ fn acknowledged_uploads_survive_sigkill() {
                     let bytes = small_jpeg(s);
                     match api.upload(&format!("crash-{s}.jpg"), bytes.clone()) {
                         Ok((201 | 200, body)) => {
-                            acked.lock().unwrap().push((body["id"].as_str().unwrap().to_owned(), bytes));
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push((body["id"].as_str().unwrap().to_owned(), bytes));
                         }
                         Ok((code, body)) => panic!("unexpected answer {code}: {body}"),
                         Err(_) => break, // the node was killed mid-request: not acknowledged
@@ -61,7 +70,10 @@ fn acknowledged_uploads_survive_sigkill() {
     }
 
     let acked = acked.lock().unwrap().clone();
-    println!("crash test: {ROUNDS} SIGKILLs at {kills:?} ms, {} uploads acknowledged", acked.len());
+    println!(
+        "crash test: {ROUNDS} SIGKILLs at {kills:?} ms, {} uploads acknowledged",
+        acked.len()
+    );
     assert!(acked.len() >= ROUNDS, "the test must actually upload");
 
     let node = Node::start_on(&data, port).unwrap();
@@ -69,8 +81,13 @@ fn acknowledged_uploads_survive_sigkill() {
     api.key = Some(key);
     for (id, bytes) in &acked {
         let (code, asset) = api.get_json(&format!("/api/assets/{id}")).unwrap();
-        assert_eq!(code, 200, "acknowledged asset {id} lost from the catalogue: {asset}");
-        let (code, original) = api.get_bytes(&format!("/api/assets/{id}/original")).unwrap();
+        assert_eq!(
+            code, 200,
+            "acknowledged asset {id} lost from the catalogue: {asset}"
+        );
+        let (code, original) = api
+            .get_bytes(&format!("/api/assets/{id}/original"))
+            .unwrap();
         assert_eq!(code, 200);
         assert!(original == *bytes, "acknowledged original {id} damaged");
     }
@@ -82,5 +99,8 @@ fn acknowledged_uploads_survive_sigkill() {
     drop(node);
     let (ok, out) = run_sync_node(&["fsck", "--data", data.to_str().unwrap()]).unwrap();
     assert!(ok && out.contains("blobs"), "fsck after crashes: {out}");
-    assert!(!out.contains("CORRUPT") && !out.contains("missing on disk"), "{out}");
+    assert!(
+        !out.contains("CORRUPT") && !out.contains("missing on disk"),
+        "{out}"
+    );
 }

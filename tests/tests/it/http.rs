@@ -15,7 +15,10 @@ struct App {
 fn app() -> App {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
-    App { router: api::router(node), _dir: dir }
+    App {
+        router: api::router(node),
+        _dir: dir,
+    }
 }
 
 async fn call(app: &App, req: Request<Body>) -> (StatusCode, Value, axum::http::HeaderMap) {
@@ -23,62 +26,145 @@ async fn call(app: &App, req: Request<Body>) -> (StatusCode, Value, axum::http::
     let status = res.status();
     let headers = res.headers().clone();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    )
 }
 
 fn post_json(path: &str, body: Value) -> Request<Body> {
-    Request::post(path).header("content-type", "application/json").body(Body::from(body.to_string())).unwrap()
+    Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
 }
 
 #[tokio::test]
 async fn auth_flow_and_error_shapes() {
     let app = app();
-    let (s, b, _) = call(&app, Request::get("/api/server/ping").body(Body::empty()).unwrap()).await;
+    let (s, b, _) = call(
+        &app,
+        Request::get("/api/server/ping")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, b), (StatusCode::OK, json!({"res": "pong"})));
-    let (_, cfg, _) = call(&app, Request::get("/api/server/config").body(Body::empty()).unwrap()).await;
+    let (_, cfg, _) = call(
+        &app,
+        Request::get("/api/server/config")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(cfg["isInitialized"], false);
 
     // Everything else needs auth, with Immich's error body.
-    for path in ["/api/users/me", "/api/server/media-types", "/api/assets/abc"] {
+    for path in [
+        "/api/users/me",
+        "/api/server/media-types",
+        "/api/assets/abc",
+    ] {
         let (s, b, _) = call(&app, Request::get(path).body(Body::empty()).unwrap()).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(b["statusCode"], 401);
         assert_eq!(b["error"], "Unauthorized");
-        assert!(b["message"].as_str().unwrap().contains("Authentication required"));
+        assert!(b["message"]
+            .as_str()
+            .unwrap()
+            .contains("Authentication required"));
     }
 
-    let (s, b, _) = call(&app, post_json("/api/auth/admin-sign-up", json!({"email": "x", "password": "longenough", "name": "A"}))).await;
+    let (s, b, _) = call(
+        &app,
+        post_json(
+            "/api/auth/admin-sign-up",
+            json!({"email": "x", "password": "longenough", "name": "A"}),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-    let (s, b, _) = call(&app, post_json("/api/auth/admin-sign-up", json!({"email": "a@b.c", "password": "short", "name": "A"}))).await;
+    let (s, b, _) = call(
+        &app,
+        post_json(
+            "/api/auth/admin-sign-up",
+            json!({"email": "a@b.c", "password": "short", "name": "A"}),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert!(b["message"].as_str().unwrap().contains("8 characters"));
-    let (s, b, _) = call(&app, post_json("/api/auth/admin-sign-up", json!({"email": "a@b.c"}))).await;
+    let (s, b, _) = call(
+        &app,
+        post_json("/api/auth/admin-sign-up", json!({"email": "a@b.c"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "missing fields: {b}");
-    let (s, b, _) = call(&app, post_json("/api/auth/admin-sign-up", json!({"email": "A@b.c", "password": "longenough", "name": "Ann"}))).await;
+    let (s, b, _) = call(
+        &app,
+        post_json(
+            "/api/auth/admin-sign-up",
+            json!({"email": "A@b.c", "password": "longenough", "name": "Ann"}),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["isAdmin"], true);
     assert_eq!(b["email"], "a@b.c");
-    let (s, _, _) = call(&app, post_json("/api/auth/admin-sign-up", json!({"email": "b@b.c", "password": "longenough", "name": "B"}))).await;
+    let (s, _, _) = call(
+        &app,
+        post_json(
+            "/api/auth/admin-sign-up",
+            json!({"email": "b@b.c", "password": "longenough", "name": "B"}),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "only while no user exists");
 
-    let (s, _, _) = call(&app, post_json("/api/auth/login", json!({"email": "a@b.c", "password": "wrong password"}))).await;
+    let (s, _, _) = call(
+        &app,
+        post_json(
+            "/api/auth/login",
+            json!({"email": "a@b.c", "password": "wrong password"}),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, login, headers) = call(&app, post_json("/api/auth/login", json!({"email": "a@b.c", "password": "longenough"}))).await;
+    let (s, login, headers) = call(
+        &app,
+        post_json(
+            "/api/auth/login",
+            json!({"email": "a@b.c", "password": "longenough"}),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
     let token = login["accessToken"].as_str().unwrap().to_owned();
     let cookie = headers["set-cookie"].to_str().unwrap();
     assert!(cookie.starts_with(&format!("{}={token}", api::COOKIE)) && cookie.contains("HttpOnly"));
 
     // Bearer, cookie and API key all authenticate.
-    let me = |h: (&str, String)| Request::get("/api/users/me").header(h.0, h.1).body(Body::empty()).unwrap();
+    let me = |h: (&str, String)| {
+        Request::get("/api/users/me")
+            .header(h.0, h.1)
+            .body(Body::empty())
+            .unwrap()
+    };
     let (s, b, _) = call(&app, me(("authorization", format!("Bearer {token}")))).await;
     assert_eq!((s, b["name"].as_str()), (StatusCode::OK, Some("Ann")));
-    let (s, _, _) = call(&app, me(("cookie", format!("other=1; {}={token}", api::COOKIE)))).await;
+    let (s, _, _) = call(
+        &app,
+        me(("cookie", format!("other=1; {}={token}", api::COOKIE))),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let req = Request::post("/api/api-keys")
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
-        .body(Body::from(json!({"name": "cli", "permissions": ["all"]}).to_string()))
+        .body(Body::from(
+            json!({"name": "cli", "permissions": ["all"]}).to_string(),
+        ))
         .unwrap();
     let (s, key, _) = call(&app, req).await;
     assert_eq!(s, StatusCode::CREATED);
@@ -90,21 +176,49 @@ async fn auth_flow_and_error_shapes() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(b["message"], "Invalid API key");
 
-    let (s, types, _) = call(&app, Request::get("/api/server/media-types").header("x-api-key", &secret).body(Body::empty()).unwrap()).await;
+    let (s, types, _) = call(
+        &app,
+        Request::get("/api/server/media-types")
+            .header("x-api-key", &secret)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(types["image"].as_array().unwrap().iter().any(|e| e == ".heic"));
-    assert!(types["video"].as_array().unwrap().iter().any(|e| e == ".mp4"));
+    assert!(types["image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == ".heic"));
+    assert!(types["video"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == ".mp4"));
 
     // Garbage on the sync endpoint is a 400 with a message, not a crash.
-    let req = Request::post("/api/tessera/sync").header("x-api-key", &secret).body(Body::from(vec![0xff, 0, 1, 2])).unwrap();
+    let req = Request::post("/api/tessera/sync")
+        .header("x-api-key", &secret)
+        .body(Body::from(vec![0xff, 0, 1, 2]))
+        .unwrap();
     let (s, b, _) = call(&app, req).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert!(b["message"].as_str().unwrap().starts_with("sync refused"));
-    let (s, _, _) = call(&app, Request::get("/api/nope").header("x-api-key", &secret).body(Body::empty()).unwrap()).await;
+    let (s, _, _) = call(
+        &app,
+        Request::get("/api/nope")
+            .header("x-api-key", &secret)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Logout ends the session.
-    let req = Request::post("/api/auth/logout").header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+    let req = Request::post("/api/auth/logout")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
     call(&app, req).await;
     let (s, _, _) = call(&app, me(("authorization", format!("Bearer {token}")))).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);

@@ -2,5 +2,6 @@
 //! processes on loopback, and crash tests.
 
 mod crash;
+mod e2e;
 mod http;
 mod node;

@@ -7,7 +7,17 @@ use tessera_core::{DocId, Library, PeerSync, SyncEnvelope};
 use tessera_tests::photos::{fixture, small_jpeg, with_exif, ExifSpec};
 use tessera_tests::{run_sync_node, Api, Node};
 
-const REAL: &[&str] = &["r_canon.jpg", "r_sony.jpg", "r_olympus.jpg", "r_pana.jpg", "r_ricoh.jpg", "r_sigma.jpg", "large.jpg", "L01.jpg", "noexif.jpg"];
+const REAL: &[&str] = &[
+    "r_canon.jpg",
+    "r_sony.jpg",
+    "r_olympus.jpg",
+    "r_pana.jpg",
+    "r_ricoh.jpg",
+    "r_sigma.jpg",
+    "large.jpg",
+    "L01.jpg",
+    "noexif.jpg",
+];
 
 fn b3(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
@@ -15,7 +25,10 @@ fn b3(bytes: &[u8]) -> String {
 
 fn sha1_hex(bytes: &[u8]) -> String {
     use sha1::Digest;
-    sha1::Sha1::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha1::Sha1::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A real photo (Casio QV-R51, 500×667) with GPS, an offset and orientation 6 written in.
@@ -65,7 +78,10 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
     let mut api = Api::new(&node.url);
     api.bootstrap_admin().unwrap();
 
-    let mut photos: Vec<(String, Vec<u8>)> = REAL.iter().map(|n| (n.to_string(), fixture(n).unwrap())).collect();
+    let mut photos: Vec<(String, Vec<u8>)> = REAL
+        .iter()
+        .map(|n| (n.to_string(), fixture(n).unwrap()))
+        .collect();
     photos.push(("PXL_20230714_164512.jpg".into(), gps_photo()));
     for (name, bytes) in &photos {
         let (code, body) = api.upload(name, bytes.clone()).unwrap();
@@ -83,15 +99,31 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
         let asset = api.wait_processed(&id, Duration::from_secs(60)).unwrap();
         assert_eq!(asset["tessera"]["status"], "ready", "{name}: {asset}");
         assert_eq!(asset["originalFileName"], name.as_str());
-        let (code, original) = api.get_bytes(&format!("/api/assets/{id}/original")).unwrap();
+        let (code, original) = api
+            .get_bytes(&format!("/api/assets/{id}/original"))
+            .unwrap();
         assert_eq!(code, 200);
-        assert!(original == *bytes, "{name}: original must come back byte-identical");
-        let (w, h) = (asset["width"].as_u64().unwrap() as u32, asset["height"].as_u64().unwrap() as u32);
-        let (code, thumb) = api.get_bytes(&format!("/api/assets/{id}/thumbnail?size=thumbnail")).unwrap();
+        assert!(
+            original == *bytes,
+            "{name}: original must come back byte-identical"
+        );
+        let (w, h) = (
+            asset["width"].as_u64().unwrap() as u32,
+            asset["height"].as_u64().unwrap() as u32,
+        );
+        let (code, thumb) = api
+            .get_bytes(&format!("/api/assets/{id}/thumbnail?size=thumbnail"))
+            .unwrap();
         assert_eq!(code, 200);
         let (tw, th) = dims(&thumb);
-        assert_eq!(tw.min(th), w.min(h).min(250), "{name}: thumbnail short side ({tw}x{th} of {w}x{h})");
-        let (code, preview) = api.get_bytes(&format!("/api/assets/{id}/thumbnail?size=preview")).unwrap();
+        assert_eq!(
+            tw.min(th),
+            w.min(h).min(250),
+            "{name}: thumbnail short side ({tw}x{th} of {w}x{h})"
+        );
+        let (code, preview) = api
+            .get_bytes(&format!("/api/assets/{id}/thumbnail?size=preview"))
+            .unwrap();
         assert_eq!(code, 200);
         let (pw, ph) = dims(&preview);
         assert_eq!(pw.max(ph), w.max(h).min(1440), "{name}: preview long side");
@@ -100,23 +132,45 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
     }
 
     // Metadata from real cameras' EXIF.
-    let canon = api.get_json(&format!("/api/assets/{}", b3(&photos[0].1))).unwrap().1;
+    let canon = api
+        .get_json(&format!("/api/assets/{}", b3(&photos[0].1)))
+        .unwrap()
+        .1;
     assert_eq!(canon["exifInfo"]["make"], "Canon");
     assert_eq!(canon["exifInfo"]["model"], "Canon PowerShot G1 X Mark II");
     assert_eq!(canon["localDateTime"], "2013-12-17T14:04:24");
     assert_eq!(canon["exifInfo"]["exposureTime"], "1/50");
     assert_eq!(canon["exifInfo"]["iso"], 100);
     // GPS, offset, lens and orientation 6 (portrait → stored 500x667 landscape-rotated).
-    let gps = api.get_json(&format!("/api/assets/{}", b3(&photos.last().unwrap().1))).unwrap().1;
+    let gps = api
+        .get_json(&format!("/api/assets/{}", b3(&photos.last().unwrap().1)))
+        .unwrap()
+        .1;
     let ex = &gps["exifInfo"];
-    assert!((ex["latitude"].as_f64().unwrap() - 48.85837).abs() < 1e-4, "{ex}");
-    assert!((ex["longitude"].as_f64().unwrap() - 2.294481).abs() < 1e-4, "{ex}");
+    assert!(
+        (ex["latitude"].as_f64().unwrap() - 48.85837).abs() < 1e-4,
+        "{ex}"
+    );
+    assert!(
+        (ex["longitude"].as_f64().unwrap() - 2.294481).abs() < 1e-4,
+        "{ex}"
+    );
     assert_eq!(gps["localDateTime"], "2023-07-14T18:45:12+02:00");
     assert_eq!(ex["lensModel"], "Pixel 6 back camera 6.81mm f/1.85");
     assert_eq!(ex["fNumber"], 1.85);
-    assert_eq!((gps["width"].as_u64(), gps["height"].as_u64()), (Some(667), Some(500)), "orientation 6 swaps dimensions");
+    assert_eq!(
+        (gps["width"].as_u64(), gps["height"].as_u64()),
+        (Some(667), Some(500)),
+        "orientation 6 swaps dimensions"
+    );
     // No EXIF date: the client's fileCreatedAt is used.
-    let noexif = api.get_json(&format!("/api/assets/{}", b3(&fixture("noexif.jpg").unwrap()))).unwrap().1;
+    let noexif = api
+        .get_json(&format!(
+            "/api/assets/{}",
+            b3(&fixture("noexif.jpg").unwrap())
+        ))
+        .unwrap()
+        .1;
     assert_eq!(noexif["localDateTime"], "2021-03-04T05:06:07.000+00:00");
 
     // Immich's bulk upload check speaks SHA-1 (hex or base64).
@@ -124,7 +178,13 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
         {"id": "a", "checksum": sha1_hex(&photos[1].1)},
         {"id": "b", "checksum": sha1_hex(b"never uploaded")},
     ]});
-    let r: serde_json::Value = api.req(reqwest::Method::POST, "/api/assets/bulk-upload-check").json(&body).send().unwrap().json().unwrap();
+    let r: serde_json::Value = api
+        .req(reqwest::Method::POST, "/api/assets/bulk-upload-check")
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(r["results"][0]["action"], "reject");
     assert_eq!(r["results"][0]["reason"], "duplicate");
     assert_eq!(r["results"][0]["assetId"], b3(&photos[1].1));
@@ -141,31 +201,58 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
         let ids: Vec<DocId> = lib.ids().cloned().collect();
         let up = SyncEnvelope::new("test-device", sync.generate(&mut lib, &ids));
         let quiet_up = up.docs.is_empty();
-        let res = api.req(reqwest::Method::POST, "/api/tessera/sync").body(up.encode()).send().unwrap();
+        let res = api
+            .req(reqwest::Method::POST, "/api/tessera/sync")
+            .body(up.encode())
+            .send()
+            .unwrap();
         assert_eq!(res.status(), 200);
         let down = SyncEnvelope::decode(&res.bytes().unwrap()).unwrap();
         let quiet_down = down.docs.is_empty();
-        sync.receive(&mut lib, down.docs, |d| d.user() == user).unwrap();
+        sync.receive(&mut lib, down.docs, |d| d.user() == user)
+            .unwrap();
         if quiet_up && quiet_down {
             break;
         }
     }
     let shards = lib.shards(&user).unwrap();
-    assert_eq!(shards.iter().map(|s| s.count).sum::<u64>(), photos.len() as u64, "{shards:?}");
+    assert_eq!(
+        shards.iter().map(|s| s.count).sum::<u64>(),
+        photos.len() as u64,
+        "{shards:?}"
+    );
     assert!(shards.iter().any(|s| s.month == "2013-12"));
-    let dec = lib.assets(&DocId::shard(&user, "2013-12").unwrap()).unwrap();
-    assert!(dec.iter().any(|r| r.make.as_deref() == Some("Canon") && r.thumbhash.is_some() && r.thumb.is_some()));
+    let dec = lib
+        .assets(&DocId::shard(&user, "2013-12").unwrap())
+        .unwrap();
+    assert!(dec
+        .iter()
+        .any(|r| r.make.as_deref() == Some("Canon") && r.thumbhash.is_some() && r.thumb.is_some()));
 
     // A device may not write another user's documents: refused, and nothing changes.
     let mut evil = Library::new(&[9; 16]);
-    evil.upsert_assets("someone-else", &[tessera_core::AssetRecord { id: "x".into(), ..Default::default() }]).unwrap();
+    evil.upsert_assets(
+        "someone-else",
+        &[tessera_core::AssetRecord {
+            id: "x".into(),
+            ..Default::default()
+        }],
+    )
+    .unwrap();
     let ids: Vec<DocId> = evil.ids().cloned().collect();
     let forged = SyncEnvelope::new("evil", PeerSync::new().generate(&mut evil, &ids));
-    let res = api.req(reqwest::Method::POST, "/api/tessera/sync").body(forged.encode()).send().unwrap();
+    let res = api
+        .req(reqwest::Method::POST, "/api/tessera/sync")
+        .body(forged.encode())
+        .send()
+        .unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.text().unwrap().contains("not allowed to write"));
     drop(node);
-    assert!(!std::fs::read_dir(dir.path().join("data/docs")).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains("someone-else")));
+    assert!(!std::fs::read_dir(dir.path().join("data/docs"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("someone-else")));
 }
 
 #[test]
@@ -178,33 +265,65 @@ fn bad_input_gets_clear_errors_and_leaves_stored_data_intact() {
     let good = fixture("r_canon.jpg").unwrap();
     let (code, _) = api.upload("good.jpg", good.clone()).unwrap();
     assert_eq!(code, 201);
-    api.wait_processed(&b3(&good), Duration::from_secs(30)).unwrap();
+    api.wait_processed(&b3(&good), Duration::from_secs(30))
+        .unwrap();
     let before = blob_snapshot(&data);
 
     let (code, body) = api.upload("empty.jpg", Vec::new()).unwrap();
     assert_eq!(code, 400);
-    assert!(body["message"].as_str().unwrap().contains("empty"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("empty"),
+        "{body}"
+    );
     let (code, body) = api.upload("notes.txt", b"hello".to_vec()).unwrap();
     assert_eq!(code, 400);
-    assert!(body["message"].as_str().unwrap().contains("Unsupported file type"), "{body}");
-    let form = reqwest::blocking::multipart::Form::new().text("deviceAssetId", "x").text("deviceId", "y");
-    let r = api.req(reqwest::Method::POST, "/api/assets").multipart(form).send().unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unsupported file type"),
+        "{body}"
+    );
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("deviceAssetId", "x")
+        .text("deviceId", "y");
+    let r = api
+        .req(reqwest::Method::POST, "/api/assets")
+        .multipart(form)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("assetData is required"));
     let form = reqwest::blocking::multipart::Form::new()
-        .part("assetData", reqwest::blocking::multipart::Part::bytes(small_jpeg(1)).file_name("a.jpg"))
+        .part(
+            "assetData",
+            reqwest::blocking::multipart::Part::bytes(small_jpeg(1)).file_name("a.jpg"),
+        )
         .text("fileCreatedAt", "last tuesday");
-    let r = api.req(reqwest::Method::POST, "/api/assets").multipart(form).send().unwrap();
+    let r = api
+        .req(reqwest::Method::POST, "/api/assets")
+        .multipart(form)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("fileCreatedAt"));
-    let r = api.req(reqwest::Method::POST, "/api/assets").header("content-type", "multipart/form-data; boundary=x").body("--x\r\ngarbage").send().unwrap();
+    let r = api
+        .req(reqwest::Method::POST, "/api/assets")
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body("--x\r\ngarbage")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400, "malformed multipart");
     let mut wrong = Api::new(&node.url);
     wrong.key = Some("0".repeat(64));
     let (code, body) = wrong.upload("x.jpg", small_jpeg(2)).unwrap();
     assert_eq!(code, 401);
     assert_eq!(body["message"], "Invalid API key");
-    assert_eq!(blob_snapshot(&data), before, "rejected uploads leave no trace");
+    assert_eq!(
+        blob_snapshot(&data),
+        before,
+        "rejected uploads leave no trace"
+    );
 
     // A truncated and a corrupt JPEG are the user's bytes: kept, with a readable error.
     let mut truncated = fixture("large.jpg").unwrap();
@@ -215,26 +334,41 @@ fn bad_input_gets_clear_errors_and_leaves_stored_data_intact() {
     for (name, bytes) in [("truncated.jpg", &truncated), ("corrupt.jpg", &corrupt)] {
         let (code, _) = api.upload(name, bytes.clone()).unwrap();
         assert_eq!(code, 201, "{name} is stored");
-        let asset = api.wait_processed(&b3(bytes), Duration::from_secs(30)).unwrap();
+        let asset = api
+            .wait_processed(&b3(bytes), Duration::from_secs(30))
+            .unwrap();
         assert_eq!(asset["tessera"]["status"], "error", "{name}: {asset}");
         let err = asset["tessera"]["error"].as_str().unwrap();
         assert!(err.contains("JPEG"), "{name}: readable error, got {err:?}");
-        let (code, msg) = api.get_json(&format!("/api/assets/{}/thumbnail", b3(bytes))).unwrap();
+        let (code, msg) = api
+            .get_json(&format!("/api/assets/{}/thumbnail", b3(bytes)))
+            .unwrap();
         assert_eq!(code, 404);
-        assert!(msg["message"].as_str().unwrap().contains("No thumbnail"), "{msg}");
-        let (_, original) = api.get_bytes(&format!("/api/assets/{}/original", b3(bytes))).unwrap();
+        assert!(
+            msg["message"].as_str().unwrap().contains("No thumbnail"),
+            "{msg}"
+        );
+        let (_, original) = api
+            .get_bytes(&format!("/api/assets/{}/original", b3(bytes)))
+            .unwrap();
         assert!(original == *bytes);
     }
     // The queue is not wedged: a good photo after the bad ones is processed.
     let next = fixture("r_pana.jpg").unwrap();
     api.upload("next.jpg", next.clone()).unwrap();
-    assert_eq!(api.wait_processed(&b3(&next), Duration::from_secs(30)).unwrap()["tessera"]["status"], "ready");
+    assert_eq!(
+        api.wait_processed(&b3(&next), Duration::from_secs(30))
+            .unwrap()["tessera"]["status"],
+        "ready"
+    );
     // Everything stored before is untouched.
     let after = blob_snapshot(&data);
     for (path, hash) in &before {
         assert_eq!(after.get(path), Some(hash), "{path} changed");
     }
-    let (_, original) = api.get_bytes(&format!("/api/assets/{}/original", b3(&good))).unwrap();
+    let (_, original) = api
+        .get_bytes(&format!("/api/assets/{}/original", b3(&good)))
+        .unwrap();
     assert!(original == good);
 }
 
@@ -246,7 +380,13 @@ fn queued_jobs_resume_after_a_restart_and_fsck_verifies() {
     let port = tessera_tests::free_port();
     // First run with media jobs paused: uploads are acknowledged and queued only.
     let mut child = std::process::Command::new(&bin)
-        .args(["serve", "--jobs-paused", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .args([
+            "serve",
+            "--jobs-paused",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+        ])
         .arg(&data)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -261,17 +401,26 @@ fn queued_jobs_resume_after_a_restart_and_fsck_verifies() {
         std::thread::sleep(Duration::from_millis(50));
     }
     api.bootstrap_admin().unwrap();
-    let photos: Vec<Vec<u8>> = ["r_casio.jpg", "r_pen.jpg", "L02.jpg"].iter().map(|n| fixture(n).unwrap()).collect();
+    let photos: Vec<Vec<u8>> = ["r_casio.jpg", "r_pen.jpg", "L02.jpg"]
+        .iter()
+        .map(|n| fixture(n).unwrap())
+        .collect();
     for (i, p) in photos.iter().enumerate() {
         assert_eq!(api.upload(&format!("p{i}.jpg"), p.clone()).unwrap().0, 201);
-        assert_eq!(api.get_json(&format!("/api/assets/{}", b3(p))).unwrap().1["tessera"]["status"], "pending");
+        assert_eq!(
+            api.get_json(&format!("/api/assets/{}", b3(p))).unwrap().1["tessera"]["status"],
+            "pending"
+        );
     }
     child.kill().unwrap();
     child.wait().unwrap();
     // Restarted normally, the persisted queue is worked off.
     let node = Node::start_on(&data, port).unwrap();
     for p in &photos {
-        assert_eq!(api.wait_processed(&b3(p), Duration::from_secs(30)).unwrap()["tessera"]["status"], "ready");
+        assert_eq!(
+            api.wait_processed(&b3(p), Duration::from_secs(30)).unwrap()["tessera"]["status"],
+            "ready"
+        );
     }
     drop(node);
 

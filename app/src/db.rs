@@ -1,0 +1,111 @@
+//! IndexedDB (rexie): catalogue documents, the outbox of originals, cached thumbnails.
+
+use js_sys::{Object, Reflect, Uint8Array};
+use rexie::{ObjectStore, Rexie, TransactionMode};
+use wasm_bindgen::{JsCast, JsValue};
+
+pub const DOCS: &str = "docs";
+pub const OUTBOX: &str = "outbox";
+pub const THUMBS: &str = "thumbs";
+
+pub async fn open() -> Result<Rexie, String> {
+    Rexie::builder("tessera")
+        .version(1)
+        .add_object_store(ObjectStore::new(DOCS))
+        .add_object_store(ObjectStore::new(OUTBOX).key_path("id"))
+        .add_object_store(ObjectStore::new(THUMBS))
+        .build()
+        .await
+        .map_err(|e| format!("cannot open IndexedDB: {e}"))
+}
+
+fn err(e: rexie::Error) -> String {
+    e.to_string()
+}
+
+pub async fn put(
+    db: &Rexie,
+    store: &str,
+    key: Option<&str>,
+    value: &JsValue,
+) -> Result<(), String> {
+    let tx = db
+        .transaction(&[store], TransactionMode::ReadWrite)
+        .map_err(err)?;
+    let s = tx.store(store).map_err(err)?;
+    let k = key.map(JsValue::from_str);
+    s.put(value, k.as_ref()).await.map_err(err)?;
+    tx.done().await.map_err(err)?;
+    Ok(())
+}
+
+pub async fn get(db: &Rexie, store: &str, key: &str) -> Result<Option<JsValue>, String> {
+    let tx = db
+        .transaction(&[store], TransactionMode::ReadOnly)
+        .map_err(err)?;
+    let s = tx.store(store).map_err(err)?;
+    let v = s.get(JsValue::from_str(key)).await.map_err(err)?;
+    Ok(v.filter(|v| !v.is_undefined()))
+}
+
+pub async fn delete(db: &Rexie, store: &str, key: &str) -> Result<(), String> {
+    let tx = db
+        .transaction(&[store], TransactionMode::ReadWrite)
+        .map_err(err)?;
+    let s = tx.store(store).map_err(err)?;
+    s.delete(JsValue::from_str(key)).await.map_err(err)?;
+    tx.done().await.map_err(err)?;
+    Ok(())
+}
+
+/// All (key, value) pairs of a store.
+pub async fn all(db: &Rexie, store: &str) -> Result<Vec<(String, JsValue)>, String> {
+    let tx = db
+        .transaction(&[store], TransactionMode::ReadOnly)
+        .map_err(err)?;
+    let s = tx.store(store).map_err(err)?;
+    let items = s.scan(None, None, None, None).await.map_err(err)?;
+    Ok(items
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.as_string()?, v)))
+        .collect())
+}
+
+pub async fn count(db: &Rexie, store: &str) -> Result<u32, String> {
+    let tx = db
+        .transaction(&[store], TransactionMode::ReadOnly)
+        .map_err(err)?;
+    let s = tx.store(store).map_err(err)?;
+    s.count(None).await.map_err(err)
+}
+
+pub fn bytes_value(b: &[u8]) -> JsValue {
+    Uint8Array::from(b).into()
+}
+
+pub fn value_bytes(v: &JsValue) -> Option<Vec<u8>> {
+    v.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec)
+}
+
+/// An outbox entry: the File itself (IndexedDB stores Blobs) and what the upload needs.
+pub fn outbox_entry(id: &str, file: &web_sys::File) -> JsValue {
+    let o = Object::new();
+    let _ = Reflect::set(&o, &"id".into(), &id.into());
+    let _ = Reflect::set(&o, &"name".into(), &file.name().into());
+    let _ = Reflect::set(&o, &"size".into(), &file.size().into());
+    let _ = Reflect::set(&o, &"lastModified".into(), &file.last_modified().into());
+    let _ = Reflect::set(&o, &"blob".into(), file);
+    o.into()
+}
+
+pub fn field_str(v: &JsValue, k: &str) -> Option<String> {
+    Reflect::get(v, &k.into()).ok()?.as_string()
+}
+
+pub fn field_f64(v: &JsValue, k: &str) -> Option<f64> {
+    Reflect::get(v, &k.into()).ok()?.as_f64()
+}
+
+pub fn field_blob(v: &JsValue, k: &str) -> Option<web_sys::Blob> {
+    Reflect::get(v, &k.into()).ok()?.dyn_into().ok()
+}

@@ -1,0 +1,3 @@
+fn main() {
+    tessera_app::start();
+}

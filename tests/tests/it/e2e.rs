@@ -1,0 +1,344 @@
+//! End to end in real headless Chromium (chromedriver + fantoccini), against a real node
+//! serving the built PWA: sign up, upload through the page, see thumbnails, stop the node,
+//! reload offline, still see the timeline, drop a photo offline, see it upload on reconnect.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use tessera_tests::photos::{fixture, small_jpeg, with_exif, ExifSpec};
+use tessera_tests::{free_port, web_dir, workspace_root, Node};
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn skip(why: &str) -> bool {
+    if std::env::var("TESSERA_REQUIRE_E2E").is_ok() {
+        panic!("end-to-end test cannot run: {why}");
+    }
+    eprintln!(
+        "SKIPPED e2e: {why} (run `cargo xtask test`, which installs and builds what it needs)"
+    );
+    true
+}
+
+async fn texts(c: &Client) -> String {
+    c.execute("return document.body.innerText", vec![])
+        .await
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or fails with the page's text.
+async fn wait_for<T, F, Fut>(c: &Client, what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; page shows:\n{}",
+                texts(c).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// (tiles, tiles whose thumbnail is a blob: URL from IndexedDB/network)
+async fn tile_state(c: &Client) -> (usize, usize) {
+    let v = c
+        .execute(
+            "const t=[...document.querySelectorAll('.tile img.thumb')]; return [t.length, t.filter(i=>i.src.startsWith('blob:') && i.complete && i.naturalWidth>0).length];",
+            vec![],
+        )
+        .await
+        .unwrap_or(json!([0, 0]));
+    (
+        v[0].as_u64().unwrap_or(0) as usize,
+        v[1].as_u64().unwrap_or(0) as usize,
+    )
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn screenshot(c: &Client, name: &str) -> PathBuf {
+    let dir = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let _ = std::fs::create_dir_all(&dir);
+    let p = dir.join(name);
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(&p, png).expect("write screenshot");
+    println!("screenshot: {}", p.display());
+    p
+}
+
+fn write_photos(dir: &Path) -> Vec<PathBuf> {
+    let gps = ExifSpec {
+        make: Some("Google".into()),
+        model: Some("Pixel 6".into()),
+        date_time_original: Some("2023:07:14 18:45:12".into()),
+        offset: Some("+02:00".into()),
+        gps: Some((48.858_37, 2.294_481)),
+        exposure: Some((1, 250)),
+        f_number: Some((185, 100)),
+        iso: Some(64),
+        ..Default::default()
+    };
+    let files = [
+        (
+            "prague.jpg",
+            with_exif(&fixture("large.jpg").unwrap(), &gps).unwrap(),
+        ),
+        ("canon.jpg", fixture("r_canon.jpg").unwrap()),
+        ("sony.jpg", fixture("r_sony.jpg").unwrap()),
+        ("offline.jpg", small_jpeg(4242)),
+    ];
+    files
+        .into_iter()
+        .map(|(n, b)| {
+            let p = dir.join(n);
+            std::fs::write(&p, b).unwrap();
+            p
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pwa_upload_timeline_offline_and_outbox() {
+    let Some(_web) = web_dir() else {
+        skip("the PWA is not built (dist/index.html missing)");
+        return;
+    };
+    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
+        skip("Debian's chromium and chromium-driver are not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let photos = write_photos(dir.path());
+    let port = free_port();
+    let mut node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
+
+    let dport = free_port();
+    let _driver = Driver(
+        Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={dport}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver"),
+    );
+    let profile = dir.path().join("chrome-profile");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": "/usr/bin/chromium", "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+            "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
+        ]}),
+    );
+    let mut client = None;
+    for _ in 0..40 {
+        match ClientBuilder::rustls()
+            .expect("tls")
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{dport}"))
+            .await
+        {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    let c = client.expect("chromedriver session");
+    let t = Duration::from_secs(60);
+
+    // Sign up: the app shows the admin sign-up form on a fresh node, then logs in.
+    c.goto(&node.url).await.unwrap();
+    wait_for(&c, "the sign-up form", t, || async {
+        c.find(Locator::Css("#signup-form")).await.ok()
+    })
+    .await;
+    c.find(Locator::Css("#name"))
+        .await
+        .unwrap()
+        .send_keys("Ada")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#email"))
+        .await
+        .unwrap()
+        .send_keys("ada@example.com")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys("correct horse battery")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&c, "the timeline", t, || async {
+        c.find(Locator::Css("#file-input")).await.ok()
+    })
+    .await;
+
+    // Upload three photos through the page's file input.
+    let three: Vec<String> = photos[..3]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    c.find(Locator::Css("#file-input"))
+        .await
+        .unwrap()
+        .send_keys(&three.join("\n"))
+        .await
+        .unwrap();
+    wait_for(&c, "3 tiles with real thumbnails", t, || async {
+        let (n, loaded) = tile_state(&c).await;
+        (n == 3 && loaded == 3).then_some(())
+    })
+    .await;
+    assert!(
+        c.find_all(Locator::Css(".upload-item"))
+            .await
+            .unwrap()
+            .len()
+            >= 3,
+        "per-file progress is shown"
+    );
+    let months = c.find_all(Locator::Css(".month-section h2")).await.unwrap();
+    let mut headings = Vec::new();
+    for m in months {
+        headings.push(m.text().await.unwrap());
+    }
+    assert!(
+        headings.iter().any(|h| h.starts_with("July 2023")),
+        "month headings from EXIF dates: {headings:?}"
+    );
+    assert!(
+        headings.iter().any(|h| h.starts_with("December 2013")),
+        "{headings:?}"
+    );
+    screenshot(&c, "e2e-timeline.png").await;
+
+    // The viewer shows metadata and a download link for the original.
+    let prague = blake3::hash(&std::fs::read(&photos[0]).unwrap())
+        .to_hex()
+        .to_string();
+    c.find(Locator::Css(&format!(".tile[data-id='{prague}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let meta = wait_for(&c, "the viewer", t, || async {
+        let m = text_of(&c, "#viewer-meta").await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert!(
+        meta.contains("Pixel 6")
+            && meta.contains("48.85837")
+            && meta.contains("2023-07-14 18:45:12"),
+        "viewer metadata: {meta}"
+    );
+    let href = c
+        .find(Locator::Css("#download-original"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        href.ends_with(&format!("/api/assets/{prague}/original")),
+        "{href}"
+    );
+    screenshot(&c, "e2e-viewer.png").await;
+    c.execute("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'})); window.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}));", vec![]).await.unwrap();
+
+    // The service worker must control the page before the node goes away.
+    wait_for(&c, "the service worker", t, || async {
+        let v = c
+            .execute(
+                "return !!(navigator.serviceWorker && navigator.serviceWorker.controller)",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (v == json!(true)).then_some(())
+    })
+    .await;
+
+    // Offline: stop the node, reload — the timeline comes from IndexedDB, thumbnails too.
+    node.kill();
+    c.refresh().await.unwrap();
+    wait_for(
+        &c,
+        "the offline timeline with cached thumbnails",
+        t,
+        || async {
+            let (n, loaded) = tile_state(&c).await;
+            let state = text_of(&c, "#sync-state").await;
+            (n == 3 && loaded == 3 && state == "offline").then_some(())
+        },
+    )
+    .await;
+    screenshot(&c, "e2e-offline.png").await;
+
+    // A photo dropped while offline waits in the outbox...
+    c.find(Locator::Css("#file-input"))
+        .await
+        .unwrap()
+        .send_keys(&photos[3].display().to_string())
+        .await
+        .unwrap();
+    wait_for(&c, "the outbox to hold 1 photo", t, || async {
+        (text_of(&c, "#outbox-count").await == "1").then_some(())
+    })
+    .await;
+    // ...and uploads by itself when the node is back.
+    let _node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
+    wait_for(
+        &c,
+        "the offline photo to upload and appear",
+        Duration::from_secs(90),
+        || async {
+            let (n, loaded) = tile_state(&c).await;
+            (n == 4 && loaded == 4 && text_of(&c, "#outbox-count").await == "0").then_some(())
+        },
+    )
+    .await;
+    screenshot(&c, "e2e-reconnected.png").await;
+    c.close().await.unwrap();
+}
