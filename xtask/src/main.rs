@@ -272,8 +272,14 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     }
     sh(cargo().args(["build", "-p", "tessera-sync-node", "--bin", "sync-node"]))?;
     let mut c = cargo();
-    c.args(["test", "--workspace", "--no-fail-fast"])
-        .env("TESSERA_FIXTURES", &fixtures);
+    c.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "tessera-app",
+        "--no-fail-fast",
+    ])
+    .env("TESSERA_FIXTURES", &fixtures);
     if e2e {
         c.env("TESSERA_WEB_DIR", root.join("dist"))
             .env("TESSERA_REQUIRE_E2E", "1");

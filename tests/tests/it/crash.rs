@@ -11,6 +11,9 @@ use tessera_tests::{free_port, run_sync_node, Api, Node};
 
 const ROUNDS: usize = 10;
 
+/// (asset id, bytes) of every upload the node acknowledged.
+type Acked = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 #[test]
 fn acknowledged_uploads_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
@@ -20,7 +23,7 @@ fn acknowledged_uploads_survive_sigkill() {
     let mut api = Api::new(&node.url);
     api.bootstrap_admin().unwrap();
     let key = api.key.clone().unwrap();
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let seed = Arc::new(AtomicU64::new(1));
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x7e55e7a);
     let mut kills = Vec::new();
