@@ -70,6 +70,7 @@ struct Core {
 }
 
 thread_local! {
+    static OBSERVER: RefCell<Option<web_sys::IntersectionObserver>> = const { RefCell::new(None) };
     static CORE: RefCell<Core> = RefCell::new(Core {
         db: None,
         lib: Library::new(&session::device().actor),
@@ -509,6 +510,47 @@ async fn load_thumb(ui: Ui, id: String) {
     }
 }
 
+/// Loads a tile's thumbnail when it comes near the viewport (400 px ahead), once.
+fn observe_tile(ui: Ui, el: &web_sys::Element) {
+    OBSERVER.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.is_none() {
+            let cb = Closure::<dyn FnMut(js_sys::Array, web_sys::IntersectionObserver)>::new(
+                move |entries: js_sys::Array, obs: web_sys::IntersectionObserver| {
+                    for e in entries.iter() {
+                        let Ok(e) = e.dyn_into::<web_sys::IntersectionObserverEntry>() else {
+                            continue;
+                        };
+                        if !e.is_intersecting() {
+                            continue;
+                        }
+                        let target = e.target();
+                        obs.unobserve(&target);
+                        if let Some(id) = target.get_attribute("data-id") {
+                            spawn_local(load_thumb(ui, id));
+                        }
+                    }
+                },
+            );
+            let init = web_sys::IntersectionObserverInit::new();
+            init.set_root_margin("400px");
+            *o =
+                web_sys::IntersectionObserver::new_with_options(cb.as_ref().unchecked_ref(), &init)
+                    .ok();
+            cb.forget();
+        }
+        match o.as_ref() {
+            Some(obs) => obs.observe(el),
+            // No IntersectionObserver: load right away.
+            None => {
+                if let Some(id) = el.get_attribute("data-id") {
+                    spawn_local(load_thumb(ui, id));
+                }
+            }
+        }
+    });
+}
+
 fn month_title(m: &Month) -> String {
     const NAMES: [&str; 12] = [
         "January",
@@ -758,8 +800,13 @@ fn Tile(ui: Ui, rec: AssetRecord) -> impl IntoView {
     let placeholder = thumbhash_url(rec.thumbhash.as_deref());
     let id = rec.id.clone();
     let status = rec.status.clone().unwrap_or_default();
+    let tile = NodeRef::<leptos::html::Div>::new();
     if status == "ready" {
-        spawn_local(load_thumb(ui, id.clone()));
+        Effect::new(move |_| {
+            if let Some(el) = tile.get() {
+                observe_tile(ui, &el);
+            }
+        });
     }
     let id2 = id.clone();
     let src = move || {
@@ -777,7 +824,7 @@ fn Tile(ui: Ui, rec: AssetRecord) -> impl IntoView {
         .then(|| rec.filename.clone().unwrap_or_default());
     let r = rec.clone();
     view! {
-        <div class=class data-id=id title=title on:click=move |_| ui.viewer.set(Some(r.clone()))>
+        <div node_ref=tile class=class data-id=id title=title on:click=move |_| ui.viewer.set(Some(r.clone()))>
             <img class="thumb" src=src alt=""/>
             {label.map(|l| view! { <span class="label">{l}</span> })}
             {(status == "pending").then(|| view! { <span class="spinner"></span> })}
