@@ -1,8 +1,10 @@
 //! Thumbnail, preview and thumbhash from an original.
 //!
-//! JPEGs are decoded with DCT-domain downscaling (jpeg-decoder's `scale`: the IDCT produces
-//! 1/2, 1/4 or 1/8 size directly), then resized with SIMD convolution (fast_image_resize) and
-//! encoded with jpeg-encoder (SIMD). One decode feeds both outputs; orientation is applied to the
+//! JPEGs are decoded with DCT-domain downscaling by libjpeg-turbo (the IDCT produces M/8 of
+//! the size directly, the smallest that still covers the preview), falling back to the pure-Rust
+//! jpeg-decoder (1/2, 1/4, 1/8 scaling) for what libjpeg-turbo refuses (CMYK, files with
+//! warnings); then resized with SIMD convolution (fast_image_resize) and encoded with
+//! libjpeg-turbo. One decode feeds both outputs; orientation is applied to the
 //! small images only.
 
 use std::io::Cursor;
@@ -47,17 +49,25 @@ pub fn make_derivatives(
         return Err(MediaError::Empty);
     }
     let (decoded, full_w, full_h) = match mime {
-        "image/jpeg" => decode_jpeg_scaled(bytes, PREVIEW_LONG_SIDE)?,
+        "image/jpeg" => match decode_jpeg_turbo(bytes, PREVIEW_LONG_SIDE) {
+            Ok(d) => d,
+            Err(turbo) => decode_jpeg_scaled(bytes, PREVIEW_LONG_SIDE).map_err(|e| match e {
+                // Both failed: report libjpeg-turbo's (clearer) message.
+                MediaError::Decode { .. } => turbo,
+                other => other,
+            })?,
+        },
         "image/png" | "image/webp" | "image/gif" | "image/bmp" | "image/tiff" => {
             decode_generic(bytes, mime)?
         }
         other => return Err(MediaError::Unsupported(other.to_owned())),
     };
     let mut resizer = Resizer::new();
-    let lanczos = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    // Catmull-Rom: sharp like Lanczos3 at two thirds of the taps.
+    let filter = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
 
     let (pw, ph) = fit_long_side(decoded.width(), decoded.height(), PREVIEW_LONG_SIDE);
-    let preview = resize(&mut resizer, &decoded, pw, ph, &lanczos)?;
+    let preview = resize(&mut resizer, &decoded, pw, ph, &filter)?;
     // The thumbnail comes from the preview unless that is already too small on its short side.
     let (tw, th) = fit_short_side(full_w, full_h, THUMB_SHORT_SIDE).min_each(fit_short_side(
         pw,
@@ -69,7 +79,7 @@ pub fn make_derivatives(
     } else {
         &decoded
     };
-    let thumb = resize(&mut resizer, thumb_src, tw, th, &lanczos)?;
+    let thumb = resize(&mut resizer, thumb_src, tw, th, &filter)?;
     let (hw, hh) = fit_long_side(tw, th, 100);
     let tiny = resize(
         &mut resizer,
@@ -165,7 +175,43 @@ fn check_dims(width: u32, height: u32) -> Result<(), MediaError> {
     Ok(())
 }
 
-/// Decodes a JPEG at the smallest DCT scale whose long side still covers `long_side`.
+/// libjpeg-turbo: decodes at the smallest M/8 DCT scale whose long side covers `long_side`.
+fn decode_jpeg_turbo(bytes: &[u8], long_side: u32) -> Result<(RgbImage, u32, u32), MediaError> {
+    let err = |e: turbojpeg::Error| MediaError::Decode {
+        format: "JPEG",
+        reason: e.to_string(),
+    };
+    let mut d = turbojpeg::Decompressor::new().map_err(err)?;
+    let header = d.read_header(bytes).map_err(err)?;
+    let (fw, fh) = (header.width as u32, header.height as u32);
+    check_dims(fw, fh)?;
+    let factor = (1..=8)
+        .map(|m| turbojpeg::ScalingFactor::new(m, 8))
+        .find(|f| {
+            let s = header.scaled(*f);
+            s.width.max(s.height) as u32 >= long_side.min(fw.max(fh))
+        })
+        .unwrap_or(turbojpeg::ScalingFactor::ONE);
+    d.set_scaling_factor(factor).map_err(err)?;
+    let s = header.scaled(factor);
+    let mut img = turbojpeg::Image {
+        pixels: vec![0u8; s.width * s.height * 3],
+        width: s.width,
+        pitch: s.width * 3,
+        height: s.height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    d.decompress(bytes, img.as_deref_mut()).map_err(err)?;
+    let rgb = RgbImage::from_raw(s.width as u32, s.height as u32, img.pixels).ok_or(
+        MediaError::Decode {
+            format: "JPEG",
+            reason: "bad buffer size".into(),
+        },
+    )?;
+    Ok((rgb, fw, fh))
+}
+
+/// jpeg-decoder: decodes at the smallest DCT scale whose long side still covers `long_side`.
 /// Returns the (scaled) RGB image and the full-resolution dimensions.
 fn decode_jpeg_scaled(bytes: &[u8], long_side: u32) -> Result<(RgbImage, u32, u32), MediaError> {
     let err = |e: jpeg_decoder::Error| MediaError::Decode {
@@ -298,15 +344,19 @@ fn orient_rgb(img: RgbImage, o: Orientation) -> Result<RgbImage, MediaError> {
 }
 
 fn encode_jpeg(img: &RgbImage) -> Result<Vec<u8>, MediaError> {
-    let mut out = Vec::with_capacity((img.width() * img.height() / 4) as usize);
-    let (w, h) = (u16::try_from(img.width()), u16::try_from(img.height()));
-    let (Ok(w), Ok(h)) = (w, h) else {
-        return Err(MediaError::Encode("image too large for JPEG".into()));
+    let err = |e: turbojpeg::Error| MediaError::Encode(e.to_string());
+    let mut c = turbojpeg::Compressor::new().map_err(err)?;
+    c.set_quality(i32::from(JPEG_QUALITY)).map_err(err)?;
+    c.set_subsamp(turbojpeg::Subsamp::Sub2x2).map_err(err)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let view = turbojpeg::Image {
+        pixels: img.as_raw().as_slice(),
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
     };
-    jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY)
-        .encode(img.as_raw(), w, h, jpeg_encoder::ColorType::Rgb)
-        .map_err(|e| MediaError::Encode(e.to_string()))?;
-    Ok(out)
+    c.compress_to_vec(view).map_err(err)
 }
 
 #[cfg(test)]

@@ -147,7 +147,8 @@ fn ensure_wasm_target() -> Result<()> {
 fn setup(browser: bool) -> Result<()> {
     ensure_wasm_target()?;
     // ring (pulled in later by iroh) and some -sys crates want clang for wasm32.
-    let mut pkgs = vec!["clang", "python3-pip"];
+    // cmake + nasm build the vendored libjpeg-turbo (SIMD JPEG decoding).
+    let mut pkgs = vec!["clang", "python3-pip", "cmake", "nasm"];
     if browser {
         pkgs.extend(["chromium", "chromium-driver", "libvips-tools", "unzip"]);
     }
