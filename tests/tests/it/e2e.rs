@@ -11,6 +11,32 @@ use serde_json::json;
 use tessera_tests::photos::{fixture, small_jpeg, with_exif, ExifSpec};
 use tessera_tests::{free_port, web_dir, workspace_root, Node};
 
+/// chromedriver's CDP passthrough (`POST /session/{id}/goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"cmd": self.cmd, "params": {}}).to_string()),
+        )
+    }
+}
+
 struct Driver(Child);
 
 impl Drop for Driver {
@@ -299,6 +325,23 @@ async fn pwa_upload_timeline_offline_and_outbox() {
         (v == json!(true)).then_some(())
     })
     .await;
+
+    // Chromium considers the PWA installable (manifest, icons, service worker): no errors.
+    let inst = c
+        .issue_cmd(Cdp {
+            cmd: "Page.getInstallabilityErrors",
+        })
+        .await
+        .expect("CDP");
+    println!("installability: {inst}");
+    let errors = inst["installabilityErrors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        inst.get("installabilityErrors").is_some() && errors.is_empty(),
+        "not installable: {inst}"
+    );
 
     // Offline: stop the node, reload — the timeline comes from IndexedDB, thumbnails too.
     node.kill();
