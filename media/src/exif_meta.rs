@@ -30,7 +30,17 @@ pub struct Metadata {
 /// Reads EXIF from a JPEG, TIFF/RAW, HEIF, PNG or WebP container. Never fails: a file without
 /// (or with broken) EXIF simply has no metadata.
 pub fn read_metadata(bytes: &[u8]) -> Metadata {
-    let Ok(exif) = Reader::new().read_from_container(&mut Cursor::new(bytes)) else {
+    // A JPEG's EXIF is an APP1 segment before the first scan, in practice within the first
+    // few hundred KB (APP segments are ≤ 64 KB each): parse only the head of a JPEG.
+    const HEAD: usize = 1024 * 1024;
+    let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
+    let input = if is_jpeg {
+        &bytes[..bytes.len().min(HEAD)]
+    } else {
+        bytes
+    };
+    let parsed = Reader::new().read_from_container(&mut Cursor::new(input));
+    let Ok(exif) = parsed else {
         return Metadata::default();
     };
     let field = |tag| exif.get_field(tag, In::PRIMARY);
