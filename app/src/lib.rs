@@ -359,6 +359,35 @@ async fn drain_outbox(ui: Ui) {
     }
 }
 
+/// Marks an asset favorite (or not) in the local catalogue; the change reaches the node and the
+/// other devices by sync, and works offline like any other edit.
+fn toggle_favorite(ui: Ui, rec: &AssetRecord) {
+    let Some(user) = user_id() else { return };
+    let month = rec.month();
+    let want = !rec.favorite.unwrap_or(false);
+    let res = CORE.with(|c| {
+        c.borrow_mut()
+            .lib
+            .update_asset(&user, &month, &rec.id, |r| r.favorite = Some(want))
+    });
+    match res {
+        Ok(true) => {
+            let mut updated = rec.clone();
+            updated.favorite = Some(want);
+            ui.viewer.set(Some(updated));
+            refresh(ui);
+            spawn_local(async move {
+                save_docs().await;
+                sync_now(ui).await;
+            });
+        }
+        Ok(false) => ui
+            .error
+            .set(Some("This photo is not in the local catalogue yet".into())),
+        Err(e) => ui.error.set(Some(format!("cannot change favorite: {e}"))),
+    }
+}
+
 /// Background work while signed in: sync and retry the outbox every few seconds.
 fn start_background(ui: Ui) {
     spawn_local(async move {
@@ -783,7 +812,7 @@ fn Timeline(ui: Ui) -> impl IntoView {
                     <p>"Drop photos anywhere on this page, or use Upload."</p>
                 </div>
             </Show>
-            <For each=move || ui.months.get() key=|m| format!("{}:{}:{}", m.month, m.count, m.assets.iter().map(|a| a.status.clone().unwrap_or_default()).collect::<String>()) let:m>
+            <For each=move || ui.months.get() key=|m| format!("{}:{}:{}", m.month, m.count, m.assets.iter().map(|a| format!("{}{}", a.status.as_deref().unwrap_or_default(), a.favorite.unwrap_or(false))).collect::<String>()) let:m>
                 <section class="month-section">
                     <h2>{month_title(&m)}</h2>
                     <div class="grid">
@@ -828,6 +857,7 @@ fn Tile(ui: Ui, rec: AssetRecord) -> impl IntoView {
             <img class="thumb" src=src alt=""/>
             {label.map(|l| view! { <span class="label">{l}</span> })}
             {(status == "pending").then(|| view! { <span class="spinner"></span> })}
+            {rec.favorite.unwrap_or(false).then(|| view! { <span class="fav">"♥"</span> })}
         </div>
     }
 }
@@ -856,6 +886,10 @@ fn Viewer(ui: Ui) -> impl IntoView {
                                 {meta.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()}
                             </dl>
                             {osm.map(|u| view! { <a href=u target="_blank" rel="noopener">"Show on map"</a> })}
+                            <button id="favorite" class="button secondary" on:click={
+                                let r = r.clone();
+                                move |_| toggle_favorite(ui, &r)
+                            }>{if r.favorite.unwrap_or(false) { "♥ Favorite" } else { "♡ Add to favorites" }}</button>
                             <a id="download-original" class="button" href=format!("/api/assets/{id}/original") download="">"Download original"</a>
                             <button class="link" on:click=move |_| ui.viewer.set(None)>"Close (Esc)"</button>
                         </aside>

@@ -190,9 +190,14 @@ impl Api {
         if r.status().as_u16() != 201 {
             bail!("sign-up: {} {}", r.status(), r.text()?);
         }
+        self.login("admin@example.com", "correct horse")
+    }
+
+    /// Logs in and creates an API key, which the client then uses.
+    pub fn login(&mut self, email: &str, password: &str) -> Result<()> {
         let login: serde_json::Value = self
             .req(reqwest::Method::POST, "/api/auth/login")
-            .json(&serde_json::json!({"email": "admin@example.com", "password": "correct horse"}))
+            .json(&serde_json::json!({"email": email, "password": password}))
             .send()?
             .error_for_status()?
             .json()?;

@@ -311,6 +311,36 @@ async fn pwa_upload_timeline_offline_and_outbox() {
         "{href}"
     );
     screenshot(&c, "e2e-viewer.png").await;
+
+    // A favorite set in the browser is a local catalogue edit that syncs up to the node.
+    c.find(Locator::Css("#favorite"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let url = node.url.clone();
+    let api = tokio::task::block_in_place(|| {
+        let mut api = tessera_tests::Api::new(&url);
+        api.login("ada@example.com", "correct horse battery")
+            .map(|_| api)
+    })
+    .unwrap();
+    let api = std::sync::Arc::new(api);
+    wait_for(&c, "the favorite to reach the node", t, || {
+        let (api, id) = (api.clone(), prague.clone());
+        async move {
+            let asset = tokio::task::block_in_place(|| api.get_json(&format!("/api/assets/{id}")))
+                .ok()?
+                .1;
+            (asset["isFavorite"] == json!(true)).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        text_of(&c, "#favorite").await.contains("♥"),
+        "the viewer shows the favorite"
+    );
     c.execute("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'})); window.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}));", vec![]).await.unwrap();
 
     // The service worker must control the page before the node goes away.
