@@ -67,7 +67,10 @@ impl IntoResponse for ApiError {
 
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
-        Self::internal(e)
+        match e {
+            NodeError::Blob(b) => b.into(),
+            other => Self::internal(other),
+        }
     }
 }
 impl From<CatalogError> for ApiError {
@@ -77,7 +80,18 @@ impl From<CatalogError> for ApiError {
 }
 impl From<crate::blobs::BlobError> for ApiError {
     fn from(e: crate::blobs::BlobError) -> Self {
-        Self::internal(e)
+        match &e {
+            crate::blobs::BlobError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                tracing::error!(error = %e, "disk full");
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "The node's disk is full: nothing was stored, try again once space is freed",
+                )
+            }
+            _ => Self::internal(e),
+        }
     }
 }
 impl From<AuthError> for ApiError {
@@ -408,14 +422,23 @@ async fn upload_asset(
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
     };
+    // An error found while the client is still sending is answered only after the rest of the
+    // body is read (and discarded): otherwise the client sees a reset connection, not the error.
+    let mut failure: Option<ApiError> = None;
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        if failure.is_some() {
+            drain_field(&mut field).await;
+            continue;
+        }
         let name = field.name().unwrap_or_default().to_owned();
         if name == "assetData" {
             let filename = field.file_name().unwrap_or("upload").to_owned();
             if tessera_media::media_kind(&filename).is_none() {
-                return Err(ApiError::bad_request(format!(
+                failure = Some(ApiError::bad_request(format!(
                     "Unsupported file type: {filename}"
                 )));
+                drain_field(&mut field).await;
+                continue;
             }
             meta.filename = filename;
             let mut p = node.blobs.begin()?;
@@ -423,8 +446,8 @@ async fn upload_asset(
                 match field.chunk().await {
                     Ok(Some(chunk)) => {
                         if let Err(e) = p.write(&chunk) {
-                            p.abort();
-                            return Err(e.into());
+                            failure = Some(e.into());
+                            break;
                         }
                     }
                     Ok(None) => break,
@@ -433,6 +456,11 @@ async fn upload_asset(
                         return Err(bad(e));
                     }
                 }
+            }
+            if failure.is_some() {
+                p.abort();
+                drain_field(&mut field).await;
+                continue;
             }
             if let Some(old) = pending.replace(p) {
                 old.abort();
@@ -448,6 +476,12 @@ async fn upload_asset(
                 _ => {} // duration, visibility, sidecarData, livePhotoVideoId...: accepted, not used yet
             }
         }
+    }
+    if let Some(f) = failure {
+        if let Some(p) = pending {
+            p.abort();
+        }
+        return Err(f);
     }
     let Some(p) = pending else {
         return Err(ApiError::bad_request("assetData is required"));
@@ -486,6 +520,18 @@ async fn upload_asset(
         )
             .into_response(),
     })
+}
+
+/// Reads and discards the rest of a multipart field (bounded: after 16 GiB the connection is
+/// simply dropped).
+async fn drain_field(field: &mut axum::extract::multipart::Field<'_>) {
+    let mut n: u64 = 0;
+    while let Ok(Some(chunk)) = field.chunk().await {
+        n += chunk.len() as u64;
+        if n > 16 << 30 {
+            break;
+        }
+    }
 }
 
 fn find_record(node: &Node, user: &User, id: &str) -> ApiResult<AssetRecord> {

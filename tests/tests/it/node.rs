@@ -454,3 +454,69 @@ pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// A tmpfs of a few MB mounted for the test (needs root; skipped otherwise).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_507_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("small"), "4m") else {
+        eprintln!("SKIPPED disk-full test: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let data = disk.0.join("data");
+    let mut node = Node::start(&data).unwrap();
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin().unwrap();
+    let first = fixture("r_canon.jpg").unwrap();
+    assert_eq!(api.upload("first.jpg", first.clone()).unwrap().0, 201);
+    api.wait_processed(&b3(&first), Duration::from_secs(30))
+        .unwrap();
+
+    // 6 MB does not fit on a 4 MB disk: refused with a clear answer, nothing half-written.
+    let big: Vec<u8> = (0..6_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let (code, body) = api.upload("big.jpg", big).unwrap();
+    assert_eq!(code, 507, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("disk is full"),
+        "{body}"
+    );
+    assert_eq!(
+        std::fs::read_dir(data.join("tmp")).unwrap().count(),
+        0,
+        "the partial upload is removed"
+    );
+
+    // The node keeps working, and what it had is intact.
+    let (_, original) = api
+        .get_bytes(&format!("/api/assets/{}/original", b3(&first)))
+        .unwrap();
+    assert!(original == first);
+    let second = fixture("r_sony.jpg").unwrap();
+    assert_eq!(api.upload("second.jpg", second.clone()).unwrap().0, 201);
+    node.kill();
+    let (ok, out) = run_sync_node(&["fsck", "--data", data.to_str().unwrap()]).unwrap();
+    assert!(ok && !out.contains("CORRUPT"), "{out}");
+}
