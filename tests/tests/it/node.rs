@@ -520,3 +520,48 @@ fn a_full_disk_is_a_clear_507_and_loses_nothing() {
     let (ok, out) = run_sync_node(&["fsck", "--data", data.to_str().unwrap()]).unwrap();
     assert!(ok && !out.contains("CORRUPT"), "{out}");
 }
+
+#[test]
+fn media_types_not_rendered_yet_are_stored_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("data")).unwrap();
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin().unwrap();
+    // Container headers as phones write them, followed by opaque payload: the node must keep
+    // the bytes and list the asset even though it cannot draw a preview for it yet.
+    let mut heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic".to_vec();
+    heic.extend((0..5000u32).map(|i| (i % 251) as u8));
+    let mut mp4 = b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41".to_vec();
+    mp4.extend((0..9000u32).map(|i| (i % 241) as u8));
+    for (name, bytes, mime, kind) in [
+        ("IMG_0001.HEIC", &heic, "image/heic", "IMAGE"),
+        ("clip.mp4", &mp4, "video/mp4", "VIDEO"),
+    ] {
+        let (code, body) = api.upload(name, bytes.clone()).unwrap();
+        assert_eq!(code, 201, "{name}: {body}");
+        let asset = api
+            .wait_processed(&b3(bytes), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(asset["originalMimeType"], mime, "{asset}");
+        assert_eq!(asset["type"], kind);
+        assert_eq!(asset["tessera"]["status"], "unsupported");
+        assert!(asset["tessera"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("stored"));
+        let (_, original) = api
+            .get_bytes(&format!("/api/assets/{}/original", b3(bytes)))
+            .unwrap();
+        assert!(original == *bytes, "{name} byte-identical");
+        let (code, _) = api
+            .get_json(&format!("/api/assets/{}/thumbnail", b3(bytes)))
+            .unwrap();
+        assert_eq!(code, 404);
+    }
+    let stats = api.get_json("/api/assets/statistics").unwrap().1;
+    assert_eq!(
+        (stats["images"].as_u64(), stats["videos"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+}
