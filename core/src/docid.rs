@@ -2,6 +2,9 @@
 //!
 //! A user's catalogue is a *root* document (`u/<user>/root`: settings and the shard index) plus
 //! one *shard* document per capture month (`u/<user>/m/<YYYY-MM>`, or `u/<user>/m/undated`).
+//! Machine-learning results live beside them, written by the ML node's own actor: one *ML
+//! document* per shard (`u/<user>/ml/<YYYY-MM>`: faces, processed marks, embedding-pack refs)
+//! and one *people* document (`u/<user>/people`: people, names, merges, user decisions).
 
 use std::fmt;
 
@@ -42,6 +45,16 @@ impl DocId {
         Self::parse(&format!("u/{user}/m/{month}"))
     }
 
+    /// The ML results of a shard month.
+    pub fn ml(user: &str, month: &str) -> Result<Self, DocIdError> {
+        Self::parse(&format!("u/{user}/ml/{month}"))
+    }
+
+    /// A user's people (face clusters, names, merges, "not this person" decisions).
+    pub fn people(user: &str) -> Result<Self, DocIdError> {
+        Self::parse(&format!("u/{user}/people"))
+    }
+
     /// Parses and validates an id received from a peer or read from disk.
     pub fn parse(s: &str) -> Result<Self, DocIdError> {
         let bad = || DocIdError::Invalid(s.chars().take(100).collect());
@@ -50,9 +63,10 @@ impl DocId {
         if !valid_user(user) {
             return Err(bad());
         }
-        match tail.strip_prefix("m/") {
+        let month = tail.strip_prefix("m/").or_else(|| tail.strip_prefix("ml/"));
+        match month {
             Some(month) if valid_month(month) => Ok(Self(s.to_owned())),
-            None if tail == "root" => Ok(Self(s.to_owned())),
+            None if tail == "root" || tail == "people" => Ok(Self(s.to_owned())),
             _ => Err(bad()),
         }
     }
@@ -66,9 +80,27 @@ impl DocId {
         self.0[2..].split('/').next().unwrap_or_default()
     }
 
-    /// The month of a shard document (`None` for the root).
+    /// The month of a shard document (`None` for every other kind).
     pub fn month(&self) -> Option<&str> {
-        self.0.split_once("/m/").map(|(_, m)| m)
+        self.tail().strip_prefix("m/")
+    }
+
+    /// What follows `u/<user>/`.
+    fn tail(&self) -> &str {
+        self.0[2..]
+            .split_once('/')
+            .map(|(_, t)| t)
+            .unwrap_or_default()
+    }
+
+    /// The month of an ML document (`None` for every other kind).
+    pub fn ml_month(&self) -> Option<&str> {
+        self.tail().strip_prefix("ml/")
+    }
+
+    /// Documents the ML node writes (ML results and people); everything else is read-only to it.
+    pub fn is_ml_writable(&self) -> bool {
+        self.ml_month().is_some() || self.tail() == "people"
     }
 
     /// A file-name-safe form (used by stores on disk).
@@ -112,5 +144,11 @@ mod tests {
             assert!(DocId::parse(bad).is_err(), "{bad}");
         }
         assert!(DocId::shard("a", "undated").is_ok());
+        let ml = DocId::ml("a", "2024-05").unwrap();
+        assert_eq!((ml.month(), ml.ml_month()), (None, Some("2024-05")));
+        assert!(ml.is_ml_writable() && DocId::people("a").unwrap().is_ml_writable());
+        assert!(!s.is_ml_writable() && !r.is_ml_writable());
+        assert!(DocId::parse("u/a/ml/2024-13").is_err());
+        assert!(DocId::parse("u/a/people/x").is_err());
     }
 }

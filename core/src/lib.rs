@@ -5,6 +5,8 @@
 
 pub mod docid;
 pub mod library;
+pub mod ml;
+pub mod pack;
 pub mod record;
 pub mod sync;
 

@@ -228,6 +228,96 @@ impl Library {
         Ok(out)
     }
 
+    /// Root-level map entries of a document whose key starts with `prefix`, in key order.
+    /// Used for the ML and people documents (`a/<asset>`, `f/<asset>/<n>`, `p/<person>`...).
+    pub fn entries(
+        &self,
+        doc_id: &DocId,
+        prefix: &str,
+    ) -> Result<Vec<(String, JsonMap<String, Json>)>, LibraryError> {
+        let Some(doc) = self.docs.get(doc_id) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for key in doc.keys(ROOT).filter(|k| k.starts_with(prefix)) {
+            if let Some((Value::Object(ObjType::Map), obj)) =
+                doc.get(ROOT, &key).map_err(am_err(doc_id))?
+            {
+                out.push((key, read_fields(doc, &obj)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One root-level map entry of a document.
+    pub fn entry(
+        &self,
+        doc_id: &DocId,
+        key: &str,
+    ) -> Result<Option<JsonMap<String, Json>>, LibraryError> {
+        let Some(doc) = self.docs.get(doc_id) else {
+            return Ok(None);
+        };
+        match doc.get(ROOT, key).map_err(am_err(doc_id))? {
+            Some((Value::Object(ObjType::Map), obj)) => Ok(Some(read_fields(doc, &obj))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Sets the given scalar fields of root-level entries (each created if missing), in one
+    /// change. A `null` field is deleted; fields not mentioned are kept, so two writers (the ML
+    /// node and a user) can own different fields of the same entry. Writing values that are
+    /// already there records nothing. Returns whether the document changed.
+    pub fn merge_entries(
+        &mut self,
+        doc_id: &DocId,
+        items: &[(String, JsonMap<String, Json>)],
+    ) -> Result<bool, LibraryError> {
+        let doc = self.doc_mut(doc_id);
+        let before = doc.get_heads();
+        for (key, fields) in items {
+            let obj = ensure_map(doc, &ROOT, key).map_err(am_err(doc_id))?;
+            for (k, v) in fields {
+                if v.is_null() {
+                    if get_scalar(doc, &obj, k).is_some() {
+                        doc.delete(&obj, k.as_str()).map_err(am_err(doc_id))?;
+                    }
+                } else if let Some(s) = json_to_scalar(v) {
+                    put_if_changed(doc, &obj, k, s).map_err(am_err(doc_id))?;
+                }
+            }
+        }
+        doc.commit();
+        let changed = doc.get_heads() != before;
+        if changed {
+            self.dirty.insert(doc_id.clone());
+        }
+        Ok(changed)
+    }
+
+    /// Deletes root-level entries (one change); returns whether the document changed.
+    pub fn remove_entries(
+        &mut self,
+        doc_id: &DocId,
+        keys: &[String],
+    ) -> Result<bool, LibraryError> {
+        let Some(doc) = self.docs.get_mut(doc_id) else {
+            return Ok(false);
+        };
+        let before = doc.get_heads();
+        for k in keys {
+            if doc.get(ROOT, k.as_str()).map_err(am_err(doc_id))?.is_some() {
+                doc.delete(ROOT, k.as_str()).map_err(am_err(doc_id))?;
+            }
+        }
+        doc.commit();
+        let changed = doc.get_heads() != before;
+        if changed {
+            self.dirty.insert(doc_id.clone());
+        }
+        Ok(changed)
+    }
+
     /// Shard summaries of `user`, newest month first (`undated` last).
     pub fn shards(&self, user: &str) -> Result<Vec<ShardSummary>, LibraryError> {
         let root = DocId::root(user)?;
@@ -399,18 +489,23 @@ fn write_record(
     Ok(())
 }
 
-fn read_record(
-    doc: &AutoCommit,
-    doc_id: &DocId,
-    id: &str,
-    obj: &ObjId,
-) -> Result<AssetRecord, LibraryError> {
+fn read_fields(doc: &AutoCommit, obj: &ObjId) -> JsonMap<String, Json> {
     let mut m = JsonMap::new();
     for k in doc.keys(obj) {
         if let Some(s) = get_scalar(doc, obj, &k) {
             m.insert(k, scalar_to_json(&s));
         }
     }
+    m
+}
+
+fn read_record(
+    doc: &AutoCommit,
+    doc_id: &DocId,
+    id: &str,
+    obj: &ObjId,
+) -> Result<AssetRecord, LibraryError> {
+    let mut m = read_fields(doc, obj);
     m.insert("id".into(), Json::String(id.to_owned()));
     serde_json::from_value(Json::Object(m)).map_err(|e| LibraryError::Malformed {
         doc: doc_id.to_string(),

@@ -45,7 +45,7 @@ impl ApiError {
     pub fn not_found(m: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, m)
     }
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,8 +112,8 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
-type AppState = Arc<Node>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type AppState = Arc<Node>;
 
 /// The authenticated user of a request: `x-api-key`, `Authorization: Bearer`, or the session
 /// cookie set at login.
@@ -145,8 +145,21 @@ impl FromRequestParts<AppState> for AuthUser {
     ) -> Result<Self, Self::Rejection> {
         let h = &parts.headers;
         let user = if let Some(key) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+            let k = node
+                .auth
+                .api_key(key.trim())?
+                .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key"))?;
+            if k.permissions
+                .iter()
+                .all(|p| p == crate::ml_api::ML_PERMISSION)
+            {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "This API key is for an ML node: it can only use /api/tessera/ml",
+                ));
+            }
             node.auth
-                .user_by_api_key(key.trim())?
+                .user(&k.user_id)?
                 .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key"))?
         } else if let Some(token) = bearer(h).or_else(|| cookie_token(h)) {
             node.auth
@@ -194,6 +207,7 @@ pub fn router(node: AppState) -> Router {
             "/tessera/sync",
             post(sync).layer(DefaultBodyLimit::max(64 << 20)),
         )
+        .merge(crate::ml_api::routes())
         .fallback(|| async { ApiError::not_found("No such API endpoint") });
     let mut app = Router::new()
         .route(
@@ -318,6 +332,16 @@ async fn create_api_key(
     body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if b.permissions
+        .iter()
+        .any(|p| p == crate::ml_api::ML_PERMISSION)
+        && !u.is_admin
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Only an admin can create a key for an ML node (it reads every user's library)",
+        ));
+    }
     let (key, secret) = node.auth.create_api_key(&u, &b.name, b.permissions)?;
     Ok((
         StatusCode::CREATED,
@@ -646,7 +670,11 @@ fn content_disposition(filename: &str) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
-async fn serve_blob(path: std::path::PathBuf, req: Request, mime: &str) -> ApiResult<Response> {
+pub(crate) async fn serve_blob(
+    path: std::path::PathBuf,
+    req: Request,
+    mime: &str,
+) -> ApiResult<Response> {
     let res = ServeFile::new_with_mime(path, &mime.parse().unwrap_or(mime_guess_octet()))
         .oneshot(req)
         .await

@@ -135,6 +135,14 @@ impl Auth {
         Ok(user)
     }
 
+    /// The first admin (created by admin sign-up), if any.
+    pub fn admin(&self) -> Result<Option<User>, AuthError> {
+        match self.db.get(b"admin_user")? {
+            Some(id) => self.user(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
     pub fn user(&self, id: &str) -> Result<Option<User>, AuthError> {
         match self.users.get(id.as_bytes())? {
             Some(v) => decode(&v).map(Some),

@@ -41,16 +41,24 @@ pub enum BlobKind {
     Original,
     Thumb,
     Preview,
+    /// Published by the ML node: embedding packs and face crops.
+    Ml,
 }
 
 impl BlobKind {
-    pub const ALL: [BlobKind; 3] = [BlobKind::Original, BlobKind::Thumb, BlobKind::Preview];
+    pub const ALL: [BlobKind; 4] = [
+        BlobKind::Original,
+        BlobKind::Thumb,
+        BlobKind::Preview,
+        BlobKind::Ml,
+    ];
 
     pub fn dir(self) -> &'static str {
         match self {
             BlobKind::Original => "original",
             BlobKind::Thumb => "thumb",
             BlobKind::Preview => "preview",
+            BlobKind::Ml => "ml",
         }
     }
 }

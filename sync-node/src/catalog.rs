@@ -133,6 +133,24 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// One sync round with an ML node: it reads every user's documents and may write only the
+    /// ML and people documents ([`DocId::is_ml_writable`]).
+    pub fn sync_round_ml(&self, request: &[u8]) -> Result<Vec<u8>, CatalogError> {
+        let env = SyncEnvelope::decode(request)?;
+        let mut sessions = self.sessions.lock().map_err(|_| CatalogError::Poisoned)?;
+        let session = sessions
+            .entry(("*ml".to_owned(), env.peer.clone()))
+            .or_default();
+        let mut lib = self.lock()?;
+        session.receive(&mut lib, env.docs, DocId::is_ml_writable)?;
+        self.persist(&mut lib)?;
+        let ids: Vec<DocId> = lib.ids().cloned().collect();
+        let out = session.generate(&mut lib, &ids);
+        Ok(SyncEnvelope::new("node", out).encode())
+    }
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CatalogError> {
     let tmp = path.with_extension("am.tmp");
     let mut f = File::create(&tmp).map_err(io(&tmp))?;

@@ -3,7 +3,8 @@
 //! Codemap: [`blobs`] (content-addressed originals and derivatives, sled index, fsck),
 //! [`catalog`] (the automerge documents on disk, sync sessions with peers), [`auth`] (users,
 //! sessions, API keys), [`ingest`] (an upload becoming an asset), [`jobs`] (the persisted,
-//! bounded media queue), [`api`] (axum router: Immich-shaped HTTP API + PWA hosting).
+//! bounded media queue), [`api`] (axum router: Immich-shaped HTTP API + PWA hosting), [`ml_api`] (what ML
+//! nodes call, people, faces and smart search).
 //!
 //! Architecture invariant: an upload is acknowledged only after the original is fsynced under
 //! its hash and its catalogue record is persisted. The blob files are the truth; the sled index
@@ -15,6 +16,7 @@ pub mod blobs;
 pub mod catalog;
 pub mod ingest;
 pub mod jobs;
+pub mod ml_api;
 pub mod node;
 
 pub use node::{Node, NodeConfig, NodeError};

@@ -35,6 +35,13 @@ enum Cmd {
         /// Accept uploads but leave media jobs queued (maintenance; they run at the next start).
         #[arg(long)]
         jobs_paused: bool,
+        /// An ML node (`ml-node serve`) to embed smart-search queries, e.g. http://127.0.0.1:3003.
+        #[arg(long, env = "TESSERA_ML_URL")]
+        ml: Option<String>,
+        /// Once an admin exists, write an API key with the `ml` permission here (mode 0600)
+        /// for an ML node on this machine (`cargo xtask run` uses it).
+        #[arg(long)]
+        ml_key_file: Option<PathBuf>,
     },
     /// Verify every blob's hash and the index; with --repair, quarantine corrupt blobs and
     /// rebuild the index from the files.
@@ -47,6 +54,52 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Writes an `ml` API key of the admin to `file` once an admin exists (a local ML node reads
+/// it). Done once: an existing file is left alone.
+async fn provision_ml_key(node: std::sync::Arc<Node>, file: PathBuf) {
+    loop {
+        if file.exists() {
+            return;
+        }
+        match node.auth.admin() {
+            Ok(Some(admin)) => {
+                let made = node
+                    .auth
+                    .create_api_key(&admin, "ml-node (this machine)", vec!["ml".into()])
+                    .map_err(anyhow::Error::from)
+                    .and_then(|(_, secret)| {
+                        use std::io::Write;
+                        use std::os::unix::fs::OpenOptionsExt;
+                        let tmp = file.with_extension("tmp");
+                        let mut f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(true)
+                            .mode(0o600)
+                            .open(&tmp)?;
+                        f.write_all(secret.as_bytes())?;
+                        f.sync_all()?;
+                        std::fs::rename(&tmp, &file)?;
+                        Ok(())
+                    });
+                match made {
+                    Ok(()) => {
+                        tracing::info!(file = %file.display(), "wrote an API key for the local ML node");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(
+                        "cannot write the ML node's key to {}: {e:#}",
+                        file.display()
+                    ),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("reading users: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 #[tokio::main]
@@ -64,8 +117,11 @@ async fn main() -> Result<()> {
             web,
             workers,
             jobs_paused,
+            ml,
+            ml_key_file,
         } => {
             let mut cfg = NodeConfig::new(&data);
+            cfg.ml = ml;
             cfg.web = web
                 .or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
             if let Some(w) = workers {
@@ -82,6 +138,9 @@ async fn main() -> Result<()> {
                 web = ?node.config.web,
                 "sync node listening on http://{listen}"
             );
+            if let Some(file) = ml_key_file {
+                tokio::spawn(provision_ml_key(node.clone(), file));
+            }
             if jobs_paused {
                 tracing::warn!(
                     "media jobs are paused (--jobs-paused): uploads are stored and queued only"

@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub web: Option<PathBuf>,
     /// Concurrent media jobs (default: available cores).
     pub workers: usize,
+    /// An ML node's base URL (`ml-node serve`), used to embed smart-search queries.
+    pub ml: Option<String>,
 }
 
 impl NodeConfig {
@@ -56,6 +58,7 @@ impl NodeConfig {
             data: data.into(),
             web: None,
             workers,
+            ml: None,
         }
     }
 }

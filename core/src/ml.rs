@@ -1,0 +1,259 @@
+//! Machine-learning results in the catalogue: faces, people and embedding-pack references.
+//!
+//! The ML node writes them with its own actor into two kinds of documents, never into asset
+//! shards:
+//! - `u/<user>/ml/<YYYY-MM>` (one per shard month):
+//!   - `a/<asset>`: the asset was analysed (`faces` found, `face_model`, `clip_model`);
+//!   - `f/<asset>/<n>`: a detected face: box (fractions of the displayed image), `score`,
+//!     the ML node's `person`, the `crop` blob, and the user's decisions `user_person` /
+//!     `not_person` which the ML node never writes;
+//!   - `pack/clip`, `pack/face`: the embedding pack of the month (a blob, see [`crate::pack`]).
+//! - `u/<user>/people`: `p/<person>` with `name`, `hidden`, `merged_into` (user decisions) and
+//!   `cover` (a face key, chosen by the ML node).
+//!
+//! Entries are keyed by content (asset hash, face index, person id made from its first face),
+//! so two ML nodes racing on the same photo write identical data.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map as JsonMap, Value as Json};
+
+use crate::{DocId, Library, LibraryError};
+
+pub const MARK_PREFIX: &str = "a/";
+pub const FACE_PREFIX: &str = "f/";
+pub const PACK_PREFIX: &str = "pack/";
+pub const PERSON_PREFIX: &str = "p/";
+
+/// The CLIP pack of a month: one vector per asset.
+pub const PACK_CLIP: &str = "pack/clip";
+/// The face pack of a month: one vector per face key.
+pub const PACK_FACE: &str = "pack/face";
+
+/// "This asset was analysed" (written after its faces, so a reader that sees the mark sees
+/// the faces too; automerge applies a change atomically).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MlMark {
+    pub faces: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_model: Option<String>,
+    /// Why analysis failed, if it did (the asset is not retried until the models change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaceRecord {
+    pub asset: String,
+    /// Box corners as fractions (0..1) of the displayed (orientation-applied) image.
+    pub x1: f64,
+    pub y1: f64,
+    pub x2: f64,
+    pub y2: f64,
+    pub score: f64,
+    /// Person assigned by clustering (ML node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+    /// BLAKE3 of the face crop (JPEG blob).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<String>,
+    /// Person chosen by the user; wins over `person` and is never changed by the ML node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_person: Option<String>,
+    /// Comma-separated people the user said this face is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_person: Option<String>,
+}
+
+impl FaceRecord {
+    /// The person this face shows: the user's choice, else the clustering's.
+    pub fn effective_person(&self) -> Option<&str> {
+        self.user_person.as_deref().or(self.person.as_deref())
+    }
+
+    pub fn rejects(&self, person: &str) -> bool {
+        self.not_person
+            .as_deref()
+            .is_some_and(|l| l.split(',').any(|p| p == person))
+    }
+
+    pub fn key(asset: &str, index: usize) -> String {
+        format!("{FACE_PREFIX}{asset}/{index}")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PersonRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<bool>,
+    /// The user merged this person into another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    /// Face key shown as the person's picture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cover: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PackRef {
+    pub hash: String,
+    pub model: String,
+    pub count: u64,
+    pub dim: u64,
+}
+
+/// A typed value as the JSON field map that [`Library::merge_entries`] takes.
+pub fn fields<T: Serialize>(v: &T) -> JsonMap<String, Json> {
+    match serde_json::to_value(v) {
+        Ok(Json::Object(m)) => m,
+        _ => JsonMap::new(),
+    }
+}
+
+fn typed<T: for<'de> Deserialize<'de>>(
+    doc: &DocId,
+    key: &str,
+    m: JsonMap<String, Json>,
+) -> Result<T, LibraryError> {
+    serde_json::from_value(Json::Object(m)).map_err(|e| LibraryError::Malformed {
+        doc: doc.to_string(),
+        id: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Typed reads of the ML and people documents.
+impl Library {
+    pub fn ml_marks(&self, doc: &DocId) -> Result<Vec<(String, MlMark)>, LibraryError> {
+        self.entries(doc, MARK_PREFIX)?
+            .into_iter()
+            .map(|(k, m)| {
+                let asset = k[MARK_PREFIX.len()..].to_owned();
+                typed(doc, &k, m).map(|v| (asset, v))
+            })
+            .collect()
+    }
+
+    /// Faces of an ML document (`(key, face)`), optionally of one asset only.
+    pub fn faces(
+        &self,
+        doc: &DocId,
+        asset: Option<&str>,
+    ) -> Result<Vec<(String, FaceRecord)>, LibraryError> {
+        let prefix = match asset {
+            Some(a) => format!("{FACE_PREFIX}{a}/"),
+            None => FACE_PREFIX.to_owned(),
+        };
+        self.entries(doc, &prefix)?
+            .into_iter()
+            .map(|(k, m)| typed(doc, &k, m).map(|v| (k, v)))
+            .collect()
+    }
+
+    pub fn pack_ref(&self, doc: &DocId, key: &str) -> Result<Option<PackRef>, LibraryError> {
+        self.entry(doc, key)?
+            .map(|m| typed(doc, key, m))
+            .transpose()
+    }
+
+    pub fn people(&self, user: &str) -> Result<Vec<(String, PersonRecord)>, LibraryError> {
+        let doc = DocId::people(user)?;
+        self.entries(&doc, PERSON_PREFIX)?
+            .into_iter()
+            .map(|(k, m)| {
+                let id = k[PERSON_PREFIX.len()..].to_owned();
+                typed(&doc, &k, m).map(|v| (id, v))
+            })
+            .collect()
+    }
+
+    /// Follows `merged_into` links (bounded, so a cycle made by concurrent merges ends).
+    pub fn resolve_person(&self, user: &str, person: &str) -> Result<String, LibraryError> {
+        let doc = DocId::people(user)?;
+        let mut cur = person.to_owned();
+        for _ in 0..16 {
+            let next = self
+                .entry(&doc, &format!("{PERSON_PREFIX}{cur}"))?
+                .and_then(|m| {
+                    m.get("merged_into")
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                });
+            match next {
+                Some(n) if n != cur => cur = n,
+                _ => break,
+            }
+        }
+        Ok(cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_fields_survive_ml_rewrites_and_no_op_writes_record_nothing() {
+        let mut lib = Library::new(&[3; 16]);
+        let doc = DocId::ml("u", "2024-05").unwrap();
+        let face = FaceRecord {
+            asset: "ab".into(),
+            x1: 0.1,
+            y1: 0.2,
+            x2: 0.3,
+            y2: 0.4,
+            score: 0.93,
+            person: Some("p1".into()),
+            ..Default::default()
+        };
+        let key = FaceRecord::key("ab", 0);
+        assert!(lib
+            .merge_entries(&doc, &[(key.clone(), fields(&face))])
+            .unwrap());
+        // The user says "this is p2, and not p1".
+        let mut user = JsonMap::new();
+        user.insert("user_person".into(), "p2".into());
+        user.insert("not_person".into(), "p1".into());
+        assert!(lib.merge_entries(&doc, &[(key.clone(), user)]).unwrap());
+        // The ML node writes its own fields again: nothing of the user's is lost, and an
+        // identical write is not a change.
+        assert!(!lib
+            .merge_entries(&doc, &[(key.clone(), fields(&face))])
+            .unwrap());
+        let faces = lib.faces(&doc, Some("ab")).unwrap();
+        assert_eq!(faces.len(), 1);
+        let f = &faces[0].1;
+        assert_eq!(f.effective_person(), Some("p2"));
+        assert!(f.rejects("p1") && !f.rejects("p2"));
+        assert!(lib.faces(&doc, Some("zz")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn merged_people_resolve_and_cycles_end() {
+        let mut lib = Library::new(&[3; 16]);
+        let doc = DocId::people("u").unwrap();
+        let merged = |to: &str| {
+            fields(&PersonRecord {
+                merged_into: Some(to.into()),
+                ..Default::default()
+            })
+        };
+        lib.merge_entries(
+            &doc,
+            &[
+                ("p/a".into(), merged("b")),
+                ("p/b".into(), merged("c")),
+                ("p/x".into(), merged("y")),
+                ("p/y".into(), merged("x")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(lib.resolve_person("u", "a").unwrap(), "c");
+        assert_eq!(lib.resolve_person("u", "q").unwrap(), "q");
+        let r = lib.resolve_person("u", "x").unwrap();
+        assert!(r == "x" || r == "y");
+        assert_eq!(lib.people("u").unwrap().len(), 4);
+    }
+}

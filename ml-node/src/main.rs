@@ -1,0 +1,236 @@
+//! `ml-node`: faces and CLIP for a household's sync node, and an Immich-shaped `/predict`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tessera_ml::cluster::ClusterParams;
+use tessera_ml::{Manifest, Provider};
+
+mod http;
+mod models;
+mod worker;
+
+#[derive(Parser)]
+#[command(
+    name = "ml-node",
+    version,
+    about = "Tessera's ML node: faces and smart search for a sync node"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct ModelArgs {
+    /// Where models live (`<dir>/<model>/<file>`); also searched for libonnxruntime.so.
+    #[arg(long, env = "TESSERA_MODELS", default_value_os_t = models::default_dir())]
+    models: PathBuf,
+    /// libonnxruntime.so to load (else ORT_DYLIB_PATH, else the models directory).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    ort_lib: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve /ping and /predict, and (with --node) analyse every photo of that sync node.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:3003")]
+        listen: SocketAddr,
+        /// The sync node to work for (its URL, e.g. http://nas.local:2283).
+        #[arg(long)]
+        node: Option<String>,
+        /// An API key with the `ml` permission, created by an admin on that node.
+        #[arg(long, env = "TESSERA_ML_KEY")]
+        api_key: Option<String>,
+        #[command(flatten)]
+        m: ModelArgs,
+        /// Face model (Immich's default; falls back to an installed one when unavailable).
+        #[arg(long, default_value = "buffalo_l")]
+        face_model: String,
+        /// CLIP model for smart search.
+        #[arg(long, default_value = "ViT-B-32__openai")]
+        clip_model: String,
+        /// Execution provider: cpu, or a GPU one compiled in (default: the best that loads).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Intra-op threads per model (default: the machine's cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Never download models from the hub.
+        #[arg(long)]
+        offline: bool,
+        #[arg(long, default_value_t = ClusterParams::default().min_score)]
+        min_score: f32,
+        #[arg(long, default_value_t = ClusterParams::default().max_distance)]
+        max_distance: f32,
+        #[arg(long, default_value_t = ClusterParams::default().min_faces)]
+        min_faces: usize,
+        /// Photos analysed per batch before results are published.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+    },
+    /// Model management.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// What the manifest knows and what is installed.
+    List {
+        #[command(flatten)]
+        m: ModelArgs,
+    },
+    /// Install models from a local directory (air-gapped homes); checksums are verified.
+    Install {
+        /// Directory holding `<model>/<file>` (or Immich's `<task>/<model>/<file>` cache).
+        dir: PathBuf,
+        /// Only this model (default: every model found in DIR).
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        m: ModelArgs,
+    },
+    /// Download a model from the public hub (verified against the pinned checksums).
+    Fetch {
+        model: String,
+        #[command(flatten)]
+        m: ModelArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ort=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let manifest = Manifest::builtin().context("reading the built-in model manifest")?;
+    match cli.cmd {
+        Cmd::Models { cmd } => match cmd {
+            ModelsCmd::List { m } => {
+                for spec in &manifest.models {
+                    let state = if spec.installed(&m.models) {
+                        "installed"
+                    } else {
+                        "not installed"
+                    };
+                    let tag = if spec.test_only { " (tests only)" } else { "" };
+                    println!(
+                        "{:<20} {:<20} {state}{tag}\n    {}\n    licence: {}",
+                        spec.name, spec.task, spec.source, spec.license
+                    );
+                }
+                Ok(())
+            }
+            ModelsCmd::Install { dir, model, m } => {
+                let mut n = 0;
+                for spec in &manifest.models {
+                    if model.as_deref().is_some_and(|x| x != spec.name) {
+                        continue;
+                    }
+                    match spec.install_from_dir(&dir, &m.models) {
+                        Ok(files) => {
+                            n += 1;
+                            println!(
+                                "installed {} ({} files, checksums verified)",
+                                spec.name,
+                                files.len()
+                            );
+                        }
+                        Err(e) if model.is_some() => {
+                            return Err(e).with_context(|| format!("installing {}", spec.name))
+                        }
+                        Err(e) => tracing::debug!("{}: {e}", spec.name),
+                    }
+                }
+                if n == 0 {
+                    anyhow::bail!("no model of the manifest found under {}", dir.display());
+                }
+                Ok(())
+            }
+            ModelsCmd::Fetch { model, m } => {
+                let spec = manifest.get(&model)?.clone();
+                models::download(&manifest, &spec, &m.models).await
+            }
+        },
+        Cmd::Serve {
+            listen,
+            node,
+            api_key,
+            m,
+            face_model,
+            clip_model,
+            provider,
+            threads,
+            offline,
+            min_score,
+            max_distance,
+            min_faces,
+            batch,
+        } => {
+            let wanted = match provider.as_deref() {
+                None => None,
+                Some(p) => Some(Provider::parse(p).with_context(|| {
+                    format!(
+                        "execution provider {p:?} is not compiled in (this build has: {})",
+                        Provider::compiled()
+                            .iter()
+                            .map(|p| p.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?),
+            };
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
+            let engine = models::Engine::start(models::StartOptions {
+                manifest,
+                dir: m.models,
+                ort_lib: m.ort_lib,
+                provider: wanted,
+                threads,
+                face_model,
+                clip_model,
+                offline,
+            })
+            .await?;
+            let engine = Arc::new(engine);
+            let params = ClusterParams {
+                min_score,
+                max_distance,
+                min_faces,
+            };
+            let status = Arc::new(worker::Status::default());
+            if let Some(url) = node {
+                let key = api_key.context(
+                    "--node needs --api-key (an API key with the `ml` permission from that node)",
+                )?;
+                let w = worker::Worker::new(
+                    url,
+                    key,
+                    engine.clone(),
+                    params,
+                    batch.max(1),
+                    status.clone(),
+                )?;
+                tokio::spawn(w.run());
+            } else {
+                tracing::info!("no --node given: serving /predict only");
+            }
+            http::serve(listen, engine, status, params).await
+        }
+    }
+}

@@ -1,0 +1,657 @@
+//! Working for a sync node: follow its catalogue, analyse every photo without results (newest
+//! first), publish faces, people and embedding packs back as catalogue edits of this node's
+//! own actor. Idempotent: what is published is derived from content, so re-running changes
+//! nothing; a crash before publishing only means the batch is analysed again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use image::RgbImage;
+use serde_json::{json, Value};
+use tessera_core::ml::{
+    fields, FaceRecord, MlMark, PackRef, PersonRecord, PACK_CLIP, PACK_FACE, PERSON_PREFIX,
+};
+use tessera_core::pack::{normalize, Dtype, Pack};
+use tessera_core::record::status;
+use tessera_core::{DocId, Library, PeerSync, SyncEnvelope};
+use tessera_ml::cluster::{assign, ClusterFace, ClusterParams};
+
+use crate::models::Engine;
+
+/// Progress, shown by `/status` (and in the PWA, which computes the same from the catalogue).
+#[derive(Default)]
+pub struct Status {
+    analysed: AtomicU64,
+    total: AtomicU64,
+    faces: AtomicU64,
+    rate_milli: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Status {
+    pub fn snapshot(&self) -> Value {
+        json!({
+            "analysed": self.analysed.load(Ordering::Relaxed),
+            "total": self.total.load(Ordering::Relaxed),
+            "facesFound": self.faces.load(Ordering::Relaxed),
+            "photosPerSecond": self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+            "lastError": self.last_error.lock().ok().and_then(|e| e.clone()),
+        })
+    }
+
+    fn error(&self, e: Option<String>) {
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = e;
+        }
+    }
+}
+
+#[derive(Default)]
+struct ModelVecs {
+    model: String,
+    vecs: BTreeMap<String, Vec<f32>>,
+}
+
+#[derive(Default)]
+struct ShardVecs {
+    loaded: bool,
+    clip: ModelVecs,
+    face: ModelVecs,
+}
+
+struct Work {
+    user: String,
+    month: String,
+    asset: String,
+    taken_at: Option<String>,
+}
+
+struct FaceOut {
+    bbox: [f32; 4],
+    score: f32,
+    embedding: Vec<f32>,
+    crop: Vec<u8>,
+}
+
+struct Outcome {
+    work: Work,
+    faces: Vec<FaceOut>,
+    clip: Option<Vec<f32>>,
+    size: (u32, u32),
+    error: Option<String>,
+}
+
+pub struct Worker {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    engine: Arc<Engine>,
+    params: ClusterParams,
+    batch: usize,
+    status: Arc<Status>,
+    lib: Library,
+    sync: PeerSync,
+    peer: String,
+    vecs: HashMap<DocId, ShardVecs>,
+}
+
+fn person_id(face_key: &str) -> String {
+    blake3::hash(face_key.as_bytes()).to_hex()[..20].to_owned()
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 16];
+    let seed = format!("{:?}{:?}", std::time::SystemTime::now(), std::process::id());
+    b.copy_from_slice(&blake3::hash(seed.as_bytes()).as_bytes()[..16]);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Worker {
+    pub fn new(
+        base: String,
+        key: String,
+        engine: Arc<Engine>,
+        params: ClusterParams,
+        batch: usize,
+        status: Arc<Status>,
+    ) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        let peer = format!("ml-{}", random_hex());
+        // The actor names this node's edits in every document; one per ML node process is
+        // enough (edits are idempotent, so a new actor after a restart changes nothing).
+        let actor: Vec<u8> = blake3::hash(peer.as_bytes()).as_bytes()[..16].to_vec();
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            engine,
+            params,
+            batch,
+            status,
+            lib: Library::new(&actor),
+            sync: PeerSync::new(),
+            peer,
+            vecs: HashMap::new(),
+        })
+    }
+
+    pub async fn run(mut self) {
+        tracing::info!(node = %self.base, "working for the sync node");
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.cycle().await {
+                Ok(true) => backoff = Duration::from_secs(1),
+                Ok(false) => tokio::time::sleep(Duration::from_secs(1)).await,
+                Err(e) => {
+                    tracing::warn!("{e:#}; retrying in {}s", backoff.as_secs());
+                    self.status.error(Some(format!("{e:#}")));
+                    // The node may have restarted and lost our sync state.
+                    self.sync.reset();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header("x-api-key", &self.key);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/octet-stream")
+                .body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        let code = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        if !code.is_success() {
+            let msg = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            bail!("{method} {url}: {code}: {msg}");
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Sync rounds until neither side has anything to say.
+    async fn sync_now(&mut self) -> Result<()> {
+        for _ in 0..50 {
+            let ids: Vec<DocId> = self.lib.ids().cloned().collect();
+            let out = self.sync.generate(&mut self.lib, &ids);
+            let quiet_up = out.is_empty();
+            let body = SyncEnvelope::new(self.peer.clone(), out).encode();
+            let resp = self
+                .request(reqwest::Method::POST, "/api/tessera/ml/sync", Some(body))
+                .await?;
+            let env = SyncEnvelope::decode(&resp).context("the node's sync answer")?;
+            let quiet_down = env.docs.is_empty();
+            self.sync.receive(&mut self.lib, env.docs, |_| true)?;
+            if quiet_up && quiet_down {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn work_list(&self) -> Result<Vec<Work>> {
+        let faces = self.engine.faces.as_ref().map(|f| f.name.clone());
+        let clip = self.engine.clip.as_ref().map(|c| c.name.clone());
+        let mut todo = Vec::new();
+        let (mut total, mut done) = (0u64, 0u64);
+        for id in self.lib.ids() {
+            let Some(month) = id.month() else { continue };
+            let user = id.user();
+            let marks: HashMap<String, MlMark> = self
+                .lib
+                .ml_marks(&DocId::ml(user, month)?)?
+                .into_iter()
+                .collect();
+            for rec in self.lib.assets(id)? {
+                if rec.status.as_deref() != Some(status::READY) || rec.preview.is_none() {
+                    continue;
+                }
+                total += 1;
+                let fresh = marks.get(&rec.id).is_some_and(|m| {
+                    (faces.is_none() || m.face_model == faces)
+                        && (clip.is_none() || m.clip_model == clip)
+                });
+                if fresh {
+                    done += 1;
+                } else {
+                    todo.push(Work {
+                        user: user.to_owned(),
+                        month: month.to_owned(),
+                        asset: rec.id.clone(),
+                        taken_at: rec.taken_at.clone(),
+                    });
+                }
+            }
+        }
+        self.status.total.store(total, Ordering::Relaxed);
+        self.status.analysed.store(done, Ordering::Relaxed);
+        // Newest first (undated last), as Immich's queue does.
+        todo.sort_by(|a, b| b.taken_at.cmp(&a.taken_at));
+        Ok(todo)
+    }
+
+    /// One pass: sync, analyse one batch, publish, cluster, sync. `false` when idle.
+    async fn cycle(&mut self) -> Result<bool> {
+        self.sync_now().await?;
+        let mut todo = self.work_list()?;
+        if todo.is_empty() {
+            self.status.error(None);
+            return Ok(false);
+        }
+        let started = Instant::now();
+        todo.truncate(self.batch);
+        let mut outcomes = Vec::with_capacity(todo.len());
+        for w in todo {
+            let path = format!("/api/tessera/ml/assets/{}/preview", w.asset);
+            let outcome = match self.request(reqwest::Method::GET, &path, None).await {
+                Ok(bytes) => {
+                    let engine = self.engine.clone();
+                    let min_score = self.params.min_score;
+                    tokio::task::spawn_blocking(move || analyse(&engine, &bytes, min_score, w))
+                        .await?
+                }
+                Err(e) => Outcome {
+                    work: w,
+                    faces: vec![],
+                    clip: None,
+                    size: (0, 0),
+                    error: Some(format!("preview unavailable: {e:#}")),
+                },
+            };
+            outcomes.push(outcome);
+        }
+        let n = outcomes.len();
+        let users: BTreeSet<String> = outcomes.iter().map(|o| o.work.user.clone()).collect();
+        self.publish(outcomes).await?;
+        for u in users {
+            self.cluster(&u).await?;
+        }
+        self.sync_now().await?;
+        let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        self.status
+            .rate_milli
+            .store((rate * 1000.0) as u64, Ordering::Relaxed);
+        self.status.analysed.fetch_add(n as u64, Ordering::Relaxed);
+        let (done, total) = (
+            self.status.analysed.load(Ordering::Relaxed),
+            self.status.total.load(Ordering::Relaxed),
+        );
+        let eta = total.saturating_sub(done) as f64 / rate.max(1e-3);
+        tracing::info!("analysed {done}/{total} photos ({rate:.1}/s, about {eta:.0}s left)");
+        self.status.error(None);
+        Ok(true)
+    }
+
+    async fn load_vecs(&mut self, doc: &DocId) -> Result<()> {
+        if self.vecs.get(doc).is_some_and(|v| v.loaded) {
+            return Ok(());
+        }
+        let mut sv = ShardVecs {
+            loaded: true,
+            ..Default::default()
+        };
+        let face_model = self.engine.faces.as_ref().map(|f| f.name.clone());
+        let clip_model = self.engine.clip.as_ref().map(|c| c.name.clone());
+        for (key, model, slot) in [
+            (PACK_CLIP, clip_model, &mut sv.clip),
+            (PACK_FACE, face_model, &mut sv.face),
+        ] {
+            let Some(model) = model else { continue };
+            slot.model = model.clone();
+            let Some(r) = self.lib.pack_ref(doc, key)? else {
+                continue;
+            };
+            // A pack of another model (before an upgrade) is not mixed with this model's vectors.
+            if r.model != model {
+                continue;
+            }
+            let bytes = self
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/api/tessera/ml/blobs/{}", r.hash),
+                    None,
+                )
+                .await?;
+            let pack = Pack::decode(&bytes).with_context(|| format!("pack {} of {doc}", r.hash))?;
+            slot.vecs = pack
+                .items()
+                .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                .collect();
+        }
+        self.vecs.insert(doc.clone(), sv);
+        Ok(())
+    }
+
+    async fn put_blob(&self, bytes: Vec<u8>) -> Result<String> {
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        self.request(
+            reqwest::Method::PUT,
+            &format!("/api/tessera/ml/blobs/{hash}"),
+            Some(bytes),
+        )
+        .await?;
+        Ok(hash)
+    }
+
+    async fn publish(&mut self, outcomes: Vec<Outcome>) -> Result<()> {
+        let face_model = self.engine.faces.as_ref().map(|f| (f.name.clone(), f.dim));
+        let clip_model = self.engine.clip.as_ref().map(|c| (c.name.clone(), c.dim));
+        let mut groups: BTreeMap<DocId, Vec<Outcome>> = BTreeMap::new();
+        for o in outcomes {
+            groups
+                .entry(DocId::ml(&o.work.user, &o.work.month)?)
+                .or_default()
+                .push(o);
+        }
+        for (doc, group) in groups {
+            self.load_vecs(&doc).await?;
+            let mut items = Vec::new();
+            let mut stale = Vec::new();
+            let mut marks = Vec::new();
+            for o in group {
+                let asset = &o.work.asset;
+                let old: Vec<String> = self
+                    .lib
+                    .faces(&doc, Some(asset))?
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                let (w, h) = (o.size.0.max(1) as f64, o.size.1.max(1) as f64);
+                let mut keys = Vec::new();
+                for (i, f) in o.faces.into_iter().enumerate() {
+                    let key = FaceRecord::key(asset, i);
+                    let crop = self.put_blob(f.crop).await?;
+                    let mut m = fields(&FaceRecord {
+                        asset: asset.clone(),
+                        x1: f.bbox[0] as f64 / w,
+                        y1: f.bbox[1] as f64 / h,
+                        x2: f.bbox[2] as f64 / w,
+                        y2: f.bbox[3] as f64 / h,
+                        score: f.score as f64,
+                        crop: Some(crop),
+                        ..Default::default()
+                    });
+                    // Only the ML node's own fields: a person set by clustering or by the user stays.
+                    m.remove("person");
+                    items.push((key.clone(), m));
+                    if let Some(v) = self.vecs.get_mut(&doc) {
+                        v.face.vecs.insert(key.clone(), f.embedding);
+                    }
+                    keys.push(key);
+                }
+                stale.extend(old.into_iter().filter(|k| !keys.contains(k)));
+                if let (Some(v), Some(sv)) = (o.clip, self.vecs.get_mut(&doc)) {
+                    sv.clip.vecs.insert(asset.clone(), v);
+                }
+                let mark = MlMark {
+                    faces: keys.len() as u32,
+                    face_model: face_model.as_ref().map(|m| m.0.clone()),
+                    clip_model: clip_model.as_ref().map(|m| m.0.clone()),
+                    error: o.error,
+                };
+                if let Some(e) = &mark.error {
+                    tracing::warn!(asset = %asset, "not analysed: {e}");
+                }
+                marks.push((
+                    format!("{}{asset}", tessera_core::ml::MARK_PREFIX),
+                    fields(&mark),
+                ));
+                self.status
+                    .faces
+                    .fetch_add(keys.len() as u64, Ordering::Relaxed);
+            }
+            if !stale.is_empty() {
+                for k in &stale {
+                    if let Some(v) = self.vecs.get_mut(&doc) {
+                        v.face.vecs.remove(k);
+                    }
+                }
+                self.lib.remove_entries(&doc, &stale)?;
+            }
+            // Packs switch atomically per month: published once every analysed asset of the
+            // month has this model's vectors (during a model upgrade the old pack stays).
+            let all_marks: Vec<(String, MlMark)> = self.lib.ml_marks(&doc)?;
+            let mut pack_items = Vec::new();
+            if let (Some((model, dim)), Some(sv)) = (&clip_model, self.vecs.get(&doc)) {
+                let complete = all_marks.iter().all(|(a, m)| {
+                    m.clip_model.as_ref() == Some(model)
+                        || marks.iter().any(|(k, _)| k.ends_with(a.as_str()))
+                });
+                if complete && !sv.clip.vecs.is_empty() {
+                    let pack = Pack::new(
+                        model.clone(),
+                        *dim,
+                        sv.clip
+                            .vecs
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    )?;
+                    pack_items.push((PACK_CLIP, pack));
+                }
+            }
+            if let (Some((model, dim)), Some(sv)) = (&face_model, self.vecs.get(&doc)) {
+                let complete = all_marks.iter().all(|(a, m)| {
+                    m.face_model.as_ref() == Some(model)
+                        || marks.iter().any(|(k, _)| k.ends_with(a.as_str()))
+                });
+                if complete && !sv.face.vecs.is_empty() {
+                    let pack = Pack::new(
+                        model.clone(),
+                        *dim,
+                        sv.face
+                            .vecs
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    )?;
+                    pack_items.push((PACK_FACE, pack));
+                }
+            }
+            for (key, pack) in pack_items {
+                let r = PackRef {
+                    hash: String::new(),
+                    model: pack.model.clone(),
+                    count: pack.len() as u64,
+                    dim: pack.dim as u64,
+                };
+                let hash = self.put_blob(pack.encode(Dtype::F16)).await?;
+                items.push((key.to_owned(), fields(&PackRef { hash, ..r })));
+            }
+            // Faces and packs first, the marks last, all in one change.
+            items.extend(marks);
+            self.lib.merge_entries(&doc, &items)?;
+        }
+        Ok(())
+    }
+
+    /// Clusters the user's faces that have no person yet.
+    async fn cluster(&mut self, user: &str) -> Result<()> {
+        let docs: Vec<DocId> = self
+            .lib
+            .ids()
+            .filter(|d| d.user() == user && d.ml_month().is_some())
+            .cloned()
+            .collect();
+        let mut faces = Vec::new();
+        let mut home = Vec::new();
+        for doc in &docs {
+            self.load_vecs(doc).await?;
+            let vecs = &self.vecs[doc].face.vecs;
+            for (key, f) in self.lib.faces(doc, None)? {
+                let Some(v) = vecs.get(&key) else { continue };
+                let mut e = v.clone();
+                normalize(&mut e);
+                let person = match f.effective_person() {
+                    Some(p) => Some(self.lib.resolve_person(user, p)?),
+                    None => None,
+                };
+                faces.push(ClusterFace {
+                    key: key.clone(),
+                    embedding: e,
+                    person,
+                    locked: f.user_person.is_some(),
+                    rejects: f
+                        .not_person
+                        .as_deref()
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                });
+                home.push(doc.clone());
+            }
+        }
+        if faces.iter().all(|f| f.person.is_some()) {
+            return Ok(());
+        }
+        let params = self.params;
+        let (assigned, faces) =
+            tokio::task::spawn_blocking(move || (assign(&faces, &params, person_id), faces))
+                .await?;
+        if assigned.is_empty() {
+            return Ok(());
+        }
+        let people_doc = DocId::people(user)?;
+        let known: BTreeSet<String> = self
+            .lib
+            .people(user)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut by_doc: BTreeMap<DocId, Vec<(String, serde_json::Map<String, Value>)>> =
+            BTreeMap::new();
+        let mut new_people = Vec::new();
+        for (i, p) in &assigned {
+            let mut m = serde_json::Map::new();
+            m.insert("person".into(), p.clone().into());
+            by_doc
+                .entry(home[*i].clone())
+                .or_default()
+                .push((faces[*i].key.clone(), m));
+            if !known.contains(p)
+                && !new_people
+                    .iter()
+                    .any(|(k, _): &(String, _)| k.ends_with(p.as_str()))
+            {
+                new_people.push((
+                    format!("{PERSON_PREFIX}{p}"),
+                    fields(&PersonRecord {
+                        cover: Some(faces[*i].key.clone()),
+                        ..Default::default()
+                    }),
+                ));
+            }
+        }
+        if !new_people.is_empty() {
+            self.lib.merge_entries(&people_doc, &new_people)?;
+        }
+        for (doc, items) in by_doc {
+            self.lib.merge_entries(&doc, &items)?;
+        }
+        tracing::info!(
+            user,
+            faces = assigned.len(),
+            new_people = new_people.len(),
+            "clustered faces"
+        );
+        Ok(())
+    }
+}
+
+/// Runs the models on one preview (blocking).
+fn analyse(engine: &Engine, bytes: &[u8], min_score: f32, work: Work) -> Outcome {
+    let mut out = Outcome {
+        work,
+        faces: vec![],
+        clip: None,
+        size: (0, 0),
+        error: None,
+    };
+    let img = match tessera_ml::prep::decode(bytes) {
+        Ok(i) => i,
+        Err(e) => {
+            out.error = Some(e.to_string());
+            return out;
+        }
+    };
+    out.size = (img.width(), img.height());
+    if let Some(f) = &engine.faces {
+        match f.analyze(&img, min_score) {
+            Ok(faces) => {
+                out.faces = faces
+                    .into_iter()
+                    .map(|face| {
+                        let mut e = face.embedding;
+                        normalize(&mut e);
+                        FaceOut {
+                            bbox: face.detection.bbox,
+                            score: face.detection.score,
+                            crop: crop_jpeg(&img, face.detection.bbox),
+                            embedding: e,
+                        }
+                    })
+                    .collect()
+            }
+            Err(e) => out.error = Some(format!("faces: {e}")),
+        }
+    }
+    if let Some(c) = &engine.clip {
+        match c.visual.embed(&img) {
+            Ok(v) => out.clip = Some(v),
+            Err(e) => out.error = Some(format!("clip: {e}")),
+        }
+    }
+    out
+}
+
+/// A face thumbnail: the box grown by 30 %, at most 200 px, JPEG.
+fn crop_jpeg(img: &RgbImage, b: [f32; 4]) -> Vec<u8> {
+    let (w, h) = (b[2] - b[0], b[3] - b[1]);
+    let side = (w.max(h) * 1.3).max(8.0);
+    let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+    let x0 = (cx - side / 2.0).clamp(0.0, img.width().saturating_sub(1) as f32) as u32;
+    let y0 = (cy - side / 2.0).clamp(0.0, img.height().saturating_sub(1) as f32) as u32;
+    let cw = (side as u32).min(img.width() - x0).max(1);
+    let ch = (side as u32).min(img.height() - y0).max(1);
+    let crop = image::imageops::crop_imm(img, x0, y0, cw, ch).to_image();
+    let scale = (200.0 / cw.max(ch) as f32).min(1.0);
+    let small = tessera_ml::prep::resize(
+        &crop,
+        ((cw as f32 * scale) as u32).max(1),
+        ((ch as f32 * scale) as u32).max(1),
+        tessera_ml::prep::Filter::Bicubic,
+    )
+    .unwrap_or(crop);
+    let mut out = Cursor::new(Vec::new());
+    let _ = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode_image(&small);
+    out.into_inner()
+}
