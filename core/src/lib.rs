@@ -13,4 +13,4 @@ pub mod sync;
 pub use docid::{DocId, DocIdError};
 pub use library::{Library, LibraryError, ShardSummary};
 pub use record::AssetRecord;
-pub use sync::{DocMessage, PeerSync, SyncEnvelope, SyncError};
+pub use sync::{Access, DocMessage, PeerSync, SyncEnvelope, SyncError};

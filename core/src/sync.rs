@@ -41,6 +41,26 @@ pub enum SyncError {
     },
 }
 
+/// What a remote peer may do with a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Nothing: a message about it is refused (and no empty document is created for it).
+    None,
+    /// Sync it (heads, wants) but never send changes to it.
+    Read,
+    Write,
+}
+
+impl From<bool> for Access {
+    fn from(write: bool) -> Self {
+        if write {
+            Access::Write
+        } else {
+            Access::None
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocMessage {
     pub doc: String,
@@ -112,24 +132,29 @@ impl PeerSync {
     }
 
     /// Applies messages from the remote peer. Every message is decoded and checked against
-    /// `may_write` before any is applied, so a bad envelope changes nothing. Returns the ids of
-    /// documents whose content changed.
-    pub fn receive(
+    /// `access` (a `bool` means write-or-nothing) before any is applied, so a bad envelope
+    /// changes nothing: changes to a read-only document are refused like messages about a
+    /// document the peer may not see. Returns the ids of documents whose content changed.
+    pub fn receive<A: Into<Access>>(
         &mut self,
         lib: &mut Library,
         msgs: Vec<DocMessage>,
-        may_write: impl Fn(&DocId) -> bool,
+        access: impl Fn(&DocId) -> A,
     ) -> Result<Vec<DocId>, SyncError> {
         let mut decoded = Vec::with_capacity(msgs.len());
         for m in msgs {
             let id = DocId::parse(&m.doc)?;
-            if !may_write(&id) {
+            let access = access(&id).into();
+            if access == Access::None {
                 return Err(SyncError::Forbidden(id.to_string()));
             }
             let msg = sync::Message::decode(&m.msg).map_err(|e| SyncError::Message {
                 doc: id.to_string(),
                 reason: e.to_string(),
             })?;
+            if access == Access::Read && !msg.changes.is_empty() {
+                return Err(SyncError::Forbidden(id.to_string()));
+            }
             decoded.push((id, msg));
         }
         let mut changed = Vec::new();
@@ -215,6 +240,35 @@ mod tests {
         for id in ids {
             assert_eq!(a.heads(&id), b.heads(&id), "{id}");
         }
+    }
+
+    #[test]
+    fn a_reader_syncs_but_its_changes_are_refused() {
+        let mut server = Library::new(&[1; 16]);
+        server.upsert_assets("u", &[rec("x", 1)]).unwrap();
+        let mut reader = Library::new(&[2; 16]);
+        let (mut ss, mut rs) = (PeerSync::new(), PeerSync::new());
+        let read_only = |_: &DocId| Access::Read;
+        // The reader pulls everything with heads-only messages of its own.
+        for _ in 0..10 {
+            let ids: Vec<DocId> = reader.ids().cloned().collect();
+            let up = rs.generate(&mut reader, &ids);
+            ss.receive(&mut server, up, read_only).unwrap();
+            let ids: Vec<DocId> = server.ids().cloned().collect();
+            let down = ss.generate(&mut server, &ids);
+            rs.receive(&mut reader, down, |_| true).unwrap();
+        }
+        let shard = DocId::shard("u", "2024-01").unwrap();
+        assert_eq!(reader.heads(&shard), server.heads(&shard));
+        // A change made by the reader is refused, and nothing is applied.
+        reader.upsert_assets("u", &[rec("y", 1)]).unwrap();
+        let heads = server.heads(&shard);
+        let up = rs.generate(&mut reader, [&shard]);
+        assert!(matches!(
+            ss.receive(&mut server, up, read_only),
+            Err(SyncError::Forbidden(_))
+        ));
+        assert_eq!(server.heads(&shard), heads);
     }
 
     #[test]

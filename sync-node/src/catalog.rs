@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use tessera_core::{DocId, Library, LibraryError, PeerSync, SyncEnvelope, SyncError};
+use tessera_core::{Access, DocId, Library, LibraryError, PeerSync, SyncEnvelope, SyncError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -143,7 +143,13 @@ impl Catalog {
             .entry(("*ml".to_owned(), env.peer.clone()))
             .or_default();
         let mut lib = self.lock()?;
-        session.receive(&mut lib, env.docs, DocId::is_ml_writable)?;
+        session.receive(&mut lib, env.docs, |d| {
+            if d.is_ml_writable() {
+                Access::Write
+            } else {
+                Access::Read
+            }
+        })?;
         self.persist(&mut lib)?;
         let ids: Vec<DocId> = lib.ids().cloned().collect();
         let out = session.generate(&mut lib, &ids);

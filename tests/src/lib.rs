@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod ml;
 pub mod photos;
 
 /// The workspace root (tests run with the package directory as cwd).
@@ -67,6 +68,15 @@ impl Node {
     }
 
     pub fn start_on(data: &Path, port: u16) -> Result<Self> {
+        Self::start_full(data, port, &[])
+    }
+
+    /// Starts a node with extra `serve` arguments (e.g. `--ml URL`).
+    pub fn start_with(data: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_full(data, free_port(), extra)
+    }
+
+    fn start_full(data: &Path, port: u16, extra: &[&str]) -> Result<Self> {
         let bin = bin_path("sync-node")?;
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
@@ -77,6 +87,7 @@ impl Node {
         if let Some(web) = web_dir() {
             cmd.arg("--web").arg(web);
         }
+        cmd.args(extra);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

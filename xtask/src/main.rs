@@ -536,7 +536,19 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     if e2e {
         build_pwa(false)?;
     }
-    sh(cargo().args(["build", "-p", "tessera-sync-node", "--bin", "sync-node"]))?;
+    sh(cargo().args([
+        "build",
+        "-p",
+        "tessera-sync-node",
+        "--bin",
+        "sync-node",
+        "-p",
+        "tessera-ml-node",
+        "--bin",
+        "ml-node",
+    ]))?;
+    let models = ensure_models(root, &target_dir(root).join("debug/ml-node"))?;
+    let faces = ensure_face_photos()?;
     let mut c = cargo();
     c.args([
         "test",
@@ -545,7 +557,11 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         "tessera-app",
         "--no-fail-fast",
     ])
-    .env("TESSERA_FIXTURES", &fixtures);
+    .env("TESSERA_FIXTURES", &fixtures)
+    .env("TESSERA_MODELS", &models)
+    .env("TESSERA_FACE_PHOTOS", &faces)
+    .env("TESSERA_PYTHON", pyenv()?)
+    .env("TESSERA_REQUIRE_ML", "1");
     if e2e {
         c.env("TESSERA_WEB_DIR", root.join("dist"))
             .env("TESSERA_REQUIRE_E2E", "1");

@@ -5,4 +5,5 @@ mod crash;
 mod e2e;
 mod http;
 mod immich_cli;
+mod ml;
 mod node;
