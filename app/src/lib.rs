@@ -17,6 +17,7 @@ use base64::Engine;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use rexie::Rexie;
+use tessera_core::ml::{MlProgress, PersonSummary};
 use tessera_core::{AssetRecord, DocId, Library, PeerSync, SyncEnvelope};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -57,6 +58,8 @@ struct Ui {
     viewer: RwSignal<Option<AssetRecord>>,
     error: RwSignal<Option<String>>,
     thumbs: RwSignal<HashMap<String, String>>,
+    /// What the ML node published: progress and people (from the local catalogue).
+    ml: RwSignal<(MlProgress, Vec<PersonSummary>)>,
 }
 
 /// Non-reactive state: the catalogue and the database.
@@ -107,10 +110,14 @@ fn console_error_panic_hook() {
 /// Rebuilds the timeline view from the local catalogue.
 fn refresh(ui: Ui) {
     let Some(user) = user_id() else { return };
-    let months = CORE.with(|c| {
+    let (months, ml) = CORE.with(|c| {
         let c = c.borrow();
+        let ml = (
+            c.lib.ml_progress(&user).unwrap_or_default(),
+            c.lib.people_with_faces(&user).unwrap_or_default(),
+        );
         let shards = c.lib.shards(&user).unwrap_or_default();
-        shards
+        let months = shards
             .into_iter()
             .map(|s| {
                 let assets = DocId::shard(&user, &s.month)
@@ -124,9 +131,13 @@ fn refresh(ui: Ui) {
                 }
             })
             .filter(|m| !m.assets.is_empty())
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (months, ml)
     });
     ui.months.set(months);
+    if ui.ml.get_untracked() != ml {
+        ui.ml.set(ml);
+    }
 }
 
 /// Loads the catalogue documents from IndexedDB.
@@ -678,6 +689,7 @@ fn App() -> impl IntoView {
         viewer: RwSignal::new(None),
         error: RwSignal::new(None),
         thumbs: RwSignal::new(HashMap::new()),
+        ml: RwSignal::new((MlProgress::default(), Vec::new())),
     };
     spawn_local(boot(ui));
     let ui2 = ui;
@@ -792,6 +804,7 @@ fn Timeline(ui: Ui) -> impl IntoView {
                 spawn_local(enqueue_files(ui, files));
             }
         >
+            <MlPanel ui=ui/>
             {move || total().map(|(done, n, frac)| view! {
                 <section class="uploads">
                     <div class="total">{format!("Uploaded {done} of {n}")}
@@ -821,6 +834,51 @@ fn Timeline(ui: Ui) -> impl IntoView {
                 </section>
             </For>
         </main>
+    }
+}
+
+/// The ML node's work as the catalogue shows it: progress while it analyses, then people.
+#[component]
+fn MlPanel(ui: Ui) -> impl IntoView {
+    move || {
+        let (p, people) = ui.ml.get();
+        (p.analysed > 0).then(|| {
+            let people: Vec<PersonSummary> = people
+                .into_iter()
+                .filter(|x| x.record.hidden != Some(true))
+                .collect();
+            let title = if p.analysed < p.total {
+                format!("Faces & smart search: analysed {} of {} photos", p.analysed, p.total)
+            } else {
+                format!(
+                    "Faces & smart search: all {} photos analysed · {} faces · {} {}",
+                    p.total,
+                    p.faces,
+                    people.len(),
+                    if people.len() == 1 { "person" } else { "people" }
+                )
+            };
+            let frac = p.analysed as f64 / p.total.max(1) as f64;
+            view! {
+                <section class="uploads ml" id="ml-progress">
+                    <div class="total">{title}
+                        <div class="progress"><div style:width=format!("{:.0}%", frac * 100.0)></div></div>
+                    </div>
+                    <div class="people" id="people">
+                        {people.into_iter().map(|x| {
+                            let src = x.cover.and_then(|c| c.crop).map(|h| format!("/api/tessera/blobs/{h}")).unwrap_or_default();
+                            let name = x.record.name.filter(|n| !n.is_empty()).unwrap_or_else(|| "Unnamed".into());
+                            view! {
+                                <figure class="person">
+                                    <img src=src alt=""/>
+                                    <figcaption>{name}<span class="count">{format!("{} photos", x.faces)}</span></figcaption>
+                                </figure>
+                            }
+                        }).collect_view()}
+                    </div>
+                </section>
+            }
+        })
     }
 }
 

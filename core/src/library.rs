@@ -41,6 +41,9 @@ pub enum LibraryError {
 
 const SHARD_PREFIX: &str = "shard/";
 
+/// The scalar fields of a map entry, as JSON.
+pub type Fields = JsonMap<String, Json>;
+
 /// The per-month summary kept in the root document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardSummary {
@@ -234,7 +237,7 @@ impl Library {
         &self,
         doc_id: &DocId,
         prefix: &str,
-    ) -> Result<Vec<(String, JsonMap<String, Json>)>, LibraryError> {
+    ) -> Result<Vec<(String, Fields)>, LibraryError> {
         let Some(doc) = self.docs.get(doc_id) else {
             return Ok(Vec::new());
         };
@@ -250,11 +253,7 @@ impl Library {
     }
 
     /// One root-level map entry of a document.
-    pub fn entry(
-        &self,
-        doc_id: &DocId,
-        key: &str,
-    ) -> Result<Option<JsonMap<String, Json>>, LibraryError> {
+    pub fn entry(&self, doc_id: &DocId, key: &str) -> Result<Option<Fields>, LibraryError> {
         let Some(doc) = self.docs.get(doc_id) else {
             return Ok(None);
         };
@@ -271,7 +270,7 @@ impl Library {
     pub fn merge_entries(
         &mut self,
         doc_id: &DocId,
-        items: &[(String, JsonMap<String, Json>)],
+        items: &[(String, Fields)],
     ) -> Result<bool, LibraryError> {
         let doc = self.doc_mut(doc_id);
         let before = doc.get_heads();
@@ -489,7 +488,7 @@ fn write_record(
     Ok(())
 }
 
-fn read_fields(doc: &AutoCommit, obj: &ObjId) -> JsonMap<String, Json> {
+fn read_fields(doc: &AutoCommit, obj: &ObjId) -> Fields {
     let mut m = JsonMap::new();
     for k in doc.keys(obj) {
         if let Some(s) = get_scalar(doc, obj, &k) {

@@ -125,8 +125,83 @@ fn typed<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// A person with the faces that resolve to them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonSummary {
+    pub id: String,
+    pub record: PersonRecord,
+    pub faces: usize,
+    /// The chosen cover face, else the first face found.
+    pub cover: Option<FaceRecord>,
+}
+
+/// How far the ML node got with a user's library.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MlProgress {
+    /// Photos with a preview (what the ML node analyses).
+    pub total: u64,
+    pub analysed: u64,
+    pub faces: u64,
+}
+
 /// Typed reads of the ML and people documents.
 impl Library {
+    /// Analysed / total photos of `user` (the PWA's and the node's progress display).
+    pub fn ml_progress(&self, user: &str) -> Result<MlProgress, LibraryError> {
+        let mut p = MlProgress::default();
+        for s in self.shards(user)? {
+            let marks: std::collections::HashMap<String, MlMark> = self
+                .ml_marks(&DocId::ml(user, &s.month)?)?
+                .into_iter()
+                .collect();
+            for r in self.assets(&DocId::shard(user, &s.month)?)? {
+                if r.preview.is_none() {
+                    continue;
+                }
+                p.total += 1;
+                if let Some(m) = marks.get(&r.id) {
+                    p.analysed += 1;
+                    p.faces += u64::from(m.faces);
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// People of `user` that have faces (merged people fold into their target), most faces
+    /// first.
+    pub fn people_with_faces(&self, user: &str) -> Result<Vec<PersonSummary>, LibraryError> {
+        let records: std::collections::BTreeMap<String, PersonRecord> =
+            self.people(user)?.into_iter().collect();
+        let mut out: std::collections::BTreeMap<String, PersonSummary> = Default::default();
+        let docs: Vec<DocId> = self
+            .ids()
+            .filter(|d| d.user() == user && d.ml_month().is_some())
+            .cloned()
+            .collect();
+        for doc in docs {
+            for (key, f) in self.faces(&doc, None)? {
+                let Some(p) = f.effective_person() else {
+                    continue;
+                };
+                let p = self.resolve_person(user, p)?;
+                let v = out.entry(p.clone()).or_insert_with(|| PersonSummary {
+                    record: records.get(&p).cloned().unwrap_or_default(),
+                    id: p,
+                    faces: 0,
+                    cover: None,
+                });
+                v.faces += 1;
+                if v.cover.is_none() || v.record.cover.as_deref() == Some(key.as_str()) {
+                    v.cover = Some(f);
+                }
+            }
+        }
+        let mut v: Vec<PersonSummary> = out.into_values().collect();
+        v.sort_by(|a, b| b.faces.cmp(&a.faces).then_with(|| a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
     pub fn ml_marks(&self, doc: &DocId) -> Result<Vec<(String, MlMark)>, LibraryError> {
         self.entries(doc, MARK_PREFIX)?
             .into_iter()

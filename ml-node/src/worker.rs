@@ -547,7 +547,7 @@ impl Worker {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        let mut by_doc: BTreeMap<DocId, Vec<(String, serde_json::Map<String, Value>)>> =
+        let mut by_doc: BTreeMap<DocId, Vec<(String, tessera_core::library::Fields)>> =
             BTreeMap::new();
         let mut new_people = Vec::new();
         for (i, p) in &assigned {

@@ -14,6 +14,7 @@ use crate::runtime::Model;
 use crate::{MlError, Result};
 
 pub const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)] // OpenAI's published values, kept as written
 pub const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 pub struct ClipVisual {
@@ -149,7 +150,7 @@ mod tests {
     fn crop_square_keeps_the_centre() {
         let mut img = RgbImage::new(400, 200);
         for (x, _, p) in img.enumerate_pixels_mut() {
-            *p = image::Rgb([if x < 100 || x >= 300 { 0 } else { 255 }, 0, 0]);
+            *p = image::Rgb([if (100..300).contains(&x) { 255 } else { 0 }, 0, 0]);
         }
         let sq = crop_square(&img, 100).unwrap();
         assert_eq!((sq.width(), sq.height()), (100, 100));

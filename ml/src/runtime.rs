@@ -38,6 +38,7 @@ impl Provider {
     }
 
     /// Providers this build can use, best first (CPU always last).
+    #[allow(clippy::vec_init_then_push)] // pushes are feature-gated
     pub fn compiled() -> Vec<Provider> {
         let mut v = Vec::new();
         #[cfg(feature = "tensorrt")]

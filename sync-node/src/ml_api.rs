@@ -6,7 +6,7 @@
 //! (`POST /api/api-keys {"name": "ml-node", "permissions": ["ml"]}`). Such a key reads every
 //! user's catalogue but writes only ML and people documents, and opens nothing else.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -17,7 +17,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tessera_core::ml::{fields, FaceRecord, PersonRecord, PACK_CLIP, PERSON_PREFIX};
+use tessera_core::ml::{fields, PersonRecord, PersonSummary, PACK_CLIP, PERSON_PREFIX};
 use tessera_core::pack::Pack;
 use tessera_core::{AssetRecord, DocId, Library};
 
@@ -209,81 +209,29 @@ fn ml_docs(lib: &Library, user: &str) -> Vec<DocId> {
 
 /// Analysed / total photos of the user (what the PWA shows as ML progress).
 async fn progress(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiResult<Json<Value>> {
-    let lib = node.catalog.lock()?;
-    let mut total = 0u64;
-    let mut analysed = 0u64;
-    let mut faces = 0u64;
-    for s in lib.shards(&u.id).map_err(CatalogError::from)? {
-        let shard = DocId::shard(&u.id, &s.month).map_err(ApiError::internal)?;
-        let ml = DocId::ml(&u.id, &s.month).map_err(ApiError::internal)?;
-        let marks: HashMap<String, u32> = lib
-            .ml_marks(&ml)
-            .map_err(CatalogError::from)?
-            .into_iter()
-            .map(|(a, m)| (a, m.faces))
-            .collect();
-        for r in lib.assets(&shard).map_err(CatalogError::from)? {
-            if r.preview.is_none() {
-                continue;
-            }
-            total += 1;
-            if let Some(n) = marks.get(&r.id) {
-                analysed += 1;
-                faces += u64::from(*n);
-            }
-        }
-    }
+    let p = node
+        .catalog
+        .lock()?
+        .ml_progress(&u.id)
+        .map_err(CatalogError::from)?;
     Ok(Json(
-        json!({"analysed": analysed, "total": total, "faces": faces}),
+        json!({"analysed": p.analysed, "total": p.total, "faces": p.faces}),
     ))
 }
 
-struct PersonView {
-    id: String,
-    rec: PersonRecord,
-    faces: usize,
-    cover: Option<FaceRecord>,
-}
+type PersonView = PersonSummary;
 
-/// People of a user with their resolved face counts (merged people fold into their target).
 fn people_of(lib: &Library, user: &str) -> ApiResult<Vec<PersonView>> {
-    let recs: BTreeMap<String, PersonRecord> = lib
-        .people(user)
-        .map_err(CatalogError::from)?
-        .into_iter()
-        .collect();
-    let mut out: BTreeMap<String, PersonView> = BTreeMap::new();
-    for doc in ml_docs(lib, user) {
-        for (key, f) in lib.faces(&doc, None).map_err(CatalogError::from)? {
-            let Some(p) = f.effective_person() else {
-                continue;
-            };
-            let p = lib.resolve_person(user, p).map_err(CatalogError::from)?;
-            let v = out.entry(p.clone()).or_insert_with(|| PersonView {
-                id: p.clone(),
-                rec: recs.get(&p).cloned().unwrap_or_default(),
-                faces: 0,
-                cover: None,
-            });
-            v.faces += 1;
-            let is_cover = v.rec.cover.as_deref() == Some(key.as_str());
-            if v.cover.is_none() || is_cover {
-                v.cover = Some(f);
-            }
-        }
-    }
-    let mut v: Vec<PersonView> = out.into_values().collect();
-    v.sort_by(|a, b| b.faces.cmp(&a.faces).then_with(|| a.id.cmp(&b.id)));
-    Ok(v)
+    Ok(lib.people_with_faces(user).map_err(CatalogError::from)?)
 }
 
 fn person_json(p: &PersonView) -> Value {
     json!({
         "id": p.id,
-        "name": p.rec.name.clone().unwrap_or_default(),
+        "name": p.record.name.clone().unwrap_or_default(),
         "birthDate": null,
         "thumbnailPath": format!("/api/people/{}/thumbnail", p.id),
-        "isHidden": p.rec.hidden.unwrap_or(false),
+        "isHidden": p.record.hidden.unwrap_or(false),
         "isFavorite": false,
         "faces": p.faces,
     })
@@ -302,10 +250,10 @@ async fn people(
 ) -> ApiResult<Json<Value>> {
     let lib = node.catalog.lock()?;
     let all = people_of(&lib, &u.id)?;
-    let hidden = all.iter().filter(|p| p.rec.hidden == Some(true)).count();
+    let hidden = all.iter().filter(|p| p.record.hidden == Some(true)).count();
     let shown: Vec<Value> = all
         .iter()
-        .filter(|p| q.with_hidden == Some(true) || p.rec.hidden != Some(true))
+        .filter(|p| q.with_hidden == Some(true) || p.record.hidden != Some(true))
         .map(person_json)
         .collect();
     Ok(Json(

@@ -150,22 +150,8 @@ fn write_photos(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pwa_upload_timeline_offline_and_outbox() {
-    let Some(_web) = web_dir() else {
-        skip("the PWA is not built (dist/index.html missing)");
-        return;
-    };
-    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
-        skip("Debian's chromium and chromium-driver are not installed");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let photos = write_photos(dir.path());
-    let port = free_port();
-    let mut node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
-
+/// chromedriver + headless Chromium with a fresh profile under `dir`.
+async fn browser(dir: &Path) -> (Driver, Client) {
     let dport = free_port();
     let _driver = Driver(
         Command::new("/usr/bin/chromedriver")
@@ -175,7 +161,7 @@ async fn pwa_upload_timeline_offline_and_outbox() {
             .spawn()
             .expect("chromedriver"),
     );
-    let profile = dir.path().join("chrome-profile");
+    let profile = dir.join("chrome-profile");
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -200,7 +186,26 @@ async fn pwa_upload_timeline_offline_and_outbox() {
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
-    let c = client.expect("chromedriver session");
+    (_driver, client.expect("chromedriver session"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pwa_upload_timeline_offline_and_outbox() {
+    let Some(_web) = web_dir() else {
+        skip("the PWA is not built (dist/index.html missing)");
+        return;
+    };
+    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
+        skip("Debian's chromium and chromium-driver are not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let photos = write_photos(dir.path());
+    let port = free_port();
+    let mut node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
+
+    let (_driver, c) = browser(dir.path()).await;
     let t = Duration::from_secs(60);
 
     // Sign up: the app shows the admin sign-up form on a fresh node, then logs in.
@@ -413,5 +418,121 @@ async fn pwa_upload_timeline_offline_and_outbox() {
     )
     .await;
     screenshot(&c, "e2e-reconnected.png").await;
+    c.close().await.unwrap();
+}
+
+/// The ML node's work shows in the PWA from the synced catalogue: progress, then people with
+/// their face crops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pwa_shows_ml_progress_and_people() {
+    let Some(_web) = web_dir() else {
+        skip("the PWA is not built (dist/index.html missing)");
+        return;
+    };
+    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
+        skip("Debian's chromium and chromium-driver are not installed");
+        return;
+    }
+    let (Some(models), Some(faces)) = (
+        tessera_tests::ml::models_dir(),
+        tessera_tests::ml::face_photos(),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (node, key) = tokio::task::block_in_place(|| {
+        let node = Node::start_on(&data, free_port()).unwrap();
+        let mut api = tessera_tests::Api::new(&node.url);
+        api.bootstrap_admin().unwrap();
+        for n in ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"] {
+            let (code, v) = api
+                .upload(n, std::fs::read(faces.join(n)).unwrap())
+                .unwrap();
+            assert_eq!(code, 201, "{v}");
+            api.wait_processed(v["id"].as_str().unwrap(), Duration::from_secs(60))
+                .unwrap();
+        }
+        let made: serde_json::Value = api
+            .req(reqwest::Method::POST, "/api/api-keys")
+            .json(&json!({"name": "ml-node", "permissions": ["ml"]}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        (node, made["secret"].as_str().unwrap().to_owned())
+    });
+    let args: Vec<String> = [
+        "--node",
+        &node.url,
+        "--api-key",
+        &key,
+        "--face-model",
+        "yunet-sface",
+        "--clip-model",
+        "clip-test-color",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let _ml = tokio::task::block_in_place(|| {
+        tessera_tests::ml::MlNode::start_with(
+            &models,
+            &dir.path().join("ml.log"),
+            free_port(),
+            &args,
+        )
+    })
+    .unwrap();
+
+    let (_driver, c) = browser(dir.path()).await;
+    let t = Duration::from_secs(90);
+    c.goto(&node.url).await.unwrap();
+    wait_for(&c, "the login form", t, || async {
+        c.find(Locator::Css("#login-form")).await.ok()
+    })
+    .await;
+    c.find(Locator::Css("#email"))
+        .await
+        .unwrap()
+        .send_keys("admin@example.com")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys("correct horse")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let panel = wait_for(
+        &c,
+        "the ML panel to show every photo analysed",
+        t,
+        || async {
+            let p = text_of(&c, "#ml-progress").await;
+            p.contains("all 4 photos analysed").then_some(p)
+        },
+    )
+    .await;
+    assert!(
+        panel.contains("4 faces") && panel.contains("1 person"),
+        "{panel}"
+    );
+    let crops = wait_for(&c, "the person's face crop", t, || async {
+        let v = c
+            .execute("return [...document.querySelectorAll('#people .person img')].filter(i => i.complete && i.naturalWidth > 0).length", vec![])
+            .await
+            .ok()?;
+        (v.as_u64()? == 1).then_some(())
+    })
+    .await;
+    let _ = crops;
+    assert!(text_of(&c, "#people").await.contains("3 photos"));
+    screenshot(&c, "e2e-ml-people.png").await;
     c.close().await.unwrap();
 }
