@@ -70,6 +70,11 @@ impl FaceModels {
         })
     }
 
+    /// Raw embeddings of aligned 112 x 112 crops.
+    pub fn embed(&self, crops: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
+        self.embedder.embed(crops)
+    }
+
     /// Detects faces scoring at least `min_score` and embeds each aligned crop.
     pub fn analyze(&self, img: &RgbImage, min_score: f32) -> Result<Vec<Face>> {
         let dets = self.detector.detect(img, min_score)?;

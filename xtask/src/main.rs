@@ -593,5 +593,30 @@ fn bench(root: &Path, _args: &[String]) -> Result<()> {
     ])
     .arg(target_dir(root).join("bench.json"))
     .env("TESSERA_FIXTURES", fixtures);
+    sh(&mut c)?;
+    // ML: tessera-ml against Python + ONNX Runtime on the same models and photos.
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tessera-ml-node",
+        "--bin",
+        "ml-node",
+    ]))?;
+    let models = ensure_models(root, &target_dir(root).join("release/ml-node"))?;
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "tessera-tests",
+        "--bin",
+        "tessera-ml-bench",
+        "--",
+    ])
+    .arg(target_dir(root).join("ml-bench.json"))
+    .env("TESSERA_MODELS", models)
+    .env("TESSERA_FACE_PHOTOS", ensure_face_photos()?)
+    .env("TESSERA_PYTHON", pyenv()?);
     sh(&mut c)
 }

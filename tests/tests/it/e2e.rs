@@ -523,7 +523,7 @@ async fn pwa_shows_ml_progress_and_people() {
         panel.contains("4 faces") && panel.contains("1 person"),
         "{panel}"
     );
-    let crops = wait_for(&c, "the person's face crop", t, || async {
+    wait_for(&c, "the person's face crop", t, || async {
         let v = c
             .execute("return [...document.querySelectorAll('#people .person img')].filter(i => i.complete && i.naturalWidth > 0).length", vec![])
             .await
@@ -531,7 +531,6 @@ async fn pwa_shows_ml_progress_and_people() {
         (v.as_u64()? == 1).then_some(())
     })
     .await;
-    let _ = crops;
     assert!(text_of(&c, "#people").await.contains("3 photos"));
     screenshot(&c, "e2e-ml-people.png").await;
     c.close().await.unwrap();
