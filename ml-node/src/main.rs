@@ -72,6 +72,9 @@ enum Cmd {
         /// Photos analysed per batch before results are published.
         #[arg(long, default_value_t = 8)]
         batch: usize,
+        /// Hours between passes that cluster every unassigned face again.
+        #[arg(long, default_value_t = 24.0)]
+        recluster_hours: f64,
     },
     /// Model management.
     Models {
@@ -177,6 +180,7 @@ async fn main() -> Result<()> {
             max_distance,
             min_faces,
             batch,
+            recluster_hours,
         } => {
             let wanted = match provider.as_deref() {
                 None => None,
@@ -225,7 +229,10 @@ async fn main() -> Result<()> {
                     params,
                     batch.max(1),
                     status.clone(),
-                )?;
+                )?
+                .recluster_every(std::time::Duration::from_secs_f64(
+                    recluster_hours.max(0.02) * 3600.0,
+                ));
                 tokio::spawn(w.run());
             } else {
                 tracing::info!("no --node given: serving /predict only");

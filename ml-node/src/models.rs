@@ -152,19 +152,44 @@ pub async fn download(manifest: &Manifest, spec: &ModelSpec, dir: &std::path::Pa
     for part in spec.parts.values() {
         let url = spec.url(&manifest.hub, part);
         tracing::info!(%url, size = part.size, "downloading model file");
-        let resp = client
+        let mut resp = client
             .get(&url)
             .send()
             .await
             .and_then(|r| r.error_for_status())
             .with_context(|| format!("GET {url}"))?;
-        let bytes = resp
-            .bytes()
-            .await
-            .with_context(|| format!("reading {url}"))?;
+        // Stream to disk (CLIP's towers are 600 MB), then verify while installing.
         let dst = spec.path(dir, part);
+        if let Some(d) = dst.parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let download = dst.with_extension("download");
+        let mut file = tokio::fs::File::create(&download)
+            .await
+            .with_context(|| format!("creating {}", download.display()))?;
+        let (mut got, mut logged) = (0u64, 0u64);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .with_context(|| format!("reading {url}"))?
+        {
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+            got += chunk.len() as u64;
+            if got - logged > 50 << 20 {
+                logged = got;
+                tracing::info!("{}: {} of {} MB", part.file, got >> 20, part.size >> 20);
+            }
+        }
+        drop(file);
         let part = part.clone();
-        tokio::task::spawn_blocking(move || install_stream(&mut &bytes[..], &dst, &part)).await??;
+        let dl = download.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::File::open(&dl)?;
+            install_stream(&mut f, &dst, &part).map_err(anyhow::Error::from)
+        })
+        .await?;
+        let _ = std::fs::remove_file(&download);
+        result?;
     }
     tracing::info!(model = %spec.name, "model installed (checksums verified)");
     Ok(())

@@ -97,6 +97,7 @@ pub struct Worker {
     sync: PeerSync,
     peer: String,
     vecs: HashMap<DocId, ShardVecs>,
+    recluster_every: Duration,
 }
 
 fn person_id(face_key: &str) -> String {
@@ -139,13 +140,29 @@ impl Worker {
             sync: PeerSync::new(),
             peer,
             vecs: HashMap::new(),
+            recluster_every: Duration::from_secs(24 * 3600),
         })
+    }
+
+    /// How often every user's unassigned faces are clustered again (default daily).
+    pub fn recluster_every(mut self, d: Duration) -> Self {
+        self.recluster_every = d.max(Duration::from_secs(60));
+        self
     }
 
     pub async fn run(mut self) {
         tracing::info!(node = %self.base, "working for the sync node");
         let mut backoff = Duration::from_secs(1);
+        let mut last_recluster = Instant::now();
         loop {
+            // Nightly-style pass: cluster every user's unassigned faces even when no new
+            // photo arrived (faces left as noise may have gained neighbours).
+            if last_recluster.elapsed() >= self.recluster_every {
+                last_recluster = Instant::now();
+                if let Err(e) = self.recluster_all().await {
+                    tracing::warn!("re-clustering: {e:#}");
+                }
+            }
             match self.cycle().await {
                 Ok(true) => backoff = Duration::from_secs(1),
                 Ok(false) => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -159,6 +176,15 @@ impl Worker {
                 }
             }
         }
+    }
+
+    async fn recluster_all(&mut self) -> Result<()> {
+        self.sync_now().await?;
+        let users: BTreeSet<String> = self.lib.ids().map(|d| d.user().to_owned()).collect();
+        for u in users {
+            self.cluster(&u).await?;
+        }
+        self.sync_now().await
     }
 
     async fn request(

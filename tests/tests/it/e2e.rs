@@ -152,6 +152,7 @@ fn write_photos(dir: &Path) -> Vec<PathBuf> {
 
 /// chromedriver + headless Chromium with a fresh profile under `dir`.
 async fn browser(dir: &Path) -> (Driver, Client) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dport = free_port();
     let _driver = Driver(
         Command::new("/usr/bin/chromedriver")
