@@ -73,9 +73,18 @@ impl FaceRecord {
     }
 
     pub fn rejects(&self, person: &str) -> bool {
+        self.rejected().iter().any(|p| p == person)
+    }
+
+    /// The people the user said this face is not.
+    pub fn rejected(&self) -> Vec<String> {
         self.not_person
             .as_deref()
-            .is_some_and(|l| l.split(',').any(|p| p == person))
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn key(asset: &str, index: usize) -> String {

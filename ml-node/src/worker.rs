@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use image::RgbImage;
 use serde_json::{json, Value};
 use tessera_core::ml::{
@@ -62,6 +62,18 @@ struct ShardVecs {
     clip: ModelVecs,
     face: ModelVecs,
 }
+
+/// The node answered with an error status.
+#[derive(Debug)]
+struct Refused(u16);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 struct Work {
     user: String,
@@ -217,7 +229,8 @@ impl Worker {
                 .ok()
                 .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            bail!("{method} {url}: {code}: {msg}");
+            return Err(anyhow::Error::new(Refused(code.as_u16()))
+                .context(format!("{method} {url}: {code}: {msg}")));
         }
         Ok(bytes.to_vec())
     }
@@ -303,13 +316,21 @@ impl Worker {
                     tokio::task::spawn_blocking(move || analyse(&engine, &bytes, min_score, w))
                         .await?
                 }
-                Err(e) => Outcome {
-                    work: w,
-                    faces: vec![],
-                    clip: None,
-                    size: (0, 0),
-                    error: Some(format!("preview unavailable: {e:#}")),
-                },
+                // The node refused (e.g. the preview blob is gone): recorded on the asset, so
+                // one broken photo does not stall the queue. Network trouble: retry later.
+                Err(e)
+                    if e.downcast_ref::<Refused>()
+                        .is_some_and(|r| (400..500).contains(&r.0)) =>
+                {
+                    Outcome {
+                        work: w,
+                        faces: vec![],
+                        clip: None,
+                        size: (0, 0),
+                        error: Some(format!("preview unavailable: {e:#}")),
+                    }
+                }
+                Err(e) => return Err(e),
             };
             outcomes.push(outcome);
         }
@@ -464,42 +485,26 @@ impl Worker {
             // Packs switch atomically per month: published once every analysed asset of the
             // month has this model's vectors (during a model upgrade the old pack stays).
             let all_marks: Vec<(String, MlMark)> = self.lib.ml_marks(&doc)?;
+            let in_batch = |a: &str| marks.iter().any(|(k, _)| k.ends_with(a));
+            let sv = self.vecs.get(&doc);
             let mut pack_items = Vec::new();
-            if let (Some((model, dim)), Some(sv)) = (&clip_model, self.vecs.get(&doc)) {
-                let complete = all_marks.iter().all(|(a, m)| {
-                    m.clip_model.as_ref() == Some(model)
-                        || marks.iter().any(|(k, _)| k.ends_with(a.as_str()))
-                });
-                if complete && !sv.clip.vecs.is_empty() {
-                    let pack = Pack::new(
-                        model.clone(),
-                        *dim,
-                        sv.clip
-                            .vecs
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    )?;
-                    pack_items.push((PACK_CLIP, pack));
-                }
+            if let Some(p) = pack_if_complete(
+                &clip_model,
+                sv.map(|v| &v.clip),
+                &all_marks,
+                &in_batch,
+                |m| m.clip_model.as_ref(),
+            )? {
+                pack_items.push((PACK_CLIP, p));
             }
-            if let (Some((model, dim)), Some(sv)) = (&face_model, self.vecs.get(&doc)) {
-                let complete = all_marks.iter().all(|(a, m)| {
-                    m.face_model.as_ref() == Some(model)
-                        || marks.iter().any(|(k, _)| k.ends_with(a.as_str()))
-                });
-                if complete && !sv.face.vecs.is_empty() {
-                    let pack = Pack::new(
-                        model.clone(),
-                        *dim,
-                        sv.face
-                            .vecs
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    )?;
-                    pack_items.push((PACK_FACE, pack));
-                }
+            if let Some(p) = pack_if_complete(
+                &face_model,
+                sv.map(|v| &v.face),
+                &all_marks,
+                &in_batch,
+                |m| m.face_model.as_ref(),
+            )? {
+                pack_items.push((PACK_FACE, p));
             }
             for (key, pack) in pack_items {
                 let r = PackRef {
@@ -544,14 +549,7 @@ impl Worker {
                     embedding: e,
                     person,
                     locked: f.user_person.is_some(),
-                    rejects: f
-                        .not_person
-                        .as_deref()
-                        .unwrap_or_default()
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
+                    rejects: f.rejected(),
                 });
                 home.push(doc.clone());
             }
@@ -611,6 +609,32 @@ impl Worker {
         );
         Ok(())
     }
+}
+
+/// The month's pack for `model`, if every analysed asset of the month (or of this batch) has
+/// this model's vectors.
+fn pack_if_complete(
+    model: &Option<(String, usize)>,
+    vecs: Option<&ModelVecs>,
+    all_marks: &[(String, MlMark)],
+    in_batch: &dyn Fn(&str) -> bool,
+    used: impl Fn(&MlMark) -> Option<&String>,
+) -> Result<Option<Pack>> {
+    let (Some((model, dim)), Some(vecs)) = (model, vecs) else {
+        return Ok(None);
+    };
+    let complete = all_marks
+        .iter()
+        .all(|(a, m)| used(m) == Some(model) || in_batch(a));
+    if !complete || vecs.vecs.is_empty() {
+        return Ok(None);
+    }
+    let items = vecs
+        .vecs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Some(Pack::new(model.clone(), *dim, items)?))
 }
 
 /// Runs the models on one preview (blocking).

@@ -481,14 +481,7 @@ async fn reassign_face(
         let mut m = serde_json::Map::new();
         m.insert("user_person".into(), b.id.clone().into());
         if let Some(prev) = face.effective_person().filter(|p| *p != b.id) {
-            let mut list: Vec<String> = face
-                .not_person
-                .as_deref()
-                .unwrap_or_default()
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
+            let mut list = face.rejected();
             if !list.iter().any(|x| x == prev) {
                 list.push(prev.to_owned());
             }
