@@ -42,17 +42,17 @@ def fix_sface(src, dst):
     save(m, dst)
 
 
-def colour_projection():
+def colour_projection(seed=7):
     # Three colour axes embedded in 512-d, plus a constant so that grey images are not zero.
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     w = np.zeros((4, DIM), dtype=np.float32)
     w[0, 0] = w[1, 1] = w[2, 2] = 1.0
     w[3, 3:] = rng.normal(0, 0.01, DIM - 3).astype(np.float32)
     return w
 
 
-def clip_visual(path):
-    w = colour_projection()
+def clip_visual(path, seed=7):
+    w = colour_projection(seed)
     nodes = [
         helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["rgb"], axis=1),
@@ -75,7 +75,7 @@ def clip_visual(path):
     save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), path)
 
 
-def clip_textual(path):
+def clip_textual(path, seed=7):
     vocab = 49408
     table = np.zeros((vocab, 4), dtype=np.float32)
     # The normalised channel means of a pure red / green / blue image, plus the constant.
@@ -98,7 +98,7 @@ def clip_textual(path):
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", DIM])],
         [
             numpy_helper.from_array(table, "table"),
-            numpy_helper.from_array(colour_projection(), "w"),
+            numpy_helper.from_array(colour_projection(seed), "w"),
             numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
         ],
     )
@@ -115,6 +115,9 @@ def main():
     fix_sface(sface, os.path.join(dst, "recognition/model.onnx"))
     clip_visual(os.path.join(out, "clip-test-color/visual/model.onnx"))
     clip_textual(os.path.join(out, "clip-test-color/textual/model.onnx"))
+    # A second version of it, to test model upgrades (re-embedding, atomic pack switch).
+    clip_visual(os.path.join(out, "clip-test-color-v2/visual/model.onnx"), seed=8)
+    clip_textual(os.path.join(out, "clip-test-color-v2/textual/model.onnx"), seed=8)
 
 
 if __name__ == "__main__":

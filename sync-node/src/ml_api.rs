@@ -209,13 +209,17 @@ fn ml_docs(lib: &Library, user: &str) -> Vec<DocId> {
 
 /// Analysed / total photos of the user (what the PWA shows as ML progress).
 async fn progress(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiResult<Json<Value>> {
-    let p = node
-        .catalog
-        .lock()?
-        .ml_progress(&u.id)
-        .map_err(CatalogError::from)?;
+    let lib = node.catalog.lock()?;
+    let p = lib.ml_progress(&u.id).map_err(CatalogError::from)?;
+    // Which CLIP models the search packs come from (two during a model upgrade).
+    let mut models = std::collections::BTreeSet::new();
+    for doc in ml_docs(&lib, &u.id) {
+        if let Some(r) = lib.pack_ref(&doc, PACK_CLIP).map_err(CatalogError::from)? {
+            models.insert(r.model);
+        }
+    }
     Ok(Json(
-        json!({"analysed": p.analysed, "total": p.total, "faces": p.faces}),
+        json!({"analysed": p.analysed, "total": p.total, "faces": p.faces, "clipModels": models}),
     ))
 }
 

@@ -13,7 +13,11 @@ pub mod photos;
 
 /// The workspace root (tests run with the package directory as cwd).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Run-time first: a build cache shared between checkouts may hold a binary built from
+    // another one (cargo sets CARGO_MANIFEST_DIR when it runs tests).
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()

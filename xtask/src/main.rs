@@ -61,8 +61,14 @@ fn main() -> Result<()> {
     }
 }
 
+/// The checkout this xtask was started from. `cargo run` sets `CARGO_MANIFEST_DIR` at run time;
+/// the compile-time value is only a fallback: with a build cache shared between checkouts
+/// (CI reuses `~/.cache/tessera/target`), the binary may have been built from another one.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
@@ -340,13 +346,16 @@ fn pip_download(pkg: &str, extra: &[&str], dir: &Path) -> Result<PathBuf> {
 fn ensure_models(root: &Path, ml_node: &Path) -> Result<PathBuf> {
     let dir = cache_dir().join("models");
     let lib = dir.join("onnxruntime/libonnxruntime.so");
-    let ready = ["yunet-sface", "clip-test-color"].iter().all(|m| {
-        let d = dir.join(m);
-        d.exists()
-            && std::fs::read_dir(&d)
-                .map(|r| r.flatten().count() > 0)
-                .unwrap_or(false)
-    }) && lib.exists();
+    let ready = ["yunet-sface", "clip-test-color", "clip-test-color-v2"]
+        .iter()
+        .all(|m| {
+            let d = dir.join(m);
+            d.exists()
+                && std::fs::read_dir(&d)
+                    .map(|r| r.flatten().count() > 0)
+                    .unwrap_or(false)
+        })
+        && lib.exists();
     let listing = output(
         Command::new(ml_node)
             .args(["models", "list", "--models"])
@@ -358,7 +367,11 @@ fn ensure_models(root: &Path, ml_node: &Path) -> Result<PathBuf> {
             .lines()
             .any(|l| l.starts_with(m) && l.contains(" installed"))
     };
-    if ready && installed("yunet-sface") && installed("clip-test-color") {
+    if ready
+        && ["yunet-sface", "clip-test-color", "clip-test-color-v2"]
+            .iter()
+            .all(|m| installed(m))
+    {
         return Ok(dir);
     }
     let py = pyenv()?;

@@ -525,7 +525,7 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
     let before = ml_doc_sizes(&data);
     ml.kill();
     let log_len = std::fs::metadata(&ml_log).map(|m| m.len()).unwrap_or(0);
-    let _ml2 =
+    let ml2 =
         MlNode::start_with(&models, &ml_log, ml_port, &worker_args(&node.url, &ml_key)).unwrap();
     wait_for(
         "the restarted ML node to go idle",
@@ -558,6 +558,67 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert!(names.contains(&"Barack"), "{people}");
+    let (_, f) = api
+        .get_json(&format!("/api/faces?id={}", ids["biden.jpg"]))
+        .unwrap();
+    assert_eq!(f[0]["person"]["id"], "joe", "{f}");
+    let (_, p) = api.get_json("/api/tessera/ml/progress").unwrap();
+    assert_eq!(p["clipModels"], json!(["clip-test-color"]), "{p}");
+
+    // A new photo is analysed within seconds of its upload.
+    let t0 = Instant::now();
+    let (code, v) = api
+        .upload("late-red.jpg", colour_jpeg([230, 20, 40], 9))
+        .unwrap();
+    assert_eq!(code, 201);
+    api.wait_processed(v["id"].as_str().unwrap(), Duration::from_secs(60))
+        .unwrap();
+    wait_for(
+        "the new photo to be analysed",
+        Duration::from_secs(60),
+        || {
+            let (_, p) = api.get_json("/api/tessera/ml/progress").ok()?;
+            (p["analysed"].as_u64() == Some(8)).then_some(())
+        },
+    );
+    eprintln!(
+        "ML: a new photo was analysed {:.1} s after its upload began",
+        t0.elapsed().as_secs_f64()
+    );
+    drop(ml2);
+
+    // Upgrading CLIP re-embeds everything in the background; each month's pack switches to
+    // the new model in one change, search keeps working, user decisions stay.
+    let mut upgraded = worker_args(&node.url, &ml_key);
+    let at = upgraded
+        .iter()
+        .position(|a| a == "clip-test-color")
+        .unwrap();
+    upgraded[at] = "clip-test-color-v2".into();
+    let _ml3 = MlNode::start_with(&models, &ml_log, ml_port, &upgraded).unwrap();
+    wait_for_or(
+        || std::fs::read_to_string(&ml_log).unwrap_or_default(),
+        "the upgrade to finish",
+        Duration::from_secs(120),
+        || {
+            let (_, p) = api.get_json("/api/tessera/ml/progress").ok()?;
+            (p["clipModels"] == json!(["clip-test-color-v2"])).then_some(())
+        },
+    );
+    let v: Value = api
+        .req(reqwest::Method::POST, "/api/search/smart")
+        .json(&json!({"query": "blue"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        v["assets"]["items"][0]["id"],
+        ids["blue.jpg"].as_str(),
+        "{v}"
+    );
+    let (_, people) = api.get_json("/api/people").unwrap();
+    assert_eq!(people["people"][0]["name"], "Barack", "{people}");
     let (_, f) = api
         .get_json(&format!("/api/faces?id={}", ids["biden.jpg"]))
         .unwrap();
