@@ -574,6 +574,35 @@ async fn smart_search(
         (model, refs)
     };
     let Some(model) = model else {
+        // Nothing indexed yet: say why when the ML node cannot index at all.
+        let status: Option<Value> = match reqwest::Client::new()
+            .get(format!("{}/status", ml.trim_end_matches('/')))
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.ok(),
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("The ML node at {ml} did not answer: {e}"),
+                ))
+            }
+        };
+        if let Some(s) = status.filter(|s| s["clip"].is_null()) {
+            let why: Vec<String> = s["notes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|n| n.starts_with("smart search") || n.starts_with("clip"))
+                .map(str::to_owned)
+                .collect();
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Smart search is off on the ML node: {}", why.join("; ")),
+            ));
+        }
         return Ok(Json(search_json(vec![])));
     };
     let entries = json!({"clip": {"textual": {"modelName": model}}}).to_string();

@@ -471,6 +471,13 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400, "{}", r.text().unwrap_or_default());
 
+    // Before any ML node runs, smart search says so instead of returning nothing.
+    let r = api
+        .req(reqwest::Method::POST, "/api/search/smart")
+        .json(&json!({"query": "red"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 502, "{}", r.text().unwrap_or_default());
     let worker_args = |url: &str, key: &str| -> Vec<String> {
         [
             "--node",
