@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, Query, Request, State,
+};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -438,9 +440,21 @@ async fn bulk_upload_check(
 
 async fn upload_asset(
     State(node): State<AppState>,
-    AuthUser(u): AuthUser,
-    mut form: Multipart,
+    auth: Result<AuthUser, ApiError>,
+    req: Request,
 ) -> ApiResult<Response> {
+    let AuthUser(u) = match auth {
+        Ok(a) => a,
+        Err(e) => {
+            // Read (and discard) the body of a refused upload, up to a bound, so the client sees
+            // the 401 instead of a connection reset mid-send.
+            let _ = axum::body::to_bytes(req.into_body(), 64 << 20).await;
+            return Err(e);
+        }
+    };
+    let mut form = Multipart::from_request(req, &node)
+        .await
+        .map_err(|e| ApiError::bad_request(e.body_text()))?;
     let mut meta = UploadMeta::default();
     let mut pending = None;
     let bad = |e: axum::extract::multipart::MultipartError| {
