@@ -211,14 +211,17 @@ impl Library {
         Ok(v)
     }
 
+    /// Marks of an ML document. Entries that do not parse (written by a newer or a buggy peer)
+    /// are skipped: one bad entry must not stop every reader.
     pub fn ml_marks(&self, doc: &DocId) -> Result<Vec<(String, MlMark)>, LibraryError> {
-        self.entries(doc, MARK_PREFIX)?
+        Ok(self
+            .entries(doc, MARK_PREFIX)?
             .into_iter()
-            .map(|(k, m)| {
+            .filter_map(|(k, m)| {
                 let asset = k[MARK_PREFIX.len()..].to_owned();
-                typed(doc, &k, m).map(|v| (asset, v))
+                typed(doc, &k, m).ok().map(|v| (asset, v))
             })
-            .collect()
+            .collect())
     }
 
     /// Faces of an ML document (`(key, face)`), optionally of one asset only.
@@ -231,27 +234,27 @@ impl Library {
             Some(a) => format!("{FACE_PREFIX}{a}/"),
             None => FACE_PREFIX.to_owned(),
         };
-        self.entries(doc, &prefix)?
+        Ok(self
+            .entries(doc, &prefix)?
             .into_iter()
-            .map(|(k, m)| typed(doc, &k, m).map(|v| (k, v)))
-            .collect()
+            .filter_map(|(k, m)| typed(doc, &k, m).ok().map(|v| (k, v)))
+            .collect())
     }
 
     pub fn pack_ref(&self, doc: &DocId, key: &str) -> Result<Option<PackRef>, LibraryError> {
-        self.entry(doc, key)?
-            .map(|m| typed(doc, key, m))
-            .transpose()
+        Ok(self.entry(doc, key)?.and_then(|m| typed(doc, key, m).ok()))
     }
 
     pub fn people(&self, user: &str) -> Result<Vec<(String, PersonRecord)>, LibraryError> {
         let doc = DocId::people(user)?;
-        self.entries(&doc, PERSON_PREFIX)?
+        Ok(self
+            .entries(&doc, PERSON_PREFIX)?
             .into_iter()
-            .map(|(k, m)| {
+            .filter_map(|(k, m)| {
                 let id = k[PERSON_PREFIX.len()..].to_owned();
-                typed(&doc, &k, m).map(|v| (id, v))
+                typed(&doc, &k, m).ok().map(|v| (id, v))
             })
-            .collect()
+            .collect())
     }
 
     /// Follows `merged_into` links (bounded, so a cycle made by concurrent merges ends).
@@ -312,6 +315,23 @@ mod tests {
         assert_eq!(f.effective_person(), Some("p2"));
         assert!(f.rejects("p1") && !f.rejects("p2"));
         assert!(lib.faces(&doc, Some("zz")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_entries_are_skipped_not_fatal() {
+        let mut lib = Library::new(&[3; 16]);
+        let doc = DocId::ml("u", "2024-05").unwrap();
+        let mut bad = JsonMap::new();
+        bad.insert("faces".into(), "many".into());
+        let good = fields(&MlMark {
+            faces: 1,
+            ..Default::default()
+        });
+        lib.merge_entries(&doc, &[("a/x".into(), bad), ("a/y".into(), good)])
+            .unwrap();
+        let marks = lib.ml_marks(&doc).unwrap();
+        assert_eq!(marks.len(), 1);
+        assert_eq!(marks[0].0, "y");
     }
 
     #[test]

@@ -179,8 +179,12 @@ impl Pack {
             Dtype::F16 => dim * 2,
             Dtype::Int8 => 4 + dim,
         };
-        let body = r.take(per * count)?;
-        let mut vectors = Vec::with_capacity(dim * count);
+        // Checked: on 32-bit targets (wasm) dim × count can overflow.
+        let len = per
+            .checked_mul(count)
+            .ok_or(PackError::Header { dim, count })?;
+        let body = r.take(len)?;
+        let mut vectors = Vec::with_capacity(body.len() / per.max(1) * dim);
         for row in body.chunks_exact(per) {
             match dtype {
                 Dtype::F16 => vectors.extend(

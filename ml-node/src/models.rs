@@ -175,11 +175,20 @@ pub async fn download(manifest: &Manifest, spec: &ModelSpec, dir: &std::path::Pa
         {
             tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
             got += chunk.len() as u64;
+            if got > part.size {
+                let _ = std::fs::remove_file(&download);
+                anyhow::bail!(
+                    "{url} is larger than the {} bytes the manifest pins",
+                    part.size
+                );
+            }
             if got - logged > 50 << 20 {
                 logged = got;
                 tracing::info!("{}: {} of {} MB", part.file, got >> 20, part.size >> 20);
             }
         }
+        tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        file.sync_all().await?;
         drop(file);
         let part = part.clone();
         let dl = download.clone();

@@ -52,13 +52,13 @@ impl Status {
 
 #[derive(Default)]
 struct ModelVecs {
-    model: String,
+    /// Hash of the published pack these vectors were last read from.
+    loaded: Option<String>,
     vecs: BTreeMap<String, Vec<f32>>,
 }
 
 #[derive(Default)]
 struct ShardVecs {
-    loaded: bool,
     clip: ModelVecs,
     face: ModelVecs,
 }
@@ -320,7 +320,7 @@ impl Worker {
                 // one broken photo does not stall the queue. Network trouble: retry later.
                 Err(e)
                     if e.downcast_ref::<Refused>()
-                        .is_some_and(|r| (400..500).contains(&r.0)) =>
+                        .is_some_and(|r| matches!(r.0, 404 | 410 | 422)) =>
                 {
                     Outcome {
                         work: w,
@@ -356,43 +356,47 @@ impl Worker {
         Ok(true)
     }
 
+    /// Brings the month's vectors up to date with its published packs: read again when the
+    /// pack changed (another ML node published). A pack of another model (before an upgrade)
+    /// is not mixed in; a pack that cannot be fetched or decoded counts as empty, and the
+    /// assets it should hold are analysed again (see `publish`).
     async fn load_vecs(&mut self, doc: &DocId) -> Result<()> {
-        if self.vecs.get(doc).is_some_and(|v| v.loaded) {
-            return Ok(());
-        }
-        let mut sv = ShardVecs {
-            loaded: true,
-            ..Default::default()
-        };
         let face_model = self.engine.faces.as_ref().map(|f| f.name.clone());
         let clip_model = self.engine.clip.as_ref().map(|c| c.name.clone());
-        for (key, model, slot) in [
-            (PACK_CLIP, clip_model, &mut sv.clip),
-            (PACK_FACE, face_model, &mut sv.face),
-        ] {
+        for (key, model) in [(PACK_CLIP, clip_model), (PACK_FACE, face_model)] {
             let Some(model) = model else { continue };
-            slot.model = model.clone();
-            let Some(r) = self.lib.pack_ref(doc, key)? else {
+            let Some(r) = self.lib.pack_ref(doc, key)?.filter(|r| r.model == model) else {
                 continue;
             };
-            // A pack of another model (before an upgrade) is not mixed with this model's vectors.
-            if r.model != model {
+            let sv = self.vecs.entry(doc.clone()).or_default();
+            let slot = if key == PACK_CLIP { &sv.clip } else { &sv.face };
+            if slot.loaded.as_deref() == Some(r.hash.as_str()) {
                 continue;
             }
-            let bytes = self
-                .request(
-                    reqwest::Method::GET,
-                    &format!("/api/tessera/ml/blobs/{}", r.hash),
-                    None,
-                )
-                .await?;
-            let pack = Pack::decode(&bytes).with_context(|| format!("pack {} of {doc}", r.hash))?;
-            slot.vecs = pack
-                .items()
-                .map(|(k, v)| (k.to_owned(), v.to_vec()))
-                .collect();
+            let path = format!("/api/tessera/ml/blobs/{}", r.hash);
+            let vecs = match self.request(reqwest::Method::GET, &path, None).await {
+                Ok(bytes) => match Pack::decode(&bytes) {
+                    Ok(p) => p.items().map(|(k, v)| (k.to_owned(), v.to_vec())).collect(),
+                    Err(e) => {
+                        tracing::warn!(%doc, pack = %r.hash, "unreadable pack, its assets will be analysed again: {e}");
+                        BTreeMap::new()
+                    }
+                },
+                Err(e) if e.downcast_ref::<Refused>().is_some() => {
+                    tracing::warn!(%doc, pack = %r.hash, "pack unavailable, its assets will be analysed again: {e:#}");
+                    BTreeMap::new()
+                }
+                Err(e) => return Err(e),
+            };
+            let sv = self.vecs.entry(doc.clone()).or_default();
+            let slot = if key == PACK_CLIP {
+                &mut sv.clip
+            } else {
+                &mut sv.face
+            };
+            slot.vecs = vecs;
+            slot.loaded = Some(r.hash);
         }
-        self.vecs.insert(doc.clone(), sv);
         Ok(())
     }
 
@@ -419,9 +423,11 @@ impl Worker {
         }
         for (doc, group) in groups {
             self.load_vecs(&doc).await?;
+            self.vecs.entry(doc.clone()).or_default();
             let mut items = Vec::new();
             let mut stale = Vec::new();
             let mut marks = Vec::new();
+            let mut batch_marks: Vec<(String, MlMark)> = Vec::new();
             for o in group {
                 let asset = &o.work.asset;
                 let old: Vec<String> = self
@@ -470,6 +476,7 @@ impl Worker {
                     format!("{}{asset}", tessera_core::ml::MARK_PREFIX),
                     fields(&mark),
                 ));
+                batch_marks.push((asset.clone(), mark));
                 self.status
                     .faces
                     .fetch_add(keys.len() as u64, Ordering::Relaxed);
@@ -483,28 +490,48 @@ impl Worker {
                 self.lib.remove_entries(&doc, &stale)?;
             }
             // Packs switch atomically per month: published once every analysed asset of the
-            // month has this model's vectors (during a model upgrade the old pack stays).
-            let all_marks: Vec<(String, MlMark)> = self.lib.ml_marks(&doc)?;
-            let in_batch = |a: &str| marks.iter().any(|(k, _)| k.ends_with(a));
-            let sv = self.vecs.get(&doc);
-            let mut pack_items = Vec::new();
-            if let Some(p) = pack_if_complete(
-                &clip_model,
-                sv.map(|v| &v.clip),
-                &all_marks,
-                &in_batch,
-                |m| m.clip_model.as_ref(),
-            )? {
-                pack_items.push((PACK_CLIP, p));
+            // month has this model's vectors (during a model upgrade the old pack stays). An
+            // asset marked done whose vectors are missing (lost in a restart mid-upgrade, or a
+            // pack that could not be read) is analysed again instead of silently left out.
+            let mut eff: BTreeMap<String, MlMark> = self.lib.ml_marks(&doc)?.into_iter().collect();
+            eff.extend(batch_marks);
+            let sv = self.vecs.entry(doc.clone()).or_default();
+            let mut redo = Vec::new();
+            for (a, m) in &eff {
+                if m.error.is_some() {
+                    continue;
+                }
+                let clip_missing = clip_model.as_ref().is_some_and(|(cm, _)| {
+                    m.clip_model.as_ref() == Some(cm) && !sv.clip.vecs.contains_key(a)
+                });
+                let face_missing = face_model.as_ref().is_some_and(|(fm, _)| {
+                    m.face_model.as_ref() == Some(fm)
+                        && (0..m.faces as usize)
+                            .any(|i| !sv.face.vecs.contains_key(&FaceRecord::key(a, i)))
+                });
+                if clip_missing || face_missing {
+                    redo.push(format!("{}{a}", tessera_core::ml::MARK_PREFIX));
+                }
             }
-            if let Some(p) = pack_if_complete(
-                &face_model,
-                sv.map(|v| &v.face),
-                &all_marks,
-                &in_batch,
-                |m| m.face_model.as_ref(),
-            )? {
-                pack_items.push((PACK_FACE, p));
+            let mut pack_items = Vec::new();
+            if redo.is_empty() {
+                let done = |used: fn(&MlMark) -> Option<&String>, model: &str| {
+                    eff.values()
+                        .all(|m| m.error.is_some() || used(m).map(String::as_str) == Some(model))
+                };
+                if let Some((model, dim)) = &clip_model {
+                    if done(|m| m.clip_model.as_ref(), model) && !sv.clip.vecs.is_empty() {
+                        pack_items.push((PACK_CLIP, build_pack(model, *dim, &sv.clip)?));
+                    }
+                }
+                if let Some((model, dim)) = &face_model {
+                    if done(|m| m.face_model.as_ref(), model) && !sv.face.vecs.is_empty() {
+                        pack_items.push((PACK_FACE, build_pack(model, *dim, &sv.face)?));
+                    }
+                }
+            } else {
+                tracing::warn!(%doc, photos = redo.len(), "marked analysed but their vectors are missing: analysing them again");
+                self.lib.remove_entries(&doc, &redo)?;
             }
             for (key, pack) in pack_items {
                 let r = PackRef {
@@ -535,7 +562,8 @@ impl Worker {
         let mut home = Vec::new();
         for doc in &docs {
             self.load_vecs(doc).await?;
-            let vecs = &self.vecs[doc].face.vecs;
+            let empty = BTreeMap::new();
+            let vecs = self.vecs.get(doc).map(|v| &v.face.vecs).unwrap_or(&empty);
             for (key, f) in self.lib.faces(doc, None)? {
                 let Some(v) = vecs.get(&key) else { continue };
                 let mut e = v.clone();
@@ -611,30 +639,13 @@ impl Worker {
     }
 }
 
-/// The month's pack for `model`, if every analysed asset of the month (or of this batch) has
-/// this model's vectors.
-fn pack_if_complete(
-    model: &Option<(String, usize)>,
-    vecs: Option<&ModelVecs>,
-    all_marks: &[(String, MlMark)],
-    in_batch: &dyn Fn(&str) -> bool,
-    used: impl Fn(&MlMark) -> Option<&String>,
-) -> Result<Option<Pack>> {
-    let (Some((model, dim)), Some(vecs)) = (model, vecs) else {
-        return Ok(None);
-    };
-    let complete = all_marks
-        .iter()
-        .all(|(a, m)| used(m) == Some(model) || in_batch(a));
-    if !complete || vecs.vecs.is_empty() {
-        return Ok(None);
-    }
+fn build_pack(model: &str, dim: usize, vecs: &ModelVecs) -> Result<Pack> {
     let items = vecs
         .vecs
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Ok(Some(Pack::new(model.clone(), *dim, items)?))
+    Ok(Pack::new(model.to_owned(), dim, items)?)
 }
 
 /// Runs the models on one preview (blocking).
@@ -677,7 +688,13 @@ fn analyse(engine: &Engine, bytes: &[u8], min_score: f32, work: Work) -> Outcome
     if let Some(c) = &engine.clip {
         match c.visual.embed(&img) {
             Ok(v) => out.clip = Some(v),
-            Err(e) => out.error = Some(format!("clip: {e}")),
+            Err(e) => {
+                let clip = format!("clip: {e}");
+                out.error = Some(match out.error.take() {
+                    Some(faces) => format!("{faces}; {clip}"),
+                    None => clip,
+                });
+            }
         }
     }
     out

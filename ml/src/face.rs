@@ -313,7 +313,7 @@ impl FaceEmbedder {
                 .into_iter()
                 .next()
                 .ok_or_else(|| self.model.err("no output"))?;
-            if n == 0 || data.len() % n != 0 {
+            if n == 0 || data.is_empty() || data.len() % n != 0 {
                 return Err(MlError::Model {
                     model: self.model.path.display().to_string(),
                     reason: format!("{} output values for {n} faces", data.len()),

@@ -376,21 +376,34 @@ async fn merge_people(
     if !valid_id(&id) || b.ids.iter().any(|x| !valid_id(x) || *x == id) {
         return Err(ApiError::bad_request("Invalid person ids"));
     }
-    let items = b
-        .ids
-        .iter()
-        .map(|x| {
-            (
-                format!("{PERSON_PREFIX}{x}"),
-                fields(&PersonRecord {
-                    merged_into: Some(id.clone()),
-                    ..Default::default()
-                }),
-            )
-        })
-        .collect();
     let uid = u.id.clone();
-    tokio::task::spawn_blocking(move || write_people(&node, &uid, items)).await??;
+    let ids = b.ids.clone();
+    tokio::task::spawn_blocking(move || {
+        // Merge into the person `id` resolves to, and never into oneself: a merge that would
+        // close a cycle (A into B, then B into A) makes B's target the merged one instead.
+        let mut lib = node.catalog.lock()?;
+        let target = lib.resolve_person(&uid, &id).map_err(CatalogError::from)?;
+        let mut items = Vec::new();
+        for x in &ids {
+            if lib.resolve_person(&uid, x).map_err(CatalogError::from)? == target {
+                continue;
+            }
+            let m = fields(&PersonRecord {
+                merged_into: Some(target.clone()),
+                ..Default::default()
+            });
+            items.push((format!("{PERSON_PREFIX}{x}"), m));
+        }
+        let mut clear = serde_json::Map::new();
+        clear.insert("merged_into".into(), Value::Null);
+        items.push((format!("{PERSON_PREFIX}{target}"), clear));
+        let doc = DocId::people(&uid).map_err(ApiError::internal)?;
+        lib.merge_entries(&doc, &items)
+            .map_err(CatalogError::from)?;
+        node.catalog.persist(&mut lib)?;
+        Ok::<_, ApiError>(())
+    })
+    .await??;
     Ok(Json(json!(b
         .ids
         .iter()
@@ -535,7 +548,9 @@ fn load_pack(node: &crate::Node, hash: &str) -> ApiResult<Arc<Pack>> {
             .map_err(|e| ApiError::internal(format!("embedding pack {hash}: {e}")))?,
     );
     if let Ok(mut c) = pack_cache().lock() {
-        if c.len() > 512 {
+        // Bounded by size (a CLIP pack of a busy month is megabytes): 256 MB of vectors.
+        let bytes: usize = c.values().map(|p| p.vectors.len() * 4).sum();
+        if bytes + pack.vectors.len() * 4 > 256 << 20 {
             c.clear();
         }
         c.insert(hash.to_owned(), pack.clone());
@@ -561,50 +576,51 @@ async fn smart_search(
             "Smart search needs an ML node: start the sync node with --ml URL",
         )
     })?;
-    // Which model the packs were made with (the query must be embedded by the same one).
-    let (model, refs) = {
+    // The ML node's CLIP model: the query is embedded by it, and only packs of that model
+    // are comparable (during a model upgrade, months not switched yet are left out).
+    let status: Value = reqwest::Client::new()
+        .get(format!("{}/status", ml.trim_end_matches('/')))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("The ML node at {ml} did not answer: {e}"),
+            )
+        })?
+        .json()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("ML node status: {e}")))?;
+    let Some(model) = status["clip"].as_str().map(str::to_owned) else {
+        let why: Vec<String> = status["notes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|n| n.starts_with("smart search") || n.starts_with("clip"))
+            .map(str::to_owned)
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Smart search is off on the ML node: {}", why.join("; ")),
+        ));
+    };
+    let refs = {
         let lib = node.catalog.lock()?;
         let mut refs = Vec::new();
         for doc in ml_docs(&lib, &u.id) {
             if let Some(r) = lib.pack_ref(&doc, PACK_CLIP).map_err(CatalogError::from)? {
-                refs.push(r);
+                if r.model == model {
+                    refs.push(r);
+                }
             }
         }
-        let model = refs.first().map(|r| r.model.clone());
-        (model, refs)
+        refs
     };
-    let Some(model) = model else {
-        // Nothing indexed yet: say why when the ML node cannot index at all.
-        let status: Option<Value> = match reqwest::Client::new()
-            .get(format!("{}/status", ml.trim_end_matches('/')))
-            .timeout(std::time::Duration::from_secs(5))
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.ok(),
-            Err(e) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("The ML node at {ml} did not answer: {e}"),
-                ))
-            }
-        };
-        if let Some(s) = status.filter(|s| s["clip"].is_null()) {
-            let why: Vec<String> = s["notes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .filter(|n| n.starts_with("smart search") || n.starts_with("clip"))
-                .map(str::to_owned)
-                .collect();
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("Smart search is off on the ML node: {}", why.join("; ")),
-            ));
-        }
+    if refs.is_empty() {
         return Ok(Json(search_json(vec![])));
-    };
+    }
     let entries = json!({"clip": {"textual": {"modelName": model}}}).to_string();
     let form = reqwest::multipart::Form::new()
         .text("entries", entries)
@@ -645,7 +661,7 @@ async fn smart_search(
     let uid = u.id.clone();
     let items = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Value>> {
         let mut scored: Vec<(f32, String)> = Vec::new();
-        for r in refs.iter().filter(|r| r.model == model) {
+        for r in &refs {
             let pack = load_pack(&node, &r.hash)?;
             if pack.dim != emb.len() {
                 continue;

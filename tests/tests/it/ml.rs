@@ -455,21 +455,51 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         403,
         "an ML key is not a user key"
     );
-    // An ML node may not write asset shards: a forged shard message is refused, nothing changes.
-    let forged = tessera_core::SyncEnvelope::new(
-        "ml-forger",
-        vec![tessera_core::DocMessage {
-            doc: format!("u/{}/m/2021-03", "x"),
-            msg: vec![0x42, 0, 1],
-        }],
-    )
-    .encode();
-    let r = as_ml
-        .req(reqwest::Method::POST, "/api/tessera/ml/sync")
-        .body(forged)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 400, "{}", r.text().unwrap_or_default());
+    // An ML node reads asset shards but may not change them: a real change to a shard, sent
+    // after a proper sync, is refused and nothing is applied.
+    let mut lib = tessera_core::Library::new(&[9; 16]);
+    let mut ps = tessera_core::PeerSync::new();
+    let round = |lib: &mut tessera_core::Library, ps: &mut tessera_core::PeerSync| {
+        let ids: Vec<tessera_core::DocId> = lib.ids().cloned().collect();
+        let up = ps.generate(lib, &ids);
+        let quiet = up.is_empty();
+        let body = tessera_core::SyncEnvelope::new("ml-forger", up).encode();
+        let r = as_ml
+            .req(reqwest::Method::POST, "/api/tessera/ml/sync")
+            .body(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.bytes().unwrap().to_vec(), quiet)
+    };
+    for _ in 0..20 {
+        let (code, body, quiet_up) = round(&mut lib, &mut ps);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let env = tessera_core::SyncEnvelope::decode(&body).unwrap();
+        let quiet_down = env.docs.is_empty();
+        ps.receive(&mut lib, env.docs, |_| true).unwrap();
+        if quiet_up && quiet_down {
+            break;
+        }
+    }
+    let shard = lib
+        .ids()
+        .find(|d| d.month().is_some())
+        .cloned()
+        .expect("the ML key reads the user's shards");
+    let forged = tessera_core::AssetRecord {
+        id: "f".repeat(64),
+        taken_at: Some(format!("{}-01T00:00:00", shard.month().unwrap())),
+        ..Default::default()
+    };
+    lib.upsert_assets(shard.user(), &[forged]).unwrap();
+    let (code, body, _) = round(&mut lib, &mut ps);
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("not allowed to write"));
+    let (_, stats) = api.get_json("/api/assets/statistics").unwrap();
+    assert_eq!(
+        stats["total"], 7,
+        "the forged asset was not applied: {stats}"
+    );
 
     // Before any ML node runs, smart search says so instead of returning nothing.
     let r = api
@@ -658,6 +688,8 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         .position(|a| a == "clip-test-color")
         .unwrap();
     upgraded[at] = "clip-test-color-v2".into();
+    // Small batches: a month is only partly re-embedded between batches (its old pack stays).
+    upgraded.extend(["--batch".to_owned(), "2".to_owned()]);
     let _ml3 = MlNode::start_with(&models, &ml_log, ml_port, &upgraded).unwrap();
     wait_for_or(
         || std::fs::read_to_string(&ml_log).unwrap_or_default(),
