@@ -63,6 +63,13 @@ impl FromRequestParts<AppState> for MlAuth {
     }
 }
 
+/// Catalogue scans run off the async executor (the invariant in ARCHITECTURE.md).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
@@ -209,18 +216,21 @@ fn ml_docs(lib: &Library, user: &str) -> Vec<DocId> {
 
 /// Analysed / total photos of the user (what the PWA shows as ML progress).
 async fn progress(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiResult<Json<Value>> {
-    let lib = node.catalog.lock()?;
-    let p = lib.ml_progress(&u.id).map_err(CatalogError::from)?;
-    // Which CLIP models the search packs come from (two during a model upgrade).
-    let mut models = std::collections::BTreeSet::new();
-    for doc in ml_docs(&lib, &u.id) {
-        if let Some(r) = lib.pack_ref(&doc, PACK_CLIP).map_err(CatalogError::from)? {
-            models.insert(r.model);
+    blocking(move || {
+        let lib = node.catalog.lock()?;
+        let p = lib.ml_progress(&u.id).map_err(CatalogError::from)?;
+        // Which CLIP models the search packs come from (two during a model upgrade).
+        let mut models = std::collections::BTreeSet::new();
+        for doc in ml_docs(&lib, &u.id) {
+            if let Some(r) = lib.pack_ref(&doc, PACK_CLIP).map_err(CatalogError::from)? {
+                models.insert(r.model);
+            }
         }
-    }
-    Ok(Json(
-        json!({"analysed": p.analysed, "total": p.total, "faces": p.faces, "clipModels": models}),
-    ))
+        Ok(Json(
+            json!({"analysed": p.analysed, "total": p.total, "faces": p.faces, "clipModels": models}),
+        ))
+    })
+    .await
 }
 
 type PersonView = PersonSummary;
@@ -252,17 +262,20 @@ async fn people(
     AuthUser(u): AuthUser,
     Query(q): Query<PeopleQuery>,
 ) -> ApiResult<Json<Value>> {
-    let lib = node.catalog.lock()?;
-    let all = people_of(&lib, &u.id)?;
-    let hidden = all.iter().filter(|p| p.record.hidden == Some(true)).count();
-    let shown: Vec<Value> = all
-        .iter()
-        .filter(|p| q.with_hidden == Some(true) || p.record.hidden != Some(true))
-        .map(person_json)
-        .collect();
-    Ok(Json(
-        json!({"total": all.len(), "hidden": hidden, "hasNextPage": false, "people": shown}),
-    ))
+    blocking(move || {
+        let lib = node.catalog.lock()?;
+        let all = people_of(&lib, &u.id)?;
+        let hidden = all.iter().filter(|p| p.record.hidden == Some(true)).count();
+        let shown: Vec<Value> = all
+            .iter()
+            .filter(|p| q.with_hidden == Some(true) || p.record.hidden != Some(true))
+            .map(person_json)
+            .collect();
+        Ok(Json(
+            json!({"total": all.len(), "hidden": hidden, "hasNextPage": false, "people": shown}),
+        ))
+    })
+    .await
 }
 
 async fn get_person(
@@ -270,12 +283,15 @@ async fn get_person(
     AuthUser(u): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let lib = node.catalog.lock()?;
-    let p = people_of(&lib, &u.id)?
-        .into_iter()
-        .find(|p| p.id == id)
-        .ok_or_else(|| ApiError::not_found("Person not found"))?;
-    Ok(Json(person_json(&p)))
+    blocking(move || {
+        let lib = node.catalog.lock()?;
+        let p = people_of(&lib, &u.id)?
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| ApiError::not_found("Person not found"))?;
+        Ok(Json(person_json(&p)))
+    })
+    .await
 }
 
 async fn person_thumbnail(
@@ -284,14 +300,17 @@ async fn person_thumbnail(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let crop = {
-        let lib = node.catalog.lock()?;
-        people_of(&lib, &u.id)?
+    let n2 = node.clone();
+    let uid = u.id.clone();
+    let crop = blocking(move || {
+        let lib = n2.catalog.lock()?;
+        people_of(&lib, &uid)?
             .into_iter()
             .find(|p| p.id == id)
             .and_then(|p| p.cover.and_then(|c| c.crop))
-            .ok_or_else(|| ApiError::not_found("Person not found"))?
-    };
+            .ok_or_else(|| ApiError::not_found("Person not found"))
+    })
+    .await?;
     serve_blob(node.blobs.path(BlobKind::Ml, &crop)?, req, "image/jpeg").await
 }
 
@@ -428,38 +447,41 @@ async fn asset_faces(
     AuthUser(u): AuthUser,
     Query(q): Query<FacesQuery>,
 ) -> ApiResult<Json<Value>> {
-    let r = record_of(&node, &q.id)?;
-    if r.owner.as_deref() != Some(u.id.as_str()) {
-        return Err(ApiError::not_found("Asset not found"));
-    }
-    let lib = node.catalog.lock()?;
-    let doc = DocId::ml(&u.id, &r.month()).map_err(ApiError::internal)?;
-    let people: Vec<PersonView> = people_of(&lib, &u.id)?;
-    let (w, h) = (
-        f64::from(r.width.unwrap_or(0)),
-        f64::from(r.height.unwrap_or(0)),
-    );
-    let mut out = Vec::new();
-    for (key, f) in lib.faces(&doc, Some(&r.id)).map_err(CatalogError::from)? {
-        let person = match f.effective_person() {
-            Some(p) => {
-                let p = lib.resolve_person(&u.id, p).map_err(CatalogError::from)?;
-                people.iter().find(|v| v.id == p).map(person_json)
-            }
-            None => None,
-        };
-        let n = key.rsplit('/').next().unwrap_or("0");
-        out.push(json!({
-            "id": format!("{}_{n}", r.id),
-            "imageWidth": w, "imageHeight": h,
-            "boundingBoxX1": (f.x1 * w).round(), "boundingBoxY1": (f.y1 * h).round(),
-            "boundingBoxX2": (f.x2 * w).round(), "boundingBoxY2": (f.y2 * h).round(),
-            "score": f.score,
-            "sourceType": "machine-learning",
-            "person": person,
-        }));
-    }
-    Ok(Json(Value::Array(out)))
+    blocking(move || {
+        let r = record_of(&node, &q.id)?;
+        if r.owner.as_deref() != Some(u.id.as_str()) {
+            return Err(ApiError::not_found("Asset not found"));
+        }
+        let lib = node.catalog.lock()?;
+        let doc = DocId::ml(&u.id, &r.month()).map_err(ApiError::internal)?;
+        let people: Vec<PersonView> = people_of(&lib, &u.id)?;
+        let (w, h) = (
+            f64::from(r.width.unwrap_or(0)),
+            f64::from(r.height.unwrap_or(0)),
+        );
+        let mut out = Vec::new();
+        for (key, f) in lib.faces(&doc, Some(&r.id)).map_err(CatalogError::from)? {
+            let person = match f.effective_person() {
+                Some(p) => {
+                    let p = lib.resolve_person(&u.id, p).map_err(CatalogError::from)?;
+                    people.iter().find(|v| v.id == p).map(person_json)
+                }
+                None => None,
+            };
+            let n = key.rsplit('/').next().unwrap_or("0");
+            out.push(json!({
+                "id": format!("{}_{n}", r.id),
+                "imageWidth": w, "imageHeight": h,
+                "boundingBoxX1": (f.x1 * w).round(), "boundingBoxY1": (f.y1 * h).round(),
+                "boundingBoxX2": (f.x2 * w).round(), "boundingBoxY2": (f.y2 * h).round(),
+                "score": f.score,
+                "sourceType": "machine-learning",
+                "person": person,
+            }));
+        }
+        Ok(Json(Value::Array(out)))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
