@@ -718,6 +718,25 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         .get_json(&format!("/api/faces?id={}", ids["biden.jpg"]))
         .unwrap();
     assert_eq!(f[0]["person"]["id"], "joe", "{f}");
+
+    // Merges (Immich's shape) fold people together; merging back cannot make a cycle.
+    let merge = |into: &str, from: &str| {
+        let r = api
+            .req(reqwest::Method::POST, &format!("/api/people/{into}/merge"))
+            .json(&json!({"ids": [from]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap_or_default());
+    };
+    merge("joe", &pid);
+    merge(&pid, "joe");
+    let (_, people) = api.get_json("/api/people").unwrap();
+    let list = people["people"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{people}");
+    assert_eq!(
+        list[0]["faces"], 4,
+        "Obama's three faces and the one the user named: {people}"
+    );
 }
 
 fn f_id(api: &Api, asset: &str) -> String {
