@@ -155,6 +155,14 @@ pub struct MlProgress {
 
 /// Typed reads of the ML and people documents.
 impl Library {
+    /// The ML documents of `user` (one per shard month that has results).
+    pub fn ml_doc_ids(&self, user: &str) -> Vec<DocId> {
+        self.ids()
+            .filter(|d| d.user() == user && d.ml_month().is_some())
+            .cloned()
+            .collect()
+    }
+
     /// Analysed / total photos of `user` (the PWA's and the node's progress display).
     pub fn ml_progress(&self, user: &str) -> Result<MlProgress, LibraryError> {
         let mut p = MlProgress::default();
@@ -183,12 +191,7 @@ impl Library {
         let records: std::collections::BTreeMap<String, PersonRecord> =
             self.people(user)?.into_iter().collect();
         let mut out: std::collections::BTreeMap<String, PersonSummary> = Default::default();
-        let docs: Vec<DocId> = self
-            .ids()
-            .filter(|d| d.user() == user && d.ml_month().is_some())
-            .cloned()
-            .collect();
-        for doc in docs {
+        for doc in self.ml_doc_ids(user) {
             for (key, f) in self.faces(&doc, None)? {
                 let Some(p) = f.effective_person() else {
                     continue;

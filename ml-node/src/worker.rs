@@ -552,12 +552,7 @@ impl Worker {
 
     /// Clusters the user's faces that have no person yet.
     async fn cluster(&mut self, user: &str) -> Result<()> {
-        let docs: Vec<DocId> = self
-            .lib
-            .ids()
-            .filter(|d| d.user() == user && d.ml_month().is_some())
-            .cloned()
-            .collect();
+        let docs = self.lib.ml_doc_ids(user);
         let mut faces = Vec::new();
         let mut home = Vec::new();
         for doc in &docs {

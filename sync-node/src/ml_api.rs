@@ -172,15 +172,7 @@ async fn ml_get_blob(
     Path(hash): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    if !valid_hash(&hash) || !node.blobs.exists(BlobKind::Ml, &hash) {
-        return Err(ApiError::not_found("No such blob"));
-    }
-    serve_blob(
-        node.blobs.path(BlobKind::Ml, &hash)?,
-        req,
-        "application/octet-stream",
-    )
-    .await
+    serve_ml_blob(&node, &hash, req).await
 }
 
 /// Packs and face crops for the PWA. Their names are 256-bit content hashes that only reach
@@ -191,15 +183,7 @@ async fn user_get_blob(
     Path(hash): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    if !valid_hash(&hash) || !node.blobs.exists(BlobKind::Ml, &hash) {
-        return Err(ApiError::not_found("No such blob"));
-    }
-    let mut res = serve_blob(
-        node.blobs.path(BlobKind::Ml, &hash)?,
-        req,
-        "application/octet-stream",
-    )
-    .await?;
+    let mut res = serve_ml_blob(&node, &hash, req).await?;
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=31536000, immutable"),
@@ -207,11 +191,16 @@ async fn user_get_blob(
     Ok(res)
 }
 
-fn ml_docs(lib: &Library, user: &str) -> Vec<DocId> {
-    lib.ids()
-        .filter(|d| d.user() == user && d.ml_month().is_some())
-        .cloned()
-        .collect()
+async fn serve_ml_blob(node: &crate::Node, hash: &str, req: Request) -> ApiResult<Response> {
+    if !valid_hash(hash) || !node.blobs.exists(BlobKind::Ml, hash) {
+        return Err(ApiError::not_found("No such blob"));
+    }
+    serve_blob(
+        node.blobs.path(BlobKind::Ml, hash)?,
+        req,
+        "application/octet-stream",
+    )
+    .await
 }
 
 /// Analysed / total photos of the user (what the PWA shows as ML progress).
@@ -221,7 +210,7 @@ async fn progress(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiRes
         let p = lib.ml_progress(&u.id).map_err(CatalogError::from)?;
         // Which CLIP models the search packs come from (two during a model upgrade).
         let mut models = std::collections::BTreeSet::new();
-        for doc in ml_docs(&lib, &u.id) {
+        for doc in lib.ml_doc_ids(&u.id) {
             if let Some(r) = lib.pack_ref(&doc, PACK_CLIP).map_err(CatalogError::from)? {
                 models.insert(r.model);
             }
@@ -631,7 +620,7 @@ async fn smart_search(
     let refs = {
         let lib = node.catalog.lock()?;
         let mut refs = Vec::new();
-        for doc in ml_docs(&lib, &u.id) {
+        for doc in lib.ml_doc_ids(&u.id) {
             if let Some(r) = lib.pack_ref(&doc, PACK_CLIP).map_err(CatalogError::from)? {
                 if r.model == model {
                     refs.push(r);

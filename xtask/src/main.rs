@@ -214,6 +214,26 @@ fn cargo_bin_on_path() {
     }
 }
 
+/// The two node binaries, `sync-node` and `ml-node`.
+fn build_nodes(release: bool) -> Result<()> {
+    let mut c = cargo();
+    c.arg("build");
+    if release {
+        c.arg("--release");
+    }
+    c.args([
+        "-p",
+        "tessera-sync-node",
+        "--bin",
+        "sync-node",
+        "-p",
+        "tessera-ml-node",
+        "--bin",
+        "ml-node",
+    ]);
+    sh(&mut c)
+}
+
 fn build_pwa(release: bool) -> Result<()> {
     let mut c = Command::new("trunk");
     c.arg("build");
@@ -426,18 +446,7 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
     cargo_bin_on_path();
     setup(false)?;
     build_pwa(true)?;
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "tessera-sync-node",
-        "--bin",
-        "sync-node",
-        "-p",
-        "tessera-ml-node",
-        "--bin",
-        "ml-node",
-    ]))?;
+    build_nodes(true)?;
     let ml_bin = target_dir(root).join("release/ml-node");
     let models = ensure_models(root, &ml_bin)?;
     eprintln!("built in {:.0} s", started.elapsed().as_secs_f64());
@@ -549,17 +558,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     if e2e {
         build_pwa(false)?;
     }
-    sh(cargo().args([
-        "build",
-        "-p",
-        "tessera-sync-node",
-        "--bin",
-        "sync-node",
-        "-p",
-        "tessera-ml-node",
-        "--bin",
-        "ml-node",
-    ]))?;
+    build_nodes(false)?;
     let models = ensure_models(root, &target_dir(root).join("debug/ml-node"))?;
     let faces = ensure_face_photos()?;
     let mut c = cargo();
