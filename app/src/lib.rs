@@ -7,6 +7,7 @@
 
 mod db;
 mod net;
+mod p2p;
 mod session;
 
 use std::cell::RefCell;
@@ -53,6 +54,8 @@ struct Ui {
     screen: RwSignal<Screen>,
     months: RwSignal<Vec<Month>>,
     sync_state: RwSignal<String>,
+    /// How the catalogue syncs right now: `iroh` (live) or `http` (rounds every few seconds).
+    transport: RwSignal<String>,
     outbox: RwSignal<u32>,
     uploads: RwSignal<Vec<Upload>>,
     viewer: RwSignal<Option<AssetRecord>>,
@@ -179,6 +182,11 @@ async fn save_docs() {
 /// Sync rounds with the node until neither side has anything to say.
 async fn sync_now(ui: Ui) {
     let Some(user) = user_id() else { return };
+    if p2p::connected() {
+        // Live over iroh: changes are pushed as they happen.
+        p2p::kick();
+        return;
+    }
     if CORE.with(|c| std::mem::replace(&mut c.borrow_mut().syncing, true)) {
         return;
     }
@@ -389,7 +397,9 @@ fn toggle_favorite(ui: Ui, rec: &AssetRecord) {
             refresh(ui);
             spawn_local(async move {
                 save_docs().await;
-                sync_now(ui).await;
+                if !p2p::kick() {
+                    sync_now(ui).await;
+                }
             });
         }
         Ok(false) => ui
@@ -401,6 +411,7 @@ fn toggle_favorite(ui: Ui, rec: &AssetRecord) {
 
 /// Background work while signed in: sync and retry the outbox every few seconds.
 fn start_background(ui: Ui) {
+    p2p::start(ui);
     spawn_local(async move {
         loop {
             if user_id().is_some() {
@@ -684,6 +695,7 @@ fn App() -> impl IntoView {
         screen: RwSignal::new(Screen::Loading),
         months: RwSignal::new(Vec::new()),
         sync_state: RwSignal::new("offline".into()),
+        transport: RwSignal::new("http".into()),
         outbox: RwSignal::new(0),
         uploads: RwSignal::new(Vec::new()),
         viewer: RwSignal::new(None),
@@ -714,7 +726,9 @@ fn App() -> impl IntoView {
             <div class="spacer"></div>
             <Show when=move || ui.screen.get() == Screen::Timeline>
                 <span class="state">
-                    <span id="sync-state" class=move || format!("dot {}", ui.sync_state.get())>{move || ui.sync_state.get()}</span>
+                    <span id="sync-state" class=move || format!("dot {}", ui.sync_state.get().split(' ').next().unwrap_or_default())
+                        data-transport=move || ui.transport.get()
+                        title=move || if ui.transport.get() == "iroh" { "live sync over iroh (peer to peer, through the node's relay)" } else { "sync over HTTP" }>{move || ui.sync_state.get()}</span>
                     " · outbox "<span id="outbox-count">{move || ui.outbox.get()}</span>
                 </span>
                 <label class="button">"Upload"
@@ -728,6 +742,7 @@ fn App() -> impl IntoView {
                 </label>
                 <button class="link" on:click=move |_| {
                     session::clear();
+                    p2p::stop();
                     spawn_local(async move { let _ = net::json("POST", "/api/auth/logout", None).await; });
                     CORE.with(|c| c.borrow_mut().session = None);
                     ui.months.set(Vec::new());

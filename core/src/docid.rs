@@ -17,6 +17,8 @@ pub enum DocIdError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DocId(String);
 
+const HOUSEHOLD: &str = "n/household";
+
 fn valid_user(u: &str) -> bool {
     !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
@@ -55,8 +57,22 @@ impl DocId {
         Self::parse(&format!("u/{user}/people"))
     }
 
+    /// The household's accounts (users, password hashes, API keys, sessions, paired devices),
+    /// replicated between sync nodes only: no user's device may read or write it.
+    pub fn household() -> Self {
+        Self(HOUSEHOLD.to_owned())
+    }
+
+    /// Whether this is a node-only document (see [`DocId::household`]).
+    pub fn is_household(&self) -> bool {
+        self.0 == HOUSEHOLD
+    }
+
     /// Parses and validates an id received from a peer or read from disk.
     pub fn parse(s: &str) -> Result<Self, DocIdError> {
+        if s == HOUSEHOLD {
+            return Ok(Self::household());
+        }
         let bad = || DocIdError::Invalid(s.chars().take(100).collect());
         let rest = s.strip_prefix("u/").ok_or_else(bad)?;
         let (user, tail) = rest.split_once('/').ok_or_else(bad)?;
@@ -75,8 +91,12 @@ impl DocId {
         &self.0
     }
 
-    /// The user this document belongs to.
+    /// The user this document belongs to (empty for the household document, so it never
+    /// matches a user).
     pub fn user(&self) -> &str {
+        if self.is_household() {
+            return "";
+        }
         self.0[2..].split('/').next().unwrap_or_default()
     }
 
@@ -87,6 +107,9 @@ impl DocId {
 
     /// What follows `u/<user>/`.
     fn tail(&self) -> &str {
+        if self.is_household() {
+            return "";
+        }
         self.0[2..]
             .split_once('/')
             .map(|(_, t)| t)
@@ -150,5 +173,9 @@ mod tests {
         assert!(!s.is_ml_writable() && !r.is_ml_writable());
         assert!(DocId::parse("u/a/ml/2024-13").is_err());
         assert!(DocId::parse("u/a/people/x").is_err());
+        let h = DocId::parse("n/household").unwrap();
+        assert!(h.is_household() && h.user().is_empty() && !h.is_ml_writable());
+        assert_eq!(DocId::from_file_stem(&h.file_stem()).unwrap(), h);
+        assert!(DocId::parse("n/other").is_err() && DocId::parse("n/household/x").is_err());
     }
 }

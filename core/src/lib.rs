@@ -9,6 +9,7 @@ pub mod ml;
 pub mod pack;
 pub mod record;
 pub mod sync;
+pub mod wire;
 
 pub use docid::{DocId, DocIdError};
 pub use library::{Library, LibraryError, ShardSummary};

@@ -34,6 +34,11 @@ impl StreamHasher {
         self.len == 0
     }
 
+    /// The BLAKE3 hash of what was written so far (hex), without finishing.
+    pub fn blake3_hex(&self) -> String {
+        self.b3.finalize().to_hex().to_string()
+    }
+
     pub fn finish(self) -> Hashes {
         Hashes {
             blake3: self.b3.finalize().to_hex().to_string(),

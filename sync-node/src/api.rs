@@ -210,6 +210,7 @@ pub fn router(node: AppState) -> Router {
             post(sync).layer(DefaultBodyLimit::max(64 << 20)),
         )
         .merge(crate::ml_api::routes())
+        .merge(crate::peer_api::routes())
         .fallback(|| async { ApiError::not_found("No such API endpoint") });
     let mut app = Router::new()
         .route(

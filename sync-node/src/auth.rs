@@ -23,6 +23,8 @@ pub enum AuthError {
     Random(String),
     #[error("corrupt auth record: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +46,39 @@ pub struct ApiKey {
     pub created_at: String,
 }
 
+/// A key (an iroh endpoint id) paired with this household: a user's device, or a sync node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The iroh endpoint id (hex public key).
+    pub id: String,
+    /// The user it syncs for; empty for a sync node.
+    pub user_id: String,
+    pub name: String,
+    /// `device` or `node`.
+    pub kind: String,
+    pub created_at: String,
+}
+
+impl Device {
+    pub fn is_node(&self) -> bool {
+        self.kind == "node"
+    }
+}
+
+/// The trees replicated between the household's sync nodes (through the household document).
+/// `meta` stands for the default tree's `admin_user` key.
+pub const REPLICATED: [&str; 6] = [
+    "users",
+    "user_emails",
+    "sessions",
+    "api_keys",
+    "devices",
+    "meta",
+];
+
+/// How long a pairing ticket's secret stays valid.
+pub const PAIRING_TTL_SECS: i64 = 3600;
+
 #[derive(Clone)]
 pub struct Auth {
     db: sled::Db,
@@ -51,6 +86,42 @@ pub struct Auth {
     emails: sled::Tree,
     sessions: sled::Tree,
     keys: sled::Tree,
+    devices: sled::Tree,
+    pairing: sled::Tree,
+    changed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// An iroh endpoint id as the PWA and nodes send it: 64 lowercase hex digits.
+pub fn valid_endpoint_id(id: &str) -> bool {
+    crate::blobs::valid_hash(id)
+}
+
+fn clean_name(name: &str, default: &str) -> String {
+    let n: String = name
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
+    if n.is_empty() {
+        default.to_owned()
+    } else {
+        n
+    }
 }
 
 fn secret_hash(secret: &str) -> [u8; 32] {
@@ -77,7 +148,183 @@ impl Auth {
             emails: db.open_tree("user_emails")?,
             sessions: db.open_tree("sessions")?,
             keys: db.open_tree("api_keys")?,
+            devices: db.open_tree("devices")?,
+            pairing: db.open_tree("pairing_secrets")?,
+            changed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         })
+    }
+
+    /// Bumped after every change to a replicated tree (the household mirror follows it).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn tree(&self, name: &str) -> Option<&sled::Tree> {
+        match name {
+            "users" => Some(&self.users),
+            "user_emails" => Some(&self.emails),
+            "sessions" => Some(&self.sessions),
+            "api_keys" => Some(&self.keys),
+            "devices" => Some(&self.devices),
+            _ => None,
+        }
+    }
+
+    /// Every replicated record as `<tree>/<hex key>` → value bytes.
+    pub fn export(&self) -> Result<std::collections::BTreeMap<String, Vec<u8>>, AuthError> {
+        let mut out = std::collections::BTreeMap::new();
+        for name in REPLICATED {
+            if name == "meta" {
+                if let Some(v) = self.db.get(b"admin_user")? {
+                    out.insert(format!("meta/{}", hex(b"admin_user")), v.to_vec());
+                }
+                continue;
+            }
+            if let Some(t) = self.tree(name) {
+                for kv in t.iter() {
+                    let (k, v) = kv?;
+                    out.insert(format!("{name}/{}", hex(&k)), v.to_vec());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies records replicated from another node: `Some(value)` sets, `None` deletes. Keys
+    /// that name no replicated tree are ignored (a newer node's tree this one does not know).
+    pub fn import(&self, changes: &[(String, Option<Vec<u8>>)]) -> Result<(), AuthError> {
+        for (key, value) in changes {
+            let Some((name, k)) = key.split_once('/') else {
+                continue;
+            };
+            let Some(k) = unhex(k) else {
+                continue;
+            };
+            let tree: &sled::Tree = match name {
+                "meta" if k == b"admin_user" => &self.db,
+                other => match self.tree(other) {
+                    Some(t) => t,
+                    None => continue,
+                },
+            };
+            match value {
+                Some(v) => tree.insert(k, v.as_slice())?,
+                None => tree.remove(k)?,
+            };
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Binds a device's key to `user` (at login, or again later: idempotent). A key bound to
+    /// another user or to a node is refused.
+    pub fn bind_device(&self, user: &User, id: &str, name: &str) -> Result<Device, AuthError> {
+        if !valid_endpoint_id(id) {
+            return Err(AuthError::Invalid(
+                "endpointId must be a 64-digit hex iroh endpoint id".into(),
+            ));
+        }
+        if let Some(d) = self.device(id)? {
+            if d.user_id != user.id {
+                return Err(AuthError::Conflict(
+                    "this device key is already paired with another account".into(),
+                ));
+            }
+            return Ok(d);
+        }
+        let d = Device {
+            id: id.to_owned(),
+            user_id: user.id.clone(),
+            name: clean_name(name, "Browser"),
+            kind: "device".into(),
+            created_at: crate::now_rfc3339(),
+        };
+        self.devices.insert(id.as_bytes(), encode(&d)?)?;
+        self.db.flush()?;
+        self.bump();
+        Ok(d)
+    }
+
+    /// Records another sync node of the household.
+    pub fn add_node(&self, id: &str, name: &str) -> Result<Device, AuthError> {
+        if !valid_endpoint_id(id) {
+            return Err(AuthError::Invalid("invalid node id".into()));
+        }
+        let d = Device {
+            id: id.to_owned(),
+            user_id: String::new(),
+            name: clean_name(name, "sync node"),
+            kind: "node".into(),
+            created_at: crate::now_rfc3339(),
+        };
+        self.devices.insert(id.as_bytes(), encode(&d)?)?;
+        self.db.flush()?;
+        self.bump();
+        Ok(d)
+    }
+
+    pub fn device(&self, id: &str) -> Result<Option<Device>, AuthError> {
+        match self.devices.get(id.as_bytes())? {
+            Some(v) => decode(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A user's devices (or, for `None`, the household's nodes).
+    pub fn devices(&self, user: Option<&User>) -> Result<Vec<Device>, AuthError> {
+        let mut out = Vec::new();
+        for kv in self.devices.iter() {
+            let (_, v) = kv?;
+            let d: Device = decode(&v)?;
+            let mine = match user {
+                Some(u) => d.user_id == u.id,
+                None => d.is_node(),
+            };
+            if mine {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Unpairs a device of `user` (or, for an admin, a node). Returns whether it existed.
+    pub fn revoke_device(&self, user: &User, id: &str) -> Result<bool, AuthError> {
+        let Some(d) = self.device(id)? else {
+            return Ok(false);
+        };
+        if d.user_id != user.id && !(d.is_node() && user.is_admin) {
+            return Ok(false);
+        }
+        self.devices.remove(id.as_bytes())?;
+        self.db.flush()?;
+        self.bump();
+        Ok(true)
+    }
+
+    /// A one-time pairing secret for a new node (valid [`PAIRING_TTL_SECS`]).
+    pub fn create_pairing_secret(&self) -> Result<String, AuthError> {
+        let secret = random(16)?;
+        let expires = chrono::Utc::now().timestamp() + PAIRING_TTL_SECS;
+        self.pairing
+            .insert(secret_hash(&secret), &expires.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(secret)
+    }
+
+    /// Consumes a pairing secret: true once, if it was issued here and has not expired.
+    pub fn take_pairing_secret(&self, secret: &str) -> Result<bool, AuthError> {
+        let Some(v) = self.pairing.remove(secret_hash(secret))? else {
+            return Ok(false);
+        };
+        self.db.flush()?;
+        let expires = <[u8; 8]>::try_from(v.as_ref())
+            .map(i64::from_be_bytes)
+            .unwrap_or(0);
+        Ok(chrono::Utc::now().timestamp() <= expires)
     }
 
     pub fn is_initialized(&self) -> bool {
@@ -132,6 +379,7 @@ impl Auth {
         self.users.insert(user.id.as_bytes(), encode(&user)?)?;
         self.emails.insert(email.as_bytes(), user.id.as_bytes())?;
         self.db.flush()?;
+        self.bump();
         Ok(user)
     }
 
@@ -169,11 +417,13 @@ impl Auth {
         self.sessions
             .insert(secret_hash(&token), user.id.as_bytes())?;
         self.db.flush()?;
+        self.bump();
         Ok((user, token))
     }
 
     pub fn logout(&self, token: &str) -> Result<(), AuthError> {
         self.sessions.remove(secret_hash(token))?;
+        self.bump();
         Ok(())
     }
 
@@ -208,6 +458,7 @@ impl Auth {
         };
         self.keys.insert(secret_hash(&secret), encode(&key)?)?;
         self.db.flush()?;
+        self.bump();
         Ok((key, secret))
     }
 

@@ -35,7 +35,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlobKind {
     Original,
@@ -52,6 +52,10 @@ impl BlobKind {
         BlobKind::Preview,
         BlobKind::Ml,
     ];
+
+    pub fn from_dir(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.dir() == s)
+    }
 
     pub fn dir(self) -> &'static str {
         match self {
@@ -86,6 +90,11 @@ impl PendingBlob {
         self.hasher.len()
     }
 
+    /// The BLAKE3 hash (hex) of what was written so far.
+    pub fn blake3_so_far(&self) -> String {
+        self.hasher.blake3_hex()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.hasher.is_empty()
     }
@@ -102,6 +111,8 @@ pub struct BlobStore {
     root: PathBuf,
     tmp: PathBuf,
     index: sled::Tree,
+    /// Every newly stored blob (other nodes are told at once).
+    events: tokio::sync::broadcast::Sender<tessera_core::wire::BlobRef>,
 }
 
 pub fn valid_hash(h: &str) -> bool {
@@ -127,7 +138,25 @@ impl BlobStore {
             root,
             tmp,
             index: db.open_tree("blobs")?,
+            events: tokio::sync::broadcast::channel(4096).0,
         })
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<tessera_core::wire::BlobRef> {
+        self.events.subscribe()
+    }
+
+    fn announce(&self, kind: BlobKind, hash: &str, size: u64) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        if let Some(h) = tessera_core::wire::parse_hash(hash) {
+            let _ = self.events.send(tessera_core::wire::BlobRef {
+                kind: kind.dir().to_owned(),
+                hash: h,
+                size,
+            });
+        }
     }
 
     pub fn path(&self, kind: BlobKind, hash: &str) -> Result<PathBuf, BlobError> {
@@ -182,6 +211,7 @@ impl BlobStore {
         fs::rename(&tmp, &dest).map_err(io(&dest))?;
         sync_dir(dir)?;
         self.index_put(&hashes.blake3, BlobEntry { size, kind })?;
+        self.announce(kind, &hashes.blake3, size);
         Ok((hashes, false))
     }
 

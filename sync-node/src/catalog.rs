@@ -39,6 +39,8 @@ pub struct Catalog {
     dir: PathBuf,
     lib: Mutex<Library>,
     sessions: Mutex<HashMap<(String, String), PeerSync>>,
+    /// Bumped whenever a change was persisted (live sync sessions push it to their peers).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Catalog {
@@ -83,7 +85,12 @@ impl Catalog {
             dir,
             lib: Mutex::new(lib),
             sessions: Mutex::new(HashMap::new()),
+            changes: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn lock(&self) -> Result<MutexGuard<'_, Library>, CatalogError> {
@@ -92,7 +99,17 @@ impl Catalog {
 
     /// Appends the changes of every dirty document to its log and fsyncs it.
     pub fn persist(&self, lib: &mut Library) -> Result<(), CatalogError> {
-        for id in lib.take_dirty() {
+        let dirty = lib.take_dirty();
+        let any = !dirty.is_empty();
+        let res = self.persist_docs(lib, dirty);
+        if any {
+            self.changes.send_modify(|v| *v += 1);
+        }
+        res
+    }
+
+    fn persist_docs(&self, lib: &mut Library, dirty: Vec<DocId>) -> Result<(), CatalogError> {
+        for id in dirty {
             let Some(chunk) = lib.save_incremental(&id) else {
                 continue;
             };
@@ -144,14 +161,16 @@ impl Catalog {
             .or_default();
         let mut lib = self.lock()?;
         session.receive(&mut lib, env.docs, |d| {
-            if d.is_ml_writable() {
+            if d.is_household() {
+                Access::None
+            } else if d.is_ml_writable() {
                 Access::Write
             } else {
                 Access::Read
             }
         })?;
         self.persist(&mut lib)?;
-        let ids: Vec<DocId> = lib.ids().cloned().collect();
+        let ids: Vec<DocId> = lib.ids().filter(|d| !d.is_household()).cloned().collect();
         let out = session.generate(&mut lib, &ids);
         Ok(SyncEnvelope::new("node", out).encode())
     }

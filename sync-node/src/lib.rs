@@ -18,6 +18,8 @@ pub mod ingest;
 pub mod jobs;
 pub mod ml_api;
 pub mod node;
+pub mod peer;
+pub mod peer_api;
 
 pub use node::{Node, NodeConfig, NodeError};
 

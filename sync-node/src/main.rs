@@ -42,6 +42,25 @@ enum Cmd {
         /// for an ML node on this machine (`cargo xtask run` uses it).
         #[arg(long)]
         ml_key_file: Option<PathBuf>,
+        /// UDP address of the iroh endpoint (devices and other nodes sync over it). Default:
+        /// the --listen address (same port number, UDP).
+        #[arg(long)]
+        iroh: Option<SocketAddr>,
+        /// TCP address of the embedded iroh relay that browsers connect through. Default: the
+        /// --listen host, port + 1 (a random port if that one is taken).
+        #[arg(long)]
+        relay: Option<SocketAddr>,
+        /// Run without the embedded relay (browsers then sync over HTTP only).
+        #[arg(long)]
+        no_relay: bool,
+        /// Join the household of another node with a pairing ticket
+        /// (`POST /api/pairing/tickets` on that node): replicate every document, account and
+        /// blob, and keep following it.
+        #[arg(long)]
+        join: Option<String>,
+        /// This node's name as other nodes and devices see it.
+        #[arg(long, default_value = "sync node")]
+        name: String,
     },
     /// Verify every blob's hash and the index; with --repair, quarantine corrupt blobs and
     /// rebuild the index from the files.
@@ -119,6 +138,11 @@ async fn main() -> Result<()> {
             jobs_paused,
             ml,
             ml_key_file,
+            iroh,
+            relay,
+            no_relay,
+            join,
+            name,
         } => {
             let mut cfg = NodeConfig::new(&data);
             cfg.ml = ml;
@@ -132,6 +156,46 @@ async fn main() -> Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
+            let http = listener.local_addr().unwrap_or(listen);
+            let relay = if no_relay {
+                None
+            } else {
+                Some(match relay {
+                    Some(r) => r,
+                    None => {
+                        let want = SocketAddr::new(http.ip(), http.port().wrapping_add(1));
+                        match std::net::TcpListener::bind(want) {
+                            Ok(l) => {
+                                drop(l);
+                                want
+                            }
+                            Err(_) => {
+                                tracing::warn!("relay port {want} is taken; using a random port (pass --relay to choose)");
+                                SocketAddr::new(http.ip(), 0)
+                            }
+                        }
+                    }
+                })
+            };
+            let cfg = tessera_sync_node::peer::PeerConfig {
+                iroh: iroh.unwrap_or(http),
+                relay,
+                name,
+            };
+            let peer = tessera_sync_node::peer::Peer::start(node.clone(), cfg.clone())
+                .await
+                .with_context(|| {
+                    format!(
+                        "starting peer-to-peer sync (iroh on udp {}, relay on tcp {:?})",
+                        cfg.iroh, cfg.relay
+                    )
+                })?;
+            let _ = node.peer.set(peer.clone());
+            if let Some(ticket) = join {
+                peer.join(&ticket)
+                    .await
+                    .context("joining the household with the pairing ticket")?;
+            }
             tracing::info!(
                 data = %data.display(),
                 pending_jobs = node.jobs.pending(),
@@ -154,6 +218,7 @@ async fn main() -> Result<()> {
                 })
                 .await
                 .context("serving HTTP")?;
+            peer.shutdown().await;
             node.flush().context("flushing the index")?;
             Ok(())
         }

@@ -80,6 +80,8 @@ pub struct Node {
     pub jobs: Jobs,
     assets: sled::Tree,
     checksums: sled::Tree,
+    /// The iroh side (set once at start by `serve`; absent in tools like `fsck`).
+    pub peer: std::sync::OnceLock<Arc<crate::peer::Peer>>,
 }
 
 impl Node {
@@ -123,6 +125,7 @@ impl Node {
             jobs,
             assets,
             checksums,
+            peer: std::sync::OnceLock::new(),
         }))
     }
 

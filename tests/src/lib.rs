@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod ml;
+pub mod p2p;
 pub mod photos;
 
 /// The workspace root (tests run with the package directory as cwd).
@@ -90,6 +91,13 @@ impl Node {
             .arg(format!("127.0.0.1:{port}"));
         if let Some(web) = web_dir() {
             cmd.arg("--web").arg(web);
+        }
+        // Random iroh and relay ports unless the test picks them (tests run in parallel).
+        if !extra.contains(&"--iroh") {
+            cmd.args(["--iroh", "127.0.0.1:0"]);
+        }
+        if !extra.contains(&"--relay") && !extra.contains(&"--no-relay") {
+            cmd.args(["--relay", "127.0.0.1:0"]);
         }
         cmd.args(extra);
         let log = std::fs::OpenOptions::new()

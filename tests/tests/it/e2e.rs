@@ -536,3 +536,253 @@ async fn pwa_shows_ml_progress_and_people() {
     screenshot(&c, "e2e-ml-people.png").await;
     c.close().await.unwrap();
 }
+
+/// Logs in through the page's form.
+async fn log_in(c: &Client, url: &str, email: &str, password: &str) {
+    let t = Duration::from_secs(60);
+    c.goto(url).await.unwrap();
+    wait_for(c, "the login form", t, || async {
+        c.find(Locator::Css("#login-form")).await.ok()
+    })
+    .await;
+    c.find(Locator::Css("#email"))
+        .await
+        .unwrap()
+        .send_keys(email)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits until the page syncs live over iroh (`#sync-state[data-transport=iroh]`, online).
+async fn wait_live(c: &Client, what: &str) {
+    wait_for(c, what, Duration::from_secs(60), || async {
+        let v = c
+            .execute(
+                "const s=document.querySelector('#sync-state'); return s ? [s.dataset.transport, s.innerText] : null;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (v[0] == "iroh" && v[1].as_str()?.starts_with("online")).then_some(())
+    })
+    .await;
+}
+
+async fn tile_ids(c: &Client) -> Vec<String> {
+    c.execute(
+        "return [...document.querySelectorAll('.tile')].map(t=>t.dataset.id)",
+        vec![],
+    )
+    .await
+    .ok()
+    .and_then(|v| serde_json::from_value(v).ok())
+    .unwrap_or_default()
+}
+
+async fn is_fav(c: &Client, id: &str) -> bool {
+    c.execute(
+        &format!("return !!document.querySelector(\".tile[data-id='{id}'] .fav\")"),
+        vec![],
+    )
+    .await
+    .ok()
+    .and_then(|v| v.as_bool())
+    .unwrap_or(false)
+}
+
+async fn favorite_in_viewer(c: &Client, id: &str) {
+    c.find(Locator::Css(&format!(".tile[data-id='{id}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(c, "the viewer", Duration::from_secs(20), || async {
+        c.find(Locator::Css("#favorite")).await.ok()
+    })
+    .await
+    .click()
+    .await
+    .unwrap();
+    let _ = c
+        .execute(
+            "document.dispatchEvent(new KeyboardEvent('keydown',{key:'Escape'}))",
+            vec![],
+        )
+        .await;
+    let _ = c
+        .execute(
+            "window.dispatchEvent(new KeyboardEvent('keydown',{key:'Escape'}))",
+            vec![],
+        )
+        .await;
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Two browser profiles of one household account, both syncing live over iroh through the
+/// node's relay: uploads and favorites in one appear in the other without a reload, and edits
+/// made while the node is down merge when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_sync_live_over_iroh() {
+    let Some(_web) = web_dir() else {
+        skip("the PWA is not built (dist/index.html missing)");
+        return;
+    };
+    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
+        skip("Debian's chromium and chromium-driver are not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
+    let url = node.url.clone();
+    let api = tokio::task::block_in_place(|| {
+        let mut api = tessera_tests::Api::new(&url);
+        api.bootstrap_admin().unwrap();
+        api
+    });
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let (_d1, a) = browser(&da).await;
+    let (_d2, b) = browser(&db).await;
+    log_in(&a, &node.url, "admin@example.com", "correct horse").await;
+    log_in(&b, &node.url, "admin@example.com", "correct horse").await;
+    wait_live(&a, "browser A live over iroh").await;
+    wait_live(&b, "browser B live over iroh").await;
+    let (_, devices) =
+        tokio::task::block_in_place(|| api.get_json("/api/tessera/devices")).unwrap();
+    assert_eq!(
+        devices
+            .as_array()
+            .map(|d| d.iter().filter(|x| x["kind"] == "device").count()),
+        Some(2),
+        "both browsers paired their keys: {devices}"
+    );
+
+    // An upload through browser A's page appears in browser B.
+    let p = dir.path().join("from-a.jpg");
+    std::fs::write(&p, small_jpeg(777)).unwrap();
+    let from_a = blake3::hash(&std::fs::read(&p).unwrap())
+        .to_hex()
+        .to_string();
+    a.find(Locator::Css("#file-input"))
+        .await
+        .unwrap()
+        .send_keys(&p.display().to_string())
+        .await
+        .unwrap();
+    wait_for(&b, "A's upload in B", Duration::from_secs(30), || async {
+        tile_ids(&b).await.contains(&from_a).then_some(())
+    })
+    .await;
+
+    // Latency from upload acknowledged to visible in B, over 50 photos.
+    b.execute(
+        "window.__seen={}; const mark=()=>{for(const t of document.querySelectorAll('.tile')){if(!(t.dataset.id in __seen)) __seen[t.dataset.id]=Date.now();}}; mark(); new MutationObserver(mark).observe(document.body,{childList:true,subtree:true});",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let n = 50;
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let bytes = small_jpeg(10_000 + i);
+        let (code, body) =
+            tokio::task::block_in_place(|| api.upload(&format!("l{i}.jpg"), bytes)).unwrap();
+        assert_eq!(code, 201, "{body}");
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as f64;
+        acked.push((body["id"].as_str().unwrap().to_owned(), at));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids: Vec<String> = acked.iter().map(|(i, _)| i.clone()).collect();
+    wait_for(
+        &b,
+        "all 50 uploads in B",
+        Duration::from_secs(60),
+        || async {
+            let have = tile_ids(&b).await;
+            ids.iter().all(|i| have.contains(i)).then_some(())
+        },
+    )
+    .await;
+    let seen = b.execute("return window.__seen", vec![]).await.unwrap();
+    let mut lat: Vec<f64> = acked
+        .iter()
+        .map(|(id, at)| seen[id].as_f64().unwrap_or(f64::MAX) - at)
+        .collect();
+    lat.sort_by(|x, y| x.total_cmp(y));
+    println!(
+        "upload acknowledged → visible in the second browser over {n} photos: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.95),
+        lat[lat.len() - 1]
+    );
+
+    // A favorite in A shows in B without a reload.
+    favorite_in_viewer(&a, &from_a).await;
+    wait_for(&b, "A's favorite in B", Duration::from_secs(20), || async {
+        is_fav(&b, &from_a).await.then_some(())
+    })
+    .await;
+    screenshot(&b, "e2e-two-browsers.png").await;
+
+    // The node goes away: both keep working offline, each favorites another photo.
+    node.kill();
+    for c in [&a, &b] {
+        wait_for(c, "offline state", Duration::from_secs(30), || async {
+            let s = text_of(c, "#sync-state").await;
+            (s == "offline" || !s.starts_with("online")).then_some(())
+        })
+        .await;
+    }
+    let (x, y) = (ids[0].clone(), ids[1].clone());
+    favorite_in_viewer(&a, &x).await;
+    favorite_in_viewer(&b, &y).await;
+    assert!(is_fav(&a, &x).await && !is_fav(&a, &y).await);
+    assert!(is_fav(&b, &y).await && !is_fav(&b, &x).await);
+    screenshot(&b, "e2e-two-browsers-offline.png").await;
+
+    // The node is back: both offline edits merge everywhere, without a reload.
+    let node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
+    for (c, name) in [(&a, "A"), (&b, "B")] {
+        wait_for(
+            c,
+            &format!("both offline favorites in {name}"),
+            Duration::from_secs(60),
+            || async { (is_fav(c, &x).await && is_fav(c, &y).await).then_some(()) },
+        )
+        .await;
+    }
+    let api2 = tessera_tests::Api {
+        base: node.url.clone(),
+        client: api.client.clone(),
+        key: api.key.clone(),
+    };
+    for id in [&x, &y, &from_a] {
+        let (_, v) =
+            tokio::task::block_in_place(|| api2.get_json(&format!("/api/assets/{id}"))).unwrap();
+        assert_eq!(v["isFavorite"], true, "{id} on the node");
+    }
+    screenshot(&a, "e2e-two-browsers-merged.png").await;
+}

@@ -7,3 +7,4 @@ mod http;
 mod immich_cli;
 mod ml;
 mod node;
+mod p2p;

@@ -1,0 +1,148 @@
+//! HTTP endpoints of the peer-to-peer side: pairing a device's iroh key with the signed-in user
+//! (the PWA does it at login), listing and revoking devices, where to reach the node over iroh,
+//! and pairing tickets for new nodes.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::{ApiError, ApiResult, AppState, AuthUser};
+use crate::auth::{AuthError, Device};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/tessera/peer", get(peer_info))
+        .route("/tessera/devices", post(bind_device).get(list_devices))
+        .route("/tessera/devices/{id}", delete(revoke_device))
+        .route("/pairing/tickets", post(create_ticket))
+}
+
+fn peer(node: &AppState) -> ApiResult<&std::sync::Arc<crate::peer::Peer>> {
+    node.peer.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "peer-to-peer sync is not running on this node",
+        )
+    })
+}
+
+/// The relay URL as the caller can reach it: the host it used for this request, the relay port.
+fn relay_url(headers: &HeaderMap, port: Option<u16>) -> Option<String> {
+    let port = port?;
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        format!("[{}]", rest.split(']').next()?)
+    } else {
+        host.split(':').next()?.to_owned()
+    };
+    Some(format!("http://{name}:{port}"))
+}
+
+fn peer_json(node: &AppState, headers: &HeaderMap) -> ApiResult<Value> {
+    let p = peer(node)?;
+    let addrs: Vec<String> = p.addr().ip_addrs().map(|a| a.to_string()).collect();
+    Ok(json!({
+        "nodeId": p.id().to_string(),
+        "relayUrl": relay_url(headers, p.relay_port()),
+        "addrs": addrs,
+    }))
+}
+
+async fn peer_info(State(node): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    Ok(Json(peer_json(&node, &headers)?))
+}
+
+fn device_json(d: &Device) -> Value {
+    json!({"endpointId": d.id, "name": d.name, "kind": d.kind, "createdAt": d.created_at})
+}
+
+fn auth_err(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+        other => other.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BindDevice {
+    endpoint_id: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// Pairs the caller's device key with the signed-in user; answers where to reach the node.
+async fn bind_device(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    headers: HeaderMap,
+    body: Result<Json<BindDevice>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let n = node.clone();
+    let d = tokio::task::spawn_blocking(move || n.auth.bind_device(&u, &b.endpoint_id, &b.name))
+        .await?
+        .map_err(auth_err)?;
+    let mut v = device_json(&d);
+    if let Ok(p) = peer_json(&node, &headers) {
+        v["node"] = p;
+    }
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn list_devices(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+) -> ApiResult<Json<Value>> {
+    let mut out: Vec<Value> = node
+        .auth
+        .devices(Some(&u))?
+        .iter()
+        .map(device_json)
+        .collect();
+    if u.is_admin {
+        out.extend(node.auth.devices(None)?.iter().map(device_json));
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+/// Unpairs a device (or, for an admin, a node): its live connections are closed at once.
+async fn revoke_device(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if !node.auth.revoke_device(&u, &id)? {
+        return Err(ApiError::not_found("No such device"));
+    }
+    if let Some(p) = node.peer.get() {
+        p.disconnect(&id);
+    }
+    tracing::info!(device = %id, "device unpaired");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A one-time pairing ticket for a new sync node (admins only).
+async fn create_ticket(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if !u.is_admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Only an admin can add a sync node to the household",
+        ));
+    }
+    let ticket = peer(&node)?.ticket()?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "ticket": ticket,
+            "expiresInSeconds": crate::auth::PAIRING_TTL_SECS,
+            "usage": format!("sync-node serve --data DIR --listen ADDR --join {ticket}"),
+        })),
+    ))
+}
