@@ -729,6 +729,7 @@ fn App() -> impl IntoView {
                     <span id="sync-state" class=move || format!("dot {}", ui.sync_state.get().split(' ').next().unwrap_or_default())
                         data-transport=move || ui.transport.get()
                         title=move || if ui.transport.get() == "iroh" { "live sync over iroh (peer to peer, through the node's relay)" } else { "sync over HTTP" }>{move || ui.sync_state.get()}</span>
+                    <span id="sync-transport">{move || if ui.transport.get() == "iroh" { " · live" } else { "" }}</span>
                     " · outbox "<span id="outbox-count">{move || ui.outbox.get()}</span>
                 </span>
                 <label class="button">"Upload"

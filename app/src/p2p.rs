@@ -12,6 +12,7 @@ use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use iroh::endpoint::{presets, Connection, RecvStream, SendStream};
 use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, RelayUrl, SecretKey};
+use leptos::prelude::{GetUntracked, Set};
 use leptos::task::spawn_local;
 use tessera_core::wire::{self, Frame, Hello, Role, ALPN_DOCS, WIRE_VERSION};
 use tessera_core::{DocId, PeerSync, SyncEnvelope};
@@ -255,8 +256,8 @@ async fn session_loop(
                 });
                 match res {
                     Ok(changed) if !changed.is_empty() => {
-                        save_docs().await;
                         refresh(ui);
+                        save_docs().await;
                     }
                     Ok(_) => {}
                     Err(e) => return Err(format!("sync: {e}")),

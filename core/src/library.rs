@@ -373,13 +373,35 @@ impl Library {
         let Some(month) = shard.month().map(str::to_owned) else {
             return Ok(());
         };
-        let recs = self.assets(shard)?;
-        let first = recs.iter().filter_map(|r| r.taken_at.clone()).min();
-        let last = recs.iter().filter_map(|r| r.taken_at.clone()).max();
+        // Only the capture times are read (not whole records): this runs after every upsert.
+        let (count, first, last) = {
+            let mut count = 0u64;
+            let (mut first, mut last): (Option<String>, Option<String>) = (None, None);
+            if let Some(doc) = self.docs.get(shard) {
+                for key in doc.keys(ROOT) {
+                    let Some((Value::Object(ObjType::Map), obj)) =
+                        doc.get(ROOT, &key).map_err(am_err(shard))?
+                    else {
+                        continue;
+                    };
+                    count += 1;
+                    if let Some(ScalarValue::Str(t)) = get_scalar(doc, &obj, "taken_at") {
+                        let t = t.to_string();
+                        if first.as_ref().is_none_or(|f| &t < f) {
+                            first = Some(t.clone());
+                        }
+                        if last.as_ref().is_none_or(|l| &t > l) {
+                            last = Some(t);
+                        }
+                    }
+                }
+            }
+            (count, first, last)
+        };
         let root = DocId::root(user)?;
         let doc = self.doc_mut(&root);
         let key = format!("{SHARD_PREFIX}{month}");
-        if recs.is_empty() {
+        if count == 0 {
             if doc
                 .get(ROOT, key.as_str())
                 .map_err(am_err(&root))?
@@ -389,8 +411,7 @@ impl Library {
             }
         } else {
             let obj = ensure_map(doc, &ROOT, &key).map_err(am_err(&root))?;
-            put_if_changed(doc, &obj, "count", ScalarValue::Uint(recs.len() as u64))
-                .map_err(am_err(&root))?;
+            put_if_changed(doc, &obj, "count", ScalarValue::Uint(count)).map_err(am_err(&root))?;
             for (k, v) in [("first", first), ("last", last)] {
                 match v {
                     Some(s) => put_if_changed(doc, &obj, k, ScalarValue::Str(s.into()))

@@ -122,6 +122,36 @@ impl std::fmt::Debug for Peer {
     }
 }
 
+/// The embedded relay serves this node and the household's paired keys only (a stranger
+/// cannot use it as a free relay).
+struct HouseholdOnly {
+    auth: crate::auth::Auth,
+    me: EndpointId,
+}
+
+impl std::fmt::Debug for HouseholdOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HouseholdOnly")
+    }
+}
+
+impl iroh_relay::server::AccessControl for HouseholdOnly {
+    async fn on_connect(
+        &self,
+        req: &iroh_relay::server::ClientRequest,
+    ) -> iroh_relay::server::Access {
+        let id = req.endpoint_id();
+        if id == self.me || matches!(self.auth.device(&id.to_string()), Ok(Some(_))) {
+            iroh_relay::server::Access::Allow
+        } else {
+            tracing::debug!(peer = %id.fmt_short(), "relay refused an unpaired key");
+            iroh_relay::server::Access::Deny {
+                reason: Some("this key is not paired with the household".into()),
+            }
+        }
+    }
+}
+
 /// Dead peers are noticed within seconds (a browser shows "offline", a node reconnects).
 pub fn transport() -> iroh::endpoint::QuicTransportConfig {
     let mut b =
@@ -175,7 +205,12 @@ impl Peer {
         let (relay, relay_url, relay_port) = match cfg.relay {
             Some(addr) => {
                 let mut sc = iroh_relay::server::ServerConfig::default();
-                sc.relay = Some(iroh_relay::server::RelayConfig::new(addr));
+                let mut rc = iroh_relay::server::RelayConfig::new(addr);
+                rc.access = Arc::new(HouseholdOnly {
+                    auth: node.auth.clone(),
+                    me: key.public(),
+                });
+                sc.relay = Some(rc);
                 let server =
                     iroh_relay::server::Server::spawn(sc)
                         .await
@@ -554,7 +589,11 @@ impl Peer {
         let node = self.node.clone();
         let mut changes = node.catalog.subscribe();
         let mut blob_events = node.blobs.subscribe();
-        let (tx, mut rx) = mpsc::channel::<Result<Frame, PeerError>>(16);
+        // Unbounded on purpose: the reader must never wait for this loop. If it did, two peers
+        // both busy writing big frames would each stop reading and QUIC flow control would
+        // block both writers for good. What queues here is bounded by what the peer sends,
+        // and automerge's sync state never re-sends what is in flight.
+        let (tx, mut rx) = mpsc::unbounded_channel::<Result<Frame, PeerError>>();
         let reader = tokio::spawn(async move {
             let mut recv = recv;
             loop {
@@ -565,7 +604,7 @@ impl Peer {
                     Ok(None) => Err(proto("stream closed")),
                     Err(e) => Err(e),
                 };
-                if tx.send(item).await.is_err() || end {
+                if tx.send(item).is_err() || end {
                     return;
                 }
             }
@@ -999,10 +1038,21 @@ fn apply(
     let mut revoked = Vec::new();
     if *role == Role::Node {
         // New records from another node: index where they live (downloads, dedupe).
+        // Only keys not indexed yet are read in full: a busy shard changes often.
         for id in &changed {
             let Some(month) = id.month() else { continue };
-            for rec in lib.assets(id).map_err(proto)? {
-                if node.location(&rec.id).map_err(proto)?.is_none() {
+            let keys: Vec<String> = match lib.doc(id) {
+                Some(doc) => automerge::ReadDoc::keys(doc, automerge::ROOT).collect(),
+                None => continue,
+            };
+            for key in keys {
+                if node.location(&key).map_err(proto)?.is_some() {
+                    continue;
+                }
+                let Some(rec) = lib.asset_in(id, &key).map_err(proto)? else {
+                    continue;
+                };
+                {
                     node.set_location(
                         &rec.id,
                         &AssetLocation {

@@ -606,6 +606,28 @@ fn bench(root: &Path, _args: &[String]) -> Result<()> {
     .arg(target_dir(root).join("bench.json"))
     .env("TESSERA_FIXTURES", fixtures);
     sh(&mut c)?;
+    // Peer to peer: a fresh device syncing 10,000 assets; node → node replication against cp.
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tessera-sync-node",
+        "--bin",
+        "sync-node",
+    ]))?;
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "tessera-tests",
+        "--bin",
+        "tessera-p2p-bench",
+        "--",
+    ])
+    .arg(target_dir(root).join("p2p-bench.json"))
+    .env("TESSERA_BENCH_DIR", target_dir(root));
+    sh(&mut c)?;
     // ML: tessera-ml against Python + ONNX Runtime on the same models and photos.
     sh(cargo().args([
         "build",

@@ -297,7 +297,23 @@ fn a_second_node_joins_with_a_ticket_replicates_everything_and_can_take_over() {
     let mut api_a = Api::new(&a.url);
     api_a.bootstrap_admin().unwrap();
     let t0 = Instant::now();
-    let assets = upload_n(&api_a, 1, n);
+    // Four uploaders at once (a phone backup does the same).
+    let assets: Vec<(String, Vec<u8>)> = std::thread::scope(|s| {
+        let per = n.div_ceil(4);
+        let handles: Vec<_> = (0..4u64)
+            .map(|k| {
+                let api = &api_a;
+                let from = 1 + k * per;
+                let count = per.min((n + 1).saturating_sub(from));
+                s.spawn(move || upload_n(api, from, count))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(assets.len() as u64, n);
     println!("uploaded {n} photos to node A in {:?}", t0.elapsed());
 
     // Only an admin gets a ticket; a malformed ticket is refused with a clear error.
