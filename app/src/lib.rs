@@ -56,6 +56,8 @@ struct Ui {
     sync_state: RwSignal<String>,
     /// How the catalogue syncs right now: `iroh` (live) or `http` (rounds every few seconds).
     transport: RwSignal<String>,
+    /// The devices & nodes panel is open.
+    household: RwSignal<bool>,
     outbox: RwSignal<u32>,
     uploads: RwSignal<Vec<Upload>>,
     viewer: RwSignal<Option<AssetRecord>>,
@@ -696,6 +698,7 @@ fn App() -> impl IntoView {
         months: RwSignal::new(Vec::new()),
         sync_state: RwSignal::new("offline".into()),
         transport: RwSignal::new("http".into()),
+        household: RwSignal::new(false),
         outbox: RwSignal::new(0),
         uploads: RwSignal::new(Vec::new()),
         viewer: RwSignal::new(None),
@@ -741,6 +744,7 @@ fn App() -> impl IntoView {
                             spawn_local(enqueue_files(ui, files));
                         }/>
                 </label>
+                <button id="devices-button" class="link" on:click=move |_| ui.household.update(|o| *o = !*o)>"Devices"</button>
                 <button class="link" on:click=move |_| {
                     session::clear();
                     p2p::stop();
@@ -820,6 +824,9 @@ fn Timeline(ui: Ui) -> impl IntoView {
                 spawn_local(enqueue_files(ui, files));
             }
         >
+            <Show when=move || ui.household.get()>
+                <HouseholdPanel/>
+            </Show>
             <MlPanel ui=ui/>
             {move || total().map(|(done, n, frac)| view! {
                 <section class="uploads">
@@ -854,6 +861,71 @@ fn Timeline(ui: Ui) -> impl IntoView {
 }
 
 /// The ML node's work as the catalogue shows it: progress while it analyses, then people.
+/// The user's paired devices (unpair one: its live connection closes at once) and, for the
+/// admin, a pairing ticket for a new sync node.
+#[component]
+fn HouseholdPanel() -> impl IntoView {
+    let devices = RwSignal::new(Vec::<serde_json::Value>::new());
+    let ticket = RwSignal::new(None::<String>);
+    let message = RwSignal::new(None::<String>);
+    let load = move || {
+        spawn_local(async move {
+            match net::json("GET", "/api/tessera/devices", None).await {
+                Ok(v) => devices.set(v.as_array().cloned().unwrap_or_default()),
+                Err(e) => message.set(Some(e.message)),
+            }
+        })
+    };
+    load();
+    let me = p2p::device_id();
+    view! {
+        <section class="household" id="household">
+            <h2>"Devices and sync nodes"</h2>
+            <ul>
+                <For each=move || devices.get() key=|d| d["endpointId"].as_str().unwrap_or_default().to_owned() let:d>
+                    {
+                        let id = d["endpointId"].as_str().unwrap_or_default().to_owned();
+                        let this = me == id;
+                        let label = format!(
+                            "{} · {}{} · paired {}",
+                            d["name"].as_str().unwrap_or("device"),
+                            d["kind"].as_str().unwrap_or("device"),
+                            if this { " (this browser)" } else { "" },
+                            d["createdAt"].as_str().unwrap_or_default().get(..10).unwrap_or_default(),
+                        );
+                        view! {
+                            <li class="device"><span>{label}</span>
+                                <button class="link" on:click=move |_| {
+                                    let id = id.clone();
+                                    spawn_local(async move {
+                                        match net::json("DELETE", &format!("/api/tessera/devices/{id}"), None).await {
+                                            Ok(_) => { message.set(Some("Unpaired: its connection was closed.".into())); load(); }
+                                            Err(e) => message.set(Some(e.message)),
+                                        }
+                                    })
+                                }>"Unpair"</button>
+                            </li>
+                        }
+                    }
+                </For>
+            </ul>
+            <button id="pairing-ticket" class="button secondary" on:click=move |_| {
+                spawn_local(async move {
+                    match net::json("POST", "/api/pairing/tickets", None).await {
+                        Ok(v) => ticket.set(v["usage"].as_str().map(str::to_owned)),
+                        Err(e) => message.set(Some(e.message)),
+                    }
+                })
+            }>"Add a sync node…"</button>
+            {move || ticket.get().map(|t| view! {
+                <p class="hint">"On the new node (valid for one hour, once):"</p>
+                <pre id="ticket" class="ticket">{t}</pre>
+            })}
+            {move || message.get().map(|m| view! { <p class="hint">{m}</p> })}
+        </section>
+    }
+}
+
 #[component]
 fn MlPanel(ui: Ui) -> impl IntoView {
     move || {

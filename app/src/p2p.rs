@@ -64,6 +64,11 @@ pub fn stop() {
     }
 }
 
+/// This browser's iroh endpoint id (hex), as the node lists it.
+pub fn device_id() -> String {
+    secret_key().public().to_string()
+}
+
 fn secret_key() -> SecretKey {
     let st = web_sys::window().and_then(|w| w.local_storage().ok().flatten());
     if let Some(hex) = st.as_ref().and_then(|s| s.get_item(KEY).ok().flatten()) {
@@ -158,6 +163,11 @@ async fn run_once(ui: Ui) -> Result<(), String> {
         if e.is_offline() {
             set_state(ui, "offline");
         }
+        if e.status == 401 {
+            // Signed out elsewhere (or this device was unpaired): back to the login screen.
+            session::clear();
+            ui.screen.set(crate::Screen::Login);
+        }
         e.message
     })?;
     let node_id: EndpointId = r["node"]["nodeId"]
@@ -245,22 +255,30 @@ async fn session_loop(
     loop {
         futures::select! {
             f = frames.next() => {
-                let f = f.ok_or("connection lost")??;
-                let Frame::Sync(env) = f else {
-                    return Err(format!("unexpected frame {f:?}"));
-                };
-                let res = CORE.with(|c| {
-                    let mut c = c.borrow_mut();
-                    let c = &mut *c;
-                    sync.receive(&mut c.lib, env.docs, |d| d.user() == user)
-                });
-                match res {
-                    Ok(changed) if !changed.is_empty() => {
-                        refresh(ui);
-                        save_docs().await;
+                // Apply everything that has arrived, then render, save and answer once: under
+                // a burst of changes the page does the expensive part once per batch.
+                let mut batch = vec![f.ok_or("connection lost")??];
+                while let Ok(more) = frames.try_recv() {
+                    batch.push(more?);
+                }
+                let mut any = false;
+                for f in batch {
+                    let Frame::Sync(env) = f else {
+                        return Err(format!("unexpected frame {f:?}"));
+                    };
+                    let res = CORE.with(|c| {
+                        let mut c = c.borrow_mut();
+                        let c = &mut *c;
+                        sync.receive(&mut c.lib, env.docs, |d| d.user() == user)
+                    });
+                    match res {
+                        Ok(changed) => any |= !changed.is_empty(),
+                        Err(e) => return Err(format!("sync: {e}")),
                     }
-                    Ok(_) => {}
-                    Err(e) => return Err(format!("sync: {e}")),
+                }
+                if any {
+                    refresh(ui);
+                    save_docs().await;
                 }
                 send_changes(ui, &mut sync, &mut send).await?;
             }
@@ -281,11 +299,15 @@ async fn send_changes(ui: Ui, sync: &mut PeerSync, send: &mut SendStream) -> Res
         let ids: Vec<DocId> = c.lib.ids().cloned().collect();
         sync.generate(&mut c.lib, &ids)
     });
-    if msgs.is_empty() {
+    let pending = msgs.iter().filter(|m| m.has_changes()).count();
+    if pending == 0 {
         set_state(ui, "online");
+    } else {
+        set_state(ui, &format!("syncing {pending}"));
+    }
+    if msgs.is_empty() {
         return Ok(());
     }
-    set_state(ui, &format!("syncing {}", msgs.len()));
     let peer = session::device().id;
     write(send, &Frame::Sync(SyncEnvelope::new(peer, msgs))).await
 }

@@ -67,6 +67,14 @@ pub struct DocMessage {
     pub msg: Vec<u8>,
 }
 
+impl DocMessage {
+    /// Whether the message carries changes (not just heads and wants): what a status line
+    /// counts as "in flight".
+    pub fn has_changes(&self) -> bool {
+        sync::Message::decode(&self.msg).is_ok_and(|m| !m.changes.is_empty())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncEnvelope {
     pub version: u8,

@@ -121,7 +121,7 @@ pub(crate) type AppState = Arc<Node>;
 /// cookie set at login.
 pub struct AuthUser(pub User);
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -133,7 +133,7 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     v.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
 }

@@ -57,6 +57,10 @@ pub struct Device {
     /// `device` or `node`.
     pub kind: String,
     pub created_at: String,
+    /// The login session the device paired with (hash, hex): unpairing ends it too, so an
+    /// unpaired browser is signed out rather than pairing itself again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 impl Device {
@@ -222,7 +226,13 @@ impl Auth {
 
     /// Binds a device's key to `user` (at login, or again later: idempotent). A key bound to
     /// another user or to a node is refused.
-    pub fn bind_device(&self, user: &User, id: &str, name: &str) -> Result<Device, AuthError> {
+    pub fn bind_device(
+        &self,
+        user: &User,
+        id: &str,
+        name: &str,
+        session_token: Option<&str>,
+    ) -> Result<Device, AuthError> {
         if !valid_endpoint_id(id) {
             return Err(AuthError::Invalid(
                 "endpointId must be a 64-digit hex iroh endpoint id".into(),
@@ -242,6 +252,7 @@ impl Auth {
             name: clean_name(name, "Browser"),
             kind: "device".into(),
             created_at: crate::now_rfc3339(),
+            session: session_token.map(|t| hex(&secret_hash(t))),
         };
         self.devices.insert(id.as_bytes(), encode(&d)?)?;
         self.db.flush()?;
@@ -260,6 +271,7 @@ impl Auth {
             name: clean_name(name, "sync node"),
             kind: "node".into(),
             created_at: crate::now_rfc3339(),
+            session: None,
         };
         self.devices.insert(id.as_bytes(), encode(&d)?)?;
         self.db.flush()?;
@@ -300,6 +312,9 @@ impl Auth {
             return Ok(false);
         }
         self.devices.remove(id.as_bytes())?;
+        if let Some(s) = d.session.as_deref().and_then(unhex) {
+            self.sessions.remove(s)?;
+        }
         self.db.flush()?;
         self.bump();
         Ok(true)

@@ -105,7 +105,7 @@ type Live = Mutex<HashMap<EndpointId, Vec<Connection>>>;
 
 pub struct Peer {
     pub endpoint: Endpoint,
-    relay: Option<iroh_relay::server::Server>,
+    relay: Mutex<Option<iroh_relay::server::Server>>,
     relay_port: Option<u16>,
     name: String,
     node: Arc<Node>,
@@ -256,7 +256,7 @@ impl Peer {
         );
         let peer = Arc::new(Self {
             endpoint,
-            relay,
+            relay: Mutex::new(relay),
             relay_port,
             name: cfg.name,
             node,
@@ -319,10 +319,14 @@ impl Peer {
         }
     }
 
+    /// Closes every connection (peers see a clean close) and stops the relay.
     pub async fn shutdown(&self) {
         self.endpoint.close().await;
-        if let Some(r) = &self.relay {
-            let _ = r.http_addr();
+        let relay = self.relay.lock().ok().and_then(|mut r| r.take());
+        if let Some(r) = relay {
+            if let Err(e) = r.shutdown().await {
+                tracing::warn!("stopping the relay: {e}");
+            }
         }
     }
 

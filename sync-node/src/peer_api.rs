@@ -56,6 +56,7 @@ async fn peer_info(State(node): State<AppState>, headers: HeaderMap) -> ApiResul
 }
 
 fn device_json(d: &Device) -> Value {
+    // The session hash stays on the node.
     json!({"endpointId": d.id, "name": d.name, "kind": d.kind, "createdAt": d.created_at})
 }
 
@@ -83,9 +84,14 @@ async fn bind_device(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let n = node.clone();
-    let d = tokio::task::spawn_blocking(move || n.auth.bind_device(&u, &b.endpoint_id, &b.name))
-        .await?
-        .map_err(auth_err)?;
+    // A browser pairs with its login session (bearer or cookie); an API key pairs alone.
+    let token = crate::api::bearer(&headers).or_else(|| crate::api::cookie_token(&headers));
+    let d = tokio::task::spawn_blocking(move || {
+        n.auth
+            .bind_device(&u, &b.endpoint_id, &b.name, token.as_deref())
+    })
+    .await?
+    .map_err(auth_err)?;
     let mut v = device_json(&d);
     if let Ok(p) = peer_json(&node, &headers) {
         v["node"] = p;

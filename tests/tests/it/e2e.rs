@@ -785,4 +785,55 @@ async fn two_browsers_sync_live_over_iroh() {
         assert_eq!(v["isFavorite"], true, "{id} on the node");
     }
     screenshot(&a, "e2e-two-browsers-merged.png").await;
+
+    // Browser A unpairs browser B from its Devices panel: B's live connection is closed, its
+    // login session ends, and B is back at the login screen.
+    a.find(Locator::Css("#devices-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let other = wait_for(
+        &a,
+        "two devices listed",
+        Duration::from_secs(20),
+        || async {
+            let items = a.find_all(Locator::Css("#household .device")).await.ok()?;
+            if items.len() != 2 {
+                return None;
+            }
+            for it in items {
+                if !it.text().await.ok()?.contains("this browser") {
+                    return Some(it);
+                }
+            }
+            None
+        },
+    )
+    .await;
+    screenshot(&a, "e2e-devices.png").await;
+    other
+        .find(Locator::Css("button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        &b,
+        "B signed out after being unpaired",
+        Duration::from_secs(30),
+        || async { b.find(Locator::Css("#login-form")).await.ok() },
+    )
+    .await;
+    let (_, devices) =
+        tokio::task::block_in_place(|| api2.get_json("/api/tessera/devices")).unwrap();
+    assert_eq!(
+        devices
+            .as_array()
+            .map(|d| d.iter().filter(|x| x["kind"] == "device").count()),
+        Some(1),
+        "{devices}"
+    );
 }
