@@ -219,7 +219,9 @@ fn build_nodes(release: bool) -> Result<()> {
     let mut c = cargo();
     c.arg("build");
     if release {
-        c.arg("--release");
+        // opt-level z + LTO: 4.6 MB / 1.7 MB gzipped with iroh, against 7.7 / 2.6 with the
+        // plain release profile.
+        c.args(["--release", "--cargo-profile", "wasm-release"]);
     }
     c.args([
         "-p",
@@ -238,7 +240,9 @@ fn build_pwa(release: bool) -> Result<()> {
     let mut c = Command::new("trunk");
     c.arg("build");
     if release {
-        c.arg("--release");
+        // opt-level z + LTO: 4.6 MB / 1.7 MB gzipped with iroh, against 7.7 / 2.6 with the
+        // plain release profile.
+        c.args(["--release", "--cargo-profile", "wasm-release"]);
     }
     sh(&mut c).context("building the PWA with trunk")
 }
@@ -626,7 +630,11 @@ fn bench(root: &Path, _args: &[String]) -> Result<()> {
         "--",
     ])
     .arg(target_dir(root).join("p2p-bench.json"))
-    .env("TESSERA_BENCH_DIR", target_dir(root));
+    .env("TESSERA_BENCH_DIR", target_dir(root))
+    .env(
+        "TESSERA_SYNC_NODE_BIN",
+        target_dir(root).join("release/sync-node"),
+    );
     sh(&mut c)?;
     // ML: tessera-ml against Python + ONNX Runtime on the same models and photos.
     sh(cargo().args([
