@@ -62,6 +62,10 @@ pub fn stop() {
     if let Some((ep, _)) = ep {
         spawn_local(async move { ep.close().await });
     }
+    // The node unpairs this key at logout; the next user of this browser gets a fresh one.
+    if let Some(s) = web_sys::window().and_then(|w| w.local_storage().ok().flatten()) {
+        let _ = s.remove_item(KEY);
+    }
 }
 
 /// This browser's iroh endpoint id (hex), as the node lists it.

@@ -307,7 +307,11 @@ async fn login(
 
 async fn logout(State(node): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     if let Some(t) = bearer(&headers).or_else(|| cookie_token(&headers)) {
-        node.auth.logout(&t)?;
+        for id in node.auth.logout(&t)? {
+            if let Some(p) = node.peer.get() {
+                p.disconnect(&id);
+            }
+        }
     }
     let mut res = Json(json!({"successful": true, "redirectUri": "/"})).into_response();
     res.headers_mut().append(

@@ -436,10 +436,23 @@ impl Auth {
         Ok((user, token))
     }
 
-    pub fn logout(&self, token: &str) -> Result<(), AuthError> {
+    /// Ends a login session, and unpairs the devices that paired with it (so the next person
+    /// on that browser profile cannot sync as this user). Returns their keys.
+    pub fn logout(&self, token: &str) -> Result<Vec<String>, AuthError> {
         self.sessions.remove(secret_hash(token))?;
+        let session = hex(&secret_hash(token));
+        let mut unpaired = Vec::new();
+        for kv in self.devices.iter() {
+            let (k, v) = kv?;
+            let d: Device = decode(&v)?;
+            if d.session.as_deref() == Some(session.as_str()) {
+                self.devices.remove(k)?;
+                unpaired.push(d.id);
+            }
+        }
+        self.db.flush()?;
         self.bump();
-        Ok(())
+        Ok(unpaired)
     }
 
     pub fn user_by_token(&self, token: &str) -> Result<Option<User>, AuthError> {

@@ -283,6 +283,11 @@ impl Peer {
     /// This node's address for a ticket (its id and bound UDP sockets).
     pub fn addr(&self) -> EndpointAddr {
         let mut addr = EndpointAddr::new(self.endpoint.id());
+        // The interface addresses iroh found (a LAN address when bound to 0.0.0.0), then the
+        // bound sockets themselves.
+        for s in self.endpoint.addr().ip_addrs() {
+            addr = addr.with_ip_addr(*s);
+        }
         for s in self.endpoint.bound_sockets() {
             let s = if s.ip().is_unspecified() {
                 SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), s.port())
@@ -344,6 +349,10 @@ impl Peer {
         while let Some(incoming) = self.endpoint.accept().await {
             let me = self.clone();
             tokio::spawn(async move {
+                let observed = match incoming.remote_addr() {
+                    iroh::endpoint::IncomingAddr::Ip(a) => Some(a),
+                    _ => None,
+                };
                 let conn = match incoming.await {
                     Ok(c) => c,
                     Err(e) => {
@@ -354,7 +363,7 @@ impl Peer {
                 let alpn = conn.alpn().to_vec();
                 let remote = conn.remote_id();
                 let res = if alpn == ALPN_DOCS {
-                    me.accept_docs(conn).await
+                    me.accept_docs(conn, observed).await
                 } else if alpn == ALPN_BLOBS {
                     me.serve_blobs(conn).await
                 } else {
@@ -380,12 +389,22 @@ impl Peer {
         Some((role, d))
     }
 
-    async fn accept_docs(self: Arc<Self>, conn: Connection) -> Result<(), PeerError> {
-        let (mut send, mut recv) = conn.accept_bi().await.map_err(proto)?;
-        let hello = match read_frame(&mut recv).await? {
-            Some(Frame::Hello(h)) => h,
-            other => return Err(proto(format!("expected Hello, got {other:?}"))),
-        };
+    async fn accept_docs(
+        self: Arc<Self>,
+        conn: Connection,
+        observed: Option<SocketAddr>,
+    ) -> Result<(), PeerError> {
+        // An unpaired key gets a few seconds to say hello, not a connection held open.
+        let hello = tokio::time::timeout(Duration::from_secs(10), async {
+            let (send, mut recv) = conn.accept_bi().await.map_err(proto)?;
+            match read_frame(&mut recv).await? {
+                Some(Frame::Hello(h)) => Ok((send, recv, h)),
+                other => Err(proto(format!("expected Hello, got {other:?}"))),
+            }
+        })
+        .await
+        .map_err(|_| proto("no Hello within 10 s"))?;
+        let (mut send, recv, hello) = hello?;
         let remote = conn.remote_id();
         let mut role = self.role_of(&remote).map(|(r, _)| r);
         if role.is_none() {
@@ -435,11 +454,24 @@ impl Peer {
         )
         .await?;
         self.track(&conn);
+        // Revoked between the check above and `track`: do not start the session.
+        if self.role_of(&remote).is_none() {
+            conn.close(4u32.into(), b"this device was unpaired");
+            return Ok(());
+        }
         tracing::info!(peer = %remote.fmt_short(), name = %hello.name, ?role, "peer connected");
+        // Where to fetch blobs from a node that dialled us: the address it advertised, and
+        // the one its packets came from.
         let peer_addr = hello
             .addr
             .as_deref()
-            .and_then(|a| serde_json::from_str::<EndpointAddr>(a).ok());
+            .and_then(|a| serde_json::from_str::<EndpointAddr>(a).ok())
+            .filter(|a| a.id == remote)
+            .unwrap_or_else(|| EndpointAddr::new(remote));
+        let peer_addr = match observed {
+            Some(o) => Some(peer_addr.with_ip_addr(o)),
+            None => Some(peer_addr),
+        };
         self.session(conn, send, recv, role, peer_addr).await
     }
 
@@ -507,6 +539,7 @@ impl Peer {
                 tracing::info!(node = %t.addr.id, name = %w.name, "joined the household");
                 self.track(&conn);
                 let me = self.clone();
+                let waiter = self.node.clone();
                 let addr = t.addr.clone();
                 tokio::spawn(async move {
                     if let Err(e) = me
@@ -518,6 +551,14 @@ impl Peer {
                     }
                     me.follow(addr.id, addr).await;
                 });
+                // Serve HTTP only once the household's accounts are here: until then a
+                // sign-up on this node would make a second admin for the whole household.
+                for _ in 0..300 {
+                    if waiter.auth.is_initialized() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Ok(())
             }
             Some(Frame::Denied { reason }) => Err(PeerError::Refused(reason)),
@@ -627,8 +668,7 @@ impl Peer {
                     write_frame(&mut send, &Frame::Have(chunk.to_vec())).await?;
                 }
             }
-            let out = self.generate(&mut sync, &role).await?;
-            if let Some(f) = out {
+            for f in self.generate(&mut sync, &role).await? {
                 write_frame(&mut send, &f).await?;
             }
             loop {
@@ -642,13 +682,13 @@ impl Peer {
                         match f {
                             Frame::Sync(env) => {
                                 self.receive(&mut sync, &role, env).await?;
-                                if let Some(f) = self.generate(&mut sync, &role).await? {
+                                for f in self.generate(&mut sync, &role).await? {
                                     write_frame(&mut send, &f).await?;
                                 }
                             }
                             Frame::Have(refs) if is_node => {
                                 for r in refs {
-                                    if self.wants(&r) {
+                                    if fetcher.is_some() && self.wants(&r) {
                                         let _ = fetch_tx.send(r);
                                     }
                                 }
@@ -658,7 +698,7 @@ impl Peer {
                     }
                     c = changes.changed() => {
                         if c.is_err() { return Ok(()); }
-                        if let Some(f) = self.generate(&mut sync, &role).await? {
+                        for f in self.generate(&mut sync, &role).await? {
                             write_frame(&mut send, &f).await?;
                         }
                     }
@@ -682,6 +722,10 @@ impl Peer {
         reader.abort();
         if let Some(f) = fetcher {
             f.abort();
+            // What was queued for this session is wanted again by the next one.
+            if let Ok(mut f) = self.fetching.lock() {
+                f.clear();
+            }
         }
         if let Err(e) = &result {
             conn.close(1u32.into(), e.to_string().as_bytes());
@@ -702,7 +746,7 @@ impl Peer {
         &self,
         sync: &mut Option<PeerSync>,
         role: &Role,
-    ) -> Result<Option<Frame>, PeerError> {
+    ) -> Result<Vec<Frame>, PeerError> {
         let node = self.node.clone();
         let role = role.clone();
         let mut s = sync.take().unwrap_or_default();
@@ -721,7 +765,7 @@ impl Peer {
         .map_err(proto)?;
         *sync = Some(s);
         let msgs = out.map_err(proto)?;
-        Ok((!msgs.is_empty()).then(|| Frame::Sync(SyncEnvelope::new(self.name.clone(), msgs))))
+        Ok(split_envelopes(&self.name, msgs).unwrap_or_default())
     }
 
     async fn receive(
@@ -891,7 +935,11 @@ impl Peer {
     /// Answers blob requests of another node (each on its own stream).
     async fn serve_blobs(self: Arc<Self>, conn: Connection) -> Result<(), PeerError> {
         let remote = conn.remote_id();
-        let allowed = matches!(self.role_of(&remote), Some((Role::Node, _)));
+        if !matches!(self.role_of(&remote), Some((Role::Node, _))) {
+            conn.close(4u32.into(), b"not a node of this household");
+            return Ok(());
+        }
+        self.track(&conn);
         loop {
             let (mut send, mut recv) = match conn.accept_bi().await {
                 Ok(s) => s,
@@ -901,7 +949,8 @@ impl Peer {
             tokio::spawn(async move {
                 let res: Result<(), PeerError> = async {
                     let req: BlobRequest = read_msg(&mut recv).await?;
-                    if !allowed {
+                    // Checked per request: an unpaired node stops getting blobs at once.
+                    if !matches!(me.role_of(&remote), Some((Role::Node, _))) {
                         write_frame(
                             &mut send,
                             &BlobResponse::Denied {
@@ -973,9 +1022,11 @@ impl Peer {
 fn mirror(node: &Node) -> Result<(), PeerError> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let exported = node.auth.export().map_err(proto)?;
     let doc = DocId::household();
+    // Export under the catalogue lock: `apply` imports under it too, so a stale export can
+    // never overwrite (or delete) what a sync just brought in.
     let mut lib = node.catalog.lock().map_err(proto)?;
+    let exported = node.auth.export().map_err(proto)?;
     let current: BTreeMap<String, String> = lib
         .entries(&doc, "")
         .map_err(proto)?
@@ -991,9 +1042,14 @@ fn mirror(node: &Node) -> Result<(), PeerError> {
             set.push((k.clone(), f));
         }
     }
+    // Keys of trees this node does not know (a newer node's) are left alone.
     let gone: Vec<String> = current
         .keys()
         .filter(|k| !exported.contains_key(*k))
+        .filter(|k| {
+            k.split_once('/')
+                .is_some_and(|(t, _)| crate::auth::REPLICATED.contains(&t))
+        })
         .cloned()
         .collect();
     if set.is_empty() && gone.is_empty() {
@@ -1038,8 +1094,32 @@ fn apply(
     let changed = sync
         .receive(&mut lib, env.docs, |d| Peer::access(role, d))
         .map_err(proto)?;
-    node.catalog.persist(&mut lib).map_err(proto)?;
     let mut revoked = Vec::new();
+    if *role == Role::Node && changed.contains(&household) {
+        // Accounts first, then the document: after a crash in between, the peer sends the
+        // change again; the reverse order could let a restart mirror stale accounts back.
+        let after = read_household(&lib);
+        let mut ops = Vec::new();
+        for (k, v) in &after {
+            if before.get(k) != Some(v) {
+                if let Ok(bytes) = b64.decode(v) {
+                    ops.push((k.clone(), Some(bytes)));
+                }
+            }
+        }
+        for k in before.keys() {
+            if !after.contains_key(k) {
+                if let Some(hex) = k.strip_prefix("devices/") {
+                    if let Some(id) = unhex_str(hex) {
+                        revoked.push(id);
+                    }
+                }
+                ops.push((k.clone(), None));
+            }
+        }
+        node.auth.import(&ops).map_err(proto)?;
+    }
+    node.catalog.persist(&mut lib).map_err(proto)?;
     if *role == Role::Node {
         // New records from another node: index where they live (downloads, dedupe).
         // Only keys not indexed yet are read in full: a busy shard changes often.
@@ -1069,31 +1149,36 @@ fn apply(
                 }
             }
         }
-        if changed.contains(&household) {
-            let after = read_household(&lib);
-            let mut ops = Vec::new();
-            for (k, v) in &after {
-                if before.get(k) != Some(v) {
-                    if let Ok(bytes) = b64.decode(v) {
-                        ops.push((k.clone(), Some(bytes)));
-                    }
-                }
-            }
-            for k in before.keys() {
-                if !after.contains_key(k) {
-                    if let Some(hex) = k.strip_prefix("devices/") {
-                        if let Some(id) = unhex_str(hex) {
-                            revoked.push(id);
-                        }
-                    }
-                    ops.push((k.clone(), None));
-                }
-            }
-            drop(lib);
-            node.auth.import(&ops).map_err(proto)?;
-        }
     }
     Ok(revoked)
+}
+
+/// Splits sync messages into frames below the receiver's limits (documents per envelope and
+/// frame size): a first sync of a big household must not be one oversized frame.
+fn split_envelopes(name: &str, msgs: Vec<tessera_core::DocMessage>) -> Option<Vec<Frame>> {
+    if msgs.is_empty() {
+        return None;
+    }
+    let budget = wire::MAX_FRAME / 2;
+    let mut frames = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = 0usize;
+    for m in msgs {
+        let n = m.msg.len() + m.doc.len() + 16;
+        if !cur.is_empty()
+            && (cur.len() >= tessera_core::sync::MAX_DOCS_PER_ENVELOPE || size + n > budget)
+        {
+            frames.push(Frame::Sync(SyncEnvelope::new(
+                name,
+                std::mem::take(&mut cur),
+            )));
+            size = 0;
+        }
+        size += n;
+        cur.push(m);
+    }
+    frames.push(Frame::Sync(SyncEnvelope::new(name, cur)));
+    Some(frames)
 }
 
 fn unhex_str(s: &str) -> Option<String> {

@@ -258,6 +258,45 @@ fn devices_pair_by_key_and_unknown_forged_or_revoked_keys_get_nothing() {
         assert!(r.is_err(), "a revoked key must be refused");
         ep.close().await;
     });
+
+    // A browser pairs with its login session: logging out unpairs its key too.
+    let login: serde_json::Value = api
+        .client
+        .post(format!("{}/api/auth/login", node.url))
+        .json(&serde_json::json!({"email": "admin@example.com", "password": "correct horse"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = login["accessToken"].as_str().unwrap().to_owned();
+    let browser_key = SecretKey::generate();
+    let r = api
+        .client
+        .post(format!("{}/api/tessera/devices", node.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"endpointId": browser_key.public().to_string()}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    rt.block_on(async {
+        let ep = endpoint(browser_key.clone()).await.unwrap();
+        let s = connect(&ep, addr.clone(), None).await.unwrap();
+        assert!(s.is_ok(), "paired through the login session");
+        let url = format!("{}/api/auth/logout", node.url);
+        let client = api.client.clone();
+        let t = token.clone();
+        tokio::task::spawn_blocking(move || client.post(url).bearer_auth(t).send().unwrap())
+            .await
+            .unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.unwrap().conn.closed()).await;
+        assert!(
+            closed.is_ok(),
+            "logging out closes the browser's connection"
+        );
+        let r = connect(&ep, addr.clone(), None).await.unwrap();
+        assert!(r.is_err(), "a logged-out browser's key is refused");
+        ep.close().await;
+    });
 }
 
 fn count_originals(data: &std::path::Path) -> usize {
