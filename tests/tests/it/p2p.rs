@@ -458,6 +458,48 @@ fn a_second_node_joins_with_a_ticket_replicates_everything_and_can_take_over() {
         .unwrap();
     assert_eq!((code, got == extra[0].1), (200, true), "B's upload on A");
 
+    // A device paired on A is known to B (the household document), and unpairing it on A
+    // closes its live connection to B.
+    let phone = SecretKey::generate();
+    assert_eq!(bind(&api_a, &phone).0, 201);
+    let addr_b = node_addr(&api_b).unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let ep = endpoint(phone.clone()).await.unwrap();
+        let mut s = None;
+        for _ in 0..100 {
+            if let Ok(Ok(ok)) = connect(&ep, addr_b.clone(), None).await {
+                s = Some(ok);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let s = s.expect("B welcomes a device paired on A");
+        let (base, key, id) = (a.url.clone(), api_a.key.clone(), phone.public().to_string());
+        let code = tokio::task::spawn_blocking(move || {
+            let mut api = Api::new(&base);
+            api.key = key;
+            api.req(
+                reqwest::Method::DELETE,
+                &format!("/api/tessera/devices/{id}"),
+            )
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 204);
+        let closed = tokio::time::timeout(Duration::from_secs(10), s.conn.closed()).await;
+        assert!(
+            closed.is_ok(),
+            "unpairing on A closes the device's connection to B"
+        );
+        assert!(connect(&ep, addr_b.clone(), None).await.unwrap().is_err());
+        ep.close().await;
+    });
+
     // Node A is lost: B carries on with the same logins and keys.
     a.kill();
     let mut login_b = Api::new(&b.url);
