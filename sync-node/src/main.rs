@@ -55,6 +55,11 @@ enum Cmd {
         /// Run without the embedded relay (browsers then sync over HTTP only).
         #[arg(long)]
         no_relay: bool,
+        /// The relay's URL as browsers reach it, when a reverse proxy serves it (e.g.
+        /// `https://photos.example.org/relay` forwarded to --relay). Default: the host the PWA
+        /// was loaded from, relay port, plain HTTP.
+        #[arg(long)]
+        relay_public_url: Option<String>,
         /// Join the household of another node with a pairing ticket
         /// (`POST /api/pairing/tickets` on that node): replicate every document, account and
         /// blob, and keep following it.
@@ -143,6 +148,7 @@ async fn main() -> Result<()> {
             iroh,
             relay,
             no_relay,
+            relay_public_url,
             join,
             name,
         } => {
@@ -179,10 +185,15 @@ async fn main() -> Result<()> {
                     }
                 })
             };
+            if let Some(u) = &relay_public_url {
+                u.parse::<iroh::RelayUrl>()
+                    .with_context(|| format!("--relay-public-url {u:?} is not a URL"))?;
+            }
             let cfg = tessera_sync_node::peer::PeerConfig {
                 iroh: iroh.unwrap_or(http),
                 relay,
                 name,
+                relay_public_url,
             };
             let peer = tessera_sync_node::peer::Peer::start(node.clone(), cfg.clone())
                 .await

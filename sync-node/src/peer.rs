@@ -67,6 +67,9 @@ pub struct PeerConfig {
     pub relay: Option<SocketAddr>,
     /// A human name for this node.
     pub name: String,
+    /// The relay's URL as browsers reach it when it is not the page's host + relay port (the
+    /// node behind an HTTPS reverse proxy that forwards, e.g., `wss://photos.example/relay`).
+    pub relay_public_url: Option<String>,
 }
 
 /// A pairing ticket: the inviting node's address and a one-time secret.
@@ -107,6 +110,7 @@ pub struct Peer {
     pub endpoint: Endpoint,
     relay: Mutex<Option<iroh_relay::server::Server>>,
     relay_port: Option<u16>,
+    relay_public_url: Option<String>,
     name: String,
     node: Arc<Node>,
     live: Live,
@@ -258,6 +262,7 @@ impl Peer {
             endpoint,
             relay: Mutex::new(relay),
             relay_port,
+            relay_public_url: cfg.relay_public_url,
             name: cfg.name,
             node,
             live: Mutex::new(HashMap::new()),
@@ -278,6 +283,11 @@ impl Peer {
     /// The relay's port (browsers build the relay URL from the host they loaded the PWA from).
     pub fn relay_port(&self) -> Option<u16> {
         self.relay_port
+    }
+
+    /// The relay URL configured for browsers (`--relay-public-url`), if any.
+    pub fn relay_public_url(&self) -> Option<&str> {
+        self.relay_public_url.as_deref()
     }
 
     /// This node's address for a ticket (its id and bound UDP sockets).

@@ -46,7 +46,10 @@ fn peer_json(node: &AppState, headers: &HeaderMap) -> ApiResult<Value> {
     let addrs: Vec<String> = p.addr().ip_addrs().map(|a| a.to_string()).collect();
     Ok(json!({
         "nodeId": p.id().to_string(),
-        "relayUrl": relay_url(headers, p.relay_port()),
+        "relayUrl": p
+            .relay_public_url()
+            .map(str::to_owned)
+            .or_else(|| relay_url(headers, p.relay_port())),
         "addrs": addrs,
     }))
 }

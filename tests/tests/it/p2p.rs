@@ -299,6 +299,23 @@ fn devices_pair_by_key_and_unknown_forged_or_revoked_keys_get_nothing() {
     });
 }
 
+#[test]
+fn a_reverse_proxied_relay_url_is_what_browsers_are_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "https://photos.example.org/relay";
+    let node = Node::start_with(&dir.path().join("n"), &["--relay-public-url", url]).unwrap();
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin().unwrap();
+    let (code, v) = api.get_json("/api/tessera/peer").unwrap();
+    assert_eq!((code, v["relayUrl"].as_str()), (200, Some(url)), "{v}");
+    let (code, v) = bind(&api, &SecretKey::generate());
+    assert_eq!(
+        (code, v["node"]["relayUrl"].as_str()),
+        (201, Some(url)),
+        "{v}"
+    );
+}
+
 fn count_originals(data: &std::path::Path) -> usize {
     fn walk(p: &std::path::Path, n: &mut usize) {
         if let Ok(rd) = std::fs::read_dir(p) {
