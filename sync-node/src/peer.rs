@@ -1192,11 +1192,7 @@ fn split_envelopes(name: &str, msgs: Vec<tessera_core::DocMessage>) -> Option<Ve
 }
 
 fn unhex_str(s: &str) -> Option<String> {
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+    String::from_utf8(crate::auth::unhex(s)?).ok()
 }
 
 async fn write_frame<T: Serialize>(send: &mut SendStream, f: &T) -> Result<(), PeerError> {
