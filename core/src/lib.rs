@@ -4,6 +4,7 @@
 //! own) and compiles for `wasm32-unknown-unknown` as well as natively. Callers move bytes.
 
 pub mod docid;
+pub mod dupes;
 pub mod library;
 pub mod ml;
 pub mod pack;

@@ -40,6 +40,12 @@ pub enum LibraryError {
 }
 
 const SHARD_PREFIX: &str = "shard/";
+/// Root-document entries `dupok/<a>/<b>`: the user said these two are not duplicates.
+const DUPOK_PREFIX: &str = "dupok/";
+/// Root-document entry holding library settings (`trash_days`).
+const SETTINGS_KEY: &str = "settings";
+/// Trashed assets are purged after this many days unless the library says otherwise.
+pub const DEFAULT_TRASH_DAYS: u32 = 30;
 
 /// The scalar fields of a map entry, as JSON.
 pub type Fields = JsonMap<String, Json>;
@@ -315,6 +321,63 @@ impl Library {
             self.dirty.insert(doc_id.clone());
         }
         Ok(changed)
+    }
+
+    /// Pairs of assets the user said are not duplicates (see [`crate::dupes::pair`]).
+    pub fn rejected_duplicates(
+        &self,
+        user: &str,
+    ) -> Result<BTreeSet<(String, String)>, LibraryError> {
+        let root = DocId::root(user)?;
+        Ok(self
+            .entries(&root, DUPOK_PREFIX)?
+            .into_iter()
+            .filter_map(|(k, _)| {
+                let rest = k.strip_prefix(DUPOK_PREFIX)?;
+                let (a, b) = rest.split_once('/')?;
+                Some(crate::dupes::pair(a, b))
+            })
+            .collect())
+    }
+
+    /// Remembers every pair of `ids` as "not duplicates" (`at`: RFC 3339 time of the decision).
+    pub fn reject_duplicates(
+        &mut self,
+        user: &str,
+        ids: &[String],
+        at: &str,
+    ) -> Result<bool, LibraryError> {
+        let root = DocId::root(user)?;
+        let mut items = Vec::new();
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                if a == b {
+                    continue;
+                }
+                let (x, y) = crate::dupes::pair(a, b);
+                let mut f = Fields::new();
+                f.insert("at".into(), Json::String(at.to_owned()));
+                items.push((format!("{DUPOK_PREFIX}{x}/{y}"), f));
+            }
+        }
+        self.merge_entries(&root, &items)
+    }
+
+    /// Days a trashed asset stays restorable before it is purged (library setting, default 30).
+    pub fn trash_days(&self, user: &str) -> u32 {
+        DocId::root(user)
+            .ok()
+            .and_then(|root| self.entry(&root, SETTINGS_KEY).ok().flatten())
+            .and_then(|f| f.get("trash_days").and_then(Json::as_u64))
+            .map(|d| d.min(3650) as u32)
+            .unwrap_or(DEFAULT_TRASH_DAYS)
+    }
+
+    pub fn set_trash_days(&mut self, user: &str, days: u32) -> Result<bool, LibraryError> {
+        let root = DocId::root(user)?;
+        let mut f = Fields::new();
+        f.insert("trash_days".into(), Json::Number(Number::from(days)));
+        self.merge_entries(&root, &[(SETTINGS_KEY.to_owned(), f)])
     }
 
     /// Shard summaries of `user`, newest month first (`undated` last).

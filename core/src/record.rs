@@ -91,6 +91,60 @@ pub struct AssetRecord {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub favorite: Option<bool>,
+    /// Archived: kept and searchable, hidden from the timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<bool>,
+    /// In the trash since this RFC 3339 time; purged (original deleted) after the library's
+    /// `trash_days`. Restoring clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trashed_at: Option<String>,
+    /// Video (or motion part) duration in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+    /// Video codec as the container names it (`h264`, `hevc`, `prores`…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
+    /// 64-bit perceptual hash of the oriented image, 16 hex digits (see `crate::dupes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phash: Option<String>,
+    /// The moving part of a Live Photo or motion photo: the asset id of the paired video
+    /// (Live Photo) or the hash of the video blob extracted from the still (motion photo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub motion: Option<String>,
+    /// On the video half of a Live Photo: the still it belongs to. Such videos are shown
+    /// as part of the still, not as their own timeline items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_of: Option<String>,
+    /// Deleted for good at this RFC 3339 time (trash emptied or expired): every node deletes
+    /// its copies of the original and derivatives. The record stays as a small tombstone so
+    /// that the deletion syncs; uploading the same file again brings the asset back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at: Option<String>,
+}
+
+impl AssetRecord {
+    /// Shown in the main timeline: not archived, not trashed, not the hidden half of a Live Photo.
+    pub fn in_timeline(&self) -> bool {
+        self.archived != Some(true)
+            && self.trashed_at.is_none()
+            && self.live_of.is_none()
+            && self.purged_at.is_none()
+    }
+
+    /// In the trash (restorable); purged assets are not.
+    pub fn is_trashed(&self) -> bool {
+        self.trashed_at.is_some() && self.purged_at.is_none()
+    }
+
+    pub fn is_purged(&self) -> bool {
+        self.purged_at.is_some()
+    }
+
+    pub fn is_video(&self) -> bool {
+        self.mime
+            .as_deref()
+            .is_some_and(|m| m.starts_with("video/"))
+    }
 }
 
 impl AssetRecord {
