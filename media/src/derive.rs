@@ -40,11 +40,17 @@ pub struct Derivatives {
 }
 
 /// Makes the derivatives of an image. `orientation` is the EXIF orientation (1–8), if any.
+///
+/// Formats: JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF and AVIF (libheif; the file's own
+/// transforms are applied and `orientation` is ignored), and camera RAW (`image/x-…` mimes from
+/// [`crate::sniff_mime`]; rawler: the embedded preview when large enough, else a develop; the
+/// RAW's own orientation is used when `orientation` is `None`).
 pub fn make_derivatives(
     bytes: &[u8],
     mime: &str,
     orientation: Option<u32>,
 ) -> Result<Derivatives, MediaError> {
+    let mut orientation = orientation;
     if bytes.is_empty() {
         return Err(MediaError::Empty);
     }
@@ -59,6 +65,17 @@ pub fn make_derivatives(
         },
         "image/png" | "image/webp" | "image/gif" | "image/bmp" | "image/tiff" => {
             decode_generic(bytes, mime)?
+        }
+        // libheif applies irot/imir itself: the pixels are as displayed, so EXIF orientation
+        // must not be applied again.
+        "image/heic" | "image/heif" | "image/avif" => {
+            orientation = None;
+            crate::heif::decode_heif(bytes, mime)?
+        }
+        m if is_raw_mime(m) => {
+            let raw = crate::raw::decode_raw(bytes)?;
+            orientation = orientation.or(raw.orientation);
+            (raw.image, raw.width, raw.height)
         }
         other => return Err(MediaError::Unsupported(other.to_owned())),
     };
@@ -165,7 +182,12 @@ fn fit_short_side(w: u32, h: u32, target: u32) -> (u32, u32) {
     )
 }
 
-fn check_dims(width: u32, height: u32) -> Result<(), MediaError> {
+/// RAW mimes that [`crate::sniff_mime`] returns.
+pub(crate) fn is_raw_mime(mime: &str) -> bool {
+    crate::types::RAW_MIMES.iter().any(|(_, m)| *m == mime)
+}
+
+pub(crate) fn check_dims(width: u32, height: u32) -> Result<(), MediaError> {
     if width == 0 || height == 0 {
         return Err(MediaError::NoPixels { width, height });
     }
@@ -402,6 +424,14 @@ mod tests {
         ));
         assert!(matches!(
             make_derivatives(b"xx", "image/heic", None),
+            Err(MediaError::Decode { format: "HEIF", .. })
+        ));
+        assert!(matches!(
+            make_derivatives(b"II*\0garbage", "image/x-adobe-dng", None),
+            Err(MediaError::Decode { format: "RAW", .. })
+        ));
+        assert!(matches!(
+            make_derivatives(b"xx", "image/svg+xml", None),
             Err(MediaError::Unsupported(_))
         ));
     }

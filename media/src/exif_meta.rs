@@ -39,10 +39,69 @@ pub fn read_metadata(bytes: &[u8]) -> Metadata {
     } else {
         bytes
     };
-    let parsed = Reader::new().read_from_container(&mut Cursor::new(input));
-    let Ok(exif) = parsed else {
-        return Metadata::default();
+    // HEIF: the Exif item that libheif links to the primary image (`cdsc`). kamadak-exif reads
+    // HEIF too, but takes the first Exif item in the file, which on real iPhone files can be
+    // another image's (found on an iPhone XS HEIC: 2 s off). It stays the fallback.
+    let from_heif = || {
+        is_heif(bytes)
+            .then(|| crate::heif::exif_block(bytes))
+            .flatten()
+            .and_then(|tiff| Reader::new().read_raw(tiff).ok())
     };
+    let exif = from_heif().or_else(|| {
+        Reader::new()
+            .read_from_container(&mut Cursor::new(input))
+            .ok()
+    });
+    let mut md = exif.as_ref().map(from_exif).unwrap_or_default();
+    if crate::raw::looks_raw(bytes) {
+        // RAW: rawler knows CR3/RAF/CRW and the makers' tags; fill what EXIF did not say, and
+        // the sensor dimensions.
+        if let Some(raw) = crate::raw::raw_metadata(bytes) {
+            md.fill_from(raw);
+        }
+    }
+    md
+}
+
+fn is_heif(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(b"ftyp")
+        && matches!(
+            bytes.get(8..12),
+            Some(b"heic" | b"heix" | b"heim" | b"heis" | b"mif1" | b"msf1" | b"avif" | b"avis")
+        )
+}
+
+impl Metadata {
+    /// Fills the fields that are `None` from `other`.
+    fn fill_from(&mut self, other: Metadata) {
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = other.$f; } )* };
+        }
+        fill!(
+            taken_at,
+            make,
+            model,
+            lens,
+            exposure_time,
+            f_number,
+            iso,
+            focal_length,
+            orientation,
+            width,
+            height
+        );
+        if self.lat.is_none() && self.lon.is_none() {
+            self.lat = other.lat;
+            self.lon = other.lon;
+            if self.altitude.is_none() {
+                self.altitude = other.altitude;
+            }
+        }
+    }
+}
+
+fn from_exif(exif: &exif::Exif) -> Metadata {
     let field = |tag| exif.get_field(tag, In::PRIMARY);
     let text = |tag| field(tag).and_then(|f| ascii(&f.value));
     let rational = |tag| field(tag).and_then(|f| first_rational(&f.value));
@@ -130,7 +189,7 @@ fn first_rational(v: &Value) -> Option<f64> {
 }
 
 /// `2024:05:03 14:22:01` + subsec `123` + offset `+02:00` → `2024-05-03T14:22:01.123+02:00`.
-fn format_time(dt: &str, subsec: Option<&str>, offset: Option<&str>) -> Option<String> {
+pub(crate) fn format_time(dt: &str, subsec: Option<&str>, offset: Option<&str>) -> Option<String> {
     let b = dt.as_bytes();
     if b.len() < 19 {
         return None;

@@ -2,20 +2,27 @@
 //!
 //! Architecture invariant: pure functions over bytes — no files, no threads of its own, no
 //! global state — so the node decides where work runs (a bounded blocking pool) and tests and
-//! benchmarks call the same code.
+//! benchmarks call the same code. The one exception is video: `video::poster_frame` runs the
+//! `ffmpeg` program on a file (with a timeout) and drains its pipes on two short-lived threads.
 
 mod derive;
 mod exif_meta;
 mod hash;
+mod heif;
+mod motion;
+mod raw;
 mod types;
+mod video;
 
 pub use derive::{make_derivatives, Derivatives, PREVIEW_LONG_SIDE, THUMB_SHORT_SIDE};
 pub use exif_meta::{read_metadata, Metadata};
 pub use hash::{hash_bytes, Hashes, StreamHasher};
+pub use motion::motion_photo_video;
 pub use types::{
     is_supported_extension, media_kind, sniff_mime, MediaKind, IMAGE_EXTENSIONS,
     SIDECAR_EXTENSIONS, VIDEO_EXTENSIONS,
 };
+pub use video::{poster_frame, probe_video, probe_video_file, video_derivatives, VideoMeta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -36,4 +43,9 @@ pub enum MediaError {
     Resize(String),
     #[error("encode failed: {0}")]
     Encode(String),
+    /// The `ffmpeg` program is missing or failed (the message carries its stderr's tail).
+    #[error("ffmpeg: {0}")]
+    Ffmpeg(String),
+    #[error("{tool} timed out after {secs:.1} s")]
+    Timeout { tool: &'static str, secs: f64 },
 }

