@@ -10,7 +10,9 @@ mod exif_meta;
 mod hash;
 mod heif;
 mod motion;
+mod phash;
 mod raw;
+mod sidecar;
 mod types;
 mod video;
 
@@ -18,6 +20,11 @@ pub use derive::{make_derivatives, Derivatives, PREVIEW_LONG_SIDE, THUMB_SHORT_S
 pub use exif_meta::{read_metadata, Metadata};
 pub use hash::{hash_bytes, Hashes, StreamHasher};
 pub use motion::motion_photo_video;
+pub use phash::{phash_encoded, phash_image};
+pub use sidecar::{
+    date_from_filename, parse_sidecar, parse_takeout_json, parse_xmp, resolve_capture_time,
+    Sidecar, SidecarError, TimeCandidates, TimeSource,
+};
 pub use types::{
     is_supported_extension, media_kind, sniff_mime, MediaKind, IMAGE_EXTENSIONS,
     SIDECAR_EXTENSIONS, VIDEO_EXTENSIONS,

@@ -200,7 +200,10 @@ pub fn router(node: AppState) -> Router {
         .route("/assets/bulk-upload-check", post(bulk_upload_check))
         .route(
             "/assets",
-            post(upload_asset).layer(DefaultBodyLimit::disable()),
+            post(upload_asset)
+                .layer(DefaultBodyLimit::disable())
+                .put(crate::library_api::update_assets)
+                .delete(crate::library_api::delete_assets),
         )
         .route("/assets/{id}", get(get_asset))
         .route("/assets/{id}/original", get(get_original))
@@ -211,6 +214,7 @@ pub fn router(node: AppState) -> Router {
         )
         .merge(crate::ml_api::routes())
         .merge(crate::peer_api::routes())
+        .merge(crate::library_api::routes())
         .fallback(|| async { ApiError::not_found("No such API endpoint") });
     let mut app = Router::new()
         .route(
@@ -435,7 +439,10 @@ async fn bulk_upload_check(
                 item.id
             )));
         };
-        results.push(match node.by_sha1(&u.id, &hex)? {
+        let known = node
+            .by_sha1(&u.id, &hex)?
+            .filter(|asset| find_record(&node, &u, asset).is_ok());
+        results.push(match known {
             Some(asset) => json!({"id": item.id, "action": "reject", "reason": "duplicate", "assetId": asset, "isTrashed": false}),
             None => json!({"id": item.id, "action": "accept"}),
         });
@@ -508,6 +515,13 @@ async fn upload_asset(
             if let Some(old) = pending.replace(p) {
                 old.abort();
             }
+        } else if name == "sidecarData" {
+            let bytes = field.bytes().await.map_err(bad)?;
+            if bytes.len() > 4 * 1024 * 1024 {
+                failure = Some(ApiError::bad_request("sidecarData is larger than 4 MB"));
+                continue;
+            }
+            meta.sidecar = Some(bytes.to_vec());
         } else {
             let text = field.text().await.map_err(bad)?;
             match name.as_str() {
@@ -516,7 +530,8 @@ async fn upload_asset(
                 "fileCreatedAt" => meta.file_created_at = Some(text),
                 "fileModifiedAt" => meta.file_modified_at = Some(text),
                 "isFavorite" => meta.is_favorite = text == "true",
-                _ => {} // duration, visibility, sidecarData, livePhotoVideoId...: accepted, not used yet
+                "visibility" => meta.archived = text == "archive",
+                _ => {} // duration, livePhotoVideoId...: accepted; Tessera reads them from the file
             }
         }
     }
@@ -596,7 +611,21 @@ fn find_record(node: &Node, user: &User, id: &str) -> ApiResult<AssetRecord> {
         .lock()?
         .asset_in(&shard, id)
         .map_err(CatalogError::from)?
+        .filter(|r| !r.is_purged())
         .ok_or_else(missing)
+}
+
+/// Immich's `H:MM:SS.ffffff` duration string.
+fn immich_duration(secs: f64) -> String {
+    let secs = if secs.is_finite() && secs > 0.0 {
+        secs
+    } else {
+        0.0
+    };
+    let h = (secs / 3600.0).floor();
+    let m = ((secs - h * 3600.0) / 60.0).floor();
+    let s = secs - h * 3600.0 - m * 60.0;
+    format!("{h}:{m:02}:{s:09.6}")
 }
 
 fn exposure_string(t: f64) -> String {
@@ -635,12 +664,14 @@ pub fn asset_json(r: &AssetRecord) -> Value {
         "createdAt": r.uploaded_at,
         "updatedAt": r.uploaded_at,
         "isFavorite": r.favorite.unwrap_or(false),
-        "isArchived": false,
-        "isTrashed": false,
+        "isArchived": r.archived.unwrap_or(false),
+        "isTrashed": r.is_trashed(),
+        "deletedAt": r.trashed_at,
         "isOffline": false,
-        "visibility": "timeline",
+        "visibility": if r.archived == Some(true) { "archive" } else if r.live_of.is_some() { "hidden" } else { "timeline" },
         "hasMetadata": true,
-        "duration": "0:00:00.00000",
+        "duration": immich_duration(r.duration.unwrap_or(0.0)),
+        "livePhotoVideoId": r.motion.as_ref().filter(|m| m.len() == 64 && r.live_of.is_none()),
         "checksum": checksum,
         "thumbhash": r.thumbhash,
         "width": r.width,

@@ -413,6 +413,14 @@ impl Auth {
         }
     }
 
+    pub fn user_by_email(&self, email: &str) -> Result<Option<User>, AuthError> {
+        let email = email.trim().to_lowercase();
+        match self.emails.get(email.as_bytes())? {
+            Some(id) => self.user(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
     /// Checks credentials and opens a session; returns the user and the access token.
     pub fn login(&self, email: &str, password: &str) -> Result<(User, String), AuthError> {
         let email = email.trim().to_lowercase();

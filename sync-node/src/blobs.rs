@@ -43,14 +43,17 @@ pub enum BlobKind {
     Preview,
     /// Published by the ML node: embedding packs and face crops.
     Ml,
+    /// The video part of a motion photo, cut out of its still (the original stays intact).
+    Motion,
 }
 
 impl BlobKind {
-    pub const ALL: [BlobKind; 4] = [
+    pub const ALL: [BlobKind; 5] = [
         BlobKind::Original,
         BlobKind::Thumb,
         BlobKind::Preview,
         BlobKind::Ml,
+        BlobKind::Motion,
     ];
 
     pub fn from_dir(s: &str) -> Option<Self> {
@@ -63,6 +66,7 @@ impl BlobKind {
             BlobKind::Thumb => "thumb",
             BlobKind::Preview => "preview",
             BlobKind::Ml => "ml",
+            BlobKind::Motion => "motion",
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct BlobStore {
     root: PathBuf,
     tmp: PathBuf,
     index: sled::Tree,
+    /// Tombstones of blobs deleted on purpose (hash → time).
+    deleted: sled::Tree,
     /// Every newly stored blob (other nodes are told at once).
     events: tokio::sync::broadcast::Sender<tessera_core::wire::BlobRef>,
 }
@@ -138,6 +144,7 @@ impl BlobStore {
             root,
             tmp,
             index: db.open_tree("blobs")?,
+            deleted: db.open_tree("blobs_deleted")?,
             events: tokio::sync::broadcast::channel(4096).0,
         })
     }
@@ -211,6 +218,8 @@ impl BlobStore {
         fs::rename(&tmp, &dest).map_err(io(&dest))?;
         sync_dir(dir)?;
         self.index_put(&hashes.blake3, BlobEntry { size, kind })?;
+        // Stored again (uploaded anew after a purge): no longer deleted.
+        self.deleted.remove(hashes.blake3.as_bytes())?;
         self.announce(kind, &hashes.blake3, size);
         Ok((hashes, false))
     }
@@ -234,6 +243,35 @@ impl BlobStore {
                 .map_err(|_| BlobError::BadEntry(hash.to_owned())),
             None => Ok(None),
         }
+    }
+
+    /// Deletes a blob for good (a purged asset): the file, its index entry, and a tombstone so
+    /// that replication does not bring it back from a peer that has not purged it yet.
+    /// Returns the bytes freed.
+    pub fn remove(&self, kind: BlobKind, hash: &str) -> Result<u64, BlobError> {
+        let p = self.path(kind, hash)?;
+        let size = match fs::metadata(&p) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(BlobError::Io { path: p, source: e }),
+        };
+        self.deleted
+            .insert(hash.as_bytes(), crate::now_rfc3339().as_bytes())?;
+        if size > 0 {
+            fs::remove_file(&p).map_err(io(&p))?;
+            if let Some(dir) = p.parent() {
+                sync_dir(dir)?;
+            }
+        }
+        if self.entry(hash)?.is_some_and(|e| e.kind == kind) {
+            self.index.remove(hash.as_bytes())?;
+        }
+        Ok(size)
+    }
+
+    /// Deleted on purpose (see [`BlobStore::remove`]).
+    pub fn is_deleted(&self, hash: &str) -> bool {
+        self.deleted.contains_key(hash.as_bytes()).unwrap_or(false)
     }
 
     pub fn exists(&self, kind: BlobKind, hash: &str) -> bool {

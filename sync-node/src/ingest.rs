@@ -2,21 +2,17 @@
 
 use tessera_core::record::status;
 use tessera_core::AssetRecord;
-use tessera_media::Hashes;
+use tessera_media::{Hashes, TimeCandidates};
 
 use crate::blobs::BlobKind;
 use crate::catalog::CatalogError;
 use crate::node::{AssetLocation, Node, NodeError};
 
-/// Mime types the media pipeline renders today; other accepted media are stored and listed.
-pub const RENDERABLE: &[&str] = &[
-    "image/jpeg",
-    "image/png",
-    "image/webp",
-    "image/gif",
-    "image/bmp",
-    "image/tiff",
-];
+/// Whether the media pipeline makes thumbnails for this mime type: every image and video
+/// container Tessera accepts (decoders that fail say why on the asset).
+pub fn renderable(mime: &str) -> bool {
+    (mime.starts_with("image/") && mime != "image/svg+xml") || mime.starts_with("video/")
+}
 
 /// What the client told us about the file (Immich's upload fields).
 #[derive(Debug, Clone, Default)]
@@ -27,6 +23,10 @@ pub struct UploadMeta {
     pub file_created_at: Option<String>,
     pub file_modified_at: Option<String>,
     pub is_favorite: bool,
+    /// An XMP or Google Takeout JSON sidecar (Immich's `sidecarData`).
+    pub sidecar: Option<Vec<u8>>,
+    /// Immich's `visibility: archive`.
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,38 +56,86 @@ pub fn ingest_committed(
         if loc.owner == owner {
             let shard = tessera_core::DocId::shard(owner, &loc.month)
                 .map_err(|e| NodeError::Corrupt(e.to_string()))?;
-            if node
+            let existing = node
                 .catalog
                 .lock()?
                 .asset_in(&shard, &id)
-                .map_err(CatalogError::from)?
-                .is_some()
-            {
+                .map_err(CatalogError::from)?;
+            // A purged asset uploaded again comes back as new.
+            if existing.is_some_and(|r| !r.is_purged()) {
                 return Ok(Outcome::Duplicate(id));
             }
         }
     }
-    let bytes = node.blobs.read(BlobKind::Original, &id)?;
-    let mime = tessera_media::sniff_mime(&bytes[..bytes.len().min(64)], &meta.filename);
-    let md = if mime.starts_with("image/") {
-        tessera_media::read_metadata(&bytes)
-    } else {
-        Default::default()
+    let path = node.blobs.path(BlobKind::Original, &id)?;
+    let head = read_head(&path)?;
+    let mime = tessera_media::sniff_mime(&head, &meta.filename);
+    let mut record = AssetRecord::default();
+    let mut exif_time = None;
+    let mut qt_time = None;
+    if mime.starts_with("video/") {
+        match tessera_media::probe_video_file(&path) {
+            Ok(v) => {
+                qt_time = v.taken_at;
+                record.duration = v.duration;
+                record.codec = v.codec;
+                record.width = v.width;
+                record.height = v.height;
+                record.lat = v.lat;
+                record.lon = v.lon;
+                record.altitude = v.altitude;
+                record.make = v.make;
+                record.model = v.model;
+            }
+            Err(e) => tracing::info!(asset = %id, "no video metadata: {e}"),
+        }
+    } else if mime.starts_with("image/") {
+        let bytes = node.blobs.read(BlobKind::Original, &id)?;
+        let md = tessera_media::read_metadata(&bytes);
+        drop(bytes);
+        exif_time = md.taken_at;
+        (record.width, record.height) = match (md.width, md.height, md.orientation) {
+            (Some(w), Some(h), Some(5..=8)) => (Some(h), Some(w)),
+            (w, h, _) => (w, h),
+        };
+        record.orientation = md.orientation;
+        record.lat = md.lat;
+        record.lon = md.lon;
+        record.altitude = md.altitude;
+        record.make = md.make;
+        record.model = md.model;
+        record.lens = md.lens;
+        record.exposure_time = md.exposure_time;
+        record.f_number = md.f_number;
+        record.iso = md.iso;
+        record.focal_length = md.focal_length;
+    }
+    let sidecar = match meta.sidecar.as_deref().map(tessera_media::parse_sidecar) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            tracing::warn!(asset = %id, file = %meta.filename, "sidecar ignored: {e}");
+            Default::default()
+        }
+        None => Default::default(),
     };
-    drop(bytes);
+    if record.lat.is_none() {
+        (record.lat, record.lon) = (sidecar.lat, sidecar.lon);
+    }
     let now = crate::now_rfc3339();
     let created = meta.file_created_at.as_deref().and_then(normalise_time);
     let modified = meta.file_modified_at.as_deref().and_then(normalise_time);
-    let (taken_at, source) = match (&md.taken_at, &created) {
-        (Some(t), _) => (t.clone(), "exif"),
-        (None, Some(c)) => (c.clone(), "file"),
-        (None, None) => (now.clone(), "upload"),
-    };
-    let renderable = RENDERABLE.contains(&mime);
-    let (width, height) = match (md.width, md.height, md.orientation) {
-        (Some(w), Some(h), Some(5..=8)) => (Some(h), Some(w)),
-        (w, h, _) => (w, h),
-    };
+    // EXIF → QuickTime → sidecar → file name → the file's own dates → the upload time.
+    let file_time = created.as_deref().or(modified.as_deref());
+    let (taken_at, source) = tessera_media::resolve_capture_time(&TimeCandidates {
+        exif: exif_time.as_deref(),
+        quicktime: qt_time.as_deref(),
+        sidecar: sidecar.taken_at.as_deref(),
+        filename: Some(&meta.filename),
+        file_mtime: file_time,
+    })
+    .map(|(t, s)| (t, s.as_str()))
+    .unwrap_or_else(|| (now.clone(), "upload"));
+    let render = renderable(mime);
     let record = AssetRecord {
         id: id.clone(),
         sha1: Some(hashes.sha1.clone()),
@@ -102,31 +150,19 @@ pub fn ingest_committed(
         file_modified_at: modified,
         device_asset_id: meta.device_asset_id.clone(),
         device_id: meta.device_id.clone(),
-        width,
-        height,
-        orientation: md.orientation,
-        lat: md.lat,
-        lon: md.lon,
-        altitude: md.altitude,
-        make: md.make,
-        model: md.model,
-        lens: md.lens,
-        exposure_time: md.exposure_time,
-        f_number: md.f_number,
-        iso: md.iso,
-        focal_length: md.focal_length,
         status: Some(
-            if renderable {
+            if render {
                 status::PENDING
             } else {
                 status::UNSUPPORTED
             }
             .into(),
         ),
-        error: (!renderable)
+        error: (!render)
             .then(|| format!("{mime} is stored; previews for this type are not available yet")),
-        favorite: meta.is_favorite.then_some(true),
-        ..Default::default()
+        favorite: (meta.is_favorite || sidecar.favorite == Some(true)).then_some(true),
+        archived: meta.archived.then_some(true),
+        ..record
     };
     let month = record.month();
     {
@@ -143,9 +179,96 @@ pub fn ingest_committed(
             sha1: hashes.sha1.clone(),
         },
     )?;
-    if renderable {
+    if render {
         node.jobs.enqueue(&id, owner)?;
+    }
+    if let Err(e) = pair_live_photo(node, owner, &record) {
+        tracing::warn!(asset = %id, "Live Photo pairing skipped: {e}");
     }
     node.flush()?;
     Ok(Outcome::Created(id))
+}
+
+/// The first bytes of a stored original (for type sniffing).
+fn read_head(path: &std::path::Path) -> Result<Vec<u8>, NodeError> {
+    use std::io::Read;
+    let mut head = vec![0u8; 64];
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| NodeError::Corrupt(format!("{}: {e}", path.display())))?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(NodeError::Corrupt(format!("{}: {e}", path.display()))),
+        }
+    }
+    head.truncate(n);
+    Ok(head)
+}
+
+fn stem(name: &str) -> &str {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    base.rsplit_once('.').map(|(s, _)| s).unwrap_or(base)
+}
+
+/// Seconds between two capture times (`None` if either does not parse).
+fn seconds_apart(a: &str, b: &str) -> Option<i64> {
+    let p = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.naive_local())
+            .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f"))
+            .ok()
+    };
+    Some((p(a)? - p(b)?).num_seconds().abs())
+}
+
+/// Pairs the two halves of a Live Photo (`IMG_1234.HEIC` + `IMG_1234.MOV`, captured within a
+/// few seconds of each other, same owner) whichever arrives second: the still gets `motion`
+/// (the video's id) and the video `live_of` (it then shows as part of the still).
+pub fn pair_live_photo(node: &Node, owner: &str, rec: &AssetRecord) -> Result<bool, NodeError> {
+    let (Some(name), Some(taken)) = (rec.filename.as_deref(), rec.taken_at.as_deref()) else {
+        return Ok(false);
+    };
+    let is_video = rec.is_video();
+    if !is_video && !rec.mime.as_deref().is_some_and(|m| m.starts_with("image/")) {
+        return Ok(false);
+    }
+    let month = rec.month();
+    let shard =
+        tessera_core::DocId::shard(owner, &month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+    let mut lib = node.catalog.lock()?;
+    let mate = lib
+        .assets(&shard)
+        .map_err(CatalogError::from)?
+        .into_iter()
+        .find(|o| {
+            o.id != rec.id
+                && o.is_video() != is_video
+                && !o.is_purged()
+                && o.mime
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("image/") || m.starts_with("video/"))
+                && o.filename
+                    .as_deref()
+                    .is_some_and(|f| stem(f).eq_ignore_ascii_case(stem(name)))
+                && o.taken_at
+                    .as_deref()
+                    .and_then(|t| seconds_apart(t, taken))
+                    .is_some_and(|d| d <= 3)
+        });
+    let Some(mate) = mate else { return Ok(false) };
+    let (still, video) = if is_video { (&mate, rec) } else { (rec, &mate) };
+    let (still_id, video_id) = (still.id.clone(), video.id.clone());
+    lib.update_asset(owner, &still.month(), &still_id, |r| {
+        r.motion = Some(video_id.clone())
+    })
+    .map_err(CatalogError::from)?;
+    lib.update_asset(owner, &video.month(), &video_id, |r| {
+        r.live_of = Some(still_id.clone())
+    })
+    .map_err(CatalogError::from)?;
+    node.catalog.persist(&mut lib)?;
+    tracing::info!(still = %still_id, video = %video_id, "Live Photo paired");
+    Ok(true)
 }

@@ -14,6 +14,9 @@ use tokio::sync::{Notify, Semaphore};
 use crate::blobs::BlobKind;
 use crate::node::{Node, NodeError};
 
+/// Longest an ffmpeg call for a poster frame may take.
+const VIDEO_TIMEOUT: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub owner: String,
@@ -59,6 +62,15 @@ impl Jobs {
                 ))
             })
             .collect()
+    }
+
+    pub fn is_queued(&self, asset: &str) -> bool {
+        self.tree.contains_key(asset.as_bytes()).unwrap_or(false)
+    }
+
+    /// Drops a job that was worked outside the queue (bulk import makes derivatives inline).
+    pub fn finish(&self, asset: &str) {
+        self.done(asset)
     }
 
     fn done(&self, asset: &str) {
@@ -161,15 +173,36 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
         .asset_in(&shard, asset)
         .map_err(crate::catalog::CatalogError::from)?;
     let Some(record) = record else { return Ok(()) };
-    let bytes = node.blobs.read(BlobKind::Original, asset)?;
     let mime = record.mime.clone().unwrap_or_default();
     let started = std::time::Instant::now();
-    let result = tessera_media::make_derivatives(&bytes, &mime, record.orientation);
-    drop(bytes);
+    let mut video = None;
+    let mut motion = None;
+    let result = if mime.starts_with("video/") {
+        let path = node.blobs.path(BlobKind::Original, asset)?;
+        tessera_media::video_derivatives(&path, VIDEO_TIMEOUT).map(|(m, d)| {
+            video = Some(m);
+            d
+        })
+    } else {
+        let bytes = node.blobs.read(BlobKind::Original, asset)?;
+        // An Android/Samsung motion photo carries its video after the still: keep a copy of
+        // that part as its own blob so the viewer can play it (the original stays intact).
+        if let Some(range) = tessera_media::motion_photo_video(&bytes) {
+            motion = Some(node.blobs.put_bytes(BlobKind::Motion, &bytes[range])?);
+        }
+        tessera_media::make_derivatives(&bytes, &mime, record.orientation)
+    };
     let update: Box<dyn FnOnce(&mut tessera_core::AssetRecord)> = match result {
         Ok(d) => {
             let thumb = node.blobs.put_bytes(BlobKind::Thumb, &d.thumbnail)?;
             let preview = node.blobs.put_bytes(BlobKind::Preview, &d.preview)?;
+            let phash = match tessera_media::phash_encoded(&d.thumbnail) {
+                Ok(h) => Some(tessera_core::dupes::format_phash(h)),
+                Err(e) => {
+                    tracing::warn!(asset, "no perceptual hash: {e}");
+                    None
+                }
+            };
             tracing::info!(
                 asset,
                 ms = started.elapsed().as_millis() as u64,
@@ -183,6 +216,14 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
                 r.thumbhash = Some(d.thumbhash);
                 r.width = Some(d.width);
                 r.height = Some(d.height);
+                r.phash = phash;
+                if let Some(v) = video {
+                    r.duration = v.duration.or(r.duration);
+                    r.codec = v.codec.or(r.codec.take());
+                }
+                if let (Some(m), None) = (motion, &r.motion) {
+                    r.motion = Some(m);
+                }
             })
         }
         Err(MediaError::Unsupported(m)) => Box::new(move |r| {

@@ -4,7 +4,8 @@
 //! [`catalog`] (the automerge documents on disk, sync sessions with peers), [`auth`] (users,
 //! sessions, API keys), [`ingest`] (an upload becoming an asset), [`jobs`] (the persisted,
 //! bounded media queue), [`api`] (axum router: Immich-shaped HTTP API + PWA hosting), [`ml_api`] (what ML
-//! nodes call, people, faces and smart search).
+//! nodes call, people, faces and smart search), [`housekeeping`] + [`library_api`] (archive,
+//! trash, purge, duplicates), [`import`] (bulk import of a folder tree).
 //!
 //! Architecture invariant: an upload is acknowledged only after the original is fsynced under
 //! its hash and its catalogue record is persisted. The blob files are the truth; the sled index
@@ -14,8 +15,11 @@ pub mod api;
 pub mod auth;
 pub mod blobs;
 pub mod catalog;
+pub mod housekeeping;
+pub mod import;
 pub mod ingest;
 pub mod jobs;
+pub mod library_api;
 pub mod ml_api;
 pub mod node;
 pub mod peer;

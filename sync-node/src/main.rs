@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use tessera_sync_node::{blobs, Node, NodeConfig};
 
@@ -68,6 +68,30 @@ enum Cmd {
         /// This node's name as other nodes and devices see it.
         #[arg(long, default_value = "sync node")]
         name: String,
+        /// Seconds between housekeeping passes (purging trash older than the library's
+        /// `trashDays`, deleting copies of assets purged on another node).
+        #[arg(long, default_value_t = 3600)]
+        purge_every: u64,
+    },
+    /// Import a folder tree (a camera roll, a Takeout export, an old library) into a data
+    /// directory while the node is stopped: all cores, progress, resumable, with a report.
+    Import {
+        /// The folder to import.
+        dir: PathBuf,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// Whose library (email); default: the admin.
+        #[arg(long)]
+        user: Option<String>,
+        /// Also put every imported file in this album.
+        #[arg(long)]
+        album: Option<String>,
+        /// Parallel files (default: number of cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Write the report as JSON to this file as well.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Verify every blob's hash and the index; with --repair, quarantine corrupt blobs and
     /// rebuild the index from the files.
@@ -128,6 +152,117 @@ async fn provision_ml_key(node: std::sync::Arc<Node>, file: PathBuf) {
     }
 }
 
+async fn import(
+    dir: PathBuf,
+    data: PathBuf,
+    user: Option<String>,
+    album: Option<String>,
+    workers: Option<usize>,
+    report_file: Option<PathBuf>,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !dir.is_dir() {
+        bail!("{} is not a folder", dir.display());
+    }
+    let node = Node::open(NodeConfig::new(&data)).with_context(|| {
+        format!(
+            "opening data directory {} (is `sync-node serve` running on it? Stop it first: \
+             import writes to the data directory directly)",
+            data.display()
+        )
+    })?;
+    let owner = match &user {
+        Some(email) => node
+            .auth
+            .user_by_email(email)?
+            .with_context(|| format!("no user {email} in this library"))?,
+        None => node.auth.admin()?.context(
+            "this library has no account yet: start `sync-node serve`, create the admin in the \
+             PWA, stop it, then import",
+        )?,
+    };
+    let workers = workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    eprintln!("Scanning {} …", dir.display());
+    let plan = tessera_sync_node::import::plan(&dir)?;
+    let (files, bytes) = (plan.items.len() as u64, plan.bytes);
+    eprintln!(
+        "{files} photos and videos ({:.1} MB), {} other files; importing into {}'s library with {workers} workers",
+        bytes as f64 / 1e6,
+        plan.unsupported.len(),
+        owner.email
+    );
+    let bar = indicatif::ProgressBar::new(files);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} files · {per_sec} · {msg} · ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nStopping after the files in progress (run the same command again to resume) …");
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let started = std::time::Instant::now();
+    let (n, b, s) = (node.clone(), bar.clone(), stop.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        tessera_sync_node::import::run(
+            &n,
+            &owner.id,
+            plan,
+            workers,
+            album.as_deref(),
+            &s,
+            &|_, bytes_done| {
+                let secs = started.elapsed().as_secs_f64().max(1e-3);
+                b.set_message(format!("{:.1} MB/s", bytes_done as f64 / 1e6 / secs));
+                b.inc(1);
+            },
+        )
+    })
+    .await
+    .context("import crashed")??;
+    bar.finish_and_clear();
+    node.flush()?;
+    eprintln!(
+        "Imported {} new, {} already in the library, {} done by an earlier run, {} failed, in {:.1} s ({:.1} files/s, {:.1} MB/s){}",
+        report.imported,
+        report.duplicates,
+        report.resumed,
+        report.failed.len(),
+        report.seconds,
+        report.files as f64 / report.seconds.max(1e-3),
+        report.bytes as f64 / 1e6 / report.seconds.max(1e-3),
+        report.album.as_ref().map(|a| format!("; album \"{a}\"")).unwrap_or_default(),
+    );
+    for (p, why) in &report.failed {
+        eprintln!("  failed: {p}: {why}");
+    }
+    for (p, why) in &report.no_preview {
+        eprintln!("  stored without preview: {p}: {why}");
+    }
+    for p in &report.unsupported {
+        eprintln!("  not imported (not a photo or video): {p}");
+    }
+    if let Some(f) = report_file {
+        std::fs::write(&f, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if report.interrupted {
+        bail!("interrupted: run the same command again to import the rest");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -151,6 +286,7 @@ async fn main() -> Result<()> {
             relay_public_url,
             join,
             name,
+            purge_every,
         } => {
             let mut cfg = NodeConfig::new(&data);
             cfg.ml = ml;
@@ -225,6 +361,10 @@ async fn main() -> Result<()> {
             } else {
                 tokio::spawn(tessera_sync_node::jobs::run(node.clone()));
             }
+            tokio::spawn(tessera_sync_node::housekeeping::run(
+                node.clone(),
+                std::time::Duration::from_secs(purge_every.max(1)),
+            ));
             axum::serve(listener, tessera_sync_node::api::router(node.clone()))
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
@@ -235,6 +375,14 @@ async fn main() -> Result<()> {
             node.flush().context("flushing the index")?;
             Ok(())
         }
+        Cmd::Import {
+            dir,
+            data,
+            user,
+            album,
+            workers,
+            report,
+        } => import(dir, data, user, album, workers, report).await,
         Cmd::Fsck { data, repair, json } => {
             let node = Node::open(NodeConfig::new(&data))
                 .with_context(|| format!("opening data directory {}", data.display()))?;

@@ -830,7 +830,7 @@ impl Peer {
             return false;
         };
         let hex = wire::hash_hex(&r.hash);
-        if self.node.blobs.exists(kind, &hex) {
+        if self.node.blobs.exists(kind, &hex) || self.node.blobs.is_deleted(&hex) {
             return false;
         }
         self.fetching

@@ -1,0 +1,221 @@
+//! Library housekeeping as catalogue state: archive, trash, restore, purge.
+//!
+//! Trash and archive are fields of the asset record (`trashed_at`, `archived`), so they sync
+//! like any edit and work offline in the PWA. Purging is a record change too: `purged_at` is
+//! set and the record is stripped to a tombstone; every node that sees a purged record deletes
+//! its own copies of the original and derivatives (and remembers the hashes, so replication
+//! does not bring them back). A node purges trashed assets older than the owner's
+//! `trash_days` on its own schedule ([`run`]); every node reaches the same decision from the
+//! same catalogue. Nothing but an explicit "delete permanently" or an expired trash deletes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_core::{AssetRecord, DocId};
+
+use crate::blobs::BlobKind;
+use crate::catalog::CatalogError;
+use crate::node::{Node, NodeError};
+
+/// What to do with a set of assets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Trash,
+    Restore,
+    Purge,
+    Archive(bool),
+    Favorite(bool),
+}
+
+/// Every record of `user` (all shards), purged tombstones included.
+pub fn user_assets(node: &Node, user: &str) -> Result<Vec<AssetRecord>, NodeError> {
+    let lib = node.catalog.lock()?;
+    let mut out = Vec::new();
+    for s in lib.shards(user).map_err(CatalogError::from)? {
+        let id = DocId::shard(user, &s.month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+        out.extend(lib.assets(&id).map_err(CatalogError::from)?);
+    }
+    Ok(out)
+}
+
+/// Applies `action` to the user's assets `ids` (unknown ids are skipped) in one catalogue
+/// change per shard. A Live Photo's video half follows its still. Returns how many records
+/// changed. Purging also deletes the local blobs.
+pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<usize, NodeError> {
+    let now = crate::now_rfc3339();
+    let mut targets: BTreeMap<String, String> = BTreeMap::new(); // id → month
+    let mut queue: Vec<String> = ids.to_vec();
+    let mut changed = 0;
+    let mut purged = Vec::new();
+    {
+        let mut lib = node.catalog.lock()?;
+        while let Some(id) = queue.pop() {
+            if targets.contains_key(&id) || !crate::blobs::valid_hash(&id) {
+                continue;
+            }
+            let Some(loc) = node.location(&id)?.filter(|l| l.owner == user) else {
+                continue;
+            };
+            let shard =
+                DocId::shard(user, &loc.month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+            let Some(rec) = lib.asset_in(&shard, &id).map_err(CatalogError::from)? else {
+                continue;
+            };
+            if let Some(m) = rec.motion.as_ref().filter(|m| crate::blobs::valid_hash(m)) {
+                if matches!(action, Action::Trash | Action::Restore | Action::Purge)
+                    && node.location(m)?.is_some()
+                {
+                    queue.push(m.clone());
+                }
+            }
+            targets.insert(id, loc.month);
+        }
+        for (id, month) in &targets {
+            let mut blobs = Vec::new();
+            let did = lib
+                .update_asset(user, month, id, |r| {
+                    let before = r.clone();
+                    match action {
+                        Action::Trash if r.trashed_at.is_none() && !r.is_purged() => {
+                            r.trashed_at = Some(now.clone())
+                        }
+                        Action::Restore if !r.is_purged() => r.trashed_at = None,
+                        Action::Purge if !r.is_purged() => {
+                            blobs = blob_refs(r);
+                            *r = tombstone(r, &now);
+                        }
+                        Action::Archive(a) if !r.is_purged() => r.archived = a.then_some(true),
+                        Action::Favorite(f) if !r.is_purged() => r.favorite = f.then_some(true),
+                        _ => {}
+                    }
+                    if *r != before {
+                        changed += 1;
+                    }
+                })
+                .map_err(CatalogError::from)?;
+            if did {
+                purged.extend(blobs);
+            }
+        }
+        node.catalog.persist(&mut lib)?;
+    }
+    for (kind, hash) in purged {
+        if let Err(e) = node.blobs.remove(kind, &hash) {
+            tracing::error!(%hash, "cannot delete a purged blob: {e}");
+        }
+    }
+    Ok(changed)
+}
+
+/// The blobs that belong to one asset (its original and derivatives).
+fn blob_refs(r: &AssetRecord) -> Vec<(BlobKind, String)> {
+    let mut v = vec![(BlobKind::Original, r.id.clone())];
+    if let Some(t) = &r.thumb {
+        v.push((BlobKind::Thumb, t.clone()));
+    }
+    if let Some(p) = &r.preview {
+        v.push((BlobKind::Preview, p.clone()));
+    }
+    if let Some(m) = &r.motion {
+        // A motion photo's extracted video (a Live Photo's video is its own asset).
+        v.push((BlobKind::Motion, m.clone()));
+    }
+    v
+}
+
+/// What is left of a purged record: enough to sync the deletion and keep its shard.
+fn tombstone(r: &AssetRecord, now: &str) -> AssetRecord {
+    AssetRecord {
+        id: r.id.clone(),
+        owner: r.owner.clone(),
+        taken_at: r.taken_at.clone(),
+        trashed_at: r.trashed_at.clone(),
+        purged_at: Some(now.to_owned()),
+        thumb: r.thumb.clone(),
+        preview: r.preview.clone(),
+        motion: r.motion.clone().filter(|_| r.live_of.is_none()),
+        ..Default::default()
+    }
+}
+
+/// Whether an RFC 3339 `trashed_at` is more than `days` before `now`.
+fn expired(trashed_at: &str, days: u32, now: chrono::DateTime<chrono::Utc>) -> bool {
+    chrono::DateTime::parse_from_rfc3339(trashed_at)
+        .map(|t| now.signed_duration_since(t) >= chrono::Duration::days(i64::from(days)))
+        .unwrap_or(false)
+}
+
+/// One pass: purge expired trash of every user, and delete local copies of assets purged
+/// elsewhere. Returns (assets purged here, blobs deleted).
+pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
+    let users: Vec<String> = {
+        let lib = node.catalog.lock()?;
+        lib.ids()
+            .filter(|d| d.as_str().ends_with("/root"))
+            .map(|d| d.user().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect()
+    };
+    let now = chrono::Utc::now();
+    let (mut purged, mut deleted) = (0, 0);
+    for user in users {
+        let days = node.catalog.lock()?.trash_days(&user);
+        let records = user_assets(node, &user)?;
+        let expired_ids: Vec<String> = records
+            .iter()
+            .filter(|r| r.is_trashed())
+            .filter(|r| {
+                r.trashed_at
+                    .as_deref()
+                    .is_some_and(|t| expired(t, days, now))
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        if !expired_ids.is_empty() {
+            purged += apply(node, &user, &expired_ids, Action::Purge)?;
+        }
+        for r in records.iter().filter(|r| r.is_purged()) {
+            for (kind, hash) in blob_refs(r) {
+                if node.blobs.exists(kind, &hash) {
+                    node.blobs.remove(kind, &hash)?;
+                    deleted += 1;
+                } else if !node.blobs.is_deleted(&hash) {
+                    // Not here yet: make sure replication never fetches it.
+                    node.blobs.remove(kind, &hash)?;
+                }
+            }
+        }
+    }
+    Ok((purged, deleted))
+}
+
+/// Sweeps every `every` (and once at start).
+pub async fn run(node: Arc<Node>, every: Duration) {
+    loop {
+        let n = node.clone();
+        match tokio::task::spawn_blocking(move || sweep(&n)).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((p, d))) => tracing::info!(purged = p, blobs_deleted = d, "trash purged"),
+            Ok(Err(e)) => tracing::error!("housekeeping failed: {e}"),
+            Err(e) => tracing::error!("housekeeping crashed: {e}"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trash_expiry() {
+        let now = chrono::DateTime::parse_from_rfc3339("2024-02-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert!(expired("2024-01-01T00:00:00+00:00", 30, now));
+        assert!(!expired("2024-01-15T00:00:00+00:00", 30, now));
+        assert!(expired("2024-02-01T00:00:00+00:00", 0, now));
+        assert!(!expired("garbage", 0, now));
+    }
+}
