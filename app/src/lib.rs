@@ -6,12 +6,15 @@
 //! responses directly, so it works the same offline.
 
 mod db;
+mod dupes;
+mod layout;
 mod net;
 mod p2p;
 mod session;
+mod timeline;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use base64::Engine;
@@ -24,6 +27,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use session::Session;
+use timeline::View;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Screen {
@@ -31,13 +35,6 @@ enum Screen {
     SignUp,
     Login,
     Timeline,
-}
-
-#[derive(Clone, PartialEq, Debug)]
-struct Month {
-    month: String,
-    count: u64,
-    assets: Vec<AssetRecord>,
 }
 
 #[derive(Clone, PartialEq, Debug)]
@@ -52,7 +49,18 @@ struct Upload {
 #[derive(Clone, Copy)]
 struct Ui {
     screen: RwSignal<Screen>,
-    months: RwSignal<Vec<Month>>,
+    /// Which view the main area shows.
+    view: RwSignal<View>,
+    /// Bumped whenever the view's items (`timeline::VIEW`) change.
+    ver: RwSignal<u64>,
+    /// Items in the current view.
+    count: RwSignal<usize>,
+    /// Multi-selection (asset ids).
+    selected: RwSignal<HashSet<String>>,
+    /// The library's trash retention.
+    trash_days: RwSignal<u32>,
+    /// Bumped when the duplicates page should regroup.
+    dupes_ver: RwSignal<u64>,
     sync_state: RwSignal<String>,
     /// How the catalogue syncs right now: `iroh` (live) or `http` (rounds every few seconds).
     transport: RwSignal<String>,
@@ -67,6 +75,12 @@ struct Ui {
     ml: RwSignal<(MlProgress, Vec<PersonSummary>)>,
 }
 
+/// A shard's records and the document heads they were read at.
+type ShardCache = (Vec<String>, Vec<AssetRecord>);
+
+/// A record edit applied to many records.
+type Edit = Box<dyn Fn(&mut AssetRecord)>;
+
 /// Non-reactive state: the catalogue and the database.
 struct Core {
     db: Option<Rc<Rexie>>,
@@ -78,6 +92,8 @@ struct Core {
 }
 
 thread_local! {
+    /// Each shard's records, keyed by month, with the document heads they were read at.
+    static SHARDS: RefCell<BTreeMap<String, ShardCache>> = const { RefCell::new(BTreeMap::new()) };
     static OBSERVER: RefCell<Option<web_sys::IntersectionObserver>> = const { RefCell::new(None) };
     static CORE: RefCell<Core> = RefCell::new(Core {
         db: None,
@@ -112,36 +128,131 @@ fn console_error_panic_hook() {
     }));
 }
 
-/// Rebuilds the timeline view from the local catalogue.
+/// Rebuilds the current view from the local catalogue if it changed.
 fn refresh(ui: Ui) {
+    refresh_view(ui, false);
+}
+
+/// Re-reads the shards whose heads moved (all of them the first time), then rebuilds the
+/// current view when something changed or `force`.
+fn refresh_view(ui: Ui, force: bool) {
     let Some(user) = user_id() else { return };
-    let (months, ml) = CORE.with(|c| {
-        let c = c.borrow();
+    let view = ui.view.get_untracked();
+    let (items, ml, trash_days) = CORE.with(|c| {
+        let mut c = c.borrow_mut();
         let ml = (
             c.lib.ml_progress(&user).unwrap_or_default(),
             c.lib.people_with_faces(&user).unwrap_or_default(),
         );
+        let trash_days = c.lib.trash_days(&user);
         let shards = c.lib.shards(&user).unwrap_or_default();
-        let months = shards
-            .into_iter()
-            .map(|s| {
-                let assets = DocId::shard(&user, &s.month)
-                    .ok()
-                    .and_then(|id| c.lib.assets(&id).ok())
-                    .unwrap_or_default();
-                Month {
-                    month: s.month,
-                    count: s.count,
-                    assets,
+        let items = SHARDS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let mut changed = false;
+            let mut seen = HashSet::new();
+            for s in shards {
+                let Ok(id) = DocId::shard(&user, &s.month) else {
+                    continue;
+                };
+                let heads = c.lib.heads(&id);
+                seen.insert(s.month.clone());
+                if cache.get(&s.month).map(|e| &e.0) != Some(&heads) {
+                    let assets = c.lib.assets(&id).unwrap_or_default();
+                    cache.insert(s.month, (heads, assets));
+                    changed = true;
                 }
+            }
+            let before = cache.len();
+            cache.retain(|k, _| seen.contains(k));
+            changed |= cache.len() != before;
+            (changed || force).then(|| {
+                cache
+                    .values()
+                    .flat_map(|(_, a)| a.iter().filter(|r| view.includes(r)).cloned())
+                    .collect::<Vec<_>>()
             })
-            .filter(|m| !m.assets.is_empty())
-            .collect::<Vec<_>>();
-        (months, ml)
+        });
+        (items, ml, trash_days)
     });
-    ui.months.set(months);
+    if ui.trash_days.get_untracked() != trash_days {
+        ui.trash_days.set(trash_days);
+    }
+    if let Some(items) = items {
+        timeline::set_items(ui, items);
+        // The viewer shows the current version of its record.
+        if let Some(cur) = ui.viewer.get_untracked() {
+            if let Some(r) = find_record(&cur.id) {
+                if r != cur {
+                    ui.viewer.set(Some(r));
+                }
+            }
+        }
+        if view == View::Duplicates {
+            ui.dupes_ver.update(|v| *v += 1);
+        }
+    }
     if ui.ml.get_untracked() != ml {
         ui.ml.set(ml);
+    }
+}
+
+/// Every record of the catalogue (from the shard cache).
+fn all_records() -> Vec<AssetRecord> {
+    SHARDS.with(|c| {
+        c.borrow()
+            .values()
+            .flat_map(|(_, a)| a.iter().cloned())
+            .collect()
+    })
+}
+
+fn find_record(id: &str) -> Option<AssetRecord> {
+    SHARDS.with(|c| {
+        c.borrow()
+            .values()
+            .find_map(|(_, a)| a.iter().find(|r| r.id == id).cloned())
+    })
+}
+
+/// An RFC 3339 timestamp of now.
+fn now_rfc3339() -> String {
+    js_sys::Date::new_0()
+        .to_iso_string()
+        .as_string()
+        .unwrap_or_default()
+}
+
+/// Applies `f` to each of `recs` in the local catalogue in one pass, saves, syncs.
+fn edit_assets(ui: Ui, recs: &[AssetRecord], what: &str, f: impl Fn(&mut AssetRecord)) {
+    let Some(user) = user_id() else { return };
+    let mut changed = 0;
+    let mut missing = 0;
+    let mut err = None;
+    CORE.with(|c| {
+        let mut c = c.borrow_mut();
+        for r in recs {
+            match c.lib.update_asset(&user, &r.month(), &r.id, &f) {
+                Ok(true) => changed += 1,
+                Ok(false) => missing += 1,
+                Err(e) => err = Some(e.to_string()),
+            }
+        }
+    });
+    if let Some(e) = err {
+        ui.error.set(Some(format!("cannot {what}: {e}")));
+    } else if missing > 0 {
+        ui.error.set(Some(format!(
+            "{missing} item(s) are not in the local catalogue yet"
+        )));
+    }
+    if changed > 0 {
+        refresh(ui);
+        spawn_local(async move {
+            save_docs().await;
+            if !p2p::kick() {
+                sync_now(ui).await;
+            }
+        });
     }
 }
 
@@ -383,32 +494,10 @@ async fn drain_outbox(ui: Ui) {
 /// Marks an asset favorite (or not) in the local catalogue; the change reaches the node and the
 /// other devices by sync, and works offline like any other edit.
 fn toggle_favorite(ui: Ui, rec: &AssetRecord) {
-    let Some(user) = user_id() else { return };
-    let month = rec.month();
     let want = !rec.favorite.unwrap_or(false);
-    let res = CORE.with(|c| {
-        c.borrow_mut()
-            .lib
-            .update_asset(&user, &month, &rec.id, |r| r.favorite = Some(want))
+    edit_assets(ui, std::slice::from_ref(rec), "change favorite", |r| {
+        r.favorite = Some(want)
     });
-    match res {
-        Ok(true) => {
-            let mut updated = rec.clone();
-            updated.favorite = Some(want);
-            ui.viewer.set(Some(updated));
-            refresh(ui);
-            spawn_local(async move {
-                save_docs().await;
-                if !p2p::kick() {
-                    sync_now(ui).await;
-                }
-            });
-        }
-        Ok(false) => ui
-            .error
-            .set(Some("This photo is not in the local catalogue yet".into())),
-        Err(e) => ui.error.set(Some(format!("cannot change favorite: {e}"))),
-    }
 }
 
 /// Background work while signed in: sync and retry the outbox every few seconds.
@@ -444,7 +533,21 @@ async fn enter_timeline(ui: Ui, s: Session) {
     update_outbox_count(ui).await;
 }
 
+/// `?bench=N`: the scroll benchmark's synthetic library (no server).
+fn bench_param() -> Option<usize> {
+    let search = web_sys::window()?.location().search().ok()?;
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("bench="))
+        .and_then(|n| n.parse().ok())
+}
+
 async fn boot(ui: Ui) {
+    if let Some(n) = bench_param() {
+        timeline::start_bench(ui, n.min(2_000_000));
+        return;
+    }
     match db::open().await {
         Ok(db) => CORE.with(|c| c.borrow_mut().db = Some(Rc::new(db))),
         Err(e) => ui.error.set(Some(e)),
@@ -563,8 +666,19 @@ async fn load_thumb(ui: Ui, id: String) {
     }
 }
 
+/// Drops the observer so that the next one is rooted at the current scroller.
+fn reset_observer() {
+    OBSERVER.with(|o| {
+        if let Some(o) = o.borrow_mut().take() {
+            o.disconnect();
+        }
+    });
+    timeline::OBSERVED.with(|o| o.borrow_mut().clear());
+}
+
 /// Loads a tile's thumbnail when it comes near the viewport (400 px ahead), once.
 fn observe_tile(ui: Ui, el: &web_sys::Element) {
+    timeline::OBSERVED.with(|o| o.borrow_mut().push(el.clone()));
     OBSERVER.with(|o| {
         let mut o = o.borrow_mut();
         if o.is_none() {
@@ -587,6 +701,9 @@ fn observe_tile(ui: Ui, el: &web_sys::Element) {
             );
             let init = web_sys::IntersectionObserverInit::new();
             init.set_root_margin("400px");
+            if let Some(sc) = timeline::scroller() {
+                init.set_root(Some(&sc));
+            }
             *o =
                 web_sys::IntersectionObserver::new_with_options(cb.as_ref().unchecked_ref(), &init)
                     .ok();
@@ -602,38 +719,6 @@ fn observe_tile(ui: Ui, el: &web_sys::Element) {
             }
         }
     });
-}
-
-fn month_title(m: &Month) -> String {
-    const NAMES: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    let n = m.count;
-    let photos = if n == 1 {
-        "1 photo".to_owned()
-    } else {
-        format!("{n} photos")
-    };
-    if m.month == "undated" {
-        return format!("Undated · {photos}");
-    }
-    let mi: usize = m.month.get(5..7).and_then(|x| x.parse().ok()).unwrap_or(1);
-    format!(
-        "{} {} · {photos}",
-        NAMES[(mi.clamp(1, 12)) - 1],
-        &m.month[..4]
-    )
 }
 
 fn describe(r: &AssetRecord) -> Vec<(String, String)> {
@@ -695,7 +780,12 @@ fn describe(r: &AssetRecord) -> Vec<(String, String)> {
 fn App() -> impl IntoView {
     let ui = Ui {
         screen: RwSignal::new(Screen::Loading),
-        months: RwSignal::new(Vec::new()),
+        view: RwSignal::new(View::Photos),
+        ver: RwSignal::new(0),
+        count: RwSignal::new(0),
+        selected: RwSignal::new(HashSet::new()),
+        trash_days: RwSignal::new(30),
+        dupes_ver: RwSignal::new(0),
         sync_state: RwSignal::new("offline".into()),
         transport: RwSignal::new("http".into()),
         household: RwSignal::new(false),
@@ -707,21 +797,8 @@ fn App() -> impl IntoView {
         ml: RwSignal::new((MlProgress::default(), Vec::new())),
     };
     spawn_local(boot(ui));
-    let ui2 = ui;
     let _ = window_event_listener(leptos::ev::keydown, move |ev: web_sys::KeyboardEvent| {
-        let Some(cur) = ui2.viewer.get_untracked() else {
-            return;
-        };
-        let all: Vec<AssetRecord> = ui2
-            .months
-            .with_untracked(|m| m.iter().flat_map(|m| m.assets.clone()).collect());
-        let pos = all.iter().position(|a| a.id == cur.id).unwrap_or(0);
-        match ev.key().as_str() {
-            "Escape" => ui2.viewer.set(None),
-            "ArrowRight" if pos + 1 < all.len() => ui2.viewer.set(Some(all[pos + 1].clone())),
-            "ArrowLeft" if pos > 0 => ui2.viewer.set(Some(all[pos - 1].clone())),
-            _ => {}
-        }
+        on_key(ui, &ev)
     });
     view! {
         <header class="bar">
@@ -750,7 +827,9 @@ fn App() -> impl IntoView {
                     p2p::stop();
                     spawn_local(async move { let _ = net::json("POST", "/api/auth/logout", None).await; });
                     CORE.with(|c| c.borrow_mut().session = None);
-                    ui.months.set(Vec::new());
+                    SHARDS.with(|c| c.borrow_mut().clear());
+                    ui.selected.set(HashSet::new());
+                    timeline::set_items(ui, Vec::new());
                     ui.screen.set(Screen::Login);
                 }>"Log out"</button>
             </Show>
@@ -800,6 +879,199 @@ fn AuthForm(ui: Ui, signup: bool) -> impl IntoView {
     }
 }
 
+/// Keyboard: the viewer's shortcuts, Escape clears the selection.
+fn on_key(ui: Ui, ev: &web_sys::KeyboardEvent) {
+    let typing = ev
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+        .is_some();
+    if typing {
+        return;
+    }
+    let Some(cur) = ui.viewer.get_untracked() else {
+        if ev.key() == "Escape" {
+            ui.selected.set(HashSet::new());
+        }
+        return;
+    };
+    let (pos, prev, next) = timeline::VIEW.with(|v| {
+        let v = v.borrow();
+        let pos = v.index.get(&cur.id).copied();
+        let prev = pos
+            .and_then(|p| p.checked_sub(1))
+            .and_then(|p| v.items.get(p).cloned());
+        let next = pos.and_then(|p| v.items.get(p + 1).cloned());
+        (pos, prev, next)
+    });
+    let _ = pos;
+    match ev.key().as_str() {
+        "Escape" => ui.viewer.set(None),
+        "ArrowRight" => {
+            if let Some(n) = next {
+                ui.viewer.set(Some(n));
+            }
+        }
+        "ArrowLeft" => {
+            if let Some(p) = prev {
+                ui.viewer.set(Some(p));
+            }
+        }
+        "f" => toggle_favorite(ui, &cur),
+        "Delete" => viewer_action(ui, &cur, Action::Trash),
+        "a" => viewer_action(
+            ui,
+            &cur,
+            if cur.archived == Some(true) {
+                Action::Unarchive
+            } else {
+                Action::Archive
+            },
+        ),
+        _ => {}
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Action {
+    Favorite,
+    Unfavorite,
+    Archive,
+    Unarchive,
+    Trash,
+    Restore,
+}
+
+/// Applies an action to records (local catalogue edits, one pass).
+fn apply(ui: Ui, recs: &[AssetRecord], a: Action) {
+    let now = now_rfc3339();
+    let (what, f): (&str, Edit) = match a {
+        Action::Favorite => ("favorite", Box::new(|r| r.favorite = Some(true))),
+        Action::Unfavorite => ("unfavorite", Box::new(|r| r.favorite = Some(false))),
+        Action::Archive => ("archive", Box::new(|r| r.archived = Some(true))),
+        Action::Unarchive => ("unarchive", Box::new(|r| r.archived = Some(false))),
+        Action::Trash => (
+            "move to trash",
+            Box::new(move |r| r.trashed_at = Some(now.clone())),
+        ),
+        Action::Restore => ("restore", Box::new(|r| r.trashed_at = None)),
+    };
+    edit_assets(ui, recs, what, f);
+}
+
+/// An action from the viewer: the viewer moves on to the next item if this one leaves the view.
+fn viewer_action(ui: Ui, cur: &AssetRecord, a: Action) {
+    let next = timeline::VIEW.with(|v| {
+        let v = v.borrow();
+        let p = v.index.get(&cur.id).copied()?;
+        v.items
+            .get(p + 1)
+            .or_else(|| v.items.get(p.checked_sub(1)?))
+            .cloned()
+    });
+    apply(ui, std::slice::from_ref(cur), a);
+    if ui.view.get_untracked() != View::Duplicates
+        && timeline::VIEW.with(|v| !v.borrow().index.contains_key(&cur.id))
+    {
+        ui.viewer.set(next);
+    }
+}
+
+/// Permanently deletes (on the node: only it can delete originals), then syncs.
+async fn delete_permanently(ui: Ui, ids: Option<Vec<String>>) {
+    let res = match ids {
+        Some(ids) => {
+            net::json(
+                "DELETE",
+                "/api/assets",
+                Some(serde_json::json!({"ids": ids, "force": true})),
+            )
+            .await
+        }
+        None => net::json("POST", "/api/trash/empty", None).await,
+    };
+    match res {
+        Ok(_) => {
+            ui.selected.set(HashSet::new());
+            CORE.with(|c| c.borrow_mut().sync.reset());
+            sync_now(ui).await;
+            refresh_view(ui, true);
+        }
+        Err(e) => ui
+            .error
+            .set(Some(format!("The node did not delete: {}", e.message))),
+    }
+}
+
+#[component]
+fn SelectionBar(ui: Ui) -> impl IntoView {
+    let act = move |a: Action| {
+        move |_| {
+            let recs = timeline::selected_in_order(ui);
+            apply(ui, &recs, a);
+            ui.selected.set(HashSet::new());
+        }
+    };
+    let trash = move || ui.view.get() == View::Trash;
+    view! {
+        <Show when=move || ui.selected.with(|s| !s.is_empty())>
+            <div id="selection-bar" class="selection-bar">
+                <button id="sel-clear" class="link" title="Clear selection (Esc)" on:click=move |_| ui.selected.set(HashSet::new())>"✕"</button>
+                <span id="selection-count">{move || format!("{} selected", ui.selected.with(|s| s.len()))}</span>
+                <div class="spacer"></div>
+                <Show when=move || !trash() fallback=move || view! {
+                    <button id="sel-restore" class="button secondary" on:click=act(Action::Restore)>"Restore"</button>
+                    <button id="sel-delete" class="button danger" on:click=move |_| {
+                        let ids: Vec<String> = ui.selected.get_untracked().into_iter().collect();
+                        spawn_local(delete_permanently(ui, Some(ids)));
+                    }>"Delete permanently"</button>
+                }>
+                    <button id="sel-favorite" class="button secondary" on:click=act(Action::Favorite)>"♥ Favorite"</button>
+                    <button id="sel-unfavorite" class="button secondary" on:click=act(Action::Unfavorite)>"♡ Unfavorite"</button>
+                    {move || if ui.view.get() == View::Archive {
+                        view! { <button id="sel-unarchive" class="button secondary" on:click=act(Action::Unarchive)>"Unarchive"</button> }.into_any()
+                    } else {
+                        view! { <button id="sel-archive" class="button secondary" on:click=act(Action::Archive)>"Archive"</button> }.into_any()
+                    }}
+                    <button id="sel-trash" class="button danger" on:click=act(Action::Trash)>"Move to trash"</button>
+                </Show>
+            </div>
+        </Show>
+    }
+}
+
+fn set_view(ui: Ui, v: View) {
+    if ui.view.get_untracked() == v {
+        return;
+    }
+    ui.selected.set(HashSet::new());
+    ui.view.set(v);
+    refresh_view(ui, true);
+    if let Some(sc) = timeline::scroller() {
+        sc.set_scroll_top(0);
+    }
+}
+
+#[component]
+fn Nav(ui: Ui) -> impl IntoView {
+    let item = move |v: View, id: &'static str, icon: &'static str, label: &'static str| {
+        view! {
+            <button id=id class=move || if ui.view.get() == v { "nav-item active" } else { "nav-item" }
+                on:click=move |_| set_view(ui, v)>
+                <span class="icon">{icon}</span><span class="nav-label">{label}</span>
+            </button>
+        }
+    };
+    view! {
+        <nav class="views">
+            {item(View::Photos, "nav-photos", "▦", "Photos")}
+            {item(View::Favorites, "nav-favorites", "♥", "Favorites")}
+            {item(View::Archive, "nav-archive", "⬒", "Archive")}
+            {item(View::Trash, "nav-trash", "✖", "Trash")}
+            {item(View::Duplicates, "nav-duplicates", "❐", "Duplicates")}
+        </nav>
+    }
+}
+
 #[component]
 fn Timeline(ui: Ui) -> impl IntoView {
     let dragging = RwSignal::new(false);
@@ -812,51 +1084,81 @@ fn Timeline(ui: Ui) -> impl IntoView {
         let sum: f64 = u.iter().map(|x| x.progress).sum();
         Some((done, u.len(), sum / u.len() as f64))
     };
+    let empty_text = move || match ui.view.get() {
+        View::Photos => (
+            "No photos yet",
+            "Drop photos anywhere on this page, or use Upload.",
+        ),
+        View::Favorites => (
+            "No favorites",
+            "Open a photo and press f, or select photos and choose Favorite.",
+        ),
+        View::Archive => (
+            "Nothing archived",
+            "Archived photos are kept but hidden from Photos.",
+        ),
+        View::Trash => ("Trash is empty", ""),
+        View::Duplicates => ("", ""),
+    };
     view! {
-        <main
-            class=move || if dragging.get() { "timeline dragging" } else { "timeline" }
-            on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
-            on:dragleave=move |_| dragging.set(false)
-            on:drop=move |ev: web_sys::DragEvent| {
-                ev.prevent_default();
-                dragging.set(false);
-                let files = file_list(ev.data_transfer().and_then(|d| d.files()));
-                spawn_local(enqueue_files(ui, files));
-            }
-        >
-            <Show when=move || ui.household.get()>
-                <HouseholdPanel/>
-            </Show>
-            <MlPanel ui=ui/>
-            {move || total().map(|(done, n, frac)| view! {
-                <section class="uploads">
-                    <div class="total">{format!("Uploaded {done} of {n}")}
-                        <div class="progress"><div style:width=format!("{:.0}%", frac * 100.0)></div></div>
-                    </div>
-                    <For each=move || ui.uploads.get() key=|u| format!("{}:{:.2}:{}", u.key, u.progress, u.state) let:u>
-                        <div class="upload-item">
-                            <span class="name">{u.name.clone()}</span>
-                            <div class="progress"><div style:width=format!("{:.0}%", u.progress * 100.0)></div></div>
-                            <span class="ustate">{u.state.clone()}</span>
+        <div class="shell">
+            <Nav ui=ui/>
+            <main
+                class=move || if dragging.get() { "timeline dragging" } else { "timeline" }
+                on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
+                on:dragleave=move |_| dragging.set(false)
+                on:drop=move |ev: web_sys::DragEvent| {
+                    ev.prevent_default();
+                    dragging.set(false);
+                    let files = file_list(ev.data_transfer().and_then(|d| d.files()));
+                    spawn_local(enqueue_files(ui, files));
+                }
+            >
+                <SelectionBar ui=ui/>
+                <div class="panels">
+                    <Show when=move || ui.household.get()>
+                        <HouseholdPanel/>
+                    </Show>
+                    <MlPanel ui=ui/>
+                    {move || total().map(|(done, n, frac)| view! {
+                        <section class="uploads">
+                            <div class="total">{format!("Uploaded {done} of {n}")}
+                                <button class="link" on:click=move |_| ui.uploads.update(|u| u.retain(|x| x.progress < 1.0))>"Clear finished"</button>
+                                <div class="progress"><div style:width=format!("{:.0}%", frac * 100.0)></div></div>
+                            </div>
+                            <div class="upload-list">
+                                <For each=move || ui.uploads.get() key=|u| format!("{}:{:.2}:{}", u.key, u.progress, u.state) let:u>
+                                    <div class="upload-item">
+                                        <span class="name">{u.name.clone()}</span>
+                                        <div class="progress"><div style:width=format!("{:.0}%", u.progress * 100.0)></div></div>
+                                        <span class="ustate">{u.state.clone()}</span>
+                                    </div>
+                                </For>
+                            </div>
+                        </section>
+                    })}
+                    <Show when=move || ui.view.get() == View::Trash>
+                        <div class="banner" id="trash-banner">
+                            <span>{move || format!("Items are deleted permanently {} days after they are trashed", ui.trash_days.get())}</span>
+                            <button id="empty-trash" class="button danger" on:click=move |_| spawn_local(delete_permanently(ui, None))>"Empty trash"</button>
                         </div>
-                    </For>
-                </section>
-            })}
-            <Show when=move || ui.months.with(|m| m.is_empty())>
-                <div class="empty">
-                    <h2>"No photos yet"</h2>
-                    <p>"Drop photos anywhere on this page, or use Upload."</p>
+                    </Show>
                 </div>
-            </Show>
-            <For each=move || ui.months.get() key=|m| format!("{}:{}:{}", m.month, m.count, m.assets.iter().map(|a| format!("{}{}", a.status.as_deref().unwrap_or_default(), a.favorite.unwrap_or(false))).collect::<String>()) let:m>
-                <section class="month-section">
-                    <h2>{month_title(&m)}</h2>
-                    <div class="grid">
-                        {m.assets.into_iter().map(|a| view! { <Tile ui=ui rec=a/> }).collect_view()}
-                    </div>
-                </section>
-            </For>
-        </main>
+                {move || if ui.view.get() == View::Duplicates {
+                    view! { <dupes::DuplicatesPage ui=ui/> }.into_any()
+                } else {
+                    view! {
+                        <Show when=move || ui.count.get() == 0>
+                            <div class="empty">
+                                <h2>{move || empty_text().0}</h2>
+                                <p>{move || empty_text().1}</p>
+                            </div>
+                        </Show>
+                        <timeline::TimelineView ui=ui/>
+                    }.into_any()
+                }}
+            </main>
+        </div>
     }
 }
 
@@ -970,42 +1272,32 @@ fn MlPanel(ui: Ui) -> impl IntoView {
     }
 }
 
-#[component]
-fn Tile(ui: Ui, rec: AssetRecord) -> impl IntoView {
-    let placeholder = thumbhash_url(rec.thumbhash.as_deref());
-    let id = rec.id.clone();
-    let status = rec.status.clone().unwrap_or_default();
-    let tile = NodeRef::<leptos::html::Div>::new();
-    if status == "ready" {
-        Effect::new(move |_| {
-            if let Some(el) = tile.get() {
-                observe_tile(ui, &el);
-            }
-        });
-    }
-    let id2 = id.clone();
-    let src = move || {
-        ui.thumbs
-            .with(|t| t.get(&id2).cloned())
-            .unwrap_or_else(|| placeholder.clone())
+/// The `codecs` parameter a browser understands for a container's codec name.
+fn codec_param(codec: &str) -> Option<&'static str> {
+    Some(match codec.to_ascii_lowercase().as_str() {
+        "h264" | "avc" | "avc1" => "avc1.42E01E",
+        "hevc" | "h265" | "hvc1" | "hev1" => "hvc1.1.6.L93.B0",
+        "av1" | "av01" => "av01.0.05M.08",
+        "vp9" | "vp09" => "vp09.00.10.08",
+        "vp8" => "vp8",
+        _ => return None,
+    })
+}
+
+/// `None` when the browser can (probably) play the video, else the codec it cannot play.
+fn unplayable(r: &AssetRecord) -> Option<String> {
+    let mime = r.mime.clone().unwrap_or_else(|| "video/mp4".into());
+    let codec = r.codec.clone().unwrap_or_default();
+    let doc = web_sys::window()?.document()?;
+    let v: web_sys::HtmlMediaElement = doc.create_element("video").ok()?.dyn_into().ok()?;
+    let ty = match codec_param(&codec) {
+        Some(c) => format!("{mime}; codecs=\"{c}\""),
+        None if codec.is_empty() => mime.clone(),
+        // A codec browsers do not name (ProRes, DNxHD…): they cannot play it.
+        None => return Some(codec),
     };
-    let title = match (&rec.error, &rec.filename) {
-        (Some(e), Some(f)) => format!("{f}: {e}"),
-        (_, Some(f)) => f.clone(),
-        _ => String::new(),
-    };
-    let class = format!("tile {status}");
-    let label = (status == "unsupported" || status == "error")
-        .then(|| rec.filename.clone().unwrap_or_default());
-    let r = rec.clone();
-    view! {
-        <div node_ref=tile class=class data-id=id title=title on:click=move |_| ui.viewer.set(Some(r.clone()))>
-            <img class="thumb" src=src alt=""/>
-            {label.map(|l| view! { <span class="label">{l}</span> })}
-            {(status == "pending").then(|| view! { <span class="spinner"></span> })}
-            {rec.favorite.unwrap_or(false).then(|| view! { <span class="fav">"♥"</span> })}
-        </div>
-    }
+    let name = if codec.is_empty() { mime } else { codec };
+    v.can_play_type(&ty).is_empty().then_some(name)
 }
 
 #[component]
@@ -1019,24 +1311,87 @@ fn Viewer(ui: Ui) -> impl IntoView {
                 (Some(a), Some(b)) => Some(format!("https://www.openstreetmap.org/?mlat={a}&mlon={b}#map=15/{a}/{b}")),
                 _ => None,
             };
+            let preview = format!("/api/assets/{id}/thumbnail?size=preview");
+            let video = r.is_video();
+            let cant = RwSignal::new(if video { unplayable(&r) } else { None });
+            let live = RwSignal::new(false);
+            let has_motion = r.motion.is_some() && !video;
+            let still = {
+                let fallback = fallback.clone();
+                let preview = preview.clone();
+                move || view! {
+                    <img class="preview" src=preview.clone()
+                        on:error={
+                            let fallback = fallback.clone();
+                            move |ev| {
+                                let img: web_sys::HtmlImageElement = event_target(&ev);
+                                if !fallback.is_empty() && img.src() != fallback { img.set_src(&fallback); }
+                            }
+                        }/>
+                }
+            };
+            let stage = if video {
+                let still = still.clone();
+                let src = format!("/api/assets/{id}/original");
+                let poster = preview.clone();
+                view! {
+                    {move || match cant.get() {
+                        Some(c) => view! {
+                            <div class="stage">
+                                {still()}
+                                <p id="video-unsupported" class="video-msg">{format!("This browser cannot play {c}; download the original")}</p>
+                            </div>
+                        }.into_any(),
+                        None => view! {
+                            <video id="viewer-video" class="preview" controls=true autoplay=true muted=true playsinline=true
+                                src=src.clone() poster=poster.clone()
+                                on:error=move |_| cant.set(Some("this video".into()))></video>
+                        }.into_any(),
+                    }}
+                }.into_any()
+            } else {
+                let motion = format!("/api/assets/{id}/motion");
+                view! {
+                    <div class="stage">
+                        {still()}
+                        {move || live.get().then(|| view! {
+                            <video id="live-video" class="preview live-video" src=motion.clone() autoplay=true muted=true playsinline=true
+                                on:ended=move |_| live.set(false)
+                                on:error=move |_| { live.set(false); ui.error.set(Some("The moving part of this photo is not available".into())); }></video>
+                        })}
+                    </div>
+                }.into_any()
+            };
+            let archived = r.archived == Some(true);
+            let trashed = r.is_trashed();
             view! {
                 <div id="viewer" class="viewer" on:click=move |_| ui.viewer.set(None)>
                     <div class="viewer-body" on:click=|ev| ev.stop_propagation()>
-                        <img class="preview" src=format!("/api/assets/{id}/thumbnail?size=preview")
-                            on:error=move |ev| {
-                                let img: web_sys::HtmlImageElement = event_target(&ev);
-                                if !fallback.is_empty() && img.src() != fallback { img.set_src(&fallback); }
-                            }/>
+                        {stage}
                         <aside id="viewer-meta">
                             <dl>
                                 {meta.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()}
                             </dl>
                             {osm.map(|u| view! { <a href=u target="_blank" rel="noopener">"Show on map"</a> })}
+                            {has_motion.then(|| view! {
+                                <button id="play-live" class="button secondary" on:click=move |_| live.update(|l| *l = !*l)>"▶ Live"</button>
+                            })}
                             <button id="favorite" class="button secondary" on:click={
                                 let r = r.clone();
                                 move |_| toggle_favorite(ui, &r)
                             }>{if r.favorite.unwrap_or(false) { "♥ Favorite" } else { "♡ Add to favorites" }}</button>
+                            <div class="viewer-actions">
+                                <button id="viewer-archive" class="button secondary" title="a" on:click={
+                                    let r = r.clone();
+                                    move |_| viewer_action(ui, &r, if archived { Action::Unarchive } else { Action::Archive })
+                                }>{if archived { "Unarchive" } else { "Archive" }}</button>
+                                <button id="viewer-trash" class="button secondary" title="Delete" on:click={
+                                    let r = r.clone();
+                                    move |_| viewer_action(ui, &r, if trashed { Action::Restore } else { Action::Trash })
+                                }>{if trashed { "Restore" } else { "Move to trash" }}</button>
+                            </div>
                             <a id="download-original" class="button" href=format!("/api/assets/{id}/original") download="">"Download original"</a>
+                            <p class="hint">"← → browse · f favorite · a archive · Del trash · Esc close"</p>
                             <button class="link" on:click=move |_| ui.viewer.set(None)>"Close (Esc)"</button>
                         </aside>
                     </div>

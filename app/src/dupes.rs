@@ -1,0 +1,143 @@
+//! Duplicates review: near-duplicate groups from the local catalogue (`tessera_core::dupes`),
+//! side by side; the user confirms which to keep. Nothing is trashed without that confirmation,
+//! and "Not duplicates" is remembered in the catalogue (so it syncs).
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use tessera_core::dupes::{near_duplicate_groups, DupGroup, DEFAULT_THRESHOLD};
+use tessera_core::AssetRecord;
+
+use crate::{
+    all_records, apply, p2p, refresh_view, save_docs, sync_now, thumbhash_url, user_id, Action, Ui,
+    CORE,
+};
+
+fn groups() -> Vec<DupGroup> {
+    let Some(user) = user_id() else {
+        return Vec::new();
+    };
+    let rejected = CORE.with(|c| {
+        c.borrow()
+            .lib
+            .rejected_duplicates(&user)
+            .unwrap_or_default()
+    });
+    near_duplicate_groups(&all_records(), DEFAULT_THRESHOLD, &rejected)
+}
+
+fn not_duplicates(ui: Ui, ids: Vec<String>) {
+    let Some(user) = user_id() else { return };
+    let at = crate::now_rfc3339();
+    let res = CORE.with(|c| c.borrow_mut().lib.reject_duplicates(&user, &ids, &at));
+    match res {
+        Ok(_) => {
+            ui.dupes_ver.update(|v| *v += 1);
+            spawn_local(async move {
+                save_docs().await;
+                if !p2p::kick() {
+                    sync_now(ui).await;
+                }
+            });
+        }
+        Err(e) => ui.error.set(Some(format!("cannot remember this: {e}"))),
+    }
+}
+
+fn card_facts(r: &AssetRecord) -> Vec<String> {
+    let mut v = Vec::new();
+    if let (Some(w), Some(h)) = (r.width, r.height) {
+        v.push(format!("{w} × {h}"));
+    }
+    if let Some(s) = r.size {
+        v.push(if s >= 1_000_000 {
+            format!("{:.1} MB", s as f64 / 1e6)
+        } else {
+            format!("{:.0} KB", s as f64 / 1e3)
+        });
+    }
+    if let Some(t) = &r.taken_at {
+        v.push(t.replace('T', " "));
+    }
+    v
+}
+
+#[component]
+fn Group(ui: Ui, g: DupGroup) -> impl IntoView {
+    let keep = RwSignal::new(g.keep.clone());
+    let assets = g.assets.clone();
+    let all_ids: Vec<String> = g.assets.iter().map(|a| a.id.clone()).collect();
+    let n = assets.len();
+    let trash_others = {
+        let assets = assets.clone();
+        move |_| {
+            let k = keep.get_untracked();
+            let others: Vec<AssetRecord> = assets.iter().filter(|a| a.id != k).cloned().collect();
+            apply(ui, &others, Action::Trash);
+            ui.dupes_ver.update(|v| *v += 1);
+        }
+    };
+    view! {
+        <section class="dup-group" data-id=g.id.clone()>
+            <h3>{format!("{n} similar photos")}<span class="dim">{format!(" · distance {}", g.distance)}</span></h3>
+            <div class="dup-cards">
+                {assets.into_iter().map(|a| {
+                    let id = a.id.clone();
+                    let id2 = id.clone();
+                    let id3 = id.clone();
+                    let ph = thumbhash_url(a.thumbhash.as_deref());
+                    let src = move || ui.thumbs.with(|t| t.get(&id2).cloned()).unwrap_or_else(|| ph.clone());
+                    if a.status.as_deref() == Some("ready") {
+                        spawn_local(crate::load_thumb(ui, id.clone()));
+                    }
+                    let name = a.filename.clone().unwrap_or_default();
+                    let facts = card_facts(&a);
+                    let rec = a.clone();
+                    view! {
+                        <figure class=move || if keep.get() == id3 { "dup-card dup-keep" } else { "dup-card" } data-id=id.clone()
+                            on:click=move |_| keep.set(id.clone())>
+                            <img class="thumb" src=src alt="" on:dblclick=move |_| ui.viewer.set(Some(rec.clone()))/>
+                            <figcaption>
+                                <label><input type="radio" name=format!("keep-{}", g.id) prop:checked={let id = a.id.clone(); move || keep.get() == id}/>" Keep"</label>
+                                <span class="fname">{name}</span>
+                                {facts.into_iter().map(|f| view! { <span class="fact">{f}</span> }).collect_view()}
+                            </figcaption>
+                        </figure>
+                    }
+                }).collect_view()}
+            </div>
+            <div class="dup-actions">
+                <button class="button danger dup-trash" on:click=trash_others>{format!("Keep selected, move {} to trash", n - 1)}</button>
+                <button class="button secondary dup-not" on:click=move |_| not_duplicates(ui, all_ids.clone())>"Not duplicates"</button>
+            </div>
+        </section>
+    }
+}
+
+#[component]
+pub fn DuplicatesPage(ui: Ui) -> impl IntoView {
+    // The shard cache holds every record; make sure it is current.
+    refresh_view(ui, false);
+    let list = Memo::new(move |_| {
+        ui.dupes_ver.track();
+        ui.ver.track();
+        groups()
+    });
+    let hashed = move || {
+        ui.ver.track();
+        all_records().iter().filter(|r| r.phash.is_some()).count()
+    };
+    view! {
+        <div id="duplicates" class="duplicates">
+            <h2>"Duplicates"</h2>
+            <p class="hint">{move || format!(
+                "Near-duplicates among {} analysed photos. Pick the one to keep; nothing is deleted until you confirm, and trashed items can be restored for {} days.",
+                hashed(), ui.trash_days.get())}</p>
+            <Show when=move || list.with(|l| l.is_empty())>
+                <div class="empty"><h2>"No duplicates found"</h2></div>
+            </Show>
+            <For each=move || list.get() key=|g| format!("{}:{}", g.id, g.assets.len()) let:g>
+                <Group ui=ui g=g/>
+            </For>
+        </div>
+    }
+}
