@@ -5,6 +5,7 @@ mod crash;
 mod e2e;
 mod http;
 mod immich_cli;
+mod library;
 mod ml;
 mod node;
 mod p2p;
