@@ -47,7 +47,7 @@ fn bad(reason: impl Into<String>) -> MediaError {
 }
 
 /// Box header at `off` within `buf`: (type, header length, total size).
-fn box_at(buf: &[u8], off: usize) -> Option<([u8; 4], usize, usize)> {
+pub(crate) fn box_at(buf: &[u8], off: usize) -> Option<([u8; 4], usize, usize)> {
     let h = buf.get(off..off + 8)?;
     let size32 = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as u64;
     let kind = [h[4], h[5], h[6], h[7]];
@@ -67,7 +67,7 @@ fn box_at(buf: &[u8], off: usize) -> Option<([u8; 4], usize, usize)> {
 }
 
 /// Iterates the child boxes of `buf` (type, payload).
-fn children(buf: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
+pub(crate) fn children(buf: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
     let mut off = 0;
     std::iter::from_fn(move || {
         let (kind, hdr, size) = box_at(buf, off)?;
@@ -77,7 +77,7 @@ fn children(buf: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
     })
 }
 
-fn child<'a>(buf: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+pub(crate) fn child<'a>(buf: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
     children(buf).find(|(k, _)| k == kind).map(|(_, p)| p)
 }
 

@@ -97,6 +97,14 @@ const STILLS: &[Still] = &[
         make: Some("SONY"),
     },
     Still {
+        file: "heic_transform_mismatch_thumbnail.heic",
+        mime: "image/heic",
+        size: (64, 64),
+        taken_at: None,
+        gps: None,
+        make: None,
+    },
+    Still {
         file: "avif_photo.avif",
         mime: "image/avif",
         size: (2016, 1512),

@@ -15,7 +15,7 @@ DL=$CACHE/corpus-src
 PIEXIF_IMAGES=$CACHE/fixtures/piexif-1.1.3/tests/images
 PY_PKGS=(pillow==13.0.0 pillow-heif==1.8.1 numpy==2.4.6 tifffile==2026.3.3)
 
-if [[ -f $OUT/.complete-v1 ]]; then
+if [[ -f $OUT/.complete-v2 ]]; then
     echo "corpus: $OUT is complete"
     exit 0
 fi
@@ -46,6 +46,7 @@ copy "$HEIF_SRC/heif_special/aux_YCbCr.heic" heic_samsung_s25.heic
 copy "$HEIF_SRC/heif_special/xiaomi.heic" heic_xiaomi.heic
 copy "$HEIF_SRC/heif_special/guitar_cw90.hif" hif_sony_irot90.hif
 copy "$HEIF_SRC/heif_other/pug.heic" IMG_0001.HEIC
+copy "$HEIF_SRC/heif_special/transform_mismatch_thumbnail.heic" heic_transform_mismatch_thumbnail.heic
 # Bad inputs.
 [[ -f $OUT/bad_truncated.heic ]] || head -c 40000 "$HEIF_SRC/heif_other/pug.heic" >"$OUT/bad_truncated.heic"
 [[ -f $OUT/bad_empty.jpg ]] || : >"$OUT/bad_empty.jpg"
@@ -314,6 +315,7 @@ Built by `media/tests/corpus/make_corpus.sh` (only PyPI downloads; Debian ffmpeg
 | heic_xiaomi.heic | pillow-heif `heif_special/xiaomi.heic` (Xiaomi M2012K11AG) | 2592x1944, 2023-04-27T19:44:18, GPS 47.2273 N 39.7000 E |
 | hif_sony_irot90.hif | pillow-heif `heif_special/guitar_cw90.hif` (Sony ILCE-7M4, irot 90) | displayed 4672x7008 portrait, 2023-03-15T14:05:22+08:00 |
 | IMG_0001.HEIC | = heic_iphone13pro.heic (Live Photo still) | as heic_iphone13pro.heic |
+| heic_transform_mismatch_thumbnail.heic | pillow-heif `heif_special/transform_mismatch_thumbnail.heic` | 64x64; its thumbnail's transforms differ from the primary's (must not be used) |
 | IMG_0001.MOV | ffmpeg libx265 from the pug photo; Apple keys creationdate/location/make/model/content.identifier | 1.5 s, 1280x960, hevc, 2023-02-21T14:33:08+03:00, GPS 44.8505 34.9766 |
 | avif_photo.avif | Pillow 13 (libavif) from pug.heic at 2016x1512 with its EXIF | 2016x1512, 2023-02-21T14:33:08+03:00, GPS 44.8505 N 34.9767 E |
 | png/webp/gif_casio_portrait.* | Pillow from piexif `large.jpg` (Casio QV-R51) | 500x667 portrait, no EXIF |
@@ -329,5 +331,5 @@ Built by `media/tests/corpus/make_corpus.sh` (only PyPI downloads; Debian ffmpeg
 | bad_truncated.mp4 | first 20,000 bytes of video_h264.mp4 | error |
 | bad_empty.jpg | zero bytes | error |
 EOF
-touch "$OUT/.complete-v1"
+touch "$OUT/.complete-v2"
 echo "corpus: built $OUT"
