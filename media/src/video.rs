@@ -626,12 +626,17 @@ fn run_ffmpeg(path: &Path, at: f64, timeout: Duration) -> Result<Vec<u8>, MediaE
 
 /// Metadata, then a poster frame through ffmpeg, then thumbnail/preview/thumbhash from it.
 /// The derivatives' width/height are the video's displayed dimensions when the container
-/// records them.
+/// records them. Containers other than MP4/QuickTime (MKV, WebM, AVI, MTS) get an empty
+/// `VideoMeta` and the poster frame's dimensions.
 pub fn video_derivatives(
     path: &Path,
     timeout: Duration,
 ) -> Result<(VideoMeta, Derivatives), MediaError> {
-    let meta = probe_video_file(path)?;
+    // Matroska/WebM/AVI/MPEG-TS: no box metadata, but ffmpeg still makes the poster frame.
+    let meta = match probe_video_file(path) {
+        Err(MediaError::Unsupported(_)) => VideoMeta::default(),
+        other => other?,
+    };
     let frame = poster_frame(path, timeout)?;
     let mut d = make_derivatives(&frame, "image/jpeg", None)?;
     if let (Some(w), Some(h)) = (meta.width, meta.height) {

@@ -383,6 +383,20 @@ fn videos_probe_and_poster_frames() {
         assert_eq!(m2, m);
         check_thumbnail(c.file, &d, c.size);
     }
+    // Matroska: no box metadata, the poster frame still comes.
+    let mkv = dir.join("video_h264.mkv");
+    let head = read(&dir, "video_h264.mkv");
+    assert_eq!(
+        sniff_mime(&head[..64], "video_h264.mkv"),
+        "video/x-matroska"
+    );
+    assert!(matches!(
+        probe_video_file(&mkv),
+        Err(MediaError::Unsupported(_))
+    ));
+    let (m, d) = video_derivatives(&mkv, TIMEOUT).unwrap();
+    assert_eq!(m, tessera_media::VideoMeta::default());
+    check_thumbnail("video_h264.mkv", &d, (1280, 960));
     // Live Photo: the HEIC and the MOV share basename and capture second.
     let still = read_metadata(&read(&dir, "IMG_0001.HEIC"));
     let clip = probe_video(&read(&dir, "IMG_0001.MOV")).unwrap();

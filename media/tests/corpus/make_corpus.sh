@@ -15,7 +15,7 @@ DL=$CACHE/corpus-src
 PIEXIF_IMAGES=$CACHE/fixtures/piexif-1.1.3/tests/images
 PY_PKGS=(pillow==13.0.0 pillow-heif==1.8.1 numpy==2.4.6 tifffile==2026.3.3)
 
-if [[ -f $OUT/.complete-v2 ]]; then
+if [[ -f $OUT/.complete-v3 ]]; then
     echo "corpus: $OUT is complete"
     exit 0
 fi
@@ -249,6 +249,7 @@ if [[ ! -f $OUT/IMG_0001.MOV ]]; then
         -metadata com.apple.quicktime.content.identifier=5D9B4E8C-1F7A-4C1E-9B3D-0A1B2C3D4E5F \
         "$OUT/IMG_0001.MOV"
 fi
+[[ -f $OUT/video_h264.mkv ]] || ff -i "$OUT/video_h264.mp4" -c copy "$OUT/video_h264.mkv"
 [[ -f $OUT/bad_truncated.mp4 ]] || head -c 20000 "$OUT/video_h264.mp4" >"$OUT/bad_truncated.mp4"
 
 # --- Motion photos: real JPEG + XMP (Google) / marker (Samsung) + appended ffmpeg MP4 ---
@@ -324,6 +325,7 @@ Built by `media/tests/corpus/make_corpus.sh` (only PyPI downloads; Debian ffmpeg
 | dng_with_preview.dng | same 2016x1512 raw in a SubIFD, IFD0 = 1600x1200 JPEG preview (camera layout) | 2016x1512, derivatives from the embedded preview (fast path), 2024-05-05T10:30:00+02:00 |
 | video_h264.mp4 | ffmpeg libx264 + AAC, `creation_time`, `location` | 3 s, 1280x960, h264, 2024-05-03T12:34:56+00:00, GPS 48.8584 2.2945 |
 | video_hevc_rot90.mov | ffmpeg libx265 hvc1, tkhd matrix [0 1 -1 0] (iPhone portrait), Apple `com.apple.quicktime.*` keys | 2 s, displayed 960x1280, rotation 90, 2024-06-01T09:15:00+02:00, GPS 40.6892 -74.0445, Apple iPhone 15 |
+| video_h264.mkv | video_h264.mp4 remuxed to Matroska (`-c copy`) | poster frame 1280x960; no box metadata |
 | video_prores_short.mov | ffmpeg prores_ks | 0.5 s, 640x480, prores, 2022-12-24T18:00:00+00:00 |
 | PXL_20230221_113308123.MP.jpg | JPEG (Pillow) of avif_photo + XMP GCamera:MicroVideo* / Container:Directory + appended ffmpeg MP4 | 2016x1512, embedded 1 s 640x480 h264 MP4 |
 | samsung_motion.jpg | same JPEG + `MotionPhoto_Data` + MP4 + SEF trailer | embedded MP4 |
@@ -331,5 +333,5 @@ Built by `media/tests/corpus/make_corpus.sh` (only PyPI downloads; Debian ffmpeg
 | bad_truncated.mp4 | first 20,000 bytes of video_h264.mp4 | error |
 | bad_empty.jpg | zero bytes | error |
 EOF
-touch "$OUT/.complete-v2"
+touch "$OUT/.complete-v3"
 echo "corpus: built $OUT"
