@@ -666,17 +666,21 @@ async fn load_thumb(ui: Ui, id: String) {
     }
 }
 
-/// Drops the observer so that the next one is rooted at the current scroller.
-fn reset_observer() {
+/// Replaces the observer by one rooted at the current scroller; tiles it watched are watched
+/// by the new one.
+fn reset_observer(ui: Ui) {
     OBSERVER.with(|o| {
         if let Some(o) = o.borrow_mut().take() {
             o.disconnect();
         }
     });
-    timeline::OBSERVED.with(|o| o.borrow_mut().clear());
+    let watched = timeline::OBSERVED.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    for el in watched.iter().filter(|e| e.is_connected()) {
+        observe_tile(ui, el);
+    }
 }
 
-/// Loads a tile's thumbnail when it comes near the viewport (400 px ahead), once.
+/// Loads a tile's thumbnail when it comes near the viewport (800 px ahead), once.
 fn observe_tile(ui: Ui, el: &web_sys::Element) {
     timeline::OBSERVED.with(|o| o.borrow_mut().push(el.clone()));
     OBSERVER.with(|o| {
@@ -700,7 +704,7 @@ fn observe_tile(ui: Ui, el: &web_sys::Element) {
                 },
             );
             let init = web_sys::IntersectionObserverInit::new();
-            init.set_root_margin("400px");
+            init.set_root_margin("800px 0px");
             if let Some(sc) = timeline::scroller() {
                 init.set_root(Some(&sc));
             }
@@ -917,7 +921,7 @@ fn on_key(ui: Ui, ev: &web_sys::KeyboardEvent) {
             }
         }
         "f" => toggle_favorite(ui, &cur),
-        "Delete" => viewer_action(ui, &cur, Action::Trash),
+        "Delete" if !cur.is_trashed() => viewer_action(ui, &cur, Action::Trash),
         "a" => viewer_action(
             ui,
             &cur,
@@ -1314,6 +1318,11 @@ fn Viewer(ui: Ui) -> impl IntoView {
             let preview = format!("/api/assets/{id}/thumbnail?size=preview");
             let video = r.is_video();
             let cant = RwSignal::new(if video { unplayable(&r) } else { None });
+            let codec_name = r
+                .codec
+                .clone()
+                .or_else(|| r.mime.clone())
+                .unwrap_or_else(|| "this video".into());
             let live = RwSignal::new(false);
             let has_motion = r.motion.is_some() && !video;
             let still = {
@@ -1345,7 +1354,10 @@ fn Viewer(ui: Ui) -> impl IntoView {
                         None => view! {
                             <video id="viewer-video" class="preview" controls=true autoplay=true muted=true playsinline=true
                                 src=src.clone() poster=poster.clone()
-                                on:error=move |_| cant.set(Some("this video".into()))></video>
+                                on:error={
+                                    let name = codec_name.clone();
+                                    move |_| cant.set(Some(name.clone()))
+                                }></video>
                         }.into_any(),
                     }}
                 }.into_any()

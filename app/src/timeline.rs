@@ -89,14 +89,13 @@ fn now_ms() -> f64 {
 /// Replaces the view's items: sorts them newest first, lays them out, re-renders.
 pub fn set_items(ui: Ui, mut items: Vec<AssetRecord>) {
     let t0 = now_ms();
-    items.sort_by(|a, b| {
-        let (da, db) = (
-            layout::day_of(a.taken_at.as_deref()),
-            layout::day_of(b.taken_at.as_deref()),
-        );
-        db.cmp(&da)
-            .then_with(|| b.taken_at.cmp(&a.taken_at))
-            .then_with(|| a.id.cmp(&b.id))
+    // Newest first; keys computed once per item (comparisons stay cheap at 300k).
+    items.sort_by_cached_key(|r| {
+        (
+            std::cmp::Reverse(layout::day_of(r.taken_at.as_deref())),
+            std::cmp::Reverse(r.taken_at.clone()),
+            r.id.clone(),
+        )
     });
     let t1 = now_ms();
     let cells: Vec<Cell> = items
@@ -211,7 +210,9 @@ pub fn update_window(ui: Ui) {
     let y = st - off;
     let (a, b, date, total) = VIEW.with(|v| {
         let l = &v.borrow().layout;
-        let (a, b) = l.visible(y - ch, y + 2.0 * ch);
+        // One screen either side (at least 1000 px, so short viewports still prefetch).
+        let buf = ch.max(1000.0);
+        let (a, b) = l.visible(y - buf, y + ch + buf);
         (a, b, l.date_at(y.max(0.0) + 1.0), l.total)
     });
     let key = (ui.ver.get_untracked(), a, b);
@@ -457,7 +458,7 @@ fn Tile(ui: Ui, idx: usize, rec: AssetRecord, x: f32, w: f32) -> impl IntoView {
                     ui.viewer.set(Some(r.clone()));
                 }
             }>
-            <img class="thumb" src=src alt="" loading="lazy" decoding="async"/>
+            <img class="thumb" src=src alt="" decoding="async"/>
             <span class="check" title="Select"></span>
             {label.map(|l| view! { <span class="label">{l}</span> })}
             {(status == "pending").then(|| view! { <span class="spinner"></span> })}
@@ -619,7 +620,7 @@ pub fn TimelineView(ui: Ui) -> impl IntoView {
             let el: web_sys::HtmlElement = el.into();
             SCROLLER.with(|s| *s.borrow_mut() = Some(el.clone()));
             // The observer's root is the scroller (its margin then applies to it).
-            crate::reset_observer();
+            crate::reset_observer(ui);
             let w = content_width(&el);
             if (WIDTH.get() - w).abs() >= 1.0 {
                 relayout(ui, w);

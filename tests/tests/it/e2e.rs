@@ -837,3 +837,184 @@ async fn two_browsers_sync_live_over_iroh() {
         "{devices}"
     );
 }
+
+/// The tiles of the current view, in order, after the view re-rendered.
+async fn view_ids(c: &Client, what: &str, want: usize) -> Vec<String> {
+    wait_for(c, what, Duration::from_secs(30), || async {
+        let ids = tile_ids(c).await;
+        (ids.len() == want).then_some(ids)
+    })
+    .await
+}
+
+/// Clicks a tile's check circle (or the tile itself, with shift) as a user would.
+async fn select_tile(c: &Client, id: &str, shift: bool) {
+    let js = format!(
+        "const t = document.querySelector(\".tile[data-id='{id}']\"); \
+         const el = {}; \
+         el.dispatchEvent(new MouseEvent('click', {{bubbles: true, shiftKey: {shift}}})); return true;",
+        if shift { "t" } else { "t.querySelector('.check')" }
+    );
+    c.execute(&js, vec![]).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    wait_for(c, css, Duration::from_secs(20), || async {
+        c.find(Locator::Css(css)).await.ok()
+    })
+    .await
+    .click()
+    .await
+    .unwrap();
+}
+
+/// Multi-select with click + shift-click, archive, trash, restore: local catalogue edits that
+/// survive a reload (IndexedDB) and reach the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pwa_select_archive_trash_restore() {
+    let Some(_web) = web_dir() else {
+        skip("the PWA is not built (dist/index.html missing)");
+        return;
+    };
+    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
+        skip("Debian's chromium and chromium-driver are not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let photos = write_photos(dir.path());
+    let node = tokio::task::block_in_place(|| Node::start(&data)).unwrap();
+    let (_driver, c) = browser(dir.path()).await;
+    let t = Duration::from_secs(60);
+
+    c.goto(&node.url).await.unwrap();
+    wait_for(&c, "the sign-up form", t, || async {
+        c.find(Locator::Css("#signup-form")).await.ok()
+    })
+    .await;
+    for (css, text) in [
+        ("#name", "Ada"),
+        ("#email", "ada@example.com"),
+        ("#password", "correct horse battery"),
+    ] {
+        c.find(Locator::Css(css))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+    click(&c, "#submit").await;
+    let three: Vec<String> = photos[..3]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    wait_for(&c, "the timeline", t, || async {
+        c.find(Locator::Css("#file-input")).await.ok()
+    })
+    .await
+    .send_keys(&three.join("\n"))
+    .await
+    .unwrap();
+    wait_for(&c, "3 tiles with real thumbnails", t, || async {
+        let (n, loaded) = tile_state(&c).await;
+        (n == 3 && loaded == 3).then_some(())
+    })
+    .await;
+    let ids = view_ids(&c, "3 tiles", 3).await;
+    let (a, b, rest) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+
+    // Check circle on the first, shift-click on the second: both selected.
+    select_tile(&c, &a, false).await;
+    select_tile(&c, &b, true).await;
+    let count = wait_for(&c, "the selection bar", t, || async {
+        let s = text_of(&c, "#selection-count").await;
+        (!s.is_empty()).then_some(s)
+    })
+    .await;
+    assert_eq!(count, "2 selected");
+    screenshot(&c, "e2e-select.png").await;
+    click(&c, "#sel-archive").await;
+    assert_eq!(
+        view_ids(&c, "archived items gone from Photos", 1).await,
+        vec![rest.clone()]
+    );
+    click(&c, "#nav-archive").await;
+    let mut archived = view_ids(&c, "the archive", 2).await;
+    archived.sort();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(archived, want);
+
+    // Trash one from the archive.
+    select_tile(&c, &a, false).await;
+    click(&c, "#sel-trash").await;
+    assert_eq!(view_ids(&c, "a trashed", 1).await, vec![b.clone()]);
+    click(&c, "#nav-trash").await;
+    assert_eq!(view_ids(&c, "the trash", 1).await, vec![a.clone()]);
+    assert!(
+        text_of(&c, "#trash-banner")
+            .await
+            .contains("deleted permanently 30 days after"),
+        "trash retention is shown"
+    );
+    screenshot(&c, "e2e-trash.png").await;
+
+    // The node learns it by sync.
+    let url = node.url.clone();
+    let api = std::sync::Arc::new(
+        tokio::task::block_in_place(|| {
+            let mut api = tessera_tests::Api::new(&url);
+            api.login("ada@example.com", "correct horse battery")
+                .map(|_| api)
+        })
+        .unwrap(),
+    );
+    let node_flags = |id: String| {
+        let api = api.clone();
+        async move {
+            let v = tokio::task::block_in_place(|| api.get_json(&format!("/api/assets/{id}")))
+                .ok()?
+                .1;
+            Some((
+                v["isArchived"] == json!(true),
+                v["isTrashed"] == json!(true),
+            ))
+        }
+    };
+    wait_for(&c, "archive and trash to reach the node", t, || async {
+        let fa = node_flags(a.clone()).await?;
+        let fb = node_flags(b.clone()).await?;
+        let fr = node_flags(rest.clone()).await?;
+        (fa == (true, true) && fb == (true, false) && fr == (false, false)).then_some(())
+    })
+    .await;
+
+    // A reload starts from IndexedDB: still in the trash.
+    c.refresh().await.unwrap();
+    click(&c, "#nav-trash").await;
+    assert_eq!(
+        view_ids(&c, "the trash after a reload", 1).await,
+        vec![a.clone()]
+    );
+
+    // Restore brings it back (to the archive, where it was).
+    select_tile(&c, &a, false).await;
+    click(&c, "#sel-restore").await;
+    view_ids(&c, "an empty trash", 0).await;
+    click(&c, "#nav-archive").await;
+    let mut archived = view_ids(&c, "the archive after restore", 2).await;
+    archived.sort();
+    assert_eq!(archived, want);
+    wait_for(&c, "the restore to reach the node", t, || async {
+        (node_flags(a.clone()).await? == (true, false)).then_some(())
+    })
+    .await;
+    c.refresh().await.unwrap();
+    click(&c, "#nav-photos").await;
+    assert_eq!(
+        view_ids(&c, "Photos after a reload", 1).await,
+        vec![rest.clone()]
+    );
+    c.close().await.unwrap();
+}
