@@ -24,6 +24,7 @@ pub mod ml_api;
 pub mod node;
 pub mod peer;
 pub mod peer_api;
+pub mod upload;
 
 pub use node::{Node, NodeConfig, NodeError};
 

@@ -93,6 +93,28 @@ enum Cmd {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Upload a folder tree to a running node (this machine or another) over its HTTP API:
+    /// skips what the node already has, resumable, with progress and a report.
+    Upload {
+        /// The folder to upload.
+        dir: PathBuf,
+        /// The node's URL, e.g. http://nas:2283
+        #[arg(long, env = "TESSERA_NODE")]
+        node: String,
+        /// An API key of the account to upload into (Account settings → API keys, or
+        /// `POST /api/api-keys`).
+        #[arg(long, env = "TESSERA_API_KEY")]
+        api_key: String,
+        /// Files in flight at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Where finished files are remembered (default: under ~/.local/state/tessera).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Write the report as JSON to this file as well.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Verify every blob's hash and the index; with --repair, quarantine corrupt blobs and
     /// rebuild the index from the files.
     Fsck {
@@ -195,13 +217,7 @@ async fn import(
         plan.unsupported.len(),
         owner.email
     );
-    let bar = indicatif::ProgressBar::new(files);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} files · {per_sec} · {msg} · ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(files);
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -233,8 +249,31 @@ async fn import(
     .context("import crashed")??;
     bar.finish_and_clear();
     node.flush()?;
+    print_report(&report, "Imported");
+    if let Some(f) = report_file {
+        std::fs::write(&f, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if report.interrupted {
+        bail!("interrupted: run the same command again to import the rest");
+    }
+    Ok(())
+}
+
+fn progress_bar(files: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(files);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} files · {per_sec} · {msg} · ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn print_report(report: &tessera_sync_node::import::Report, verb: &str) {
     eprintln!(
-        "Imported {} new, {} already in the library, {} done by an earlier run, {} failed, in {:.1} s ({:.1} files/s, {:.1} MB/s){}",
+        "{verb} {} new, {} already in the library, {} done by an earlier run, {} failed, in {:.1} s ({:.1} files/s, {:.1} MB/s){}",
         report.imported,
         report.duplicates,
         report.resumed,
@@ -253,12 +292,63 @@ async fn import(
     for p in &report.unsupported {
         eprintln!("  not imported (not a photo or video): {p}");
     }
+}
+
+async fn upload(
+    dir: PathBuf,
+    node: String,
+    api_key: String,
+    parallel: usize,
+    state: Option<PathBuf>,
+    report_file: Option<PathBuf>,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !dir.is_dir() {
+        bail!("{} is not a folder", dir.display());
+    }
+    let state = state.unwrap_or_else(|| tessera_sync_node::upload::default_state_file(&node, &dir));
+    eprintln!("Scanning {} …", dir.display());
+    let plan = tessera_sync_node::import::plan(&dir)?;
+    eprintln!(
+        "{} photos and videos ({:.1} MB), {} other files; uploading to {node} ({parallel} at a time)",
+        plan.items.len(),
+        plan.bytes as f64 / 1e6,
+        plan.unsupported.len()
+    );
+    let bar = progress_bar(plan.items.len() as u64);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "\nStopping after the files in flight (run the same command again to resume) …"
+                );
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let started = std::time::Instant::now();
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    let b = bar.clone();
+    let report =
+        tessera_sync_node::upload::run(&node, &api_key, plan, parallel, &state, stop, &|bytes| {
+            let total = sent.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            b.set_message(format!(
+                "{:.1} MB/s",
+                total as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3)
+            ));
+            b.inc(1);
+        })
+        .await?;
+    bar.finish_and_clear();
+    print_report(&report, "Uploaded");
     if let Some(f) = report_file {
         std::fs::write(&f, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", f.display()))?;
     }
     if report.interrupted {
-        bail!("interrupted: run the same command again to import the rest");
+        bail!("interrupted: run the same command again to upload the rest");
     }
     Ok(())
 }
@@ -383,6 +473,14 @@ async fn main() -> Result<()> {
             workers,
             report,
         } => import(dir, data, user, album, workers, report).await,
+        Cmd::Upload {
+            dir,
+            node,
+            api_key,
+            parallel,
+            state,
+            report,
+        } => upload(dir, node, api_key, parallel, state, report).await,
         Cmd::Fsck { data, repair, json } => {
             let node = Node::open(NodeConfig::new(&data))
                 .with_context(|| format!("opening data directory {}", data.display()))?;

@@ -327,3 +327,79 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     out.sort();
     Ok(out)
 }
+
+/// `sync-node upload` against a running node: skips what is stored, sends sidecars, resumes.
+#[test]
+fn upload_a_folder_to_a_running_node() -> Result<()> {
+    let fixtures = tessera_tests::photos::fixtures_dir()?;
+    let tmp = tempfile::tempdir()?;
+    let src = tmp.path().join("phone");
+    std::fs::create_dir_all(src.join("DCIM"))?;
+    let canon = std::fs::read(fixtures.join("r_canon.jpg"))?;
+    std::fs::write(src.join("DCIM/a.jpg"), &canon)?;
+    std::fs::write(
+        src.join("DCIM/b.jpg"),
+        near_copy(&fixtures.join("r_canon.jpg"))?,
+    )?;
+    std::fs::write(
+        src.join("DCIM/b.jpg.xmp"),
+        br#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:DateTimeOriginal="2019-08-17T10:11:12+02:00" exif:GPSLatitude="50,5.25N" exif:GPSLongitude="14,25.2E"/></rdf:RDF></x:xmpmeta>"#,
+    )?;
+    std::fs::write(src.join("DCIM/empty.jpg"), b"")?;
+    let data = tmp.path().join("data");
+    let node = Node::start(&data)?;
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin()?;
+    // One of them is already there.
+    let (code, _) = api.upload("a.jpg", canon.clone())?;
+    assert_eq!(code, 201);
+    let key = api.key.clone().context("key")?;
+    let state = tmp.path().join("state.jsonl");
+    let report = tmp.path().join("report.json");
+    let args = |r: &Path| {
+        vec![
+            "upload".to_owned(),
+            src.display().to_string(),
+            "--node".into(),
+            node.url.clone(),
+            "--api-key".into(),
+            key.clone(),
+            "--state".into(),
+            state.display().to_string(),
+            "--report".into(),
+            r.display().to_string(),
+        ]
+    };
+    let a = args(&report);
+    let (ok, out) = run_sync_node(&a.iter().map(String::as_str).collect::<Vec<_>>())?;
+    assert!(ok, "{out}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    assert_eq!(
+        (r["imported"].as_u64(), r["duplicates"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert!(r["failed"].to_string().contains("empty.jpg"), "{r}");
+    let b_id = blake3::hash(&std::fs::read(src.join("DCIM/b.jpg"))?)
+        .to_hex()
+        .to_string();
+    let rec = api.wait_processed(&b_id, Duration::from_secs(30))?;
+    assert_eq!(
+        rec["tessera"]["taken_at"], "2019-08-17T10:11:12+02:00",
+        "{rec}"
+    );
+    assert_eq!(rec["tessera"]["taken_at_source"], "sidecar");
+    assert!((rec["exifInfo"]["latitude"].as_f64().unwrap_or(0.0) - 50.0875).abs() < 1e-6);
+    // Again: everything finished is remembered, nothing is hashed or sent.
+    let (ok, out) = run_sync_node(&a.iter().map(String::as_str).collect::<Vec<_>>())?;
+    assert!(ok, "{out}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    assert_eq!(r["resumed"].as_u64(), Some(2), "{r}");
+    assert_eq!(r["imported"].as_u64(), Some(0), "{r}");
+    // A wrong key is refused up front, with a clear message.
+    let mut bad = args(&report);
+    bad[5] = "nope".into();
+    let (ok, out) = run_sync_node(&bad.iter().map(String::as_str).collect::<Vec<_>>())?;
+    assert!(!ok && out.contains("refused the API key"), "{out}");
+    Ok(())
+}

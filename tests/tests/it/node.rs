@@ -522,13 +522,13 @@ fn a_full_disk_is_a_clear_507_and_loses_nothing() {
 }
 
 #[test]
-fn media_types_not_rendered_yet_are_stored_and_listed() {
+fn undecodable_heic_and_mp4_are_stored_and_listed_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("data")).unwrap();
     let mut api = Api::new(&node.url);
     api.bootstrap_admin().unwrap();
-    // Container headers as phones write them, followed by opaque payload: the node must keep
-    // the bytes and list the asset even though it cannot draw a preview for it yet.
+    // Container headers as phones write them, followed by garbage: the node must keep the
+    // bytes and list the asset, and say why it has no preview.
     let mut heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic".to_vec();
     heic.extend((0..5000u32).map(|i| (i % 251) as u8));
     let mut mp4 = b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41".to_vec();
@@ -544,11 +544,9 @@ fn media_types_not_rendered_yet_are_stored_and_listed() {
             .unwrap();
         assert_eq!(asset["originalMimeType"], mime, "{asset}");
         assert_eq!(asset["type"], kind);
-        assert_eq!(asset["tessera"]["status"], "unsupported");
-        assert!(asset["tessera"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("stored"));
+        assert_eq!(asset["tessera"]["status"], "error", "{asset}");
+        let why = asset["tessera"]["error"].as_str().unwrap();
+        assert!(why.contains("cannot decode"), "{name}: {why}");
         let (_, original) = api
             .get_bytes(&format!("/api/assets/{}/original", b3(bytes)))
             .unwrap();
