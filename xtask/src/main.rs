@@ -621,6 +621,8 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
 fn bench(root: &Path, _args: &[String]) -> Result<()> {
     cargo_bin_on_path();
     setup(true)?;
+    // GNU time measures the import's peak RSS.
+    ensure_apt(&["time"])?;
     let fixtures = ensure_fixtures()?;
     let mut c = cargo();
     c.args([
@@ -661,6 +663,39 @@ fn bench(root: &Path, _args: &[String]) -> Result<()> {
         target_dir(root).join("release/sync-node"),
     );
     sh(&mut c)?;
+    // Bulk import (mixed corpus, 12-MP JPEGs) against vipsthumbnail, peak RSS; near-duplicate
+    // precision/recall.
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "tessera-tests",
+        "--bin",
+        "tessera-import-bench",
+        "--",
+    ])
+    .arg(target_dir(root).join("import-bench.json"))
+    .env("TESSERA_CORPUS", ensure_corpus()?)
+    .env("TESSERA_FIXTURES", ensure_fixtures()?)
+    .env(
+        "TESSERA_SYNC_NODE_BIN",
+        target_dir(root).join("release/sync-node"),
+    );
+    sh(&mut c)?;
+    // Timeline scrolling at 100k synthetic assets in headless Chromium (release PWA).
+    build_pwa(true)?;
+    sh(cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "tessera-tests",
+        "--bin",
+        "tessera-scroll-bench",
+        "--",
+        "--assets",
+        "100000",
+    ]))?;
     // ML: tessera-ml against Python + ONNX Runtime on the same models and photos.
     sh(cargo().args([
         "build",
