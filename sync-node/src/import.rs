@@ -331,10 +331,10 @@ pub fn run(
                 report.resumed += 1;
                 ids.push(id);
             }
-            FileResult::Failed(why) => report.failed.push((p.clone(), why)),
+            FileResult::Failed(why) => report.failed.push((p.clone(), why.trim().to_owned())),
         }
         if let Some(why) = problem {
-            report.no_preview.push((p, why));
+            report.no_preview.push((p, why.trim().to_owned()));
         }
     }
     report.failed.sort();

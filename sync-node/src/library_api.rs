@@ -22,6 +22,7 @@ use crate::housekeeping::{self, Action};
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/assets/{id}/motion", get(get_motion))
+        .route("/assets/{id}/video/playback", get(video_playback))
         .route("/trash/empty", post(empty_trash))
         .route("/trash/restore", post(restore_all))
         .route("/trash/restore/assets", post(restore_assets))
@@ -209,6 +210,32 @@ async fn get_motion(
         ));
     }
     crate::api::serve_blob(path, req, mime).await
+}
+
+/// Immich's playback path: the original video, with byte ranges (no transcoding: a browser
+/// plays what it has a codec for).
+async fn video_playback(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let missing = || ApiError::not_found("No such video");
+    ids_ok(std::slice::from_ref(&id))?;
+    let loc = node
+        .location(&id)?
+        .filter(|l| l.owner == u.id)
+        .ok_or_else(missing)?;
+    let shard = tessera_core::DocId::shard(&u.id, &loc.month).map_err(ApiError::internal)?;
+    let r = node
+        .catalog
+        .lock()?
+        .asset_in(&shard, &id)
+        .map_err(CatalogError::from)?
+        .filter(|r| !r.is_purged() && r.is_video())
+        .ok_or_else(missing)?;
+    let path = node.blobs.path(BlobKind::Original, &r.id)?;
+    crate::api::serve_blob(path, req, r.mime.as_deref().unwrap_or("video/mp4")).await
 }
 
 #[derive(Deserialize)]

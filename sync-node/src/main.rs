@@ -355,13 +355,21 @@ async fn upload(
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // Bulk commands draw a progress bar and print a report: only warnings in between.
+    let quiet = matches!(cli.cmd, Cmd::Import { .. } | Cmd::Upload { .. });
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                if quiet {
+                    "warn".into()
+                } else {
+                    "info,tower_http=warn".into()
+                }
+            }),
         )
         .init();
-    match Cli::parse().cmd {
+    match cli.cmd {
         Cmd::Serve {
             data,
             listen,

@@ -215,6 +215,43 @@ fn import_a_mixed_corpus_then_trash_archive_and_review_duplicates() -> Result<()
             "no {m} in the corpus import"
         );
     }
+    // Live Photo: the MOV is paired with its still, hidden from the timeline, and served as the
+    // still's motion part; an Android motion photo's embedded MP4 is served the same way.
+    let id_of = |name: &str| -> Result<String> {
+        Ok(blake3::hash(&std::fs::read(src.join("corpus").join(name))?)
+            .to_hex()
+            .to_string())
+    };
+    let (still, mov) = (id_of("IMG_0001.HEIC")?, id_of("IMG_0001.MOV")?);
+    let (_, s) = api.get_json(&format!("/api/assets/{still}"))?;
+    let (_, m) = api.get_json(&format!("/api/assets/{mov}"))?;
+    assert_eq!(s["livePhotoVideoId"], mov.as_str(), "{s}");
+    assert_eq!(m["tessera"]["live_of"], still.as_str(), "{m}");
+    assert_eq!(m["visibility"], "hidden");
+    let (code, motion) = api.get_bytes(&format!("/api/assets/{still}/motion"))?;
+    assert_eq!(code, 200);
+    assert!(motion == std::fs::read(src.join("corpus/IMG_0001.MOV"))?);
+    let pxl = id_of("PXL_20230221_113308123.MP.jpg")?;
+    let (code, motion) = api.get_bytes(&format!("/api/assets/{pxl}/motion"))?;
+    assert_eq!(code, 200, "motion photo video");
+    assert_eq!(&motion[4..8], b"ftyp");
+    // Videos play with byte ranges (seeking), as the browser asks for them.
+    let mp4 = id_of("video_h264.mp4")?;
+    let r = api
+        .req(Method::GET, &format!("/api/assets/{mp4}/video/playback"))
+        .header("range", "bytes=0-99")
+        .send()?;
+    assert_eq!(r.status().as_u16(), 206);
+    assert_eq!(r.bytes()?.len(), 100);
+    let (_, v) = api.get_json(&format!("/api/assets/{mp4}"))?;
+    assert!(
+        v["tessera"]["duration"]
+            .as_f64()
+            .is_some_and(|d| (d - 3.0).abs() < 0.2),
+        "{v}"
+    );
+    assert_eq!(v["tessera"]["codec"], "h264");
+
     // The Takeout sidecar gave the copy its date and place.
     let copy_id = blake3::hash(&std::fs::read(src.join("canon-copy.jpg"))?)
         .to_hex()
