@@ -198,6 +198,9 @@ fn canvas_offset(sc: &web_sys::HtmlElement) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Content shorter than this is rendered whole (virtualising it would buy nothing).
+const SMALL_PX: f64 = 8000.0;
+
 /// Puts the blocks within a screen of the viewport in the DOM (if that changed).
 pub fn update_window(ui: Ui) {
     let Some(tl) = TL.with(|t| *t.borrow()) else {
@@ -212,7 +215,12 @@ pub fn update_window(ui: Ui) {
         let l = &v.borrow().layout;
         // One screen either side (at least 1000 px, so short viewports still prefetch).
         let buf = ch.max(1000.0);
-        let (a, b) = l.visible(y - buf, y + ch + buf);
+        // A small library (a few hundred photos) is simply rendered whole.
+        let (a, b) = if l.total <= SMALL_PX {
+            (0, l.blocks.len())
+        } else {
+            l.visible(y - buf, y + ch + buf)
+        };
         (a, b, l.date_at(y.max(0.0) + 1.0), l.total)
     });
     let key = (ui.ver.get_untracked(), a, b);
