@@ -100,12 +100,45 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
         }
         node.catalog.persist(&mut lib)?;
     }
+    if purged.is_empty() {
+        return Ok(changed);
+    }
+    let in_use = live_blobs(node)?;
     for (kind, hash) in purged {
+        if in_use.contains(&(kind, hash.clone())) {
+            continue;
+        }
         if let Err(e) = node.blobs.remove(kind, &hash) {
             tracing::error!(%hash, "cannot delete a purged blob: {e}");
         }
     }
     Ok(changed)
+}
+
+/// Every user's document ids of asset shards.
+fn all_users(node: &Node) -> Result<Vec<String>, NodeError> {
+    let lib = node.catalog.lock()?;
+    let mut users: Vec<String> = lib
+        .ids()
+        .filter(|d| d.as_str().ends_with("/root"))
+        .map(|d| d.user().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    users.dedup();
+    Ok(users)
+}
+
+/// Blobs still used by an asset that is not purged, in any library: identical pixels make
+/// identical thumbnails, so two assets (an edited copy, the same photo in two accounts) can
+/// share a derivative, and purging one must not take the other's away.
+fn live_blobs(node: &Node) -> Result<std::collections::HashSet<(BlobKind, String)>, NodeError> {
+    let mut out = std::collections::HashSet::new();
+    for user in all_users(node)? {
+        for r in user_assets(node, &user)?.iter().filter(|r| !r.is_purged()) {
+            out.extend(blob_refs(r));
+        }
+    }
+    Ok(out)
 }
 
 /// The blobs that belong to one asset (its original and derivatives).
@@ -149,14 +182,7 @@ fn expired(trashed_at: &str, days: u32, now: chrono::DateTime<chrono::Utc>) -> b
 /// One pass: purge expired trash of every user, and delete local copies of assets purged
 /// elsewhere. Returns (assets purged here, blobs deleted).
 pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
-    let users: Vec<String> = {
-        let lib = node.catalog.lock()?;
-        lib.ids()
-            .filter(|d| d.as_str().ends_with("/root"))
-            .map(|d| d.user().to_owned())
-            .filter(|u| !u.is_empty())
-            .collect()
-    };
+    let users = all_users(node)?;
     let now = chrono::Utc::now();
     let (mut purged, mut deleted) = (0, 0);
     for user in users {
@@ -175,8 +201,16 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
         if !expired_ids.is_empty() {
             purged += apply(node, &user, &expired_ids, Action::Purge)?;
         }
-        for r in records.iter().filter(|r| r.is_purged()) {
+        let purged_here: Vec<&AssetRecord> = records.iter().filter(|r| r.is_purged()).collect();
+        if purged_here.is_empty() {
+            continue;
+        }
+        let in_use = live_blobs(node)?;
+        for r in purged_here {
             for (kind, hash) in blob_refs(r) {
+                if in_use.contains(&(kind, hash.clone())) {
+                    continue;
+                }
                 if node.blobs.exists(kind, &hash) {
                     node.blobs.remove(kind, &hash)?;
                     deleted += 1;

@@ -68,7 +68,7 @@ pub fn ingest_committed(
         }
     }
     let path = node.blobs.path(BlobKind::Original, &id)?;
-    let head = read_head(&path)?;
+    let head = read_head(&path, 64)?;
     let mime = tessera_media::sniff_mime(&head, &meta.filename);
     let mut record = AssetRecord::default();
     let mut exif_time = None;
@@ -90,7 +90,12 @@ pub fn ingest_committed(
             Err(e) => tracing::info!(asset = %id, "no video metadata: {e}"),
         }
     } else if mime.starts_with("image/") {
-        let bytes = node.blobs.read(BlobKind::Original, &id)?;
+        // A JPEG's EXIF sits in its first APP segments: read_metadata looks at 1 MB of it.
+        let bytes = if mime == "image/jpeg" {
+            read_head(&path, 1 << 20)?
+        } else {
+            node.blobs.read(BlobKind::Original, &id)?
+        };
         let md = tessera_media::read_metadata(&bytes);
         drop(bytes);
         exif_time = md.taken_at;
@@ -190,9 +195,10 @@ pub fn ingest_committed(
 }
 
 /// The first bytes of a stored original (for type sniffing).
-fn read_head(path: &std::path::Path) -> Result<Vec<u8>, NodeError> {
+/// The first `len` bytes of a stored original (fewer if it is shorter).
+fn read_head(path: &std::path::Path, len: usize) -> Result<Vec<u8>, NodeError> {
     use std::io::Read;
-    let mut head = vec![0u8; 64];
+    let mut head = vec![0u8; len];
     let mut f = std::fs::File::open(path)
         .map_err(|e| NodeError::Corrupt(format!("{}: {e}", path.display())))?;
     let mut n = 0;
@@ -234,29 +240,43 @@ pub fn pair_live_photo(node: &Node, owner: &str, rec: &AssetRecord) -> Result<bo
     if !is_video && !rec.mime.as_deref().is_some_and(|m| m.starts_with("image/")) {
         return Ok(false);
     }
-    let month = rec.month();
-    let shard =
-        tessera_core::DocId::shard(owner, &month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+    // Candidates by name stem (sled tree `live_stems`: owner, lowercase stem, id), not by
+    // scanning the month: a bulk import into one busy month stays linear.
+    let stems = node.db.open_tree("live_stems")?;
+    let prefix = format!("{owner}\0{}\0", stem(name).to_lowercase());
+    stems.insert(format!("{prefix}{}", rec.id).as_bytes(), &[])?;
+    let candidates: Vec<String> = stems
+        .scan_prefix(prefix.as_bytes())
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter_map(|k| String::from_utf8(k[prefix.len()..].to_vec()).ok())
+        .filter(|id| *id != rec.id)
+        .collect();
     let mut lib = node.catalog.lock()?;
-    let mate = lib
-        .assets(&shard)
-        .map_err(CatalogError::from)?
-        .into_iter()
-        .find(|o| {
-            o.id != rec.id
-                && o.is_video() != is_video
-                && !o.is_purged()
-                && o.mime
-                    .as_deref()
-                    .is_some_and(|m| m.starts_with("image/") || m.starts_with("video/"))
-                && o.filename
-                    .as_deref()
-                    .is_some_and(|f| stem(f).eq_ignore_ascii_case(stem(name)))
-                && o.taken_at
-                    .as_deref()
-                    .and_then(|t| seconds_apart(t, taken))
-                    .is_some_and(|d| d <= 3)
-        });
+    let mut mate = None;
+    for id in candidates {
+        let Some(loc) = node.location(&id)?.filter(|l| l.owner == owner) else {
+            continue;
+        };
+        let shard = tessera_core::DocId::shard(owner, &loc.month)
+            .map_err(|e| NodeError::Corrupt(e.to_string()))?;
+        let Some(o) = lib.asset_in(&shard, &id).map_err(CatalogError::from)? else {
+            continue;
+        };
+        let fits = o.is_video() != is_video
+            && !o.is_purged()
+            && o.mime
+                .as_deref()
+                .is_some_and(|m| m.starts_with("image/") || m.starts_with("video/"))
+            && o.taken_at
+                .as_deref()
+                .and_then(|t| seconds_apart(t, taken))
+                .is_some_and(|d| d <= 3);
+        if fits {
+            mate = Some(o);
+            break;
+        }
+    }
     let Some(mate) = mate else { return Ok(false) };
     let (still, video) = if is_video { (&mate, rec) } else { (rec, &mate) };
     let (still_id, video_id) = (still.id.clone(), video.id.clone());

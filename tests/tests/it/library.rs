@@ -342,6 +342,35 @@ fn import_a_mixed_corpus_then_trash_archive_and_review_duplicates() -> Result<()
         .join(&copy_id[2..4])
         .join(&copy_id);
     assert!(!blob.exists(), "the purged original is still on disk");
+    // Two files with identical pixels share their thumbnail blob: deleting one for good must
+    // leave the other's thumbnail alone.
+    let twin_a = std::fs::read(fixtures.join("r_sony.jpg"))?;
+    let mut twin_b = twin_a.clone();
+    twin_b.extend_from_slice(b"trailing bytes after EOI");
+    let (ida, idb) = (
+        blake3::hash(&twin_a).to_hex().to_string(),
+        blake3::hash(&twin_b).to_hex().to_string(),
+    );
+    assert_eq!(api.upload("twin-a.jpg", twin_a)?.0, 201);
+    assert_eq!(api.upload("twin-b.jpg", twin_b)?.0, 201);
+    let ra = api.wait_processed(&ida, Duration::from_secs(30))?;
+    let rb = api.wait_processed(&idb, Duration::from_secs(30))?;
+    assert_eq!(
+        ra["tessera"]["thumb"], rb["tessera"]["thumb"],
+        "identical pixels"
+    );
+    let del = api
+        .req(Method::DELETE, "/api/assets")
+        .json(&json!({"ids": [ida], "force": true}))
+        .send()?;
+    assert_eq!(del.status().as_u16(), 204);
+    assert_eq!(api.get_json(&format!("/api/assets/{ida}"))?.0, 404);
+    let (code, _) = api.get_bytes(&format!("/api/assets/{idb}/thumbnail"))?;
+    assert_eq!(
+        code, 200,
+        "the twin's thumbnail was deleted with the purged asset"
+    );
+
     // Uploading it again brings it back.
     let (code, body) = api.upload("canon-copy.jpg", std::fs::read(src.join("canon-copy.jpg"))?)?;
     assert_eq!(code, 201, "{body}");
