@@ -592,7 +592,7 @@ async fn drain_field(field: &mut axum::extract::multipart::Field<'_>) {
     }
 }
 
-fn find_record(node: &Node, user: &User, id: &str) -> ApiResult<AssetRecord> {
+pub(crate) fn find_record(node: &Node, user: &User, id: &str) -> ApiResult<AssetRecord> {
     let missing = || {
         ApiError::not_found(format!(
             "Asset not found: {}",

@@ -182,13 +182,13 @@ fn expired(trashed_at: &str, days: u32, now: chrono::DateTime<chrono::Utc>) -> b
 /// One pass: purge expired trash of every user, and delete local copies of assets purged
 /// elsewhere. Returns (assets purged here, blobs deleted).
 pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
-    let users = all_users(node)?;
     let now = chrono::Utc::now();
-    let (mut purged, mut deleted) = (0, 0);
-    for user in users {
+    let mut purged = 0;
+    let mut records = Vec::new();
+    for user in all_users(node)? {
         let days = node.catalog.lock()?.trash_days(&user);
-        let records = user_assets(node, &user)?;
-        let expired_ids: Vec<String> = records
+        let mine = user_assets(node, &user)?;
+        let expired_ids: Vec<String> = mine
             .iter()
             .filter(|r| r.is_trashed())
             .filter(|r| {
@@ -199,25 +199,30 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
             .map(|r| r.id.clone())
             .collect();
         if !expired_ids.is_empty() {
+            // `apply` deletes the blobs of what it purges itself.
             purged += apply(node, &user, &expired_ids, Action::Purge)?;
         }
-        let purged_here: Vec<&AssetRecord> = records.iter().filter(|r| r.is_purged()).collect();
-        if purged_here.is_empty() {
-            continue;
-        }
-        let in_use = live_blobs(node)?;
-        for r in purged_here {
-            for (kind, hash) in blob_refs(r) {
-                if in_use.contains(&(kind, hash.clone())) {
-                    continue;
-                }
-                if node.blobs.exists(kind, &hash) {
-                    node.blobs.remove(kind, &hash)?;
-                    deleted += 1;
-                } else if !node.blobs.is_deleted(&hash) {
-                    // Not here yet: make sure replication never fetches it.
-                    node.blobs.remove(kind, &hash)?;
-                }
+        records.extend(mine);
+    }
+    // Tombstones that arrived by sync: delete the local copies nothing live still uses (the
+    // same rule as `live_blobs`, from the records already read).
+    let in_use: std::collections::HashSet<(BlobKind, String)> = records
+        .iter()
+        .filter(|r| !r.is_purged())
+        .flat_map(blob_refs)
+        .collect();
+    let mut deleted = 0;
+    for r in records.iter().filter(|r| r.is_purged()) {
+        for (kind, hash) in blob_refs(r) {
+            if in_use.contains(&(kind, hash.clone())) {
+                continue;
+            }
+            if node.blobs.exists(kind, &hash) {
+                node.blobs.remove(kind, &hash)?;
+                deleted += 1;
+            } else if !node.blobs.is_deleted(&hash) {
+                // Not here yet: make sure replication never fetches it.
+                node.blobs.remove(kind, &hash)?;
             }
         }
     }

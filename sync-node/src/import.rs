@@ -31,6 +31,17 @@ pub struct Item {
     pub sidecar: Option<PathBuf>,
 }
 
+impl Item {
+    /// The file's modification time, RFC 3339 (what an upload's `fileModifiedAt` carries).
+    pub fn modified_rfc3339(&self) -> Option<String> {
+        chrono::DateTime::from_timestamp(
+            (self.mtime_ns / 1_000_000_000) as i64,
+            (self.mtime_ns % 1_000_000_000) as u32,
+        )
+        .map(|t| t.to_rfc3339())
+    }
+}
+
 /// What a walk found.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -209,18 +220,13 @@ pub fn import_file(
         Some(p) => Some(std::fs::read(p).map_err(io)?),
         None => None,
     };
-    let mtime = chrono::DateTime::from_timestamp(
-        (item.mtime_ns / 1_000_000_000) as i64,
-        (item.mtime_ns % 1_000_000_000) as u32,
-    )
-    .map(|t| t.to_rfc3339());
     let meta = UploadMeta {
         filename: item
             .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into()),
-        file_modified_at: mtime,
+        file_modified_at: item.modified_rfc3339(),
         sidecar,
         ..Default::default()
     };

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tessera_core::dupes::{near_duplicate_groups, DEFAULT_THRESHOLD, MAX_THRESHOLD};
 
-use crate::api::{asset_json, ApiError, ApiResult, AppState, AuthUser};
+use crate::api::{asset_json, find_record, ApiError, ApiResult, AppState, AuthUser};
 use crate::blobs::BlobKind;
 use crate::catalog::CatalogError;
 use crate::housekeeping::{self, Action};
@@ -172,44 +172,27 @@ async fn get_motion(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let missing = || ApiError::not_found("This asset has no motion part");
     ids_ok(std::slice::from_ref(&id))?;
-    let r = {
-        let loc = node
-            .location(&id)?
-            .filter(|l| l.owner == u.id)
-            .ok_or_else(missing)?;
-        let shard = tessera_core::DocId::shard(&u.id, &loc.month).map_err(ApiError::internal)?;
-        node.catalog
-            .lock()?
-            .asset_in(&shard, &id)
-            .map_err(CatalogError::from)?
-            .filter(|r| !r.is_purged())
-            .ok_or_else(missing)?
-    };
-    let m = r.motion.ok_or_else(missing)?;
+    let m = find_record(&node, &u, &id)?
+        .motion
+        .ok_or_else(|| ApiError::not_found("This asset has no motion part"))?;
     let (path, mime) = if node.blobs.exists(BlobKind::Motion, &m) {
-        (node.blobs.path(BlobKind::Motion, &m)?, "video/mp4")
-    } else if node.location(&m)?.is_some_and(|l| l.owner == u.id) {
-        let mime = if r
-            .filename
-            .as_deref()
-            .is_some_and(|f| f.to_ascii_lowercase().ends_with(".mp4"))
-        {
-            "video/mp4"
-        } else {
-            "video/quicktime"
-        };
-        (node.blobs.path(BlobKind::Original, &m)?, mime)
+        (
+            node.blobs.path(BlobKind::Motion, &m)?,
+            "video/mp4".to_owned(),
+        )
     } else {
-        return Err(missing());
+        // A Live Photo: the paired video is an asset of the same user.
+        let video = find_record(&node, &u, &m)?;
+        let mime = video.mime.unwrap_or_else(|| "video/quicktime".into());
+        (node.blobs.path(BlobKind::Original, &m)?, mime)
     };
     if !path.is_file() {
         return Err(ApiError::not_found(
             "The motion part is not on this node (yet)",
         ));
     }
-    crate::api::serve_blob(path, req, mime).await
+    crate::api::serve_blob(path, req, &mime).await
 }
 
 /// Immich's playback path: the original video, with byte ranges (no transcoding: a browser
@@ -220,20 +203,10 @@ async fn video_playback(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let missing = || ApiError::not_found("No such video");
     ids_ok(std::slice::from_ref(&id))?;
-    let loc = node
-        .location(&id)?
-        .filter(|l| l.owner == u.id)
-        .ok_or_else(missing)?;
-    let shard = tessera_core::DocId::shard(&u.id, &loc.month).map_err(ApiError::internal)?;
-    let r = node
-        .catalog
-        .lock()?
-        .asset_in(&shard, &id)
-        .map_err(CatalogError::from)?
-        .filter(|r| !r.is_purged() && r.is_video())
-        .ok_or_else(missing)?;
+    let r = Some(find_record(&node, &u, &id)?)
+        .filter(|r| r.is_video())
+        .ok_or_else(|| ApiError::not_found("No such video"))?;
     let path = node.blobs.path(BlobKind::Original, &r.id)?;
     crate::api::serve_blob(path, req, r.mime.as_deref().unwrap_or("video/mp4")).await
 }

@@ -182,7 +182,7 @@ async fn import(
     workers: Option<usize>,
     report_file: Option<PathBuf>,
 ) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
     }
@@ -219,15 +219,7 @@ async fn import(
     );
     let bar = progress_bar(files);
     let stop = std::sync::Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nStopping after the files in progress (run the same command again to resume) …");
-                stop.store(true, Ordering::Relaxed);
-            }
-        });
-    }
+    stop_on_ctrl_c(&stop, "in progress");
     let started = std::time::Instant::now();
     let (n, b, s) = (node.clone(), bar.clone(), stop.clone());
     let report = tokio::task::spawn_blocking(move || {
@@ -258,6 +250,19 @@ async fn import(
         bail!("interrupted: run the same command again to import the rest");
     }
     Ok(())
+}
+
+/// Ctrl-C sets `stop`: bulk commands finish the files they are on and report.
+fn stop_on_ctrl_c(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>, which: &'static str) {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\nStopping after the files {which} (run the same command again to resume) …"
+            );
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
 }
 
 fn progress_bar(files: u64) -> indicatif::ProgressBar {
@@ -317,17 +322,7 @@ async fn upload(
     );
     let bar = progress_bar(plan.items.len() as u64);
     let stop = std::sync::Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\nStopping after the files in flight (run the same command again to resume) …"
-                );
-                stop.store(true, Ordering::Relaxed);
-            }
-        });
-    }
+    stop_on_ctrl_c(&stop, "in flight");
     let started = std::time::Instant::now();
     let sent = std::sync::atomic::AtomicU64::new(0);
     let b = bar.clone();

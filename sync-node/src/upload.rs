@@ -171,12 +171,7 @@ async fn upload_one(
         state.record(item, &id);
         return Ok(One::Duplicate);
     }
-    let mtime = chrono::DateTime::from_timestamp(
-        (item.mtime_ns / 1_000_000_000) as i64,
-        (item.mtime_ns % 1_000_000_000) as u32,
-    )
-    .map(|t| t.to_rfc3339())
-    .unwrap_or_else(crate::now_rfc3339);
+    let mtime = item.modified_rfc3339().unwrap_or_else(crate::now_rfc3339);
     let io = |source| UploadError::Io {
         path: item.path.clone(),
         source,
