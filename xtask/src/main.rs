@@ -618,12 +618,8 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn bench(root: &Path, _args: &[String]) -> Result<()> {
-    cargo_bin_on_path();
-    setup(true)?;
-    // GNU time measures the import's peak RSS.
-    ensure_apt(&["time"])?;
-    let fixtures = ensure_fixtures()?;
+/// `cargo run --release -p tessera-tests --bin NAME --`: one of the benchmark harnesses.
+fn bench_bin(name: &str) -> Command {
     let mut c = cargo();
     c.args([
         "run",
@@ -631,11 +627,21 @@ fn bench(root: &Path, _args: &[String]) -> Result<()> {
         "-p",
         "tessera-tests",
         "--bin",
-        "tessera-bench",
+        name,
         "--",
-    ])
-    .arg(target_dir(root).join("bench.json"))
-    .env("TESSERA_FIXTURES", fixtures);
+    ]);
+    c
+}
+
+fn bench(root: &Path, _args: &[String]) -> Result<()> {
+    cargo_bin_on_path();
+    setup(true)?;
+    // GNU time measures the import's peak RSS.
+    ensure_apt(&["time"])?;
+    let fixtures = ensure_fixtures()?;
+    let mut c = bench_bin("tessera-bench");
+    c.arg(target_dir(root).join("bench.json"))
+        .env("TESSERA_FIXTURES", &fixtures);
     sh(&mut c)?;
     // Peer to peer: a fresh device syncing 10,000 assets; node → node replication against cp.
     sh(cargo().args([
@@ -646,56 +652,28 @@ fn bench(root: &Path, _args: &[String]) -> Result<()> {
         "--bin",
         "sync-node",
     ]))?;
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--release",
-        "-p",
-        "tessera-tests",
-        "--bin",
-        "tessera-p2p-bench",
-        "--",
-    ])
-    .arg(target_dir(root).join("p2p-bench.json"))
-    .env("TESSERA_BENCH_DIR", target_dir(root))
-    .env(
-        "TESSERA_SYNC_NODE_BIN",
-        target_dir(root).join("release/sync-node"),
-    );
+    let mut c = bench_bin("tessera-p2p-bench");
+    c.arg(target_dir(root).join("p2p-bench.json"))
+        .env("TESSERA_BENCH_DIR", target_dir(root))
+        .env(
+            "TESSERA_SYNC_NODE_BIN",
+            target_dir(root).join("release/sync-node"),
+        );
     sh(&mut c)?;
     // Bulk import (mixed corpus, 12-MP JPEGs) against vipsthumbnail, peak RSS; near-duplicate
     // precision/recall.
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--release",
-        "-p",
-        "tessera-tests",
-        "--bin",
-        "tessera-import-bench",
-        "--",
-    ])
-    .arg(target_dir(root).join("import-bench.json"))
-    .env("TESSERA_CORPUS", ensure_corpus()?)
-    .env("TESSERA_FIXTURES", ensure_fixtures()?)
-    .env(
-        "TESSERA_SYNC_NODE_BIN",
-        target_dir(root).join("release/sync-node"),
-    );
+    let mut c = bench_bin("tessera-import-bench");
+    c.arg(target_dir(root).join("import-bench.json"))
+        .env("TESSERA_CORPUS", ensure_corpus()?)
+        .env("TESSERA_FIXTURES", &fixtures)
+        .env(
+            "TESSERA_SYNC_NODE_BIN",
+            target_dir(root).join("release/sync-node"),
+        );
     sh(&mut c)?;
     // Timeline scrolling at 100k synthetic assets in headless Chromium (release PWA).
     build_pwa(true)?;
-    sh(cargo().args([
-        "run",
-        "--release",
-        "-p",
-        "tessera-tests",
-        "--bin",
-        "tessera-scroll-bench",
-        "--",
-        "--assets",
-        "100000",
-    ]))?;
+    sh(bench_bin("tessera-scroll-bench").args(["--assets", "100000"]))?;
     // ML: tessera-ml against Python + ONNX Runtime on the same models and photos.
     sh(cargo().args([
         "build",
@@ -706,19 +684,10 @@ fn bench(root: &Path, _args: &[String]) -> Result<()> {
         "ml-node",
     ]))?;
     let models = ensure_models(root, &target_dir(root).join("release/ml-node"))?;
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--release",
-        "-p",
-        "tessera-tests",
-        "--bin",
-        "tessera-ml-bench",
-        "--",
-    ])
-    .arg(target_dir(root).join("ml-bench.json"))
-    .env("TESSERA_MODELS", models)
-    .env("TESSERA_FACE_PHOTOS", ensure_face_photos()?)
-    .env("TESSERA_PYTHON", pyenv()?);
+    let mut c = bench_bin("tessera-ml-bench");
+    c.arg(target_dir(root).join("ml-bench.json"))
+        .env("TESSERA_MODELS", models)
+        .env("TESSERA_FACE_PHOTOS", ensure_face_photos()?)
+        .env("TESSERA_PYTHON", pyenv()?);
     sh(&mut c)
 }
