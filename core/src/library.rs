@@ -590,11 +590,31 @@ fn read_record(
 ) -> Result<AssetRecord, LibraryError> {
     let mut m = read_fields(doc, obj);
     m.insert("id".into(), Json::String(id.to_owned()));
-    serde_json::from_value(Json::Object(m)).map_err(|e| LibraryError::Malformed {
-        doc: doc_id.to_string(),
-        id: id.to_owned(),
-        reason: e.to_string(),
-    })
+    match serde_json::from_value(Json::Object(m.clone())) {
+        Ok(r) => Ok(r),
+        // A peer wrote a field with the wrong type (a bug, another version, or malice): keep
+        // every field that reads on its own and drop the rest, so one bad value never hides
+        // the record — or fails the whole shard and everything that scans it.
+        Err(first) => {
+            let mut kept = serde_json::Map::new();
+            kept.insert("id".into(), Json::String(id.to_owned()));
+            for (k, v) in m {
+                if k == "id" {
+                    continue;
+                }
+                let mut one = kept.clone();
+                one.insert(k.clone(), v.clone());
+                if serde_json::from_value::<AssetRecord>(Json::Object(one)).is_ok() {
+                    kept.insert(k, v);
+                }
+            }
+            serde_json::from_value(Json::Object(kept)).map_err(|_| LibraryError::Malformed {
+                doc: doc_id.to_string(),
+                id: id.to_owned(),
+                reason: first.to_string(),
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -608,6 +628,26 @@ mod tests {
             filename: Some(format!("{id}.jpg")),
             ..Default::default()
         }
+    }
+
+    /// A synced record with a wrongly typed field keeps its other fields and does not fail
+    /// the shard (it used to abort every scan of the shard, the purge sweep included).
+    #[test]
+    fn malformed_field_is_dropped_not_the_shard() {
+        let mut lib = Library::new(&[1; 16]);
+        lib.upsert_assets("u1", &[rec("a1", Some("2024-05-01T10:00:00")), rec("a2", Some("2024-05-02T10:00:00"))])
+            .unwrap();
+        let shard = DocId::shard("u1", "2024-05").unwrap();
+        {
+            let doc = lib.doc_mut(&shard);
+            let (_, obj) = doc.get(ROOT, "a1").unwrap().unwrap();
+            doc.put(&obj, "width", "not a number").unwrap();
+        }
+        let all = lib.assets(&shard).unwrap();
+        assert_eq!(all.len(), 2);
+        let a1 = all.iter().find(|r| r.id == "a1").unwrap();
+        assert_eq!(a1.width, None);
+        assert_eq!(a1.filename.as_deref(), Some("a1.jpg"));
     }
 
     #[test]

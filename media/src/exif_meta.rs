@@ -46,12 +46,14 @@ pub fn read_metadata(bytes: &[u8]) -> Metadata {
         is_heif(bytes)
             .then(|| crate::heif::exif_block(bytes))
             .flatten()
-            .and_then(|tiff| Reader::new().read_raw(tiff).ok())
+            .and_then(|tiff| lenient(Reader::new().continue_on_error(true).read_raw(tiff)))
     };
     let exif = from_heif().or_else(|| {
-        Reader::new()
-            .read_from_container(&mut Cursor::new(input))
-            .ok()
+        lenient(
+            Reader::new()
+                .continue_on_error(true)
+                .read_from_container(&mut Cursor::new(input)),
+        )
     });
     let mut md = exif.as_ref().map(from_exif).unwrap_or_default();
     if crate::raw::looks_raw(bytes) {
@@ -62,6 +64,13 @@ pub fn read_metadata(bytes: &[u8]) -> Metadata {
         }
     }
     md
+}
+
+/// Keeps every field that could be read. Writers such as PyPI's `piexif` leave a garbage
+/// next-IFD pointer after the Exif/GPS sub-IFDs; strict parsing ("Unexpected next IFD") would
+/// throw the whole block away, and with it the date, GPS, camera and orientation.
+fn lenient(read: Result<exif::Exif, exif::Error>) -> Option<exif::Exif> {
+    read.or_else(|e| e.distill_partial_result(|_errors| {})).ok()
 }
 
 fn is_heif(bytes: &[u8]) -> bool {

@@ -76,6 +76,7 @@ fn decode_inner(
             .filter_map(|&id| handle.thumbnail(id).ok())
             .filter(|t| {
                 t.width().max(t.height()) >= wanted
+                    && crate::derive::check_dims(t.width(), t.height()).is_ok()
                     && (aspect(t.width(), t.height()) / aspect(full_w, full_h) - 1.0).abs() < 0.02
             })
             .min_by_key(|t| u64::from(t.width()) * u64::from(t.height())),

@@ -108,14 +108,14 @@ fn jpeg_end(b: &[u8]) -> Option<usize> {
 
 /// If an MP4 starts at `start` (an `ftyp` box), the range its top-level boxes cover.
 fn mp4_extent(b: &[u8], start: usize) -> Option<Range<usize>> {
-    if b.get(start + 4..start + 8)? != b"ftyp" {
+    if b.get(start.checked_add(4)?..start.checked_add(8)?)? != b"ftyp" {
         return None;
     }
     let mut off = start;
     let mut saw_moov = false;
-    while off + 8 <= b.len() {
-        let size = u32::from_be_bytes(b[off..off + 4].try_into().ok()?) as u64;
-        let kind = &b[off + 4..off + 8];
+    while off.checked_add(8).is_some_and(|e| e <= b.len()) {
+        let size = u32::from_be_bytes(b.get(off..off + 4)?.try_into().ok()?) as u64;
+        let kind = b.get(off + 4..off + 8)?;
         if !kind
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || *c == b' ' || *c == 0xA9)
@@ -130,11 +130,15 @@ fn mp4_extent(b: &[u8], start: usize) -> Option<Range<usize>> {
         let Ok(size) = usize::try_from(size) else {
             break;
         };
-        if size < 8 || off + size > b.len() {
+        // Checked: a crafted 64-bit size must not wrap `off` back (an endless loop).
+        let Some(end) = off.checked_add(size) else {
+            break;
+        };
+        if size < 8 || end > b.len() {
             break;
         }
         saw_moov |= kind == b"moov";
-        off += size;
+        off = end;
     }
     (saw_moov && off > start).then_some(start..off)
 }
@@ -142,6 +146,26 @@ fn mp4_extent(b: &[u8], start: usize) -> Option<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A JPEG with an "MP4" appended whose second box has a 64-bit size that wraps `off`
+    /// (before checked arithmetic: an endless loop that wedged the media queue).
+    #[test]
+    fn wrapping_box_sizes_end_the_walk() {
+        for delta in 0..32u64 {
+            let mut b = vec![0xFF, 0xD8, 0xFF, 0xD9];
+            let start = b.len();
+            b.extend_from_slice(&16u32.to_be_bytes());
+            b.extend_from_slice(b"ftypisom\0\0\0\0");
+            b.extend_from_slice(&1u32.to_be_bytes());
+            b.extend_from_slice(b"moov");
+            let wrap = u64::MAX - delta;
+            b.extend_from_slice(&wrap.to_be_bytes());
+            b.extend_from_slice(&[0u8; 32]);
+            assert_eq!(motion_photo_video(&b), None);
+            assert_eq!(mp4_extent(&b, start), None);
+            assert_eq!(mp4_extent(&b, usize::MAX - 2), None);
+        }
+    }
 
     #[test]
     fn no_video_in_plain_or_garbage_files() {

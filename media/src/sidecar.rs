@@ -188,10 +188,13 @@ fn xmp_gps(s: &str) -> Option<f64> {
     if let Ok(v) = s.parse::<f64>() {
         return Some(v);
     }
-    let (body, hemi) = s.split_at(s.len().checked_sub(1)?);
+    // The hemisphere is the last *character*: splitting at `len - 1` bytes panics when it is
+    // not ASCII (`1ñ`), so split at its char boundary.
+    let hemi = s.chars().next_back()?;
+    let body = &s[..s.len() - hemi.len_utf8()];
     let sign = match hemi {
-        "N" | "E" => 1.0,
-        "S" | "W" => -1.0,
+        'N' | 'E' => 1.0,
+        'S' | 'W' => -1.0,
         _ => return None,
     };
     let parts: Vec<f64> = body
@@ -301,6 +304,18 @@ pub fn resolve_capture_time(c: &TimeCandidates<'_>) -> Option<(String, TimeSourc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A non-ASCII last character used to panic (`split_at` inside a UTF-8 sequence).
+    #[test]
+    fn gps_with_non_ascii_hemisphere_is_no_gps_not_a_panic() {
+        assert_eq!(xmp_gps("1ñ"), None);
+        assert_eq!(xmp_gps("ñ"), None);
+        assert_eq!(xmp_gps("52,31.2€"), None);
+        assert!(xmp_gps("52,31.2N").is_some_and(|v| (v - 52.52).abs() < 1e-9));
+        let xmp = r#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description exif:GPSLatitude="1ñ" exif:GPSLongitude="13,24.6Ö"/></rdf:RDF></x:xmpmeta>"#;
+        let s = parse_xmp(xmp.as_bytes()).unwrap();
+        assert_eq!((s.lat, s.lon), (None, None));
+    }
 
     #[test]
     fn takeout_json() {

@@ -121,6 +121,7 @@ pub fn probe_video(bytes: &[u8]) -> Result<VideoMeta, MediaError> {
         if &kind == b"moov" {
             return parse_moov(&bytes[off + hdr..off + size]);
         }
+        // box_at checked `off + size <= len`, and size >= 8: always progresses.
         off += size;
     }
     Err(bad(
@@ -161,7 +162,11 @@ pub fn probe_video_file(path: &Path) -> Result<VideoMeta, MediaError> {
             ),
             s => (8, s),
         };
-        if size < hdr || pos + size > len {
+        // Checked: a crafted 64-bit size must not wrap `pos` back to the start (a hang).
+        let Some(end) = pos.checked_add(size) else {
+            break;
+        };
+        if size < hdr || end > len {
             break;
         }
         if &h[4..8] == b"moov" {
@@ -173,7 +178,7 @@ pub fn probe_video_file(path: &Path) -> Result<VideoMeta, MediaError> {
             f.read_exact(&mut moov).map_err(io)?;
             return parse_moov(&moov);
         }
-        pos += size;
+        pos = end;
     }
     Err(bad(
         "no complete moov box (truncated, or not an MP4/QuickTime file)",
@@ -549,8 +554,15 @@ fn run_ffmpeg(path: &Path, at: f64, timeout: Duration) -> Result<Vec<u8>, MediaE
     let mut child = Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "error"])
         .args(["-ss", &format!("{at:.3}")])
+        // Only local files: a hostile container (HLS, concat, …) cannot make ffmpeg open network
+        // or other protocols; the input is named with `file:` so no path reads as a protocol.
+        .args(["-protocol_whitelist", "file"])
         .arg("-i")
-        .arg(path)
+        .arg({
+            let mut p = std::ffi::OsString::from("file:");
+            p.push(path.as_os_str());
+            p
+        })
         .args([
             "-an", "-sn", "-dn", "-frames:v", "1", "-f", "image2pipe", "-c:v", "mjpeg", "-q:v",
             "2", "-",
@@ -649,6 +661,42 @@ pub fn video_derivatives(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ftyp` then a box whose 64-bit size makes `pos + size` wrap to 0 (found by reading the
+    /// walker; before checked arithmetic it looped forever at 100% CPU).
+    fn wrapping_mp4() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&16u32.to_be_bytes());
+        b.extend_from_slice(b"ftypisom\0\0\0\0");
+        b.extend_from_slice(&1u32.to_be_bytes());
+        b.extend_from_slice(b"free");
+        b.extend_from_slice(&(u64::MAX - 15).to_be_bytes());
+        b.extend_from_slice(&[0u8; 64]);
+        b
+    }
+
+    #[test]
+    fn wrapping_box_sizes_end_the_walk() {
+        let b = wrapping_mp4();
+        assert!(probe_video(&b).is_err());
+        let dir = std::env::temp_dir().join(format!("tessera-wrap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("wrap.mp4");
+        std::fs::write(&p, &b).unwrap();
+        let started = Instant::now();
+        let e = probe_video_file(&p).unwrap_err();
+        assert!(e.to_string().contains("moov"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Every largesize near the wrap point, and a moov claiming the whole address space.
+        for delta in 0..32u64 {
+            let mut b = wrapping_mp4();
+            b[24..32].copy_from_slice(&(u64::MAX - delta).to_be_bytes());
+            std::fs::write(&p, &b).unwrap();
+            assert!(probe_video_file(&p).is_err());
+            assert!(probe_video(&b).is_err());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn parses_times_and_places() {

@@ -16,6 +16,11 @@ fn corpus() -> Option<PathBuf> {
     match std::env::var_os("TESSERA_CORPUS") {
         Some(d) => Some(PathBuf::from(d)),
         None => {
+            // `cargo xtask test` (and so CI) requires the corpus: no green without running.
+            assert!(
+                std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none(),
+                "TESSERA_REQUIRE_CORPUS is set but TESSERA_CORPUS is not"
+            );
             eprintln!("TESSERA_CORPUS unset: skipping corpus tests (cargo xtask test sets it)");
             None
         }
@@ -525,4 +530,24 @@ fn poster_frame_timeout_kills_ffmpeg() {
     let e = tessera_media::poster_frame(&dir.join("video_h264.mp4"), Duration::from_millis(1))
         .unwrap_err();
     assert!(matches!(e, MediaError::Timeout { .. }), "{e:?}");
+}
+
+/// EXIF written by PyPI's piexif (which many photo scripts use) leaves a garbage next-IFD
+/// pointer after its sub-IFDs: strict parsing threw the whole block away ("Unexpected next
+/// IFD") and the photo lost its date, GPS, camera and orientation.
+#[test]
+fn exif_written_by_piexif_keeps_every_field() {
+    let Some(dir) = corpus() else { return };
+    let b = read(&dir, "piexif_written.jpg");
+    let strict = exif::Reader::new().read_from_container(&mut std::io::Cursor::new(&b));
+    eprintln!("strict kamadak-exif on piexif's EXIF: {:?}", strict.as_ref().err());
+    let md = read_metadata(&b);
+    assert_eq!(md.taken_at.as_deref(), Some("2021-08-14T10:11:12+02:00"));
+    assert_eq!(md.make.as_deref(), Some("PiexifCam"));
+    assert_eq!(md.model.as_deref(), Some("Model P-1"));
+    assert_eq!(md.orientation, Some(6));
+    assert!(close(md.lat, 52.52, 1e-4), "{:?}", md.lat);
+    assert!(close(md.lon, 13.41, 1e-4), "{:?}", md.lon);
+    assert!(close(md.f_number, 2.8, 1e-6), "{:?}", md.f_number);
+    assert_eq!(md.iso, Some(400));
 }

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tessera_core::{AssetRecord, DocId};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth::{AuthError, User};
 use crate::blobs::{valid_hash, BlobKind};
@@ -193,8 +194,15 @@ pub fn router(node: AppState) -> Router {
         .route("/auth/admin-sign-up", post(admin_sign_up))
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
-        .route("/api-keys", post(create_api_key))
+        .route("/auth/change-password", post(change_password))
+        .route("/api-keys", post(create_api_key).get(list_api_keys))
         .route("/api-keys/me", get(my_api_key))
+        .route(
+            "/api-keys/{id}",
+            get(get_api_key).put(update_api_key).delete(delete_api_key),
+        )
+        .route("/sessions", get(list_sessions).delete(delete_other_sessions))
+        .route("/sessions/{id}", axum::routing::delete(delete_session))
         .route("/assets/statistics", get(asset_statistics))
         .route("/users/me", get(users_me))
         .route("/assets/bulk-upload-check", post(bulk_upload_check))
@@ -215,6 +223,11 @@ pub fn router(node: AppState) -> Router {
         .merge(crate::ml_api::routes())
         .merge(crate::peer_api::routes())
         .merge(crate::library_api::routes())
+        // Every matched route is checked against the access table (API-key scopes, CSRF).
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            crate::access::enforce,
+        ))
         .fallback(|| async { ApiError::not_found("No such API endpoint") });
     let mut app = Router::new()
         .route(
@@ -225,15 +238,63 @@ pub fn router(node: AppState) -> Router {
     app = match node.config.web.clone() {
         Some(web) => {
             let index = web.join("index.html");
-            app.fallback_service(ServeDir::new(web).fallback(ServeFile::new(index)))
+            // The PWA's pages: only this node's own scripts (wasm needs 'wasm-unsafe-eval'),
+            // connections to this node and its relay (any host: the relay's port differs), no
+            // framing by other sites.
+            let csp = HeaderValue::from_str(&csp_for(&index))
+                .unwrap_or_else(|_| HeaderValue::from_static(CSP));
+            let pwa = Router::new()
+                .fallback_service(ServeDir::new(web).fallback(ServeFile::new(index)))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::CONTENT_SECURITY_POLICY,
+                    csp,
+                ));
+            app.merge(pwa)
         }
         None => app.fallback(|| async {
             (StatusCode::NOT_FOUND, axum::response::Html("<h1>Tessera sync node</h1><p>The PWA is not built: run <code>cargo xtask run</code>.</p>"))
         }),
     };
     app.layer(tower_http::trace::TraceLayer::new_for_http())
+        // Stored media is served as what it is, never sniffed into something executable.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .with_state(node)
 }
+
+/// The PWA's Content-Security-Policy for a built `index.html`: [`CSP`] with the hashes of the
+/// page's inline scripts (trunk's module loader) allowed, and no other inline script.
+pub fn csp_for(index: &std::path::Path) -> String {
+    use sha2::Digest;
+    let html = std::fs::read_to_string(index).unwrap_or_default();
+    let mut hashes = String::new();
+    let mut rest = html.as_str();
+    while let Some(i) = rest.find("<script") {
+        rest = &rest[i..];
+        let Some(open_end) = rest.find('>') else { break };
+        let open = &rest[..open_end];
+        let body = &rest[open_end + 1..];
+        let Some(close) = body.find("</script>") else { break };
+        if !open.contains("src=") {
+            let digest = sha2::Sha256::digest(body[..close].as_bytes());
+            hashes.push_str(&format!(
+                " 'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            ));
+        }
+        rest = &body[close..];
+    }
+    CSP.replacen(
+        "script-src 'self' 'wasm-unsafe-eval'",
+        &format!("script-src 'self' 'wasm-unsafe-eval'{hashes}"),
+        1,
+    )
+}
+
+/// The PWA's Content-Security-Policy (before inline-script hashes).
+pub const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self' http: https: ws: wss:; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'";
 
 async fn server_config(State(node): State<AppState>) -> Json<Value> {
     Json(json!({
@@ -290,23 +351,189 @@ struct Login {
     password: String,
 }
 
+/// Argon2 hashes at a time (each takes ≈ 19 MiB and tens of ms): a login flood queues instead of
+/// exhausting memory and cores.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// The client's address for login throttling (the peer address when the server records it).
+fn client_ip(ext: &axum::http::Extensions) -> String {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `Secure` when the request came over HTTPS (a TLS-terminating proxy says so).
+fn cookie_attrs(headers: &HeaderMap) -> &'static str {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    if https {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
 async fn login(
     State(node): State<AppState>,
+    ext: axum::http::Extensions,
+    headers: HeaderMap,
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (u, token) =
-        tokio::task::spawn_blocking(move || node.auth.login(&b.email, &b.password)).await??;
+    let ip = format!("ip/{}", client_ip(&ext));
+    let account = format!("email/{}", b.email.trim().to_lowercase());
+    if let Some(wait) = node.auth.throttle.blocked(&[&ip, &account]) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed logins: try again in {} minutes", wait.div_ceil(60)),
+        ));
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(100)
+        .collect::<String>();
+    let permit = HASHING.acquire().await.map_err(ApiError::internal)?;
+    let n = node.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        n.auth.login_from(&b.email, &b.password, &agent, "")
+    })
+    .await?;
+    drop(permit);
+    let (u, token) = match res {
+        Ok(v) => v,
+        Err(AuthError::BadCredentials) => {
+            node.auth.throttle.failed(&[&ip, &account]);
+            return Err(AuthError::BadCredentials.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    node.auth.throttle.succeeded(&account);
     let body = json!({
         "accessToken": token, "userId": u.id, "userEmail": u.email, "name": u.name,
         "isAdmin": u.is_admin, "profileImagePath": "", "shouldChangePassword": false, "isOnboarded": true,
     });
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=34560000");
+    let secure = cookie_attrs(&headers);
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        crate::auth::SESSION_IDLE_SECS
+    );
     let mut res = (StatusCode::CREATED, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
     Ok(res)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangePassword {
+    password: String,
+    new_password: String,
+}
+
+/// Immich's `POST /api/auth/change-password`: every other session of the user ends.
+async fn change_password(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    headers: HeaderMap,
+    body: Result<Json<ChangePassword>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let keep = bearer(&headers).or_else(|| cookie_token(&headers));
+    let permit = HASHING.acquire().await.map_err(ApiError::internal)?;
+    let n = node.clone();
+    let user = u.clone();
+    let ended = tokio::task::spawn_blocking(move || {
+        n.auth
+            .change_password(&user, &b.password, &b.new_password, keep.as_deref())
+    })
+    .await?
+    .map_err(|e| match e {
+        AuthError::BadCredentials => ApiError::bad_request("Wrong password"),
+        other => other.into(),
+    })?;
+    drop(permit);
+    tracing::info!(user = %u.id, ended, "password changed; other sessions ended");
+    let fresh = node.auth.user(&u.id)?.unwrap_or(u);
+    Ok(Json(user_json(&fresh)))
+}
+
+fn session_json(id: &str, s: &crate::auth::Session, current: bool) -> Value {
+    let expires = chrono::DateTime::parse_from_rfc3339(&s.updated_at)
+        .ok()
+        .map(|t| {
+            (t + chrono::Duration::seconds(crate::auth::SESSION_IDLE_SECS))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        });
+    json!({
+        "id": id, "createdAt": s.created_at, "updatedAt": s.updated_at, "expiresAt": expires,
+        "current": current, "deviceType": s.device_type, "deviceOS": s.device_os,
+        "isPendingSyncReset": false,
+    })
+}
+
+/// Immich's `GET /api/sessions`: the user's login sessions, the current one marked.
+async fn list_sessions(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let current = bearer(&headers)
+        .or_else(|| cookie_token(&headers))
+        .map(|t| crate::auth::Auth::session_id(&t));
+    let mut list = node.auth.sessions_of(&u)?;
+    list.sort_by(|a, b| b.1.updated_at.cmp(&a.1.updated_at));
+    Ok(Json(Value::Array(
+        list.iter()
+            .map(|(id, s)| session_json(id, s, current.as_deref() == Some(id)))
+            .collect(),
+    )))
+}
+
+fn end_session(node: &AppState, u: &User, id: &str) -> ApiResult<bool> {
+    let Some(unpaired) = node.auth.delete_session(u, id)? else {
+        return Ok(false);
+    };
+    if let Some(p) = node.peer.get() {
+        for d in unpaired {
+            p.disconnect(&d);
+        }
+    }
+    Ok(true)
+}
+
+/// Immich's `DELETE /api/sessions/{id}`: signs that session out (and unpairs its devices).
+async fn delete_session(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if !end_session(&node, &u, &id)? {
+        return Err(ApiError::not_found("No such session"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Immich's `DELETE /api/sessions`: signs out every session but the current one.
+async fn delete_other_sessions(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let current = bearer(&headers)
+        .or_else(|| cookie_token(&headers))
+        .map(|t| crate::auth::Auth::session_id(&t));
+    for (id, _) in node.auth.sessions_of(&u)? {
+        if Some(&id) != current.as_ref() {
+            end_session(&node, &u, &id)?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn logout(State(node): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
@@ -337,30 +564,126 @@ struct NewKey {
     permissions: Vec<String>,
 }
 
+/// The permissions of the API key a request uses (`None`: a login session, which has the
+/// user's full rights).
+fn request_key(node: &AppState, headers: &HeaderMap) -> ApiResult<Option<crate::auth::ApiKey>> {
+    match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        Some(k) => Ok(node.auth.api_key(k.trim())?),
+        None => Ok(None),
+    }
+}
+
+/// Checks requested permissions: known names only; a key can never mint more than it has, and
+/// `ml` (reads every user's library) only an admin with full rights.
+fn check_grant(
+    node: &AppState,
+    u: &User,
+    headers: &HeaderMap,
+    wanted: &[String],
+) -> ApiResult<()> {
+    if let Some(bad) = wanted
+        .iter()
+        .find(|p| !crate::access::PERMISSIONS.contains(&p.as_str()))
+    {
+        return Err(ApiError::bad_request(format!("Unknown permission {bad:?}")));
+    }
+    let own = request_key(node, headers)?;
+    let full = own
+        .as_ref()
+        .is_none_or(|k| k.permissions.iter().any(|p| p == "all"));
+    if wanted.iter().any(|p| p == crate::ml_api::ML_PERMISSION) && !(u.is_admin && full) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Only an admin (signed in, or with an `all` key) can create a key for an ML node: it reads every user's library",
+        ));
+    }
+    if let Some(k) = own.filter(|_| !full) {
+        let grants_all = wanted.is_empty() || wanted.iter().any(|p| p == "all");
+        if grants_all || wanted.iter().any(|p| !k.permissions.contains(p)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "An API key cannot create a key with permissions it does not have",
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn create_api_key(
     State(node): State<AppState>,
     AuthUser(u): AuthUser,
+    headers: HeaderMap,
     body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if b.permissions
-        .iter()
-        .any(|p| p == crate::ml_api::ML_PERMISSION)
-        && !u.is_admin
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Only an admin can create a key for an ML node (it reads every user's library)",
-        ));
-    }
+    check_grant(&node, &u, &headers, &b.permissions)?;
     let (key, secret) = node.auth.create_api_key(&u, &b.name, b.permissions)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "secret": secret,
-            "apiKey": {"id": key.id, "name": key.name, "createdAt": key.created_at, "updatedAt": key.created_at, "permissions": key.permissions},
-        })),
+        Json(json!({"secret": secret, "apiKey": key_json(&key)})),
     ))
+}
+
+fn key_json(key: &crate::auth::ApiKey) -> Value {
+    json!({"id": key.id, "name": key.name, "createdAt": key.created_at, "updatedAt": key.created_at, "permissions": key.permissions})
+}
+
+/// Immich's `GET /api/api-keys`: the user's keys (never their secrets).
+async fn list_api_keys(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+) -> ApiResult<Json<Value>> {
+    let keys = node.auth.api_keys_of(&u)?;
+    Ok(Json(Value::Array(keys.iter().map(key_json).collect())))
+}
+
+async fn get_api_key(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    node.auth
+        .api_keys_of(&u)?
+        .iter()
+        .find(|k| k.id == id)
+        .map(|k| Json(key_json(k)))
+        .ok_or_else(|| ApiError::not_found("No such API key"))
+}
+
+#[derive(Deserialize)]
+struct KeyUpdate {
+    name: Option<String>,
+    permissions: Option<Vec<String>>,
+}
+
+/// Immich's `PUT /api/api-keys/{id}`: rename or re-scope (within the caller's own rights).
+async fn update_api_key(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<KeyUpdate>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(p) = &b.permissions {
+        check_grant(&node, &u, &headers, p)?;
+    }
+    node.auth
+        .update_api_key(&u, &id, b.name.as_deref(), b.permissions)?
+        .map(|k| Json(key_json(&k)))
+        .ok_or_else(|| ApiError::not_found("No such API key"))
+}
+
+/// Immich's `DELETE /api/api-keys/{id}`: the key stops working at once.
+async fn delete_api_key(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if !node.auth.delete_api_key(&u, &id)? {
+        return Err(ApiError::not_found("No such API key"));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The API key the request authenticates with (Immich clients check its permissions).
@@ -441,9 +764,9 @@ async fn bulk_upload_check(
         };
         let known = node
             .by_sha1(&u.id, &hex)?
-            .filter(|asset| find_record(&node, &u, asset).is_ok());
+            .and_then(|asset| find_record(&node, &u, &asset).ok());
         results.push(match known {
-            Some(asset) => json!({"id": item.id, "action": "reject", "reason": "duplicate", "assetId": asset, "isTrashed": false}),
+            Some(r) => json!({"id": item.id, "action": "reject", "reason": "duplicate", "assetId": r.id, "isTrashed": r.is_trashed()}),
             None => json!({"id": item.id, "action": "accept"}),
         });
     }
@@ -458,12 +781,36 @@ async fn upload_asset(
     let AuthUser(u) = match auth {
         Ok(a) => a,
         Err(e) => {
-            // Read (and discard) the body of a refused upload, up to a bound, so the client sees
-            // the 401 instead of a connection reset mid-send.
-            let _ = axum::body::to_bytes(req.into_body(), 64 << 20).await;
-            return Err(e);
+            // Refused before the body is read: at most 1 MiB of it is drained (so a small
+            // client sees the 401 rather than a reset), then the connection is closed.
+            let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+            let mut res = e.into_response();
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(res);
         }
     };
+    let max_upload = node.config.max_upload;
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > max_upload.saturating_add(1 << 20) {
+            let mut res = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("The upload is larger than this node's limit of {} MiB (sync-node serve --max-upload-mib)", max_upload >> 20),
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(res);
+        }
+    }
+    // At most `max_concurrent_uploads` bodies are received at once; the rest wait their turn.
+    let slots = node.clone();
+    let _slot = slots.uploads.acquire().await.map_err(ApiError::internal)?;
     let mut form = Multipart::from_request(req, &node)
         .await
         .map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -495,6 +842,13 @@ async fn upload_asset(
             loop {
                 match field.chunk().await {
                     Ok(Some(chunk)) => {
+                        if p.len() + chunk.len() as u64 > max_upload {
+                            p.abort();
+                            return Err(ApiError::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                format!("{} is larger than this node's limit of {} MiB", meta.filename, max_upload >> 20),
+                            ));
+                        }
                         if let Err(e) = p.write(&chunk) {
                             failure = Some(e.into());
                             break;
@@ -516,14 +870,23 @@ async fn upload_asset(
                 old.abort();
             }
         } else if name == "sidecarData" {
-            let bytes = field.bytes().await.map_err(bad)?;
-            if bytes.len() > 4 * 1024 * 1024 {
-                failure = Some(ApiError::bad_request("sidecarData is larger than 4 MB"));
-                continue;
+            // Streamed with a hard limit: never more than 4 MiB of it in memory.
+            match small_field(&mut field, 4 << 20).await.map_err(bad)? {
+                Some(bytes) => meta.sidecar = Some(bytes),
+                None => {
+                    failure = Some(ApiError::bad_request("sidecarData is larger than 4 MB"));
+                    drain_field(&mut field).await;
+                }
             }
-            meta.sidecar = Some(bytes.to_vec());
         } else {
-            let text = field.text().await.map_err(bad)?;
+            let Some(text) = small_field(&mut field, 64 << 10).await.map_err(bad)? else {
+                failure = Some(ApiError::bad_request(format!(
+                    "form field {name:?} is larger than 64 KB"
+                )));
+                drain_field(&mut field).await;
+                continue;
+            };
+            let text = String::from_utf8_lossy(&text).into_owned();
             match name.as_str() {
                 "deviceAssetId" => meta.device_asset_id = Some(text),
                 "deviceId" => meta.device_id = Some(text),
@@ -577,7 +940,27 @@ async fn upload_asset(
             Json(json!({"id": id, "status": "duplicate"})),
         )
             .into_response(),
+        Outcome::Restored(id) => (
+            StatusCode::OK,
+            Json(json!({"id": id, "status": "duplicate", "restored": true})),
+        )
+            .into_response(),
     })
+}
+
+/// Reads a small multipart field whole, refusing it past `max` bytes without buffering more.
+async fn small_field(
+    field: &mut axum::extract::multipart::Field<'_>,
+    max: usize,
+) -> Result<Option<Vec<u8>>, axum::extract::multipart::MultipartError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        if buf.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf))
 }
 
 /// Reads and discards the rest of a multipart field (bounded: after 16 GiB the connection is

@@ -46,6 +46,70 @@ pub struct ApiKey {
     pub created_at: String,
 }
 
+/// A login session (the `sessions` tree: BLAKE3 of the token → this, JSON). Older nodes stored
+/// the bare user id; such sessions read as created now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub user_id: String,
+    #[serde(default)]
+    pub created_at: String,
+    /// Last use (refreshed at most every [`SESSION_REFRESH_SECS`]); expiry slides from here.
+    #[serde(default)]
+    pub updated_at: String,
+    #[serde(default)]
+    pub device_type: String,
+    #[serde(default)]
+    pub device_os: String,
+}
+
+/// A session unused this long ends (sliding: every use moves it).
+pub const SESSION_IDLE_SECS: i64 = 30 * 24 * 3600;
+const SESSION_REFRESH_SECS: i64 = 3600;
+
+/// Failed logins allowed per account and per client address in [`THROTTLE_WINDOW_SECS`].
+pub const MAX_FAILED_LOGINS: u32 = 10;
+pub const THROTTLE_WINDOW_SECS: u64 = 15 * 60;
+
+/// Per-account and per-address login failure counts (memory only: a restart forgives).
+#[derive(Default)]
+pub struct Throttle {
+    failures: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
+}
+
+impl Throttle {
+    /// Seconds to wait, if any of `keys` is over the limit.
+    pub fn blocked(&self, keys: &[&str]) -> Option<u64> {
+        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .filter_map(|k| map.get(*k))
+            .filter(|(n, _)| *n >= MAX_FAILED_LOGINS)
+            .map(|(_, since)| THROTTLE_WINDOW_SECS.saturating_sub(since.elapsed().as_secs()))
+            .filter(|s| *s > 0)
+            .max()
+    }
+
+    pub fn failed(&self, keys: &[&str]) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (_, t)| t.elapsed().as_secs() < THROTTLE_WINDOW_SECS);
+        }
+        for k in keys {
+            let e = map
+                .entry((*k).to_owned())
+                .or_insert((0, std::time::Instant::now()));
+            if e.1.elapsed().as_secs() >= THROTTLE_WINDOW_SECS {
+                *e = (0, std::time::Instant::now());
+            }
+            e.0 += 1;
+        }
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+    }
+}
+
 /// A key (an iroh endpoint id) paired with this household: a user's device, or a sync node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
@@ -93,6 +157,20 @@ pub struct Auth {
     devices: sled::Tree,
     pairing: sled::Tree,
     changed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    pub throttle: std::sync::Arc<Throttle>,
+}
+
+/// An Argon2id hash of a random password, verified against when the email is unknown, so an
+/// unknown email costs the same time as a wrong password.
+fn dummy_hash() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| {
+        let pw = crate::random_hex(16).unwrap_or_else(|_| "tessera-dummy".into());
+        Argon2::default()
+            .hash_password(pw.as_bytes(), &SaltString::generate(&mut OsRng))
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
 }
 
 fn hex(b: &[u8]) -> String {
@@ -132,6 +210,16 @@ fn secret_hash(secret: &str) -> [u8; 32] {
     *blake3::hash(secret.as_bytes()).as_bytes()
 }
 
+fn decode_session(v: &[u8]) -> Session {
+    serde_json::from_slice(v).unwrap_or_else(|_| Session {
+        user_id: String::from_utf8_lossy(v).into_owned(),
+        created_at: String::new(),
+        updated_at: String::new(),
+        device_type: String::new(),
+        device_os: String::new(),
+    })
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(v: &[u8]) -> Result<T, AuthError> {
     serde_json::from_slice(v).map_err(|e| AuthError::Corrupt(e.to_string()))
 }
@@ -155,6 +243,7 @@ impl Auth {
             devices: db.open_tree("devices")?,
             pairing: db.open_tree("pairing_secrets")?,
             changed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            throttle: Default::default(),
         })
     }
 
@@ -421,27 +510,139 @@ impl Auth {
         }
     }
 
-    /// Checks credentials and opens a session; returns the user and the access token.
+    /// Checks credentials and opens a session; returns the user and the access token. An
+    /// unknown email does the same Argon2 work as a wrong password.
     pub fn login(&self, email: &str, password: &str) -> Result<(User, String), AuthError> {
+        self.login_from(email, password, "", "")
+    }
+
+    pub fn login_from(
+        &self,
+        email: &str,
+        password: &str,
+        device_type: &str,
+        device_os: &str,
+    ) -> Result<(User, String), AuthError> {
         let email = email.trim().to_lowercase();
-        let id = self
-            .emails
-            .get(email.as_bytes())?
-            .ok_or(AuthError::BadCredentials)?;
-        let user = self
-            .user(&String::from_utf8_lossy(&id))?
-            .ok_or(AuthError::BadCredentials)?;
+        let user = match self.emails.get(email.as_bytes())? {
+            Some(id) => self.user(&String::from_utf8_lossy(&id))?,
+            None => None,
+        };
+        let Some(user) = user else {
+            if let Ok(parsed) = PasswordHash::new(dummy_hash()) {
+                let _ = Argon2::default().verify_password(password.as_bytes(), &parsed);
+            }
+            return Err(AuthError::BadCredentials);
+        };
+        self.verify_password(&user, password)?;
+        let token = self.open_session(&user, device_type, device_os)?;
+        Ok((user, token))
+    }
+
+    fn verify_password(&self, user: &User, password: &str) -> Result<(), AuthError> {
         let parsed =
             PasswordHash::new(&user.password).map_err(|e| AuthError::Corrupt(e.to_string()))?;
         Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
-            .map_err(|_| AuthError::BadCredentials)?;
+            .map_err(|_| AuthError::BadCredentials)
+    }
+
+    fn open_session(
+        &self,
+        user: &User,
+        device_type: &str,
+        device_os: &str,
+    ) -> Result<String, AuthError> {
         let token = random(32)?;
+        let now = crate::now_rfc3339();
+        let session = Session {
+            user_id: user.id.clone(),
+            created_at: now.clone(),
+            updated_at: now,
+            device_type: clean_name(device_type, ""),
+            device_os: clean_name(device_os, ""),
+        };
         self.sessions
-            .insert(secret_hash(&token), user.id.as_bytes())?;
+            .insert(secret_hash(&token), encode(&session)?)?;
         self.db.flush()?;
         self.bump();
-        Ok((user, token))
+        Ok(token)
+    }
+
+    /// Changes `user`'s password after checking the current one, and ends every other session
+    /// of theirs (`keep`: the token of the session making the change, if any).
+    pub fn change_password(
+        &self,
+        user: &User,
+        current: &str,
+        new: &str,
+        keep: Option<&str>,
+    ) -> Result<usize, AuthError> {
+        self.verify_password(user, current)?;
+        if new.chars().count() < 8 {
+            return Err(AuthError::Invalid(
+                "password must be at least 8 characters".into(),
+            ));
+        }
+        let hash = Argon2::default()
+            .hash_password(new.as_bytes(), &SaltString::generate(&mut OsRng))
+            .map_err(|e| AuthError::Hash(e.to_string()))?
+            .to_string();
+        let mut u = user.clone();
+        u.password = hash;
+        self.users.insert(u.id.as_bytes(), encode(&u)?)?;
+        let keep = keep.map(|t| hex(&secret_hash(t)));
+        let mut ended = 0;
+        for (id, _) in self.sessions_of(user)? {
+            if Some(&id) != keep.as_ref() {
+                self.delete_session(user, &id)?;
+                ended += 1;
+            }
+        }
+        self.db.flush()?;
+        self.bump();
+        Ok(ended)
+    }
+
+    /// A user's sessions: (id = hex of the token's hash, session).
+    pub fn sessions_of(&self, user: &User) -> Result<Vec<(String, Session)>, AuthError> {
+        let mut out = Vec::new();
+        for kv in self.sessions.iter() {
+            let (k, v) = kv?;
+            let s = decode_session(&v);
+            if s.user_id == user.id {
+                out.push((hex(&k), s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ends one of `user`'s sessions (by id) and unpairs the devices that paired with it.
+    /// Returns the unpaired device keys, or `None` if there was no such session of theirs.
+    pub fn delete_session(&self, user: &User, id: &str) -> Result<Option<Vec<String>>, AuthError> {
+        let Some(k) = unhex(id) else { return Ok(None) };
+        match self.sessions.get(&k)? {
+            Some(v) if decode_session(&v).user_id == user.id => {}
+            _ => return Ok(None),
+        }
+        self.sessions.remove(&k)?;
+        let mut unpaired = Vec::new();
+        for kv in self.devices.iter() {
+            let (dk, v) = kv?;
+            let d: Device = decode(&v)?;
+            if d.session.as_deref() == Some(id) {
+                self.devices.remove(dk)?;
+                unpaired.push(d.id);
+            }
+        }
+        self.db.flush()?;
+        self.bump();
+        Ok(Some(unpaired))
+    }
+
+    /// The id of the session a token opened.
+    pub fn session_id(token: &str) -> String {
+        hex(&secret_hash(token))
     }
 
     /// Ends a login session, and unpairs the devices that paired with it (so the next person
@@ -463,11 +664,89 @@ impl Auth {
         Ok(unpaired)
     }
 
+    /// The user of a live session. A session idle for [`SESSION_IDLE_SECS`] has ended (and is
+    /// removed); use slides the expiry (written at most hourly).
     pub fn user_by_token(&self, token: &str) -> Result<Option<User>, AuthError> {
-        match self.sessions.get(secret_hash(token))? {
-            Some(id) => self.user(&String::from_utf8_lossy(&id)),
-            None => Ok(None),
+        let k = secret_hash(token);
+        let Some(v) = self.sessions.get(k)? else {
+            return Ok(None);
+        };
+        let mut s = decode_session(&v);
+        let now = chrono::Utc::now();
+        let last = chrono::DateTime::parse_from_rfc3339(&s.updated_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .ok();
+        if let Some(last) = last {
+            let idle = (now - last).num_seconds();
+            if idle > SESSION_IDLE_SECS {
+                self.sessions.remove(k)?;
+                self.bump();
+                return Ok(None);
+            }
+            if idle > SESSION_REFRESH_SECS {
+                s.updated_at = crate::now_rfc3339();
+                self.sessions.insert(k, encode(&s)?)?;
+            }
+        } else {
+            s.updated_at = crate::now_rfc3339();
+            self.sessions.insert(k, encode(&s)?)?;
         }
+        self.user(&s.user_id)
+    }
+
+    /// A user's API keys (without secrets).
+    pub fn api_keys_of(&self, user: &User) -> Result<Vec<ApiKey>, AuthError> {
+        let mut out = Vec::new();
+        for kv in self.keys.iter() {
+            let (_, v) = kv?;
+            let k: ApiKey = decode(&v)?;
+            if k.user_id == user.id {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renames (and optionally re-scopes) one of `user`'s keys; `None` if it is not theirs.
+    pub fn update_api_key(
+        &self,
+        user: &User,
+        id: &str,
+        name: Option<&str>,
+        permissions: Option<Vec<String>>,
+    ) -> Result<Option<ApiKey>, AuthError> {
+        for kv in self.keys.iter() {
+            let (k, v) = kv?;
+            let mut key: ApiKey = decode(&v)?;
+            if key.id == id && key.user_id == user.id {
+                if let Some(n) = name {
+                    key.name = clean_name(n, &key.name);
+                }
+                if let Some(p) = permissions.filter(|p| !p.is_empty()) {
+                    key.permissions = p;
+                }
+                self.keys.insert(k, encode(&key)?)?;
+                self.db.flush()?;
+                self.bump();
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Revokes one of `user`'s keys at once. Returns whether it existed.
+    pub fn delete_api_key(&self, user: &User, id: &str) -> Result<bool, AuthError> {
+        for kv in self.keys.iter() {
+            let (k, v) = kv?;
+            let key: ApiKey = decode(&v)?;
+            if key.id == id && key.user_id == user.id {
+                self.keys.remove(k)?;
+                self.db.flush()?;
+                self.bump();
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub fn create_api_key(

@@ -38,6 +38,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CatalogError + '_ {
 pub struct Catalog {
     dir: PathBuf,
     lib: Mutex<Library>,
+    /// Documents whose last write failed: automerge's incremental-save cursor has already moved
+    /// past their unsaved changes, so they are rewritten whole (atomically) by the next persist.
+    rewrite: Mutex<std::collections::BTreeSet<DocId>>,
     sessions: Mutex<HashMap<(String, String), PeerSync>>,
     /// Bumped whenever a change was persisted (live sync sessions push it to their peers).
     changes: tokio::sync::watch::Sender<u64>,
@@ -84,6 +87,7 @@ impl Catalog {
         Ok(Self {
             dir,
             lib: Mutex::new(lib),
+            rewrite: Mutex::new(Default::default()),
             sessions: Mutex::new(HashMap::new()),
             changes: tokio::sync::watch::channel(0).0,
         })
@@ -93,11 +97,20 @@ impl Catalog {
         self.changes.subscribe()
     }
 
+    /// The library. A panic while another thread held it does not take the node down: every
+    /// catalogue edit is a whole automerge change, so the library is consistent and is used on
+    /// (the panic was already reported where it happened).
     pub fn lock(&self) -> Result<MutexGuard<'_, Library>, CatalogError> {
-        self.lib.lock().map_err(|_| CatalogError::Poisoned)
+        Ok(self.lib.lock().unwrap_or_else(|poisoned| {
+            tracing::error!("a thread panicked while holding the catalogue; carrying on");
+            self.lib.clear_poison();
+            poisoned.into_inner()
+        }))
     }
 
-    /// Appends the changes of every dirty document to its log and fsyncs it.
+    /// Appends the changes of every dirty document to its log and fsyncs it. On failure nothing
+    /// is forgotten: the failed document is rewritten whole, and the others stay dirty, at the
+    /// next persist (or [`Catalog::retry_failed`]); the caller must not acknowledge.
     pub fn persist(&self, lib: &mut Library) -> Result<(), CatalogError> {
         let dirty = lib.take_dirty();
         let any = !dirty.is_empty();
@@ -108,13 +121,65 @@ impl Catalog {
         res
     }
 
+    /// Retries writes that failed (a full disk, a read-only file); called periodically.
+    pub fn retry_failed(&self) -> Result<(), CatalogError> {
+        let pending = self.rewrite.lock().map(|r| !r.is_empty()).unwrap_or(true);
+        if !pending {
+            return Ok(());
+        }
+        let mut lib = self.lock()?;
+        self.persist(&mut lib)
+    }
+
     fn persist_docs(&self, lib: &mut Library, dirty: Vec<DocId>) -> Result<(), CatalogError> {
-        for id in dirty {
-            let Some(chunk) = lib.save_incremental(&id) else {
+        let rewrite: Vec<DocId> = match self.rewrite.lock() {
+            Ok(mut r) => std::mem::take(&mut *r).into_iter().collect(),
+            Err(p) => std::mem::take(&mut *p.into_inner()).into_iter().collect(),
+        };
+        let mut first_err = None;
+        for id in &rewrite {
+            let path = self.dir.join(format!("{}.am", id.file_stem()));
+            let Some(full) = lib.save(id) else { continue };
+            if let Err(e) = write_atomic(&path, &full) {
+                tracing::error!(doc = %id, error = %e, "catalogue rewrite failed; will retry");
+                self.remember_failed(id);
+                first_err.get_or_insert(e);
+            }
+        }
+        for (i, id) in dirty.iter().enumerate() {
+            if rewrite.contains(id) {
                 continue;
+            }
+            if let Err(e) = self.append_doc(lib, id) {
+                tracing::error!(doc = %id, error = %e, "catalogue write failed; will retry");
+                self.remember_failed(id);
+                // The cursors of the documents not reached yet did not move: keep them dirty.
+                for rest in &dirty[i + 1..] {
+                    lib.mark_dirty(rest);
+                }
+                return Err(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn remember_failed(&self, id: &DocId) {
+        match self.rewrite.lock() {
+            Ok(mut r) => r.insert(id.clone()),
+            Err(p) => p.into_inner().insert(id.clone()),
+        };
+    }
+
+    fn append_doc(&self, lib: &mut Library, id: &DocId) -> Result<(), CatalogError> {
+        {
+            let Some(chunk) = lib.save_incremental(id) else {
+                return Ok(());
             };
             if chunk.is_empty() {
-                continue;
+                return Ok(());
             }
             let path = self.dir.join(format!("{}.am", id.file_stem()));
             let fresh = !path.exists();
@@ -137,7 +202,8 @@ impl Catalog {
     /// One request/response round of the sync protocol with a user's device.
     pub fn sync_round(&self, user: &str, request: &[u8]) -> Result<Vec<u8>, CatalogError> {
         let env = SyncEnvelope::decode(request)?;
-        let mut sessions = self.sessions.lock().map_err(|_| CatalogError::Poisoned)?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        bound_sessions(&mut sessions, (user.to_owned(), env.peer.clone()));
         let session = sessions
             .entry((user.to_owned(), env.peer.clone()))
             .or_default();
@@ -155,7 +221,8 @@ impl Catalog {
     /// ML and people documents ([`DocId::is_ml_writable`]).
     pub fn sync_round_ml(&self, request: &[u8]) -> Result<Vec<u8>, CatalogError> {
         let env = SyncEnvelope::decode(request)?;
-        let mut sessions = self.sessions.lock().map_err(|_| CatalogError::Poisoned)?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        bound_sessions(&mut sessions, ("*ml".to_owned(), env.peer.clone()));
         let session = sessions
             .entry(("*ml".to_owned(), env.peer.clone()))
             .or_default();
@@ -173,6 +240,19 @@ impl Catalog {
         let ids: Vec<DocId> = lib.ids().filter(|d| !d.is_household()).cloned().collect();
         let out = session.generate(&mut lib, &ids);
         Ok(SyncEnvelope::new("node", out).encode())
+    }
+}
+
+/// Most HTTP sync sessions kept (each is a client-chosen peer name): beyond it, arbitrary old
+/// sessions are dropped (a dropped peer simply starts its sync state afresh).
+const MAX_SESSIONS: usize = 1024;
+
+fn bound_sessions(sessions: &mut HashMap<(String, String), PeerSync>, key: (String, String)) {
+    if sessions.len() >= MAX_SESSIONS && !sessions.contains_key(&key) {
+        let drop: Vec<_> = sessions.keys().take(MAX_SESSIONS / 4).cloned().collect();
+        for k in drop {
+            sessions.remove(&k);
+        }
     }
 }
 

@@ -185,9 +185,19 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
     let now = chrono::Utc::now();
     let mut purged = 0;
     let mut records = Vec::new();
+    // One user's unreadable library must not stop the sweep for everyone else; but then the
+    // set of blobs in use is incomplete, so no tombstone's blobs are deleted this time.
+    let mut complete = true;
     for user in all_users(node)? {
         let days = node.catalog.lock()?.trash_days(&user);
-        let mine = user_assets(node, &user)?;
+        let mine = match user_assets(node, &user) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(user, error = %e, "cannot read this library; skipping it in this sweep");
+                complete = false;
+                continue;
+            }
+        };
         let expired_ids: Vec<String> = mine
             .iter()
             .filter(|r| r.is_trashed())
@@ -200,7 +210,13 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
             .collect();
         if !expired_ids.is_empty() {
             // `apply` deletes the blobs of what it purges itself.
-            purged += apply(node, &user, &expired_ids, Action::Purge)?;
+            match apply(node, &user, &expired_ids, Action::Purge) {
+                Ok(n) => purged += n,
+                Err(e) => {
+                    tracing::error!(user, error = %e, "purging expired trash failed");
+                    complete = false;
+                }
+            }
         }
         records.extend(mine);
     }
@@ -212,6 +228,9 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
         .flat_map(blob_refs)
         .collect();
     let mut deleted = 0;
+    if !complete {
+        return Ok((purged, deleted));
+    }
     for r in records.iter().filter(|r| r.is_purged()) {
         for (kind, hash) in blob_refs(r) {
             if in_use.contains(&(kind, hash.clone())) {

@@ -233,7 +233,7 @@ pub fn import_file(
     let outcome = ingest_committed(node, owner, &hashes, size, meta)?;
     let (result, id) = match outcome {
         Outcome::Created(id) => (FileResult::Imported(id.clone()), id),
-        Outcome::Duplicate(id) => (FileResult::Duplicate(id.clone()), id),
+        Outcome::Duplicate(id) | Outcome::Restored(id) => (FileResult::Duplicate(id.clone()), id),
     };
     let mut problem = None;
     if derive && matches!(result, FileResult::Imported(_)) && node.jobs.is_queued(&id) {

@@ -33,6 +33,9 @@ pub struct UploadMeta {
 pub enum Outcome {
     Created(String),
     Duplicate(String),
+    /// The user had this photo in the trash: uploading it again took it out (a client that
+    /// backs it up again wants it kept; the purge would otherwise delete it).
+    Restored(String),
 }
 
 /// Normalises a client timestamp (RFC 3339) to `YYYY-MM-DDTHH:MM:SS(.sss)+hh:mm`.
@@ -61,9 +64,20 @@ pub fn ingest_committed(
                 .lock()?
                 .asset_in(&shard, &id)
                 .map_err(CatalogError::from)?;
-            // A purged asset uploaded again comes back as new.
-            if existing.is_some_and(|r| !r.is_purged()) {
-                return Ok(Outcome::Duplicate(id));
+            // A purged asset uploaded again comes back as new; a trashed one is restored.
+            match existing {
+                Some(r) if r.is_purged() => {}
+                Some(r) if r.is_trashed() => {
+                    crate::housekeeping::apply(
+                        node,
+                        owner,
+                        std::slice::from_ref(&id),
+                        crate::housekeeping::Action::Restore,
+                    )?;
+                    return Ok(Outcome::Restored(id));
+                }
+                Some(_) => return Ok(Outcome::Duplicate(id)),
+                None => {}
             }
         }
     }

@@ -106,10 +106,30 @@ pub async fn run(node: Arc<Node>) {
                 let n = node.clone();
                 let a = asset.clone();
                 let o = job.owner.clone();
-                let res = tokio::task::spawn_blocking(move || process(&n, &a, &o)).await;
+                let limit = node.config.job_timeout;
+                let res = tokio::time::timeout(
+                    limit,
+                    tokio::task::spawn_blocking(move || process(&n, &a, &o)),
+                )
+                .await;
                 match res {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
+                    Err(_elapsed) => {
+                        // The blocking thread cannot be stopped from here (decoders are not
+                        // cancellable); it is abandoned, its slot freed, and the job leaves the
+                        // queue for good, so neither this run nor a restart stalls on the file.
+                        tracing::error!(asset, secs = limit.as_secs(), "media job timed out");
+                        mark_error(
+                            &node,
+                            &asset,
+                            &job.owner,
+                            &format!(
+                                "processing took longer than {} s and was stopped; the original is stored",
+                                limit.as_secs()
+                            ),
+                        );
+                    }
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(e))) => {
                         tracing::error!(asset, error = %e, "media job failed");
                         mark_error(
                             &node,
@@ -118,7 +138,7 @@ pub async fn run(node: Arc<Node>) {
                             &format!("processing failed: {e}"),
                         );
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::error!(asset, error = %e, "media job panicked");
                         mark_error(&node, &asset, &job.owner, "processing crashed on this file");
                     }

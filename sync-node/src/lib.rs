@@ -3,7 +3,7 @@
 //! Codemap: [`blobs`] (content-addressed originals and derivatives, sled index, fsck),
 //! [`catalog`] (the automerge documents on disk, sync sessions with peers), [`auth`] (users,
 //! sessions, API keys), [`ingest`] (an upload becoming an asset), [`jobs`] (the persisted,
-//! bounded media queue), [`api`] (axum router: Immich-shaped HTTP API + PWA hosting), [`ml_api`] (what ML
+//! bounded media queue), [`api`] (axum router: Immich-shaped HTTP API + PWA hosting), [`access`] (the access table every route is checked against: API-key scopes, CSRF), [`ml_api`] (what ML
 //! nodes call, people, faces and smart search), [`housekeeping`] + [`library_api`] (archive,
 //! trash, purge, duplicates), [`import`] (bulk import of a folder tree).
 //!
@@ -11,6 +11,7 @@
 //! its hash and its catalogue record is persisted. The blob files are the truth; the sled index
 //! can always be rebuilt from them (`sync-node fsck --repair`).
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod blobs;

@@ -72,6 +72,15 @@ enum Cmd {
         /// `trashDays`, deleting copies of assets purged on another node).
         #[arg(long, default_value_t = 3600)]
         purge_every: u64,
+        /// Longest one media job (thumbnail, preview, poster frame) may take, in seconds.
+        #[arg(long, default_value_t = 300)]
+        job_timeout: u64,
+        /// Largest original an upload may send, in MiB.
+        #[arg(long, default_value_t = 65536)]
+        max_upload_mib: u64,
+        /// Uploads received at the same time (more wait their turn).
+        #[arg(long, default_value_t = 8)]
+        max_concurrent_uploads: usize,
     },
     /// Import a folder tree (a camera roll, a Takeout export, an old library) into a data
     /// directory while the node is stopped: all cores, progress, resumable, with a report.
@@ -380,9 +389,15 @@ async fn main() -> Result<()> {
             join,
             name,
             purge_every,
+            job_timeout,
+            max_upload_mib,
+            max_concurrent_uploads,
         } => {
             let mut cfg = NodeConfig::new(&data);
             cfg.ml = ml;
+            cfg.job_timeout = std::time::Duration::from_secs(job_timeout.max(1));
+            cfg.max_upload = max_upload_mib.max(1).saturating_mul(1 << 20);
+            cfg.max_concurrent_uploads = max_concurrent_uploads.max(1);
             cfg.web = web
                 .or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
             if let Some(w) = workers {
@@ -458,7 +473,28 @@ async fn main() -> Result<()> {
                 node.clone(),
                 std::time::Duration::from_secs(purge_every.max(1)),
             ));
-            axum::serve(listener, tessera_sync_node::api::router(node.clone()))
+            {
+                // A catalogue write that failed (full disk, read-only file) is retried until it
+                // lands; nothing acknowledged is forgotten.
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                    loop {
+                        tick.tick().await;
+                        let n = node.clone();
+                        let res =
+                            tokio::task::spawn_blocking(move || n.catalog.retry_failed()).await;
+                        if let Ok(Err(e)) = res {
+                            tracing::warn!(error = %e, "catalogue write still failing");
+                        }
+                    }
+                });
+            }
+            axum::serve(
+                listener,
+                tessera_sync_node::api::router(node.clone())
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })

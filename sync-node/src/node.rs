@@ -47,6 +47,13 @@ pub struct NodeConfig {
     pub workers: usize,
     /// An ML node's base URL (`ml-node serve`), used to embed smart-search queries.
     pub ml: Option<String>,
+    /// Longest one media job may run: after it the asset is marked with an error and the
+    /// queue moves on (one hostile file can never stall it).
+    pub job_timeout: std::time::Duration,
+    /// Largest original accepted by `POST /api/assets` (bytes).
+    pub max_upload: u64,
+    /// Uploads received at the same time; more wait for a slot (memory and disk bandwidth).
+    pub max_concurrent_uploads: usize,
 }
 
 impl NodeConfig {
@@ -59,6 +66,9 @@ impl NodeConfig {
             web: None,
             workers,
             ml: None,
+            job_timeout: std::time::Duration::from_secs(300),
+            max_upload: 64 << 30,
+            max_concurrent_uploads: 8,
         }
     }
 }
@@ -80,6 +90,8 @@ pub struct Node {
     pub jobs: Jobs,
     assets: sled::Tree,
     checksums: sled::Tree,
+    /// Upload slots (`config.max_concurrent_uploads`).
+    pub uploads: tokio::sync::Semaphore,
     /// The iroh side (set once at start by `serve`; absent in tools like `fsck`).
     pub peer: std::sync::OnceLock<Arc<crate::peer::Peer>>,
 }
@@ -117,6 +129,7 @@ impl Node {
         let assets = db.open_tree("assets")?;
         let checksums = db.open_tree("checksums")?;
         Ok(Arc::new(Self {
+            uploads: tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1)),
             config,
             db,
             blobs,

@@ -61,7 +61,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  test [--no-e2e]                    install test tools, lint, build, and run every test (incl. headless Chromium)\n  bench                              ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json)\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
+                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  run --smoke                        build what run builds, start both nodes on a temp dir, check them, stop\n  test [--no-e2e]                    install test tools, lint, build, and run every test (incl. headless Chromium)\n  bench                              ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json)\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
             );
             std::process::exit(2)
         }
@@ -224,14 +224,17 @@ fn cargo_bin_on_path() {
     }
 }
 
-/// The two node binaries, `sync-node` and `ml-node`.
+/// The two node binaries, `sync-node` and `ml-node` (cargo's `release` profile for `run`: the
+/// size-optimised `wasm-release` profile is the PWA's, passed to trunk only).
 fn build_nodes(release: bool) -> Result<()> {
+    sh(&mut node_build_command(release))
+}
+
+fn node_build_command(release: bool) -> Command {
     let mut c = cargo();
     c.arg("build");
     if release {
-        // opt-level z + LTO: 4.6 MB / 1.7 MB gzipped with iroh, against 7.7 / 2.6 with the
-        // plain release profile.
-        c.args(["--release", "--cargo-profile", "wasm-release"]);
+        c.arg("--release");
     }
     c.args([
         "-p",
@@ -243,7 +246,7 @@ fn build_nodes(release: bool) -> Result<()> {
         "--bin",
         "ml-node",
     ]);
-    sh(&mut c)
+    c
 }
 
 fn build_pwa(release: bool) -> Result<()> {
@@ -289,7 +292,7 @@ fn ensure_fixtures() -> Result<PathBuf> {
 /// `media/tests/corpus/make_corpus.sh` builds from PyPI packages and ffmpeg.
 fn ensure_corpus() -> Result<PathBuf> {
     let dir = cache_dir().join("corpus");
-    if dir.join(".complete-v3").exists() {
+    if dir.join(".complete-v4").exists() {
         return Ok(dir);
     }
     ensure_fixtures()?;
@@ -468,37 +471,41 @@ fn ensure_face_photos() -> Result<PathBuf> {
     Ok(images)
 }
 
-fn run(root: &Path, args: &[String]) -> Result<()> {
-    let started = Instant::now();
-    cargo_bin_on_path();
+/// What `cargo xtask run` builds and installs; returns the ML node's models directory.
+fn build_for_run(root: &Path) -> Result<PathBuf> {
     setup(false)?;
     build_pwa(true)?;
     build_nodes(true)?;
-    let ml_bin = target_dir(root).join("release/ml-node");
-    let models = ensure_models(root, &ml_bin)?;
-    eprintln!("built in {:.0} s", started.elapsed().as_secs_f64());
+    ensure_models(root, &target_dir(root).join("release/ml-node"))
+}
+
+fn run(root: &Path, args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    cargo_bin_on_path();
     let mut data = "data".to_owned();
     let mut listen = "127.0.0.1:2283".to_owned();
+    let mut smoke = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--data" => data = it.next().cloned().context("--data needs a directory")?,
             "--listen" => listen = it.next().cloned().context("--listen needs an address")?,
+            "--smoke" => smoke = true,
             other => bail!("unknown argument {other}"),
         }
     }
+    if smoke {
+        return run_smoke(root);
+    }
+    let models = build_for_run(root)?;
+    let ml_bin = target_dir(root).join("release/ml-node");
+    eprintln!("built in {:.0} s", started.elapsed().as_secs_f64());
     let bin = target_dir(root).join("release/sync-node");
     let ml_listen = "127.0.0.1:3003";
     println!("\n  Tessera is starting: open http://{listen}/  (data in {data}/, Ctrl-C stops)\n");
     println!("  The ML node listens on http://{ml_listen} and starts analysing photos once an admin exists.\n");
     let key_file = Path::new(&data).join("ml-node.key");
-    let mut node = Command::new(bin)
-        .args(["serve", "--data", &data, "--listen", &listen, "--ml"])
-        .arg(format!("http://{ml_listen}"))
-        .arg("--ml-key-file")
-        .arg(&key_file)
-        .arg("--web")
-        .arg(root.join("dist"))
+    let mut node = sync_node_command(&bin, root, &data, &listen, ml_listen, &key_file)
         .spawn()
         .context("starting sync-node")?;
     let ml: std::sync::Arc<std::sync::Mutex<Option<std::process::Child>>> = Default::default();
@@ -517,20 +524,7 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
                     _ => std::thread::sleep(std::time::Duration::from_secs(1)),
                 }
             };
-            let child = Command::new(&ml_bin)
-                .args([
-                    "serve",
-                    "--listen",
-                    ml_listen,
-                    "--node",
-                    &url,
-                    "--api-key",
-                    &key,
-                    "--models",
-                ])
-                .arg(&models)
-                .spawn();
-            match child {
+            match ml_node_command(&ml_bin, ml_listen, &url, &key, &models).spawn() {
                 Ok(c) => {
                     if let Ok(mut slot) = ml.lock() {
                         *slot = Some(c);
@@ -547,6 +541,193 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("sync-node exited with {status}");
     }
+    Ok(())
+}
+
+fn sync_node_command(
+    bin: &Path,
+    root: &Path,
+    data: &str,
+    listen: &str,
+    ml_listen: &str,
+    key_file: &Path,
+) -> Command {
+    let mut c = Command::new(bin);
+    c.args(["serve", "--data", data, "--listen", listen, "--ml"])
+        .arg(format!("http://{ml_listen}"))
+        .arg("--ml-key-file")
+        .arg(key_file)
+        .arg("--web")
+        .arg(root.join("dist"));
+    c
+}
+
+fn ml_node_command(bin: &Path, listen: &str, node_url: &str, key: &str, models: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.args([
+        "serve",
+        "--listen",
+        listen,
+        "--node",
+        node_url,
+        "--api-key",
+        key,
+        "--models",
+    ])
+    .arg(models);
+    c
+}
+
+/// A child process killed (and reaped) when dropped, also on an early error.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls `url` until it answers 2xx with a body containing `want`.
+fn wait_http(url: &str, want: &str, secs: u64, child: &mut Killed) -> Result<String> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.0.try_wait()? {
+            bail!("the process serving {url} exited early ({status})");
+        }
+        if let Ok(body) = http_get(url) {
+            if body.contains(want) {
+                return Ok(body);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{url} did not answer with {want:?} within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback (no client library needed in xtask).
+fn http_get(url: &str) -> Result<String> {
+    http_request("GET", url, None)
+}
+
+fn http_request(method: &str, url: &str, json: Option<&str>) -> Result<String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("http:// URL")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let body = json.unwrap_or("");
+    let mut req = format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if json.is_some() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.split_whitespace().nth(1).unwrap_or("000").to_owned();
+    if !status.starts_with('2') {
+        bail!("{method} {url}: HTTP {status}");
+    }
+    Ok(out)
+}
+
+/// `cargo xtask run --smoke`: builds exactly what `run` builds, starts the sync node and the ML
+/// node on a temporary data directory the way `run` does, checks the PWA page,
+/// `/api/server/ping` and the ML node's `/ping`, and stops them. `cargo xtask test` calls it.
+fn run_smoke(root: &Path) -> Result<()> {
+    let started = Instant::now();
+    let models = build_for_run(root)?;
+    let built = started.elapsed().as_secs_f64();
+    let tmp = std::env::temp_dir().join(format!("tessera-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let data = tmp.join("data");
+    let data_s = data.to_string_lossy().into_owned();
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let ml_listen = format!("127.0.0.1:{}", free_port()?);
+    let key_file = data.join("ml-node.key");
+    let log = std::fs::File::create(tmp.join("sync-node.log"))?;
+    let mut node = Killed(
+        sync_node_command(
+            &target_dir(root).join("release/sync-node"),
+            root,
+            &data_s,
+            &listen,
+            &ml_listen,
+            &key_file,
+        )
+        .args(["--iroh", "127.0.0.1:0", "--relay", "127.0.0.1:0"])
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("starting sync-node")?,
+    );
+    let base = format!("http://{listen}");
+    let res = (|| -> Result<()> {
+        wait_http(&format!("{base}/api/server/ping"), "pong", 60, &mut node)?;
+        let page = http_get(&format!("{base}/"))?;
+        if !page.contains("<html") || !page.contains("wasm") {
+            bail!("the PWA page at {base}/ does not load the app: {page:.300}");
+        }
+        // The ML node starts once an admin exists (the node then writes its key), as in `run`.
+        http_request(
+            "POST",
+            &format!("{base}/api/auth/admin-sign-up"),
+            Some(r#"{"email":"smoke@example.com","password":"smoke-test-pw","name":"Smoke"}"#),
+        )?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let key = loop {
+            match std::fs::read_to_string(&key_file) {
+                Ok(k) if !k.trim().is_empty() => break k.trim().to_owned(),
+                _ if Instant::now() > deadline => bail!("the node wrote no ML key file"),
+                _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        };
+        let ml_log = std::fs::File::create(tmp.join("ml-node.log"))?;
+        let mut ml = Killed(
+            ml_node_command(
+                &target_dir(root).join("release/ml-node"),
+                &ml_listen,
+                &base,
+                &key,
+                &models,
+            )
+            .stdout(Stdio::from(ml_log.try_clone()?))
+            .stderr(Stdio::from(ml_log))
+            .spawn()
+            .context("starting ml-node")?,
+        );
+        wait_http(&format!("http://{ml_listen}/ping"), "pong", 60, &mut ml)?;
+        Ok(())
+    })();
+    drop(node);
+    if let Err(e) = res {
+        for f in ["sync-node.log", "ml-node.log"] {
+            let text = std::fs::read_to_string(tmp.join(f)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            eprintln!("--- {f} (last lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        return Err(e.context("cargo xtask run --smoke"));
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    eprintln!(
+        "cargo xtask run --smoke: PWA, sync node and ML node up and answering (build {built:.0} s, total {:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -599,6 +780,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     ])
     .env("TESSERA_FIXTURES", &fixtures)
     .env("TESSERA_CORPUS", &corpus)
+    .env("TESSERA_REQUIRE_CORPUS", "1")
     .env("TESSERA_MODELS", &models)
     .env("TESSERA_FACE_PHOTOS", &faces)
     .env("TESSERA_PYTHON", pyenv()?)
@@ -611,6 +793,10 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         c.env("TESSERA_IMMICH_CLI", dir);
     }
     sh(c.args(["--", "--nocapture"]))?;
+    // The README's main command, as a new user runs it (release PWA + nodes, both started).
+    if e2e {
+        run_smoke(root)?;
+    }
     eprintln!(
         "cargo xtask test: all green in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -13,9 +13,9 @@ CACHE=${TESSERA_CACHE:-$HOME/.cache/tessera}
 VENV=$CACHE/corpus-venv
 DL=$CACHE/corpus-src
 PIEXIF_IMAGES=$CACHE/fixtures/piexif-1.1.3/tests/images
-PY_PKGS=(pillow==13.0.0 pillow-heif==1.8.1 numpy==2.4.6 tifffile==2026.3.3)
+PY_PKGS=(pillow==13.0.0 pillow-heif==1.8.1 numpy==2.4.6 tifffile==2026.3.3 piexif==1.1.3)
 
-if [[ -f $OUT/.complete-v3 ]]; then
+if [[ -f $OUT/.complete-v4 ]]; then
     echo "corpus: $OUT is complete"
     exit 0
 fi
@@ -23,7 +23,7 @@ command -v ffmpeg >/dev/null || { echo "corpus: ffmpeg missing (apt-get install 
 [[ -f $PIEXIF_IMAGES/large.jpg ]] || { echo "corpus: $PIEXIF_IMAGES missing (run cargo xtask test once)" >&2; exit 1; }
 
 # --- Python venv (PyPI only, pinned) ---
-if ! "$VENV/bin/python" -c 'import PIL, pillow_heif, numpy, tifffile' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import PIL, pillow_heif, numpy, tifffile, piexif' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PKGS[@]}"
 fi
@@ -299,6 +299,41 @@ if not os.path.exists(p):
     open(p, "wb").write(jpeg + b"MotionPhoto_Data" + mp4 + trailer)
 PY
 
+# --- EXIF written by other tools (v4): PyPI's piexif, as many photo scripts use it ---
+"$PY" - "$OUT" "$PIEXIF_IMAGES" <<'PY'
+import io, os, sys
+import piexif
+from PIL import Image
+out, piexif_images = sys.argv[1:3]
+p = os.path.join(out, "piexif_written.jpg")
+if not os.path.exists(p):
+    # A real photo without its EXIF, then EXIF written by piexif.dump (0th + Exif + GPS IFDs).
+    im = Image.open(os.path.join(piexif_images, "large.jpg")).convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    exif = {
+        "0th": {
+            piexif.ImageIFD.Make: b"PiexifCam",
+            piexif.ImageIFD.Model: b"Model P-1",
+            piexif.ImageIFD.Orientation: 6,
+            piexif.ImageIFD.DateTime: b"2021:08:14 10:11:12",
+        },
+        "Exif": {
+            piexif.ExifIFD.DateTimeOriginal: b"2021:08:14 10:11:12",
+            piexif.ExifIFD.OffsetTimeOriginal: b"+02:00",
+            piexif.ExifIFD.FNumber: (28, 10),
+            piexif.ExifIFD.ISOSpeedRatings: 400,
+        },
+        "GPS": {
+            piexif.GPSIFD.GPSLatitudeRef: b"N",
+            piexif.GPSIFD.GPSLatitude: ((52, 1), (31, 1), (1200, 100)),
+            piexif.GPSIFD.GPSLongitudeRef: b"E",
+            piexif.GPSIFD.GPSLongitude: ((13, 1), (24, 1), (3600, 100)),
+        },
+    }
+    piexif.insert(piexif.dump(exif), buf.getvalue(), p)
+PY
+
 # --- SOURCES.md ---
 cat >"$OUT/SOURCES.md" <<'EOF'
 # Tessera media test corpus
@@ -329,9 +364,10 @@ Built by `media/tests/corpus/make_corpus.sh` (only PyPI downloads; Debian ffmpeg
 | video_prores_short.mov | ffmpeg prores_ks | 0.5 s, 640x480, prores, 2022-12-24T18:00:00+00:00 |
 | PXL_20230221_113308123.MP.jpg | JPEG (Pillow) of avif_photo + XMP GCamera:MicroVideo* / Container:Directory + appended ffmpeg MP4 | 2016x1512, embedded 1 s 640x480 h264 MP4 |
 | samsung_motion.jpg | same JPEG + `MotionPhoto_Data` + MP4 + SEF trailer | embedded MP4 |
+| piexif_written.jpg | piexif `large.jpg` re-encoded by Pillow, EXIF written by `piexif==1.1.3` (`dump` + `insert`) | 2021-08-14T10:11:12+02:00, PiexifCam Model P-1, orientation 6, GPS 52.5200 N 13.4100 E, f/2.8 ISO 400 |
 | bad_truncated.heic | first 40,000 bytes of pug.heic | error |
 | bad_truncated.mp4 | first 20,000 bytes of video_h264.mp4 | error |
 | bad_empty.jpg | zero bytes | error |
 EOF
-touch "$OUT/.complete-v3"
+touch "$OUT/.complete-v4"
 echo "corpus: built $OUT"

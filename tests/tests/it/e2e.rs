@@ -2,6 +2,7 @@
 //! serving the built PWA: sign up, upload through the page, see thumbnails, stop the node,
 //! reload offline, still see the timeline, drop a photo offline, see it upload on reconnect.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,12 +38,23 @@ impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
     }
 }
 
-struct Driver(Child);
+/// chromedriver (in its own process group) and the profile its Chromium uses. Dropping it —
+/// also when a test fails and unwinds — kills the whole group and any Chromium process still
+/// using the profile, so no browser outlives the test.
+struct Driver(Child, PathBuf);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let pgid = self.0.id().to_string();
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{pgid}")])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(format!("user-data-dir={}", self.1.display()))
+            .status();
     }
 }
 
@@ -154,15 +166,17 @@ fn write_photos(dir: &Path) -> Vec<PathBuf> {
 async fn browser(dir: &Path) -> (Driver, Client) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dport = free_port();
+    let profile = dir.join("chrome-profile");
     let _driver = Driver(
         Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={dport}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver"),
+        profile.clone(),
     );
-    let profile = dir.join("chrome-profile");
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),

@@ -1,6 +1,7 @@
 //! Tessera's integration tests (one binary): router-level HTTP tests, real `sync-node`
 //! processes on loopback, and crash tests.
 
+mod access;
 mod crash;
 mod e2e;
 mod http;

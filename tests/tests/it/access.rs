@@ -1,0 +1,297 @@
+//! The access table against the real router: every route the source declares has an entry,
+//! and every entry behaves as declared for each kind of caller (anonymous, a session, a key
+//! with `all`, a key scoped to one unrelated permission, an `ml` key). Plus the credential
+//! life cycle: scoped keys cannot mint more, keys and sessions can be listed and revoked,
+//! changing the password ends the other sessions, logins are throttled, cookie writes are
+//! same-origin only, and stored media is served `nosniff`.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tessera_sync_node::access::{Access, ACCESS};
+use tessera_sync_node::{api, Node, NodeConfig};
+use tower::ServiceExt;
+
+struct App {
+    _dir: tempfile::TempDir,
+    router: axum::Router,
+}
+
+fn app() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
+    App {
+        router: api::router(node),
+        _dir: dir,
+    }
+}
+
+async fn call(app: &App, req: Request<Body>) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    )
+}
+
+fn req(method: &str, path: &str, auth: Option<(&str, &str)>, body: Option<Value>) -> Request<Body> {
+    let mut r = Request::builder().method(method).uri(path);
+    if let Some((h, v)) = auth {
+        r = r.header(h, v);
+    }
+    match body {
+        Some(b) => r
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string()))
+            .unwrap(),
+        None => r.body(Body::empty()).unwrap(),
+    }
+}
+
+/// Every `.route("…", …)` path in the sync node's source.
+fn declared_paths() -> Vec<String> {
+    let dir = tessera_tests::workspace_root().join("sync-node/src");
+    let mut out = Vec::new();
+    let mut files = vec![dir];
+    while let Some(d) = files.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                files.push(p);
+                continue;
+            }
+            if p.extension().and_then(|x| x.to_str()) != Some("rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find(".route(") {
+                rest = &rest[i + 7..];
+                let Some(q) = rest.find('"') else { break };
+                let after = &rest[q + 1..];
+                let Some(end) = after.find('"') else { break };
+                // Only the string that directly follows `.route(` (whitespace allowed).
+                if rest[..q].trim().is_empty() {
+                    out.push(after[..end].to_owned());
+                }
+                rest = &after[end..];
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Fills `{id}`-style parameters with a syntactically valid value.
+fn concrete(path: &str) -> String {
+    let hash = "0".repeat(64);
+    path.replace("{id}", &hash).replace("{hash}", &hash)
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_access_table_and_behaves_as_declared() {
+    // The table covers the source, both ways (the "/.well-known/immich" route is outside /api).
+    let declared: Vec<String> = declared_paths()
+        .into_iter()
+        .filter(|p| !p.starts_with("/.well-known"))
+        .collect();
+    assert!(declared.len() > 30, "route scan found too little: {declared:?}");
+    for p in &declared {
+        assert!(
+            ACCESS.iter().any(|(_, path, _)| path == p),
+            "route {p} has no entry in sync-node/src/access.rs ACCESS"
+        );
+    }
+    for (_, p, _) in ACCESS {
+        assert!(declared.iter().any(|d| d == p), "ACCESS lists {p}, which no router declares");
+    }
+
+    let app = app();
+    let (s, _, _) = call(
+        &app,
+        req("POST", "/api/auth/admin-sign-up", None, Some(json!({"email": "admin@example.com", "password": "correct horse", "name": "Admin"}))),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, login, _) = call(
+        &app,
+        req("POST", "/api/auth/login", None, Some(json!({"email": "admin@example.com", "password": "correct horse"}))),
+    )
+    .await;
+    let token = login["accessToken"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+    let mut keys = std::collections::BTreeMap::new();
+    for (name, perms) in [
+        ("all", json!(["all"])),
+        ("scoped", json!(["tag.read"])),
+        ("ml", json!(["ml"])),
+    ] {
+        let (s, k, _) = call(
+            &app,
+            req("POST", "/api/api-keys", Some(("authorization", &bearer)), Some(json!({"name": name, "permissions": perms}))),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{k}");
+        keys.insert(name, k["secret"].as_str().unwrap().to_owned());
+    }
+
+    let mut cells = 0;
+    for (method, path, access) in ACCESS {
+        // Routes that end the caller's own credentials would disturb the following checks.
+        if matches!(*path, "/auth/logout" | "/sessions" | "/sessions/{id}" | "/auth/change-password")
+            && *method != "GET"
+        {
+            continue;
+        }
+        let uri = format!("/api{}", concrete(path));
+        let body = (*method != "GET").then(|| json!({}));
+        // Anonymous.
+        let (s, b, _) = call(&app, req(method, &uri, None, body.clone())).await;
+        cells += 1;
+        match access {
+            Access::Public => assert!(s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN, "{method} {path} anonymous: {s} {b}"),
+            _ => assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path} anonymous: {b}"),
+        }
+        // A key scoped to an unrelated permission.
+        let (s, b, _) = call(&app, req(method, &uri, Some(("x-api-key", &keys["scoped"])), body.clone())).await;
+        cells += 1;
+        match access {
+            Access::Public | Access::Signed => assert_ne!(s, StatusCode::FORBIDDEN, "{method} {path} scoped: {b}"),
+            _ => assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path} scoped key: {s} {b}"),
+        }
+        // An ML key reaches only the ML routes.
+        let (s, b, _) = call(&app, req(method, &uri, Some(("x-api-key", &keys["ml"])), body.clone())).await;
+        cells += 1;
+        match access {
+            Access::Public => {}
+            Access::Ml => assert_ne!(s, StatusCode::FORBIDDEN, "{method} {path} ml: {b}"),
+            _ => assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path} ml key: {s} {b}"),
+        }
+        // A key with `all` and the session pass the access layer (the handler may still say
+        // 400/404 for the placeholder ids; never 401/403, except the ML routes).
+        for auth in [("x-api-key", keys["all"].as_str()), ("authorization", bearer.as_str())] {
+            let (s, b, _) = call(&app, req(method, &uri, Some(auth), body.clone())).await;
+            cells += 1;
+            if *access == Access::Ml {
+                assert!(s == StatusCode::FORBIDDEN || s == StatusCode::UNAUTHORIZED, "{method} {path} {}: {s} {b}", auth.0);
+            } else {
+                assert!(s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN && s != StatusCode::INTERNAL_SERVER_ERROR,
+                    "{method} {path} {}: {s} {b}", auth.0);
+            }
+        }
+    }
+    eprintln!("access table: {} routes, {cells} (route, principal) checks", ACCESS.len());
+}
+
+#[tokio::test]
+async fn credentials_can_be_scoped_listed_and_revoked() {
+    let app = app();
+    call(&app, req("POST", "/api/auth/admin-sign-up", None, Some(json!({"email": "a@example.com", "password": "correct horse", "name": "A"})))).await;
+    let login = |pw: &'static str| req("POST", "/api/auth/login", None, Some(json!({"email": "a@example.com", "password": pw})));
+    let (_, l1, headers) = call(&app, login("correct horse")).await;
+    let t1 = format!("Bearer {}", l1["accessToken"].as_str().unwrap());
+    assert!(headers["x-content-type-options"] == "nosniff");
+    let (_, l2, _) = call(&app, login("correct horse")).await;
+    let t2 = format!("Bearer {}", l2["accessToken"].as_str().unwrap());
+
+    // A scoped key cannot mint a broader one, nor an ML key; an `all` key of a non-... admin can.
+    let (_, k, _) = call(&app, req("POST", "/api/api-keys", Some(("authorization", &t1)), Some(json!({"name": "reader", "permissions": ["asset.read", "apiKey.create"]})))).await;
+    let reader = k["secret"].as_str().unwrap().to_owned();
+    let reader_id = k["apiKey"]["id"].as_str().unwrap().to_owned();
+    for perms in [json!(["all"]), json!(["ml"]), json!(["asset.upload"]), json!([])] {
+        let (s, b, _) = call(&app, req("POST", "/api/api-keys", Some(("x-api-key", &reader)), Some(json!({"name": "x", "permissions": perms})))).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{perms}: {b}");
+    }
+    let (s, _, _) = call(&app, req("POST", "/api/api-keys", Some(("x-api-key", &reader)), Some(json!({"name": "x", "permissions": ["asset.read"]})))).await;
+    assert_eq!(s, StatusCode::CREATED, "a subset is fine");
+    let (s, b, _) = call(&app, req("POST", "/api/api-keys", Some(("authorization", &t1)), Some(json!({"name": "x", "permissions": ["no.such"]})))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, _, _) = call(&app, req("POST", "/api/pairing/tickets", Some(("x-api-key", &reader)), None)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "pairing tickets need `all`");
+
+    // Keys: listed without secrets, renamed, revoked at once.
+    let (s, list, _) = call(&app, req("GET", "/api/api-keys", Some(("authorization", &t1)), None)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(!list.to_string().contains(&reader));
+    let (s, k, _) = call(&app, req("PUT", &format!("/api/api-keys/{reader_id}"), Some(("authorization", &t1)), Some(json!({"name": "renamed"})))).await;
+    assert_eq!((s, k["name"].as_str()), (StatusCode::OK, Some("renamed")));
+    let (s, _, _) = call(&app, req("DELETE", &format!("/api/api-keys/{reader_id}"), Some(("authorization", &t1)), None)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = call(&app, req("GET", "/api/assets/statistics", Some(("x-api-key", &reader)), None)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "a revoked key stops working");
+
+    // Sessions: listed with the current one marked; one can be signed out.
+    let (_, sessions, _) = call(&app, req("GET", "/api/sessions", Some(("authorization", &t1)), None)).await;
+    let sessions = sessions.as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_owned();
+    let (s, _, _) = call(&app, req("DELETE", &format!("/api/sessions/{other}"), Some(("authorization", &t1)), None)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = call(&app, req("GET", "/api/users/me", Some(("authorization", &t2)), None)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the deleted session is signed out");
+
+    // Changing the password needs the current one and ends every other session.
+    let (_, l3, _) = call(&app, login("correct horse")).await;
+    let t3 = format!("Bearer {}", l3["accessToken"].as_str().unwrap());
+    let (s, _, _) = call(&app, req("POST", "/api/auth/change-password", Some(("authorization", &t1)), Some(json!({"password": "wrong one!", "newPassword": "battery staple"})))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, b, _) = call(&app, req("POST", "/api/auth/change-password", Some(("authorization", &t1)), Some(json!({"password": "correct horse", "newPassword": "battery staple"})))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _, _) = call(&app, req("GET", "/api/users/me", Some(("authorization", &t3)), None)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "other sessions ended");
+    let (s, _, _) = call(&app, req("GET", "/api/users/me", Some(("authorization", &t1)), None)).await;
+    assert_eq!(s, StatusCode::OK, "the session that changed it stays");
+    let (s, _, _) = call(&app, login("correct horse")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // CSRF: a cookie-authenticated write from another site is refused; same-origin passes;
+    // API keys are exempt.
+    let cookie = format!("{}={}", api::COOKIE, t1.trim_start_matches("Bearer "));
+    let cross = Request::builder()
+        .method(Method::POST)
+        .uri("/api/trash/empty")
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-site")
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, _) = call(&app, cross).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let cross = Request::builder()
+        .method(Method::POST)
+        .uri("/api/trash/empty")
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .header("host", "127.0.0.1:2283")
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, _) = call(&app, cross).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let same = Request::builder()
+        .method(Method::POST)
+        .uri("/api/trash/empty")
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::empty())
+        .unwrap();
+    let (s, b, _) = call(&app, same).await;
+    assert!(s.is_success(), "{s} {b}");
+
+    // Login throttling: after repeated failures the account answers 429, also with the right
+    // password, and an unknown email fails like a wrong password.
+    let (s, b, _) = call(&app, req("POST", "/api/auth/login", None, Some(json!({"email": "nobody@example.com", "password": "x"})))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    for _ in 0..tessera_sync_node::auth::MAX_FAILED_LOGINS {
+        call(&app, login("not the password")).await;
+    }
+    let (s, b, _) = call(&app, login("battery staple")).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert!(b["message"].as_str().unwrap().contains("try again"));
+}
