@@ -635,8 +635,14 @@ mod tests {
     #[test]
     fn malformed_field_is_dropped_not_the_shard() {
         let mut lib = Library::new(&[1; 16]);
-        lib.upsert_assets("u1", &[rec("a1", Some("2024-05-01T10:00:00")), rec("a2", Some("2024-05-02T10:00:00"))])
-            .unwrap();
+        lib.upsert_assets(
+            "u1",
+            &[
+                rec("a1", Some("2024-05-01T10:00:00")),
+                rec("a2", Some("2024-05-02T10:00:00")),
+            ],
+        )
+        .unwrap();
         let shard = DocId::shard("u1", "2024-05").unwrap();
         {
             let doc = lib.doc_mut(&shard);

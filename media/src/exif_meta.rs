@@ -70,7 +70,8 @@ pub fn read_metadata(bytes: &[u8]) -> Metadata {
 /// next-IFD pointer after the Exif/GPS sub-IFDs; strict parsing ("Unexpected next IFD") would
 /// throw the whole block away, and with it the date, GPS, camera and orientation.
 fn lenient(read: Result<exif::Exif, exif::Error>) -> Option<exif::Exif> {
-    read.or_else(|e| e.distill_partial_result(|_errors| {})).ok()
+    read.or_else(|e| e.distill_partial_result(|_errors| {}))
+        .ok()
 }
 
 fn is_heif(bytes: &[u8]) -> bool {

@@ -540,7 +540,10 @@ fn exif_written_by_piexif_keeps_every_field() {
     let Some(dir) = corpus() else { return };
     let b = read(&dir, "piexif_written.jpg");
     let strict = exif::Reader::new().read_from_container(&mut std::io::Cursor::new(&b));
-    eprintln!("strict kamadak-exif on piexif's EXIF: {:?}", strict.as_ref().err());
+    eprintln!(
+        "strict kamadak-exif on piexif's EXIF: {:?}",
+        strict.as_ref().err()
+    );
     let md = read_metadata(&b);
     assert_eq!(md.taken_at.as_deref(), Some("2021-08-14T10:11:12+02:00"));
     assert_eq!(md.make.as_deref(), Some("PiexifCam"));

@@ -130,7 +130,11 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("GET", "/sessions", Access::Perm("session.read")),
     ("DELETE", "/sessions", Access::Perm("session.delete")),
     ("DELETE", "/sessions/{id}", Access::Perm("session.delete")),
-    ("GET", "/assets/statistics", Access::Perm("asset.statistics")),
+    (
+        "GET",
+        "/assets/statistics",
+        Access::Perm("asset.statistics"),
+    ),
     ("GET", "/users/me", Access::Perm("user.read")),
     (
         "POST",
@@ -141,7 +145,11 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("PUT", "/assets", Access::Perm("asset.update")),
     ("DELETE", "/assets", Access::Perm("asset.delete")),
     ("GET", "/assets/{id}", Access::Perm("asset.read")),
-    ("GET", "/assets/{id}/original", Access::Perm("asset.download")),
+    (
+        "GET",
+        "/assets/{id}/original",
+        Access::Perm("asset.download"),
+    ),
     ("GET", "/assets/{id}/thumbnail", Access::Perm("asset.view")),
     ("GET", "/assets/{id}/motion", Access::Perm("asset.view")),
     (
@@ -166,14 +174,30 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("GET", "/tessera/peer", Access::Public),
     ("POST", "/tessera/devices", Access::All),
     ("GET", "/tessera/devices", Access::Perm("session.read")),
-    ("DELETE", "/tessera/devices/{id}", Access::Perm("session.delete")),
+    (
+        "DELETE",
+        "/tessera/devices/{id}",
+        Access::Perm("session.delete"),
+    ),
     ("POST", "/pairing/tickets", Access::All),
     ("POST", "/trash/empty", Access::Perm("trash.delete")),
     ("POST", "/trash/restore", Access::Perm("trash.restore")),
-    ("POST", "/trash/restore/assets", Access::Perm("trash.restore")),
+    (
+        "POST",
+        "/trash/restore/assets",
+        Access::Perm("trash.restore"),
+    ),
     ("GET", "/duplicates", Access::Perm("duplicate.read")),
-    ("DELETE", "/duplicates/{id}", Access::Perm("duplicate.delete")),
-    ("GET", "/tessera/settings", Access::Perm("userPreference.read")),
+    (
+        "DELETE",
+        "/duplicates/{id}",
+        Access::Perm("duplicate.delete"),
+    ),
+    (
+        "GET",
+        "/tessera/settings",
+        Access::Perm("userPreference.read"),
+    ),
     (
         "PUT",
         "/tessera/settings",
@@ -218,10 +242,7 @@ pub fn same_origin(method: &Method, headers: &HeaderMap) -> bool {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return true;
     }
-    if let Some(site) = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         return matches!(site, "same-origin" | "none");
     }
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
@@ -251,7 +272,10 @@ pub async fn enforce(State(node): State<AppState>, req: Request, next: Next) -> 
         tracing::error!(method = %req.method(), path, "route has no entry in the access table");
         return ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{} {path} has no access rule (a bug): refused", req.method()),
+            format!(
+                "{} {path} has no access rule (a bug): refused",
+                req.method()
+            ),
         )
         .into_response();
     };
@@ -282,7 +306,9 @@ pub async fn enforce(State(node): State<AppState>, req: Request, next: Next) -> 
         && crate::api::cookie_token(headers).is_some()
         && !same_origin(req.method(), headers)
     {
-        return forbidden("Cross-site request refused (the session cookie is only good on this node's own pages)");
+        return forbidden(
+            "Cross-site request refused (the session cookie is only good on this node's own pages)",
+        );
     }
     next.run(req).await
 }
@@ -309,7 +335,10 @@ mod tests {
         let k = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(key_allows(&k(&["all"]), Access::Perm("asset.read")));
         assert!(key_allows(&k(&["asset.read"]), Access::Perm("asset.read")));
-        assert!(!key_allows(&k(&["asset.read"]), Access::Perm("asset.upload")));
+        assert!(!key_allows(
+            &k(&["asset.read"]),
+            Access::Perm("asset.upload")
+        ));
         assert!(!key_allows(&k(&["asset.read"]), Access::All));
         assert!(!key_allows(&k(&["all"]), Access::Ml));
         assert!(key_allows(&k(&["ml"]), Access::Ml));
@@ -326,16 +355,31 @@ mod tests {
             }
             m
         };
-        assert!(same_origin(&Method::GET, &h(&[("sec-fetch-site", "cross-site")])));
-        assert!(!same_origin(&Method::POST, &h(&[("sec-fetch-site", "same-site")])));
-        assert!(same_origin(&Method::POST, &h(&[("sec-fetch-site", "same-origin")])));
+        assert!(same_origin(
+            &Method::GET,
+            &h(&[("sec-fetch-site", "cross-site")])
+        ));
         assert!(!same_origin(
             &Method::POST,
-            &h(&[("origin", "http://evil.example"), ("host", "127.0.0.1:2283")])
+            &h(&[("sec-fetch-site", "same-site")])
         ));
         assert!(same_origin(
             &Method::POST,
-            &h(&[("origin", "http://127.0.0.1:2283"), ("host", "127.0.0.1:2283")])
+            &h(&[("sec-fetch-site", "same-origin")])
+        ));
+        assert!(!same_origin(
+            &Method::POST,
+            &h(&[
+                ("origin", "http://evil.example"),
+                ("host", "127.0.0.1:2283")
+            ])
+        ));
+        assert!(same_origin(
+            &Method::POST,
+            &h(&[
+                ("origin", "http://127.0.0.1:2283"),
+                ("host", "127.0.0.1:2283")
+            ])
         ));
         assert!(same_origin(&Method::POST, &h(&[])));
     }

@@ -201,7 +201,10 @@ pub fn router(node: AppState) -> Router {
             "/api-keys/{id}",
             get(get_api_key).put(update_api_key).delete(delete_api_key),
         )
-        .route("/sessions", get(list_sessions).delete(delete_other_sessions))
+        .route(
+            "/sessions",
+            get(list_sessions).delete(delete_other_sessions),
+        )
         .route("/sessions/{id}", axum::routing::delete(delete_session))
         .route("/assets/statistics", get(asset_statistics))
         .route("/users/me", get(users_me))
@@ -273,12 +276,16 @@ pub fn csp_for(index: &std::path::Path) -> String {
     let mut rest = html.as_str();
     while let Some(i) = rest.find("<script") {
         rest = &rest[i..];
-        let Some(open_end) = rest.find('>') else { break };
+        let Some(open_end) = rest.find('>') else {
+            break;
+        };
         let open = &rest[..open_end];
         let body = &rest[open_end + 1..];
-        let Some(close) = body.find("</script>") else { break };
+        let Some(close) = body.find("</script>") else {
+            break;
+        };
         if !open.contains("src=") {
-            let digest = sha2::Sha256::digest(body[..close].as_bytes());
+            let digest = sha2::Sha256::digest(&body.as_bytes()[..close]);
             hashes.push_str(&format!(
                 " 'sha256-{}'",
                 base64::engine::general_purpose::STANDARD.encode(digest)
@@ -387,7 +394,10 @@ async fn login(
     if let Some(wait) = node.auth.throttle.blocked(&[&ip, &account]) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many failed logins: try again in {} minutes", wait.div_ceil(60)),
+            format!(
+                "Too many failed logins: try again in {} minutes",
+                wait.div_ceil(60)
+            ),
         ));
     }
     let agent = headers
@@ -399,10 +409,9 @@ async fn login(
         .collect::<String>();
     let permit = HASHING.acquire().await.map_err(ApiError::internal)?;
     let n = node.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        n.auth.login_from(&b.email, &b.password, &agent, "")
-    })
-    .await?;
+    let res =
+        tokio::task::spawn_blocking(move || n.auth.login_from(&b.email, &b.password, &agent, ""))
+            .await?;
     drop(permit);
     let (u, token) = match res {
         Ok(v) => v,
@@ -575,12 +584,7 @@ fn request_key(node: &AppState, headers: &HeaderMap) -> ApiResult<Option<crate::
 
 /// Checks requested permissions: known names only; a key can never mint more than it has, and
 /// `ml` (reads every user's library) only an admin with full rights.
-fn check_grant(
-    node: &AppState,
-    u: &User,
-    headers: &HeaderMap,
-    wanted: &[String],
-) -> ApiResult<()> {
+fn check_grant(node: &AppState, u: &User, headers: &HeaderMap, wanted: &[String]) -> ApiResult<()> {
     if let Some(bad) = wanted
         .iter()
         .find(|p| !crate::access::PERMISSIONS.contains(&p.as_str()))
@@ -846,7 +850,11 @@ async fn upload_asset(
                             p.abort();
                             return Err(ApiError::new(
                                 StatusCode::PAYLOAD_TOO_LARGE,
-                                format!("{} is larger than this node's limit of {} MiB", meta.filename, max_upload >> 20),
+                                format!(
+                                    "{} is larger than this node's limit of {} MiB",
+                                    meta.filename,
+                                    max_upload >> 20
+                                ),
                             ));
                         }
                         if let Err(e) = p.write(&chunk) {

@@ -495,11 +495,11 @@ async fn main() -> Result<()> {
                 tessera_sync_node::api::router(node.clone())
                     .into_make_service_with_connect_info::<SocketAddr>(),
             )
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-                .context("serving HTTP")?;
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("serving HTTP")?;
             peer.shutdown().await;
             node.flush().context("flushing the index")?;
             Ok(())

@@ -101,7 +101,10 @@ async fn every_route_is_in_the_access_table_and_behaves_as_declared() {
         .into_iter()
         .filter(|p| !p.starts_with("/.well-known"))
         .collect();
-    assert!(declared.len() > 30, "route scan found too little: {declared:?}");
+    assert!(
+        declared.len() > 30,
+        "route scan found too little: {declared:?}"
+    );
     for p in &declared {
         assert!(
             ACCESS.iter().any(|(_, path, _)| path == p),
@@ -109,19 +112,34 @@ async fn every_route_is_in_the_access_table_and_behaves_as_declared() {
         );
     }
     for (_, p, _) in ACCESS {
-        assert!(declared.iter().any(|d| d == p), "ACCESS lists {p}, which no router declares");
+        assert!(
+            declared.iter().any(|d| d == p),
+            "ACCESS lists {p}, which no router declares"
+        );
     }
 
     let app = app();
     let (s, _, _) = call(
         &app,
-        req("POST", "/api/auth/admin-sign-up", None, Some(json!({"email": "admin@example.com", "password": "correct horse", "name": "Admin"}))),
+        req(
+            "POST",
+            "/api/auth/admin-sign-up",
+            None,
+            Some(
+                json!({"email": "admin@example.com", "password": "correct horse", "name": "Admin"}),
+            ),
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED);
     let (_, login, _) = call(
         &app,
-        req("POST", "/api/auth/login", None, Some(json!({"email": "admin@example.com", "password": "correct horse"}))),
+        req(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "admin@example.com", "password": "correct horse"})),
+        ),
     )
     .await;
     let token = login["accessToken"].as_str().unwrap().to_owned();
@@ -134,7 +152,12 @@ async fn every_route_is_in_the_access_table_and_behaves_as_declared() {
     ] {
         let (s, k, _) = call(
             &app,
-            req("POST", "/api/api-keys", Some(("authorization", &bearer)), Some(json!({"name": name, "permissions": perms}))),
+            req(
+                "POST",
+                "/api/api-keys",
+                Some(("authorization", &bearer)),
+                Some(json!({"name": name, "permissions": perms})),
+            ),
         )
         .await;
         assert_eq!(s, StatusCode::CREATED, "{k}");
@@ -144,8 +167,10 @@ async fn every_route_is_in_the_access_table_and_behaves_as_declared() {
     let mut cells = 0;
     for (method, path, access) in ACCESS {
         // Routes that end the caller's own credentials would disturb the following checks.
-        if matches!(*path, "/auth/logout" | "/sessions" | "/sessions/{id}" | "/auth/change-password")
-            && *method != "GET"
+        if matches!(
+            *path,
+            "/auth/logout" | "/sessions" | "/sessions/{id}" | "/auth/change-password"
+        ) && *method != "GET"
         {
             continue;
         }
@@ -155,18 +180,44 @@ async fn every_route_is_in_the_access_table_and_behaves_as_declared() {
         let (s, b, _) = call(&app, req(method, &uri, None, body.clone())).await;
         cells += 1;
         match access {
-            Access::Public => assert!(s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN, "{method} {path} anonymous: {s} {b}"),
-            _ => assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path} anonymous: {b}"),
+            Access::Public => assert!(
+                s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
+                "{method} {path} anonymous: {s} {b}"
+            ),
+            _ => assert_eq!(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} anonymous: {b}"
+            ),
         }
         // A key scoped to an unrelated permission.
-        let (s, b, _) = call(&app, req(method, &uri, Some(("x-api-key", &keys["scoped"])), body.clone())).await;
+        let (s, b, _) = call(
+            &app,
+            req(
+                method,
+                &uri,
+                Some(("x-api-key", &keys["scoped"])),
+                body.clone(),
+            ),
+        )
+        .await;
         cells += 1;
         match access {
-            Access::Public | Access::Signed => assert_ne!(s, StatusCode::FORBIDDEN, "{method} {path} scoped: {b}"),
-            _ => assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path} scoped key: {s} {b}"),
+            Access::Public | Access::Signed => {
+                assert_ne!(s, StatusCode::FORBIDDEN, "{method} {path} scoped: {b}")
+            }
+            _ => assert_eq!(
+                s,
+                StatusCode::FORBIDDEN,
+                "{method} {path} scoped key: {s} {b}"
+            ),
         }
         // An ML key reaches only the ML routes.
-        let (s, b, _) = call(&app, req(method, &uri, Some(("x-api-key", &keys["ml"])), body.clone())).await;
+        let (s, b, _) = call(
+            &app,
+            req(method, &uri, Some(("x-api-key", &keys["ml"])), body.clone()),
+        )
+        .await;
         cells += 1;
         match access {
             Access::Public => {}
@@ -175,25 +226,56 @@ async fn every_route_is_in_the_access_table_and_behaves_as_declared() {
         }
         // A key with `all` and the session pass the access layer (the handler may still say
         // 400/404 for the placeholder ids; never 401/403, except the ML routes).
-        for auth in [("x-api-key", keys["all"].as_str()), ("authorization", bearer.as_str())] {
+        for auth in [
+            ("x-api-key", keys["all"].as_str()),
+            ("authorization", bearer.as_str()),
+        ] {
             let (s, b, _) = call(&app, req(method, &uri, Some(auth), body.clone())).await;
             cells += 1;
             if *access == Access::Ml {
-                assert!(s == StatusCode::FORBIDDEN || s == StatusCode::UNAUTHORIZED, "{method} {path} {}: {s} {b}", auth.0);
+                assert!(
+                    s == StatusCode::FORBIDDEN || s == StatusCode::UNAUTHORIZED,
+                    "{method} {path} {}: {s} {b}",
+                    auth.0
+                );
             } else {
-                assert!(s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN && s != StatusCode::INTERNAL_SERVER_ERROR,
-                    "{method} {path} {}: {s} {b}", auth.0);
+                assert!(
+                    s != StatusCode::UNAUTHORIZED
+                        && s != StatusCode::FORBIDDEN
+                        && s != StatusCode::INTERNAL_SERVER_ERROR,
+                    "{method} {path} {}: {s} {b}",
+                    auth.0
+                );
             }
         }
     }
-    eprintln!("access table: {} routes, {cells} (route, principal) checks", ACCESS.len());
+    eprintln!(
+        "access table: {} routes, {cells} (route, principal) checks",
+        ACCESS.len()
+    );
 }
 
 #[tokio::test]
 async fn credentials_can_be_scoped_listed_and_revoked() {
     let app = app();
-    call(&app, req("POST", "/api/auth/admin-sign-up", None, Some(json!({"email": "a@example.com", "password": "correct horse", "name": "A"})))).await;
-    let login = |pw: &'static str| req("POST", "/api/auth/login", None, Some(json!({"email": "a@example.com", "password": pw})));
+    call(
+        &app,
+        req(
+            "POST",
+            "/api/auth/admin-sign-up",
+            None,
+            Some(json!({"email": "a@example.com", "password": "correct horse", "name": "A"})),
+        ),
+    )
+    .await;
+    let login = |pw: &'static str| {
+        req(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "a@example.com", "password": pw})),
+        )
+    };
     let (_, l1, headers) = call(&app, login("correct horse")).await;
     let t1 = format!("Bearer {}", l1["accessToken"].as_str().unwrap());
     assert!(headers["x-content-type-options"] == "nosniff");
@@ -201,53 +283,184 @@ async fn credentials_can_be_scoped_listed_and_revoked() {
     let t2 = format!("Bearer {}", l2["accessToken"].as_str().unwrap());
 
     // A scoped key cannot mint a broader one, nor an ML key; an `all` key of a non-... admin can.
-    let (_, k, _) = call(&app, req("POST", "/api/api-keys", Some(("authorization", &t1)), Some(json!({"name": "reader", "permissions": ["asset.read", "apiKey.create"]})))).await;
+    let (_, k, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/api-keys",
+            Some(("authorization", &t1)),
+            Some(json!({"name": "reader", "permissions": ["asset.read", "apiKey.create"]})),
+        ),
+    )
+    .await;
     let reader = k["secret"].as_str().unwrap().to_owned();
     let reader_id = k["apiKey"]["id"].as_str().unwrap().to_owned();
-    for perms in [json!(["all"]), json!(["ml"]), json!(["asset.upload"]), json!([])] {
-        let (s, b, _) = call(&app, req("POST", "/api/api-keys", Some(("x-api-key", &reader)), Some(json!({"name": "x", "permissions": perms})))).await;
+    for perms in [
+        json!(["all"]),
+        json!(["ml"]),
+        json!(["asset.upload"]),
+        json!([]),
+    ] {
+        let (s, b, _) = call(
+            &app,
+            req(
+                "POST",
+                "/api/api-keys",
+                Some(("x-api-key", &reader)),
+                Some(json!({"name": "x", "permissions": perms})),
+            ),
+        )
+        .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{perms}: {b}");
     }
-    let (s, _, _) = call(&app, req("POST", "/api/api-keys", Some(("x-api-key", &reader)), Some(json!({"name": "x", "permissions": ["asset.read"]})))).await;
+    let (s, _, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/api-keys",
+            Some(("x-api-key", &reader)),
+            Some(json!({"name": "x", "permissions": ["asset.read"]})),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "a subset is fine");
-    let (s, b, _) = call(&app, req("POST", "/api/api-keys", Some(("authorization", &t1)), Some(json!({"name": "x", "permissions": ["no.such"]})))).await;
+    let (s, b, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/api-keys",
+            Some(("authorization", &t1)),
+            Some(json!({"name": "x", "permissions": ["no.such"]})),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-    let (s, _, _) = call(&app, req("POST", "/api/pairing/tickets", Some(("x-api-key", &reader)), None)).await;
+    let (s, _, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/pairing/tickets",
+            Some(("x-api-key", &reader)),
+            None,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "pairing tickets need `all`");
 
     // Keys: listed without secrets, renamed, revoked at once.
-    let (s, list, _) = call(&app, req("GET", "/api/api-keys", Some(("authorization", &t1)), None)).await;
+    let (s, list, _) = call(
+        &app,
+        req("GET", "/api/api-keys", Some(("authorization", &t1)), None),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert!(!list.to_string().contains(&reader));
-    let (s, k, _) = call(&app, req("PUT", &format!("/api/api-keys/{reader_id}"), Some(("authorization", &t1)), Some(json!({"name": "renamed"})))).await;
+    let (s, k, _) = call(
+        &app,
+        req(
+            "PUT",
+            &format!("/api/api-keys/{reader_id}"),
+            Some(("authorization", &t1)),
+            Some(json!({"name": "renamed"})),
+        ),
+    )
+    .await;
     assert_eq!((s, k["name"].as_str()), (StatusCode::OK, Some("renamed")));
-    let (s, _, _) = call(&app, req("DELETE", &format!("/api/api-keys/{reader_id}"), Some(("authorization", &t1)), None)).await;
+    let (s, _, _) = call(
+        &app,
+        req(
+            "DELETE",
+            &format!("/api/api-keys/{reader_id}"),
+            Some(("authorization", &t1)),
+            None,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, _) = call(&app, req("GET", "/api/assets/statistics", Some(("x-api-key", &reader)), None)).await;
+    let (s, _, _) = call(
+        &app,
+        req(
+            "GET",
+            "/api/assets/statistics",
+            Some(("x-api-key", &reader)),
+            None,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "a revoked key stops working");
 
     // Sessions: listed with the current one marked; one can be signed out.
-    let (_, sessions, _) = call(&app, req("GET", "/api/sessions", Some(("authorization", &t1)), None)).await;
+    let (_, sessions, _) = call(
+        &app,
+        req("GET", "/api/sessions", Some(("authorization", &t1)), None),
+    )
+    .await;
     let sessions = sessions.as_array().unwrap().clone();
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
-    let other = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_owned();
-    let (s, _, _) = call(&app, req("DELETE", &format!("/api/sessions/{other}"), Some(("authorization", &t1)), None)).await;
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _, _) = call(
+        &app,
+        req(
+            "DELETE",
+            &format!("/api/sessions/{other}"),
+            Some(("authorization", &t1)),
+            None,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, _) = call(&app, req("GET", "/api/users/me", Some(("authorization", &t2)), None)).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "the deleted session is signed out");
+    let (s, _, _) = call(
+        &app,
+        req("GET", "/api/users/me", Some(("authorization", &t2)), None),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "the deleted session is signed out"
+    );
 
     // Changing the password needs the current one and ends every other session.
     let (_, l3, _) = call(&app, login("correct horse")).await;
     let t3 = format!("Bearer {}", l3["accessToken"].as_str().unwrap());
-    let (s, _, _) = call(&app, req("POST", "/api/auth/change-password", Some(("authorization", &t1)), Some(json!({"password": "wrong one!", "newPassword": "battery staple"})))).await;
+    let (s, _, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/auth/change-password",
+            Some(("authorization", &t1)),
+            Some(json!({"password": "wrong one!", "newPassword": "battery staple"})),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, b, _) = call(&app, req("POST", "/api/auth/change-password", Some(("authorization", &t1)), Some(json!({"password": "correct horse", "newPassword": "battery staple"})))).await;
+    let (s, b, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/auth/change-password",
+            Some(("authorization", &t1)),
+            Some(json!({"password": "correct horse", "newPassword": "battery staple"})),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, _, _) = call(&app, req("GET", "/api/users/me", Some(("authorization", &t3)), None)).await;
+    let (s, _, _) = call(
+        &app,
+        req("GET", "/api/users/me", Some(("authorization", &t3)), None),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "other sessions ended");
-    let (s, _, _) = call(&app, req("GET", "/api/users/me", Some(("authorization", &t1)), None)).await;
+    let (s, _, _) = call(
+        &app,
+        req("GET", "/api/users/me", Some(("authorization", &t1)), None),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "the session that changed it stays");
     let (s, _, _) = call(&app, login("correct horse")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -286,7 +499,16 @@ async fn credentials_can_be_scoped_listed_and_revoked() {
 
     // Login throttling: after repeated failures the account answers 429, also with the right
     // password, and an unknown email fails like a wrong password.
-    let (s, b, _) = call(&app, req("POST", "/api/auth/login", None, Some(json!({"email": "nobody@example.com", "password": "x"})))).await;
+    let (s, b, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "nobody@example.com", "password": "x"})),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
     for _ in 0..tessera_sync_node::auth::MAX_FAILED_LOGINS {
         call(&app, login("not the password")).await;
