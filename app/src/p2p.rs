@@ -156,11 +156,34 @@ async fn run_once(ui: Ui) -> Result<(), String> {
         .and_then(|w| w.navigator().user_agent().ok())
         .map(|ua| describe_browser(&ua))
         .unwrap_or_else(|| "Browser".into());
-    // Pair this device's key with the user (idempotent) and learn where the node is.
+    // Pair this device's key with the user (idempotent) and learn where the node is. The
+    // device proves it holds the key: it signs a statement naming the node, the user and now.
+    let peer_info = net::json("GET", "/api/tessera/peer", None)
+        .await
+        .map_err(|e| {
+            if e.is_offline() {
+                set_state(ui, "offline");
+            }
+            e.message
+        })?;
+    let node_hex = peer_info["nodeId"]
+        .as_str()
+        .ok_or("the node does not run peer-to-peer sync")?
+        .to_owned();
+    let signed_at = (js_sys::Date::now() / 1000.0) as i64;
+    let signature: String = key
+        .sign(&wire::device_binding_statement(&node_hex, &user, signed_at))
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let r = net::json(
         "POST",
         "/api/tessera/devices",
-        Some(serde_json::json!({"endpointId": key.public().to_string(), "name": name})),
+        Some(serde_json::json!({
+            "endpointId": key.public().to_string(), "name": name,
+            "signedAt": signed_at, "signature": signature,
+        })),
     )
     .await
     .map_err(|e| {
@@ -211,7 +234,7 @@ async fn run_once(ui: Ui) -> Result<(), String> {
     session_loop(ui, &user, conn, send, recv).await
 }
 
-fn describe_browser(ua: &str) -> String {
+pub(crate) fn describe_browser(ua: &str) -> String {
     let browser = ["Edg/", "Firefox/", "Chrome/", "Safari/"]
         .iter()
         .find(|b| ua.contains(*b))

@@ -172,6 +172,17 @@ impl FrameReader {
 }
 
 /// Lowercase hex of a BLAKE3 hash, as blob files are named.
+/// What a device signs with its iroh key to pair with a user on a node (proof that it holds
+/// the key it asks to bind: nobody can bind a key they do not own, such as a node's own id, which
+/// is public). Binds the node, the user and the time, so a signature is good for nothing else.
+pub fn device_binding_statement(node_id: &str, user_id: &str, signed_at: i64) -> Vec<u8> {
+    format!("tessera-device-binding-v1\nnode {node_id}\nuser {user_id}\nat {signed_at}\n")
+        .into_bytes()
+}
+
+/// How far a binding's `signed_at` may be from the node's clock (seconds).
+pub const BINDING_MAX_SKEW_SECS: i64 = 600;
+
 pub fn hash_hex(h: &[u8; 32]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }

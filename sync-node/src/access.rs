@@ -2,8 +2,8 @@
 //!
 //! Every API route is listed in [`ACCESS`] with what it requires. The middleware runs after
 //! routing (so it sees the matched path pattern) and before any handler:
-//! - a route missing from the table answers 500 for everyone but anonymous-public callers — a
-//!   new route without an entry fails closed (and the access-table test fails);
+//! - a method/path missing from the table answers 405 — a new route without an entry fails
+//!   closed (and the access-table test, which reads every `.route(…)` in the source, fails);
 //! - an API key must carry `all` or the route's Immich permission (`asset.read`, `asset.upload`,
 //!   …), else 403; `ml` keys reach only [`Access::Ml`] routes;
 //! - a cookie-authenticated state change must come from the same origin (CSRF): the browser's
@@ -161,6 +161,7 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ("POST", "/tessera/ml/sync", Access::Ml),
     ("GET", "/tessera/ml/assets/{id}/preview", Access::Ml),
     ("PUT", "/tessera/ml/blobs/{hash}", Access::Ml),
+    ("GET", "/tessera/ml/blobs/{hash}", Access::Ml),
     ("GET", "/tessera/ml/progress", Access::Perm("asset.read")),
     ("GET", "/tessera/blobs/{hash}", Access::Perm("asset.view")),
     ("GET", "/people", Access::Perm("person.read")),
@@ -269,13 +270,12 @@ pub async fn enforce(State(node): State<AppState>, req: Request, next: Next) -> 
         return next.run(req).await;
     };
     let Some(access) = access_of(req.method(), &path) else {
-        tracing::error!(method = %req.method(), path, "route has no entry in the access table");
+        // Not in the table: either a method this path does not route (405 is the truth), or a
+        // route someone forgot to list — refused all the same (fail closed), and the
+        // access-table test, which reads every `.route(…)` in the source, names it.
         return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "{} {path} has no access rule (a bug): refused",
-                req.method()
-            ),
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not allowed on {path}", req.method()),
         )
         .into_response();
     };

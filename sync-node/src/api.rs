@@ -345,6 +345,14 @@ async fn admin_sign_up(
     body: Result<Json<SignUp>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if node.peer.get().is_some_and(|p| p.joined_household()) {
+        // The household's accounts are on their way from the node this one joined: a sign-up
+        // here would make a second admin and split the household.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "This node joined a household: sign in with your household account once it has synced",
+        ));
+    }
     let u = tokio::task::spawn_blocking(move || {
         node.auth.admin_sign_up(&b.email, &b.password, &b.name)
     })
@@ -933,6 +941,7 @@ async fn upload_asset(
     let owner = u.id.clone();
     let outcome = tokio::task::spawn_blocking(move || -> ApiResult<Outcome> {
         let size = p.len();
+        let _storing = node.storing();
         let (hashes, _) = node.blobs.commit(BlobKind::Original, p)?;
         Ok(ingest_committed(&node, &owner, &hashes, size, meta)?)
     })
@@ -993,10 +1002,7 @@ pub(crate) fn find_record(node: &Node, user: &User, id: &str) -> ApiResult<Asset
     if !valid_hash(id) {
         return Err(missing());
     }
-    let loc = node
-        .location(id)?
-        .filter(|l| l.owner == user.id)
-        .ok_or_else(missing)?;
+    let loc = node.location_of(&user.id, id)?.ok_or_else(missing)?;
     let shard = DocId::shard(&loc.owner, &loc.month).map_err(ApiError::internal)?;
     node.catalog
         .lock()?

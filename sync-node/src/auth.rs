@@ -487,6 +487,54 @@ impl Auth {
         Ok(user)
     }
 
+    /// Adds a member to an initialized household (not an admin). The household issue's admin
+    /// page builds on this; today it is used by `sync-node` tooling and tests.
+    pub fn create_user(&self, email: &str, password: &str, name: &str) -> Result<User, AuthError> {
+        if !self.is_initialized() {
+            return Err(AuthError::Invalid("create the admin first".into()));
+        }
+        let email = email.trim().to_lowercase();
+        if !email.contains('@') || email.len() > 254 {
+            return Err(AuthError::Invalid(
+                "email must be a valid email address".into(),
+            ));
+        }
+        if password.chars().count() < 8 {
+            return Err(AuthError::Invalid(
+                "password must be at least 8 characters".into(),
+            ));
+        }
+        let hash = Argon2::default()
+            .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+            .map_err(|e| AuthError::Hash(e.to_string()))?
+            .to_string();
+        let user = User {
+            id: random(16)?,
+            email: email.clone(),
+            name: clean_name(name, "Member"),
+            is_admin: false,
+            password: hash,
+            created_at: crate::now_rfc3339(),
+        };
+        let claimed = self
+            .emails
+            .compare_and_swap(
+                email.as_bytes(),
+                None as Option<&[u8]>,
+                Some(user.id.as_bytes()),
+            )?
+            .is_ok();
+        if !claimed {
+            return Err(AuthError::Conflict(format!(
+                "{email} already has an account"
+            )));
+        }
+        self.users.insert(user.id.as_bytes(), encode(&user)?)?;
+        self.db.flush()?;
+        self.bump();
+        Ok(user)
+    }
+
     /// The first admin (created by admin sign-up), if any.
     pub fn admin(&self) -> Result<Option<User>, AuthError> {
         match self.db.get(b"admin_user")? {

@@ -269,6 +269,12 @@ impl BlobStore {
         Ok(size)
     }
 
+    /// Clears a tombstone (the hash is in use again).
+    pub fn undelete(&self, hash: &str) -> Result<(), BlobError> {
+        self.deleted.remove(hash.as_bytes())?;
+        Ok(())
+    }
+
     /// Deleted on purpose (see [`BlobStore::remove`]).
     pub fn is_deleted(&self, hash: &str) -> bool {
         self.deleted.contains_key(hash.as_bytes()).unwrap_or(false)
@@ -333,8 +339,24 @@ impl BlobStore {
     pub fn quarantine(&self, path: &Path) -> Result<PathBuf, BlobError> {
         let q = self.root.parent().unwrap_or(&self.root).join("quarantine");
         fs::create_dir_all(&q).map_err(io(&q))?;
-        let name = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
-        let dest = q.join(name);
+        // `<kind>-<hash>`, and never over an earlier quarantined file (`.1`, `.2`, …).
+        let kind = path
+            .ancestors()
+            .nth(3)
+            .and_then(|p| p.file_name())
+            .map(|k| k.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let base = format!("{kind}-{name}");
+        let mut dest = q.join(&base);
+        let mut n = 0;
+        while dest.exists() {
+            n += 1;
+            dest = q.join(format!("{base}.{n}"));
+        }
         fs::rename(path, &dest).map_err(io(path))?;
         Ok(dest)
     }
@@ -394,6 +416,9 @@ pub struct FsckReport {
     pub missing_from_index: Vec<String>,
     pub index_without_file: Vec<String>,
     pub repaired: bool,
+    /// The catalogue's side (records against blobs, index and jobs), when checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<crate::housekeeping::CatalogueReport>,
 }
 
 impl FsckReport {
@@ -401,7 +426,12 @@ impl FsckReport {
     /// reported but are not damage: the files are the truth, and a blob written by an upload
     /// that was cut short before its acknowledgement is legitimately unindexed.
     pub fn is_clean(&self) -> bool {
-        self.corrupt.is_empty() && self.index_without_file.is_empty()
+        self.corrupt.is_empty()
+            && self.index_without_file.is_empty()
+            && self
+                .catalogue
+                .as_ref()
+                .is_none_or(|c| c.missing_original.is_empty())
     }
 }
 

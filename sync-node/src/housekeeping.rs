@@ -54,7 +54,7 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
             if targets.contains_key(&id) || !crate::blobs::valid_hash(&id) {
                 continue;
             }
-            let Some(loc) = node.location(&id)?.filter(|l| l.owner == user) else {
+            let Some(loc) = node.location_of(user, &id)? else {
                 continue;
             };
             let shard =
@@ -64,7 +64,7 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
             };
             if let Some(m) = rec.motion.as_ref().filter(|m| crate::blobs::valid_hash(m)) {
                 if matches!(action, Action::Trash | Action::Restore | Action::Purge)
-                    && node.location(m)?.is_some()
+                    && node.location_of(user, m)?.is_some()
                 {
                     queue.push(m.clone());
                 }
@@ -103,6 +103,7 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
     if purged.is_empty() {
         return Ok(changed);
     }
+    let _purging = node.purging();
     let in_use = live_blobs(node)?;
     for (kind, hash) in purged {
         if in_use.contains(&(kind, hash.clone())) {
@@ -231,6 +232,15 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
     if !complete {
         return Ok((purged, deleted));
     }
+    // Something to delete here: decide again under the purge guard, from the records as they
+    // are now (an upload may have brought one of these blobs back to life meanwhile).
+    let pending = records.iter().filter(|r| r.is_purged()).any(|r| {
+        blob_refs(r)
+            .iter()
+            .any(|(k, h)| !in_use.contains(&(*k, h.clone())) && node.blobs.exists(*k, h))
+    });
+    let _purging = pending.then(|| node.purging());
+    let in_use = if pending { live_blobs(node)? } else { in_use };
     for r in records.iter().filter(|r| r.is_purged()) {
         for (kind, hash) in blob_refs(r) {
             if in_use.contains(&(kind, hash.clone())) {
@@ -260,6 +270,96 @@ pub async fn run(node: Arc<Node>, every: Duration) {
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// What `fsck` found in the catalogue (beside the blobs).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CatalogueReport {
+    /// Live (not purged) asset records checked.
+    pub records: usize,
+    /// `user/asset` whose original is not in the blob store (damage, unless replication is
+    /// still bringing it).
+    pub missing_original: Vec<String>,
+    /// `user/asset` not in the location index, or indexed under another month (a crash between
+    /// writing the record and indexing it); `--repair` re-indexes them.
+    pub unindexed: Vec<String>,
+    /// `user/asset` still waiting for derivatives with no job queued, or whose thumbnail or
+    /// preview file is gone; `--repair` queues their media job again.
+    pub needs_job: Vec<String>,
+    pub repaired: usize,
+}
+
+impl CatalogueReport {
+    pub fn is_clean(&self) -> bool {
+        self.missing_original.is_empty() && self.unindexed.is_empty() && self.needs_job.is_empty()
+    }
+}
+
+/// Checks every live record against the blob store, the location index and the job queue;
+/// with `repair`, rebuilds the index entries and queues the jobs (the documents and the blob
+/// files are the truth, the sled trees are derived from them).
+pub fn check_catalogue(node: &Node, repair: bool) -> Result<CatalogueReport, NodeError> {
+    use tessera_core::record::status;
+    let mut report = CatalogueReport::default();
+    for user in all_users(node)? {
+        let shards: Vec<(String, Vec<AssetRecord>)> = {
+            let lib = node.catalog.lock()?;
+            let mut v = Vec::new();
+            for s in lib.shards(&user).map_err(CatalogError::from)? {
+                let id =
+                    DocId::shard(&user, &s.month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+                v.push((
+                    s.month.clone(),
+                    lib.assets(&id).map_err(CatalogError::from)?,
+                ));
+            }
+            v
+        };
+        for (month, records) in shards {
+            for r in records.into_iter().filter(|r| !r.is_purged()) {
+                report.records += 1;
+                let name = format!("{user}/{}", r.id);
+                if !node.blobs.exists(BlobKind::Original, &r.id) {
+                    report.missing_original.push(name);
+                    continue;
+                }
+                let indexed = node
+                    .location_of(&user, &r.id)?
+                    .is_some_and(|l| l.month == month);
+                if !indexed {
+                    report.unindexed.push(name.clone());
+                    if repair {
+                        node.set_location(
+                            &r.id,
+                            &crate::node::AssetLocation {
+                                owner: user.clone(),
+                                month: month.clone(),
+                                sha1: r.sha1.clone().unwrap_or_default(),
+                            },
+                        )?;
+                        report.repaired += 1;
+                    }
+                }
+                let gone = |kind, h: &Option<String>| {
+                    h.as_ref().is_some_and(|h| !node.blobs.exists(kind, h))
+                };
+                let waiting = r.status.as_deref().is_none_or(|s| s == status::PENDING)
+                    && !node.jobs.is_queued(&r.id);
+                if waiting || gone(BlobKind::Thumb, &r.thumb) || gone(BlobKind::Preview, &r.preview)
+                {
+                    report.needs_job.push(name);
+                    if repair {
+                        node.jobs.enqueue(&r.id, &user)?;
+                        report.repaired += 1;
+                    }
+                }
+            }
+        }
+    }
+    if repair {
+        node.flush()?;
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

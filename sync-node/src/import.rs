@@ -191,7 +191,8 @@ pub fn import_file(
     done: &sled::Tree,
     derive: bool,
 ) -> Result<(FileResult, Option<String>), NodeError> {
-    let key = item.path.to_string_lossy().into_owned();
+    // Per user: importing the same folder into another member's library is not "done".
+    let key = format!("{owner}\0{}", item.path.to_string_lossy());
     if let Some(v) = done.get(key.as_bytes())? {
         if let Ok(d) = serde_json::from_slice::<Done>(&v) {
             if d.size == item.size && d.mtime_ns == item.mtime_ns {
@@ -215,11 +216,12 @@ pub fn import_file(
         return Ok((FileResult::Failed("empty file (0 bytes)".into()), None));
     }
     let size = pending.len();
-    let (hashes, _) = node.blobs.commit(BlobKind::Original, pending)?;
     let sidecar = match &item.sidecar {
         Some(p) => Some(std::fs::read(p).map_err(io)?),
         None => None,
     };
+    let storing = node.storing();
+    let (hashes, _) = node.blobs.commit(BlobKind::Original, pending)?;
     let meta = UploadMeta {
         filename: item
             .path
@@ -231,6 +233,7 @@ pub fn import_file(
         ..Default::default()
     };
     let outcome = ingest_committed(node, owner, &hashes, size, meta)?;
+    drop(storing);
     let (result, id) = match outcome {
         Outcome::Created(id) => (FileResult::Imported(id.clone()), id),
         Outcome::Duplicate(id) | Outcome::Restored(id) => (FileResult::Duplicate(id.clone()), id),
@@ -239,7 +242,7 @@ pub fn import_file(
     if derive && matches!(result, FileResult::Imported(_)) && node.jobs.is_queued(&id) {
         crate::jobs::process(node, &id, owner)?;
         node.jobs.finish(&id);
-        if let Some(loc) = node.location(&id)? {
+        if let Some(loc) = node.location_of(owner, &id)? {
             let shard = tessera_core::DocId::shard(owner, &loc.month)
                 .map_err(|e| NodeError::Corrupt(e.to_string()))?;
             let rec = node

@@ -55,8 +55,8 @@ pub fn ingest_committed(
     meta: UploadMeta,
 ) -> Result<Outcome, NodeError> {
     let id = hashes.blake3.clone();
-    if let Some(loc) = node.location(&id)? {
-        if loc.owner == owner {
+    if let Some(loc) = node.location_of(owner, &id)? {
+        {
             let shard = tessera_core::DocId::shard(owner, &loc.month)
                 .map_err(|e| NodeError::Corrupt(e.to_string()))?;
             let existing = node
@@ -269,7 +269,7 @@ pub fn pair_live_photo(node: &Node, owner: &str, rec: &AssetRecord) -> Result<bo
     let mut lib = node.catalog.lock()?;
     let mut mate = None;
     for id in candidates {
-        let Some(loc) = node.location(&id)?.filter(|l| l.owner == owner) else {
+        let Some(loc) = node.location_of(owner, &id)? else {
             continue;
         };
         let shard = tessera_core::DocId::shard(owner, &loc.month)

@@ -162,7 +162,7 @@ pub async fn run(node: Arc<Node>) {
 
 fn mark_error(node: &Node, asset: &str, owner: &str, msg: &str) {
     let res = (|| -> Result<(), NodeError> {
-        let Some(loc) = node.location(asset)? else {
+        let Some(loc) = node.location_of(owner, asset)? else {
             return Ok(());
         };
         let mut lib = node.catalog.lock()?;
@@ -181,7 +181,7 @@ fn mark_error(node: &Node, asset: &str, owner: &str, msg: &str) {
 
 /// Makes thumbnail, preview and thumbhash of one asset and records them in the catalogue.
 pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
-    let Some(loc) = node.location(asset)? else {
+    let Some(loc) = node.location_of(owner, asset)? else {
         tracing::warn!(asset, "job for an unknown asset dropped");
         return Ok(());
     };

@@ -536,6 +536,13 @@ async fn main() -> Result<()> {
             })
             .context("fsck")?;
             bar.finish_and_clear();
+            let mut report = report;
+            // The catalogue against the (repaired) blobs: index entries and media jobs are
+            // rebuilt from the documents and files.
+            let cat = tessera_sync_node::housekeeping::check_catalogue(&node, repair)
+                .context("checking the catalogue")?;
+            let cat_repaired = repair && cat.repaired > 0;
+            report.catalogue = Some(cat);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -548,6 +555,26 @@ async fn main() -> Result<()> {
                 }
                 for h in &report.index_without_file {
                     println!("indexed but missing on disk: {h}");
+                }
+                if let Some(c) = &report.catalogue {
+                    println!("{} asset records checked", c.records);
+                    for a in &c.missing_original {
+                        println!("MISSING ORIGINAL (record without its file): {a}");
+                    }
+                    for a in &c.unindexed {
+                        println!("not in the location index (--repair re-indexes it): {a}");
+                    }
+                    for a in &c.needs_job {
+                        println!(
+                            "derivatives missing or never made (--repair queues its job): {a}"
+                        );
+                    }
+                    if cat_repaired {
+                        println!(
+                            "repaired: {} index entries and media jobs rebuilt from the documents",
+                            c.repaired
+                        );
+                    }
                 }
                 if report.repaired {
                     println!("repaired: corrupt blobs quarantined, index rebuilt from the files");

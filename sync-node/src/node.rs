@@ -92,6 +92,10 @@ pub struct Node {
     checksums: sled::Tree,
     /// Upload slots (`config.max_concurrent_uploads`).
     pub uploads: tokio::sync::Semaphore,
+    /// Storing an original and recording it (read) versus deciding which blobs are unused and
+    /// deleting them (write): a re-upload of bytes being purged is either seen as live by the
+    /// purge, or stored after the deletion — never acknowledged and then deleted.
+    pub purge_guard: std::sync::RwLock<()>,
     /// The iroh side (set once at start by `serve`; absent in tools like `fsck`).
     pub peer: std::sync::OnceLock<Arc<crate::peer::Peer>>,
 }
@@ -129,6 +133,7 @@ impl Node {
         let assets = db.open_tree("assets")?;
         let checksums = db.open_tree("checksums")?;
         Ok(Arc::new(Self {
+            purge_guard: std::sync::RwLock::new(()),
             uploads: tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1)),
             config,
             db,
@@ -146,17 +151,42 @@ impl Node {
         &self.config.data
     }
 
+    /// Where an asset lives, for every owner that has it (the same bytes uploaded by two
+    /// members are two assets, one per library, sharing the blob).
+    pub fn locations(&self, asset: &str) -> Result<Vec<AssetLocation>, NodeError> {
+        let Some(v) = self.assets.get(asset.as_bytes())? else {
+            return Ok(Vec::new());
+        };
+        // Older nodes stored one location (an object); now a list per owner.
+        serde_json::from_slice::<Vec<AssetLocation>>(&v)
+            .or_else(|_| serde_json::from_slice::<AssetLocation>(&v).map(|l| vec![l]))
+            .map_err(|e| NodeError::Corrupt(e.to_string()))
+    }
+
+    /// Where `owner`'s asset lives.
+    pub fn location_of(
+        &self,
+        owner: &str,
+        asset: &str,
+    ) -> Result<Option<AssetLocation>, NodeError> {
+        Ok(self
+            .locations(asset)?
+            .into_iter()
+            .find(|l| l.owner == owner))
+    }
+
+    /// Where some owner's copy of an asset lives (for work on the bytes, not on a library).
     pub fn location(&self, asset: &str) -> Result<Option<AssetLocation>, NodeError> {
-        match self.assets.get(asset.as_bytes())? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| NodeError::Corrupt(e.to_string())),
-            None => Ok(None),
-        }
+        Ok(self.locations(asset)?.into_iter().next())
     }
 
     pub fn set_location(&self, asset: &str, loc: &AssetLocation) -> Result<(), NodeError> {
-        let v = serde_json::to_vec(loc).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+        let mut all = self.locations(asset)?;
+        match all.iter_mut().find(|l| l.owner == loc.owner) {
+            Some(l) => *l = loc.clone(),
+            None => all.push(loc.clone()),
+        }
+        let v = serde_json::to_vec(&all).map_err(|e| NodeError::Corrupt(e.to_string()))?;
         self.assets.insert(asset.as_bytes(), v)?;
         self.checksums.insert(
             format!("{}/{}", loc.owner, loc.sha1).as_bytes(),
@@ -171,6 +201,16 @@ impl Node {
             .checksums
             .get(format!("{owner}/{sha1_hex}").as_bytes())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Held while an original is committed and recorded (see `purge_guard`).
+    pub fn storing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.purge_guard.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Held while unused blobs are chosen and deleted (see `purge_guard`).
+    pub fn purging(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.purge_guard.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn flush(&self) -> Result<(), NodeError> {

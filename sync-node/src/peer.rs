@@ -488,6 +488,11 @@ impl Peer {
     // ---- dialing other nodes -------------------------------------------------------------
 
     /// Nodes this one dials (recorded when it joined through a ticket): id → address.
+    /// Whether this node joined another node's household (its accounts come from there).
+    pub fn joined_household(&self) -> bool {
+        !self.dial_list().is_empty()
+    }
+
     fn dial_list(&self) -> Vec<(EndpointId, EndpointAddr)> {
         let Ok(t) = self.node.db.open_tree("dial_nodes") else {
             return Vec::new();
@@ -644,18 +649,35 @@ impl Peer {
         let node = self.node.clone();
         let mut changes = node.catalog.subscribe();
         let mut blob_events = node.blobs.subscribe();
-        // Unbounded on purpose: the reader must never wait for this loop. If it did, two peers
-        // both busy writing big frames would each stop reading and QUIC flow control would
-        // block both writers for good. What queues here is bounded by what the peer sends,
-        // and automerge's sync state never re-sends what is in flight.
+        // The reader never waits for this loop: if it did, two peers both busy writing big
+        // frames would each stop reading and QUIC flow control would block both writers for
+        // good. So the queue cannot apply back-pressure; it is bounded instead by the bytes it
+        // holds: a peer that gets more than QUEUE_BUDGET ahead of what this node applies is
+        // flooding (automerge's sync never re-sends what is in flight), and the session ends
+        // with an error (the peer resyncs from its sync state when it reconnects).
+        const QUEUE_BUDGET: usize = 256 << 20;
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (tx, mut rx) = mpsc::unbounded_channel::<Result<Frame, PeerError>>();
+        let reader_queued = queued.clone();
         let reader = tokio::spawn(async move {
             let mut recv = recv;
             loop {
                 let f = read_frame(&mut recv).await;
                 let end = !matches!(f, Ok(Some(_)));
                 let item = match f {
-                    Ok(Some(f)) => Ok(f),
+                    Ok(Some(f)) => {
+                        let w = frame_weight(&f);
+                        let now =
+                            reader_queued.fetch_add(w, std::sync::atomic::Ordering::AcqRel) + w;
+                        if now > QUEUE_BUDGET {
+                            let _ = tx.send(Err(proto(format!(
+                                "the peer sent more than {} MiB ahead of what this node has applied",
+                                QUEUE_BUDGET >> 20
+                            ))));
+                            return;
+                        }
+                        Ok(f)
+                    }
                     Ok(None) => Err(proto("stream closed")),
                     Err(e) => Err(e),
                 };
@@ -689,6 +711,7 @@ impl Peer {
                             Some(Err(e)) => return Err(e),
                             None => return Ok(()),
                         };
+                        queued.fetch_sub(frame_weight(&f), std::sync::atomic::Ordering::AcqRel);
                         match f {
                             Frame::Sync(env) => {
                                 self.receive(&mut sync, &role, env).await?;
@@ -830,13 +853,47 @@ impl Peer {
             return false;
         };
         let hex = wire::hash_hex(&r.hash);
-        if self.node.blobs.exists(kind, &hex) || self.node.blobs.is_deleted(&hex) {
+        if self.node.blobs.exists(kind, &hex) {
+            return false;
+        }
+        if self.node.blobs.is_deleted(&hex) && !self.revived(&hex) {
             return false;
         }
         self.fetching
             .lock()
             .map(|mut f| f.insert((kind, r.hash)))
             .unwrap_or(false)
+    }
+
+    /// Whether a tombstoned original is live again (uploaded anew after a purge, on any node):
+    /// then its tombstone and those of its derivatives are cleared so replication brings them.
+    fn revived(&self, hex: &str) -> bool {
+        let live = self
+            .node
+            .locations(hex)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|loc| {
+                let shard = tessera_core::DocId::shard(&loc.owner, &loc.month).ok()?;
+                let lib = self.node.catalog.lock().ok()?;
+                lib.asset_in(&shard, hex)
+                    .ok()
+                    .flatten()
+                    .filter(|r| !r.is_purged())
+            });
+        let Some(rec) = live else {
+            return false;
+        };
+        for h in [Some(rec.id.clone()), rec.thumb, rec.preview, rec.motion]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = self.node.blobs.undelete(&h) {
+                tracing::warn!(hash = %h, "cannot clear a tombstone: {e}");
+            }
+        }
+        tracing::info!(asset = %hex, "uploaded again after a purge: replicating it again");
+        true
     }
 
     /// Fetches wanted blobs from a node over [`ALPN_BLOBS`], four at a time.
@@ -1140,7 +1197,7 @@ fn apply(
                 None => continue,
             };
             for key in keys {
-                if node.location(&key).map_err(proto)?.is_some() {
+                if node.location_of(id.user(), &key).map_err(proto)?.is_some() {
                     continue;
                 }
                 let Some(rec) = lib.asset_in(id, &key).map_err(proto)? else {
@@ -1161,6 +1218,21 @@ fn apply(
         }
     }
     Ok(revoked)
+}
+
+/// Roughly the memory a queued frame holds (for the session's queue budget).
+fn frame_weight(f: &Frame) -> usize {
+    match f {
+        Frame::Sync(env) => {
+            env.docs
+                .iter()
+                .map(|d| d.msg.len() + d.doc.len() + 32)
+                .sum::<usize>()
+                + 64
+        }
+        Frame::Have(refs) => refs.len() * 64 + 64,
+        _ => 256,
+    }
 }
 
 /// Splits sync messages into frames below the receiver's limits (documents per envelope and

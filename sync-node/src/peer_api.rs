@@ -76,6 +76,47 @@ struct BindDevice {
     endpoint_id: String,
     #[serde(default)]
     name: String,
+    /// Unix seconds when the device signed [`tessera_core::wire::device_binding_statement`].
+    signed_at: Option<i64>,
+    /// The device key's ed25519 signature of that statement, hex.
+    signature: Option<String>,
+}
+
+/// Checks that the caller holds the private key of the endpoint id it asks to bind.
+fn check_possession(node: &AppState, user: &str, b: &BindDevice) -> ApiResult<()> {
+    let missing = || {
+        ApiError::bad_request(
+            "binding a device needs signedAt and signature: the device key's signature of tessera_core::wire::device_binding_statement(nodeId, userId, signedAt)",
+        )
+    };
+    let (Some(at), Some(sig)) = (b.signed_at, b.signature.as_deref()) else {
+        return Err(missing());
+    };
+    let now = chrono::Utc::now().timestamp();
+    if (now - at).abs() > tessera_core::wire::BINDING_MAX_SKEW_SECS {
+        return Err(ApiError::bad_request(
+            "signedAt is more than 10 minutes from the node's clock",
+        ));
+    }
+    let key_bytes: [u8; 32] = crate::auth::unhex(&b.endpoint_id)
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("endpointId must be a 64-digit hex iroh endpoint id")
+        })?;
+    let key = iroh::PublicKey::from_bytes(&key_bytes)
+        .map_err(|_| ApiError::bad_request("endpointId is not a valid ed25519 public key"))?;
+    let sig_bytes: [u8; 64] = crate::auth::unhex(sig)
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| ApiError::bad_request("signature must be 128 hex digits"))?;
+    let node_id = peer(node)?.id().to_string();
+    let statement = tessera_core::wire::device_binding_statement(&node_id, user, at);
+    key.verify(&statement, &iroh::Signature::from_bytes(&sig_bytes))
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the signature does not prove possession of this device key",
+            )
+        })
 }
 
 /// Pairs the caller's device key with the signed-in user; answers where to reach the node.
@@ -86,6 +127,12 @@ async fn bind_device(
     body: Result<Json<BindDevice>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if !crate::auth::valid_endpoint_id(&b.endpoint_id) {
+        return Err(ApiError::bad_request(
+            "endpointId must be a 64-digit hex iroh endpoint id",
+        ));
+    }
+    check_possession(&node, &u.id, &b)?;
     let n = node.clone();
     // A browser pairs with its login session (bearer or cookie); an API key pairs alone.
     let token = crate::api::bearer(&headers).or_else(|| crate::api::cookie_token(&headers));

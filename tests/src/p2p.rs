@@ -25,6 +25,24 @@ pub fn node_addr(api: &crate::Api) -> Result<EndpointAddr> {
     Ok(addr)
 }
 
+/// The body of `POST /api/tessera/devices` for `key`, signed the way the PWA signs it (proof of
+/// possession of the key for this node and user, now).
+pub fn bind_body(key: &SecretKey, node: &EndpointId, user: &str, name: &str) -> serde_json::Value {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let sig = key.sign(&wire::device_binding_statement(&node.to_string(), user, at));
+    let hex: String = sig.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    serde_json::json!({"endpointId": key.public().to_string(), "name": name, "signedAt": at, "signature": hex})
+}
+
+/// The signed-in user's id (`GET /api/users/me`).
+pub fn user_id(api: &crate::Api) -> Result<String> {
+    let (_, me) = api.get_json("/api/users/me")?;
+    Ok(me["id"].as_str().context("user id")?.to_owned())
+}
+
 pub async fn endpoint(key: SecretKey) -> Result<Endpoint> {
     Endpoint::builder(presets::Minimal)
         .secret_key(key)

@@ -78,7 +78,9 @@ fn fresh_device(root: &Path, n: u64) -> Result<serde_json::Value> {
         let key = iroh::SecretKey::generate();
         let r = api
             .req(reqwest::Method::POST, "/api/tessera/devices")
-            .json(&serde_json::json!({"endpointId": key.public().to_string()}))
+            .json(&tessera_tests::p2p::bind_body(
+                &key, &addr.id, &user, "bench",
+            ))
             .send()?;
         if r.status().as_u16() != 201 {
             bail!("binding a device: {}", r.text()?);

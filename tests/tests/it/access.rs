@@ -53,8 +53,9 @@ fn req(method: &str, path: &str, auth: Option<(&str, &str)>, body: Option<Value>
     }
 }
 
-/// Every `.route("…", …)` path in the sync node's source.
-fn declared_paths() -> Vec<String> {
+/// Every `(METHOD, path)` the sync node's source routes: each `.route("…", …)` call, with the
+/// method routers (`get(`, `post(`, `.put(`, …) inside its parentheses.
+fn declared_routes() -> Vec<(String, String)> {
     let dir = tessera_tests::workspace_root().join("sync-node/src");
     let mut out = Vec::new();
     let mut files = vec![dir];
@@ -72,14 +73,44 @@ fn declared_paths() -> Vec<String> {
             let mut rest = text.as_str();
             while let Some(i) = rest.find(".route(") {
                 rest = &rest[i + 7..];
-                let Some(q) = rest.find('"') else { break };
-                let after = &rest[q + 1..];
-                let Some(end) = after.find('"') else { break };
-                // Only the string that directly follows `.route(` (whitespace allowed).
-                if rest[..q].trim().is_empty() {
-                    out.push(after[..end].to_owned());
+                // The call's arguments: up to the matching close parenthesis.
+                let mut depth = 1;
+                let mut end = rest.len();
+                for (j, c) in rest.char_indices() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = j;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
                 }
-                rest = &after[end..];
+                let args = &rest[..end];
+                let Some(q) = args.find('"') else { continue };
+                if !args[..q].trim().is_empty() {
+                    continue;
+                }
+                let Some(qe) = args[q + 1..].find('"') else {
+                    continue;
+                };
+                let path = &args[q + 1..q + 1 + qe];
+                let body = &args[q + 1 + qe..];
+                for m in ["get", "post", "put", "delete", "patch"] {
+                    let pat = format!("{m}(");
+                    let mut b = body;
+                    while let Some(k) = b.find(&pat) {
+                        let before = body.len() - b.len() + k;
+                        let prev = body[..before].chars().next_back().unwrap_or(' ');
+                        if !(prev.is_alphanumeric() || prev == '_') {
+                            out.push((m.to_uppercase(), path.to_owned()));
+                        }
+                        b = &b[k + pat.len()..];
+                    }
+                }
             }
         }
     }
@@ -97,27 +128,23 @@ fn concrete(path: &str) -> String {
 #[tokio::test]
 async fn every_route_is_in_the_access_table_and_behaves_as_declared() {
     // The table covers the source, both ways (the "/.well-known/immich" route is outside /api).
-    let declared: Vec<String> = declared_paths()
+    let routes: Vec<(String, String)> = declared_routes()
         .into_iter()
-        .filter(|p| !p.starts_with("/.well-known"))
+        .filter(|(_, p)| !p.starts_with("/.well-known"))
         .collect();
-    assert!(
-        declared.len() > 30,
-        "route scan found too little: {declared:?}"
-    );
-    for p in &declared {
+    assert!(routes.len() > 40, "route scan found too little: {routes:?}");
+    for (m, p) in &routes {
         assert!(
-            ACCESS.iter().any(|(_, path, _)| path == p),
-            "route {p} has no entry in sync-node/src/access.rs ACCESS"
+            ACCESS.iter().any(|(am, ap, _)| am == m && ap == p),
+            "{m} {p} has no entry in sync-node/src/access.rs ACCESS"
         );
     }
-    for (_, p, _) in ACCESS {
+    for (m, p, _) in ACCESS {
         assert!(
-            declared.iter().any(|d| d == p),
-            "ACCESS lists {p}, which no router declares"
+            routes.iter().any(|(dm, dp)| dm == m && dp == p),
+            "ACCESS lists {m} {p}, which no router declares"
         );
     }
-
     let app = app();
     let (s, _, _) = call(
         &app,
@@ -516,4 +543,241 @@ async fn credentials_can_be_scoped_listed_and_revoked() {
     let (s, b, _) = call(&app, login("battery staple")).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
     assert!(b["message"].as_str().unwrap().contains("try again"));
+}
+
+fn multipart_upload(auth: (&str, &str), name: &str, bytes: &[u8]) -> Request<Body> {
+    let boundary = "tesseraTestBoundary";
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"fileCreatedAt\"\r\n\r\n2021-03-04T05:06:07.000Z\r\n").as_bytes());
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"assetData\"; filename=\"{name}\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes());
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Request::post("/api/assets")
+        .header(auth.0, auth.1)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// The same bytes uploaded by two members are two assets, one in each library: before, the
+/// location index was keyed by hash alone and the first member's asset answered 404 once the
+/// second uploaded it. Trashing and re-uploading tells the truth (`isTrashed`) and restores.
+#[tokio::test]
+async fn same_bytes_in_two_libraries_and_trashed_reuploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
+    let app = App {
+        router: api::router(node.clone()),
+        _dir: dir,
+    };
+    call(
+        &app,
+        req(
+            "POST",
+            "/api/auth/admin-sign-up",
+            None,
+            Some(json!({"email": "a@example.com", "password": "correct horse", "name": "A"})),
+        ),
+    )
+    .await;
+    node.auth
+        .create_user("b@example.com", "battery staple", "B")
+        .unwrap();
+    let mut tokens = Vec::new();
+    for (email, pw) in [
+        ("a@example.com", "correct horse"),
+        ("b@example.com", "battery staple"),
+    ] {
+        let (s, l, _) = call(
+            &app,
+            req(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(json!({"email": email, "password": pw})),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{l}");
+        tokens.push(format!("Bearer {}", l["accessToken"].as_str().unwrap()));
+    }
+    let photo = tessera_tests::photos::small_jpeg(31337);
+    let id = blake3::hash(&photo).to_hex().to_string();
+    for t in &tokens {
+        let (s, b, _) = call(
+            &app,
+            multipart_upload(("authorization", t), "same.jpg", &photo),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    for t in &tokens {
+        let (s, b, _) = call(
+            &app,
+            req(
+                "GET",
+                &format!("/api/assets/{id}"),
+                Some(("authorization", t)),
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "each member sees their own asset: {b}");
+    }
+
+    // A trashes hers: bulk-upload-check says so, and uploading it again restores it.
+    let a = tokens[0].as_str();
+    let (s, _, _) = call(
+        &app,
+        req(
+            "DELETE",
+            "/api/assets",
+            Some(("authorization", a)),
+            Some(json!({"ids": [id]})),
+        ),
+    )
+    .await;
+    assert!(s.is_success(), "{s}");
+    let sha1 = {
+        use sha1::Digest;
+        let d = sha1::Sha1::digest(&photo);
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let (_, check, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/assets/bulk-upload-check",
+            Some(("authorization", a)),
+            Some(json!({"assets": [{"id": "x", "checksum": sha1}]})),
+        ),
+    )
+    .await;
+    assert_eq!(check["results"][0]["isTrashed"], true, "{check}");
+    let (s, b, _) = call(
+        &app,
+        multipart_upload(("authorization", a), "same.jpg", &photo),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["restored"], true, "{b}");
+    let (_, asset, _) = call(
+        &app,
+        req(
+            "GET",
+            &format!("/api/assets/{id}"),
+            Some(("authorization", a)),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(asset["isTrashed"], false, "{asset}");
+    let (_, check, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/assets/bulk-upload-check",
+            Some(("authorization", a)),
+            Some(json!({"assets": [{"id": "x", "checksum": sha1}]})),
+        ),
+    )
+    .await;
+    assert_eq!(check["results"][0]["isTrashed"], false, "{check}");
+    // B's copy was never touched.
+    let (s, _, _) = call(
+        &app,
+        req(
+            "GET",
+            &format!("/api/assets/{id}"),
+            Some(("authorization", &tokens[1])),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+/// A crash between writing a record and indexing it (or queueing its job) is repaired from the
+/// documents: `fsck --repair` re-indexes the record and queues its media job.
+#[tokio::test]
+async fn fsck_rebuilds_locations_and_jobs_from_the_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
+    let app = App {
+        router: api::router(node.clone()),
+        _dir: dir,
+    };
+    call(
+        &app,
+        req(
+            "POST",
+            "/api/auth/admin-sign-up",
+            None,
+            Some(json!({"email": "a@example.com", "password": "correct horse", "name": "A"})),
+        ),
+    )
+    .await;
+    let (_, l, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "a@example.com", "password": "correct horse"})),
+        ),
+    )
+    .await;
+    let t = format!("Bearer {}", l["accessToken"].as_str().unwrap());
+    let photo = tessera_tests::photos::small_jpeg(777);
+    let id = blake3::hash(&photo).to_hex().to_string();
+    let (s, b, _) = call(
+        &app,
+        multipart_upload(("authorization", &t), "p.jpg", &photo),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let clean = tessera_sync_node::housekeeping::check_catalogue(&node, false).unwrap();
+    assert!(clean.is_clean() && clean.records == 1, "{clean:?}");
+    // Lose the index entry and the job, as a crash right after the record was written would.
+    node.db.open_tree("assets").unwrap().clear().unwrap();
+    node.db.open_tree("jobs").unwrap().clear().unwrap();
+    let (s, _, _) = call(
+        &app,
+        req(
+            "GET",
+            &format!("/api/assets/{id}"),
+            Some(("authorization", &t)),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let found = tessera_sync_node::housekeeping::check_catalogue(&node, false).unwrap();
+    assert_eq!(
+        (found.unindexed.len(), found.needs_job.len()),
+        (1, 1),
+        "{found:?}"
+    );
+    let fixed = tessera_sync_node::housekeeping::check_catalogue(&node, true).unwrap();
+    assert_eq!(fixed.repaired, 2, "{fixed:?}");
+    assert!(node.jobs.is_queued(&id));
+    let (s, _, _) = call(
+        &app,
+        req(
+            "GET",
+            &format!("/api/assets/{id}"),
+            Some(("authorization", &t)),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        tessera_sync_node::housekeeping::check_catalogue(&node, false)
+            .unwrap()
+            .is_clean()
+    );
 }

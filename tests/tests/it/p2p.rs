@@ -22,9 +22,18 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn bind(api: &Api, key: &SecretKey) -> (u16, serde_json::Value) {
+    let node = node_addr(api).unwrap().id;
+    let user = tessera_tests::p2p::user_id(api).unwrap_or_default();
+    bind_raw(
+        api,
+        tessera_tests::p2p::bind_body(key, &node, &user, "test phone"),
+    )
+}
+
+fn bind_raw(api: &Api, body: serde_json::Value) -> (u16, serde_json::Value) {
     let r = api
         .req(reqwest::Method::POST, "/api/tessera/devices")
-        .json(&serde_json::json!({"endpointId": key.public().to_string(), "name": "test phone"}))
+        .json(&body)
         .send()
         .unwrap();
     let code = r.status().as_u16();
@@ -94,6 +103,25 @@ fn devices_pair_by_key_and_unknown_forged_or_revoked_keys_get_nothing() {
         .unwrap()
         .starts_with("http://127.0.0.1:"));
     assert_eq!(bind(&api, &key).0, 201, "binding again is idempotent");
+
+    // Binding proves possession of the key: the node's own (public) id, a signature by another
+    // key, a signature made for another user, a stale one, or none at all are refused.
+    let mallory = SecretKey::generate();
+    let mut forged = tessera_tests::p2p::bind_body(&mallory, &addr.id, &user, "x");
+    forged["endpointId"] = addr.id.to_string().into();
+    let (code, body) = bind_raw(&api, forged);
+    assert_eq!(code, 403, "binding the node's own id: {body}");
+    let victim = SecretKey::generate();
+    let mut forged = tessera_tests::p2p::bind_body(&mallory, &addr.id, &user, "x");
+    forged["endpointId"] = victim.public().to_string().into();
+    assert_eq!(bind_raw(&api, forged).0, 403, "someone else's key");
+    let other_user = tessera_tests::p2p::bind_body(&victim, &addr.id, "someone-else", "x");
+    assert_eq!(bind_raw(&api, other_user).0, 403, "signed for another user");
+    let mut stale = tessera_tests::p2p::bind_body(&victim, &addr.id, &user, "x");
+    stale["signedAt"] = 1_000_000_000.into();
+    assert_eq!(bind_raw(&api, stale).0, 400, "stale");
+    let unsigned = serde_json::json!({"endpointId": victim.public().to_string()});
+    assert_eq!(bind_raw(&api, unsigned).0, 400, "unsigned");
 
     rt.block_on(async {
         let ep = endpoint(key.clone()).await.unwrap();
@@ -274,7 +302,12 @@ fn devices_pair_by_key_and_unknown_forged_or_revoked_keys_get_nothing() {
         .client
         .post(format!("{}/api/tessera/devices", node.url))
         .bearer_auth(&token)
-        .json(&serde_json::json!({"endpointId": browser_key.public().to_string()}))
+        .json(&tessera_tests::p2p::bind_body(
+            &browser_key,
+            &addr.id,
+            &tessera_tests::p2p::user_id(&api).unwrap(),
+            "browser",
+        ))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
@@ -407,6 +440,17 @@ fn a_second_node_joins_with_a_ticket_replicates_everything_and_can_take_over() {
     let b = Node::start_with(&db, &["--join", &ticket, "--name", "offsite"]).unwrap();
     let mut api_b = Api::new(&b.url);
     api_b.key = api_a.key.clone(); // the same API key works on the new node
+                                   // A joined node never offers a sign-up of its own (that would split the household).
+    let r = Api::new(&b.url)
+        .req(reqwest::Method::POST, "/api/auth/admin-sign-up")
+        .json(&serde_json::json!({"email": "intruder@example.com", "password": "longenough", "name": "I"}))
+        .send()
+        .unwrap();
+    assert!(
+        matches!(r.status().as_u16(), 400 | 409),
+        "sign-up on a joined node: {}",
+        r.status()
+    );
     let deadline = Instant::now() + Duration::from_secs(240);
     while (stats_total(&api_b) < n || count_originals(&db) < n as usize)
         && Instant::now() < deadline
