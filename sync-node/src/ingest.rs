@@ -105,8 +105,12 @@ pub fn ingest_committed(
         }
     } else if mime.starts_with("image/") {
         // A JPEG's EXIF sits in its first APP segments: read_metadata looks at 1 MB of it.
+        // Other stills are read whole (HEIF's Exif item may sit anywhere), but never more than
+        // MAX_METADATA_READ: a huge upload must not take the node's memory on the request path.
         let bytes = if mime == "image/jpeg" {
             read_head(&path, 1 << 20)?
+        } else if size > MAX_METADATA_READ {
+            read_head(&path, MAX_METADATA_READ as usize)?
         } else {
             node.blobs.read(BlobKind::Original, &id)?
         };
@@ -210,6 +214,9 @@ pub fn ingest_committed(
 
 /// The first bytes of a stored original (for type sniffing).
 /// The first `len` bytes of a stored original (fewer if it is shorter).
+/// Most bytes of a non-JPEG still read to find its metadata.
+const MAX_METADATA_READ: u64 = 64 << 20;
+
 fn read_head(path: &std::path::Path, len: usize) -> Result<Vec<u8>, NodeError> {
     use std::io::Read;
     let mut head = vec![0u8; len];

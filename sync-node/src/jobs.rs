@@ -14,6 +14,10 @@ use tokio::sync::{Notify, Semaphore};
 use crate::blobs::BlobKind;
 use crate::node::{Node, NodeError};
 
+/// Largest still original decoded for previews (read whole into memory); larger ones are
+/// stored and listed without a preview.
+const MAX_STILL_BYTES: u64 = 512 << 20;
+
 /// Longest an ffmpeg call for a poster frame may take.
 const VIDEO_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -203,6 +207,12 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
             video = Some(m);
             d
         })
+    } else if record.size.is_some_and(|s| s > MAX_STILL_BYTES) {
+        Err(MediaError::Unsupported(format!(
+            "a still of {} MB (over the {} MB this node decodes)",
+            record.size.unwrap_or(0) >> 20,
+            MAX_STILL_BYTES >> 20
+        )))
     } else {
         let bytes = node.blobs.read(BlobKind::Original, asset)?;
         // An Android/Samsung motion photo carries its video after the still: keep a copy of
