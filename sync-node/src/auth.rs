@@ -210,6 +210,30 @@ fn secret_hash(secret: &str) -> [u8; 32] {
     *blake3::hash(secret.as_bytes()).as_bytes()
 }
 
+/// A normalised email address, or why it is not one.
+fn valid_email(email: &str) -> Result<String, AuthError> {
+    let email = email.trim().to_lowercase();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(AuthError::Invalid(
+            "email must be a valid email address".into(),
+        ));
+    }
+    Ok(email)
+}
+
+/// The Argon2id PHC string of a new password (at least 8 characters).
+fn hash_new_password(password: &str) -> Result<String, AuthError> {
+    if password.chars().count() < 8 {
+        return Err(AuthError::Invalid(
+            "password must be at least 8 characters".into(),
+        ));
+    }
+    Argon2::default()
+        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
 fn decode_session(v: &[u8]) -> Session {
     serde_json::from_slice(v).unwrap_or_else(|_| Session {
         user_id: String::from_utf8_lossy(v).into_owned(),
@@ -442,24 +466,11 @@ impl Auth {
         password: &str,
         name: &str,
     ) -> Result<User, AuthError> {
-        let email = email.trim().to_lowercase();
-        if !email.contains('@') || email.len() > 254 {
-            return Err(AuthError::Invalid(
-                "email must be a valid email address".into(),
-            ));
-        }
-        if password.chars().count() < 8 {
-            return Err(AuthError::Invalid(
-                "password must be at least 8 characters".into(),
-            ));
-        }
+        let email = valid_email(email)?;
         if name.trim().is_empty() {
             return Err(AuthError::Invalid("name must not be empty".into()));
         }
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
-            .map_err(|e| AuthError::Hash(e.to_string()))?
-            .to_string();
+        let hash = hash_new_password(password)?;
         let user = User {
             id: random(16)?,
             email: email.clone(),
@@ -493,21 +504,8 @@ impl Auth {
         if !self.is_initialized() {
             return Err(AuthError::Invalid("create the admin first".into()));
         }
-        let email = email.trim().to_lowercase();
-        if !email.contains('@') || email.len() > 254 {
-            return Err(AuthError::Invalid(
-                "email must be a valid email address".into(),
-            ));
-        }
-        if password.chars().count() < 8 {
-            return Err(AuthError::Invalid(
-                "password must be at least 8 characters".into(),
-            ));
-        }
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
-            .map_err(|e| AuthError::Hash(e.to_string()))?
-            .to_string();
+        let email = valid_email(email)?;
+        let hash = hash_new_password(password)?;
         let user = User {
             id: random(16)?,
             email: email.clone(),
@@ -627,15 +625,7 @@ impl Auth {
         keep: Option<&str>,
     ) -> Result<usize, AuthError> {
         self.verify_password(user, current)?;
-        if new.chars().count() < 8 {
-            return Err(AuthError::Invalid(
-                "password must be at least 8 characters".into(),
-            ));
-        }
-        let hash = Argon2::default()
-            .hash_password(new.as_bytes(), &SaltString::generate(&mut OsRng))
-            .map_err(|e| AuthError::Hash(e.to_string()))?
-            .to_string();
+        let hash = hash_new_password(new)?;
         let mut u = user.clone();
         u.password = hash;
         self.users.insert(u.id.as_bytes(), encode(&u)?)?;
@@ -673,19 +663,7 @@ impl Auth {
             Some(v) if decode_session(&v).user_id == user.id => {}
             _ => return Ok(None),
         }
-        self.sessions.remove(&k)?;
-        let mut unpaired = Vec::new();
-        for kv in self.devices.iter() {
-            let (dk, v) = kv?;
-            let d: Device = decode(&v)?;
-            if d.session.as_deref() == Some(id) {
-                self.devices.remove(dk)?;
-                unpaired.push(d.id);
-            }
-        }
-        self.db.flush()?;
-        self.bump();
-        Ok(Some(unpaired))
+        self.end_session(&k).map(Some)
     }
 
     /// The id of the session a token opened.
@@ -696,8 +674,14 @@ impl Auth {
     /// Ends a login session, and unpairs the devices that paired with it (so the next person
     /// on that browser profile cannot sync as this user). Returns their keys.
     pub fn logout(&self, token: &str) -> Result<Vec<String>, AuthError> {
-        self.sessions.remove(secret_hash(token))?;
-        let session = hex(&secret_hash(token));
+        self.end_session(&secret_hash(token))
+    }
+
+    /// Removes the session stored under `key` (the token's hash) and unpairs the devices that
+    /// paired with it; returns their keys.
+    fn end_session(&self, key: &[u8]) -> Result<Vec<String>, AuthError> {
+        self.sessions.remove(key)?;
+        let session = hex(key);
         let mut unpaired = Vec::new();
         for kv in self.devices.iter() {
             let (k, v) = kv?;

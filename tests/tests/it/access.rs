@@ -7,37 +7,11 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tessera_sync_node::access::{Access, ACCESS};
 use tessera_sync_node::{api, Node, NodeConfig};
-use tower::ServiceExt;
 
-struct App {
-    _dir: tempfile::TempDir,
-    router: axum::Router,
-}
-
-fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
-    App {
-        router: api::router(node),
-        _dir: dir,
-    }
-}
-
-async fn call(app: &App, req: Request<Body>) -> (StatusCode, Value, axum::http::HeaderMap) {
-    let res = app.router.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        headers,
-    )
-}
+use crate::http::{app, call, App};
 
 fn req(method: &str, path: &str, auth: Option<(&str, &str)>, body: Option<Value>) -> Request<Body> {
     let mut r = Request::builder().method(method).uri(path);

@@ -7,12 +7,13 @@ use serde_json::{json, Value};
 use tessera_sync_node::{api, Node, NodeConfig};
 use tower::ServiceExt;
 
-struct App {
-    _dir: tempfile::TempDir,
-    router: axum::Router,
+/// A router over a fresh node in a temporary directory (shared by the router-level tests).
+pub(crate) struct App {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) router: axum::Router,
 }
 
-fn app() -> App {
+pub(crate) fn app() -> App {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
     App {
@@ -21,7 +22,10 @@ fn app() -> App {
     }
 }
 
-async fn call(app: &App, req: Request<Body>) -> (StatusCode, Value, axum::http::HeaderMap) {
+pub(crate) async fn call(
+    app: &App,
+    req: Request<Body>,
+) -> (StatusCode, Value, axum::http::HeaderMap) {
     let res = app.router.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let headers = res.headers().clone();
