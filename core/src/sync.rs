@@ -324,9 +324,19 @@ mod proptests {
     use super::*;
     use crate::AssetRecord;
     use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    /// Cases per property: `default` in `cargo xtask test`, `TESSERA_SOAK_CASES` (≥ 1,000 in
+    /// `cargo xtask soak`) when set.
+    fn cases(default: u32) -> u32 {
+        std::env::var("TESSERA_SOAK_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        #![proptest_config(ProptestConfig::with_cases(cases(256)))]
         /// Random edits on two peers with random sync points always converge to the same heads
         /// and the same visible catalogue.
         #[test]
@@ -356,7 +366,7 @@ mod proptests {
     type Queue = Vec<Vec<DocMessage>>;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(32))]
+        #![proptest_config(ProptestConfig::with_cases(cases(256)))]
         /// Three peers (say two browsers and a node) make random edits (new assets, favorites)
         /// while links go down and come back at random. A link that goes down loses what was in
         /// flight and both ends forget their sync state (as after a real disconnect). Once every
@@ -459,6 +469,294 @@ mod proptests {
             let s0 = libs[0].shards("u").unwrap();
             prop_assert_eq!(&s0, &libs[1].shards("u").unwrap());
             prop_assert_eq!(&s0, &libs[2].shards("u").unwrap());
+        }
+    }
+
+    /// One edit on one peer, touching every kind of document a library has.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        /// A new or re-described asset (shard + root summaries).
+        Upsert {
+            asset: u8,
+            month: u32,
+        },
+        Favorite {
+            asset: u8,
+            month: u32,
+            on: bool,
+        },
+        Trash {
+            asset: u8,
+            month: u32,
+        },
+        Restore {
+            asset: u8,
+            month: u32,
+        },
+        Purge {
+            asset: u8,
+            month: u32,
+        },
+        /// A person in the people document: rename, hide, merge into another.
+        Person {
+            person: u8,
+            name: u8,
+            hidden: bool,
+            merged_into: Option<u8>,
+        },
+        DeletePerson {
+            person: u8,
+        },
+        /// A face found by the ML node, in the month's ML document.
+        Face {
+            asset: u8,
+            month: u32,
+            person: u8,
+        },
+        /// Library settings and "not duplicates" decisions (root document).
+        TrashDays {
+            days: u32,
+        },
+        NotDuplicates {
+            a: u8,
+            b: u8,
+        },
+        /// The household document (accounts, devices), written by nodes.
+        Household {
+            key: u8,
+            value: u8,
+        },
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let a = 0u8..6;
+        let m = 1u32..4;
+        prop_oneof![
+            3 => (a.clone(), m.clone()).prop_map(|(asset, month)| Edit::Upsert { asset, month }),
+            1 => (a.clone(), m.clone(), any::<bool>()).prop_map(|(asset, month, on)| Edit::Favorite { asset, month, on }),
+            1 => (a.clone(), m.clone()).prop_map(|(asset, month)| Edit::Trash { asset, month }),
+            1 => (a.clone(), m.clone()).prop_map(|(asset, month)| Edit::Restore { asset, month }),
+            1 => (a.clone(), m.clone()).prop_map(|(asset, month)| Edit::Purge { asset, month }),
+            1 => (0u8..4, 0u8..4, any::<bool>(), proptest::option::of(0u8..4)).prop_map(|(person, name, hidden, merged_into)| Edit::Person { person, name, hidden, merged_into }),
+            1 => (0u8..4).prop_map(|person| Edit::DeletePerson { person }),
+            1 => (a.clone(), m.clone(), 0u8..4).prop_map(|(asset, month, person)| Edit::Face { asset, month, person }),
+            1 => (1u32..90).prop_map(|days| Edit::TrashDays { days }),
+            1 => (a.clone(), a).prop_map(|(a, b)| Edit::NotDuplicates { a, b }),
+            1 => (0u8..3, 0u8..3).prop_map(|(key, value)| Edit::Household { key, value }),
+        ]
+    }
+
+    fn apply_edit(lib: &mut Library, e: &Edit) {
+        let month_of = |m: u32| format!("2024-{m:02}");
+        let obj = |v: Value| -> Map<String, Value> { v.as_object().cloned().unwrap_or_default() };
+        match e {
+            Edit::Upsert { asset, month } => {
+                let r = AssetRecord {
+                    id: format!("a{asset}"),
+                    taken_at: Some(format!("2024-{month:02}-01T00:00:00")),
+                    size: Some(u64::from(*month)),
+                    ..Default::default()
+                };
+                lib.upsert_assets("u", &[r]).unwrap();
+            }
+            Edit::Favorite { asset, month, on } => {
+                lib.update_asset("u", &month_of(*month), &format!("a{asset}"), |r| {
+                    r.favorite = Some(*on)
+                })
+                .unwrap();
+            }
+            Edit::Trash { asset, month } => {
+                lib.update_asset("u", &month_of(*month), &format!("a{asset}"), |r| {
+                    r.trashed_at = Some("2024-06-01T00:00:00Z".into())
+                })
+                .unwrap();
+            }
+            Edit::Restore { asset, month } => {
+                lib.update_asset("u", &month_of(*month), &format!("a{asset}"), |r| {
+                    r.trashed_at = None;
+                    r.purged_at = None;
+                })
+                .unwrap();
+            }
+            Edit::Purge { asset, month } => {
+                lib.update_asset("u", &month_of(*month), &format!("a{asset}"), |r| {
+                    r.purged_at = Some("2024-07-01T00:00:00Z".into())
+                })
+                .unwrap();
+            }
+            Edit::Person {
+                person,
+                name,
+                hidden,
+                merged_into,
+            } => {
+                let doc = DocId::people("u").unwrap();
+                let merged = merged_into
+                    .filter(|m| m != person)
+                    .map(|m| json!(format!("p{m}")))
+                    .unwrap_or(Value::Null);
+                let f = obj(
+                    json!({"name": format!("name{name}"), "hidden": hidden, "merged_into": merged}),
+                );
+                lib.merge_entries(&doc, &[(format!("p/p{person}"), f)])
+                    .unwrap();
+            }
+            Edit::DeletePerson { person } => {
+                let doc = DocId::people("u").unwrap();
+                lib.remove_entries(&doc, &[format!("p/p{person}")]).unwrap();
+            }
+            Edit::Face {
+                asset,
+                month,
+                person,
+            } => {
+                let doc = DocId::ml("u", &month_of(*month)).unwrap();
+                let f = obj(json!({"person": format!("p{person}"), "x": 0.25, "score": 0.9}));
+                lib.merge_entries(
+                    &doc,
+                    &[
+                        (format!("f/a{asset}/0"), f),
+                        (format!("a/a{asset}"), obj(json!({"faces": 1}))),
+                    ],
+                )
+                .unwrap();
+            }
+            Edit::TrashDays { days } => {
+                lib.set_trash_days("u", *days).unwrap();
+            }
+            Edit::NotDuplicates { a, b } => {
+                lib.reject_duplicates(
+                    "u",
+                    &[format!("a{a}"), format!("a{b}")],
+                    "2024-08-01T00:00:00Z",
+                )
+                .unwrap();
+            }
+            Edit::Household { key, value } => {
+                let f = obj(json!({"v": value}));
+                lib.merge_entries(&DocId::household(), &[(format!("k{key}"), f)])
+                    .unwrap();
+            }
+        }
+    }
+
+    /// What the network does to one delivery.
+    #[derive(Debug, Clone, Copy)]
+    enum Net {
+        Deliver,
+        /// Lost in flight: the connection breaks, both ends forget their sync state.
+        Lose,
+        /// Delivered twice.
+        Duplicate,
+        /// A later message overtakes this one.
+        Reorder,
+    }
+
+    fn net() -> impl Strategy<Value = Net> {
+        prop_oneof![5 => Just(Net::Deliver), 1 => Just(Net::Lose), 1 => Just(Net::Duplicate), 1 => Just(Net::Reorder)]
+    }
+
+    /// What one document shows: its id, heads, assets and every root-level entry.
+    type DocView = (
+        DocId,
+        Vec<String>,
+        Vec<AssetRecord>,
+        Vec<(String, crate::library::Fields)>,
+    );
+
+    /// Everything a library shows, per document.
+    fn snapshot(lib: &mut Library) -> Vec<DocView> {
+        let mut ids: Vec<DocId> = lib.ids().cloned().collect();
+        ids.sort();
+        ids.into_iter()
+            .map(|id| {
+                let heads = lib.heads(&id);
+                let assets = lib.assets(&id).unwrap_or_default();
+                let entries = lib.entries(&id, "").unwrap_or_default();
+                (id, heads, assets, entries)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(256)))]
+        /// Three peers edit every kind of document (assets, trash and purge, people, ML faces,
+        /// settings, duplicates decisions, household) while the network loses, duplicates and
+        /// reorders sync messages. Once the network is good again, all three always end with
+        /// identical heads, catalogues, entries and shard summaries.
+        #[test]
+        fn every_document_kind_converges_under_loss_duplication_and_reordering(
+            steps in proptest::collection::vec((0u8..3, edit(), 0u8..3, net()), 1..80)
+        ) {
+            let mut libs = [Library::new(&[1; 16]), Library::new(&[2; 16]), Library::new(&[3; 16])];
+            let mut states: Vec<Vec<PeerSync>> = (0..3).map(|_| (0..3).map(|_| PeerSync::new()).collect()).collect();
+            let mut queues: Vec<Vec<Queue>> = vec![vec![Vec::new(); 3]; 3];
+            let links = [(0usize, 1usize), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)];
+            for (peer, e, link, fault) in steps {
+                apply_edit(&mut libs[peer as usize], &e);
+                for i in 0..3 {
+                    for j in 0..3 {
+                        if i != j {
+                            let ids: Vec<DocId> = libs[i].ids().cloned().collect();
+                            let m = states[i][j].generate(&mut libs[i], &ids);
+                            if !m.is_empty() {
+                                queues[i][j].push(m);
+                            }
+                        }
+                    }
+                }
+                // The faulty link this step (one direction), then every link delivers one.
+                let (fi, fj) = links[(link as usize * 2 + peer as usize) % 6];
+                match fault {
+                    Net::Lose if !queues[fi][fj].is_empty() => {
+                        queues[fi][fj].clear();
+                        queues[fj][fi].clear();
+                        states[fi][fj].reset();
+                        states[fj][fi].reset();
+                    }
+                    Net::Duplicate if !queues[fi][fj].is_empty() => {
+                        let m = queues[fi][fj][0].clone();
+                        states[fj][fi].receive(&mut libs[fj], m, |_| true).unwrap();
+                    }
+                    Net::Reorder if queues[fi][fj].len() > 1 => {
+                        let m = queues[fi][fj].remove(1);
+                        states[fj][fi].receive(&mut libs[fj], m, |_| true).unwrap();
+                    }
+                    _ => {}
+                }
+                for &(i, j) in &links {
+                    if !queues[i][j].is_empty() {
+                        let m = queues[i][j].remove(0);
+                        states[j][i].receive(&mut libs[j], m, |_| true).unwrap();
+                    }
+                }
+            }
+            // The network is good again: deliver what is queued, then pump until quiet.
+            let mut quiet = false;
+            for _ in 0..300 {
+                quiet = true;
+                for &(i, j) in &links {
+                    for m in std::mem::take(&mut queues[i][j]) {
+                        states[j][i].receive(&mut libs[j], m, |_| true).unwrap();
+                    }
+                    let ids: Vec<DocId> = libs[i].ids().cloned().collect();
+                    let m = states[i][j].generate(&mut libs[i], &ids);
+                    if !m.is_empty() {
+                        quiet = false;
+                        states[j][i].receive(&mut libs[j], m, |_| true).unwrap();
+                    }
+                }
+                if quiet { break; }
+            }
+            prop_assert!(quiet, "did not converge");
+            let s0 = snapshot(&mut libs[0]);
+            prop_assert_eq!(&s0, &snapshot(&mut libs[1]));
+            prop_assert_eq!(&s0, &snapshot(&mut libs[2]));
+            let sum0 = libs[0].shards("u").unwrap();
+            prop_assert_eq!(&sum0, &libs[1].shards("u").unwrap());
+            prop_assert_eq!(&sum0, &libs[2].shards("u").unwrap());
+            prop_assert_eq!(libs[0].trash_days("u"), libs[1].trash_days("u"));
+            prop_assert_eq!(libs[0].people("u").unwrap(), libs[2].people("u").unwrap());
         }
     }
 }

@@ -189,22 +189,29 @@ pub fn ingest_committed(
     };
     let month = record.month();
     {
+        // Index and job first, durably, then the record, all under the catalogue lock (so the
+        // job cannot run before its record exists). A crash in between leaves an index entry
+        // and a job without a record: harmless (a lookup answers 404, the job is dropped, a
+        // re-upload creates the asset). The reverse order would leave a persisted record that
+        // nothing indexes and no job processes.
         let mut lib = node.catalog.lock()?;
+        node.set_location(
+            &id,
+            &AssetLocation {
+                owner: owner.to_owned(),
+                month,
+                sha1: hashes.sha1.clone(),
+            },
+        )?;
+        if render {
+            node.jobs.enqueue_quiet(&id, owner)?;
+        }
+        node.flush()?;
         lib.upsert_assets(owner, std::slice::from_ref(&record))
             .map_err(CatalogError::from)?;
         node.catalog.persist(&mut lib)?;
     }
-    node.set_location(
-        &id,
-        &AssetLocation {
-            owner: owner.to_owned(),
-            month,
-            sha1: hashes.sha1.clone(),
-        },
-    )?;
-    if render {
-        node.jobs.enqueue(&id, owner)?;
-    }
+    node.jobs.wake();
     if let Err(e) = pair_live_photo(node, owner, &record) {
         tracing::warn!(asset = %id, "Live Photo pairing skipped: {e}");
     }

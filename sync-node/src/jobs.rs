@@ -41,14 +41,26 @@ impl Jobs {
     }
 
     pub fn enqueue(&self, asset: &str, owner: &str) -> Result<(), NodeError> {
+        self.enqueue_quiet(asset, owner)?;
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Records a job without waking the dispatcher (ingest wakes it with [`Jobs::wake`] once
+    /// the asset's record is persisted).
+    pub fn enqueue_quiet(&self, asset: &str, owner: &str) -> Result<(), NodeError> {
         let job = Job {
             owner: owner.to_owned(),
             enqueued_at: crate::now_rfc3339(),
         };
         let v = serde_json::to_vec(&job).map_err(|e| NodeError::Corrupt(e.to_string()))?;
         self.tree.insert(asset.as_bytes(), v)?;
-        self.notify.notify_one();
         Ok(())
+    }
+
+    /// Wakes the dispatcher.
+    pub fn wake(&self) {
+        self.notify.notify_one();
     }
 
     pub fn pending(&self) -> usize {

@@ -3,28 +3,24 @@
 //! Codemap: [`blobs`] (content-addressed originals and derivatives, sled index, fsck),
 //! [`catalog`] (the automerge documents on disk, sync sessions with peers), [`auth`] (users,
 //! sessions, API keys), [`ingest`] (an upload becoming an asset), [`jobs`] (the persisted,
-//! bounded media queue), [`api`] (axum router: Immich-shaped HTTP API + PWA hosting), [`access`] (the access table every route is checked against: API-key scopes, CSRF), [`ml_api`] (what ML
-//! nodes call, people, faces and smart search), [`housekeeping`] + [`library_api`] (archive,
-//! trash, purge, duplicates), [`import`] (bulk import of a folder tree).
+//! bounded media queue), [`http`] (axum: a router per feature, Immich-shaped API + PWA hosting,
+//! and the access table every route is checked against), [`housekeeping`] (archive, trash,
+//! purge, duplicates, catalogue checks), [`import`] (bulk import of a folder tree).
 //!
 //! Architecture invariant: an upload is acknowledged only after the original is fsynced under
 //! its hash and its catalogue record is persisted. The blob files are the truth; the sled index
 //! can always be rebuilt from them (`sync-node fsck --repair`).
 
-pub mod access;
-pub mod api;
 pub mod auth;
 pub mod blobs;
 pub mod catalog;
 pub mod housekeeping;
+pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod jobs;
-pub mod library_api;
-pub mod ml_api;
 pub mod node;
 pub mod peer;
-pub mod peer_api;
 pub mod upload;
 
 pub use node::{Node, NodeConfig, NodeError};

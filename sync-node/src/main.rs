@@ -492,7 +492,7 @@ async fn main() -> Result<()> {
             }
             axum::serve(
                 listener,
-                tessera_sync_node::api::router(node.clone())
+                tessera_sync_node::http::router(node.clone())
                     .into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(async {

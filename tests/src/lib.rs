@@ -81,6 +81,11 @@ impl Node {
         Self::start_full(data, free_port(), extra)
     }
 
+    /// Starts a node on a given port with extra `serve` arguments (restarts keep their URL).
+    pub fn start_full_on(data: &Path, port: u16, extra: &[&str]) -> Result<Self> {
+        Self::start_full(data, port, extra)
+    }
+
     fn start_full(data: &Path, port: u16, extra: &[&str]) -> Result<Self> {
         let bin = bin_path("sync-node")?;
         let mut cmd = Command::new(&bin);

@@ -56,6 +56,7 @@ fn main() -> Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
         Some("fuzz") => fuzz(&root, &args[1..]),
+        Some("soak") => soak(&args[1..]),
         Some("setup") => setup(true),
         Some("models") => {
             cargo_bin_on_path();
@@ -65,7 +66,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  run --smoke                        build what run builds, start both nodes on a temp dir, check them, stop\n  test [--no-e2e]                    install test tools, lint, build, and run every test (incl. headless Chromium)\n  fuzz [--secs N] [TARGET...]        cargo-fuzz (nightly) on every target for N s each (default 60)\n  bench                              ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json)\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
+                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  run --smoke                        build what run builds, start both nodes on a temp dir, check them, stop\n  test [--no-e2e] [--no-fuzz]        install test tools, lint, build, and run every test (incl. headless Chromium, 20 s per fuzz target)\n  fuzz [--secs N] [TARGET...]        cargo-fuzz (nightly) on every target for N s each (default 60)\n  soak [--cases N]                   the sync convergence properties and hostile uploads with N cases each (default 2000)\n  bench                              ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json)\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
             );
             std::process::exit(2)
         }
@@ -808,6 +809,11 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     if e2e {
         run_smoke(root)?;
     }
+    // Every fuzz target for a short, bounded time from the seed corpora (`cargo xtask fuzz`
+    // runs longer); `--no-fuzz` skips it.
+    if !args.iter().any(|a| a == "--no-fuzz") {
+        fuzz(root, &["--secs".to_owned(), "20".to_owned()])?;
+    }
     eprintln!(
         "cargo xtask test: all green in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -908,6 +914,37 @@ fn fuzz(root: &Path, args: &[String]) -> Result<()> {
     }
     std::fs::write(&out, serde_json::to_vec_pretty(&results)?)?;
     eprintln!("fuzz results in {}", out.display());
+    Ok(())
+}
+
+/// The convergence properties of `tessera-core` (every document kind; loss, duplication,
+/// reordering, partitions) with many more cases than `cargo xtask test` runs.
+fn soak(args: &[String]) -> Result<()> {
+    cargo_bin_on_path();
+    let cases: u32 = match args {
+        [] => 2000,
+        [flag, n] if flag == "--cases" => n.parse().context("--cases needs a number")?,
+        other => bail!("usage: cargo xtask soak [--cases N] (got {other:?})"),
+    };
+    let started = std::time::Instant::now();
+    // The same workspace build `cargo xtask test` uses (no `-p`: features unify the same way).
+    for filter in [["--lib", "proptests"], ["--test", "it"]] {
+        let mut c = cargo();
+        c.args(["test", "--workspace", "--exclude", "tessera-app"])
+            .args(filter)
+            .args(if filter[0] == "--test" {
+                &["multipart"][..]
+            } else {
+                &[][..]
+            })
+            .args(["--", "--nocapture"])
+            .env("TESSERA_SOAK_CASES", cases.to_string());
+        sh(&mut c)?;
+    }
+    eprintln!(
+        "soak: {cases} cases per convergence property and of hostile uploads, all green in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -148,7 +148,7 @@ fn ingest_through_node(files: &[PathBuf]) -> Result<f64> {
         tessera_sync_node::Node::open(tessera_sync_node::NodeConfig::new(dir.path().join("data")))?;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
-    let router = tessera_sync_node::api::router(node.clone());
+    let router = tessera_sync_node::http::router(node.clone());
     rt.spawn(async move { axum::serve(listener, router).await });
     rt.spawn(tessera_sync_node::jobs::run(node.clone()));
     let mut api = tessera_tests::Api::new(&format!("http://{addr}"));

@@ -8,8 +8,8 @@
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::{json, Value};
-use tessera_sync_node::access::{Access, ACCESS};
-use tessera_sync_node::{api, Node, NodeConfig};
+use tessera_sync_node::http::access::{Access, ACCESS};
+use tessera_sync_node::{http as api, Node, NodeConfig};
 
 use crate::http::{app, call, App};
 
@@ -110,7 +110,7 @@ async fn every_route_is_in_the_access_table_and_behaves_as_declared() {
     for (m, p) in &routes {
         assert!(
             ACCESS.iter().any(|(am, ap, _)| am == m && ap == p),
-            "{m} {p} has no entry in sync-node/src/access.rs ACCESS"
+            "{m} {p} has no entry in sync-node/src/http/access.rs ACCESS"
         );
     }
     for (m, p, _) in ACCESS {

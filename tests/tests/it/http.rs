@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tessera_sync_node::{api, Node, NodeConfig};
+use tessera_sync_node::{http as api, Node, NodeConfig};
 use tower::ServiceExt;
 
 /// A router over a fresh node in a temporary directory (shared by the router-level tests).

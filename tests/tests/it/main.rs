@@ -8,5 +8,6 @@ mod http;
 mod immich_cli;
 mod library;
 mod ml;
+mod multipart;
 mod node;
 mod p2p;

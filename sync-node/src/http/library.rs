@@ -5,19 +5,30 @@
 //! `GET /api/assets/{id}/motion` (the moving part of a Live/motion photo) and
 //! `GET|PUT /api/tessera/settings` (`trashDays`).
 
-use axum::extract::{Path, Query, Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use tessera_core::dupes::{near_duplicate_groups, DEFAULT_THRESHOLD, MAX_THRESHOLD};
-
-use crate::api::{asset_json, find_record, ApiError, ApiResult, AppState, AuthUser};
 use crate::blobs::BlobKind;
 use crate::catalog::CatalogError;
-use crate::housekeeping::{self, Action};
+use crate::housekeeping;
+use crate::housekeeping::Action;
+use axum::extract::Path;
+use axum::extract::Query;
+use axum::extract::Request;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::delete;
+use axum::routing::get;
+use axum::routing::post;
+use axum::Json;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::Value;
+use tessera_core::dupes::near_duplicate_groups;
+use tessera_core::dupes::DEFAULT_THRESHOLD;
+use tessera_core::dupes::MAX_THRESHOLD;
+
+use crate::http::*;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -42,15 +53,6 @@ fn ids_ok(ids: &[String]) -> ApiResult<()> {
         ))),
         None => Ok(()),
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::NodeError> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
 }
 
 #[derive(Deserialize)]
@@ -112,7 +114,7 @@ pub(crate) async fn delete_assets(
     } else {
         Action::Trash
     };
-    blocking(move || housekeeping::apply(&node, &u.id, &b.ids, action)).await?;
+    blocking(move || Ok(housekeeping::apply(&node, &u.id, &b.ids, action)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -130,7 +132,7 @@ async fn empty_trash(
 ) -> ApiResult<Json<Value>> {
     let count = blocking(move || {
         let ids = trashed_ids(&node, &u.id)?;
-        housekeeping::apply(&node, &u.id, &ids, Action::Purge)
+        Ok(housekeeping::apply(&node, &u.id, &ids, Action::Purge)?)
     })
     .await?;
     Ok(Json(json!({ "count": count })))
@@ -142,7 +144,7 @@ async fn restore_all(
 ) -> ApiResult<Json<Value>> {
     let count = blocking(move || {
         let ids = trashed_ids(&node, &u.id)?;
-        housekeeping::apply(&node, &u.id, &ids, Action::Restore)
+        Ok(housekeeping::apply(&node, &u.id, &ids, Action::Restore)?)
     })
     .await?;
     Ok(Json(json!({ "count": count })))
@@ -160,7 +162,7 @@ async fn restore_assets(
 ) -> ApiResult<Json<Value>> {
     ids_ok(&b.ids)?;
     let count =
-        blocking(move || housekeeping::apply(&node, &u.id, &b.ids, Action::Restore)).await?;
+        blocking(move || Ok(housekeeping::apply(&node, &u.id, &b.ids, Action::Restore)?)).await?;
     Ok(Json(json!({ "count": count })))
 }
 
@@ -192,7 +194,7 @@ async fn get_motion(
             "The motion part is not on this node (yet)",
         ));
     }
-    crate::api::serve_blob(path, req, &mime).await
+    crate::http::serve_blob(path, req, &mime).await
 }
 
 /// Immich's playback path: the original video, with byte ranges (no transcoding: a browser
@@ -208,7 +210,7 @@ async fn video_playback(
         .filter(|r| r.is_video())
         .ok_or_else(|| ApiError::not_found("No such video"))?;
     let path = node.blobs.path(BlobKind::Original, &r.id)?;
-    crate::api::serve_blob(path, req, r.mime.as_deref().unwrap_or("video/mp4")).await
+    crate::http::serve_blob(path, req, r.mime.as_deref().unwrap_or("video/mp4")).await
 }
 
 #[derive(Deserialize)]

@@ -2,15 +2,28 @@
 //! (the PWA does it at login), listing and revoking devices, where to reach the node over iroh,
 //! and pairing tickets for new nodes.
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use crate::auth::AuthError;
+use crate::auth::Device;
+use crate::catalog::CatalogError;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::Path;
+use axum::extract::State;
+use axum::http::header;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::delete;
+use axum::routing::get;
+use axum::routing::post;
+use axum::Json;
+use axum::Router;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use serde_json::Value;
 
-use crate::api::{ApiError, ApiResult, AppState, AuthUser};
-use crate::auth::{AuthError, Device};
+use crate::http::*;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -18,6 +31,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/tessera/devices", post(bind_device).get(list_devices))
         .route("/tessera/devices/{id}", delete(revoke_device))
         .route("/pairing/tickets", post(create_ticket))
+        .route(
+            "/tessera/sync",
+            post(sync).layer(DefaultBodyLimit::max(64 << 20)),
+        )
 }
 
 fn peer(node: &AppState) -> ApiResult<&std::sync::Arc<crate::peer::Peer>> {
@@ -135,7 +152,7 @@ async fn bind_device(
     check_possession(&node, &u.id, &b)?;
     let n = node.clone();
     // A browser pairs with its login session (bearer or cookie); an API key pairs alone.
-    let token = crate::api::bearer(&headers).or_else(|| crate::api::cookie_token(&headers));
+    let token = crate::http::bearer(&headers).or_else(|| crate::http::cookie_token(&headers));
     let d = tokio::task::spawn_blocking(move || {
         n.auth
             .bind_device(&u, &b.endpoint_id, &b.name, token.as_deref())
@@ -201,4 +218,18 @@ async fn create_ticket(
             "usage": format!("sync-node serve --data DIR --listen ADDR --join {ticket}"),
         })),
     ))
+}
+
+async fn sync(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let out = tokio::task::spawn_blocking(move || node.catalog.sync_round(&u.id, &body))
+        .await?
+        .map_err(|e| match e {
+            CatalogError::Sync(e) => ApiError::bad_request(format!("sync refused: {e}")),
+            other => ApiError::internal(other),
+        })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
 }

@@ -18,7 +18,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::api::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 
 /// What a route requires of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +226,7 @@ pub fn key_allows(permissions: &[String], access: Access) -> bool {
     let has = |p: &str| permissions.iter().any(|x| x == p);
     match access {
         Access::Public => true,
-        Access::Ml => has(crate::ml_api::ML_PERMISSION),
+        Access::Ml => has(crate::http::ML_PERMISSION),
         _ if has("all") => true,
         Access::Signed => !permissions.is_empty(),
         Access::Perm(p) => has(p),
@@ -302,8 +302,8 @@ pub async fn enforce(State(node): State<AppState>, req: Request, next: Next) -> 
                 req.method()
             ));
         }
-    } else if crate::api::bearer(headers).is_none()
-        && crate::api::cookie_token(headers).is_some()
+    } else if crate::http::bearer(headers).is_none()
+        && crate::http::cookie_token(headers).is_some()
         && !same_origin(req.method(), headers)
     {
         return forbidden(
