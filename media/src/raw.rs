@@ -67,6 +67,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, MediaError>) -> Result<T, MediaError
 /// `PREVIEW_LONG_SIDE` (or the whole sensor), else a full develop.
 pub(crate) fn decode_raw(bytes: &[u8]) -> Result<RawDecoded, MediaError> {
     guarded(|| {
+        sane_for_rawler(bytes)?;
         let src = RawSource::new_from_slice(bytes);
         let decoder = rawler::get_decoder(&src).map_err(|e| decode_err(e.to_string()))?;
         let params = RawDecodeParams::default();
@@ -141,10 +142,131 @@ pub(crate) fn looks_raw(head: &[u8]) -> bool {
         || (head.len() >= 14 && &head[6..14] == b"HEAPCCDR")
 }
 
+/// Whether every TIFF directory entry in `tiff` (IFD chain plus EXIF and sub-IFDs, bounded)
+/// claims no more bytes than the block holds. rawler 0.8 trusts those counts and allocates
+/// them up front: 482 crafted bytes of MRW asked for a 4 GiB buffer (found by
+/// `cargo xtask fuzz exif`), which aborts a node on a small NAS. Such files are refused first.
+fn tiff_entries_fit(tiff: &[u8]) -> bool {
+    let (le, first) = match tiff.get(..4) {
+        Some(b"II*\0") => (true, 4usize),
+        Some(b"MM\0*") => (false, 4),
+        _ => return true, // not TIFF-structured: nothing to check here
+    };
+    let first = match tiff.get(first..first + 4) {
+        Some(b) => {
+            let a = [b[0], b[1], b[2], b[3]];
+            (if le {
+                u32::from_le_bytes(a)
+            } else {
+                u32::from_be_bytes(a)
+            }) as usize
+        }
+        None => return false,
+    };
+    ifd_entries_fit(tiff, first, le)
+}
+
+/// [`tiff_entries_fit`] from a known first directory offset and byte order.
+fn ifd_entries_fit(tiff: &[u8], first: usize, le: bool) -> bool {
+    let u16_at = |o: usize| -> Option<u32> {
+        let b = tiff.get(o..o.checked_add(2)?)?;
+        Some(u32::from(if le {
+            u16::from_le_bytes([b[0], b[1]])
+        } else {
+            u16::from_be_bytes([b[0], b[1]])
+        }))
+    };
+    let u32_at = |o: usize| -> Option<u32> {
+        let b = tiff.get(o..o.checked_add(4)?)?;
+        let a = [b[0], b[1], b[2], b[3]];
+        Some(if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
+    };
+    let mut todo = vec![first];
+    let mut seen = 0;
+    while let Some(ifd) = todo.pop() {
+        seen += 1;
+        if seen > 64 || ifd == 0 {
+            continue;
+        }
+        let Some(n) = u16_at(ifd) else { continue };
+        for i in 0..n.min(1024) as usize {
+            let e = ifd + 2 + i * 12;
+            let (Some(tag), Some(typ), Some(count)) = (u16_at(e), u16_at(e + 2), u32_at(e + 4))
+            else {
+                break;
+            };
+            let unit: u64 = match typ {
+                1 | 2 | 6 | 7 => 1,
+                3 | 8 => 2,
+                4 | 9 | 11 | 13 => 4,
+                5 | 10 | 12 => 8,
+                _ => 1,
+            };
+            if unit * u64::from(count) > tiff.len() as u64 {
+                return false;
+            }
+            // EXIF, GPS and sub-IFDs are directories too.
+            if (matches!(tag, 0x8769 | 0x8825 | 0x014a) && typ == 4) || typ == 13 {
+                if let Some(o) = u32_at(e + 8) {
+                    todo.push(o as usize);
+                }
+            }
+        }
+        if let Some(next) = u32_at(ifd + 2 + n.min(1024) as usize * 12) {
+            todo.push(next as usize);
+        }
+    }
+    true
+}
+
+/// Checks the TIFF structures rawler would trust (a bare TIFF-based RAW, or a Minolta MRW's
+/// `TTW` block) before rawler sees the file.
+fn sane_for_rawler(bytes: &[u8]) -> Result<(), MediaError> {
+    let ok = if bytes.starts_with(b"\0MRM") {
+        // MRW, walked as rawler walks it: blocks (u32 BE tag, u32 BE length) from offset 8 up
+        // to the data offset; the `TTW` block holds a big-endian TIFF whose first directory is
+        // at 8 (without a `TTW` block rawler reads one from the start of the file).
+        let be32 = |o: usize| -> Option<usize> {
+            let b = bytes.get(o..o + 4)?;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let data_offset = be32(4).unwrap_or(0).saturating_add(8);
+        let mut pos = 8usize;
+        let mut tiffpos = 0usize;
+        while pos.saturating_add(20) < data_offset {
+            let (Some(tag), Some(len)) = (be32(pos), be32(pos + 4)) else {
+                break;
+            };
+            if tag == 0x0054_5457 {
+                tiffpos = pos + 8;
+            }
+            pos = match pos.checked_add(len.saturating_add(8)) {
+                Some(p) => p,
+                None => break,
+            };
+        }
+        ifd_entries_fit(bytes.get(tiffpos..).unwrap_or_default(), 8, false)
+    } else {
+        tiff_entries_fit(bytes)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(decode_err(
+            "a TIFF directory entry claims more bytes than the file holds",
+        ))
+    }
+}
+
 /// Metadata as rawler reads it (works for CR3, RAF, CRW and others kamadak-exif cannot open),
 /// plus the sensor dimensions. `None` when rawler does not recognise the file.
 pub(crate) fn raw_metadata(bytes: &[u8]) -> Option<Metadata> {
     guarded(|| {
+        sane_for_rawler(bytes)?;
         let src = RawSource::new_from_slice(bytes);
         let decoder = rawler::get_decoder(&src).map_err(|e| decode_err(e.to_string()))?;
         let params = RawDecodeParams::default();
@@ -246,6 +368,25 @@ fn convert(md: &RawMetadata, dims: Option<(u32, u32)>) -> Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `cargo xtask fuzz exif`: 482 bytes of MRW whose TIFF entry claims 4 GiB, which
+    /// rawler 0.8 would allocate. Refused before rawler sees it.
+    #[test]
+    fn a_tiff_entry_larger_than_the_file_is_refused_before_rawler() {
+        let crafted = include_bytes!("../../fuzz/corpus/exif/mrw-4gib-entry");
+        let err = sane_for_rawler(crafted).unwrap_err();
+        assert!(err.to_string().contains("claims more bytes"), "{err}");
+        assert!(raw_metadata(crafted).is_none());
+        // Real RAW files pass the check.
+        let Some(dir) = std::env::var_os("TESSERA_CORPUS").map(std::path::PathBuf::from) else {
+            assert!(std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none());
+            return;
+        };
+        for f in ["dng_with_preview.dng", "dng_bayer_landscape.dng"] {
+            let bytes = std::fs::read(dir.join(f)).unwrap();
+            sane_for_rawler(&bytes).unwrap();
+        }
+    }
 
     /// Found by `cargo xtask fuzz exif`: rawler 0.8.0 panics on this crafted X3F header
     /// (decoders/x3f.rs:43). The panic is contained: no metadata, a decode error, no crash.

@@ -25,9 +25,11 @@ pub enum AuthError {
     Corrupt(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct User {
     pub id: String,
     pub email: String,
@@ -35,6 +37,48 @@ pub struct User {
     pub is_admin: bool,
     pub password: String,
     pub created_at: String,
+    /// Set when an admin created the account or reset its password; cleared by a change.
+    #[serde(default)]
+    pub should_change_password: bool,
+    /// Storage quota for the user's originals (`None`: unlimited).
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+    /// Immich's storage label (a folder name there; shown to clients here).
+    #[serde(default)]
+    pub storage_label: Option<String>,
+    #[serde(default)]
+    pub avatar_color: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    /// When an admin deleted the account: it cannot sign in; its photos went to the trash;
+    /// an admin can restore it.
+    #[serde(default)]
+    pub deleted_at: Option<String>,
+}
+
+/// A new household member, as an admin creates them.
+#[derive(Debug, Clone, Default)]
+pub struct NewMember {
+    pub email: String,
+    pub password: String,
+    pub name: String,
+    pub is_admin: bool,
+    pub should_change_password: bool,
+    pub quota_bytes: Option<u64>,
+    pub storage_label: Option<String>,
+}
+
+/// An admin's (or a user's own) change to an account; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub name: Option<String>,
+    pub is_admin: Option<bool>,
+    pub should_change_password: Option<bool>,
+    pub quota_bytes: Option<Option<u64>>,
+    pub storage_label: Option<Option<String>>,
+    pub avatar_color: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -478,6 +522,8 @@ impl Auth {
             is_admin: true,
             password: hash,
             created_at: crate::now_rfc3339(),
+            storage_label: Some("admin".into()),
+            ..Default::default()
         };
         // Atomically: only if no user exists yet.
         let created = self
@@ -498,39 +544,175 @@ impl Auth {
         Ok(user)
     }
 
-    /// Adds a member to an initialized household (not an admin). The household issue's admin
-    /// page builds on this; today it is used by `sync-node` tooling and tests.
+    /// Adds a member to an initialized household (not an admin), as tooling and tests do.
     pub fn create_user(&self, email: &str, password: &str, name: &str) -> Result<User, AuthError> {
+        self.create_member(&NewMember {
+            email: email.into(),
+            password: password.into(),
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    /// Adds a household member (the admin's "add user").
+    pub fn create_member(&self, m: &NewMember) -> Result<User, AuthError> {
         if !self.is_initialized() {
             return Err(AuthError::Invalid("create the admin first".into()));
         }
-        let email = valid_email(email)?;
-        let hash = hash_new_password(password)?;
+        let email = valid_email(&m.email)?;
+        let hash = hash_new_password(&m.password)?;
         let user = User {
             id: random(16)?,
             email: email.clone(),
-            name: clean_name(name, "Member"),
-            is_admin: false,
+            name: clean_name(&m.name, "Member"),
+            is_admin: m.is_admin,
             password: hash,
             created_at: crate::now_rfc3339(),
+            should_change_password: m.should_change_password,
+            quota_bytes: m.quota_bytes,
+            storage_label: m.storage_label.as_deref().map(|l| clean_name(l, "")),
+            ..Default::default()
         };
+        self.claim_email(&email, &user.id)?;
+        self.users.insert(user.id.as_bytes(), encode(&user)?)?;
+        self.db.flush()?;
+        self.bump();
+        Ok(user)
+    }
+
+    fn claim_email(&self, email: &str, id: &str) -> Result<(), AuthError> {
         let claimed = self
             .emails
-            .compare_and_swap(
-                email.as_bytes(),
-                None as Option<&[u8]>,
-                Some(user.id.as_bytes()),
-            )?
+            .compare_and_swap(email.as_bytes(), None as Option<&[u8]>, Some(id.as_bytes()))?
             .is_ok();
         if !claimed {
             return Err(AuthError::Conflict(format!(
                 "{email} already has an account"
             )));
         }
-        self.users.insert(user.id.as_bytes(), encode(&user)?)?;
+        Ok(())
+    }
+
+    /// Every account (deleted ones only when asked), oldest first.
+    pub fn users(&self, with_deleted: bool) -> Result<Vec<User>, AuthError> {
+        let mut out = Vec::new();
+        for kv in self.users.iter() {
+            let (_, v) = kv?;
+            let u: User = decode(&v)?;
+            if with_deleted || u.deleted_at.is_none() {
+                out.push(u);
+            }
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    fn active_admins(&self) -> Result<usize, AuthError> {
+        Ok(self.users(false)?.iter().filter(|u| u.is_admin).count())
+    }
+
+    /// Changes an account. A new password (set by an admin) ends the user's sessions; the last
+    /// admin cannot lose the admin role.
+    pub fn update_user(&self, id: &str, upd: &UserUpdate) -> Result<User, AuthError> {
+        let mut u = self
+            .user(id)?
+            .ok_or_else(|| AuthError::NotFound("No such user".into()))?;
+        if upd.is_admin == Some(false) && u.is_admin && self.active_admins()? <= 1 {
+            return Err(AuthError::Invalid(
+                "the household needs an admin: make someone else admin first".into(),
+            ));
+        }
+        if let Some(email) = &upd.email {
+            let email = valid_email(email)?;
+            if email != u.email {
+                self.claim_email(&email, &u.id)?;
+                self.emails.remove(u.email.as_bytes())?;
+                u.email = email;
+            }
+        }
+        if let Some(name) = &upd.name {
+            if name.trim().is_empty() {
+                return Err(AuthError::Invalid("name must not be empty".into()));
+            }
+            u.name = clean_name(name, "Member");
+        }
+        let new_password = match &upd.password {
+            Some(p) => {
+                u.password = hash_new_password(p)?;
+                true
+            }
+            None => false,
+        };
+        if let Some(a) = upd.is_admin {
+            u.is_admin = a;
+        }
+        if let Some(s) = upd.should_change_password {
+            u.should_change_password = s;
+        }
+        if let Some(q) = upd.quota_bytes {
+            u.quota_bytes = q;
+        }
+        if let Some(l) = &upd.storage_label {
+            u.storage_label = l
+                .as_deref()
+                .map(|l| clean_name(l, ""))
+                .filter(|l| !l.is_empty());
+        }
+        if let Some(c) = &upd.avatar_color {
+            u.avatar_color = Some(clean_name(c, "primary"));
+        }
+        u.updated_at = Some(crate::now_rfc3339());
+        self.users.insert(u.id.as_bytes(), encode(&u)?)?;
+        if new_password {
+            for (sid, _) in self.sessions_of(&u)? {
+                self.delete_session(&u, &sid)?;
+            }
+        }
         self.db.flush()?;
         self.bump();
-        Ok(user)
+        Ok(u)
+    }
+
+    /// Deletes an account (an admin's action): it can no longer sign in, its sessions and API
+    /// keys end. The caller moves its photos to the trash; [`Auth::restore_user`] undoes this.
+    pub fn delete_user(&self, id: &str) -> Result<User, AuthError> {
+        let mut u = self
+            .user(id)?
+            .ok_or_else(|| AuthError::NotFound("No such user".into()))?;
+        if u.deleted_at.is_some() {
+            return Ok(u);
+        }
+        if u.is_admin && self.active_admins()? <= 1 {
+            return Err(AuthError::Invalid(
+                "the last admin cannot be deleted".into(),
+            ));
+        }
+        u.deleted_at = Some(crate::now_rfc3339());
+        u.updated_at = u.deleted_at.clone();
+        self.users.insert(u.id.as_bytes(), encode(&u)?)?;
+        for (sid, _) in self.sessions_of(&u)? {
+            self.delete_session(&u, &sid)?;
+        }
+        for k in self.api_keys_of(&u)? {
+            self.delete_api_key(&u, &k.id)?;
+        }
+        self.db.flush()?;
+        self.bump();
+        Ok(u)
+    }
+
+    /// Undoes [`Auth::delete_user`]: the account can sign in again (its photos stay in the
+    /// trash, where the user restores what they want within the trash period).
+    pub fn restore_user(&self, id: &str) -> Result<User, AuthError> {
+        let mut u = self
+            .user(id)?
+            .ok_or_else(|| AuthError::NotFound("No such user".into()))?;
+        u.deleted_at = None;
+        u.updated_at = Some(crate::now_rfc3339());
+        self.users.insert(u.id.as_bytes(), encode(&u)?)?;
+        self.db.flush()?;
+        self.bump();
+        Ok(u)
     }
 
     /// The first admin (created by admin sign-up), if any.
@@ -574,7 +756,7 @@ impl Auth {
             Some(id) => self.user(&String::from_utf8_lossy(&id))?,
             None => None,
         };
-        let Some(user) = user else {
+        let Some(user) = user.filter(|u| u.deleted_at.is_none()) else {
             if let Ok(parsed) = PasswordHash::new(dummy_hash()) {
                 let _ = Argon2::default().verify_password(password.as_bytes(), &parsed);
             }
@@ -628,6 +810,8 @@ impl Auth {
         let hash = hash_new_password(new)?;
         let mut u = user.clone();
         u.password = hash;
+        u.should_change_password = false;
+        u.updated_at = Some(crate::now_rfc3339());
         self.users.insert(u.id.as_bytes(), encode(&u)?)?;
         let keep = keep.map(|t| hex(&secret_hash(t)));
         let mut ended = 0;
@@ -723,7 +907,7 @@ impl Auth {
             s.updated_at = crate::now_rfc3339();
             self.sessions.insert(k, encode(&s)?)?;
         }
-        self.user(&s.user_id)
+        Ok(self.user(&s.user_id)?.filter(|u| u.deleted_at.is_none()))
     }
 
     /// A user's API keys (without secrets).
@@ -820,7 +1004,7 @@ impl Auth {
         match self.keys.get(secret_hash(secret))? {
             Some(v) => {
                 let key: ApiKey = decode(&v)?;
-                self.user(&key.user_id)
+                Ok(self.user(&key.user_id)?.filter(|u| u.deleted_at.is_none()))
             }
             None => Ok(None),
         }

@@ -133,6 +133,27 @@ async fn upload_asset(
         }
     };
     let max_upload = node.config.max_upload;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Immich's quota check and message: the user's own originals plus this upload, checked
+    // against the declared length first and while the body streams.
+    let mut quota_left = None;
+    if let Some(quota) = u.quota_bytes {
+        let (n, id) = (node.clone(), u.id.clone());
+        let used = blocking(move || crate::http::users::usage_of(&n, &id)).await?;
+        let exceeded = format!(
+            "Quota has been exceeded! ({} MiB used of {} MiB)",
+            used >> 20,
+            quota >> 20
+        );
+        if used.saturating_add(declared.unwrap_or(0)) > quota {
+            return Err(ApiError::bad_request(exceeded));
+        }
+        quota_left = Some((quota.saturating_sub(used), exceeded));
+    }
     if let Some(len) = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -184,6 +205,12 @@ async fn upload_asset(
             loop {
                 match field.chunk().await {
                     Ok(Some(chunk)) => {
+                        if let Some((left, msg)) = &quota_left {
+                            if p.len() + chunk.len() as u64 > *left {
+                                p.abort();
+                                return Err(ApiError::bad_request(msg.clone()));
+                            }
+                        }
                         if p.len() + chunk.len() as u64 > max_upload {
                             p.abort();
                             return Err(ApiError::new(

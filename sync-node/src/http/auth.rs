@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::Value;
 
+use crate::http::users::user_json;
 use crate::http::*;
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -27,7 +28,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/auth/change-password", post(change_password))
-        .route("/users/me", get(users_me))
         .route("/api-keys", post(create_api_key).get(list_api_keys))
         .route("/api-keys/me", get(my_api_key))
         .route(
@@ -39,15 +39,6 @@ pub(crate) fn routes() -> Router<AppState> {
             get(list_sessions).delete(delete_other_sessions),
         )
         .route("/sessions/{id}", delete(delete_session))
-}
-
-fn user_json(u: &User) -> Value {
-    json!({
-        "id": u.id, "email": u.email, "name": u.name, "isAdmin": u.is_admin,
-        "createdAt": u.created_at, "updatedAt": u.created_at, "avatarColor": "primary",
-        "profileImagePath": "", "shouldChangePassword": false, "status": "active",
-        "storageLabel": "admin", "quotaSizeInBytes": null, "quotaUsageInBytes": 0,
-    })
 }
 
 #[derive(Deserialize)]
@@ -149,7 +140,7 @@ async fn login(
     node.auth.throttle.succeeded(&account);
     let body = json!({
         "accessToken": token, "userId": u.id, "userEmail": u.email, "name": u.name,
-        "isAdmin": u.is_admin, "profileImagePath": "", "shouldChangePassword": false, "isOnboarded": true,
+        "isAdmin": u.is_admin, "profileImagePath": "", "shouldChangePassword": u.should_change_password, "isOnboarded": true,
     });
     let secure = cookie_attrs(&headers);
     let cookie = format!(
@@ -284,10 +275,6 @@ async fn logout(State(node): State<AppState>, headers: HeaderMap) -> ApiResult<R
         HeaderValue::from_static("tessera_access_token=; Path=/; HttpOnly; Max-Age=0"),
     );
     Ok(res)
-}
-
-async fn users_me(AuthUser(u): AuthUser) -> Json<Value> {
-    Json(user_json(&u))
 }
 
 #[derive(Deserialize)]

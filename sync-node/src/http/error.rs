@@ -90,6 +90,8 @@ impl From<AuthError> for ApiError {
                 Self::new(StatusCode::UNAUTHORIZED, "Incorrect email or password")
             }
             AuthError::Invalid(m) => Self::bad_request(m),
+            AuthError::NotFound(m) => Self::not_found(m),
+            AuthError::Conflict(m) => Self::bad_request(m),
             other => Self::internal(other),
         }
     }

@@ -70,6 +70,24 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+/// A signed-in admin (Immich's `/api/admin/*`); anyone else gets 403.
+pub struct AdminUser(pub User);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, node: &AppState) -> Result<Self, ApiError> {
+        let AuthUser(u) = AuthUser::from_request_parts(parts, node).await?;
+        if !u.is_admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Only an admin can manage the household's accounts",
+            ));
+        }
+        Ok(AdminUser(u))
+    }
+}
+
 pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -114,7 +132,10 @@ impl FromRequestParts<AppState> for MlAuth {
             .auth
             .user(&k.user_id)?
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key"))?;
-        if !k.permissions.iter().any(|p| p == ML_PERMISSION) || !user.is_admin {
+        if !k.permissions.iter().any(|p| p == ML_PERMISSION)
+            || !user.is_admin
+            || user.deleted_at.is_some()
+        {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "This API key has no `ml` permission (an admin creates one for the ML node)",

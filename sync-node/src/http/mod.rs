@@ -16,13 +16,14 @@ mod peer;
 mod people;
 mod search;
 mod server;
+mod users;
 
 pub use assets::asset_json;
 pub use error::{ApiError, ApiResult};
 pub(crate) use extract::{
     bearer, blocking, content_disposition, cookie_token, find_record, record_of, serve_blob,
 };
-pub use extract::{AppState, AuthUser, MlAuth, COOKIE, ML_PERMISSION};
+pub use extract::{AdminUser, AppState, AuthUser, MlAuth, COOKIE, ML_PERMISSION};
 
 use axum::http::header;
 use axum::http::HeaderValue;
@@ -41,6 +42,7 @@ pub fn router(node: AppState) -> Router {
     let api = Router::new()
         .merge(server::routes())
         .merge(auth::routes())
+        .merge(users::routes())
         .merge(assets::routes())
         .merge(library::routes())
         .merge(people::routes())

@@ -13,7 +13,12 @@ use tessera_sync_node::{http as api, Node, NodeConfig};
 
 use crate::http::{app, call, App};
 
-fn req(method: &str, path: &str, auth: Option<(&str, &str)>, body: Option<Value>) -> Request<Body> {
+pub(crate) fn req(
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    body: Option<Value>,
+) -> Request<Body> {
     let mut r = Request::builder().method(method).uri(path);
     if let Some((h, v)) = auth {
         r = r.header(h, v);
@@ -519,7 +524,7 @@ async fn credentials_can_be_scoped_listed_and_revoked() {
     assert!(b["message"].as_str().unwrap().contains("try again"));
 }
 
-fn multipart_upload(auth: (&str, &str), name: &str, bytes: &[u8]) -> Request<Body> {
+pub(crate) fn multipart_upload(auth: (&str, &str), name: &str, bytes: &[u8]) -> Request<Body> {
     let boundary = "tesseraTestBoundary";
     let mut body = Vec::new();
     body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"fileCreatedAt\"\r\n\r\n2021-03-04T05:06:07.000Z\r\n").as_bytes());

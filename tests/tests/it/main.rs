@@ -4,6 +4,7 @@
 mod access;
 mod crash;
 mod e2e;
+mod household;
 mod http;
 mod immich_cli;
 mod library;
