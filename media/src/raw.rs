@@ -209,11 +209,24 @@ fn ifd_entries_fit(tiff: &[u8], first: usize, le: bool) -> bool {
             if unit * u64::from(count) > tiff.len() as u64 {
                 return false;
             }
-            // EXIF, GPS and sub-IFDs are directories too.
-            if (matches!(tag, 0x8769 | 0x8825 | 0x014a) && typ == 4) || typ == 13 {
-                if let Some(o) = u32_at(e + 8) {
-                    todo.push(o as usize);
+            // EXIF, GPS and sub-IFDs are directories too (rawler follows those tags whatever
+            // type they claim); several sub-IFDs are a list of offsets.
+            if matches!(tag, 0x8769 | 0x8825 | 0x014a) || typ == 13 {
+                // A directory pointer of another type is never written by a camera; rawler
+                // would still follow it, reading the offset its own way.
+                if !matches!(typ, 4 | 13) {
+                    return false;
                 }
+                let offsets = if count <= 1 {
+                    u32_at(e + 8).map(|o| vec![o])
+                } else {
+                    u32_at(e + 8).map(|at| {
+                        (0..count.min(16) as usize)
+                            .filter_map(|k| u32_at(at as usize + 4 * k))
+                            .collect()
+                    })
+                };
+                todo.extend(offsets.unwrap_or_default().into_iter().map(|o| o as usize));
             }
         }
         if let Some(next) = u32_at(ifd + 2 + n.min(1024) as usize * 12) {
@@ -369,14 +382,20 @@ fn convert(md: &RawMetadata, dims: Option<(u32, u32)>) -> Metadata {
 mod tests {
     use super::*;
 
-    /// Found by `cargo xtask fuzz exif`: 482 bytes of MRW whose TIFF entry claims 4 GiB, which
-    /// rawler 0.8 would allocate. Refused before rawler sees it.
+    /// Found by `cargo xtask fuzz exif`: 482 bytes of MRW, and a TIFF whose EXIF pointer has an
+    /// odd type, with a directory entry claiming 4 GiB that rawler 0.8 would allocate. Both
+    /// are refused before rawler sees them.
     #[test]
     fn a_tiff_entry_larger_than_the_file_is_refused_before_rawler() {
-        let crafted = include_bytes!("../../fuzz/corpus/exif/mrw-4gib-entry");
-        let err = sane_for_rawler(crafted).unwrap_err();
-        assert!(err.to_string().contains("claims more bytes"), "{err}");
-        assert!(raw_metadata(crafted).is_none());
+        for crafted in [
+            &include_bytes!("../../fuzz/corpus/exif/mrw-4gib-entry")[..],
+            &include_bytes!("../../fuzz/corpus/exif/tiff-exif-pointer-odd-type")[..],
+            &include_bytes!("../../fuzz/corpus/exif/tiff-exif-pointer-odd-type-2")[..],
+        ] {
+            let err = sane_for_rawler(crafted).unwrap_err();
+            assert!(err.to_string().contains("claims more bytes"), "{err}");
+            assert!(raw_metadata(crafted).is_none());
+        }
         // Real RAW files pass the check.
         let Some(dir) = std::env::var_os("TESSERA_CORPUS").map(std::path::PathBuf::from) else {
             assert!(std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none());
