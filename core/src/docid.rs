@@ -18,6 +18,15 @@ pub enum DocIdError {
 pub struct DocId(String);
 
 const HOUSEHOLD: &str = "n/household";
+const ALBUM_PREFIX: &str = "a/";
+
+/// An album id: 32 lowercase hex digits (random, made by whoever creates the album).
+pub fn valid_album_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 fn valid_user(u: &str) -> bool {
     !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -63,6 +72,17 @@ impl DocId {
         Self(HOUSEHOLD.to_owned())
     }
 
+    /// An album (`a/<id>`): its own document, shared by its owner and members (see
+    /// [`crate::album`]); it belongs to no single user's catalogue.
+    pub fn album(id: &str) -> Result<Self, DocIdError> {
+        Self::parse(&format!("{ALBUM_PREFIX}{id}"))
+    }
+
+    /// The album id of an album document.
+    pub fn album_id(&self) -> Option<&str> {
+        self.0.strip_prefix(ALBUM_PREFIX)
+    }
+
     /// Whether this is a node-only document (see [`DocId::household`]).
     pub fn is_household(&self) -> bool {
         self.0 == HOUSEHOLD
@@ -74,6 +94,13 @@ impl DocId {
             return Ok(Self::household());
         }
         let bad = || DocIdError::Invalid(s.chars().take(100).collect());
+        if let Some(id) = s.strip_prefix(ALBUM_PREFIX) {
+            return if valid_album_id(id) {
+                Ok(Self(s.to_owned()))
+            } else {
+                Err(bad())
+            };
+        }
         let rest = s.strip_prefix("u/").ok_or_else(bad)?;
         let (user, tail) = rest.split_once('/').ok_or_else(bad)?;
         if !valid_user(user) {
@@ -94,7 +121,7 @@ impl DocId {
     /// The user this document belongs to (empty for the household document, so it never
     /// matches a user).
     pub fn user(&self) -> &str {
-        if self.is_household() {
+        if self.is_household() || self.album_id().is_some() {
             return "";
         }
         self.0[2..].split('/').next().unwrap_or_default()
@@ -107,7 +134,7 @@ impl DocId {
 
     /// What follows `u/<user>/`.
     fn tail(&self) -> &str {
-        if self.is_household() {
+        if self.is_household() || self.album_id().is_some() {
             return "";
         }
         self.0[2..]

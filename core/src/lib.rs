@@ -3,6 +3,7 @@
 //! Architecture invariant: this crate does no IO (no files, sockets, clocks or randomness of its
 //! own) and compiles for `wasm32-unknown-unknown` as well as natively. Callers move bytes.
 
+pub mod album;
 pub mod docid;
 pub mod dupes;
 pub mod library;
@@ -12,6 +13,7 @@ pub mod record;
 pub mod sync;
 pub mod wire;
 
+pub use album::{AlbumRole, AlbumView};
 pub use docid::{DocId, DocIdError};
 pub use library::{Library, LibraryError, ShardSummary};
 pub use record::AssetRecord;

@@ -249,24 +249,48 @@ impl BlobStore {
     /// that replication does not bring it back from a peer that has not purged it yet.
     /// Returns the bytes freed.
     pub fn remove(&self, kind: BlobKind, hash: &str) -> Result<u64, BlobError> {
-        let p = self.path(kind, hash)?;
-        let size = match fs::metadata(&p) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(BlobError::Io { path: p, source: e }),
-        };
-        self.deleted
-            .insert(hash.as_bytes(), crate::now_rfc3339().as_bytes())?;
-        if size > 0 {
-            fs::remove_file(&p).map_err(io(&p))?;
-            if let Some(dir) = p.parent() {
-                sync_dir(dir)?;
+        self.remove_all(&[(kind, hash.to_owned())])
+    }
+
+    /// Removes many blobs: tombstones and index entries first, made durable once, then the
+    /// files. A crash in between leaves files the index does not list (harmless; fsck finds
+    /// them), never an index entry whose file is gone (found by the purge crash test) or a
+    /// purged hash without its tombstone. Returns the bytes freed.
+    pub fn remove_all(&self, blobs: &[(BlobKind, String)]) -> Result<u64, BlobError> {
+        let now = crate::now_rfc3339();
+        let mut files = Vec::new();
+        for (kind, hash) in blobs {
+            let p = self.path(*kind, hash)?;
+            let size = match fs::metadata(&p) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(BlobError::Io { path: p, source: e }),
+            };
+            self.deleted.insert(hash.as_bytes(), now.as_bytes())?;
+            if self.entry(hash)?.is_some_and(|e| e.kind == *kind) {
+                self.index.remove(hash.as_bytes())?;
+            }
+            if size > 0 {
+                files.push((p, size));
             }
         }
-        if self.entry(hash)?.is_some_and(|e| e.kind == kind) {
-            self.index.remove(hash.as_bytes())?;
+        if blobs.is_empty() {
+            return Ok(0);
         }
-        Ok(size)
+        self.index.flush()?;
+        let mut freed = 0;
+        let mut dirs = std::collections::BTreeSet::new();
+        for (p, size) in files {
+            fs::remove_file(&p).map_err(io(&p))?;
+            freed += size;
+            if let Some(dir) = p.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        Ok(freed)
     }
 
     /// Clears a tombstone (the hash is in use again).

@@ -208,9 +208,13 @@ impl Catalog {
             .entry((user.to_owned(), env.peer.clone()))
             .or_default();
         let mut lib = self.lock()?;
-        session.receive(&mut lib, env.docs, |d| d.user() == user)?;
+        // The one access decision (the user's own documents, albums by role), taken before
+        // the message changes anything.
+        let view = lib.access_view(user);
+        session.receive(&mut lib, env.docs, |d| view.access(d))?;
         self.persist(&mut lib)?;
-        let ids: Vec<DocId> = lib.ids().filter(|d| d.user() == user).cloned().collect();
+        let view = lib.access_view(user);
+        let ids: Vec<DocId> = lib.ids().filter(|d| view.covers(d)).cloned().collect();
         let out = session.generate(&mut lib, &ids);
         Ok(SyncEnvelope::new("node", out).encode())
     }

@@ -105,13 +105,12 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
     }
     let _purging = node.purging();
     let in_use = live_blobs(node)?;
-    for (kind, hash) in purged {
-        if in_use.contains(&(kind, hash.clone())) {
-            continue;
-        }
-        if let Err(e) = node.blobs.remove(kind, &hash) {
-            tracing::error!(%hash, "cannot delete a purged blob: {e}");
-        }
+    let unused: Vec<(BlobKind, String)> = purged
+        .into_iter()
+        .filter(|(kind, hash)| !in_use.contains(&(*kind, hash.clone())))
+        .collect();
+    if let Err(e) = node.blobs.remove_all(&unused) {
+        tracing::error!("cannot delete purged blobs: {e}");
     }
     Ok(changed)
 }
@@ -241,20 +240,22 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
     });
     let _purging = pending.then(|| node.purging());
     let in_use = if pending { live_blobs(node)? } else { in_use };
+    let mut remove = Vec::new();
     for r in records.iter().filter(|r| r.is_purged()) {
         for (kind, hash) in blob_refs(r) {
             if in_use.contains(&(kind, hash.clone())) {
                 continue;
             }
             if node.blobs.exists(kind, &hash) {
-                node.blobs.remove(kind, &hash)?;
                 deleted += 1;
+                remove.push((kind, hash));
             } else if !node.blobs.is_deleted(&hash) {
                 // Not here yet: make sure replication never fetches it.
-                node.blobs.remove(kind, &hash)?;
+                remove.push((kind, hash));
             }
         }
     }
+    node.blobs.remove_all(&remove)?;
     Ok((purged, deleted))
 }
 

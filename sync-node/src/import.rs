@@ -357,26 +357,32 @@ pub fn run(
     Ok(report)
 }
 
-/// Records album membership in the owner's root document: `album/<name>` holds the album,
-/// `albumasset/<name>/<asset>` each member (an album is found by its name).
+/// Puts `ids` (the owner's assets) in the owner's album called `name`, creating it if the
+/// owner has no album of that name yet (what Immich's CLI does with `--album-name`).
 pub fn add_to_album(node: &Node, owner: &str, name: &str, ids: &[String]) -> Result<(), NodeError> {
-    let root = tessera_core::DocId::root(owner).map_err(|e| NodeError::Corrupt(e.to_string()))?;
     let now = crate::now_rfc3339();
-    let field = |k: &str, v: &str| {
-        let mut m = serde_json::Map::new();
-        m.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
-        m
-    };
-    let mut items: Vec<(String, serde_json::Map<String, serde_json::Value>)> =
-        vec![(format!("album/{name}"), field("name", name))];
-    let unique: BTreeMap<&String, ()> = ids.iter().map(|i| (i, ())).collect();
-    items.extend(
-        unique
-            .into_keys()
-            .map(|id| (format!("albumasset/{name}/{id}"), field("added_at", &now))),
-    );
     let mut lib = node.catalog.lock()?;
-    lib.merge_entries(&root, &items)
+    let existing = lib
+        .albums_of(owner)
+        .map_err(crate::catalog::CatalogError::from)?
+        .into_iter()
+        .find(|a| a.owner == owner && a.name == name);
+    let doc = match existing {
+        Some(a) => {
+            tessera_core::DocId::album(&a.id).map_err(|e| NodeError::Corrupt(e.to_string()))?
+        }
+        None => {
+            let id = crate::random_hex(16).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+            lib.create_album(&id, owner, name, "", &now)
+                .map_err(crate::catalog::CatalogError::from)?
+        }
+    };
+    let unique: BTreeMap<&String, ()> = ids.iter().map(|i| (i, ())).collect();
+    let items: Vec<(String, String)> = unique
+        .into_keys()
+        .map(|id| (id.clone(), owner.to_owned()))
+        .collect();
+    lib.add_album_items(&doc, &items, owner, &now)
         .map_err(crate::catalog::CatalogError::from)?;
     node.catalog.persist(&mut lib)?;
     Ok(())

@@ -106,7 +106,7 @@ async fn bulk_upload_check(
         };
         let known = node
             .by_sha1(&u.id, &hex)?
-            .and_then(|asset| find_record(&node, &u, &asset).ok());
+            .and_then(|asset| find_own_record(&node, &u, &asset).ok());
         results.push(match known {
             Some(r) => json!({"id": item.id, "action": "reject", "reason": "duplicate", "assetId": r.id, "isTrashed": r.is_trashed()}),
             None => json!({"id": item.id, "action": "accept"}),

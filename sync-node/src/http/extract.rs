@@ -152,7 +152,19 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
+/// The one lookup of an asset a user may see: their own, or one in an album they own or are a
+/// member of (another member's photo). Anything else is "not found", never "forbidden", so ids
+/// of other people's photos cannot be probed.
 pub(crate) fn find_record(node: &Node, user: &User, id: &str) -> ApiResult<AssetRecord> {
+    lookup(node, user, id, true)
+}
+
+/// [`find_record`] limited to the user's own library (what "do I have this photo" asks).
+pub(crate) fn find_own_record(node: &Node, user: &User, id: &str) -> ApiResult<AssetRecord> {
+    lookup(node, user, id, false)
+}
+
+fn lookup(node: &Node, user: &User, id: &str, shared: bool) -> ApiResult<AssetRecord> {
     let missing = || {
         ApiError::not_found(format!(
             "Asset not found: {}",
@@ -162,7 +174,17 @@ pub(crate) fn find_record(node: &Node, user: &User, id: &str) -> ApiResult<Asset
     if !valid_hash(id) {
         return Err(missing());
     }
-    let loc = node.location_of(&user.id, id)?.ok_or_else(missing)?;
+    let owner = match node.location_of(&user.id, id)? {
+        Some(_) => user.id.clone(),
+        None if !shared => return Err(missing()),
+        None => node
+            .catalog
+            .lock()?
+            .shared_asset_owner(&user.id, id)
+            .map_err(CatalogError::from)?
+            .ok_or_else(missing)?,
+    };
+    let loc = node.location_of(&owner, id)?.ok_or_else(missing)?;
     let shard = DocId::shard(&loc.owner, &loc.month).map_err(ApiError::internal)?;
     node.catalog
         .lock()?

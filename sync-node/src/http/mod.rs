@@ -6,6 +6,7 @@
 //! [`access::enforce`] before its handler runs.
 
 pub mod access;
+mod albums;
 mod assets;
 mod auth;
 mod error;
@@ -21,7 +22,8 @@ mod users;
 pub use assets::asset_json;
 pub use error::{ApiError, ApiResult};
 pub(crate) use extract::{
-    bearer, blocking, content_disposition, cookie_token, find_record, record_of, serve_blob,
+    bearer, blocking, content_disposition, cookie_token, find_own_record, find_record, record_of,
+    serve_blob,
 };
 pub use extract::{AdminUser, AppState, AuthUser, MlAuth, COOKIE, ML_PERMISSION};
 
@@ -43,6 +45,7 @@ pub fn router(node: AppState) -> Router {
         .merge(server::routes())
         .merge(auth::routes())
         .merge(users::routes())
+        .merge(albums::routes())
         .merge(assets::routes())
         .merge(library::routes())
         .merge(people::routes())

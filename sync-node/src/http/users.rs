@@ -28,7 +28,7 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// Immich's `UserResponseDto`: what any member may see of another.
-fn user_brief(u: &User) -> Value {
+pub(crate) fn user_brief(u: &User) -> Value {
     json!({
         "id": u.id, "email": u.email, "name": u.name, "profileImagePath": "",
         "avatarColor": u.avatar_color.as_deref().unwrap_or("primary"),

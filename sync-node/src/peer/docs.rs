@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::node::{AssetLocation, Node};
+use tessera_core::album::AccessView;
 
 impl Peer {
     pub(super) async fn accept_docs(
@@ -235,12 +236,22 @@ impl Peer {
         result
     }
 
-    /// The documents a role covers, and what it may do with each.
-    pub(super) fn access(role: &Role, id: &DocId) -> Access {
+    /// The documents a role covers, and what it may do with each: a node everything, a
+    /// device what the library's one access decision gives its user ([`AccessView`], taken
+    /// from the library before a message changes it).
+    pub(super) fn access(role: &Role, view: Option<&AccessView>, id: &DocId) -> Access {
+        match (role, view) {
+            (Role::Node, _) => Access::Write,
+            (Role::Device { .. }, Some(v)) => v.access(id),
+            (Role::Device { .. }, None) => Access::None,
+        }
+    }
+
+    /// The access view of a device's user (`None` for a node).
+    pub(super) fn view(role: &Role, lib: &tessera_core::Library) -> Option<AccessView> {
         match role {
-            Role::Node => Access::Write,
-            Role::Device { user } if id.user() == user.as_str() => Access::Write,
-            Role::Device { .. } => Access::None,
+            Role::Device { user } => Some(lib.access_view(user)),
+            Role::Node => None,
         }
     }
 
@@ -254,9 +265,10 @@ impl Peer {
         let mut s = sync.take().unwrap_or_default();
         let (s, out) = tokio::task::spawn_blocking(move || {
             let out = node.catalog.lock().map(|mut lib| {
+                let view = Self::view(&role, &lib);
                 let ids: Vec<DocId> = lib
                     .ids()
-                    .filter(|d| Self::access(&role, d) != Access::None)
+                    .filter(|d| Self::access(&role, view.as_ref(), d) != Access::None)
                     .cloned()
                     .collect();
                 s.generate(&mut lib, &ids)
@@ -322,8 +334,9 @@ fn apply(
     } else {
         BTreeMap::new()
     };
+    let view = Peer::view(role, &lib);
     let changed = sync
-        .receive(&mut lib, env.docs, |d| Peer::access(role, d))
+        .receive(&mut lib, env.docs, |d| Peer::access(role, view.as_ref(), d))
         .map_err(proto)?;
     let mut revoked = Vec::new();
     if *role == Role::Node && changed.contains(&household) {

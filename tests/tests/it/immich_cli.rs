@@ -69,9 +69,21 @@ fn immich_cli_uploads_and_dedupes() {
         &node_bin,
         &cli,
         &config,
-        &["upload", "--recursive", photos.to_str().unwrap()],
+        &[
+            "upload",
+            "--recursive",
+            "--album-name",
+            "Camera roll",
+            photos.to_str().unwrap(),
+        ],
     );
     assert!(out.contains("Successfully uploaded 3 new assets"), "{out}");
+    assert!(out.contains("Successfully created 1 new album"), "{out}");
+    // The CLI's album is a Tessera album with the three photos.
+    let (code, albums) = api.get_json("/api/albums").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(albums[0]["albumName"], "Camera roll", "{albums}");
+    assert_eq!(albums[0]["assetCount"], 3, "{albums}");
     for n in names {
         let bytes = std::fs::read(photos.join(n)).unwrap();
         let id = blake3::hash(&bytes).to_hex().to_string();

@@ -2,6 +2,7 @@
 //! processes on loopback, and crash tests.
 
 mod access;
+mod albums;
 mod crash;
 mod e2e;
 mod household;

@@ -1,0 +1,465 @@
+//! Albums: each album is its own document (`a/<id>`), so that its owner and every member's
+//! devices can sync it without seeing anything else of each other's catalogues.
+//!
+//! Entries (root-level maps, written with [`Library::merge_entries`]):
+//! - `meta`: `name`, `description`, `owner` (user id), `created_at`, `updated_at`, `cover`
+//!   (asset id), `order` (`asc` | `desc`), `activity` (comments and likes enabled);
+//! - `m/<user>`: a member: `role` (`editor` | `viewer`), `added_at`;
+//! - `x/<asset>`: an asset in the album: `owner` (whose library holds it), `added_by`,
+//!   `added_at`.
+//!
+//! [`Library::album_role`] and [`Library::access_for`] are the one place that decides who may
+//! read or write which document; the HTTP layer and the iroh protocols both ask them.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value as Json};
+
+use crate::library::Fields;
+use crate::sync::Access;
+use crate::{DocId, Library, LibraryError};
+
+const META: &str = "meta";
+const MEMBER: &str = "m/";
+const ASSET: &str = "x/";
+
+/// What a user is to an album.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AlbumRole {
+    Viewer,
+    Editor,
+    Owner,
+}
+
+impl AlbumRole {
+    /// Immich's name for a member's role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlbumRole::Viewer => "viewer",
+            AlbumRole::Editor => "editor",
+            AlbumRole::Owner => "owner",
+        }
+    }
+
+    /// A member's role from its name (`owner` is not a member role).
+    pub fn member(s: &str) -> Option<Self> {
+        match s {
+            "viewer" => Some(AlbumRole::Viewer),
+            "editor" => Some(AlbumRole::Editor),
+            _ => None,
+        }
+    }
+}
+
+/// An asset in an album.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlbumItem {
+    pub asset: String,
+    /// The user whose library holds the asset (an editor's own photo stays theirs).
+    pub owner: String,
+    pub added_by: String,
+    pub added_at: String,
+}
+
+/// An album as read from its document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlbumView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub owner: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub cover: Option<String>,
+    pub order: String,
+    pub activity: bool,
+    /// Members other than the owner, with their roles.
+    pub members: BTreeMap<String, AlbumRole>,
+    pub items: Vec<AlbumItem>,
+    /// Deleted by its owner: listed nowhere and grants no access to photos, but still synced
+    /// to its members' devices so that they drop it too.
+    pub deleted: bool,
+}
+
+impl AlbumView {
+    /// What `user` is to this album, if anything.
+    pub fn role_of(&self, user: &str) -> Option<AlbumRole> {
+        if self.owner == user {
+            Some(AlbumRole::Owner)
+        } else {
+            self.members.get(user).copied()
+        }
+    }
+}
+
+fn s(f: &Fields, k: &str) -> String {
+    f.get(k)
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn obj(v: Json) -> Fields {
+    match v {
+        Json::Object(m) => m,
+        _ => Fields::new(),
+    }
+}
+
+impl Library {
+    /// Creates an album document owned by `owner` (`id`: 32 random hex digits chosen by the
+    /// caller; `now`: RFC 3339).
+    pub fn create_album(
+        &mut self,
+        id: &str,
+        owner: &str,
+        name: &str,
+        description: &str,
+        now: &str,
+    ) -> Result<DocId, LibraryError> {
+        let doc = DocId::album(id)?;
+        let meta = obj(json!({
+            "name": name, "description": description, "owner": owner,
+            "created_at": now, "updated_at": now, "order": "desc", "activity": true,
+        }));
+        self.merge_entries(&doc, &[(META.to_owned(), meta)])?;
+        Ok(doc)
+    }
+
+    /// An album, if its document exists, has an owner and was not deleted.
+    pub fn album(&self, doc: &DocId) -> Result<Option<AlbumView>, LibraryError> {
+        Ok(self.read_album(doc)?.filter(|a| !a.deleted))
+    }
+
+    /// An album including a deleted one.
+    fn read_album(&self, doc: &DocId) -> Result<Option<AlbumView>, LibraryError> {
+        let Some(id) = doc.album_id() else {
+            return Ok(None);
+        };
+        let Some(meta) = self.entry(doc, META)? else {
+            return Ok(None);
+        };
+        let owner = s(&meta, "owner");
+        if owner.is_empty() {
+            return Ok(None);
+        }
+        let mut members = BTreeMap::new();
+        for (k, f) in self.entries(doc, MEMBER)? {
+            let user = &k[MEMBER.len()..];
+            if let Some(role) = AlbumRole::member(&s(&f, "role")) {
+                if user != owner {
+                    members.insert(user.to_owned(), role);
+                }
+            }
+        }
+        let mut items: Vec<AlbumItem> = self
+            .entries(doc, ASSET)?
+            .into_iter()
+            .map(|(k, f)| AlbumItem {
+                asset: k[ASSET.len()..].to_owned(),
+                owner: s(&f, "owner"),
+                added_by: s(&f, "added_by"),
+                added_at: s(&f, "added_at"),
+            })
+            .collect();
+        items.sort_by(|a, b| a.added_at.cmp(&b.added_at).then(a.asset.cmp(&b.asset)));
+        Ok(Some(AlbumView {
+            id: id.to_owned(),
+            name: s(&meta, "name"),
+            description: s(&meta, "description"),
+            owner,
+            created_at: s(&meta, "created_at"),
+            updated_at: s(&meta, "updated_at"),
+            cover: meta
+                .get("cover")
+                .and_then(Json::as_str)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+            order: meta
+                .get("order")
+                .and_then(Json::as_str)
+                .unwrap_or("desc")
+                .to_owned(),
+            activity: meta.get("activity").and_then(Json::as_bool).unwrap_or(true),
+            members,
+            items,
+            deleted: meta.get("deleted").and_then(Json::as_bool) == Some(true),
+        }))
+    }
+
+    /// Every album `user` owns or is a member of, newest first.
+    pub fn albums_of(&self, user: &str) -> Result<Vec<AlbumView>, LibraryError> {
+        let docs: Vec<DocId> = self
+            .ids()
+            .filter(|d| d.album_id().is_some())
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for d in docs {
+            if let Some(a) = self.album(&d)? {
+                if a.role_of(user).is_some() {
+                    out.push(a);
+                }
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// What `user` is to the album `doc`.
+    /// A deleted album keeps its roles (its members' devices still sync the deletion).
+    pub fn album_role(&self, doc: &DocId, user: &str) -> Result<Option<AlbumRole>, LibraryError> {
+        Ok(self.read_album(doc)?.and_then(|a| a.role_of(user)))
+    }
+
+    /// Changes the album's description fields (`None`: unchanged; a `null` JSON value clears).
+    pub fn update_album_meta(
+        &mut self,
+        doc: &DocId,
+        fields: Fields,
+        now: &str,
+    ) -> Result<bool, LibraryError> {
+        let mut f = fields;
+        f.insert("updated_at".into(), Json::String(now.to_owned()));
+        // The owner is set at creation and never changes here.
+        f.remove("owner");
+        self.merge_entries(doc, &[(META.to_owned(), f)])
+    }
+
+    /// Deletes an album for everyone (a tombstone that syncs like any change; the photos in
+    /// it are untouched, they belong to their owners' libraries).
+    pub fn delete_album(&mut self, doc: &DocId, now: &str) -> Result<bool, LibraryError> {
+        let f = obj(json!({"deleted": true, "updated_at": now}));
+        self.merge_entries(doc, &[(META.to_owned(), f)])
+    }
+
+    /// Adds assets (`(asset, owner)`) to an album; returns those that were not in it yet.
+    pub fn add_album_items(
+        &mut self,
+        doc: &DocId,
+        items: &[(String, String)],
+        added_by: &str,
+        now: &str,
+    ) -> Result<Vec<String>, LibraryError> {
+        let present: std::collections::BTreeSet<String> = self
+            .entries(doc, ASSET)?
+            .into_iter()
+            .map(|(k, _)| k[ASSET.len()..].to_owned())
+            .collect();
+        let mut added = Vec::new();
+        let mut entries = Vec::new();
+        for (asset, owner) in items {
+            if present.contains(asset) || added.contains(asset) {
+                continue;
+            }
+            entries.push((
+                format!("{ASSET}{asset}"),
+                obj(json!({"owner": owner, "added_by": added_by, "added_at": now})),
+            ));
+            added.push(asset.clone());
+        }
+        if !entries.is_empty() {
+            entries.push((META.to_owned(), obj(json!({"updated_at": now}))));
+            self.merge_entries(doc, &entries)?;
+        }
+        Ok(added)
+    }
+
+    /// Removes assets from an album; returns those that were in it.
+    pub fn remove_album_items(
+        &mut self,
+        doc: &DocId,
+        assets: &[String],
+        now: &str,
+    ) -> Result<Vec<String>, LibraryError> {
+        let mut removed = Vec::new();
+        for a in assets {
+            if self.entry(doc, &format!("{ASSET}{a}"))?.is_some() && !removed.contains(a) {
+                removed.push(a.clone());
+            }
+        }
+        if !removed.is_empty() {
+            let keys: Vec<String> = removed.iter().map(|a| format!("{ASSET}{a}")).collect();
+            self.remove_entries(doc, &keys)?;
+            self.merge_entries(doc, &[(META.to_owned(), obj(json!({"updated_at": now})))])?;
+        }
+        Ok(removed)
+    }
+
+    /// Adds a member or changes their role.
+    pub fn set_album_member(
+        &mut self,
+        doc: &DocId,
+        user: &str,
+        role: AlbumRole,
+        now: &str,
+    ) -> Result<bool, LibraryError> {
+        let f = obj(json!({"role": role.as_str(), "added_at": now}));
+        self.merge_entries(doc, &[(format!("{MEMBER}{user}"), f)])
+    }
+
+    /// Removes a member.
+    pub fn remove_album_member(&mut self, doc: &DocId, user: &str) -> Result<bool, LibraryError> {
+        self.remove_entries(doc, &[format!("{MEMBER}{user}")])
+    }
+
+    /// The owner of `asset` if `user` may see it through an album they own or are a member of
+    /// (another member's photo added to a shared album).
+    pub fn shared_asset_owner(
+        &self,
+        user: &str,
+        asset: &str,
+    ) -> Result<Option<String>, LibraryError> {
+        for a in self.albums_of(user)? {
+            if let Some(i) = a.items.iter().find(|i| i.asset == asset) {
+                if !i.owner.is_empty() {
+                    return Ok(Some(i.owner.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// What a user's device may do with a document, over any transport: their own catalogue
+    /// documents are theirs to write; an album they own is theirs to write; an album they are
+    /// a member of is read-only on their devices (editors add photos through the node, which
+    /// checks the role); anything else (other users, the household) is closed.
+    pub fn access_for(&self, user: &str, doc: &DocId) -> Access {
+        if doc.is_household() {
+            return Access::None;
+        }
+        if doc.album_id().is_some() {
+            return match self.album_role(doc, user) {
+                Ok(Some(AlbumRole::Owner)) => Access::Write,
+                Ok(Some(_)) => Access::Read,
+                _ => Access::None,
+            };
+        }
+        if !user.is_empty() && doc.user() == user {
+            Access::Write
+        } else {
+            Access::None
+        }
+    }
+
+    /// [`Library::access_for`] for every document, computed once (to decide while the library
+    /// is being changed by a sync message).
+    pub fn access_view(&self, user: &str) -> AccessView {
+        let albums = self
+            .ids()
+            .filter(|d| d.album_id().is_some())
+            .map(|d| (d.clone(), self.access_for(user, d)))
+            .collect();
+        AccessView {
+            user: user.to_owned(),
+            albums,
+        }
+    }
+}
+
+/// A snapshot of what one user's devices may do (see [`Library::access_view`]).
+#[derive(Debug, Clone)]
+pub struct AccessView {
+    user: String,
+    albums: BTreeMap<DocId, Access>,
+}
+
+impl AccessView {
+    pub fn access(&self, doc: &DocId) -> Access {
+        if doc.is_household() {
+            Access::None
+        } else if doc.album_id().is_some() {
+            // An album not known yet is closed: albums are created through the node.
+            self.albums.get(doc).copied().unwrap_or(Access::None)
+        } else if doc.user() == self.user {
+            Access::Write
+        } else {
+            Access::None
+        }
+    }
+
+    /// The documents this user's devices sync.
+    pub fn covers(&self, doc: &DocId) -> bool {
+        self.access(doc) != Access::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn roles_decide_access_and_items_keep_their_owner() {
+        let mut lib = Library::new(&[1; 16]);
+        let doc = lib
+            .create_album(A, "mum", "Holiday", "", "2024-01-01T00:00:00Z")
+            .unwrap();
+        lib.set_album_member(&doc, "kid", AlbumRole::Editor, "t")
+            .unwrap();
+        lib.set_album_member(&doc, "gran", AlbumRole::Viewer, "t")
+            .unwrap();
+        let added = lib
+            .add_album_items(
+                &doc,
+                &[("p1".into(), "mum".into()), ("p2".into(), "kid".into())],
+                "kid",
+                "t2",
+            )
+            .unwrap();
+        assert_eq!(added, ["p1", "p2"]);
+        // Adding again adds nothing.
+        assert!(lib
+            .add_album_items(&doc, &[("p1".into(), "mum".into())], "mum", "t3")
+            .unwrap()
+            .is_empty());
+        let a = lib.album(&doc).unwrap().unwrap();
+        assert_eq!(
+            (a.name.as_str(), a.owner.as_str(), a.items.len()),
+            ("Holiday", "mum", 2)
+        );
+        assert_eq!(lib.access_for("mum", &doc), Access::Write);
+        assert_eq!(lib.access_for("kid", &doc), Access::Read);
+        assert_eq!(lib.access_for("gran", &doc), Access::Read);
+        assert_eq!(lib.access_for("stranger", &doc), Access::None);
+        assert_eq!(lib.access_for("mum", &DocId::household()), Access::None);
+        assert_eq!(
+            lib.access_for("kid", &DocId::root("mum").unwrap()),
+            Access::None
+        );
+        assert_eq!(
+            lib.shared_asset_owner("gran", "p2").unwrap().as_deref(),
+            Some("kid")
+        );
+        assert_eq!(lib.shared_asset_owner("stranger", "p2").unwrap(), None);
+        assert_eq!(lib.albums_of("gran").unwrap().len(), 1);
+        // A removed member loses everything at once.
+        lib.remove_album_member(&doc, "gran").unwrap();
+        assert_eq!(lib.access_for("gran", &doc), Access::None);
+        assert_eq!(lib.shared_asset_owner("gran", "p2").unwrap(), None);
+        let view = lib.access_view("kid");
+        assert!(view.covers(&doc));
+        assert!(!lib.access_view("gran").covers(&doc));
+        let removed = lib
+            .remove_album_items(&doc, &["p1".into(), "nope".into()], "t4")
+            .unwrap();
+        assert_eq!(removed, ["p1"]);
+        lib.delete_album(&doc, "t5").unwrap();
+        assert!(lib.album(&doc).unwrap().is_none());
+        // The owner's devices still sync the deletion; the album shows nowhere.
+        assert_eq!(lib.access_for("mum", &doc), Access::Write);
+        assert_eq!(lib.shared_asset_owner("kid", "p2").unwrap(), None);
+        assert!(lib.albums_of("mum").unwrap().is_empty());
+    }
+
+    #[test]
+    fn album_ids_are_validated() {
+        assert!(DocId::album(A).is_ok());
+        assert!(DocId::album("../x").is_err());
+        assert!(DocId::parse("a/ABCDEF0123456789abcdef0123456789").is_err());
+        let d = DocId::album(A).unwrap();
+        assert_eq!(d.user(), "");
+        assert_eq!(DocId::from_file_stem(&d.file_stem()).unwrap(), d);
+    }
+}
