@@ -5,6 +5,7 @@
 //! Architecture invariant: the UI renders from the local `Library` only, never from HTTP
 //! responses directly, so it works the same offline.
 
+mod albums;
 mod db;
 mod dupes;
 mod layout;
@@ -53,6 +54,8 @@ struct Ui {
     view: RwSignal<View>,
     /// Bumped whenever the view's items (`timeline::VIEW`) change.
     ver: RwSignal<u64>,
+    /// Bumped whenever an album document changes.
+    albums_ver: RwSignal<u64>,
     /// Items in the current view.
     count: RwSignal<usize>,
     /// Multi-selection (asset ids).
@@ -95,6 +98,8 @@ thread_local! {
     /// Each shard's records, keyed by month, with the document heads they were read at.
     static SHARDS: RefCell<BTreeMap<String, ShardCache>> = const { RefCell::new(BTreeMap::new()) };
     static OBSERVER: RefCell<Option<web_sys::IntersectionObserver>> = const { RefCell::new(None) };
+    /// The heads of every album document when the Albums page last read them.
+    static ALBUM_SIG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     static CORE: RefCell<Core> = RefCell::new(Core {
         db: None,
         lib: Library::new(&session::device().actor),
@@ -138,13 +143,27 @@ fn refresh(ui: Ui) {
 fn refresh_view(ui: Ui, force: bool) {
     let Some(user) = user_id() else { return };
     let view = ui.view.get_untracked();
-    let (items, ml, trash_days) = CORE.with(|c| {
+    let (items, ml, trash_days, albums_changed) = CORE.with(|c| {
         let mut c = c.borrow_mut();
         let ml = (
             c.lib.ml_progress(&user).unwrap_or_default(),
             c.lib.people_with_faces(&user).unwrap_or_default(),
         );
         let trash_days = c.lib.trash_days(&user);
+        // Albums: a signature of every album document's heads, to re-render the Albums page.
+        let album_docs: Vec<DocId> = c
+            .lib
+            .ids()
+            .filter(|d| d.album_id().is_some())
+            .cloned()
+            .collect();
+        let album_sig: Vec<String> = album_docs.iter().flat_map(|d| c.lib.heads(d)).collect();
+        let albums_changed = ALBUM_SIG.with(|s| {
+            let mut s = s.borrow_mut();
+            let changed = *s != album_sig;
+            *s = album_sig;
+            changed
+        });
         let shards = c.lib.shards(&user).unwrap_or_default();
         let items = SHARDS.with(|cache| {
             let mut cache = cache.borrow_mut();
@@ -172,8 +191,11 @@ fn refresh_view(ui: Ui, force: bool) {
                     .collect::<Vec<_>>()
             })
         });
-        (items, ml, trash_days)
+        (items, ml, trash_days, albums_changed)
     });
+    if albums_changed {
+        ui.albums_ver.update(|v| *v += 1);
+    }
     if ui.trash_days.get_untracked() != trash_days {
         ui.trash_days.set(trash_days);
     }
@@ -293,7 +315,7 @@ async fn save_docs() {
 }
 
 /// Sync rounds with the node until neither side has anything to say.
-async fn sync_now(ui: Ui) {
+pub(crate) async fn sync_now(ui: Ui) {
     let Some(user) = user_id() else { return };
     if p2p::connected() {
         // Live over iroh: changes are pushed as they happen.
@@ -328,7 +350,9 @@ async fn sync_now(ui: Ui) {
                 let res = CORE.with(|c| {
                     let mut c = c.borrow_mut();
                     let c = &mut *c;
-                    c.sync.receive(&mut c.lib, down.docs, |d| d.user() == user)
+                    c.sync.receive(&mut c.lib, down.docs, |d| {
+                        d.user() == user || d.album_id().is_some()
+                    })
                 });
                 if let Err(e) = res {
                     ui.error.set(Some(format!("sync: {e}")));
@@ -587,10 +611,20 @@ async fn login(ui: Ui, email: String, password: String) {
                 email: r["userEmail"].as_str().unwrap_or_default().to_owned(),
                 name: r["name"].as_str().unwrap_or_default().to_owned(),
                 token: r["accessToken"].as_str().unwrap_or_default().to_owned(),
+                is_admin: r["isAdmin"].as_bool().unwrap_or(false),
             };
             session::save(&s);
             ui.error.set(None);
+            let must_change = r["shouldChangePassword"].as_bool().unwrap_or(false);
             enter_timeline(ui, s).await;
+            if must_change {
+                // An admin set this password: ask for the member's own at once.
+                ui.household.set(true);
+                ui.error.set(Some(
+                    "Your password was set by an admin: choose your own below (Change password)."
+                        .into(),
+                ));
+            }
             sync_now(ui).await;
             drain_outbox(ui).await;
         }
@@ -786,6 +820,7 @@ fn App() -> impl IntoView {
         screen: RwSignal::new(Screen::Loading),
         view: RwSignal::new(View::Photos),
         ver: RwSignal::new(0),
+        albums_ver: RwSignal::new(0),
         count: RwSignal::new(0),
         selected: RwSignal::new(HashSet::new()),
         trash_days: RwSignal::new(30),
@@ -1016,6 +1051,8 @@ fn SelectionBar(ui: Ui) -> impl IntoView {
         }
     };
     let trash = move || ui.view.get() == View::Trash;
+    let album_name = RwSignal::new(String::new());
+    let naming = RwSignal::new(false);
     view! {
         <Show when=move || ui.selected.with(|s| !s.is_empty())>
             <div id="selection-bar" class="selection-bar">
@@ -1029,6 +1066,32 @@ fn SelectionBar(ui: Ui) -> impl IntoView {
                         spawn_local(delete_permanently(ui, Some(ids)));
                     }>"Delete permanently"</button>
                 }>
+                    <Show when=move || naming.get() fallback=move || view! {
+                        <button id="sel-album" class="button secondary" on:click=move |_| naming.set(true)>"Add to album"</button>
+                    }>
+                        <form class="album-form" on:submit=move |ev| {
+                            ev.prevent_default();
+                            let ids: Vec<String> = timeline::selected_in_order(ui).into_iter().map(|r| r.id).collect();
+                            let name = album_name.get_untracked();
+                            spawn_local(async move {
+                                match albums::add_to_album(ui, name, ids).await {
+                                    Ok(_) => {
+                                        naming.set(false);
+                                        album_name.set(String::new());
+                                        ui.selected.set(HashSet::new());
+                                    }
+                                    Err(m) => ui.error.set(Some(m)),
+                                }
+                            });
+                        }>
+                            <input id="album-name" placeholder="Album name" list="album-names"
+                                prop:value=move || album_name.get() on:input=move |e| album_name.set(event_target_value(&e))/>
+                            <datalist id="album-names">
+                                {move || { ui.albums_ver.get(); albums::owned_album_names() }.into_iter().map(|n| view! { <option value=n/> }).collect_view()}
+                            </datalist>
+                            <button id="album-add" class="button" type="submit">"Add"</button>
+                        </form>
+                    </Show>
                     <button id="sel-favorite" class="button secondary" on:click=act(Action::Favorite)>"♥ Favorite"</button>
                     <button id="sel-unfavorite" class="button secondary" on:click=act(Action::Unfavorite)>"♡ Unfavorite"</button>
                     {move || if ui.view.get() == View::Archive {
@@ -1055,6 +1118,10 @@ fn set_view(ui: Ui, v: View) {
     }
 }
 
+fn is_admin() -> bool {
+    CORE.with(|c| c.borrow().session.as_ref().is_some_and(|s| s.is_admin))
+}
+
 #[component]
 fn Nav(ui: Ui) -> impl IntoView {
     let item = move |v: View, id: &'static str, icon: &'static str, label: &'static str| {
@@ -1072,6 +1139,10 @@ fn Nav(ui: Ui) -> impl IntoView {
             {item(View::Archive, "nav-archive", "⬒", "Archive")}
             {item(View::Trash, "nav-trash", "✖", "Trash")}
             {item(View::Duplicates, "nav-duplicates", "❐", "Duplicates")}
+            {item(View::Albums, "nav-albums", "▤", "Albums")}
+            <Show when=is_admin>
+                {item(View::Members, "nav-members", "☺", "Members")}
+            </Show>
         </nav>
     }
 }
@@ -1102,7 +1173,7 @@ fn Timeline(ui: Ui) -> impl IntoView {
             "Archived photos are kept but hidden from Photos.",
         ),
         View::Trash => ("Trash is empty", ""),
-        View::Duplicates => ("", ""),
+        View::Duplicates | View::Albums | View::Members => ("", ""),
     };
     view! {
         <div class="shell">
@@ -1150,6 +1221,10 @@ fn Timeline(ui: Ui) -> impl IntoView {
                 </div>
                 {move || if ui.view.get() == View::Duplicates {
                     view! { <dupes::DuplicatesPage ui=ui/> }.into_any()
+                } else if ui.view.get() == View::Albums {
+                    view! { <albums::AlbumsPage ui=ui/> }.into_any()
+                } else if ui.view.get() == View::Members {
+                    view! { <albums::MembersPage/> }.into_any()
                 } else {
                     view! {
                         <Show when=move || ui.count.get() == 0>

@@ -296,7 +296,9 @@ async fn session_loop(
                     let res = CORE.with(|c| {
                         let mut c = c.borrow_mut();
                         let c = &mut *c;
-                        sync.receive(&mut c.lib, env.docs, |d| d.user() == user)
+                        sync.receive(&mut c.lib, env.docs, |d| {
+                            d.user() == user || d.album_id().is_some()
+                        })
                     });
                     match res {
                         Ok(changed) => any |= !changed.is_empty(),

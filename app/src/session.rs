@@ -11,6 +11,9 @@ pub struct Session {
     pub email: String,
     pub name: String,
     pub token: String,
+    /// Admins see the Members page (the node checks again on every call).
+    #[serde(default)]
+    pub is_admin: bool,
 }
 
 /// This browser profile's device: a peer id for sync and 16 actor bytes for automerge.

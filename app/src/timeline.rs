@@ -22,6 +22,8 @@ pub enum View {
     Archive,
     Trash,
     Duplicates,
+    Albums,
+    Members,
 }
 
 impl View {
@@ -31,7 +33,7 @@ impl View {
             View::Favorites => r.favorite == Some(true) && !r.is_trashed() && r.live_of.is_none(),
             View::Archive => r.archived == Some(true) && !r.is_trashed() && r.live_of.is_none(),
             View::Trash => r.is_trashed() && r.live_of.is_none(),
-            View::Duplicates => false,
+            View::Duplicates | View::Albums | View::Members => false,
         }
     }
 }

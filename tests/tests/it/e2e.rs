@@ -1032,3 +1032,144 @@ async fn pwa_select_archive_trash_restore() {
     );
     c.close().await.unwrap();
 }
+
+/// Albums and the admin's Members page, as a user sees them: select two photos, "Add to album",
+/// the album document syncs back and the Albums page lists it (from the local catalogue) with
+/// its thumbnails; the admin adds a member, who must choose their own password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pwa_albums_and_members() {
+    let Some(_web) = web_dir() else {
+        skip("the PWA is not built (dist/index.html missing)");
+        return;
+    };
+    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
+        skip("Debian's chromium and chromium-driver are not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let photos = write_photos(dir.path());
+    let node = tokio::task::block_in_place(|| Node::start(&data)).unwrap();
+    let (_driver, c) = browser(dir.path()).await;
+    let t = Duration::from_secs(60);
+    c.goto(&node.url).await.unwrap();
+    wait_for(&c, "the sign-up form", t, || async {
+        c.find(Locator::Css("#signup-form")).await.ok()
+    })
+    .await;
+    for (css, text) in [
+        ("#name", "Ada"),
+        ("#email", "ada@example.com"),
+        ("#password", "correct horse battery"),
+    ] {
+        c.find(Locator::Css(css))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+    click(&c, "#submit").await;
+    let three: Vec<String> = photos[..3]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    wait_for(&c, "the timeline", t, || async {
+        c.find(Locator::Css("#file-input")).await.ok()
+    })
+    .await
+    .send_keys(&three.join("\n"))
+    .await
+    .unwrap();
+    wait_for(&c, "3 tiles with real thumbnails", t, || async {
+        let (n, loaded) = tile_state(&c).await;
+        (n == 3 && loaded == 3).then_some(())
+    })
+    .await;
+    // Uploads must have reached the node before the node can put them in an album.
+    wait_for(&c, "an empty outbox", t, || async {
+        (text_of(&c, "#outbox-count").await == "0").then_some(())
+    })
+    .await;
+    let ids = view_ids(&c, "3 tiles", 3).await;
+    select_tile(&c, &ids[0], false).await;
+    select_tile(&c, &ids[1], true).await;
+    click(&c, "#sel-album").await;
+    wait_for(&c, "the album name field", t, || async {
+        c.find(Locator::Css("#album-name")).await.ok()
+    })
+    .await
+    .send_keys("Holiday")
+    .await
+    .unwrap();
+    click(&c, "#album-add").await;
+    click(&c, "#nav-albums").await;
+    let card = wait_for(&c, "the album on the Albums page", t, || async {
+        let s = text_of(&c, ".album-card").await;
+        (s.contains("Holiday") && s.contains("2 photos")).then_some(s)
+    })
+    .await;
+    assert!(!card.contains("shared"), "{card}");
+    wait_for(&c, "the album cover", t, || async {
+        let v = c
+            .execute("const i=document.querySelector('.album-card img'); return !!(i && i.src.startsWith('blob:') && i.complete && i.naturalWidth>0);", vec![])
+            .await
+            .ok()?;
+        (v == json!(true)).then_some(())
+    })
+    .await;
+    screenshot(&c, "e2e-albums.png").await;
+    click(&c, ".album-card").await;
+    wait_for(&c, "the album's two photos", t, || async {
+        let v = c
+            .execute("return [...document.querySelectorAll('.album-tile img.loaded')].filter(i=>i.complete && i.naturalWidth>0).length", vec![])
+            .await
+            .ok()?;
+        (v == json!(2)).then_some(())
+    })
+    .await;
+    assert_eq!(text_of(&c, "#album-title").await, "Holiday");
+    screenshot(&c, "e2e-album.png").await;
+
+    // The admin's Members page: add a member with a temporary password.
+    click(&c, "#nav-members").await;
+    wait_for(&c, "the members table", t, || async {
+        let s = text_of(&c, ".member-list").await;
+        s.contains("ada@example.com").then_some(())
+    })
+    .await;
+    for (css, text) in [
+        ("#member-name", "Kid"),
+        ("#member-email", "kid@example.com"),
+        ("#member-password", "temporary1"),
+        ("#member-quota", "5"),
+    ] {
+        c.find(Locator::Css(css))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+    click(&c, "#member-add").await;
+    let row = wait_for(&c, "the new member in the table", t, || async {
+        let s = text_of(&c, "tr[data-email='kid@example.com']").await;
+        (!s.is_empty()).then_some(s)
+    })
+    .await;
+    assert!(
+        row.contains("must change password") && row.contains("of 5.0 GiB"),
+        "{row}"
+    );
+    screenshot(&c, "e2e-members.png").await;
+    let url = node.url.clone();
+    let albums = tokio::task::block_in_place(|| {
+        let mut api = tessera_tests::Api::new(&url);
+        api.login("ada@example.com", "correct horse battery")
+            .unwrap();
+        api.get_json("/api/albums").unwrap().1
+    });
+    assert_eq!(albums[0]["albumName"], "Holiday", "{albums}");
+    assert_eq!(albums[0]["assetCount"], 2, "{albums}");
+    c.close().await.unwrap();
+}

@@ -1,0 +1,285 @@
+//! The Albums page (from the local catalogue: album documents sync like the rest, so the list
+//! and an album's photos show offline, with the thumbnails this browser has seen), "Add to
+//! album" for the selection, and the admin's Members page (online: accounts live on the node).
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use tessera_core::AlbumView;
+
+use crate::{load_thumb, net, user_id, Ui, CORE};
+
+/// The user's albums (owned and shared with them), from the local library.
+fn my_albums() -> Vec<AlbumView> {
+    let Some(me) = user_id() else {
+        return Vec::new();
+    };
+    CORE.with(|c| c.borrow().lib.albums_of(&me).unwrap_or_default())
+}
+
+/// Names of my own albums (suggestions for "Add to album").
+pub fn owned_album_names() -> Vec<String> {
+    let me = user_id().unwrap_or_default();
+    my_albums()
+        .into_iter()
+        .filter(|a| a.owner == me)
+        .map(|a| a.name)
+        .collect()
+}
+
+/// Puts the selection in the album called `name` (an album of mine with that name, else a new
+/// one). The node checks what I may add; the album document reaches every device by sync.
+pub async fn add_to_album(ui: Ui, name: String, ids: Vec<String>) -> Result<String, String> {
+    let name = name.trim().to_owned();
+    if name.is_empty() {
+        return Err("Give the album a name".into());
+    }
+    let me = user_id().unwrap_or_default();
+    let existing = my_albums()
+        .into_iter()
+        .find(|a| a.owner == me && a.name == name);
+    let res = match existing {
+        Some(a) => {
+            net::json(
+                "PUT",
+                &format!("/api/albums/{}/assets", a.id),
+                Some(serde_json::json!({"ids": ids})),
+            )
+            .await
+        }
+        None => {
+            net::json(
+                "POST",
+                "/api/albums",
+                Some(serde_json::json!({"albumName": name, "assetIds": ids})),
+            )
+            .await
+        }
+    };
+    match res {
+        Ok(_) => {
+            crate::sync_now(ui).await;
+            Ok(format!("Added {} to \u{201c}{name}\u{201d}", ids.len()))
+        }
+        Err(e) if e.is_offline() => Err("Albums are made on the node: you are offline".into()),
+        Err(e) => Err(e.message),
+    }
+}
+
+#[component]
+pub fn AlbumsPage(ui: Ui) -> impl IntoView {
+    let open = RwSignal::new(None::<String>);
+    let albums = move || {
+        ui.albums_ver.get();
+        my_albums()
+    };
+    view! {
+        <div class="albums" id="albums-page">
+            {move || match open.get().and_then(|id| albums().into_iter().find(|a| a.id == id)) {
+                Some(a) => view! { <AlbumDetail ui=ui album=a open=open/> }.into_any(),
+                None => {
+                    let list = albums();
+                    if list.is_empty() {
+                        view! {
+                            <div class="empty"><h2>"No albums yet"</h2>
+                                <p>"Select photos in Photos and choose \u{201c}Add to album\u{201d}."</p></div>
+                        }.into_any()
+                    } else {
+                        let me = user_id().unwrap_or_default();
+                        view! {
+                            <h2>"Albums"</h2>
+                            <div class="album-cards">
+                                {list.into_iter().map(|a| {
+                                    let cover = a.cover.clone().or_else(|| a.items.first().map(|i| i.asset.clone()));
+                                    if let Some(c) = cover.clone() { spawn_local(load_thumb(ui, c)); }
+                                    let id = a.id.clone();
+                                    let shared = if a.owner != me {
+                                        "shared with you".to_owned()
+                                    } else if a.members.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("shared with {}", a.members.len())
+                                    };
+                                    view! {
+                                        <figure class="album-card" id=format!("album-{}", a.id) on:click=move |_| open.set(Some(id.clone()))>
+                                            {move || {
+                                                let src = cover.as_ref().and_then(|c| ui.thumbs.with(|t| t.get(c).cloned())).unwrap_or_default();
+                                                view! { <img src=src alt=""/> }
+                                            }}
+                                            <figcaption>
+                                                <span class="album-name">{a.name.clone()}</span>
+                                                <span class="dim album-count">{format!("{} photo{}", a.items.len(), if a.items.len() == 1 { "" } else { "s" })}</span>
+                                                <span class="dim">{shared}</span>
+                                            </figcaption>
+                                        </figure>
+                                    }
+                                }).collect_view()}
+                            </div>
+                        }.into_any()
+                    }
+                }
+            }}
+        </div>
+    }
+}
+
+#[component]
+fn AlbumDetail(ui: Ui, album: AlbumView, open: RwSignal<Option<String>>) -> impl IntoView {
+    for i in &album.items {
+        spawn_local(load_thumb(ui, i.asset.clone()));
+    }
+    let members: Vec<String> = album
+        .members
+        .iter()
+        .map(|(u, r)| format!("{} ({})", short(u), r.as_str()))
+        .collect();
+    let items = album.items.clone();
+    view! {
+        <div class="album-detail" id="album-detail">
+            <button id="album-back" class="link" on:click=move |_| open.set(None)>"← Albums"</button>
+            <h2 id="album-title">{album.name.clone()}</h2>
+            <p class="dim">{album.description.clone()}</p>
+            <p class="dim">{format!("{} photos", album.items.len())}
+                {(!members.is_empty()).then(|| format!(" · members: {}", members.join(", ")))}</p>
+            <div class="album-grid">
+                {items.into_iter().map(|i| {
+                    let id = i.asset.clone();
+                    let data_id = id.clone();
+                    view! {
+                        <div class="album-tile" data-id=data_id>
+                            {move || {
+                                let src = ui.thumbs.with(|t| t.get(&id).cloned());
+                                match src {
+                                    Some(s) => view! { <img class="loaded" src=s alt=""/> }.into_any(),
+                                    None => view! { <div class="placeholder"></div> }.into_any(),
+                                }
+                            }}
+                        </div>
+                    }
+                }).collect_view()}
+            </div>
+        </div>
+    }
+}
+
+fn short(user: &str) -> String {
+    user.chars().take(8).collect()
+}
+
+/// The admin's page: the household's accounts.
+#[component]
+pub fn MembersPage() -> impl IntoView {
+    let users = RwSignal::new(Vec::<serde_json::Value>::new());
+    let message = RwSignal::new(None::<String>);
+    let load = move || {
+        spawn_local(async move {
+            match net::json("GET", "/api/admin/users?withDeleted=true", None).await {
+                Ok(v) => users.set(v.as_array().cloned().unwrap_or_default()),
+                Err(e) => message.set(Some(e.message)),
+            }
+        })
+    };
+    load();
+    let (name, email, password, quota, admin) = (
+        RwSignal::new(String::new()),
+        RwSignal::new(String::new()),
+        RwSignal::new(String::new()),
+        RwSignal::new(String::new()),
+        RwSignal::new(false),
+    );
+    let act = move |method: &'static str, path: String, done: &'static str| {
+        spawn_local(async move {
+            match net::json(method, &path, None).await {
+                Ok(_) => {
+                    message.set(Some(done.into()));
+                    load();
+                }
+                Err(e) => message.set(Some(e.message)),
+            }
+        })
+    };
+    view! {
+        <div class="members" id="members-page">
+            <h2>"Household members"</h2>
+            <table class="member-list">
+                <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th>"Storage"</th><th></th></tr></thead>
+                <tbody>
+                <For each=move || users.get() key=|u| format!("{}{}", u["id"], u["status"]) let:u>
+                    {
+                        let id = u["id"].as_str().unwrap_or_default().to_owned();
+                        let deleted = u["status"] == "deleted";
+                        let used = u["quotaUsageInBytes"].as_u64().unwrap_or(0);
+                        let quota = u["quotaSizeInBytes"].as_u64();
+                        let storage = match quota {
+                            Some(q) => format!("{} of {}", human(used), human(q)),
+                            None => human(used),
+                        };
+                        let role = if u["isAdmin"] == true { "admin" } else { "member" };
+                        let must = u["shouldChangePassword"] == true;
+                        view! {
+                            <tr class=if deleted { "member deleted" } else { "member" } data-email=u["email"].as_str().unwrap_or_default().to_owned()>
+                                <td>{u["name"].as_str().unwrap_or_default().to_owned()}</td>
+                                <td>{u["email"].as_str().unwrap_or_default().to_owned()}</td>
+                                <td>{role}{must.then_some(" · must change password")}{deleted.then_some(" · deleted")}</td>
+                                <td>{storage}</td>
+                                <td>{if deleted {
+                                    let id = id.clone();
+                                    view! { <button class="link" on:click=move |_| act("POST", format!("/api/admin/users/{id}/restore"), "Restored: they can sign in again; their photos are in their trash.")>"Restore"</button> }.into_any()
+                                } else {
+                                    let id = id.clone();
+                                    view! { <button class="link danger" on:click=move |_| act("DELETE", format!("/api/admin/users/{id}"), "Deleted: they cannot sign in; their photos are in their trash.")>"Delete"</button> }.into_any()
+                                }}</td>
+                            </tr>
+                        }
+                    }
+                </For>
+                </tbody>
+            </table>
+            <h3>"Add a member"</h3>
+            <form id="member-form" class="member-form" on:submit=move |ev| {
+                ev.prevent_default();
+                let gib: Option<f64> = quota.get_untracked().trim().parse().ok();
+                let body = serde_json::json!({
+                    "name": name.get_untracked(), "email": email.get_untracked(),
+                    "password": password.get_untracked(), "isAdmin": admin.get_untracked(),
+                    "shouldChangePassword": true,
+                    "quotaSizeInBytes": gib.map(|g| (g * 1073741824.0) as u64),
+                });
+                spawn_local(async move {
+                    match net::json("POST", "/api/admin/users", Some(body)).await {
+                        Ok(_) => {
+                            name.set(String::new());
+                            email.set(String::new());
+                            password.set(String::new());
+                            quota.set(String::new());
+                            message.set(Some("Added. At their first sign-in they are asked to choose their own password.".into()));
+                            load();
+                        }
+                        Err(e) => message.set(Some(e.message)),
+                    }
+                })
+            }>
+                <input id="member-name" placeholder="Name" prop:value=move || name.get() on:input=move |e| name.set(event_target_value(&e))/>
+                <input id="member-email" type="email" placeholder="Email" prop:value=move || email.get() on:input=move |e| email.set(event_target_value(&e))/>
+                <input id="member-password" type="password" placeholder="Initial password (8+)" autocomplete="new-password"
+                    prop:value=move || password.get() on:input=move |e| password.set(event_target_value(&e))/>
+                <input id="member-quota" placeholder="Quota in GiB (empty: none)" prop:value=move || quota.get() on:input=move |e| quota.set(event_target_value(&e))/>
+                <label class="dim"><input type="checkbox" prop:checked=move || admin.get() on:change=move |e| admin.set(event_target_checked(&e))/>" admin"</label>
+                <button id="member-add" class="button" type="submit">"Add member"</button>
+            </form>
+            {move || message.get().map(|m| view! { <p class="hint" id="members-message">{m}</p> })}
+        </div>
+    }
+}
+
+fn human(bytes: u64) -> String {
+    const GIB: f64 = 1073741824.0;
+    const MIB: f64 = 1048576.0;
+    let b = bytes as f64;
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else if b >= MIB {
+        format!("{:.1} MiB", b / MIB)
+    } else {
+        format!("{} KiB", bytes / 1024)
+    }
+}
