@@ -6,7 +6,10 @@
 //!   (asset id), `order` (`asc` | `desc`), `activity` (comments and likes enabled);
 //! - `m/<user>`: a member: `role` (`editor` | `viewer`), `added_at`;
 //! - `x/<asset>`: an asset in the album: `owner` (whose library holds it), `added_by`,
-//!   `added_at`.
+//!   `added_at`;
+//! - `c/<id>`: an activity: `kind` (`comment` | `like`), `user`, `asset` (absent: the whole
+//!   album), `comment`, `at`. Written by any member while activity is enabled; merged by the
+//!   CRDT like everything else.
 //!
 //! [`Library::album_role`] and [`Library::access_for`] are the one place that decides who may
 //! read or write which document; the HTTP layer and the iroh protocols both ask them.
@@ -22,6 +25,7 @@ use crate::{DocId, Library, LibraryError};
 const META: &str = "meta";
 const MEMBER: &str = "m/";
 const ASSET: &str = "x/";
+const ACTIVITY: &str = "c/";
 
 /// What a user is to an album.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,6 +63,17 @@ pub struct AlbumItem {
     pub owner: String,
     pub added_by: String,
     pub added_at: String,
+}
+
+/// A comment or a like on an album or one of its photos.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    pub id: String,
+    pub kind: String,
+    pub user: String,
+    pub asset: Option<String>,
+    pub comment: Option<String>,
+    pub at: String,
 }
 
 /// An album as read from its document.
@@ -303,6 +318,42 @@ impl Library {
         self.remove_entries(doc, &[format!("{MEMBER}{user}")])
     }
 
+    /// The album's comments and likes, oldest first.
+    pub fn activities(&self, doc: &DocId) -> Result<Vec<Activity>, LibraryError> {
+        let mut out: Vec<Activity> = self
+            .entries(doc, ACTIVITY)?
+            .into_iter()
+            .map(|(k, f)| Activity {
+                id: k[ACTIVITY.len()..].to_owned(),
+                kind: s(&f, "kind"),
+                user: s(&f, "user"),
+                asset: f.get("asset").and_then(Json::as_str).map(str::to_owned),
+                comment: f.get("comment").and_then(Json::as_str).map(str::to_owned),
+                at: s(&f, "at"),
+            })
+            .filter(|a| a.kind == "comment" || a.kind == "like")
+            .collect();
+        out.sort_by(|a, b| a.at.cmp(&b.at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Records a comment or a like (`id`: unique, chosen by the caller).
+    pub fn add_activity(&mut self, doc: &DocId, a: &Activity) -> Result<bool, LibraryError> {
+        let mut f = obj(json!({"kind": a.kind, "user": a.user, "at": a.at}));
+        if let Some(x) = &a.asset {
+            f.insert("asset".into(), json!(x));
+        }
+        if let Some(c) = &a.comment {
+            f.insert("comment".into(), json!(c));
+        }
+        self.merge_entries(doc, &[(format!("{ACTIVITY}{}", a.id), f)])
+    }
+
+    /// Deletes a comment or a like.
+    pub fn remove_activity(&mut self, doc: &DocId, id: &str) -> Result<bool, LibraryError> {
+        self.remove_entries(doc, &[format!("{ACTIVITY}{id}")])
+    }
+
     /// The owner of `asset` if `user` may see it through an album they own or are a member of
     /// (another member's photo added to a shared album).
     pub fn shared_asset_owner(
@@ -445,6 +496,18 @@ mod tests {
             .remove_album_items(&doc, &["p1".into(), "nope".into()], "t4")
             .unwrap();
         assert_eq!(removed, ["p1"]);
+        let like = Activity {
+            id: "l1".into(),
+            kind: "like".into(),
+            user: "kid".into(),
+            asset: Some("p2".into()),
+            comment: None,
+            at: "t4".into(),
+        };
+        lib.add_activity(&doc, &like).unwrap();
+        assert_eq!(lib.activities(&doc).unwrap(), vec![like]);
+        lib.remove_activity(&doc, "l1").unwrap();
+        assert!(lib.activities(&doc).unwrap().is_empty());
         lib.delete_album(&doc, "t5").unwrap();
         assert!(lib.album(&doc).unwrap().is_none());
         // The owner's devices still sync the deletion; the album shows nowhere.

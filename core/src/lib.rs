@@ -13,7 +13,7 @@ pub mod record;
 pub mod sync;
 pub mod wire;
 
-pub use album::{AlbumRole, AlbumView};
+pub use album::{Activity, AlbumRole, AlbumView};
 pub use docid::{DocId, DocIdError};
 pub use library::{Library, LibraryError, ShardSummary};
 pub use record::AssetRecord;

@@ -140,6 +140,18 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
         Access::Perm("asset.statistics"),
     ),
     ("GET", "/users/me", Access::Perm("user.read")),
+    ("GET", "/activities", Access::Perm("activity.read")),
+    ("POST", "/activities", Access::Perm("activity.create")),
+    (
+        "GET",
+        "/activities/statistics",
+        Access::Perm("activity.statistics"),
+    ),
+    (
+        "DELETE",
+        "/activities/{id}",
+        Access::Perm("activity.delete"),
+    ),
     ("GET", "/albums", Access::Perm("album.read")),
     ("POST", "/albums", Access::Perm("album.create")),
     (

@@ -6,6 +6,7 @@
 //! [`access::enforce`] before its handler runs.
 
 pub mod access;
+mod activities;
 mod albums;
 mod assets;
 mod auth;
@@ -46,6 +47,7 @@ pub fn router(node: AppState) -> Router {
         .merge(auth::routes())
         .merge(users::routes())
         .merge(albums::routes())
+        .merge(activities::routes())
         .merge(assets::routes())
         .merge(library::routes())
         .merge(people::routes())

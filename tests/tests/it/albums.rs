@@ -239,6 +239,151 @@ async fn shared_albums_follow_their_roles() {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // Comments and likes: any member, on the album or one of its photos; a stranger sees none.
+    let (s, c1, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/activities",
+            Some(g),
+            Some(json!({"albumId": album, "type": "comment", "comment": "Lovely!", "assetId": p1})),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{c1}");
+    assert_eq!(
+        (c1["type"].clone(), c1["user"]["name"].clone()),
+        (json!("comment"), json!("Gran"))
+    );
+    let (s, l1, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/activities",
+            Some(k),
+            Some(json!({"albumId": album, "type": "like"})),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{l1}");
+    let (s, again, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/activities",
+            Some(k),
+            Some(json!({"albumId": album, "type": "like"})),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, again["id"].clone()),
+        (StatusCode::OK, l1["id"].clone()),
+        "one like per user"
+    );
+    let (s, _, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/activities",
+            Some(o),
+            Some(json!({"albumId": album, "type": "like"})),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/activities",
+            Some(k),
+            Some(json!({"albumId": album, "type": "comment", "comment": "  "})),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, acts, _) = call(
+        &app,
+        req(
+            "GET",
+            &format!("/api/activities?albumId={album}"),
+            Some(m),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(acts.as_array().unwrap().len(), 2, "{acts}");
+    let (_, on_p1, _) = call(
+        &app,
+        req(
+            "GET",
+            &format!("/api/activities?albumId={album}&assetId={p1}"),
+            Some(m),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(on_p1.as_array().unwrap().len(), 1, "{on_p1}");
+    let (_, st, _) = call(
+        &app,
+        req(
+            "GET",
+            &format!("/api/activities/statistics?albumId={album}"),
+            Some(k),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(st, json!({"comments": 1, "likes": 1}));
+    // Kid cannot delete Gran's comment; Gran can; the owner can delete Kid's like.
+    let c1_id = c1["id"].as_str().unwrap();
+    let (s, _, _) = call(
+        &app,
+        req("DELETE", &format!("/api/activities/{c1_id}"), Some(k), None),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = call(
+        &app,
+        req("DELETE", &format!("/api/activities/{c1_id}"), Some(g), None),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = call(
+        &app,
+        req(
+            "DELETE",
+            &format!("/api/activities/{}", l1["id"].as_str().unwrap()),
+            Some(m),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // The owner turns activity off: no new comments.
+    call(
+        &app,
+        req(
+            "PATCH",
+            &format!("/api/albums/{album}"),
+            Some(m),
+            Some(json!({"isActivityEnabled": false})),
+        ),
+    )
+    .await;
+    let (s, _, _) = call(
+        &app,
+        req(
+            "POST",
+            "/api/activities",
+            Some(g),
+            Some(json!({"albumId": album, "type": "like"})),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
     // Gran is made editor, then removed: the album and its photos are gone for her at once.
     let (s, _, _) = call(
         &app,
