@@ -236,17 +236,9 @@ fn visible_assets(
 ) -> Vec<(String, Result<String, &'static str>)> {
     ids.iter()
         .map(|id| {
-            let owner = if find_own_record(node, u, id).is_ok() {
-                Ok(u.id.clone())
-            } else if find_record(node, u, id).is_ok() {
-                node.catalog
-                    .lock()
-                    .ok()
-                    .and_then(|lib| lib.shared_asset_owner(&u.id, id).ok().flatten())
-                    .ok_or("no_permission")
-            } else {
-                Err("no_permission")
-            };
+            let owner = find_record_and_owner(node, u, id)
+                .map(|(owner, _)| owner)
+                .map_err(|_| "no_permission");
             (id.clone(), owner)
         })
         .collect()

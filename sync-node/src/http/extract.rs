@@ -156,15 +156,25 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// member of (another member's photo). Anything else is "not found", never "forbidden", so ids
 /// of other people's photos cannot be probed.
 pub(crate) fn find_record(node: &Node, user: &User, id: &str) -> ApiResult<AssetRecord> {
-    lookup(node, user, id, true)
+    lookup(node, user, id, true).map(|(_, r)| r)
 }
 
 /// [`find_record`] limited to the user's own library (what "do I have this photo" asks).
 pub(crate) fn find_own_record(node: &Node, user: &User, id: &str) -> ApiResult<AssetRecord> {
-    lookup(node, user, id, false)
+    lookup(node, user, id, false).map(|(_, r)| r)
 }
 
-fn lookup(node: &Node, user: &User, id: &str, shared: bool) -> ApiResult<AssetRecord> {
+/// [`find_record`] with the user whose library holds the asset (the caller, or the album
+/// member who added it).
+pub(crate) fn find_record_and_owner(
+    node: &Node,
+    user: &User,
+    id: &str,
+) -> ApiResult<(String, AssetRecord)> {
+    lookup(node, user, id, true)
+}
+
+fn lookup(node: &Node, user: &User, id: &str, shared: bool) -> ApiResult<(String, AssetRecord)> {
     let missing = || {
         ApiError::not_found(format!(
             "Asset not found: {}",
@@ -174,24 +184,28 @@ fn lookup(node: &Node, user: &User, id: &str, shared: bool) -> ApiResult<AssetRe
     if !valid_hash(id) {
         return Err(missing());
     }
-    let owner = match node.location_of(&user.id, id)? {
-        Some(_) => user.id.clone(),
+    let loc = match node.location_of(&user.id, id)? {
+        Some(loc) => loc,
         None if !shared => return Err(missing()),
-        None => node
-            .catalog
-            .lock()?
-            .shared_asset_owner(&user.id, id)
-            .map_err(CatalogError::from)?
-            .ok_or_else(missing)?,
+        None => {
+            let owner = node
+                .catalog
+                .lock()?
+                .shared_asset_owner(&user.id, id)
+                .map_err(CatalogError::from)?
+                .ok_or_else(missing)?;
+            node.location_of(&owner, id)?.ok_or_else(missing)?
+        }
     };
-    let loc = node.location_of(&owner, id)?.ok_or_else(missing)?;
     let shard = DocId::shard(&loc.owner, &loc.month).map_err(ApiError::internal)?;
-    node.catalog
+    let record = node
+        .catalog
         .lock()?
         .asset_in(&shard, id)
         .map_err(CatalogError::from)?
         .filter(|r| !r.is_purged())
-        .ok_or_else(missing)
+        .ok_or_else(missing)?;
+    Ok((loc.owner, record))
 }
 
 pub(crate) fn record_of(node: &crate::Node, id: &str) -> ApiResult<AssetRecord> {

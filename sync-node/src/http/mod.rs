@@ -23,8 +23,8 @@ mod users;
 pub use assets::asset_json;
 pub use error::{ApiError, ApiResult};
 pub(crate) use extract::{
-    bearer, blocking, content_disposition, cookie_token, find_own_record, find_record, record_of,
-    serve_blob,
+    bearer, blocking, content_disposition, cookie_token, find_own_record, find_record,
+    find_record_and_owner, record_of, serve_blob,
 };
 pub use extract::{AdminUser, AppState, AuthUser, MlAuth, COOKIE, ML_PERMISSION};
 

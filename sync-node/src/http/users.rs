@@ -62,21 +62,10 @@ fn user_json_with(u: &User, usage: Option<u64>) -> Value {
 /// Bytes of a user's live originals (what counts against a quota; photos shared with them
 /// never do).
 pub(crate) fn usage_of(node: &crate::Node, user: &str) -> ApiResult<u64> {
-    let lib = node.catalog.lock()?;
-    let mut total = 0u64;
-    let shards: Vec<tessera_core::DocId> = lib
-        .ids()
-        .filter(|d| d.user() == user && d.month().is_some())
-        .cloned()
-        .collect();
-    for d in shards {
-        for r in lib.assets(&d).map_err(crate::catalog::CatalogError::from)? {
-            if !r.is_purged() {
-                total = total.saturating_add(r.size.unwrap_or(0));
-            }
-        }
-    }
-    Ok(total)
+    Ok(housekeeping::user_assets(node, user)?
+        .iter()
+        .filter(|r| !r.is_purged())
+        .fold(0u64, |total, r| total.saturating_add(r.size.unwrap_or(0))))
 }
 
 async fn with_usage(node: AppState, u: User) -> ApiResult<Value> {
@@ -293,21 +282,11 @@ async fn admin_delete(
 }
 
 fn live_asset_ids(node: &crate::Node, user: &str) -> ApiResult<Vec<String>> {
-    let lib = node.catalog.lock()?;
-    let shards: Vec<tessera_core::DocId> = lib
-        .ids()
-        .filter(|d| d.user() == user && d.month().is_some())
-        .cloned()
-        .collect();
-    let mut ids = Vec::new();
-    for d in shards {
-        for r in lib.assets(&d).map_err(crate::catalog::CatalogError::from)? {
-            if !r.is_purged() && !r.is_trashed() {
-                ids.push(r.id);
-            }
-        }
-    }
-    Ok(ids)
+    Ok(housekeeping::user_assets(node, user)?
+        .into_iter()
+        .filter(|r| !r.is_purged() && !r.is_trashed())
+        .map(|r| r.id)
+        .collect())
 }
 
 async fn admin_restore(

@@ -8,10 +8,10 @@
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::{json, Value};
+use tessera_sync_node::http as api;
 use tessera_sync_node::http::access::{Access, ACCESS};
-use tessera_sync_node::{http as api, Node, NodeConfig};
 
-use crate::http::{app, call, App};
+use crate::http::{app, call};
 
 pub(crate) fn req(
     method: &str,
@@ -546,12 +546,7 @@ pub(crate) fn multipart_upload(auth: (&str, &str), name: &str, bytes: &[u8]) -> 
 /// second uploaded it. Trashing and re-uploading tells the truth (`isTrashed`) and restores.
 #[tokio::test]
 async fn same_bytes_in_two_libraries_and_trashed_reuploads() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
-    let app = App {
-        router: api::router(node.clone()),
-        _dir: dir,
-    };
+    let (app, node) = crate::http::app_with_node();
     call(
         &app,
         req(
@@ -683,12 +678,7 @@ async fn same_bytes_in_two_libraries_and_trashed_reuploads() {
 /// documents: `fsck --repair` re-indexes the record and queues its media job.
 #[tokio::test]
 async fn fsck_rebuilds_locations_and_jobs_from_the_documents() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
-    let app = App {
-        router: api::router(node.clone()),
-        _dir: dir,
-    };
+    let (app, node) = crate::http::app_with_node();
     call(
         &app,
         req(

@@ -5,7 +5,6 @@
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tessera_sync_node::{http as api, Node, NodeConfig};
 
 use crate::access::{multipart_upload, req};
 use crate::http::{call, App};
@@ -34,12 +33,7 @@ async fn upload(app: &App, t: &str, seed: u64) -> String {
 
 #[tokio::test]
 async fn shared_albums_follow_their_roles() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
-    let app = App {
-        router: api::router(node.clone()),
-        _dir: dir,
-    };
+    let app = crate::http::app();
     call(
         &app,
         req(

@@ -4,7 +4,6 @@
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tessera_sync_node::{http as api, Node, NodeConfig};
 
 use crate::access::{multipart_upload, req};
 use crate::http::{call, App};
@@ -29,12 +28,7 @@ fn bearer(b: &Value) -> String {
 
 #[tokio::test]
 async fn an_admin_manages_the_household_and_members_see_each_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
-    let app = App {
-        router: api::router(node.clone()),
-        _dir: dir,
-    };
+    let app = crate::http::app();
     call(
         &app,
         req(

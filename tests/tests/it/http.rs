@@ -14,12 +14,18 @@ pub(crate) struct App {
 }
 
 pub(crate) fn app() -> App {
+    app_with_node().0
+}
+
+/// [`app`], with the node behind it (for tests that also look at the stores).
+pub(crate) fn app_with_node() -> (App, std::sync::Arc<Node>) {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
-    App {
-        router: api::router(node),
+    let app = App {
+        router: api::router(node.clone()),
         _dir: dir,
-    }
+    };
+    (app, node)
 }
 
 pub(crate) async fn call(

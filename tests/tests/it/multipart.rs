@@ -12,9 +12,8 @@ use axum::http::{Request, StatusCode};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::json;
-use tessera_sync_node::{http as api, Node, NodeConfig};
 
-use crate::http::{call, App};
+use crate::http::call;
 
 const BOUNDARY: &str = "tesseraFuzzBoundary";
 
@@ -138,12 +137,7 @@ fn hostile_multipart_bodies_get_client_errors_and_leave_the_store_consistent() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::open(NodeConfig::new(dir.path().join("data"))).unwrap();
-    let app = App {
-        router: api::router(node.clone()),
-        _dir: dir,
-    };
+    let (app, node) = crate::http::app_with_node();
     let token = rt.block_on(async {
         let json_req = |path: &str, body: serde_json::Value| {
             Request::post(path)
