@@ -6,7 +6,9 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use tessera_core::AlbumView;
 
-use crate::{load_thumb, net, user_id, Ui, CORE};
+use crate::state::{user_id, Ui, CORE};
+use crate::thumbs::load_thumb;
+use crate::{net, routes};
 
 /// The user's albums (owned and shared with them), from the local library.
 fn my_albums() -> Vec<AlbumView> {
@@ -57,7 +59,7 @@ pub async fn add_to_album(ui: Ui, name: String, ids: Vec<String>) -> Result<Stri
     };
     match res {
         Ok(_) => {
-            crate::sync_now(ui).await;
+            crate::catalogue::sync_now(ui).await;
             Ok(format!("Added {} to \u{201c}{name}\u{201d}", ids.len()))
         }
         Err(e) if e.is_offline() => Err("Albums are made on the node: you are offline".into()),
@@ -67,15 +69,14 @@ pub async fn add_to_album(ui: Ui, name: String, ids: Vec<String>) -> Result<Stri
 
 #[component]
 pub fn AlbumsPage(ui: Ui) -> impl IntoView {
-    let open = RwSignal::new(None::<String>);
     let albums = move || {
         ui.albums_ver.get();
         my_albums()
     };
     view! {
         <div class="albums" id="albums-page">
-            {move || match open.get().and_then(|id| albums().into_iter().find(|a| a.id == id)) {
-                Some(a) => view! { <AlbumDetail ui=ui album=a open=open/> }.into_any(),
+            {move || match ui.album.get().and_then(|id| albums().into_iter().find(|a| a.id == id)) {
+                Some(a) => view! { <AlbumDetail ui=ui album=a/> }.into_any(),
                 None => {
                     let list = albums();
                     if list.is_empty() {
@@ -100,7 +101,7 @@ pub fn AlbumsPage(ui: Ui) -> impl IntoView {
                                         format!("shared with {}", a.members.len())
                                     };
                                     view! {
-                                        <figure class="album-card" id=format!("album-{}", a.id) on:click=move |_| open.set(Some(id.clone()))>
+                                        <figure class="album-card" id=format!("album-{}", a.id) on:click=move |_| routes::open_album(ui, Some(id.clone()))>
                                             {move || {
                                                 let src = cover.as_ref().and_then(|c| ui.thumbs.with(|t| t.get(c).cloned())).unwrap_or_default();
                                                 view! { <img src=src alt=""/> }
@@ -123,7 +124,7 @@ pub fn AlbumsPage(ui: Ui) -> impl IntoView {
 }
 
 #[component]
-fn AlbumDetail(ui: Ui, album: AlbumView, open: RwSignal<Option<String>>) -> impl IntoView {
+fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
     for i in &album.items {
         spawn_local(load_thumb(ui, i.asset.clone()));
     }
@@ -135,7 +136,7 @@ fn AlbumDetail(ui: Ui, album: AlbumView, open: RwSignal<Option<String>>) -> impl
     let items = album.items.clone();
     view! {
         <div class="album-detail" id="album-detail">
-            <button id="album-back" class="link" on:click=move |_| open.set(None)>"← Albums"</button>
+            <button id="album-back" class="link" on:click=move |_| routes::open_album(ui, None)>"← Albums"</button>
             <h2 id="album-title">{album.name.clone()}</h2>
             <p class="dim">{album.description.clone()}</p>
             <p class="dim">{format!("{} photos", album.items.len())}

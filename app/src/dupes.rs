@@ -7,10 +7,11 @@ use leptos::task::spawn_local;
 use tessera_core::dupes::{near_duplicate_groups, DupGroup, DEFAULT_THRESHOLD};
 use tessera_core::AssetRecord;
 
-use crate::{
-    all_records, apply, p2p, refresh_view, save_docs, sync_now, thumbhash_url, user_id, Action, Ui,
-    CORE,
-};
+use crate::actions::{apply, Action};
+use crate::catalogue::{all_records, save_docs, sync_now};
+use crate::state::{now_rfc3339, refresh_view, user_id, Ui, CORE};
+use crate::thumbs::{load_thumb, thumbhash_url};
+use crate::{p2p, routes};
 
 fn groups() -> Vec<DupGroup> {
     let Some(user) = user_id() else {
@@ -27,7 +28,7 @@ fn groups() -> Vec<DupGroup> {
 
 fn not_duplicates(ui: Ui, ids: Vec<String>) {
     let Some(user) = user_id() else { return };
-    let at = crate::now_rfc3339();
+    let at = now_rfc3339();
     let res = CORE.with(|c| c.borrow_mut().lib.reject_duplicates(&user, &ids, &at));
     match res {
         Ok(_) => {
@@ -87,7 +88,7 @@ fn Group(ui: Ui, g: DupGroup) -> impl IntoView {
                     let ph = thumbhash_url(a.thumbhash.as_deref());
                     let src = move || ui.thumbs.with(|t| t.get(&id2).cloned()).unwrap_or_else(|| ph.clone());
                     if a.status.as_deref() == Some("ready") {
-                        spawn_local(crate::load_thumb(ui, id.clone()));
+                        spawn_local(load_thumb(ui, id.clone()));
                     }
                     let name = a.filename.clone().unwrap_or_default();
                     let facts = card_facts(&a);
@@ -95,7 +96,7 @@ fn Group(ui: Ui, g: DupGroup) -> impl IntoView {
                     view! {
                         <figure class=move || if keep.get() == id3 { "dup-card dup-keep" } else { "dup-card" } data-id=id.clone()
                             on:click=move |_| keep.set(id.clone())>
-                            <img class="thumb" src=src alt="" on:dblclick=move |_| ui.viewer.set(Some(rec.clone()))/>
+                            <img class="thumb" src=src alt="" on:dblclick=move |_| routes::open_viewer(ui, rec.clone())/>
                             <figcaption>
                                 <label><input type="radio" name=format!("keep-{}", g.id) prop:checked={let id = a.id.clone(); move || keep.get() == id}/>" Keep"</label>
                                 <span class="fname">{name}</span>

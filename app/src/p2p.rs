@@ -17,7 +17,9 @@ use leptos::task::spawn_local;
 use tessera_core::wire::{self, Frame, Hello, Role, ALPN_DOCS, WIRE_VERSION};
 use tessera_core::{DocId, PeerSync, SyncEnvelope};
 
-use crate::{log, net, refresh, save_docs, session, user_id, Ui, CORE};
+use crate::catalogue::save_docs;
+use crate::state::{log, refresh, user_id, Screen, Ui, CORE};
+use crate::{net, session};
 
 const KEY: &str = "tessera.iroh_key";
 
@@ -193,7 +195,7 @@ async fn run_once(ui: Ui) -> Result<(), String> {
         if e.status == 401 {
             // Signed out elsewhere (or this device was unpaired): back to the login screen.
             session::clear();
-            ui.screen.set(crate::Screen::Login);
+            ui.screen.set(Screen::Login);
         }
         e.message
     })?;

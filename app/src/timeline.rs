@@ -12,7 +12,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::layout::{self, Cell, Kind, Layout};
-use crate::Ui;
+use crate::state::{log, Screen, Ui};
+use crate::thumbs::{self, observe_tile, reset_observer, thumbhash_url};
 
 /// What the main area shows.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -250,7 +251,7 @@ fn sweep_observed() {
         if o.len() < 200 {
             return;
         }
-        crate::OBSERVER.with(|obs| {
+        thumbs::OBSERVER.with(|obs| {
             let obs = obs.borrow();
             o.retain(|e| {
                 let keep = e.is_connected();
@@ -375,7 +376,7 @@ fn placeholder(rec: &AssetRecord) -> String {
         if p.len() > 3000 {
             p.clear();
         }
-        let u = crate::thumbhash_url(Some(h));
+        let u = thumbhash_url(Some(h));
         p.insert(rec.id.clone(), u.clone());
         u
     })
@@ -419,7 +420,7 @@ fn Tile(ui: Ui, idx: usize, rec: AssetRecord, x: f32, w: f32) -> impl IntoView {
     if status == "ready" && !BENCH.get() {
         Effect::new(move |_| {
             if let Some(el) = tile.get() {
-                crate::observe_tile(ui, &el);
+                observe_tile(ui, &el);
             }
         });
     }
@@ -465,7 +466,7 @@ fn Tile(ui: Ui, idx: usize, rec: AssetRecord, x: f32, w: f32) -> impl IntoView {
                     select_click(ui, idx, &id4, ev.shift_key());
                 } else {
                     ANCHOR.set(Some(idx));
-                    ui.viewer.set(Some(r.clone()));
+                    crate::routes::open_viewer(ui, r.clone());
                 }
             }>
             <img class="thumb" src=src alt="" decoding="async"/>
@@ -630,7 +631,7 @@ pub fn TimelineView(ui: Ui) -> impl IntoView {
             let el: web_sys::HtmlElement = el.into();
             SCROLLER.with(|s| *s.borrow_mut() = Some(el.clone()));
             // The observer's root is the scroller (its margin then applies to it).
-            crate::reset_observer(ui);
+            reset_observer(ui);
             let w = content_width(&el);
             if (WIDTH.get() - w).abs() >= 1.0 {
                 relayout(ui, w);
@@ -847,10 +848,10 @@ async fn run_bench(ui: Ui, frames: usize, step: i32) -> serde_json::Value {
 /// `?bench=N`: N synthetic assets, no server; `window.__tesseraBench(frames, step)` runs it.
 pub fn start_bench(ui: Ui, n: usize) {
     BENCH.set(true);
-    ui.screen.set(crate::Screen::Timeline);
+    ui.screen.set(Screen::Timeline);
     let t = now_ms();
     let recs = synthetic(n);
-    crate::log(&format!(
+    log(&format!(
         "bench: {n} synthetic assets in {:.0} ms",
         now_ms() - t
     ));

@@ -372,9 +372,10 @@ impl Library {
     }
 
     /// What a user's device may do with a document, over any transport: their own catalogue
-    /// documents are theirs to write; an album they own is theirs to write; an album they are
-    /// a member of is read-only on their devices (editors add photos through the node, which
-    /// checks the role); anything else (other users, the household) is closed.
+    /// documents are theirs to write; an album they own is theirs to write; to an album they
+    /// are a member of they contribute what their role allows ([`check_contribution`]: an
+    /// editor their own photos, everyone comments and likes); a partner's shared months are
+    /// read-only; anything else (other users, the household) is closed.
     pub fn access_for(&self, user: &str, doc: &DocId) -> Access {
         if doc.is_household() {
             return Access::None;
@@ -382,14 +383,17 @@ impl Library {
         if doc.album_id().is_some() {
             return match self.album_role(doc, user) {
                 Ok(Some(AlbumRole::Owner)) => Access::Write,
-                Ok(Some(_)) => Access::Read,
+                Ok(Some(_)) => Access::Contribute,
                 _ => Access::None,
             };
         }
         if !user.is_empty() && doc.user() == user {
-            Access::Write
-        } else {
-            Access::None
+            return Access::Write;
+        }
+        // A partner's shared months, read-only.
+        match doc.month() {
+            Some(month) if self.partner_covers(doc.user(), user, month) => Access::Read,
+            _ => Access::None,
         }
     }
 
@@ -401,11 +405,117 @@ impl Library {
             .filter(|d| d.album_id().is_some())
             .map(|d| (d.clone(), self.access_for(user, d)))
             .collect();
+        let partners = self
+            .shared_with(user)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.sharer.clone(), s))
+            .collect();
         AccessView {
             user: user.to_owned(),
             albums,
+            partners,
         }
     }
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn field<'a>(f: &'a Option<Fields>, k: &str) -> &'a str {
+    f.as_ref()
+        .and_then(|f| f.get(k))
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+}
+
+/// Whether `user`'s change to an album document (`before` → `after`) stays within their role,
+/// judged on the documents' content (not on how the change was made):
+/// - an editor adds photos of their own library (`x/<asset>` with `owner` and `added_by` =
+///   them) and removes photos they added;
+/// - any member adds comments and likes as themselves while activity is enabled, and removes
+///   their own;
+/// - nothing else: not the name, cover, members or anyone else's entries. The owner writes
+///   freely ([`Access::Write`]) and is not checked here.
+pub fn check_contribution(
+    user: &str,
+    before: &automerge::AutoCommit,
+    after: &automerge::AutoCommit,
+) -> Result<(), String> {
+    let b = crate::library::root_entries(before);
+    let a = crate::library::root_entries(after);
+    let meta = b.get(META).cloned().flatten().unwrap_or_default();
+    let role = if s(&meta, "owner") == user {
+        None
+    } else {
+        b.get(&format!("{MEMBER}{user}"))
+            .map(|m| field(m, "role"))
+            .and_then(AlbumRole::member)
+    };
+    let Some(role) = role else {
+        return Err(format!("{user} is not a member of this album"));
+    };
+    if meta.get("deleted").and_then(Json::as_bool) == Some(true) {
+        return Err("the album was deleted".into());
+    }
+    let activity = meta.get("activity").and_then(Json::as_bool).unwrap_or(true);
+    let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+    for k in keys {
+        let (old, new) = (b.get(k), a.get(k));
+        if old == new {
+            continue;
+        }
+        let ok = match (old, new) {
+            // Adding or removing photos moves the album's `updated_at`, nothing else of it.
+            (Some(Some(o)), Some(Some(n))) if k == META => {
+                let strip = |f: &Fields| {
+                    let mut f = f.clone();
+                    f.remove("updated_at");
+                    f
+                };
+                strip(o) == strip(n)
+            }
+            (None, Some(e @ Some(_))) => {
+                if let Some(asset) = k.strip_prefix(ASSET) {
+                    role == AlbumRole::Editor
+                        && is_hex64(asset)
+                        && field(e, "owner") == user
+                        && field(e, "added_by") == user
+                } else if let Some(id) = k.strip_prefix(ACTIVITY) {
+                    activity
+                        && !id.is_empty()
+                        && id.len() <= 64
+                        && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                        && field(e, "user") == user
+                        && matches!(field(e, "kind"), "comment" | "like")
+                        && field(e, "comment").len() <= 10_000
+                } else {
+                    false
+                }
+            }
+            (Some(e @ Some(_)), None) => {
+                if k.starts_with(ASSET) {
+                    role == AlbumRole::Editor && field(e, "added_by") == user
+                } else if k.starts_with(ACTIVITY) {
+                    field(e, "user") == user
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "a{} {} may not make this change to {k:?}",
+                if role == AlbumRole::Editor { "n" } else { "" },
+                role.as_str()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A snapshot of what one user's devices may do (see [`Library::access_view`]).
@@ -413,6 +523,7 @@ impl Library {
 pub struct AccessView {
     user: String,
     albums: BTreeMap<DocId, Access>,
+    partners: BTreeMap<String, crate::PartnerShare>,
 }
 
 impl AccessView {
@@ -425,7 +536,10 @@ impl AccessView {
         } else if doc.user() == self.user {
             Access::Write
         } else {
-            Access::None
+            match (self.partners.get(doc.user()), doc.month()) {
+                (Some(share), Some(month)) if share.covers_month(month) => Access::Read,
+                _ => Access::None,
+            }
         }
     }
 
@@ -471,8 +585,8 @@ mod tests {
             ("Holiday", "mum", 2)
         );
         assert_eq!(lib.access_for("mum", &doc), Access::Write);
-        assert_eq!(lib.access_for("kid", &doc), Access::Read);
-        assert_eq!(lib.access_for("gran", &doc), Access::Read);
+        assert_eq!(lib.access_for("kid", &doc), Access::Contribute);
+        assert_eq!(lib.access_for("gran", &doc), Access::Contribute);
         assert_eq!(lib.access_for("stranger", &doc), Access::None);
         assert_eq!(lib.access_for("mum", &DocId::household()), Access::None);
         assert_eq!(
@@ -514,6 +628,158 @@ mod tests {
         assert_eq!(lib.access_for("mum", &doc), Access::Write);
         assert_eq!(lib.shared_asset_owner("kid", "p2").unwrap(), None);
         assert!(lib.albums_of("mum").unwrap().is_empty());
+    }
+
+    const P1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const P2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    /// The node's side of an album over sync: every member's device sends its own changes;
+    /// the node accepts exactly what the member's role allows.
+    #[test]
+    fn members_contribute_within_their_role_and_nothing_else_spreads() {
+        use crate::{PeerSync, SyncError};
+        let mut node = Library::new(&[1; 16]);
+        let doc = node
+            .create_album(A, "mum", "Holiday", "", "2024-01-01T00:00:00Z")
+            .unwrap();
+        node.set_album_member(&doc, "kid", AlbumRole::Editor, "t")
+            .unwrap();
+        node.set_album_member(&doc, "gran", AlbumRole::Viewer, "t")
+            .unwrap();
+        // Each member's device gets the album, then changes it offline and syncs up.
+        let attempt = |node: &mut Library,
+                       user: &str,
+                       actor: u8,
+                       change: &dyn Fn(&mut Library)|
+         -> Result<Vec<DocId>, SyncError> {
+            let mut dev = Library::new(&[actor; 16]);
+            let (mut ns, mut ds) = (PeerSync::new(), PeerSync::new());
+            for _ in 0..6 {
+                let ids: Vec<DocId> = node.ids().cloned().collect();
+                let down = ns.generate(node, &ids);
+                ds.receive(&mut dev, down, |_| true).unwrap();
+                let ids: Vec<DocId> = dev.ids().cloned().collect();
+                let up = ds.generate(&mut dev, &ids);
+                ns.receive(node, up, |_| Access::Read).unwrap();
+            }
+            change(&mut dev);
+            let ids: Vec<DocId> = dev.ids().cloned().collect();
+            let up = ds.generate(&mut dev, &ids);
+            let view = node.access_view(user);
+            ns.receive_checked(
+                node,
+                up,
+                |d| view.access(d),
+                |_, b, a| check_contribution(user, b, a),
+            )
+        };
+        let comment = |user: &str, id: &str| Activity {
+            id: id.into(),
+            kind: "comment".into(),
+            user: user.into(),
+            asset: None,
+            comment: Some("lovely".into()),
+            at: "t9".into(),
+        };
+        // The editor adds their own photo and comments: accepted.
+        let ok = attempt(&mut node, "kid", 2, &|dev| {
+            dev.add_album_items(&doc, &[(P1.into(), "kid".into())], "kid", "t2")
+                .unwrap();
+            dev.add_activity(&doc, &comment("kid", "c1")).unwrap();
+        });
+        assert_eq!(ok.unwrap(), vec![doc.clone()]);
+        let a = node.album(&doc).unwrap().unwrap();
+        assert_eq!(a.items.len(), 1);
+        assert_eq!(node.activities(&doc).unwrap().len(), 1);
+        // The viewer comments: accepted.
+        attempt(&mut node, "gran", 3, &|dev| {
+            dev.add_activity(&doc, &comment("gran", "c2")).unwrap();
+        })
+        .unwrap();
+        assert_eq!(node.activities(&doc).unwrap().len(), 2);
+        let heads = node.heads(&doc);
+        // Everything else is refused and changes nothing.
+        type Change<'a> = Box<dyn Fn(&mut Library) + 'a>;
+        let refused: Vec<(&str, Change)> = vec![
+            (
+                "gran",
+                Box::new(|dev: &mut Library| {
+                    dev.add_album_items(&doc, &[(P2.into(), "gran".into())], "gran", "t")
+                        .unwrap();
+                }),
+            ),
+            (
+                "kid",
+                Box::new(|dev: &mut Library| {
+                    let mut f = Fields::new();
+                    f.insert("name".into(), Json::String("Mine now".into()));
+                    dev.update_album_meta(&doc, f, "t").unwrap();
+                }),
+            ),
+            (
+                "kid",
+                Box::new(|dev: &mut Library| {
+                    dev.set_album_member(&doc, "stranger", AlbumRole::Editor, "t")
+                        .unwrap();
+                }),
+            ),
+            (
+                "kid",
+                Box::new(|dev: &mut Library| {
+                    // Someone else's photo, claimed as the editor's.
+                    dev.add_album_items(&doc, &[(P2.into(), "mum".into())], "kid", "t")
+                        .unwrap();
+                }),
+            ),
+            (
+                "gran",
+                Box::new(|dev: &mut Library| {
+                    dev.remove_activity(&doc, "c1").unwrap();
+                }),
+            ),
+            (
+                "gran",
+                Box::new(|dev: &mut Library| {
+                    dev.add_activity(&doc, &comment("kid", "c3")).unwrap();
+                }),
+            ),
+            (
+                "kid",
+                Box::new(|dev: &mut Library| {
+                    dev.delete_album(&doc, "t").unwrap();
+                }),
+            ),
+        ];
+        for (i, (user, change)) in refused.iter().enumerate() {
+            let r = attempt(&mut node, user, 10 + i as u8, change.as_ref());
+            assert!(
+                matches!(r, Err(SyncError::Refused { .. })),
+                "case {i}: {r:?}"
+            );
+            assert_eq!(node.heads(&doc), heads, "case {i}");
+        }
+        // A removed member's messages are ignored and they are told to drop the album.
+        node.remove_album_member(&doc, "gran").unwrap();
+        let mut dev = Library::new(&[40; 16]);
+        let (mut ns, mut ds) = (PeerSync::new(), PeerSync::new());
+        let down = ns.generate(&mut node, std::slice::from_ref(&doc));
+        ds.receive(&mut dev, down, |_| true).unwrap();
+        let up = ds.generate(&mut dev, std::slice::from_ref(&doc));
+        let view = node.access_view("gran");
+        assert!(ns
+            .receive(&mut node, up, |d| view.access(d))
+            .unwrap()
+            .is_empty());
+        assert_eq!(ns.take_dropped(|d| view.covers(d)), vec![doc.clone()]);
+        // A live session of a member removed between rounds is told too.
+        let mut ks = PeerSync::new();
+        ks.generate(&mut node, std::slice::from_ref(&doc));
+        assert!(ks
+            .take_dropped(|d| node.access_view("kid").covers(d))
+            .is_empty());
+        node.remove_album_member(&doc, "kid").unwrap();
+        let view = node.access_view("kid");
+        assert_eq!(ks.take_dropped(|d| view.covers(d)), vec![doc.clone()]);
     }
 
     #[test]

@@ -83,6 +83,17 @@ impl DocId {
         self.0.strip_prefix(ALBUM_PREFIX)
     }
 
+    /// Whether this is a user's root document (`u/<user>/root`).
+    pub fn is_root(&self) -> bool {
+        self.tail() == "root"
+    }
+
+    /// Whether a user's device may hold this document without owning it (an album, or a month
+    /// of a partner's library): access to it can be given and taken back.
+    pub fn is_shared_kind(&self) -> bool {
+        self.album_id().is_some() || self.month().is_some()
+    }
+
     /// Whether this is a node-only document (see [`DocId::household`]).
     pub fn is_household(&self) -> bool {
         self.0 == HOUSEHOLD

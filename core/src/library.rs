@@ -37,6 +37,8 @@ pub enum LibraryError {
         id: String,
         reason: String,
     },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 const SHARD_PREFIX: &str = "shard/";
@@ -109,6 +111,13 @@ impl Library {
 
     pub fn ids(&self) -> impl Iterator<Item = &DocId> {
         self.docs.keys()
+    }
+
+    /// Forgets a document (a device told to drop what it may no longer see); returns whether
+    /// it was there.
+    pub fn remove_doc(&mut self, id: &DocId) -> bool {
+        self.dirty.remove(id);
+        self.docs.remove(id).is_some()
     }
 
     pub fn contains(&self, id: &DocId) -> bool {
@@ -570,6 +579,20 @@ fn write_record(
         }
     }
     Ok(())
+}
+
+/// Every root-level key of a document with its fields (`None`: not a map), to compare two
+/// versions of a document (see [`crate::album::check_contribution`]).
+pub(crate) fn root_entries(doc: &AutoCommit) -> BTreeMap<String, Option<Fields>> {
+    doc.keys(ROOT)
+        .map(|k| {
+            let v = match doc.get(ROOT, &k) {
+                Ok(Some((Value::Object(ObjType::Map), obj))) => Some(read_fields(doc, &obj)),
+                _ => None,
+            };
+            (k, v)
+        })
+        .collect()
 }
 
 fn read_fields(doc: &AutoCommit, obj: &ObjId) -> Fields {

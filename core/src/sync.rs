@@ -5,15 +5,16 @@
 //! transport (HTTP today, iroh streams later) only moves the encoded envelopes. A round trip
 //! with nothing to say in either direction means the two peers have converged.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use automerge::sync::{self, SyncDoc};
+use automerge::AutoCommit;
 use serde::{Deserialize, Serialize};
 
 use crate::{DocId, DocIdError, Library};
 
 /// Wire format version of [`SyncEnvelope`].
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Upper bound on documents in one envelope (a malformed or hostile message is refused).
 pub const MAX_DOCS_PER_ENVELOPE: usize = 10_000;
 
@@ -33,6 +34,8 @@ pub enum SyncError {
     Library(#[from] crate::LibraryError),
     #[error("not allowed to write document {0}")]
     Forbidden(String),
+    #[error("change to {doc} refused: {reason}")]
+    Refused { doc: String, reason: String },
     #[error("applying sync message to {doc}: {source}")]
     Apply {
         doc: String,
@@ -48,6 +51,10 @@ pub enum Access {
     None,
     /// Sync it (heads, wants) but never send changes to it.
     Read,
+    /// Changes are accepted only when the checker given to [`PeerSync::receive_checked`]
+    /// approves the document they produce (an album member adding their own photos and
+    /// comments); anything else refuses the whole envelope.
+    Contribute,
     Write,
 }
 
@@ -81,6 +88,9 @@ pub struct SyncEnvelope {
     /// The sending device's id (stable for a device; names its sync state on the other side).
     pub peer: String,
     pub docs: Vec<DocMessage>,
+    /// Documents the receiver must drop: it held them, it may no longer (a member removed from
+    /// an album, a partner share stopped). Only a node sends these, to a user's device.
+    pub dropped: Vec<String>,
 }
 
 impl SyncEnvelope {
@@ -89,7 +99,22 @@ impl SyncEnvelope {
             version: PROTOCOL_VERSION,
             peer: peer.into(),
             docs,
+            dropped: Vec::new(),
         }
+    }
+
+    /// The envelope with documents the receiver must drop (see [`SyncEnvelope::dropped`]).
+    pub fn with_dropped(mut self, dropped: Vec<DocId>) -> Self {
+        self.dropped = dropped.into_iter().map(|d| d.to_string()).collect();
+        self
+    }
+
+    /// The valid ids in [`SyncEnvelope::dropped`].
+    pub fn dropped_ids(&self) -> Vec<DocId> {
+        self.dropped
+            .iter()
+            .filter_map(|d| DocId::parse(d).ok())
+            .collect()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -101,8 +126,10 @@ impl SyncEnvelope {
         if env.version != PROTOCOL_VERSION {
             return Err(SyncError::Version(env.version));
         }
-        if env.docs.len() > MAX_DOCS_PER_ENVELOPE {
-            return Err(SyncError::TooManyDocs(env.docs.len()));
+        if env.docs.len() > MAX_DOCS_PER_ENVELOPE || env.dropped.len() > MAX_DOCS_PER_ENVELOPE {
+            return Err(SyncError::TooManyDocs(
+                env.docs.len().max(env.dropped.len()),
+            ));
         }
         Ok(env)
     }
@@ -112,6 +139,8 @@ impl SyncEnvelope {
 #[derive(Default)]
 pub struct PeerSync {
     states: HashMap<DocId, sync::State>,
+    /// Shared documents the remote peer sent messages about but may no longer see.
+    revoked: BTreeSet<DocId>,
 }
 
 impl PeerSync {
@@ -142,18 +171,45 @@ impl PeerSync {
     /// Applies messages from the remote peer. Every message is decoded and checked against
     /// `access` (a `bool` means write-or-nothing) before any is applied, so a bad envelope
     /// changes nothing: changes to a read-only document are refused like messages about a
-    /// document the peer may not see. Returns the ids of documents whose content changed.
+    /// document the peer may not see. A message about a *shared* document the peer may not see
+    /// (an album or another user's month, see [`DocId::is_shared_kind`]) is ignored instead:
+    /// the peer lost access and is told to drop it ([`PeerSync::take_dropped`]). Returns the
+    /// ids of documents whose content changed.
     pub fn receive<A: Into<Access>>(
         &mut self,
         lib: &mut Library,
         msgs: Vec<DocMessage>,
         access: impl Fn(&DocId) -> A,
     ) -> Result<Vec<DocId>, SyncError> {
+        self.receive_checked(lib, msgs, access, |_, _, _| {
+            Err("no contributions are accepted here".into())
+        })
+    }
+
+    /// [`PeerSync::receive`] where [`Access::Contribute`] documents take changes that `check`
+    /// approves: it sees the document before and after the message, and answers why not.
+    pub fn receive_checked<A: Into<Access>>(
+        &mut self,
+        lib: &mut Library,
+        msgs: Vec<DocMessage>,
+        access: impl Fn(&DocId) -> A,
+        check: impl Fn(&DocId, &AutoCommit, &AutoCommit) -> Result<(), String>,
+    ) -> Result<Vec<DocId>, SyncError> {
         let mut decoded = Vec::with_capacity(msgs.len());
+        let mut revoked = Vec::new();
         for m in msgs {
             let id = DocId::parse(&m.doc)?;
             let access = access(&id).into();
             if access == Access::None {
+                if id.is_shared_kind() {
+                    revoked.push(id);
+                    continue;
+                }
+                if id.is_root() && !id.user().is_empty() {
+                    // A device derives the summaries of another user's months it was given
+                    // (a partner's) in a root document of its own making: ignored here.
+                    continue;
+                }
                 return Err(SyncError::Forbidden(id.to_string()));
             }
             let msg = sync::Message::decode(&m.msg).map_err(|e| SyncError::Message {
@@ -163,7 +219,31 @@ impl PeerSync {
             if access == Access::Read && !msg.changes.is_empty() {
                 return Err(SyncError::Forbidden(id.to_string()));
             }
+            if access == Access::Contribute && !msg.changes.is_empty() {
+                // Try the message on a copy; the real document is touched only if every
+                // message of the envelope passes.
+                let mut state = self.states.get(&id).cloned().unwrap_or_default();
+                let before = lib.doc_mut(&id);
+                let mut after = before.fork();
+                after
+                    .sync()
+                    .receive_sync_message(&mut state, msg.clone())
+                    .map_err(|source| SyncError::Apply {
+                        doc: id.to_string(),
+                        source: Box::new(source),
+                    })?;
+                if let Err(why) = check(&id, before, &after) {
+                    return Err(SyncError::Refused {
+                        doc: id.to_string(),
+                        reason: why,
+                    });
+                }
+            }
             decoded.push((id, msg));
+        }
+        for id in revoked {
+            self.states.remove(&id);
+            self.revoked.insert(id);
         }
         let mut changed = Vec::new();
         for (id, msg) in decoded {
@@ -184,6 +264,25 @@ impl PeerSync {
         // Summaries are derived: recompute them for shards that sync changed.
         lib.refresh_summaries(&changed)?;
         Ok(changed)
+    }
+
+    /// Shared documents the remote peer must drop: those it asked about without access, and
+    /// those synced with it before that `covered` no longer includes. Their sync state is
+    /// forgotten, so access given back later syncs them afresh.
+    pub fn take_dropped(&mut self, covered: impl Fn(&DocId) -> bool) -> Vec<DocId> {
+        let gone: Vec<DocId> = self
+            .states
+            .keys()
+            .filter(|d| d.is_shared_kind() && !covered(d))
+            .cloned()
+            .collect();
+        for d in &gone {
+            self.states.remove(d);
+        }
+        let mut out = std::mem::take(&mut self.revoked);
+        out.extend(gone);
+        out.retain(|d| !covered(d));
+        out.into_iter().collect()
     }
 
     /// Forget the sync state (after a reconnect to a peer that may have lost its state).
@@ -288,7 +387,7 @@ mod tests {
         let mut s = PeerSync::new();
         assert!(SyncEnvelope::decode(b"\xff\xff garbage").is_err());
         let forged = vec![DocMessage {
-            doc: "u/other/root".into(),
+            doc: "u/other/people".into(),
             msg: vec![0x42],
         }];
         assert!(matches!(

@@ -179,12 +179,13 @@ impl Device {
 
 /// The trees replicated between the household's sync nodes (through the household document).
 /// `meta` stands for the default tree's `admin_user` key.
-pub const REPLICATED: [&str; 6] = [
+pub const REPLICATED: [&str; 7] = [
     "users",
     "user_emails",
     "sessions",
     "api_keys",
     "devices",
+    "shared_links",
     "meta",
 ];
 
@@ -193,7 +194,9 @@ pub const PAIRING_TTL_SECS: i64 = 3600;
 
 #[derive(Clone)]
 pub struct Auth {
-    db: sled::Db,
+    pub(crate) db: sled::Db,
+    /// Shared links by the BLAKE3 hash of their key (see [`crate::links`]).
+    pub(crate) links: sled::Tree,
     users: sled::Tree,
     emails: sled::Tree,
     sessions: sled::Tree,
@@ -250,7 +253,7 @@ fn clean_name(name: &str, default: &str) -> String {
     }
 }
 
-fn secret_hash(secret: &str) -> [u8; 32] {
+pub(crate) fn secret_hash(secret: &str) -> [u8; 32] {
     *blake3::hash(secret.as_bytes()).as_bytes()
 }
 
@@ -266,7 +269,7 @@ fn valid_email(email: &str) -> Result<String, AuthError> {
 }
 
 /// The Argon2id PHC string of a new password (at least 8 characters).
-fn hash_new_password(password: &str) -> Result<String, AuthError> {
+pub(crate) fn hash_new_password(password: &str) -> Result<String, AuthError> {
     if password.chars().count() < 8 {
         return Err(AuthError::Invalid(
             "password must be at least 8 characters".into(),
@@ -310,6 +313,7 @@ impl Auth {
             keys: db.open_tree("api_keys")?,
             devices: db.open_tree("devices")?,
             pairing: db.open_tree("pairing_secrets")?,
+            links: db.open_tree("shared_links")?,
             changed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
             throttle: Default::default(),
         })
@@ -320,7 +324,7 @@ impl Auth {
         self.changed.subscribe()
     }
 
-    fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.changed.send_modify(|v| *v += 1);
     }
 
@@ -331,6 +335,7 @@ impl Auth {
             "sessions" => Some(&self.sessions),
             "api_keys" => Some(&self.keys),
             "devices" => Some(&self.devices),
+            "shared_links" => Some(&self.links),
             _ => None,
         }
     }

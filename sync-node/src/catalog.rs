@@ -211,12 +211,20 @@ impl Catalog {
         // The one access decision (the user's own documents, albums by role), taken before
         // the message changes anything.
         let view = lib.access_view(user);
-        session.receive(&mut lib, env.docs, |d| view.access(d))?;
+        session.receive_checked(
+            &mut lib,
+            env.docs,
+            |d| view.access(d),
+            |_, before, after| tessera_core::album::check_contribution(user, before, after),
+        )?;
         self.persist(&mut lib)?;
         let view = lib.access_view(user);
         let ids: Vec<DocId> = lib.ids().filter(|d| view.covers(d)).cloned().collect();
         let out = session.generate(&mut lib, &ids);
-        Ok(SyncEnvelope::new("node", out).encode())
+        let dropped = session.take_dropped(|d| view.covers(d));
+        Ok(SyncEnvelope::new("node", out)
+            .with_dropped(dropped)
+            .encode())
     }
 }
 

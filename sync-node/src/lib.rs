@@ -19,6 +19,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod jobs;
+pub mod links;
 pub mod node;
 pub mod peer;
 pub mod upload;

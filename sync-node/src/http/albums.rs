@@ -290,17 +290,31 @@ struct GetQuery {
     without_assets: bool,
 }
 
+/// An album, for its owner and members, or for a visitor with a link to it (`?key=`).
 async fn get_album(
     State(node): State<AppState>,
-    AuthUser(u): AuthUser,
+    viewer: Viewer,
     Path(id): Path<String>,
     Query(q): Query<GetQuery>,
 ) -> ApiResult<Json<Value>> {
     let doc = album_doc(&id)?;
     blocking(move || {
         let lib = node.catalog.lock()?;
-        let (a, _) = album_for(&lib, &doc, &u.id)?;
-        Ok(Json(album_json(&node, &lib, &a, !q.without_assets)))
+        let a = match &viewer {
+            Viewer::User(u) => album_for(&lib, &doc, &u.id)?.0,
+            Viewer::Link(l) if l.album_id.as_deref() == Some(id.as_str()) => lib
+                .album(&doc)
+                .map_err(CatalogError::from)?
+                .filter(|a| a.owner == l.user_id)
+                .ok_or_else(not_found)?,
+            Viewer::Link(_) => return Err(not_found()),
+        };
+        let mut v = album_json(&node, &lib, &a, !q.without_assets);
+        if matches!(&viewer, Viewer::Link(_)) {
+            // A visitor sees the album, not who is in it.
+            v["albumUsers"] = json!([]);
+        }
+        Ok(Json(v))
     })
     .await
 }

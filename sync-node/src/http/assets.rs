@@ -426,19 +426,32 @@ pub fn asset_json(r: &AssetRecord) -> Value {
 
 async fn get_asset(
     State(node): State<AppState>,
-    AuthUser(u): AuthUser,
+    viewer: Viewer,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(asset_json(&find_record(&node, &u, &id)?)))
+    let r = find_viewed(&node, &viewer, &id)?;
+    let mut v = asset_json(&r);
+    if matches!(&viewer, Viewer::Link(l) if !l.show_metadata) {
+        v["exifInfo"] = Value::Null;
+        v["originalFileName"] = Value::String(String::new());
+        v["tessera"] = Value::Null;
+    }
+    Ok(Json(v))
 }
 
 async fn get_original(
     State(node): State<AppState>,
-    AuthUser(u): AuthUser,
+    viewer: Viewer,
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let r = find_record(&node, &u, &id)?;
+    if matches!(&viewer, Viewer::Link(l) if !l.allow_download) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "This shared link does not allow downloads",
+        ));
+    }
+    let r = find_viewed(&node, &viewer, &id)?;
     let path = node.blobs.path(BlobKind::Original, &r.id)?;
     if !path.is_file() {
         return Err(ApiError::internal(format!(
@@ -469,12 +482,12 @@ struct ThumbQuery {
 
 async fn get_thumbnail(
     State(node): State<AppState>,
-    AuthUser(u): AuthUser,
+    viewer: Viewer,
     Path(id): Path<String>,
     Query(q): Query<ThumbQuery>,
     req: Request,
 ) -> ApiResult<Response> {
-    let r = find_record(&node, &u, &id)?;
+    let r = find_viewed(&node, &viewer, &id)?;
     let (kind, hash) = match q.size.as_deref().unwrap_or("thumbnail") {
         "thumbnail" => (BlobKind::Thumb, r.thumb.clone()),
         "preview" | "fullsize" => (BlobKind::Preview, r.preview.clone()),

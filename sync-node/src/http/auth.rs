@@ -78,15 +78,23 @@ struct Login {
 /// exhausting memory and cores.
 static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
+/// Runs an Argon2 job (a password check) off the executor, at most two at a time.
+pub(crate) async fn hashing<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> ApiResult<T> {
+    let _permit = HASHING.acquire().await.map_err(ApiError::internal)?;
+    Ok(tokio::task::spawn_blocking(f).await?)
+}
+
 /// The client's address for login throttling (the peer address when the server records it).
-fn client_ip(ext: &axum::http::Extensions) -> String {
+pub(crate) fn client_ip(ext: &axum::http::Extensions) -> String {
     ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_else(|| "unknown".into())
 }
 
 /// `Secure` when the request came over HTTPS (a TLS-terminating proxy says so).
-fn cookie_attrs(headers: &HeaderMap) -> &'static str {
+pub(crate) fn cookie_attrs(headers: &HeaderMap) -> &'static str {
     let https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())

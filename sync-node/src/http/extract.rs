@@ -5,6 +5,7 @@
 use crate::auth::User;
 use crate::blobs::valid_hash;
 use crate::catalog::CatalogError;
+use crate::links::{LinkState, SharedLink};
 use crate::node::Node;
 use axum::body::Body;
 use axum::extract::FromRequestParts;
@@ -67,6 +68,121 @@ impl FromRequestParts<AppState> for AuthUser {
             ));
         };
         Ok(AuthUser(user))
+    }
+}
+
+/// Who is looking at an asset: a signed-in user, or a visitor holding a shared link's key
+/// (`?key=` on Immich's asset routes).
+pub enum Viewer {
+    User(User),
+    Link(SharedLink),
+}
+
+#[derive(serde::Deserialize)]
+struct KeyQuery {
+    key: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, node: &AppState) -> Result<Self, ApiError> {
+        let key = axum::extract::Query::<KeyQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|q| q.0.key);
+        if let Some(key) = key {
+            return open_link(node, &key, &parts.headers).map(Viewer::Link);
+        }
+        let AuthUser(u) = AuthUser::from_request_parts(parts, node).await?;
+        Ok(Viewer::User(u))
+    }
+}
+
+/// The cookie carrying a shared link's password token (Immich's name).
+pub const LINK_COOKIE: &str = "immich_shared_link_token";
+
+pub(crate) fn link_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == LINK_COOKIE).then(|| v.to_owned())
+        })
+}
+
+/// The link a key opens for this visitor: 404 when unknown or revoked (or its owner's account
+/// is gone), 410 when expired, 401 when it has a password the visitor has not given.
+pub(crate) fn open_link(node: &Node, key: &str, headers: &HeaderMap) -> ApiResult<SharedLink> {
+    let link = node
+        .auth
+        .shared_link_by_key(key)?
+        .filter(|l| matches!(node.auth.user(&l.user_id), Ok(Some(u)) if u.deleted_at.is_none()))
+        .ok_or_else(|| ApiError::not_found("Shared link not found"))?;
+    match link.state(link_cookie(headers).as_deref()) {
+        LinkState::Open => Ok(link),
+        LinkState::Expired => Err(ApiError::new(
+            StatusCode::GONE,
+            "This shared link has expired",
+        )),
+        LinkState::NeedsPassword => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "This shared link is protected by a password",
+        )),
+    }
+}
+
+/// The assets a link shows, each with the library that holds it: an album link shows the
+/// album as it is now (nothing once it is deleted or its owner no longer made the link); an
+/// individual link shows the photos chosen, while they are in their owner's library.
+pub(crate) fn link_items(
+    lib: &tessera_core::Library,
+    link: &SharedLink,
+) -> ApiResult<Vec<(String, String)>> {
+    if let Some(album) = &link.album_id {
+        let Ok(doc) = DocId::album(album) else {
+            return Ok(Vec::new());
+        };
+        return Ok(match lib.album(&doc).map_err(CatalogError::from)? {
+            Some(a) if a.owner == link.user_id => {
+                a.items.into_iter().map(|i| (i.owner, i.asset)).collect()
+            }
+            _ => Vec::new(),
+        });
+    }
+    Ok(link
+        .asset_ids
+        .iter()
+        .map(|a| (link.user_id.clone(), a.clone()))
+        .collect())
+}
+
+/// [`find_record`] for any viewer: a link holder sees exactly the link's assets (not in the
+/// trash); anything else is "not found".
+pub(crate) fn find_viewed(node: &Node, viewer: &Viewer, id: &str) -> ApiResult<AssetRecord> {
+    match viewer {
+        Viewer::User(u) => find_record(node, u, id),
+        Viewer::Link(link) => {
+            let missing = || ApiError::not_found("Asset not found");
+            let owner = {
+                let lib = node.catalog.lock()?;
+                link_items(&lib, link)?
+                    .into_iter()
+                    .find(|(_, a)| a == id)
+                    .map(|(o, _)| o)
+                    .ok_or_else(missing)?
+            };
+            let loc = node.location_of(&owner, id)?.ok_or_else(missing)?;
+            let shard = DocId::shard(&owner, &loc.month).map_err(ApiError::internal)?;
+            node.catalog
+                .lock()?
+                .asset_in(&shard, id)
+                .map_err(CatalogError::from)?
+                .filter(|r| !r.is_purged() && !r.is_trashed())
+                .ok_or_else(missing)
+        }
     }
 }
 
@@ -188,13 +304,22 @@ fn lookup(node: &Node, user: &User, id: &str, shared: bool) -> ApiResult<(String
         Some(loc) => loc,
         None if !shared => return Err(missing()),
         None => {
-            let owner = node
+            let album_owner = node
                 .catalog
                 .lock()?
                 .shared_asset_owner(&user.id, id)
-                .map_err(CatalogError::from)?
-                .ok_or_else(missing)?;
-            node.location_of(&owner, id)?.ok_or_else(missing)?
+                .map_err(CatalogError::from)?;
+            match album_owner {
+                Some(owner) => node.location_of(&owner, id)?.ok_or_else(missing)?,
+                // A partner's photo, in a month their share covers.
+                None => {
+                    let lib = node.catalog.lock()?;
+                    node.locations(id)?
+                        .into_iter()
+                        .find(|l| lib.partner_covers(&l.owner, &user.id, &l.month))
+                        .ok_or_else(missing)?
+                }
+            }
         }
     };
     let shard = DocId::shard(&loc.owner, &loc.month).map_err(ApiError::internal)?;

@@ -201,12 +201,12 @@ async fn get_motion(
 /// plays what it has a codec for).
 async fn video_playback(
     State(node): State<AppState>,
-    AuthUser(u): AuthUser,
+    viewer: Viewer,
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
     ids_ok(std::slice::from_ref(&id))?;
-    let r = Some(find_record(&node, &u, &id)?)
+    let r = Some(find_viewed(&node, &viewer, &id)?)
         .filter(|r| r.is_video())
         .ok_or_else(|| ApiError::not_found("No such video"))?;
     let path = node.blobs.path(BlobKind::Original, &r.id)?;

@@ -13,7 +13,9 @@ mod auth;
 mod error;
 mod extract;
 mod library;
+mod links;
 mod ml;
+mod partners;
 mod peer;
 mod people;
 mod search;
@@ -24,9 +26,11 @@ pub use assets::asset_json;
 pub use error::{ApiError, ApiResult};
 pub(crate) use extract::{
     bearer, blocking, content_disposition, cookie_token, find_own_record, find_record,
-    find_record_and_owner, record_of, serve_blob,
+    find_record_and_owner, find_viewed, link_items, open_link, record_of, serve_blob,
 };
-pub use extract::{AdminUser, AppState, AuthUser, MlAuth, COOKIE, ML_PERMISSION};
+pub use extract::{
+    AdminUser, AppState, AuthUser, MlAuth, Viewer, COOKIE, LINK_COOKIE, ML_PERMISSION,
+};
 
 use axum::http::header;
 use axum::http::HeaderValue;
@@ -48,6 +52,8 @@ pub fn router(node: AppState) -> Router {
         .merge(users::routes())
         .merge(albums::routes())
         .merge(activities::routes())
+        .merge(partners::routes())
+        .merge(links::routes())
         .merge(assets::routes())
         .merge(library::routes())
         .merge(people::routes())
@@ -65,7 +71,9 @@ pub fn router(node: AppState) -> Router {
             "/.well-known/immich",
             get(|| async { Json(json!({"api": {"endpoint": "/api"}})) }),
         )
-        .nest("/api", api);
+        .nest("/api", api)
+        // A shared link's page: rendered here, no wasm, for visitors without an account.
+        .merge(links::page_routes());
     app = match node.config.web.clone() {
         Some(web) => {
             let index = web.join("index.html");

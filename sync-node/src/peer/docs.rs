@@ -266,20 +266,25 @@ impl Peer {
         let (s, out) = tokio::task::spawn_blocking(move || {
             let out = node.catalog.lock().map(|mut lib| {
                 let view = Self::view(&role, &lib);
-                let ids: Vec<DocId> = lib
-                    .ids()
-                    .filter(|d| Self::access(&role, view.as_ref(), d) != Access::None)
-                    .cloned()
-                    .collect();
-                s.generate(&mut lib, &ids)
+                let covered = |d: &DocId| Self::access(&role, view.as_ref(), d) != Access::None;
+                let ids: Vec<DocId> = lib.ids().filter(|d| covered(d)).cloned().collect();
+                let msgs = s.generate(&mut lib, &ids);
+                (msgs, s.take_dropped(covered))
             });
             (s, out)
         })
         .await
         .map_err(proto)?;
         *sync = Some(s);
-        let msgs = out.map_err(proto)?;
-        Ok(split_envelopes(&self.name, msgs).unwrap_or_default())
+        let (msgs, dropped) = out.map_err(proto)?;
+        let mut frames = split_envelopes(&self.name, msgs).unwrap_or_default();
+        if !dropped.is_empty() {
+            // A member removed from an album (a partner share stopped) drops it at once.
+            frames.push(Frame::Sync(
+                SyncEnvelope::new(&self.name, Vec::new()).with_dropped(dropped),
+            ));
+        }
+        Ok(frames)
     }
 
     pub(super) async fn receive(
@@ -335,8 +340,17 @@ fn apply(
         BTreeMap::new()
     };
     let view = Peer::view(role, &lib);
+    let contributor = match role {
+        Role::Device { user } => user.clone(),
+        Role::Node => String::new(),
+    };
     let changed = sync
-        .receive(&mut lib, env.docs, |d| Peer::access(role, view.as_ref(), d))
+        .receive_checked(
+            &mut lib,
+            env.docs,
+            |d| Peer::access(role, view.as_ref(), d),
+            |_, before, after| tessera_core::album::check_contribution(&contributor, before, after),
+        )
         .map_err(proto)?;
     let mut revoked = Vec::new();
     if *role == Role::Node && changed.contains(&household) {

@@ -13,3 +13,4 @@ mod ml;
 mod multipart;
 mod node;
 mod p2p;
+mod sharing;

@@ -1,0 +1,6 @@
+//! The pages and panels of the signed-in app (the timeline view itself is `timeline.rs`).
+
+pub(crate) mod auth_form;
+pub(crate) mod household;
+pub(crate) mod ml_panel;
+pub(crate) mod timeline_page;
