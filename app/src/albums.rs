@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use tessera_core::AlbumView;
+use tessera_core::{Activity, AlbumRole, AlbumView};
 
 use crate::state::{user_id, Ui, CORE};
 use crate::thumbs::load_thumb;
@@ -28,43 +28,84 @@ pub fn owned_album_names() -> Vec<String> {
         .collect()
 }
 
-/// Puts the selection in the album called `name` (an album of mine with that name, else a new
-/// one). The node checks what I may add; the album document reaches every device by sync.
+/// A change to the local catalogue made by me (offline too): saved to IndexedDB, then synced;
+/// the node accepts what my role allows and refuses the rest.
+pub fn local_change<T>(
+    ui: Ui,
+    f: impl FnOnce(&mut tessera_core::Library, &str) -> Result<T, String>,
+) -> Result<T, String> {
+    let me = user_id().ok_or("signed out")?;
+    let out = CORE.with(|c| f(&mut c.borrow_mut().lib, &me))?;
+    crate::state::refresh(ui);
+    ui.albums_ver.update(|v| *v += 1);
+    spawn_local(async move {
+        crate::catalogue::save_docs().await;
+        if !crate::p2p::kick() {
+            crate::catalogue::sync_now(ui).await;
+        }
+    });
+    Ok(out)
+}
+
+/// Puts the selection in the album called `name`: an album of mine or one I edit with that
+/// name, else a new album of mine. Written to the album document on this device, so it works
+/// offline; my own photos are added by me, anyone else's (a partner's) through the node.
 pub async fn add_to_album(ui: Ui, name: String, ids: Vec<String>) -> Result<String, String> {
     let name = name.trim().to_owned();
     if name.is_empty() {
         return Err("Give the album a name".into());
     }
     let me = user_id().unwrap_or_default();
-    let existing = my_albums()
-        .into_iter()
-        .find(|a| a.owner == me && a.name == name);
-    let res = match existing {
-        Some(a) => {
-            net::json(
-                "PUT",
-                &format!("/api/albums/{}/assets", a.id),
-                Some(serde_json::json!({"ids": ids})),
-            )
-            .await
+    let existing = my_albums().into_iter().find(|a| {
+        a.name == name && matches!(a.role_of(&me), Some(AlbumRole::Owner | AlbumRole::Editor))
+    });
+    let (mine, others): (Vec<String>, Vec<String>) = ids.iter().cloned().partition(|id| {
+        crate::catalogue::find_record(id).is_some_and(|r| {
+            // A record of my own months (partners' photos are in their documents).
+            CORE.with(|c| {
+                tessera_core::DocId::shard(&me, &r.month())
+                    .is_ok_and(|d| c.borrow().lib.asset_in(&d, id).ok().flatten().is_some())
+            })
+        })
+    });
+    let now = crate::state::now_rfc3339();
+    let album_id = local_change(ui, |lib, me| {
+        let doc = match &existing {
+            Some(a) => tessera_core::DocId::album(&a.id).map_err(|e| e.to_string())?,
+            None => {
+                let id = crate::session::hex(&crate::session::random_bytes(16));
+                lib.create_album(&id, me, &name, "", &now)
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        let items: Vec<(String, String)> =
+            mine.iter().map(|id| (id.clone(), me.to_owned())).collect();
+        lib.add_album_items(&doc, &items, me, &now)
+            .map_err(|e| e.to_string())?;
+        Ok(doc.album_id().unwrap_or_default().to_owned())
+    })?;
+    if !others.is_empty() {
+        // Let the album reach the node first, then add what only the node can vouch for.
+        crate::catalogue::sync_now(ui).await;
+        if let Err(e) = net::json(
+            "PUT",
+            &format!("/api/albums/{album_id}/assets"),
+            Some(serde_json::json!({"ids": others})),
+        )
+        .await
+        {
+            return Err(if e.is_offline() {
+                format!(
+                    "Added {} of yours; the others need the node (offline)",
+                    mine.len()
+                )
+            } else {
+                e.message
+            });
         }
-        None => {
-            net::json(
-                "POST",
-                "/api/albums",
-                Some(serde_json::json!({"albumName": name, "assetIds": ids})),
-            )
-            .await
-        }
-    };
-    match res {
-        Ok(_) => {
-            crate::catalogue::sync_now(ui).await;
-            Ok(format!("Added {} to \u{201c}{name}\u{201d}", ids.len()))
-        }
-        Err(e) if e.is_offline() => Err("Albums are made on the node: you are offline".into()),
-        Err(e) => Err(e.message),
+        crate::catalogue::sync_now(ui).await;
     }
+    Ok(format!("Added {} to \u{201c}{name}\u{201d}", ids.len()))
 }
 
 #[component]
@@ -128,19 +169,103 @@ fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
     for i in &album.items {
         spawn_local(load_thumb(ui, i.asset.clone()));
     }
+    let me = user_id().unwrap_or_default();
+    let role = album.role_of(&me);
     let members: Vec<String> = album
         .members
         .iter()
         .map(|(u, r)| format!("{} ({})", short(u), r.as_str()))
         .collect();
     let items = album.items.clone();
+    let doc = tessera_core::DocId::album(&album.id).ok();
+    let activities = {
+        let doc = doc.clone();
+        move || {
+            ui.albums_ver.get();
+            doc.as_ref()
+                .map(|d| CORE.with(|c| c.borrow().lib.activities(d).unwrap_or_default()))
+                .unwrap_or_default()
+        }
+    };
+    let comment = RwSignal::new(String::new());
+    let message = RwSignal::new(None::<String>);
+    let write_activity = {
+        let doc = doc.clone();
+        move |kind: &str, text: Option<String>| {
+            let Some(doc) = doc.clone() else { return };
+            let a = Activity {
+                id: crate::session::hex(&crate::session::random_bytes(12)),
+                kind: kind.to_owned(),
+                user: user_id().unwrap_or_default(),
+                asset: None,
+                comment: text,
+                at: crate::state::now_rfc3339(),
+            };
+            if let Err(e) = local_change(ui, |lib, _| {
+                lib.add_activity(&doc, &a).map_err(|e| e.to_string())
+            }) {
+                message.set(Some(e));
+            }
+        }
+    };
+    let unlike = {
+        let doc = doc.clone();
+        move |id: String| {
+            let Some(doc) = doc.clone() else { return };
+            if let Err(e) = local_change(ui, |lib, _| {
+                lib.remove_activity(&doc, &id).map_err(|e| e.to_string())
+            }) {
+                message.set(Some(e));
+            }
+        }
+    };
+    let liked = {
+        let me = me.clone();
+        let activities = activities.clone();
+        move || {
+            activities()
+                .into_iter()
+                .find(|a| a.kind == "like" && a.user == me && a.asset.is_none())
+                .map(|a| a.id)
+        }
+    };
+    let link = RwSignal::new(None::<String>);
+    let album_id = album.id.clone();
+    let make_link = move |_| {
+        let album_id = album_id.clone();
+        spawn_local(async move {
+            let body = serde_json::json!({"type": "ALBUM", "albumId": album_id});
+            match net::json("POST", "/api/shared-links", Some(body)).await {
+                Ok(v) => {
+                    let origin = web_sys::window()
+                        .and_then(|w| w.location().origin().ok())
+                        .unwrap_or_default();
+                    link.set(Some(format!(
+                        "{origin}/share/{}",
+                        v["key"].as_str().unwrap_or_default()
+                    )));
+                }
+                Err(e) if e.is_offline() => {
+                    message.set(Some("Links are served by the node: you are offline".into()))
+                }
+                Err(e) => message.set(Some(e.message)),
+            }
+        })
+    };
+    let activity_on = album.activity && role.is_some();
+    let write_comment = write_activity.clone();
     view! {
         <div class="album-detail" id="album-detail">
             <button id="album-back" class="link" on:click=move |_| routes::open_album(ui, None)>"← Albums"</button>
             <h2 id="album-title">{album.name.clone()}</h2>
             <p class="dim">{album.description.clone()}</p>
             <p class="dim">{format!("{} photos", album.items.len())}
-                {(!members.is_empty()).then(|| format!(" · members: {}", members.join(", ")))}</p>
+                {(!members.is_empty()).then(|| format!(" · members: {}", members.join(", ")))}
+                {role.map(|r| format!(" · you: {}", r.as_str()))}</p>
+            {(role == Some(AlbumRole::Owner)).then(|| view! {
+                <p><button id="album-link" class="button" on:click=make_link>"Create a public link"</button>
+                {move || link.get().map(|l| view! { <input id="album-link-url" class="link-url" readonly prop:value=l/> })}</p>
+            })}
             <div class="album-grid">
                 {items.into_iter().map(|i| {
                     let id = i.asset.clone();
@@ -158,6 +283,43 @@ fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
                     }
                 }).collect_view()}
             </div>
+            {activity_on.then(|| {
+                let write_like = write_activity.clone();
+                let liked2 = liked.clone();
+                let activities2 = activities.clone();
+                view! {
+                <section class="activity" id="album-activity">
+                    <h3>"Comments"
+                        <button id="album-like" class="link" on:click=move |_| match liked2() {
+                            Some(id) => unlike(id),
+                            None => write_like("like", None),
+                        }>{move || if liked().is_some() { " ♥ liked" } else { " ♡ like" }}</button>
+                        <span class="dim" id="album-likes">{move || {
+                            let n = activities().iter().filter(|a| a.kind == "like").count();
+                            format!(" {n} like{}", if n == 1 { "" } else { "s" })
+                        }}</span>
+                    </h3>
+                    <ul class="comments" id="album-comments">
+                        {move || activities2().into_iter().filter(|a| a.kind == "comment").map(|a| view! {
+                            <li class="comment"><b>{short(&a.user)}</b>" "<span class="comment-text">{a.comment.clone().unwrap_or_default()}</span>
+                                <span class="dim">{format!(" · {}", a.at.get(..16).unwrap_or(&a.at).replace('T', " "))}</span></li>
+                        }).collect_view()}
+                    </ul>
+                    <form id="comment-form" on:submit=move |ev| {
+                        ev.prevent_default();
+                        let text = comment.get_untracked().trim().to_owned();
+                        if !text.is_empty() {
+                            write_comment("comment", Some(text));
+                            comment.set(String::new());
+                        }
+                    }>
+                        <input id="comment-input" placeholder="Say something (works offline)" maxlength="2000"
+                            prop:value=move || comment.get() on:input=move |e| comment.set(event_target_value(&e))/>
+                        <button class="button" type="submit">"Post"</button>
+                    </form>
+                </section>
+            }})}
+            {move || message.get().map(|m| view! { <p class="hint">{m}</p> })}
         </div>
     }
 }

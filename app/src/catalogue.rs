@@ -96,9 +96,43 @@ pub(crate) async fn save_docs() {
     }
 }
 
+/// What this device takes from its node: everything the node sends (it decides what this
+/// user may see: their own documents, albums they are in, partners' shared months) except the
+/// household's accounts, which never leave the nodes.
+pub(crate) fn from_node(d: &DocId) -> bool {
+    !d.is_household()
+}
+
+/// Forgets documents the node says this user may no longer see (removed from an album, a
+/// partner stopped sharing): from memory and from IndexedDB, at once.
+pub(crate) async fn drop_docs(ids: Vec<DocId>) {
+    if ids.is_empty() {
+        return;
+    }
+    CORE.with(|c| {
+        let mut c = c.borrow_mut();
+        for d in &ids {
+            c.lib.remove_doc(d);
+        }
+    });
+    if let Some(db) = db() {
+        for d in &ids {
+            if let Err(e) = db::delete(&db, db::DOCS, d.as_str()).await {
+                log(&format!("cannot drop document {d}: {e}"));
+            }
+        }
+    }
+    log(&format!(
+        "dropped {} shared document(s) no longer shared with me",
+        ids.len()
+    ));
+}
+
 /// Sync rounds with the node until neither side has anything to say.
 pub(crate) async fn sync_now(ui: Ui) {
-    let Some(user) = user_id() else { return };
+    if user_id().is_none() {
+        return;
+    }
     if p2p::connected() {
         // Live over iroh: changes are pushed as they happen.
         p2p::kick();
@@ -129,12 +163,11 @@ pub(crate) async fn sync_now(ui: Ui) {
                     }
                 };
                 let quiet_down = down.docs.is_empty();
+                drop_docs(down.dropped_ids()).await;
                 let res = CORE.with(|c| {
                     let mut c = c.borrow_mut();
                     let c = &mut *c;
-                    c.sync.receive(&mut c.lib, down.docs, |d| {
-                        d.user() == user || d.album_id().is_some()
-                    })
+                    c.sync.receive(&mut c.lib, down.docs, from_node)
                 });
                 if let Err(e) = res {
                     ui.error.set(Some(format!("sync: {e}")));

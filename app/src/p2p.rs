@@ -252,7 +252,7 @@ pub(crate) fn describe_browser(ua: &str) -> String {
 
 async fn session_loop(
     ui: Ui,
-    user: &str,
+    _user: &str,
     conn: Connection,
     mut send: SendStream,
     recv: RecvStream,
@@ -295,12 +295,13 @@ async fn session_loop(
                     let Frame::Sync(env) = f else {
                         return Err(format!("unexpected frame {f:?}"));
                     };
+                    let dropped = env.dropped_ids();
+                    any |= !dropped.is_empty();
+                    crate::catalogue::drop_docs(dropped).await;
                     let res = CORE.with(|c| {
                         let mut c = c.borrow_mut();
                         let c = &mut *c;
-                        sync.receive(&mut c.lib, env.docs, |d| {
-                            d.user() == user || d.album_id().is_some()
-                        })
+                        sync.receive(&mut c.lib, env.docs, crate::catalogue::from_node)
                     });
                     match res {
                         Ok(changed) => any |= !changed.is_empty(),

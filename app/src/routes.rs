@@ -13,6 +13,7 @@
 //! | `/albums`           | Albums                                             |
 //! | `/albums/<album>`   | that album                                         |
 //! | `/members`          | Members (admins; Photos for anyone else)           |
+//! | `/sharing`          | Sharing: partners and public links                 |
 //! | `/photos/<asset>`   | the viewer on that asset, over the page under it   |
 //!
 //! Each entry's `history.state` is the path of the page under the viewer, so going back to a
@@ -51,7 +52,7 @@ enum Target {
     Asset(String),
 }
 
-const VIEWS: [(View, &str); 7] = [
+const VIEWS: [(View, &str); 8] = [
     (View::Photos, "/"),
     (View::Favorites, "/favorites"),
     (View::Archive, "/archive"),
@@ -59,6 +60,7 @@ const VIEWS: [(View, &str); 7] = [
     (View::Duplicates, "/duplicates"),
     (View::Albums, "/albums"),
     (View::Members, "/members"),
+    (View::Sharing, "/sharing"),
 ];
 
 fn encode(id: &str) -> String {

@@ -136,20 +136,37 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
             *s = album_sig;
             changed
         });
-        let shards = c.lib.shards(&user).unwrap_or_default();
+        // My months, and those of partners I chose to show in my timeline (their shares are
+        // synced to this device read-only; its own root summaries list their months).
+        let mut months: Vec<DocId> = Vec::new();
+        let partners: Vec<String> = c
+            .lib
+            .ids()
+            .filter(|d| d.is_root() && d.user() != user)
+            .map(|d| d.user().to_owned())
+            .filter(|p| c.lib.partner_in_timeline(&user, p))
+            .collect();
+        for who in std::iter::once(user.clone()).chain(partners) {
+            for s in c.lib.shards(&who).unwrap_or_default() {
+                if let Ok(id) = DocId::shard(&who, &s.month) {
+                    if c.lib.contains(&id) {
+                        months.push(id);
+                    }
+                }
+            }
+        }
+        let mine = format!("u/{user}/");
         let items = SHARDS.with(|cache| {
             let mut cache = cache.borrow_mut();
             let mut changed = false;
             let mut seen = HashSet::new();
-            for s in shards {
-                let Ok(id) = DocId::shard(&user, &s.month) else {
-                    continue;
-                };
+            for id in months {
                 let heads = c.lib.heads(&id);
-                seen.insert(s.month.clone());
-                if cache.get(&s.month).map(|e| &e.0) != Some(&heads) {
+                let key = id.to_string();
+                seen.insert(key.clone());
+                if cache.get(&key).map(|e| &e.0) != Some(&heads) {
                     let assets = c.lib.assets(&id).unwrap_or_default();
-                    cache.insert(s.month, (heads, assets));
+                    cache.insert(key, (heads, assets));
                     changed = true;
                 }
             }
@@ -158,8 +175,10 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
             changed |= cache.len() != before;
             (changed || force).then(|| {
                 cache
-                    .values()
-                    .flat_map(|(_, a)| a.iter().filter(|r| view.includes(r)).cloned())
+                    .iter()
+                    // A partner's photos show in Photos only (never in my trash or archive).
+                    .filter(|(k, _)| k.starts_with(&mine) || view == View::Photos)
+                    .flat_map(|(_, (_, a))| a.iter().filter(|r| view.includes(r)).cloned())
                     .collect::<Vec<_>>()
             })
         });

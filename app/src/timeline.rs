@@ -25,6 +25,7 @@ pub enum View {
     Duplicates,
     Albums,
     Members,
+    Sharing,
 }
 
 impl View {
@@ -34,7 +35,7 @@ impl View {
             View::Favorites => r.favorite == Some(true) && !r.is_trashed() && r.live_of.is_none(),
             View::Archive => r.archived == Some(true) && !r.is_trashed() && r.live_of.is_none(),
             View::Trash => r.is_trashed() && r.live_of.is_none(),
-            View::Duplicates | View::Albums | View::Members => false,
+            View::Duplicates | View::Albums | View::Members | View::Sharing => false,
         }
     }
 }

@@ -381,10 +381,15 @@ impl Library {
             return Access::None;
         }
         if doc.album_id().is_some() {
-            return match self.album_role(doc, user) {
-                Ok(Some(AlbumRole::Owner)) => Access::Write,
-                Ok(Some(_)) => Access::Contribute,
-                _ => Access::None,
+            return match self.read_album(doc) {
+                Ok(Some(a)) => match a.role_of(user) {
+                    Some(AlbumRole::Owner) => Access::Write,
+                    Some(_) => Access::Contribute,
+                    None => Access::None,
+                },
+                // Not an album yet: a device may create it, as its owner (offline too).
+                Ok(None) => Access::Contribute,
+                Err(_) => Access::None,
             };
         }
         if !user.is_empty() && doc.user() == user {
@@ -405,6 +410,14 @@ impl Library {
             .filter(|d| d.album_id().is_some())
             .map(|d| (d.clone(), self.access_for(user, d)))
             .collect();
+        // Album documents without an owner yet: a device is creating them (its first sync
+        // messages arrived before its changes). Only that device's session syncs them.
+        let unclaimed = self
+            .ids()
+            .filter(|d| d.album_id().is_some())
+            .filter(|d| matches!(self.read_album(d), Ok(None)))
+            .cloned()
+            .collect();
         let partners = self
             .shared_with(user)
             .unwrap_or_default()
@@ -415,6 +428,7 @@ impl Library {
             user: user.to_owned(),
             albums,
             partners,
+            unclaimed,
         }
     }
 }
@@ -447,7 +461,15 @@ pub fn check_contribution(
 ) -> Result<(), String> {
     let b = crate::library::root_entries(before);
     let a = crate::library::root_entries(after);
-    let meta = b.get(META).cloned().flatten().unwrap_or_default();
+    let Some(Some(meta)) = b.get(META).cloned() else {
+        // A new album: whoever creates it must be its owner.
+        let created = a.get(META).cloned().flatten().unwrap_or_default();
+        return if s(&created, "owner") == user && !user.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("a new album must be owned by its creator ({user})"))
+        };
+    };
     let role = if s(&meta, "owner") == user {
         None
     } else {
@@ -524,6 +546,7 @@ pub struct AccessView {
     user: String,
     albums: BTreeMap<DocId, Access>,
     partners: BTreeMap<String, crate::PartnerShare>,
+    unclaimed: std::collections::BTreeSet<DocId>,
 }
 
 impl AccessView {
@@ -531,8 +554,9 @@ impl AccessView {
         if doc.is_household() {
             Access::None
         } else if doc.album_id().is_some() {
-            // An album not known yet is closed: albums are created through the node.
-            self.albums.get(doc).copied().unwrap_or(Access::None)
+            // An album not known yet may be created by this user's device, as its owner
+            // (checked by [`check_contribution`]).
+            self.albums.get(doc).copied().unwrap_or(Access::Contribute)
         } else if doc.user() == self.user {
             Access::Write
         } else {
@@ -543,9 +567,16 @@ impl AccessView {
         }
     }
 
-    /// The documents this user's devices sync.
+    /// The documents the node offers this user's devices (an album being created is synced
+    /// only with the session that mentioned it: see [`AccessView::syncs`]).
     pub fn covers(&self, doc: &DocId) -> bool {
-        self.access(doc) != Access::None
+        self.access(doc) != Access::None && !self.unclaimed.contains(doc)
+    }
+
+    /// The documents to sync with one session of this user: what [`AccessView::covers`], and
+    /// what the session itself asked about and may see (an album it is creating).
+    pub fn syncs(&self, doc: &DocId, session: &crate::PeerSync) -> bool {
+        self.covers(doc) || (session.knows(doc) && self.access(doc) != Access::None)
     }
 }
 
@@ -663,15 +694,25 @@ mod tests {
                 ns.receive(node, up, |_| Access::Read).unwrap();
             }
             change(&mut dev);
-            let ids: Vec<DocId> = dev.ids().cloned().collect();
-            let up = ds.generate(&mut dev, &ids);
-            let view = node.access_view(user);
-            ns.receive_checked(
-                node,
-                up,
-                |d| view.access(d),
-                |_, b, a| check_contribution(user, b, a),
-            )
+            // A few rounds (a new document's changes follow the first exchange of heads).
+            let mut changed = Vec::new();
+            for _ in 0..4 {
+                let ids: Vec<DocId> = dev.ids().cloned().collect();
+                let up = ds.generate(&mut dev, &ids);
+                let view = node.access_view(user);
+                changed.extend(ns.receive_checked(
+                    node,
+                    up,
+                    |d| view.access(d),
+                    |_, b, a| check_contribution(user, b, a),
+                )?);
+                let view = node.access_view(user);
+                let ids: Vec<DocId> = node.ids().filter(|d| view.syncs(d, &ns)).cloned().collect();
+                let down = ns.generate(node, &ids);
+                ds.receive(&mut dev, down, |_| true).unwrap();
+            }
+            changed.dedup();
+            Ok(changed)
         };
         let comment = |user: &str, id: &str| Activity {
             id: id.into(),
@@ -758,6 +799,23 @@ mod tests {
             );
             assert_eq!(node.heads(&doc), heads, "case {i}");
         }
+        // An album made offline on a device is accepted as that device's user's own…
+        const B: &str = "fedcba9876543210fedcba9876543210";
+        let new_doc = DocId::album(B).unwrap();
+        let made = attempt(&mut node, "gran", 20, &|dev| {
+            dev.create_album(B, "gran", "Gran's", "", "t").unwrap();
+        });
+        assert_eq!(made.unwrap(), vec![new_doc.clone()]);
+        assert_eq!(node.access_for("gran", &new_doc), Access::Write);
+        // …but not in someone else's name.
+        const C: &str = "00000000000000000000000000000001";
+        let forged = attempt(&mut node, "gran", 21, &|dev| {
+            dev.create_album(C, "mum", "Mum's?", "", "t").unwrap();
+        });
+        assert!(
+            matches!(forged, Err(SyncError::Refused { .. })),
+            "{forged:?}"
+        );
         // A removed member's messages are ignored and they are told to drop the album.
         node.remove_album_member(&doc, "gran").unwrap();
         let mut dev = Library::new(&[40; 16]);

@@ -285,6 +285,11 @@ impl PeerSync {
         out.into_iter().collect()
     }
 
+    /// Whether this session has synced (or been asked about) a document.
+    pub fn knows(&self, doc: &DocId) -> bool {
+        self.states.contains_key(doc)
+    }
+
     /// Forget the sync state (after a reconnect to a peer that may have lost its state).
     pub fn reset(&mut self) {
         self.states.clear();

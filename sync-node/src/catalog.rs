@@ -219,9 +219,13 @@ impl Catalog {
         )?;
         self.persist(&mut lib)?;
         let view = lib.access_view(user);
-        let ids: Vec<DocId> = lib.ids().filter(|d| view.covers(d)).cloned().collect();
+        let ids: Vec<DocId> = lib
+            .ids()
+            .filter(|d| view.syncs(d, session))
+            .cloned()
+            .collect();
         let out = session.generate(&mut lib, &ids);
-        let dropped = session.take_dropped(|d| view.covers(d));
+        let dropped = session.take_dropped(|d| view.access(d) != Access::None);
         Ok(SyncEnvelope::new("node", out)
             .with_dropped(dropped)
             .encode())

@@ -130,7 +130,11 @@ pub async fn sync_until_quiet(
             Ok(f) => match f? {
                 Some(Frame::Sync(env)) => {
                     frames += 1;
-                    sync.receive(lib, env.docs, |_| true)?;
+                    // Documents this user may no longer see (removed from an album…).
+                    for d in env.dropped_ids() {
+                        lib.remove_doc(&d);
+                    }
+                    sync.receive(lib, env.docs, |d: &DocId| !d.is_household())?;
                 }
                 Some(other) => bail!("unexpected frame {other:?}"),
                 None => bail!("the node closed the stream"),

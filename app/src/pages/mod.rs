@@ -3,4 +3,5 @@
 pub(crate) mod auth_form;
 pub(crate) mod household;
 pub(crate) mod ml_panel;
+pub mod sharing;
 pub(crate) mod timeline_page;

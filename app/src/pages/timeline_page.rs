@@ -98,6 +98,7 @@ pub(crate) fn Nav(ui: Ui) -> impl IntoView {
             {item(View::Trash, "nav-trash", "✖", "Trash")}
             {item(View::Duplicates, "nav-duplicates", "❐", "Duplicates")}
             {item(View::Albums, "nav-albums", "▤", "Albums")}
+            {item(View::Sharing, "nav-sharing", "⇄", "Sharing")}
             <Show when=is_admin>
                 {item(View::Members, "nav-members", "☺", "Members")}
             </Show>
@@ -131,7 +132,7 @@ pub(crate) fn Timeline(ui: Ui) -> impl IntoView {
             "Archived photos are kept but hidden from Photos.",
         ),
         View::Trash => ("Trash is empty", ""),
-        View::Duplicates | View::Albums | View::Members => ("", ""),
+        View::Duplicates | View::Albums | View::Members | View::Sharing => ("", ""),
     };
     view! {
         <div class="shell">
@@ -183,6 +184,8 @@ pub(crate) fn Timeline(ui: Ui) -> impl IntoView {
                     view! { <albums::AlbumsPage ui=ui/> }.into_any()
                 } else if ui.view.get() == View::Members {
                     view! { <albums::MembersPage/> }.into_any()
+                } else if ui.view.get() == View::Sharing {
+                    view! { <crate::pages::sharing::SharingPage ui=ui/> }.into_any()
                 } else {
                     view! {
                         <Show when=move || ui.count.get() == 0>

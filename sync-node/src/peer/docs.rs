@@ -266,10 +266,18 @@ impl Peer {
         let (s, out) = tokio::task::spawn_blocking(move || {
             let out = node.catalog.lock().map(|mut lib| {
                 let view = Self::view(&role, &lib);
-                let covered = |d: &DocId| Self::access(&role, view.as_ref(), d) != Access::None;
-                let ids: Vec<DocId> = lib.ids().filter(|d| covered(d)).cloned().collect();
+                let ids: Vec<DocId> = lib
+                    .ids()
+                    .filter(|d| match view.as_ref() {
+                        Some(v) => v.syncs(d, &s),
+                        None => Self::access(&role, None, d) != Access::None,
+                    })
+                    .cloned()
+                    .collect();
                 let msgs = s.generate(&mut lib, &ids);
-                (msgs, s.take_dropped(covered))
+                let dropped =
+                    s.take_dropped(|d| Self::access(&role, view.as_ref(), d) != Access::None);
+                (msgs, dropped)
             });
             (s, out)
         })

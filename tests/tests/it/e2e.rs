@@ -68,12 +68,23 @@ fn skip(why: &str) -> bool {
     true
 }
 
+/// The page's text, and what the app logged since [`capture_logs`] (for failure messages).
 async fn texts(c: &Client) -> String {
-    c.execute("return document.body.innerText", vec![])
+    c.execute("return document.body.innerText + (window.__logs ? '\n--- console ---\n' + window.__logs.join('\n') : '')", vec![])
         .await
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// Keeps the page's console output (log, warn, error) for failure messages.
+async fn capture_logs(c: &Client) {
+    let _ = c
+        .execute(
+            "if(!window.__logs){window.__logs=[];for(const k of ['log','warn','error']){const o=console[k];console[k]=(...a)=>{window.__logs.push(k+': '+a.join(' '));if(window.__logs.length>200)window.__logs.shift();o.apply(console,a)}}}",
+            vec![],
+        )
+        .await;
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, or fails with the page's text.
@@ -919,6 +930,7 @@ async fn pwa_select_archive_trash_restore() {
             .unwrap();
     }
     click(&c, "#submit").await;
+    capture_logs(&c).await;
     let three: Vec<String> = photos[..3]
         .iter()
         .map(|p| p.display().to_string())

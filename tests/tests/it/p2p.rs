@@ -580,3 +580,199 @@ fn a_second_node_joins_with_a_ticket_replicates_everything_and_can_take_over() {
     let (ok, out) = run_sync_node(&["fsck", "--data", db.to_str().unwrap()]).unwrap();
     assert!(ok, "fsck on B: {out}");
 }
+
+/// A device of `email` (logged in over HTTP, key paired) connected over iroh and synced once.
+struct Member {
+    api: Api,
+    user: String,
+    ep: iroh::Endpoint,
+    s: tessera_tests::p2p::Session,
+    lib: Library,
+    sync: PeerSync,
+}
+
+async fn member(url: &str, email: &str, password: &str, actor: u8) -> Member {
+    let (api, key, addr, user) = tokio::task::block_in_place(|| {
+        let mut api = Api::new(url);
+        api.login(email, password).unwrap();
+        let key = SecretKey::generate();
+        assert_eq!(bind(&api, &key).0, 201);
+        let addr = node_addr(&api).unwrap();
+        let user = tessera_tests::p2p::user_id(&api).unwrap();
+        (api, key, addr, user)
+    });
+    let ep = endpoint(key).await.unwrap();
+    let s = connect(&ep, addr, None).await.unwrap().expect("welcomed");
+    let mut m = Member {
+        api,
+        user,
+        ep,
+        s,
+        lib: Library::new(&[actor; 16]),
+        sync: PeerSync::new(),
+    };
+    sync_until_quiet(
+        &mut m.s,
+        &mut m.lib,
+        &mut m.sync,
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    m
+}
+
+/// Shared albums over iroh: an editor's device adds its own photo and a comment (accepted and
+/// spread to the owner's other device; the time that takes, p50/p95 over 50, is printed); a
+/// viewer's device adding a photo is refused and nothing spreads; a member removed while their
+/// session is live is told to drop the album at once.
+#[test]
+fn shared_album_contributions_over_iroh() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n")).unwrap();
+    let mut admin = Api::new(&node.url);
+    admin.bootstrap_admin().unwrap();
+    let mut ids = std::collections::BTreeMap::new();
+    for name in ["kid", "gran"] {
+        let (code, u) = {
+            let r = admin
+                .req(reqwest::Method::POST, "/api/admin/users")
+                .json(&serde_json::json!({"email": format!("{name}@example.com"),
+                    "password": "password1", "name": name, "shouldChangePassword": false}))
+                .send()
+                .unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().unwrap())
+        };
+        assert_eq!(code, 201, "{u}");
+        ids.insert(name, u["id"].as_str().unwrap().to_owned());
+    }
+    let mine = upload_n(&admin, 1, 1);
+    let r = admin
+        .req(reqwest::Method::POST, "/api/albums")
+        .json(&serde_json::json!({"albumName": "Holiday", "assetIds": [mine[0].0],
+            "albumUsers": [{"userId": ids["kid"], "role": "editor"}, {"userId": ids["gran"], "role": "viewer"}]}))
+        .send()
+        .unwrap();
+    let album: serde_json::Value = r.json().unwrap();
+    let doc = DocId::album(album["id"].as_str().unwrap()).unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let url = node.url.clone();
+        let mut owner_dev = member(&url, "admin@example.com", "correct horse", 1).await;
+        let mut kid = member(&url, "kid@example.com", "password1", 2).await;
+        let mut gran = member(&url, "gran@example.com", "password1", 3).await;
+        assert!(kid.lib.album(&doc).unwrap().is_some(), "the editor's device has the album");
+        assert!(gran.lib.album(&doc).unwrap().is_some(), "the viewer's device has the album");
+
+        // The editor's device adds its own photos (uploaded first) and comments; each addition
+        // reaches the owner's device over the node. Timed 50 times.
+        let kid_photos: Vec<String> = tokio::task::block_in_place(|| {
+            (100..150)
+                .map(|i| {
+                    let (code, b) = kid.api.upload(&format!("k{i}.jpg"), small_jpeg(i)).unwrap();
+                    assert!(code == 201, "{code} {b}");
+                    b["id"].as_str().unwrap().to_owned()
+                })
+                .collect()
+        });
+        sync_until_quiet(&mut kid.s, &mut kid.lib, &mut kid.sync, Duration::from_millis(400))
+            .await
+            .unwrap();
+        let mut times = Vec::new();
+        for (n, p) in kid_photos.iter().enumerate() {
+            let t0 = Instant::now();
+            kid.lib
+                .add_album_items(&doc, &[(p.clone(), kid.user.clone())], &kid.user, "2024-01-01T00:00:00Z")
+                .unwrap();
+            let ids: Vec<DocId> = kid.lib.ids().cloned().collect();
+            let msgs = kid.sync.generate(&mut kid.lib, &ids);
+            write(&mut kid.s.send, &Frame::Sync(SyncEnvelope::new("kid", msgs)))
+                .await
+                .unwrap();
+            // The owner's device: read what the node pushes until the photo is in the album.
+            loop {
+                let f = tokio::time::timeout(Duration::from_secs(10), read(&mut owner_dev.s.recv))
+                    .await
+                    .expect("the owner's device hears of the addition")
+                    .unwrap();
+                if let Some(Frame::Sync(env)) = f {
+                    owner_dev.sync.receive(&mut owner_dev.lib, env.docs, |_| true).unwrap();
+                    let ids: Vec<DocId> = owner_dev.lib.ids().cloned().collect();
+                    let msgs = owner_dev.sync.generate(&mut owner_dev.lib, &ids);
+                    if !msgs.is_empty() {
+                        write(&mut owner_dev.s.send, &Frame::Sync(SyncEnvelope::new("o", msgs)))
+                            .await
+                            .unwrap();
+                    }
+                }
+                let a = owner_dev.lib.album(&doc).unwrap().unwrap();
+                if a.items.len() == n + 2 {
+                    break;
+                }
+            }
+            times.push(t0.elapsed());
+            // Let the editor's session settle (acks) before the next addition.
+            sync_until_quiet(&mut kid.s, &mut kid.lib, &mut kid.sync, Duration::from_millis(30))
+                .await
+                .unwrap();
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "shared album over iroh: editor's device → owner's device, n={} p50={:.1} ms p95={:.1} ms max={:.1} ms",
+            times.len(),
+            ms(times[times.len() / 2]),
+            ms(times[times.len() * 95 / 100]),
+            ms(times[times.len() - 1])
+        );
+        let got = tokio::task::block_in_place(|| {
+            owner_dev.api.get_json(&format!("/api/albums/{}", album["id"].as_str().unwrap())).unwrap().1
+        });
+        assert_eq!(got["assetCount"], 51, "the node's album has every addition");
+        // The editor's photo is the editor's: the owner's API shows it with its owner.
+        let a = owner_dev.lib.album(&doc).unwrap().unwrap();
+        assert!(a.items.iter().filter(|i| i.owner == kid.user).count() == 50);
+
+        // The viewer's device adds a photo of its own: refused, the album does not change.
+        let gran_photo = tokio::task::block_in_place(|| {
+            let (code, b) = gran.api.upload("g.jpg", small_jpeg(999)).unwrap();
+            assert_eq!(code, 201, "{b}");
+            b["id"].as_str().unwrap().to_owned()
+        });
+        sync_until_quiet(&mut gran.s, &mut gran.lib, &mut gran.sync, Duration::from_millis(300))
+            .await
+            .unwrap();
+        gran.lib
+            .add_album_items(&doc, &[(gran_photo.clone(), gran.user.clone())], &gran.user, "t")
+            .unwrap();
+        let refused = sync_until_quiet(&mut gran.s, &mut gran.lib, &mut gran.sync, Duration::from_millis(500)).await;
+        assert!(refused.is_err(), "the node ends a session that writes beyond its role");
+        let got = tokio::task::block_in_place(|| {
+            owner_dev.api.get_json(&format!("/api/albums/{}", album["id"].as_str().unwrap())).unwrap().1
+        });
+        assert_eq!(got["assetCount"], 51, "nothing spread: {got}");
+
+        // The editor is removed while connected: their device is told to drop the album.
+        let code = tokio::task::block_in_place(|| {
+            owner_dev
+                .api
+                .req(reqwest::Method::DELETE, &format!("/api/albums/{}/user/{}", album["id"].as_str().unwrap(), ids["kid"]))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+        assert_eq!(code, 204);
+        let t0 = Instant::now();
+        while kid.lib.contains(&doc) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the removed member still holds the album");
+            sync_until_quiet(&mut kid.s, &mut kid.lib, &mut kid.sync, Duration::from_millis(200))
+                .await
+                .unwrap();
+        }
+        println!("a removed member's live device dropped the album in {:?}", t0.elapsed());
+        for m in [owner_dev, kid, gran] {
+            m.ep.close().await;
+        }
+    });
+}

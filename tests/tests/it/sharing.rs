@@ -830,3 +830,44 @@ async fn sharing_access_table() {
         rows.len()
     );
 }
+
+/// An album made on a device while offline (the PWA's "Add to album"), with the device's own
+/// photo and a comment, is accepted by the node as that user's album once the device syncs.
+#[tokio::test]
+async fn an_album_made_offline_on_a_device_reaches_the_node() {
+    let app = crate::http::app();
+    let (t, ids) = household(&app, &["kid"]).await;
+    let kid = t["kid"].as_str();
+    let photo = upload(&app, kid, 5).await;
+    let mut dev = Library::new(&[3; 16]);
+    let mut ps = PeerSync::new();
+    device_sync(&app, kid, &mut dev, &mut ps).await;
+    let doc = dev
+        .create_album(
+            "0123456789abcdef0123456789abcdef",
+            &ids["kid"],
+            "Trip",
+            "",
+            "t",
+        )
+        .unwrap();
+    dev.add_album_items(
+        &doc,
+        &[(photo.clone(), ids["kid"].clone())],
+        &ids["kid"],
+        "t",
+    )
+    .unwrap();
+    assert!(device_sync(&app, kid, &mut dev, &mut ps).await.is_empty());
+    assert!(
+        dev.album(&doc).unwrap().is_some(),
+        "the device keeps its album"
+    );
+    let (_, list, _) = call(&app, get("/api/albums", Some(kid), None)).await;
+    assert_eq!(list[0]["albumName"], "Trip", "{list}");
+    assert_eq!(list[0]["assetCount"], 1, "{list}");
+    // Mum's devices are not offered it.
+    let mut mums = Library::new(&[4; 16]);
+    device_sync(&app, &t["mum"], &mut mums, &mut PeerSync::new()).await;
+    assert!(!mums.contains(&doc));
+}
