@@ -10,6 +10,64 @@ use crate::state::{user_id, Ui, CORE};
 use crate::thumbs::load_thumb;
 use crate::{net, routes};
 
+thread_local! {
+    /// Household members' names by id (from `GET /api/users` when online; kept in
+    /// localStorage so that albums and comments show names offline too).
+    static NAMES: std::cell::RefCell<std::collections::HashMap<String, String>> =
+        std::cell::RefCell::new(load_names());
+}
+
+const NAMES_KEY: &str = "tessera.names";
+
+fn load_names() -> std::collections::HashMap<String, String> {
+    web_sys::window()
+        .and_then(|w| w.local_storage().ok().flatten())
+        .and_then(|s| s.get_item(NAMES_KEY).ok().flatten())
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default()
+}
+
+/// A member's name for display: "you", their name, or the start of their id.
+pub fn name_of(user: &str) -> String {
+    if user_id().as_deref() == Some(user) {
+        return "you".into();
+    }
+    NAMES
+        .with(|n| n.borrow().get(user).cloned())
+        .unwrap_or_else(|| short(user))
+}
+
+/// Refreshes the members' names from the node (quietly does nothing offline).
+pub async fn refresh_names(ui: Ui) {
+    let Ok(v) = net::json("GET", "/api/users", None).await else {
+        return;
+    };
+    let names: std::collections::HashMap<String, String> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| {
+                    Some((u["id"].as_str()?.to_owned(), u["name"].as_str()?.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(s) = web_sys::window().and_then(|w| w.local_storage().ok().flatten()) {
+        if let Ok(json) = serde_json::to_string(&names) {
+            let _ = s.set_item(NAMES_KEY, &json);
+        }
+    }
+    let changed = NAMES.with(|n| {
+        let mut n = n.borrow_mut();
+        let changed = *n != names;
+        *n = names;
+        changed
+    });
+    if changed {
+        ui.albums_ver.update(|v| *v += 1);
+    }
+}
+
 /// The user's albums (owned and shared with them), from the local library.
 fn my_albums() -> Vec<AlbumView> {
     let Some(me) = user_id() else {
@@ -110,6 +168,7 @@ pub async fn add_to_album(ui: Ui, name: String, ids: Vec<String>) -> Result<Stri
 
 #[component]
 pub fn AlbumsPage(ui: Ui) -> impl IntoView {
+    spawn_local(refresh_names(ui));
     let albums = move || {
         ui.albums_ver.get();
         my_albums()
@@ -135,7 +194,7 @@ pub fn AlbumsPage(ui: Ui) -> impl IntoView {
                                     if let Some(c) = cover.clone() { spawn_local(load_thumb(ui, c)); }
                                     let id = a.id.clone();
                                     let shared = if a.owner != me {
-                                        "shared with you".to_owned()
+                                        format!("shared by {}", name_of(&a.owner))
                                     } else if a.members.is_empty() {
                                         String::new()
                                     } else {
@@ -174,7 +233,7 @@ fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
     let members: Vec<String> = album
         .members
         .iter()
-        .map(|(u, r)| format!("{} ({})", short(u), r.as_str()))
+        .map(|(u, r)| format!("{} ({})", name_of(u), r.as_str()))
         .collect();
     let items = album.items.clone();
     let doc = tessera_core::DocId::album(&album.id).ok();
@@ -259,7 +318,7 @@ fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
             <button id="album-back" class="link" on:click=move |_| routes::open_album(ui, None)>"← Albums"</button>
             <h2 id="album-title">{album.name.clone()}</h2>
             <p class="dim">{album.description.clone()}</p>
-            <p class="dim">{format!("{} photos", album.items.len())}
+            <p class="dim">{format!("{} photo{}", album.items.len(), if album.items.len() == 1 { "" } else { "s" })}
                 {(!members.is_empty()).then(|| format!(" · members: {}", members.join(", ")))}
                 {role.map(|r| format!(" · you: {}", r.as_str()))}</p>
             {(role == Some(AlbumRole::Owner)).then(|| view! {
@@ -301,7 +360,7 @@ fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
                     </h3>
                     <ul class="comments" id="album-comments">
                         {move || activities2().into_iter().filter(|a| a.kind == "comment").map(|a| view! {
-                            <li class="comment"><b>{short(&a.user)}</b>" "<span class="comment-text">{a.comment.clone().unwrap_or_default()}</span>
+                            <li class="comment"><b>{name_of(&a.user)}</b>" "<span class="comment-text">{a.comment.clone().unwrap_or_default()}</span>
                                 <span class="dim">{format!(" · {}", a.at.get(..16).unwrap_or(&a.at).replace('T', " "))}</span></li>
                         }).collect_view()}
                     </ul>

@@ -99,10 +99,16 @@ where
             return v;
         }
         if start.elapsed() > timeout {
-            panic!(
+            let msg = format!(
                 "timed out after {timeout:?} waiting for {what}; page shows:\n{}",
                 texts(c).await
             );
+            // Also on disk: a killed test run loses its captured output.
+            let dir = std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| workspace_root().join("target"));
+            let _ = std::fs::write(dir.join("e2e-failure.txt"), &msg);
+            panic!("{msg}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -1184,4 +1190,268 @@ async fn pwa_albums_and_members() {
     assert_eq!(albums[0]["albumName"], "Holiday", "{albums}");
     assert_eq!(albums[0]["assetCount"], 2, "{albums}");
     c.close().await.unwrap();
+}
+
+/// Signs in through the login form.
+async fn sign_in(c: &Client, url: &str, email: &str, password: &str) {
+    c.goto(url).await.unwrap();
+    wait_for(c, "the login form", Duration::from_secs(60), || async {
+        c.find(Locator::Css("#login-form")).await.ok()
+    })
+    .await;
+    for (css, text) in [("#email", email), ("#password", password)] {
+        c.find(Locator::Css(css))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+    click(c, "#submit").await;
+    capture_logs(c).await;
+    wait_for(c, "the timeline", Duration::from_secs(60), || async {
+        c.find(Locator::Css("#file-input")).await.ok()
+    })
+    .await;
+}
+
+/// (photos in the open album view with a loaded thumbnail, comments' text)
+async fn album_state(c: &Client) -> (u64, String) {
+    let n = c
+        .execute("return [...document.querySelectorAll('.album-tile img.loaded')].filter(i=>i.complete && i.naturalWidth>0).length", vec![])
+        .await
+        .ok()
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    (n, text_of(c, "#album-comments").await)
+}
+
+/// Two members in two browser profiles: the owner shares an album with the other as editor;
+/// with the node down, the editor adds a photo of their own and comments; when the node is
+/// back, both see the photo and the comment. Then the owner shares their library as a partner
+/// (the other chooses to show it in their timeline) and makes a public link, which a third,
+/// account-less browser opens: the gallery, its page size and time to first image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pwa_shared_album_two_members_offline_then_public_link() {
+    let Some(_web) = web_dir() else {
+        skip("the PWA is not built (dist/index.html missing)");
+        return;
+    };
+    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
+        skip("Debian's chromium and chromium-driver are not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
+    let url = node.url.clone();
+    // The household, the owner's photo and the shared album, through the API.
+    let (album_id, kid_id) = tokio::task::block_in_place(|| {
+        let mut api = tessera_tests::Api::new(&url);
+        api.bootstrap_admin().unwrap();
+        let kid = api
+            .req(reqwest::Method::POST, "/api/admin/users")
+            .json(
+                &json!({"email": "kid@example.com", "password": "password1", "name": "Kid",
+                          "shouldChangePassword": false}),
+            )
+            .send()
+            .unwrap()
+            .json::<serde_json::Value>()
+            .unwrap();
+        let (code, up) = api.upload("sea.jpg", small_jpeg(77)).unwrap();
+        assert_eq!(code, 201, "{up}");
+        let album = api
+            .req(reqwest::Method::POST, "/api/albums")
+            .json(&json!({"albumName": "Seaside", "assetIds": [up["id"]],
+                          "albumUsers": [{"userId": kid["id"], "role": "editor"}]}))
+            .send()
+            .unwrap()
+            .json::<serde_json::Value>()
+            .unwrap();
+        (
+            album["id"].as_str().unwrap().to_owned(),
+            kid["id"].as_str().unwrap().to_owned(),
+        )
+    });
+    let t = Duration::from_secs(60);
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let (_driver_a, a) = browser(&da).await;
+    let (_driver_b, b) = browser(&db).await;
+    sign_in(&a, &url, "admin@example.com", "correct horse").await;
+    sign_in(&b, &url, "kid@example.com", "password1").await;
+    let album_url = format!("{url}/albums/{album_id}");
+    // Both open the album (a deep link: the client-side route).
+    for c in [&a, &b] {
+        c.goto(&album_url).await.unwrap();
+        capture_logs(c).await;
+        wait_for(c, "the shared album with its photo", t, || async {
+            (album_state(c).await.0 == 1).then_some(())
+        })
+        .await;
+    }
+    // The editor uploads a photo of their own while online.
+    let kid_photo = dir.path().join("kid.jpg");
+    std::fs::write(&kid_photo, small_jpeg(78)).unwrap();
+    click(&b, "#nav-photos").await;
+    wait_for(&b, "the file input", t, || async {
+        b.find(Locator::Css("#file-input")).await.ok()
+    })
+    .await
+    .send_keys(&kid_photo.display().to_string())
+    .await
+    .unwrap();
+    wait_for(&b, "the upload to finish", t, || async {
+        (text_of(&b, "#outbox-count").await == "0" && tile_state(&b).await.1 == 1).then_some(())
+    })
+    .await;
+    let kid_ids = view_ids(&b, "the editor's one photo", 1).await;
+
+    // The node goes down. The editor adds the photo to the album and comments, offline.
+    node.kill();
+    select_tile(&b, &kid_ids[0], false).await;
+    click(&b, "#sel-album").await;
+    wait_for(&b, "the album name field", t, || async {
+        b.find(Locator::Css("#album-name")).await.ok()
+    })
+    .await
+    .send_keys("Seaside")
+    .await
+    .unwrap();
+    click(&b, "#album-add").await;
+    // (no reload: the node that serves the page is down; navigate inside the app)
+    click(&b, "#nav-albums").await;
+    click(&b, &format!("#album-{album_id}")).await;
+    wait_for(
+        &b,
+        "the album's two photos on the editor's device",
+        t,
+        || async { (album_state(&b).await.0 == 2).then_some(()) },
+    )
+    .await;
+    b.find(Locator::Css("#comment-input"))
+        .await
+        .unwrap()
+        .send_keys("Found a crab!")
+        .await
+        .unwrap();
+    click(&b, "#comment-form button").await;
+    wait_for(&b, "the comment, offline", t, || async {
+        album_state(&b)
+            .await
+            .1
+            .contains("Found a crab!")
+            .then_some(())
+    })
+    .await;
+
+    // The node is back: both devices converge; the owner sees the photo and the comment.
+    let start = Instant::now();
+    let _node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
+    wait_for(
+        &a,
+        "the editor's photo and comment on the owner's device",
+        Duration::from_secs(120),
+        || async {
+            let (n, comments) = album_state(&a).await;
+            (n == 2 && comments.contains("Found a crab!")).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "offline edits reached the other member {:?} after the node came back",
+        start.elapsed()
+    );
+    screenshot(&a, "e2e-shared-album.png").await;
+
+    // Partner sharing: the owner shares their library; the other shows it in their timeline.
+    click(&a, "#nav-sharing").await;
+    wait_for(&a, "the partner choice", t, || async {
+        let n = a
+            .execute(
+                "return document.querySelectorAll('#partner-select option').length",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (n.as_u64()? >= 2).then_some(())
+    })
+    .await;
+    a.execute(
+        &format!("const s=document.getElementById('partner-select'); s.value='{kid_id}'; s.dispatchEvent(new Event('change',{{bubbles:true}})); return 1"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&a, "#partner-share").await;
+    wait_for(&a, "the partner in the list", t, || async {
+        text_of(&a, "#shared-by")
+            .await
+            .contains("Kid")
+            .then_some(())
+    })
+    .await;
+    screenshot(&a, "e2e-sharing.png").await;
+    click(&b, "#nav-sharing").await;
+    click(&b, ".partner-timeline").await;
+    click(&b, "#nav-photos").await;
+    wait_for(
+        &b,
+        "the partner's photo in the editor's timeline",
+        Duration::from_secs(90),
+        || async { (tile_state(&b).await.1 == 2).then_some(()) },
+    )
+    .await;
+
+    // A public link, opened in a browser with no account.
+    a.goto(&album_url).await.unwrap();
+    click(&a, "#album-link").await;
+    let link = wait_for(&a, "the public link", t, || async {
+        let v = a
+            .execute(
+                "const i=document.getElementById('album-link-url'); return i ? i.value : ''",
+                vec![],
+            )
+            .await
+            .ok()?;
+        let s = v.as_str()?.to_owned();
+        s.contains("/share/").then_some(s)
+    })
+    .await;
+    let dc = dir.path().join("c");
+    std::fs::create_dir_all(&dc).unwrap();
+    let (_driver_c, v) = browser(&dc).await;
+    v.goto(&link).await.unwrap();
+    let perf = wait_for(&v, "the public gallery's two photos", t, || async {
+        let p = v
+            .execute(
+                "const im=[...document.images]; if (im.length!==2 || !im.every(i=>i.complete && i.naturalWidth>0)) return null; \
+                 const n=performance.getEntriesByType('navigation')[0]; \
+                 const r=performance.getEntriesByType('resource').filter(e=>e.initiatorType==='img').map(e=>e.responseEnd); \
+                 return {bytes: n.encodedBodySize, firstImage: Math.min(...r), html: n.responseEnd};",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (!p.is_null()).then_some(p)
+    })
+    .await;
+    println!(
+        "public link page: {} bytes of HTML, HTML done at {:.0} ms, first image at {:.0} ms",
+        perf["bytes"],
+        perf["html"].as_f64().unwrap_or(0.0),
+        perf["firstImage"].as_f64().unwrap_or(0.0)
+    );
+    let page = text_of(&v, "header").await;
+    assert!(
+        page.contains("Seaside") && page.contains("2 photos"),
+        "{page}"
+    );
+    screenshot(&v, "e2e-public-link.png").await;
+    for c in [a, b, v] {
+        c.close().await.unwrap();
+    }
 }
