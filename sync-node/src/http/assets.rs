@@ -179,6 +179,9 @@ async fn upload_asset(
         .map_err(|e| ApiError::bad_request(e.body_text()))?;
     let mut meta = UploadMeta::default();
     let mut pending = None;
+    let mut part_name = String::new();
+    let mut filename_field: Option<String> = None;
+    let mut head: Vec<u8> = Vec::with_capacity(64);
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
     };
@@ -192,19 +195,19 @@ async fn upload_asset(
         }
         let name = field.name().unwrap_or_default().to_owned();
         if name == "assetData" {
-            let filename = field.file_name().unwrap_or("upload").to_owned();
-            if tessera_media::media_kind(&filename).is_none() {
-                failure = Some(ApiError::bad_request(format!(
-                    "Unsupported file type: {filename}"
-                )));
-                drain_field(&mut field).await;
-                continue;
-            }
-            meta.filename = filename;
+            // The part's own file name: Immich's SDK sends a Blob ("blob") and the real name
+            // in the `filename` field, which may come later; the type is decided at the end,
+            // from the content first.
+            part_name = field.file_name().unwrap_or("upload").to_owned();
+            head.clear();
             let mut p = node.blobs.begin()?;
             loop {
                 match field.chunk().await {
                     Ok(Some(chunk)) => {
+                        if head.len() < 64 {
+                            let n = (64 - head.len()).min(chunk.len());
+                            head.extend_from_slice(&chunk[..n]);
+                        }
                         if let Some((left, msg)) = &quota_left {
                             if p.len() + chunk.len() as u64 > *left {
                                 p.abort();
@@ -216,8 +219,7 @@ async fn upload_asset(
                             return Err(ApiError::new(
                                 StatusCode::PAYLOAD_TOO_LARGE,
                                 format!(
-                                    "{} is larger than this node's limit of {} MiB",
-                                    meta.filename,
+                                    "{part_name} is larger than this node's limit of {} MiB",
                                     max_upload >> 20
                                 ),
                             ));
@@ -266,6 +268,7 @@ async fn upload_asset(
                 "fileCreatedAt" => meta.file_created_at = Some(text),
                 "fileModifiedAt" => meta.file_modified_at = Some(text),
                 "isFavorite" => meta.is_favorite = text == "true",
+                "filename" => filename_field = Some(text),
                 "visibility" => meta.archived = text == "archive",
                 _ => {} // duration, livePhotoVideoId...: accepted; Tessera reads them from the file
             }
@@ -280,6 +283,19 @@ async fn upload_asset(
     let Some(p) = pending else {
         return Err(ApiError::bad_request("assetData is required"));
     };
+    let given = filename_field
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty())
+        .unwrap_or(part_name);
+    match upload_name(&given, &head) {
+        Some(n) => meta.filename = n,
+        None => {
+            p.abort();
+            return Err(ApiError::bad_request(format!(
+                "Unsupported file type: {given} (neither its content nor its name is a photo or video Tessera knows)"
+            )));
+        }
+    }
     if p.is_empty() {
         p.abort();
         return Err(ApiError::bad_request(format!(
@@ -323,6 +339,30 @@ async fn upload_asset(
 }
 
 /// Reads a small multipart field whole, refusing it past `max` bytes without buffering more.
+/// The name an upload is stored under: the given name when its extension is a known photo or
+/// video type, else (a client that sent no real name, like Immich's SDK's "blob") the name
+/// with the extension of what the content is; `None` when neither says it is media.
+fn upload_name(given: &str, head: &[u8]) -> Option<String> {
+    if tessera_media::media_kind(given).is_some() {
+        return Some(given.to_owned());
+    }
+    let ext = match tessera_media::sniff_mime(head, given) {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        "image/heic" => "heic",
+        "image/avif" => "avif",
+        "image/tiff" => "tif",
+        "video/mp4" => "mp4",
+        "video/quicktime" => "mov",
+        _ => return None,
+    };
+    let stem = given.rsplit_once('.').map_or(given, |(s, _)| s);
+    let stem = if stem.is_empty() { "upload" } else { stem };
+    Some(format!("{stem}.{ext}"))
+}
+
 async fn small_field(
     field: &mut axum::extract::multipart::Field<'_>,
     max: usize,

@@ -8,6 +8,7 @@ mod e2e;
 mod household;
 mod http;
 mod immich_cli;
+mod immich_sdk;
 mod library;
 mod ml;
 mod multipart;

