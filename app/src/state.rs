@@ -174,11 +174,24 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
             cache.retain(|k, _| seen.contains(k));
             changed |= cache.len() != before;
             (changed || force).then(|| {
+                // A partner's photo I saved to my library shows once, as mine.
+                let own: HashSet<&str> = cache
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&mine))
+                    .flat_map(|(_, (_, a))| a.iter().map(|r| r.id.as_str()))
+                    .collect();
+                let own = &own;
                 cache
                     .iter()
                     // A partner's photos show in Photos only (never in my trash or archive).
                     .filter(|(k, _)| k.starts_with(&mine) || view == View::Photos)
-                    .flat_map(|(_, (_, a))| a.iter().filter(|r| view.includes(r)).cloned())
+                    .flat_map(|(k, (_, a))| {
+                        let partner = !k.starts_with(&mine);
+                        a.iter().filter(move |r| {
+                            view.includes(r) && !(partner && own.contains(r.id.as_str()))
+                        })
+                    })
+                    .cloned()
                     .collect::<Vec<_>>()
             })
         });

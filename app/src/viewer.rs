@@ -237,6 +237,28 @@ pub(crate) fn Viewer(ui: Ui) -> impl IntoView {
             };
             let archived = r.archived == Some(true);
             let trashed = r.is_trashed();
+            // A photo someone shared with me (a partner's): mine only once I save it.
+            let me = crate::state::user_id().unwrap_or_default();
+            let mine = crate::state::CORE.with(|c| {
+                tessera_core::DocId::shard(&me, &r.month())
+                    .is_ok_and(|d| c.borrow().lib.asset_in(&d, &r.id).ok().flatten().is_some())
+            });
+            let saved = RwSignal::new(None::<String>);
+            let save_id = r.id.clone();
+            let save = move |_| {
+                let id = save_id.clone();
+                leptos::task::spawn_local(async move {
+                    let path = format!("/api/tessera/assets/{id}/save");
+                    match crate::net::json("POST", &path, None).await {
+                        Ok(_) => {
+                            saved.set(Some("Saved: it is in your library now (same file, no copy).".into()));
+                            crate::catalogue::sync_now(ui).await;
+                        }
+                        Err(e) if e.is_offline() => saved.set(Some("Saving needs the node: you are offline".into())),
+                        Err(e) => saved.set(Some(e.message)),
+                    }
+                });
+            };
             view! {
                 <div id="viewer" class="viewer" on:click=move |_| routes::close_viewer(ui)>
                     <div class="viewer-body" on:click=|ev| ev.stop_propagation()>
@@ -248,6 +270,11 @@ pub(crate) fn Viewer(ui: Ui) -> impl IntoView {
                             {osm.map(|u| view! { <a href=u target="_blank" rel="noopener">"Show on map"</a> })}
                             {has_motion.then(|| view! {
                                 <button id="play-live" class="button secondary" on:click=move |_| live.update(|l| *l = !*l)>"▶ Live"</button>
+                            })}
+                            {(!mine).then(|| view! {
+                                <p class="dim">"Shared with you"</p>
+                                <button id="save-to-library" class="button" on:click=save.clone()>"Save to my library"</button>
+                                {move || saved.get().map(|m| view! { <p class="hint">{m}</p> })}
                             })}
                             <button id="favorite" class="button secondary" on:click={
                                 let r = r.clone();

@@ -190,6 +190,11 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
         "/albums/{id}/user/{user_id}",
         Access::Perm("albumUser.delete"),
     ),
+    (
+        "POST",
+        "/tessera/assets/{id}/save",
+        Access::Perm("asset.upload"),
+    ),
     ("GET", "/partners", Access::Perm("partner.read")),
     ("POST", "/partners", Access::Perm("partner.create")),
     ("POST", "/partners/{id}", Access::Perm("partner.create")),

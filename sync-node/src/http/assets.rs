@@ -45,6 +45,65 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/assets/{id}", get(get_asset))
         .route("/assets/{id}/original", get(get_original))
         .route("/assets/{id}/thumbnail", get(get_thumbnail))
+        .route("/tessera/assets/{id}/save", post(save_to_library))
+}
+
+/// "Save to my library": a photo someone shared with me (an album, a partner) becomes mine by
+/// reference — a record in my library pointing at the same original and derivatives, no copy
+/// of the bytes. It then counts against my quota like my own uploads; the sharer deleting
+/// theirs leaves mine (blobs are kept while any library uses them).
+async fn save_to_library(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    blocking(move || {
+        let (owner, rec) = find_record_and_owner(&node, &u, &id)?;
+        if owner == u.id || node.location_of(&u.id, &id)?.is_some() {
+            return Ok((
+                StatusCode::OK,
+                Json(json!({"id": id, "status": "duplicate"})),
+            ));
+        }
+        if let Some(quota) = u.quota_bytes {
+            let used = crate::http::users::usage_of(&node, &u.id)?;
+            if used.saturating_add(rec.size.unwrap_or(0)) > quota {
+                return Err(ApiError::bad_request(format!(
+                    "Quota has been exceeded! ({} MiB used of {} MiB)",
+                    used >> 20,
+                    quota >> 20
+                )));
+            }
+        }
+        let mine = AssetRecord {
+            owner: Some(u.id.clone()),
+            favorite: None,
+            archived: None,
+            trashed_at: None,
+            device_asset_id: None,
+            device_id: None,
+            ..rec
+        };
+        let mut lib = node.catalog.lock()?;
+        // Indexed durably before the record is persisted (the ingest order).
+        node.set_location(
+            &id,
+            &crate::node::AssetLocation {
+                owner: u.id.clone(),
+                month: mine.month(),
+                sha1: mine.sha1.clone().unwrap_or_default(),
+            },
+        )?;
+        node.flush()?;
+        lib.upsert_assets(&u.id, std::slice::from_ref(&mine))
+            .map_err(CatalogError::from)?;
+        node.catalog.persist(&mut lib)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({"id": id, "status": "created", "savedFrom": owner})),
+        ))
+    })
+    .await
 }
 
 /// Immich's asset statistics: counts of the user's images and videos.

@@ -70,7 +70,7 @@ fn skip(why: &str) -> bool {
 
 /// The page's text, and what the app logged since [`capture_logs`] (for failure messages).
 async fn texts(c: &Client) -> String {
-    c.execute("return document.body.innerText + (window.__logs ? '\n--- console ---\n' + window.__logs.join('\n') : '')", vec![])
+    c.execute("return document.body.innerText + (window.__logs ? '\\n--- console ---\\n' + window.__logs.join('\\n') : '')", vec![])
         .await
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -1405,6 +1405,26 @@ async fn pwa_shared_album_two_members_offline_then_public_link() {
         || async { (tile_state(&b).await.1 == 2).then_some(()) },
     )
     .await;
+
+    // The partner's photo is not theirs until saved: "Save to my library" (by reference).
+    let both = view_ids(&b, "the editor's and the partner's photo", 2).await;
+    let theirs = both.into_iter().find(|i| *i != kid_ids[0]).unwrap();
+    b.execute(
+        &format!("document.querySelector(\".tile[data-id='{theirs}']\").dispatchEvent(new MouseEvent('click', {{bubbles: true}})); return 1"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&b, "#save-to-library").await;
+    // Saved, the viewer shows it as the editor's own (no "Save" any more), and the timeline
+    // shows it once.
+    wait_for(&b, "the photo saved to the editor's library", t, || async {
+        let page = texts(&b).await;
+        (page.contains("sea.jpg") && !page.contains("Save to my library")).then_some(())
+    })
+    .await;
+    assert_eq!(tile_ids(&b).await.len(), 2);
+    screenshot(&b, "e2e-saved.png").await;
 
     // A public link, opened in a browser with no account.
     a.goto(&album_url).await.unwrap();

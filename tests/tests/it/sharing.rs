@@ -871,3 +871,75 @@ async fn an_album_made_offline_on_a_device_reaches_the_node() {
     device_sync(&app, &t["mum"], &mut mums, &mut PeerSync::new()).await;
     assert!(!mums.contains(&doc));
 }
+
+/// "Save to my library": a partner's photo becomes the partner's own by reference (same blob,
+/// no copy), stays when the share stops, and counts in their storage.
+#[tokio::test]
+async fn save_to_my_library_keeps_a_shared_photo_by_reference() {
+    let (app, node) = crate::http::app_with_node();
+    let (t, ids) = household(&app, &["dad"]).await;
+    let (mum, dad) = (t["mum"].as_str(), t["dad"].as_str());
+    let photo = upload(&app, mum, 9).await;
+    let save = |who: &str| {
+        req(
+            "POST",
+            &format!("/api/tessera/assets/{photo}/save"),
+            Some(("authorization", who)),
+            None,
+        )
+    };
+    // Not shared yet: nothing to save.
+    assert_eq!(call(&app, save(dad)).await.0, StatusCode::NOT_FOUND);
+    call(
+        &app,
+        req(
+            "POST",
+            "/api/partners",
+            Some(("authorization", mum)),
+            Some(json!({"sharedWithId": ids["dad"]})),
+        ),
+    )
+    .await;
+    let (s, b, _) = call(&app, save(dad)).await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::CREATED, Some("created")),
+        "{b}"
+    );
+    assert_eq!(call(&app, save(dad)).await.1["status"], "duplicate");
+    assert_eq!(
+        call(&app, save(mum)).await.1["status"],
+        "duplicate",
+        "already hers"
+    );
+    // One blob, two libraries.
+    let locs = node.locations(&photo).unwrap();
+    assert_eq!(locs.len(), 2, "{locs:?}");
+    call(
+        &app,
+        req(
+            "DELETE",
+            &format!("/api/partners/{}", ids["dad"]),
+            Some(("authorization", mum)),
+            None,
+        ),
+    )
+    .await;
+    let (s, a, _) = call(&app, get(&format!("/api/assets/{photo}"), Some(dad), None)).await;
+    assert_eq!(
+        (s, a["ownerId"].as_str()),
+        (StatusCode::OK, Some(ids["dad"].as_str())),
+        "{a}"
+    );
+    assert_eq!(
+        call(
+            &app,
+            get(&format!("/api/assets/{photo}/original"), Some(dad), None)
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (_, me, _) = call(&app, get("/api/users/me", Some(dad), None)).await;
+    assert!(me["quotaUsageInBytes"].as_u64().unwrap() > 0, "{me}");
+}
