@@ -210,6 +210,7 @@ pub fn AlbumsPage(ui: Ui) -> impl IntoView {
                                                 <span class="album-name">{a.name.clone()}</span>
                                                 <span class="dim album-count">{format!("{} photo{}", a.items.len(), if a.items.len() == 1 { "" } else { "s" })}</span>
                                                 <span class="dim">{shared}</span>
+                                                {activity_badge(&a.id)}
                                             </figcaption>
                                         </figure>
                                     }
@@ -383,6 +384,17 @@ fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
     }
 }
 
+/// The album card's activity indicator: how many comments and likes it has.
+fn activity_badge(album: &str) -> Option<impl IntoView> {
+    let doc = tessera_core::DocId::album(album).ok()?;
+    let acts = CORE.with(|c| c.borrow().lib.activities(&doc).unwrap_or_default());
+    let comments = acts.iter().filter(|a| a.kind == "comment").count();
+    let likes = acts.len() - comments;
+    (!acts.is_empty()).then(|| {
+        view! { <span class="dim album-activity">{format!("💬 {comments} · ♥ {likes}")}</span> }
+    })
+}
+
 fn short(user: &str) -> String {
     user.chars().take(8).collect()
 }
@@ -423,7 +435,7 @@ pub fn MembersPage() -> impl IntoView {
         <div class="members" id="members-page">
             <h2>"Household members"</h2>
             <table class="member-list">
-                <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th>"Storage"</th><th></th></tr></thead>
+                <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th>"Storage"</th><th></th><th></th></tr></thead>
                 <tbody>
                 <For each=move || users.get() key=|u| format!("{}{}", u["id"], u["status"]) let:u>
                     {
@@ -443,6 +455,39 @@ pub fn MembersPage() -> impl IntoView {
                                 <td>{u["email"].as_str().unwrap_or_default().to_owned()}</td>
                                 <td>{role}{must.then_some(" · must change password")}{deleted.then_some(" · deleted")}</td>
                                 <td>{storage}</td>
+                                <td>{(!deleted).then(|| {
+                                    let id = id.clone();
+                                    let pw = RwSignal::new(String::new());
+                                    let open = RwSignal::new(false);
+                                    view! {
+                                        <Show when=move || open.get() fallback=move || view! {
+                                            <button class="link reset-password" on:click=move |_| open.set(true)>"Reset password"</button>
+                                        }>
+                                            <form class="member-form" on:submit={
+                                                let id = id.clone();
+                                                move |ev| {
+                                                    ev.prevent_default();
+                                                    let body = serde_json::json!({"password": pw.get_untracked(), "shouldChangePassword": true});
+                                                    let id = id.clone();
+                                                    spawn_local(async move {
+                                                        match net::json("PUT", &format!("/api/admin/users/{id}"), Some(body)).await {
+                                                            Ok(_) => {
+                                                                open.set(false);
+                                                                pw.set(String::new());
+                                                                message.set(Some("Password reset: they choose their own at their next sign-in.".into()));
+                                                            }
+                                                            Err(e) => message.set(Some(e.message)),
+                                                        }
+                                                    });
+                                                }
+                                            }>
+                                                <input type="password" placeholder="New password (8+)" autocomplete="new-password"
+                                                    prop:value=move || pw.get() on:input=move |e| pw.set(event_target_value(&e))/>
+                                                <button class="button" type="submit">"Set"</button>
+                                            </form>
+                                        </Show>
+                                    }
+                                })}</td>
                                 <td>{if deleted {
                                     let id = id.clone();
                                     view! { <button class="link" on:click=move |_| act("POST", format!("/api/admin/users/{id}/restore"), "Restored: they can sign in again; their photos are in their trash.")>"Restore"</button> }.into_any()

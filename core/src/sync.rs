@@ -200,8 +200,22 @@ impl PeerSync {
         for m in msgs {
             let id = DocId::parse(&m.doc)?;
             let access = access(&id).into();
+            let revocable = id.album_id().is_some() || id.month().is_some() || id.is_root();
+            if access == Access::None && !revocable {
+                // Someone else's people or ML documents, the household…: refused unread.
+                return Err(SyncError::Forbidden(id.to_string()));
+            }
+            let msg = sync::Message::decode(&m.msg).map_err(|e| SyncError::Message {
+                doc: id.to_string(),
+                reason: e.to_string(),
+            })?;
             if access == Access::None {
-                if id.is_shared_kind() {
+                let writes = !msg.changes.is_empty();
+                let held = lib.contains(&id);
+                if held && (id.album_id().is_some() || (id.month().is_some() && !writes)) {
+                    // An album the peer was removed from (its pending changes go with it), a
+                    // partner's month no longer shared: ignored, and the peer drops it. (A
+                    // document this side does not hold was never shared: refused below.)
                     revoked.push(id);
                     continue;
                 }
@@ -210,12 +224,9 @@ impl PeerSync {
                     // (a partner's) in a root document of its own making: ignored here.
                     continue;
                 }
+                // Writing someone else's months, people, household…: refused outright.
                 return Err(SyncError::Forbidden(id.to_string()));
             }
-            let msg = sync::Message::decode(&m.msg).map_err(|e| SyncError::Message {
-                doc: id.to_string(),
-                reason: e.to_string(),
-            })?;
             if access == Access::Read && !msg.changes.is_empty() {
                 return Err(SyncError::Forbidden(id.to_string()));
             }
