@@ -18,11 +18,17 @@ pub(crate) fn all_records() -> Vec<AssetRecord> {
     })
 }
 
+/// The record of an asset: my own copy first (a partner's photo I saved is in both).
 pub(crate) fn find_record(id: &str) -> Option<AssetRecord> {
+    let mine = user_id().map(|u| format!("u/{u}/")).unwrap_or_default();
     SHARDS.with(|c| {
-        c.borrow()
-            .values()
-            .find_map(|(_, a)| a.iter().find(|r| r.id == id).cloned())
+        let c = c.borrow();
+        let find = |own: bool| {
+            c.iter()
+                .filter(|(k, _)| k.starts_with(&mine) == own)
+                .find_map(|(_, (_, a))| a.iter().find(|r| r.id == id).cloned())
+        };
+        find(true).or_else(|| find(false))
     })
 }
 
