@@ -330,8 +330,17 @@ fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
                 {items.into_iter().map(|i| {
                     let id = i.asset.clone();
                     let data_id = id.clone();
+                    let open_id = id.clone();
                     view! {
-                        <div class="album-tile" data-id=data_id>
+                        <div class="album-tile" data-id=data_id on:click=move |_| {
+                            // Another member's photo is not in this device's catalogue: the
+                            // viewer shows it from the node with what little it knows.
+                            let r = crate::catalogue::find_record(&open_id).unwrap_or_else(|| tessera_core::AssetRecord {
+                                id: open_id.clone(),
+                                ..Default::default()
+                            });
+                            routes::open_viewer(ui, r);
+                        }>
                             {move || {
                                 let src = ui.thumbs.with(|t| t.get(&id).cloned());
                                 match src {
@@ -382,6 +391,100 @@ fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
             {move || message.get().map(|m| view! { <p class="hint">{m}</p> })}
         </div>
     }
+}
+
+/// Comments and likes on one photo, in the first shared album of mine that holds it (shown
+/// in the viewer). Written on this device, offline too, like the album's own comments.
+#[component]
+pub fn PhotoActivity(ui: Ui, asset: String) -> impl IntoView {
+    let me = user_id().unwrap_or_default();
+    let album = my_albums()
+        .into_iter()
+        .find(|a| a.activity && !a.members.is_empty() && a.items.iter().any(|i| i.asset == asset));
+    let album = album?;
+    let doc = tessera_core::DocId::album(&album.id).ok()?;
+    let comment = RwSignal::new(String::new());
+    let acts = {
+        let (doc, asset) = (doc.clone(), asset.clone());
+        move || {
+            ui.albums_ver.get();
+            CORE.with(|c| c.borrow().lib.activities(&doc).unwrap_or_default())
+                .into_iter()
+                .filter(|a| a.asset.as_deref() == Some(asset.as_str()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let write = {
+        let (doc, asset) = (doc.clone(), asset.clone());
+        move |kind: &str, text: Option<String>| {
+            let a = Activity {
+                id: crate::session::hex(&crate::session::random_bytes(12)),
+                kind: kind.to_owned(),
+                user: user_id().unwrap_or_default(),
+                asset: Some(asset.clone()),
+                comment: text,
+                at: crate::state::now_rfc3339(),
+            };
+            let doc = doc.clone();
+            if let Err(e) = local_change(ui, |lib, _| {
+                lib.add_activity(&doc, &a).map_err(|e| e.to_string())
+            }) {
+                ui.error.set(Some(e));
+            }
+        }
+    };
+    let my_like = {
+        let acts = acts.clone();
+        let me = me.clone();
+        move || {
+            acts()
+                .into_iter()
+                .find(|a| a.kind == "like" && a.user == me)
+                .map(|a| a.id)
+        }
+    };
+    let toggle_like = {
+        let (doc, write, my_like) = (doc.clone(), write.clone(), my_like.clone());
+        move |_| match my_like() {
+            Some(id) => {
+                let doc = doc.clone();
+                if let Err(e) = local_change(ui, |lib, _| {
+                    lib.remove_activity(&doc, &id).map_err(|e| e.to_string())
+                }) {
+                    ui.error.set(Some(e));
+                }
+            }
+            None => write("like", None),
+        }
+    };
+    let acts2 = acts.clone();
+    Some(view! {
+        <section class="photo-activity" id="photo-activity">
+            <p class="dim">{format!("In \u{201c}{}\u{201d}", album.name)}
+                <button id="photo-like" class="link" on:click=toggle_like>
+                    {move || {
+                        let n = acts().iter().filter(|a| a.kind == "like").count();
+                        format!("{} {n}", if my_like().is_some() { "♥" } else { "♡" })
+                    }}
+                </button></p>
+            <ul class="comments" id="photo-comments">
+                {move || acts2().into_iter().filter(|a| a.kind == "comment").map(|a| view! {
+                    <li><b>{name_of(&a.user)}</b>" "{a.comment.clone().unwrap_or_default()}</li>
+                }).collect_view()}
+            </ul>
+            <form id="photo-comment-form" on:submit=move |ev| {
+                ev.prevent_default();
+                let text = comment.get_untracked().trim().to_owned();
+                if !text.is_empty() {
+                    write("comment", Some(text));
+                    comment.set(String::new());
+                }
+            }>
+                <input id="photo-comment-input" placeholder="Comment on this photo" maxlength="2000"
+                    prop:value=move || comment.get() on:input=move |e| comment.set(event_target_value(&e))/>
+            </form>
+        </section>
+    })
 }
 
 /// The album card's activity indicator: how many comments and likes it has.

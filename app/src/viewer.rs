@@ -276,6 +276,8 @@ pub(crate) fn Viewer(ui: Ui) -> impl IntoView {
                                 <button id="save-to-library" class="button" on:click=save.clone()>"Save to my library"</button>
                                 {move || saved.get().map(|m| view! { <p class="hint">{m}</p> })}
                             })}
+                            <crate::albums::PhotoActivity ui=ui asset=r.id.clone()/>
+                            {mine.then(|| view! {
                             <button id="favorite" class="button secondary" on:click={
                                 let r = r.clone();
                                 move |_| toggle_favorite(ui, &r)
@@ -290,6 +292,7 @@ pub(crate) fn Viewer(ui: Ui) -> impl IntoView {
                                     move |_| viewer_action(ui, &r, if trashed { Action::Restore } else { Action::Trash })
                                 }>{if trashed { "Restore" } else { "Move to trash" }}</button>
                             </div>
+                            })}
                             <a id="download-original" class="button" href=format!("/api/assets/{id}/original") download="">"Download original"</a>
                             <p class="hint">"← → browse · f favorite · a archive · Del trash · Esc close"</p>
                             <button class="link" on:click=move |_| routes::close_viewer(ui)>"Close (Esc)"</button>

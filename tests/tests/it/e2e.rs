@@ -1284,6 +1284,7 @@ async fn pwa_shared_album_two_members_offline_then_public_link() {
     sign_in(&a, &url, "admin@example.com", "correct horse").await;
     sign_in(&b, &url, "kid@example.com", "password1").await;
     let album_url = format!("{url}/albums/{album_id}");
+    println!("e2e phase: Both open the album");
     // Both open the album (a deep link: the client-side route).
     for c in [&a, &b] {
         c.goto(&album_url).await.unwrap();
@@ -1293,6 +1294,7 @@ async fn pwa_shared_album_two_members_offline_then_public_link() {
         })
         .await;
     }
+    println!("e2e phase: The editor uploads a photo");
     // The editor uploads a photo of their own while online.
     let kid_photo = dir.path().join("kid.jpg");
     std::fs::write(&kid_photo, small_jpeg(78)).unwrap();
@@ -1310,6 +1312,7 @@ async fn pwa_shared_album_two_members_offline_then_public_link() {
     .await;
     let kid_ids = view_ids(&b, "the editor's one photo", 1).await;
 
+    println!("e2e phase: The node goes down.");
     // The node goes down. The editor adds the photo to the album and comments, offline.
     node.kill();
     select_tile(&b, &kid_ids[0], false).await;
@@ -1348,6 +1351,7 @@ async fn pwa_shared_album_two_members_offline_then_public_link() {
     })
     .await;
 
+    println!("e2e phase: The node is back");
     // The node is back: both devices converge; the owner sees the photo and the comment.
     let start = Instant::now();
     let _node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
@@ -1366,7 +1370,32 @@ async fn pwa_shared_album_two_members_offline_then_public_link() {
         start.elapsed()
     );
     screenshot(&a, "e2e-shared-album.png").await;
+    println!("e2e phase: The owner opens the editor");
+    // The owner opens the editor's photo from the album and comments on that photo.
+    click(&a, &format!(".album-tile[data-id='{}']", kid_ids[0])).await;
+    wait_for(&a, "the photo's comment box", t, || async {
+        a.find(Locator::Css("#photo-comment-input")).await.ok()
+    })
+    .await
+    .send_keys("Nice crab\n")
+    .await
+    .unwrap();
+    wait_for(&a, "the comment on the photo", t, || async {
+        text_of(&a, "#photo-comments")
+            .await
+            .contains("Nice crab")
+            .then_some(())
+    })
+    .await;
+    screenshot(&a, "e2e-photo-comment.png").await;
+    a.execute(
+        "[...document.querySelectorAll('#viewer button')].find(b => b.textContent.startsWith('Close')).click(); return 1",
+        vec![],
+    )
+    .await
+    .unwrap();
 
+    println!("e2e phase: Partner sharing");
     // Partner sharing: the owner shares their library; the other shows it in their timeline.
     click(&a, "#nav-sharing").await;
     wait_for(&a, "the partner choice", t, || async {
@@ -1406,6 +1435,7 @@ async fn pwa_shared_album_two_members_offline_then_public_link() {
     )
     .await;
 
+    println!("e2e phase: The partner's photo is not theirs");
     // The partner's photo is not theirs until saved: "Save to my library" (by reference).
     let both = view_ids(&b, "the editor's and the partner's photo", 2).await;
     let theirs = both.into_iter().find(|i| *i != kid_ids[0]).unwrap();
@@ -1426,6 +1456,7 @@ async fn pwa_shared_album_two_members_offline_then_public_link() {
     assert_eq!(tile_ids(&b).await.len(), 2);
     screenshot(&b, "e2e-saved.png").await;
 
+    println!("e2e phase: A public link,");
     // A public link, opened in a browser with no account.
     a.goto(&album_url).await.unwrap();
     click(&a, "#album-link").await;
