@@ -22,6 +22,20 @@ const upload = (path, name, device) => sdk.uploadAsset({
 
 as(admin);
 const me = await sdk.getMyUser();
+// What Immich's mobile app reads first: all must answer in Immich's shapes.
+const version = await sdk.getServerVersion();
+must(version.major === 3, 'an Immich 3.x API version: ' + JSON.stringify(version));
+const features = await sdk.getServerFeatures();
+must(features.trash === true && features.passwordLogin === true, 'features');
+const storage = await sdk.getStorage();
+must(storage.diskSizeRaw > 0 && storage.diskAvailableRaw > 0 && typeof storage.diskUse === 'string', 'storage: ' + JSON.stringify(storage));
+const about = await sdk.getAboutInfo();
+must(about.version.startsWith('v3.'), 'about');
+const prefs = await sdk.getMyPreferences();
+for (const k of ['albums', 'cast', 'download', 'emailNotifications', 'folders', 'memories', 'people', 'purchase', 'ratings', 'recentlyAdded', 'sharedLinks', 'tags']) {
+  must(typeof prefs[k] === 'object', 'preferences.' + k);
+}
+must((await sdk.validateAccessToken()).authStatus === true, 'validateToken');
 const a = await upload(process.env.PHOTO_A, 'beach.jpg', 'sdk-test');
 must(a.status === 'created', 'admin upload: ' + JSON.stringify(a));
 const info = await sdk.getAssetInfo({ id: a.id });

@@ -1,4 +1,6 @@
-//! Server information: ping, version, configuration, media types.
+//! Server information in Immich's shapes: ping, version, features, configuration, storage,
+//! about, media types. The version is the Immich API version Tessera follows (its mobile app
+//! picks its sync protocol from it).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -17,10 +19,74 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/server/version",
-            get(|| async { Json(json!({"major": 1, "minor": 0, "patch": 0})) }),
+            get(|| async {
+                Json(
+                    json!({"major": IMMICH_API.0, "minor": IMMICH_API.1, "patch": IMMICH_API.2,
+                            "prerelease": null}),
+                )
+            }),
         )
+        .route("/server/features", get(features))
+        .route("/server/storage", get(storage))
+        .route("/server/about", get(about))
         .route("/server/config", get(server_config))
         .route("/server/media-types", get(media_types))
+}
+
+/// The Immich API version whose shapes Tessera answers in (its OpenAPI spec and SDK 3.2.2).
+pub const IMMICH_API: (u32, u32, u32) = (3, 2, 2);
+
+/// What this node offers, in Immich's `ServerFeaturesDto`.
+async fn features() -> Json<Value> {
+    Json(json!({
+        "configFile": false, "duplicateDetection": true, "email": false,
+        "facialRecognition": true, "importFaces": false, "map": false, "oauth": false,
+        "oauthAutoLaunch": false, "ocr": false, "passwordLogin": true,
+        "realtimeTranscoding": false, "reverseGeocoding": false, "search": true,
+        "sidecar": true, "smartSearch": true, "trash": true,
+    }))
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", UNITS[i])
+}
+
+/// The data directory's disk, in Immich's `ServerStorageResponseDto`.
+async fn storage(State(node): State<AppState>, _u: AuthUser) -> ApiResult<Json<Value>> {
+    let dir = node.config.data.clone();
+    let st = rustix::fs::statvfs(&dir)
+        .map_err(|e| ApiError::internal(format!("statvfs {}: {e}", dir.display())))?;
+    let size = st.f_blocks.saturating_mul(st.f_frsize);
+    let avail = st.f_bavail.saturating_mul(st.f_frsize);
+    let used = size.saturating_sub(st.f_bfree.saturating_mul(st.f_frsize));
+    let pct = if size == 0 {
+        0.0
+    } else {
+        (used as f64 * 10_000.0 / size as f64).round() / 100.0
+    };
+    Ok(Json(json!({
+        "diskSize": human(size), "diskSizeRaw": size,
+        "diskAvailable": human(avail), "diskAvailableRaw": avail,
+        "diskUse": human(used), "diskUseRaw": used, "diskUsagePercentage": pct,
+    })))
+}
+
+/// Immich's `ServerAboutResponseDto`.
+async fn about(_u: AuthUser) -> Json<Value> {
+    Json(json!({
+        "version": format!("v{}.{}.{}", IMMICH_API.0, IMMICH_API.1, IMMICH_API.2),
+        "versionUrl": "",
+        "licensed": false,
+        "build": format!("tessera {}", env!("CARGO_PKG_VERSION")),
+        "repository": "tessera",
+    }))
 }
 
 async fn server_config(State(node): State<AppState>) -> Json<Value> {

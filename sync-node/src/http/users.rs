@@ -18,6 +18,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/users", get(list_users))
         .route("/users/me", get(users_me).put(update_me))
+        .route("/users/me/preferences", get(preferences))
         .route("/users/{id}", get(get_user))
         .route("/admin/users", get(admin_list).post(admin_create))
         .route(
@@ -25,6 +26,25 @@ pub(crate) fn routes() -> Router<AppState> {
             get(admin_get).put(admin_update).delete(admin_delete),
         )
         .route("/admin/users/{id}/restore", post(admin_restore))
+}
+
+/// Immich's `UserPreferencesResponseDto`, every sub-object present (its mobile app reads them
+/// all): the defaults, with the features Tessera has switched on.
+async fn preferences(_u: AuthUser) -> Json<Value> {
+    Json(json!({
+        "albums": {"defaultAssetOrder": "desc"},
+        "cast": {"gCastEnabled": false},
+        "download": {"archiveSize": 4294967296u64, "includeEmbeddedVideos": false},
+        "emailNotifications": {"albumInvite": false, "albumUpdate": false, "enabled": false},
+        "folders": {"enabled": false, "sidebarWeb": false},
+        "memories": {"duration": 5, "enabled": false, "sidebarWeb": false},
+        "people": {"enabled": true, "sidebarWeb": false},
+        "purchase": {"hideBuyButtonUntil": "2100-01-01T00:00:00.000Z", "showSupportBadge": false},
+        "ratings": {"enabled": false},
+        "recentlyAdded": {"enabled": false, "sidebarWeb": false},
+        "sharedLinks": {"enabled": true, "sidebarWeb": true},
+        "tags": {"enabled": false, "sidebarWeb": false},
+    }))
 }
 
 /// Immich's `UserResponseDto`: what any member may see of another.
