@@ -159,9 +159,19 @@ async fn login(
         "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         crate::auth::SESSION_IDLE_SECS
     );
+    let max_age = crate::auth::SESSION_IDLE_SECS;
+    // Immich's cookies too: its web and mobile apps look for them after a login.
+    let cookies = [
+        cookie,
+        format!("immich_access_token={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"),
+        format!("immich_auth_type=password; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"),
+        format!("immich_is_authenticated=true; Path=/; SameSite=Lax; Max-Age={max_age}{secure}"),
+    ];
     let mut res = (StatusCode::CREATED, Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        res.headers_mut().append(header::SET_COOKIE, v);
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     Ok(res)
 }
@@ -282,10 +292,15 @@ async fn logout(State(node): State<AppState>, headers: HeaderMap) -> ApiResult<R
         }
     }
     let mut res = Json(json!({"successful": true, "redirectUri": "/"})).into_response();
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static("tessera_access_token=; Path=/; HttpOnly; Max-Age=0"),
-    );
+    for gone in [
+        "tessera_access_token=; Path=/; HttpOnly; Max-Age=0",
+        "immich_access_token=; Path=/; HttpOnly; Max-Age=0",
+        "immich_auth_type=; Path=/; HttpOnly; Max-Age=0",
+        "immich_is_authenticated=; Path=/; Max-Age=0",
+    ] {
+        res.headers_mut()
+            .append(header::SET_COOKIE, HeaderValue::from_static(gone));
+    }
     Ok(res)
 }
 

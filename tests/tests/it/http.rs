@@ -153,6 +153,22 @@ async fn auth_flow_and_error_shapes() {
     let token = login["accessToken"].as_str().unwrap().to_owned();
     let cookie = headers["set-cookie"].to_str().unwrap();
     assert!(cookie.starts_with(&format!("{}={token}", api::COOKIE)) && cookie.contains("HttpOnly"));
+    // Immich's own cookies too (its apps look for them).
+    let all: Vec<&str> = headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    for want in [
+        format!("immich_access_token={token};"),
+        "immich_auth_type=password;".to_owned(),
+        "immich_is_authenticated=true;".to_owned(),
+    ] {
+        assert!(
+            all.iter().any(|c| c.starts_with(&want)),
+            "{want} in {all:?}"
+        );
+    }
 
     // Bearer, cookie and API key all authenticate.
     let me = |h: (&str, String)| {
