@@ -252,30 +252,20 @@ fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
     let write_activity = {
         let doc = doc.clone();
         move |kind: &str, text: Option<String>| {
-            let Some(doc) = doc.clone() else { return };
-            let a = Activity {
-                id: crate::session::hex(&crate::session::random_bytes(12)),
-                kind: kind.to_owned(),
-                user: user_id().unwrap_or_default(),
-                asset: None,
-                comment: text,
-                at: crate::state::now_rfc3339(),
-            };
-            if let Err(e) = local_change(ui, |lib, _| {
-                lib.add_activity(&doc, &a).map_err(|e| e.to_string())
-            }) {
-                message.set(Some(e));
+            if let Some(doc) = &doc {
+                if let Err(e) = add_activity(ui, doc, None, kind, text) {
+                    message.set(Some(e));
+                }
             }
         }
     };
     let unlike = {
         let doc = doc.clone();
         move |id: String| {
-            let Some(doc) = doc.clone() else { return };
-            if let Err(e) = local_change(ui, |lib, _| {
-                lib.remove_activity(&doc, &id).map_err(|e| e.to_string())
-            }) {
-                message.set(Some(e));
+            if let Some(doc) = &doc {
+                if let Err(e) = remove_activity(ui, doc, &id) {
+                    message.set(Some(e));
+                }
             }
         }
     };
@@ -393,6 +383,35 @@ fn AlbumDetail(ui: Ui, album: AlbumView) -> impl IntoView {
     }
 }
 
+/// Writes a comment or like of mine on an album (`asset`: on one of its photos) on this
+/// device; it syncs like any change.
+fn add_activity(
+    ui: Ui,
+    doc: &tessera_core::DocId,
+    asset: Option<String>,
+    kind: &str,
+    comment: Option<String>,
+) -> Result<bool, String> {
+    let a = Activity {
+        id: crate::session::hex(&crate::session::random_bytes(12)),
+        kind: kind.to_owned(),
+        user: user_id().unwrap_or_default(),
+        asset,
+        comment,
+        at: crate::state::now_rfc3339(),
+    };
+    local_change(ui, |lib, _| {
+        lib.add_activity(doc, &a).map_err(|e| e.to_string())
+    })
+}
+
+/// Removes one of my comments or likes (an unlike).
+fn remove_activity(ui: Ui, doc: &tessera_core::DocId, id: &str) -> Result<bool, String> {
+    local_change(ui, |lib, _| {
+        lib.remove_activity(doc, id).map_err(|e| e.to_string())
+    })
+}
+
 /// Comments and likes on one photo, in the first shared album of mine that holds it (shown
 /// in the viewer). Written on this device, offline too, like the album's own comments.
 #[component]
@@ -417,18 +436,7 @@ pub fn PhotoActivity(ui: Ui, asset: String) -> impl IntoView {
     let write = {
         let (doc, asset) = (doc.clone(), asset.clone());
         move |kind: &str, text: Option<String>| {
-            let a = Activity {
-                id: crate::session::hex(&crate::session::random_bytes(12)),
-                kind: kind.to_owned(),
-                user: user_id().unwrap_or_default(),
-                asset: Some(asset.clone()),
-                comment: text,
-                at: crate::state::now_rfc3339(),
-            };
-            let doc = doc.clone();
-            if let Err(e) = local_change(ui, |lib, _| {
-                lib.add_activity(&doc, &a).map_err(|e| e.to_string())
-            }) {
+            if let Err(e) = add_activity(ui, &doc, Some(asset.clone()), kind, text) {
                 ui.error.set(Some(e));
             }
         }
@@ -447,10 +455,7 @@ pub fn PhotoActivity(ui: Ui, asset: String) -> impl IntoView {
         let (doc, write, my_like) = (doc.clone(), write.clone(), my_like.clone());
         move |_| match my_like() {
             Some(id) => {
-                let doc = doc.clone();
-                if let Err(e) = local_change(ui, |lib, _| {
-                    lib.remove_activity(&doc, &id).map_err(|e| e.to_string())
-                }) {
+                if let Err(e) = remove_activity(ui, &doc, &id) {
                     ui.error.set(Some(e));
                 }
             }

@@ -68,8 +68,14 @@ fn brief_of(node: &crate::Node, id: &str) -> Value {
     }
 }
 
-/// The record of an album item, from its owner's library.
-fn item_record(node: &crate::Node, lib: &Library, owner: &str, asset: &str) -> Option<AssetRecord> {
+/// The record of an album item (or a shared link's photo), from its owner's library: not
+/// purged, not in the trash.
+pub(crate) fn item_record(
+    node: &crate::Node,
+    lib: &Library,
+    owner: &str,
+    asset: &str,
+) -> Option<AssetRecord> {
     let loc = node.location_of(owner, asset).ok()??;
     let shard = DocId::shard(owner, &loc.month).ok()?;
     lib.asset_in(&shard, asset)

@@ -68,11 +68,7 @@ async fn save_to_library(
         if let Some(quota) = u.quota_bytes {
             let used = crate::http::users::usage_of(&node, &u.id)?;
             if used.saturating_add(rec.size.unwrap_or(0)) > quota {
-                return Err(ApiError::bad_request(format!(
-                    "Quota has been exceeded! ({} MiB used of {} MiB)",
-                    used >> 20,
-                    quota >> 20
-                )));
+                return Err(ApiError::bad_request(quota_exceeded(used, quota)));
             }
         }
         let mine = AssetRecord {
@@ -139,6 +135,15 @@ struct BulkItem {
     checksum: String,
 }
 
+/// Immich's quota message, with what is used of what.
+fn quota_exceeded(used: u64, quota: u64) -> String {
+    format!(
+        "Quota has been exceeded! ({} MiB used of {} MiB)",
+        used >> 20,
+        quota >> 20
+    )
+}
+
 /// Accepts SHA-1 as 40 hex digits or base64 (both are seen from Immich clients).
 fn sha1_hex(checksum: &str) -> Option<String> {
     let c = checksum.trim();
@@ -203,11 +208,7 @@ async fn upload_asset(
     if let Some(quota) = u.quota_bytes {
         let (n, id) = (node.clone(), u.id.clone());
         let used = blocking(move || crate::http::users::usage_of(&n, &id)).await?;
-        let exceeded = format!(
-            "Quota has been exceeded! ({} MiB used of {} MiB)",
-            used >> 20,
-            quota >> 20
-        );
+        let exceeded = quota_exceeded(used, quota);
         if used.saturating_add(declared.unwrap_or(0)) > quota {
             return Err(ApiError::bad_request(exceeded));
         }

@@ -102,6 +102,11 @@ impl FromRequestParts<AppState> for Viewer {
 pub const LINK_COOKIE: &str = "immich_shared_link_token";
 
 pub(crate) fn link_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, &[LINK_COOKIE])
+}
+
+/// The value of the first cookie named one of `names`.
+fn cookie(headers: &HeaderMap, names: &[&str]) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -109,7 +114,7 @@ pub(crate) fn link_cookie(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|kv| {
             let (k, v) = kv.trim().split_once('=')?;
-            (k == LINK_COOKIE).then(|| v.to_owned())
+            names.contains(&k).then(|| v.to_owned())
         })
 }
 
@@ -166,22 +171,12 @@ pub(crate) fn find_viewed(node: &Node, viewer: &Viewer, id: &str) -> ApiResult<A
         Viewer::User(u) => find_record(node, u, id),
         Viewer::Link(link) => {
             let missing = || ApiError::not_found("Asset not found");
-            let owner = {
-                let lib = node.catalog.lock()?;
-                link_items(&lib, link)?
-                    .into_iter()
-                    .find(|(_, a)| a == id)
-                    .map(|(o, _)| o)
-                    .ok_or_else(missing)?
-            };
-            let loc = node.location_of(&owner, id)?.ok_or_else(missing)?;
-            let shard = DocId::shard(&owner, &loc.month).map_err(ApiError::internal)?;
-            node.catalog
-                .lock()?
-                .asset_in(&shard, id)
-                .map_err(CatalogError::from)?
-                .filter(|r| !r.is_purged() && !r.is_trashed())
-                .ok_or_else(missing)
+            let lib = node.catalog.lock()?;
+            let (owner, _) = link_items(&lib, link)?
+                .into_iter()
+                .find(|(_, a)| a == id)
+                .ok_or_else(missing)?;
+            crate::http::albums::item_record(node, &lib, &owner, id).ok_or_else(missing)
         }
     }
 }
@@ -205,15 +200,7 @@ impl FromRequestParts<AppState> for AdminUser {
 }
 
 pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == COOKIE || k == "immich_access_token").then(|| v.to_owned())
-        })
+    cookie(headers, &[COOKIE, "immich_access_token"])
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {

@@ -49,13 +49,8 @@ fn link_records(node: &crate::Node, lib: &Library, link: &SharedLink) -> Vec<Ass
     let items = link_items(lib, link).unwrap_or_default();
     let mut out: Vec<AssetRecord> = items
         .iter()
-        .filter_map(|(owner, asset)| {
-            let loc = node.location_of(owner, asset).ok()??;
-            let shard = DocId::shard(owner, &loc.month).ok()?;
-            lib.asset_in(&shard, asset)
-                .ok()?
-                .filter(|r| !r.is_purged() && !r.is_trashed() && r.live_of.is_none())
-        })
+        .filter_map(|(owner, asset)| crate::http::albums::item_record(node, lib, owner, asset))
+        .filter(|r| r.live_of.is_none())
         .collect();
     out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at));
     let asc = link

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use crate::access::{multipart_upload, req};
 use crate::http::{call, App};
 
-async fn login(app: &App, email: &str, password: &str) -> String {
+/// Logs in; returns the `Authorization` header value.
+pub(crate) async fn login(app: &App, email: &str, password: &str) -> String {
     let (s, b, _) = call(
         app,
         req(
@@ -24,7 +25,8 @@ async fn login(app: &App, email: &str, password: &str) -> String {
     format!("Bearer {}", b["accessToken"].as_str().unwrap())
 }
 
-async fn upload(app: &App, t: &str, seed: u64) -> String {
+/// Uploads a small generated JPEG; returns its id.
+pub(crate) async fn upload(app: &App, t: &str, seed: u64) -> String {
     let photo = tessera_tests::photos::small_jpeg(seed);
     let (s, b, _) = call(app, multipart_upload(("authorization", t), "p.jpg", &photo)).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");

@@ -12,30 +12,9 @@ use serde_json::{json, Value};
 use tessera_core::{DocId, Library, PeerSync, SyncEnvelope};
 use tower::ServiceExt;
 
-use crate::access::{multipart_upload, req};
+use crate::access::req;
+use crate::albums::{login, upload};
 use crate::http::{call, App};
-
-async fn login(app: &App, email: &str, password: &str) -> String {
-    let (s, b, _) = call(
-        app,
-        req(
-            "POST",
-            "/api/auth/login",
-            None,
-            Some(json!({"email": email, "password": password})),
-        ),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    format!("Bearer {}", b["accessToken"].as_str().unwrap())
-}
-
-async fn upload(app: &App, t: &str, seed: u64) -> String {
-    let photo = tessera_tests::photos::small_jpeg(seed);
-    let (s, b, _) = call(app, multipart_upload(("authorization", t), "p.jpg", &photo)).await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    b["id"].as_str().unwrap().to_owned()
-}
 
 /// An admin (`mum`) and members; returns tokens and user ids by name.
 async fn household(
