@@ -238,11 +238,18 @@ pub(crate) fn Viewer(ui: Ui) -> impl IntoView {
             let archived = r.archived == Some(true);
             let trashed = r.is_trashed();
             // A photo someone shared with me (a partner's): mine only once I save it.
-            let me = crate::state::user_id().unwrap_or_default();
-            let mine = crate::state::CORE.with(|c| {
-                tessera_core::DocId::shard(&me, &r.month())
-                    .is_ok_and(|d| c.borrow().lib.asset_in(&d, &r.id).ok().flatten().is_some())
-            });
+            // Reactive: "Save to my library" turns the photo into mine while the viewer is open.
+            let mine = {
+                let (id, month) = (r.id.clone(), r.month());
+                Memo::new(move |_| {
+                    ui.ver.track();
+                    let me = crate::state::user_id().unwrap_or_default();
+                    crate::state::CORE.with(|c| {
+                        tessera_core::DocId::shard(&me, &month)
+                            .is_ok_and(|d| c.borrow().lib.asset_in(&d, &id).ok().flatten().is_some())
+                    })
+                })
+            };
             let saved = RwSignal::new(None::<String>);
             let save_id = r.id.clone();
             let save = move |_| {
@@ -271,13 +278,13 @@ pub(crate) fn Viewer(ui: Ui) -> impl IntoView {
                             {has_motion.then(|| view! {
                                 <button id="play-live" class="button secondary" on:click=move |_| live.update(|l| *l = !*l)>"▶ Live"</button>
                             })}
-                            {(!mine).then(|| view! {
+                            {move || (!mine.get()).then(|| view! {
                                 <p class="dim">"Shared with you"</p>
                                 <button id="save-to-library" class="button" on:click=save.clone()>"Save to my library"</button>
-                                {move || saved.get().map(|m| view! { <p class="hint">{m}</p> })}
                             })}
+                            {move || saved.get().map(|m| view! { <p class="hint">{m}</p> })}
                             <crate::albums::PhotoActivity ui=ui asset=r.id.clone()/>
-                            {mine.then(|| view! {
+                            {move || mine.get().then(|| { let r = r.clone(); view! {
                             <button id="favorite" class="button secondary" on:click={
                                 let r = r.clone();
                                 move |_| toggle_favorite(ui, &r)
@@ -292,7 +299,7 @@ pub(crate) fn Viewer(ui: Ui) -> impl IntoView {
                                     move |_| viewer_action(ui, &r, if trashed { Action::Restore } else { Action::Trash })
                                 }>{if trashed { "Restore" } else { "Move to trash" }}</button>
                             </div>
-                            })}
+                            }})}
                             <a id="download-original" class="button" href=format!("/api/assets/{id}/original") download="">"Download original"</a>
                             <p class="hint">"← → browse · f favorite · a archive · Del trash · Esc close"</p>
                             <button class="link" on:click=move |_| routes::close_viewer(ui)>"Close (Esc)"</button>

@@ -99,6 +99,23 @@ fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|_| root.join("target"))
 }
 
+/// Total and available memory, for the log (a run that dies says what it had).
+fn meminfo() -> String {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "MemTotal {}, MemAvailable {}, {} CPUs",
+        field("MemTotal:"),
+        field("MemAvailable:"),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}
+
 fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {}", show(cmd));
     let status = cmd
@@ -811,7 +828,28 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         // tmpfs mounts and chattr: the disk-full and failed-write tests must run, not skip.
         c.env("TESSERA_REQUIRE_ROOT_TESTS", "1");
     }
-    sh(c.args(["--", "--nocapture"]))?;
+    // The browser tests run after the rest, one at a time: each holds two or three Chromiums
+    // and a node, and together with the ML and big-HEIC tests they would peak the memory of a
+    // small machine. The first pass runs everything else at full parallelism.
+    eprintln!("machine: {}", meminfo());
+    let mut e2e_pass = Command::new(c.get_program());
+    e2e_pass.args(c.get_args());
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            e2e_pass.env(k, v);
+        }
+    }
+    sh(c.args(["--", "--nocapture", "--skip", "e2e::"]))?;
+    if e2e {
+        sh(e2e_pass.args([
+            "--test",
+            "it",
+            "--",
+            "--nocapture",
+            "--test-threads=1",
+            "e2e::",
+        ]))?;
+    }
     // The README's main command, as a new user runs it (release PWA + nodes, both started).
     if e2e {
         run_smoke(root)?;
