@@ -38,10 +38,18 @@ pub(crate) fn edit_assets(ui: Ui, recs: &[AssetRecord], what: &str, f: impl Fn(&
     let mut changed = 0;
     let mut missing = 0;
     let mut err = None;
+    let now = String::from(js_sys::Date::new_0().to_iso_string());
     CORE.with(|c| {
         let mut c = c.borrow_mut();
         for r in recs {
-            match c.lib.update_asset(&user, &r.month(), &r.id, &f) {
+            let stamped = |r: &mut AssetRecord| {
+                let before = r.clone();
+                f(r);
+                if *r != before {
+                    r.updated_at = Some(now.clone());
+                }
+            };
+            match c.lib.update_asset(&user, &r.month(), &r.id, stamped) {
                 Ok(true) => changed += 1,
                 Ok(false) => missing += 1,
                 Err(e) => err = Some(e.to_string()),

@@ -32,9 +32,9 @@ impl View {
     pub fn includes(self, r: &AssetRecord) -> bool {
         match self {
             View::Photos => r.in_timeline(),
-            View::Favorites => r.favorite == Some(true) && !r.is_trashed() && r.live_of.is_none(),
-            View::Archive => r.archived == Some(true) && !r.is_trashed() && r.live_of.is_none(),
-            View::Trash => r.is_trashed() && r.live_of.is_none(),
+            View::Favorites => r.favorite == Some(true) && !r.is_trashed() && r.shown_alone(),
+            View::Archive => r.archived == Some(true) && !r.is_trashed() && r.shown_alone(),
+            View::Trash => r.is_trashed() && r.shown_alone(),
             View::Duplicates | View::Albums | View::Members | View::Sharing => false,
         }
     }

@@ -170,7 +170,7 @@ pub fn near_duplicate_groups(
 ) -> Vec<DupGroup> {
     let live: Vec<(&AssetRecord, u64)> = records
         .iter()
-        .filter(|r| r.trashed_at.is_none() && r.purged_at.is_none() && r.live_of.is_none())
+        .filter(|r| r.trashed_at.is_none() && r.purged_at.is_none() && r.shown_alone())
         .filter_map(|r| Some((r, parse_phash(r.phash.as_deref()?)?)))
         .collect();
     let hashes: Vec<u64> = live.iter().map(|(_, h)| *h).collect();

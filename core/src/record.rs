@@ -120,6 +120,13 @@ pub struct AssetRecord {
     /// that the deletion syncs; uploading the same file again brings the asset back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purged_at: Option<String>,
+    /// Uploaded as Immich's `visibility: hidden` (a Live Photo's video, sent before its still):
+    /// not shown on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<bool>,
+    /// Last change of the record by a user or the node (RFC 3339): Immich's `updatedAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 impl AssetRecord {
@@ -127,8 +134,14 @@ impl AssetRecord {
     pub fn in_timeline(&self) -> bool {
         self.archived != Some(true)
             && self.trashed_at.is_none()
-            && self.live_of.is_none()
+            && self.shown_alone()
             && self.purged_at.is_none()
+    }
+
+    /// Shown as an item of its own (not a Live Photo's video, paired or still waiting for
+    /// its photo).
+    pub fn shown_alone(&self) -> bool {
+        self.live_of.is_none() && self.hidden != Some(true)
     }
 
     /// In the trash (restorable); purged assets are not.

@@ -91,6 +91,7 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
                     }
                     if *r != before {
                         changed += 1;
+                        r.updated_at = Some(now.clone());
                     }
                 })
                 .map_err(CatalogError::from)?;

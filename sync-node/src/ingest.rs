@@ -27,6 +27,10 @@ pub struct UploadMeta {
     pub sidecar: Option<Vec<u8>>,
     /// Immich's `visibility: archive`.
     pub archived: bool,
+    /// Immich's `visibility: hidden`: a Live Photo's video, uploaded before its photo.
+    pub hidden: bool,
+    /// Immich's `livePhotoVideoId` on a Live Photo's photo: the video uploaded before it.
+    pub live_photo_video_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +189,7 @@ pub fn ingest_committed(
             .then(|| format!("{mime} is stored; previews for this type are not available yet")),
         favorite: (meta.is_favorite || sidecar.favorite == Some(true)).then_some(true),
         archived: meta.archived.then_some(true),
+        hidden: (meta.hidden && mime.starts_with("video/")).then_some(true),
         ..record
     };
     let month = record.month();
@@ -212,7 +217,11 @@ pub fn ingest_committed(
         node.catalog.persist(&mut lib)?;
     }
     node.jobs.wake();
-    if let Err(e) = pair_live_photo(node, owner, &record) {
+    let paired = match meta.live_photo_video_id.as_deref() {
+        Some(video) => pair_named_video(node, owner, &record, video),
+        None => pair_live_photo(node, owner, &record),
+    };
+    if let Err(e) = paired {
         tracing::warn!(asset = %id, "Live Photo pairing skipped: {e}");
     }
     node.flush()?;
@@ -307,16 +316,61 @@ pub fn pair_live_photo(node: &Node, owner: &str, rec: &AssetRecord) -> Result<bo
     }
     let Some(mate) = mate else { return Ok(false) };
     let (still, video) = if is_video { (&mate, rec) } else { (rec, &mate) };
+    link_live(node, &mut lib, owner, still, video)
+}
+
+/// The still gets `motion` (the video's id), the video `live_of` (it then shows as part of the
+/// still, and is no longer hidden on its own).
+fn link_live(
+    node: &Node,
+    lib: &mut tessera_core::Library,
+    owner: &str,
+    still: &AssetRecord,
+    video: &AssetRecord,
+) -> Result<bool, NodeError> {
     let (still_id, video_id) = (still.id.clone(), video.id.clone());
+    let now = crate::now_rfc3339();
     lib.update_asset(owner, &still.month(), &still_id, |r| {
-        r.motion = Some(video_id.clone())
+        r.motion = Some(video_id.clone());
+        r.updated_at = Some(now.clone());
     })
     .map_err(CatalogError::from)?;
     lib.update_asset(owner, &video.month(), &video_id, |r| {
-        r.live_of = Some(still_id.clone())
+        r.live_of = Some(still_id.clone());
+        r.hidden = None;
+        r.updated_at = Some(now.clone());
     })
     .map_err(CatalogError::from)?;
-    node.catalog.persist(&mut lib)?;
+    node.catalog.persist(lib)?;
     tracing::info!(still = %still_id, video = %video_id, "Live Photo paired");
     Ok(true)
+}
+
+/// Immich's app names the video of a Live Photo (`livePhotoVideoId`, uploaded first): pairs
+/// them when that id is a video of the same owner; anything else is ignored (logged), as the
+/// photo itself is fine.
+pub fn pair_named_video(
+    node: &Node,
+    owner: &str,
+    still: &AssetRecord,
+    video_id: &str,
+) -> Result<bool, NodeError> {
+    if still.is_video() || video_id == still.id {
+        return Ok(false);
+    }
+    let Some(loc) = node.location_of(owner, video_id)? else {
+        tracing::warn!(still = %still.id, video = video_id, "livePhotoVideoId names no asset of this user");
+        return Ok(false);
+    };
+    let mut lib = node.catalog.lock()?;
+    let shard = tessera_core::DocId::shard(owner, &loc.month)
+        .map_err(|e| NodeError::Corrupt(e.to_string()))?;
+    let Some(video) = lib.asset_in(&shard, video_id).map_err(CatalogError::from)? else {
+        return Ok(false);
+    };
+    if !video.is_video() || video.is_purged() {
+        tracing::warn!(still = %still.id, video = video_id, "livePhotoVideoId is not a video");
+        return Ok(false);
+    }
+    link_live(node, &mut lib, owner, still, &video)
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod blobs;
 pub mod catalog;
 pub mod housekeeping;
+pub mod immich_sync;
 pub mod http;
 pub mod import;
 pub mod ingest;

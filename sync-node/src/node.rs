@@ -98,6 +98,8 @@ pub struct Node {
     pub purge_guard: std::sync::RwLock<()>,
     /// The iroh side (set once at start by `serve`; absent in tools like `fsck`).
     pub peer: std::sync::OnceLock<Arc<crate::peer::Peer>>,
+    /// What each login session acknowledged of Immich's sync stream.
+    pub immich_sync: crate::immich_sync::SyncCheckpoints,
 }
 
 impl Node {
@@ -132,7 +134,9 @@ impl Node {
         let jobs = Jobs::open(&db)?;
         let assets = db.open_tree("assets")?;
         let checksums = db.open_tree("checksums")?;
+        let immich_sync = crate::immich_sync::SyncCheckpoints::open(&db)?;
         Ok(Arc::new(Self {
+            immich_sync,
             purge_guard: std::sync::RwLock::new(()),
             uploads: tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1)),
             config,

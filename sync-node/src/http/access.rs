@@ -33,6 +33,9 @@ pub enum Access {
     All,
     /// An ML node's `ml` key (checked by the `MlAuth` extractor).
     Ml,
+    /// A login session only, never an API key (Immich's sync stream: its checkpoints belong to
+    /// a session).
+    Session,
 }
 
 /// Immich's permission names Tessera knows (its OpenAPI `Permission` enum, the ones that have a
@@ -204,6 +207,11 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
         "/users/me/preferences",
         Access::Perm("userPreference.read"),
     ),
+    // Immich's sync stream: a login session's (API keys are refused by the extractor).
+    ("POST", "/sync/stream", Access::Session),
+    ("GET", "/sync/ack", Access::Session),
+    ("POST", "/sync/ack", Access::Session),
+    ("DELETE", "/sync/ack", Access::Session),
     ("GET", "/partners", Access::Perm("partner.read")),
     ("POST", "/partners", Access::Perm("partner.create")),
     ("POST", "/partners/{id}", Access::Perm("partner.create")),
@@ -342,6 +350,7 @@ pub fn key_allows(permissions: &[String], access: Access) -> bool {
     match access {
         Access::Public => true,
         Access::Ml => has(crate::http::ML_PERMISSION),
+        Access::Session => false,
         _ if has("all") => true,
         Access::Signed => !permissions.is_empty(),
         Access::Perm(p) => has(p),
@@ -405,6 +414,9 @@ pub async fn enforce(State(node): State<AppState>, req: Request, next: Next) -> 
             Ok(None) => return next.run(req).await,
             Err(e) => return ApiError::from(e).into_response(),
         };
+        if access == Access::Session {
+            return forbidden("Sync endpoints cannot be used with API keys");
+        }
         if !key_allows(&key.permissions, access) {
             let need = match access {
                 Access::Perm(p) => format!("the `{p}` permission (or `all`)"),

@@ -329,8 +329,21 @@ async fn upload_asset(
                 "fileModifiedAt" => meta.file_modified_at = Some(text),
                 "isFavorite" => meta.is_favorite = text == "true",
                 "filename" => filename_field = Some(text),
-                "visibility" => meta.archived = text == "archive",
-                _ => {} // duration, livePhotoVideoId...: accepted; Tessera reads them from the file
+                "visibility" => match text.as_str() {
+                    "archive" => meta.archived = true,
+                    "hidden" => meta.hidden = true,
+                    "timeline" | "" => {}
+                    other => {
+                        failure = Some(ApiError::bad_request(format!(
+                            "visibility must be one of archive, timeline, hidden (got {other:?})"
+                        )))
+                    }
+                },
+                "livePhotoVideoId" if !text.trim().is_empty() => {
+                    meta.live_photo_video_id = Some(text.trim().to_owned())
+                }
+                // duration: read from the file itself; metadata (iOS cloud ids): not kept.
+                _ => {}
             }
         }
     }
@@ -450,7 +463,7 @@ async fn drain_field(field: &mut axum::extract::multipart::Field<'_>) {
 }
 
 /// Immich's `H:MM:SS.ffffff` duration string.
-fn immich_duration(secs: f64) -> String {
+pub(crate) fn immich_duration(secs: f64) -> String {
     let secs = if secs.is_finite() && secs > 0.0 {
         secs
     } else {
@@ -462,7 +475,7 @@ fn immich_duration(secs: f64) -> String {
     format!("{h}:{m:02}:{s:09.6}")
 }
 
-fn exposure_string(t: f64) -> String {
+pub(crate) fn exposure_string(t: f64) -> String {
     if t > 0.0 && t < 1.0 {
         format!("1/{}", (1.0 / t).round())
     } else {
@@ -471,19 +484,47 @@ fn exposure_string(t: f64) -> String {
 }
 
 /// Immich's `AssetResponseDto` (the fields Tessera has), plus the raw record under `tessera`.
-pub fn asset_json(r: &AssetRecord) -> Value {
-    let kind = if r.mime.as_deref().is_some_and(|m| m.starts_with("video/")) {
-        "VIDEO"
-    } else {
-        "IMAGE"
-    };
-    let checksum = r.sha1.as_deref().and_then(|h| {
+/// The record's SHA-1 as Immich sends it (base64; what its apps compare with their own hashes).
+pub(crate) fn checksum_b64(r: &AssetRecord) -> Option<String> {
+    r.sha1.as_deref().and_then(|h| {
         let bytes: Option<Vec<u8>> = (0..h.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
             .collect();
         bytes.map(|b| base64::engine::general_purpose::STANDARD.encode(b))
-    });
+    })
+}
+
+/// `image` or `video` in Immich's `AssetTypeEnum`.
+pub(crate) fn asset_kind(r: &AssetRecord) -> &'static str {
+    if r.mime.as_deref().is_some_and(|m| m.starts_with("video/")) {
+        "VIDEO"
+    } else {
+        "IMAGE"
+    }
+}
+
+/// Immich's `visibility`: archived, the hidden video half of a Live Photo, or the timeline.
+pub(crate) fn visibility(r: &AssetRecord) -> &'static str {
+    if r.archived == Some(true) {
+        "archive"
+    } else if !r.shown_alone() {
+        "hidden"
+    } else {
+        "timeline"
+    }
+}
+
+/// The Live Photo video's asset id (a motion photo's embedded video is not an asset).
+pub(crate) fn live_video_id(r: &AssetRecord) -> Option<&String> {
+    r.motion
+        .as_ref()
+        .filter(|m| m.len() == 64 && r.live_of.is_none())
+}
+
+pub fn asset_json(r: &AssetRecord) -> Value {
+    let kind = asset_kind(r);
+    let checksum = checksum_b64(r);
     json!({
         "id": r.id,
         "type": kind,
@@ -496,16 +537,16 @@ pub fn asset_json(r: &AssetRecord) -> Value {
         "fileModifiedAt": r.file_modified_at.clone().or_else(|| r.taken_at.clone()),
         "localDateTime": r.taken_at,
         "createdAt": r.uploaded_at,
-        "updatedAt": r.uploaded_at,
+        "updatedAt": r.updated_at.as_ref().or(r.uploaded_at.as_ref()),
         "isFavorite": r.favorite.unwrap_or(false),
         "isArchived": r.archived.unwrap_or(false),
         "isTrashed": r.is_trashed(),
         "deletedAt": r.trashed_at,
         "isOffline": false,
-        "visibility": if r.archived == Some(true) { "archive" } else if r.live_of.is_some() { "hidden" } else { "timeline" },
+        "visibility": visibility(r),
         "hasMetadata": true,
         "duration": immich_duration(r.duration.unwrap_or(0.0)),
-        "livePhotoVideoId": r.motion.as_ref().filter(|m| m.len() == 64 && r.live_of.is_none()),
+        "livePhotoVideoId": live_video_id(r),
         "checksum": checksum,
         "thumbhash": r.thumbhash,
         "width": r.width,

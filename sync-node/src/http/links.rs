@@ -50,7 +50,7 @@ fn link_records(node: &crate::Node, lib: &Library, link: &SharedLink) -> Vec<Ass
     let mut out: Vec<AssetRecord> = items
         .iter()
         .filter_map(|(owner, asset)| crate::http::albums::item_record(node, lib, owner, asset))
-        .filter(|r| r.live_of.is_none())
+        .filter(|r| r.shown_alone())
         .collect();
     out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at));
     let asc = link

@@ -20,6 +20,7 @@ mod peer;
 mod people;
 mod search;
 mod server;
+mod sync;
 mod users;
 
 pub use assets::asset_json;
@@ -48,6 +49,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub fn router(node: AppState) -> Router {
     let api = Router::new()
         .merge(server::routes())
+        .merge(sync::routes())
         .merge(auth::routes())
         .merge(users::routes())
         .merge(albums::routes())

@@ -90,12 +90,21 @@ async fn about(_u: AuthUser) -> Json<Value> {
 }
 
 async fn server_config(State(node): State<AppState>) -> Json<Value> {
+    // Immich's trash days are a server setting; Tessera's are per library (each root
+    // document). The household's is the admin's, which is also the PWA's default.
+    let trash_days = node
+        .auth
+        .admin()
+        .ok()
+        .flatten()
+        .and_then(|a| node.catalog.lock().ok().map(|lib| lib.trash_days(&a.id)))
+        .unwrap_or(30);
     Json(json!({
         "isInitialized": node.auth.is_initialized(),
         "isOnboarded": node.auth.is_initialized(),
         "loginPageMessage": "",
         "externalDomain": "",
-        "trashDays": 30,
+        "trashDays": trash_days,
         "oauthButtonText": "",
         "userDeleteDelay": 7,
         "publicUsers": false,

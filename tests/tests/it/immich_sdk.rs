@@ -58,3 +58,61 @@ fn immich_sdk_drives_albums_partners_and_links() {
     );
     println!("{}", text.trim());
 }
+
+/// Immich's mobile app's flow with the SDK (`tests/sdk/mobile.mjs`): first contact, login,
+/// the sync stream and acks, a Live Photo backed up the app's way, deletes, albums, partners.
+#[test]
+fn immich_mobile_flow_sync_stream_and_backup() {
+    let Some((node_bin, sdk)) = sdk() else {
+        if std::env::var("TESSERA_REQUIRE_E2E").is_ok() {
+            panic!("TESSERA_IMMICH_CLI has no @immich/sdk install (cargo xtask test installs it)");
+        }
+        eprintln!("SKIPPED immich mobile flow: set TESSERA_IMMICH_CLI (cargo xtask test does)");
+        return;
+    };
+    let Some(corpus) = std::env::var("TESSERA_CORPUS").ok().map(PathBuf::from) else {
+        if std::env::var("TESSERA_REQUIRE_CORPUS").is_ok() {
+            panic!("TESSERA_CORPUS is not set");
+        }
+        eprintln!("SKIPPED immich mobile flow: TESSERA_CORPUS is not set (cargo xtask test sets it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n")).unwrap();
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin().unwrap();
+    let (first, photo) = (dir.path().join("first.jpg"), dir.path().join("photo.jpg"));
+    std::fs::write(&first, small_jpeg(31)).unwrap();
+    std::fs::write(&photo, small_jpeg(32)).unwrap();
+    let (code, _) = api.upload("first.jpg", small_jpeg(31)).unwrap();
+    assert_eq!(code, 201);
+    let out = Command::new(&node_bin)
+        .arg(workspace_root().join("tests/sdk/mobile.mjs"))
+        .env("TESSERA_URL", &node.url)
+        .env("SDK_PATH", &sdk)
+        .env("ADMIN_EMAIL", "admin@example.com")
+        .env("ADMIN_PASSWORD", "correct horse")
+        .env("STILL", corpus.join("IMG_0001.HEIC"))
+        .env("VIDEO", corpus.join("IMG_0001.MOV"))
+        .env("PHOTO", &photo)
+        .env("PHOTO2", &first)
+        .env("DUMP", std::env::var("DUMP").unwrap_or_default())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("MOBILE OK"),
+        "{text}\nnode log:\n{}",
+        node.log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!("{}", text.trim());
+}
