@@ -48,6 +48,7 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
     let mut queue: Vec<String> = ids.to_vec();
     let mut changed = 0;
     let mut purged = Vec::new();
+    let mut events: Vec<String> = Vec::new();
     {
         let mut lib = node.catalog.lock()?;
         while let Some(id) = queue.pop() {
@@ -73,6 +74,7 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
         }
         for (id, month) in &targets {
             let mut blobs = Vec::new();
+            let mut did_change = false;
             let did = lib
                 .update_asset(user, month, id, |r| {
                     let before = r.clone();
@@ -91,6 +93,7 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
                     }
                     if *r != before {
                         changed += 1;
+                        did_change = true;
                         r.updated_at = Some(now.clone());
                     }
                 })
@@ -98,8 +101,22 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
             if did {
                 purged.extend(blobs);
             }
+            if did_change {
+                events.push(id.clone());
+            }
         }
         node.catalog.persist(&mut lib)?;
+    }
+    let event = match action {
+        Action::Trash => Some("asset.trashed"),
+        Action::Purge => Some("asset.deleted"),
+        _ => None,
+    };
+    if let Some(event) = event {
+        for id in &events {
+            node.webhooks
+                .emit(user, event, serde_json::json!({ "assetId": id }));
+        }
     }
     if purged.is_empty() {
         return Ok(changed);

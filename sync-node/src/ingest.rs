@@ -225,6 +225,13 @@ pub fn ingest_committed(
         tracing::warn!(asset = %id, "Live Photo pairing skipped: {e}");
     }
     node.flush()?;
+    node.webhooks.emit(
+        owner,
+        "asset.created",
+        serde_json::json!({"assetId": id, "originalFileName": record.filename,
+                           "mimeType": record.mime, "size": record.size,
+                           "takenAt": record.taken_at}),
+    );
     Ok(Outcome::Created(id))
 }
 

@@ -177,6 +177,11 @@ pub async fn run(node: Arc<Node>) {
 }
 
 fn mark_error(node: &Node, asset: &str, owner: &str, msg: &str) {
+    node.webhooks.emit(
+        owner,
+        "job.failed",
+        serde_json::json!({"assetId": asset, "job": "derivatives", "error": msg}),
+    );
     let res = (|| -> Result<(), NodeError> {
         let Some(loc) = node.location_of(owner, asset)? else {
             return Ok(());
@@ -277,6 +282,11 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
         Err(e) => {
             tracing::warn!(asset, error = %e, "cannot make derivatives");
             let msg = e.to_string();
+            node.webhooks.emit(
+                owner,
+                "job.failed",
+                serde_json::json!({"assetId": asset, "job": "derivatives", "error": msg}),
+            );
             Box::new(move |r| {
                 r.status = Some(status::ERROR.into());
                 r.error = Some(msg);

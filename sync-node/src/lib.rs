@@ -15,8 +15,8 @@ pub mod auth;
 pub mod blobs;
 pub mod catalog;
 pub mod housekeeping;
-pub mod immich_sync;
 pub mod http;
+pub mod immich_sync;
 pub mod import;
 pub mod ingest;
 pub mod jobs;
@@ -24,6 +24,7 @@ pub mod links;
 pub mod node;
 pub mod peer;
 pub mod upload;
+pub mod webhooks;
 
 pub use node::{Node, NodeConfig, NodeError};
 

@@ -81,6 +81,9 @@ enum Cmd {
         /// Uploads received at the same time (more wait their turn).
         #[arg(long, default_value_t = 8)]
         max_concurrent_uploads: usize,
+        /// First webhook retry delay in milliseconds (doubling per attempt, at most an hour).
+        #[arg(long, default_value_t = 5000)]
+        webhook_retry_ms: u64,
     },
     /// Import a folder tree (a camera roll, a Takeout export, an old library) into a data
     /// directory while the node is stopped: all cores, progress, resumable, with a report.
@@ -392,6 +395,7 @@ async fn main() -> Result<()> {
             job_timeout,
             max_upload_mib,
             max_concurrent_uploads,
+            webhook_retry_ms,
         } => {
             let mut cfg = NodeConfig::new(&data);
             cfg.ml = ml;
@@ -405,6 +409,10 @@ async fn main() -> Result<()> {
             }
             let node = Node::open(cfg)
                 .with_context(|| format!("opening data directory {}", data.display()))?;
+            node.webhooks.backoff.store(
+                webhook_retry_ms.max(1),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
@@ -469,6 +477,7 @@ async fn main() -> Result<()> {
             } else {
                 tokio::spawn(tessera_sync_node::jobs::run(node.clone()));
             }
+            tokio::spawn(tessera_sync_node::webhooks::run(node.clone()));
             tokio::spawn(tessera_sync_node::housekeeping::run(
                 node.clone(),
                 std::time::Duration::from_secs(purge_every.max(1)),

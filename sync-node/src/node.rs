@@ -100,6 +100,8 @@ pub struct Node {
     pub peer: std::sync::OnceLock<Arc<crate::peer::Peer>>,
     /// What each login session acknowledged of Immich's sync stream.
     pub immich_sync: crate::immich_sync::SyncCheckpoints,
+    /// Users' webhooks and their persisted delivery queue.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl Node {
@@ -135,8 +137,10 @@ impl Node {
         let assets = db.open_tree("assets")?;
         let checksums = db.open_tree("checksums")?;
         let immich_sync = crate::immich_sync::SyncCheckpoints::open(&db)?;
+        let webhooks = crate::webhooks::Webhooks::open(&db)?;
         Ok(Arc::new(Self {
             immich_sync,
+            webhooks,
             purge_guard: std::sync::RwLock::new(()),
             uploads: tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1)),
             config,

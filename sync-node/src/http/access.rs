@@ -207,6 +207,13 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
         "/users/me/preferences",
         Access::Perm("userPreference.read"),
     ),
+    // Webhooks (Tessera's): the user's own; API keys need `all`.
+    ("GET", "/tessera/webhooks", Access::All),
+    ("POST", "/tessera/webhooks", Access::All),
+    ("PUT", "/tessera/webhooks/{id}", Access::All),
+    ("DELETE", "/tessera/webhooks/{id}", Access::All),
+    ("POST", "/tessera/webhooks/{id}/test", Access::All),
+    ("GET", "/tessera/webhooks/{id}/deliveries", Access::All),
     // Immich's sync stream: a login session's (API keys are refused by the extractor).
     ("POST", "/sync/stream", Access::Session),
     ("GET", "/sync/ack", Access::Session),

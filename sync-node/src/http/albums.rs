@@ -599,3 +599,51 @@ async fn remove_user(
     })
     .await
 }
+
+/// Webhook events of album changes: after a successful change through the API, the album's
+/// owner and members get `album.updated` (and the owner `share.created` when members were
+/// added). Changes a device syncs as documents (offline edits) do not emit events yet.
+pub(crate) async fn webhook_events(
+    State(node): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    if method == axum::http::Method::GET || !res.status().is_success() {
+        return res;
+    }
+    // /api/albums/{id}[/rest]
+    let mut parts = path
+        .trim_start_matches("/api")
+        .trim_start_matches('/')
+        .split('/');
+    let (Some("albums"), Some(id)) = (parts.next(), parts.next()) else {
+        return res;
+    };
+    let rest: Vec<&str> = parts.collect();
+    let (id, change) = (id.to_owned(), format!("{method} {}", rest.join("/")));
+    let users_added = method == axum::http::Method::PUT && rest.first() == Some(&"users");
+    let _ = tokio::task::spawn_blocking(move || {
+        let Ok(doc) = DocId::album(&id) else { return };
+        let Ok(lib) = node.catalog.lock() else { return };
+        let Ok(Some(a)) = lib.album(&doc) else { return };
+        drop(lib);
+        let data = json!({"albumId": a.id, "name": a.name, "change": change.trim(),
+                          "deleted": a.deleted, "assetCount": a.items.len()});
+        node.webhooks.emit(&a.owner, "album.updated", data.clone());
+        for m in a.members.keys() {
+            node.webhooks.emit(m, "album.updated", data.clone());
+        }
+        if users_added {
+            node.webhooks.emit(
+                &a.owner,
+                "share.created",
+                json!({"kind": "album", "albumId": a.id, "members": a.members.keys().collect::<Vec<_>>()}),
+            );
+        }
+    })
+    .await;
+    res
+}

@@ -246,6 +246,8 @@ fn end_session(node: &AppState, u: &User, id: &str) -> ApiResult<bool> {
     let Some(unpaired) = node.auth.delete_session(u, id)? else {
         return Ok(false);
     };
+    // Its sync-stream checkpoints go with it.
+    node.immich_sync.clear(id, None)?;
     if let Some(p) = node.peer.get() {
         for d in unpaired {
             p.disconnect(&d);
@@ -285,6 +287,8 @@ async fn delete_other_sessions(
 
 async fn logout(State(node): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     if let Some(t) = bearer(&headers).or_else(|| cookie_token(&headers)) {
+        node.immich_sync
+            .clear(&crate::auth::Auth::session_id(&t), None)?;
         for id in node.auth.logout(&t)? {
             if let Some(p) = node.peer.get() {
                 p.disconnect(&id);

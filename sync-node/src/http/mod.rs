@@ -22,6 +22,7 @@ mod search;
 mod server;
 mod sync;
 mod users;
+mod webhooks;
 
 pub use assets::asset_json;
 pub use error::{ApiError, ApiResult};
@@ -52,16 +53,27 @@ pub fn router(node: AppState) -> Router {
         .merge(sync::routes())
         .merge(auth::routes())
         .merge(users::routes())
-        .merge(albums::routes())
+        .merge(
+            albums::routes().route_layer(axum::middleware::from_fn_with_state(
+                node.clone(),
+                albums::webhook_events,
+            )),
+        )
         .merge(activities::routes())
         .merge(partners::routes())
-        .merge(links::routes())
+        .merge(
+            links::routes().route_layer(axum::middleware::from_fn_with_state(
+                node.clone(),
+                links::webhook_events,
+            )),
+        )
         .merge(assets::routes())
         .merge(library::routes())
         .merge(people::routes())
         .merge(search::routes())
         .merge(ml::routes())
         .merge(peer::routes())
+        .merge(webhooks::routes())
         // Every matched route is checked against the access table (API-key scopes, CSRF).
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),

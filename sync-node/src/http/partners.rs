@@ -154,6 +154,11 @@ async fn share(
             .map_err(CatalogError::from)?
             .ok_or_else(|| ApiError::internal("the share vanished"))?;
         let on = lib.partner_in_timeline(&partner, &u.id);
+        node.webhooks.emit(
+            &u.id,
+            "share.created",
+            json!({"kind": "partner", "sharedWithId": partner, "since": share.since}),
+        );
         Ok((
             StatusCode::CREATED,
             Json(partner_json(&node, &partner, &share, on)),

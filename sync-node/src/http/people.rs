@@ -163,10 +163,10 @@ async fn update_person(
         }
         let mut m = serde_json::Map::new();
         if let Some(n) = b.name {
-            m.insert(
-                "name".into(),
-                n.trim().chars().take(200).collect::<String>().into(),
-            );
+            let name: String = n.trim().chars().take(200).collect();
+            n2.webhooks
+                .emit(&uid, "person.named", json!({"personId": id, "name": name}));
+            m.insert("name".into(), name.into());
         }
         if let Some(h) = b.is_hidden {
             m.insert("hidden".into(), h.into());

@@ -31,9 +31,10 @@ use crate::http::*;
 use crate::immich_sync::{hash_of, AckError, PendingLine};
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sync/stream", post(stream))
-        .route("/sync/ack", get(get_acks).post(send_acks).delete(delete_acks))
+    Router::new().route("/sync/stream", post(stream)).route(
+        "/sync/ack",
+        get(get_acks).post(send_acks).delete(delete_acks),
+    )
 }
 
 /// A user signed in with a login session (Immich: sync endpoints cannot be used with API keys,
@@ -166,16 +167,42 @@ const GROUPS: &[Group] = &[
 /// does; known types Tessera has no data for (memories, stacks, people, edits, OCR…) are
 /// skipped.
 const REQUEST_TYPES: &[&str] = &[
-    "AlbumsV1", "AlbumsV2", "AlbumUsersV1", "AlbumToAssetsV1", "AlbumAssetsV1", "AlbumAssetsV2",
-    "AlbumAssetExifsV1", "AssetsV1", "AssetsV2", "AssetExifsV1", "AssetEditsV1",
-    "AssetMetadataV1", "AssetOcrV1", "AuthUsersV1", "MemoriesV1", "MemoryToAssetsV1",
-    "PartnersV1", "PartnerAssetsV1", "PartnerAssetsV2", "PartnerAssetExifsV1", "PartnerStacksV1",
-    "StacksV1", "UsersV1", "PeopleV1", "AssetFacesV1", "AssetFacesV2", "UserMetadataV1",
+    "AlbumsV1",
+    "AlbumsV2",
+    "AlbumUsersV1",
+    "AlbumToAssetsV1",
+    "AlbumAssetsV1",
+    "AlbumAssetsV2",
+    "AlbumAssetExifsV1",
+    "AssetsV1",
+    "AssetsV2",
+    "AssetExifsV1",
+    "AssetEditsV1",
+    "AssetMetadataV1",
+    "AssetOcrV1",
+    "AuthUsersV1",
+    "MemoriesV1",
+    "MemoryToAssetsV1",
+    "PartnersV1",
+    "PartnerAssetsV1",
+    "PartnerAssetsV2",
+    "PartnerAssetExifsV1",
+    "PartnerStacksV1",
+    "StacksV1",
+    "UsersV1",
+    "PeopleV1",
+    "AssetFacesV1",
+    "AssetFacesV2",
+    "UserMetadataV1",
 ];
 
 /// The groups whose entities are rows of the app's `remote_asset` table.
 const ASSET_GROUPS: &[&str] = &[
-    "AssetsV1", "AssetsV2", "PartnerAssetsV1", "PartnerAssetsV2", "AlbumAssetsV1",
+    "AssetsV1",
+    "AssetsV2",
+    "PartnerAssetsV1",
+    "PartnerAssetsV2",
+    "AlbumAssetsV1",
     "AlbumAssetsV2",
 ];
 
@@ -538,8 +565,14 @@ async fn stream(
     body: Result<Json<StreamBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if let Some(t) = b.types.iter().find(|t| !REQUEST_TYPES.contains(&t.as_str())) {
-        return Err(ApiError::bad_request(format!("Invalid sync request type: {t}")));
+    if let Some(t) = b
+        .types
+        .iter()
+        .find(|t| !REQUEST_TYPES.contains(&t.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid sync request type: {t}"
+        )));
     }
     if b.reset {
         let n = node.clone();
@@ -563,14 +596,15 @@ async fn stream(
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
     }));
-    Ok((
-        [(header::CONTENT_TYPE, "application/jsonlines+json")],
-        body,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/jsonlines+json")], body).into_response())
 }
 
-fn produce(node: &crate::Node, s: &LoginSession, types: &[String], out: &mut Lines) -> ApiResult<()> {
+fn produce(
+    node: &crate::Node,
+    s: &LoginSession,
+    types: &[String],
+    out: &mut Lines,
+) -> ApiResult<()> {
     let cp = &node.immich_sync;
     let stream = cp.begin(&s.session);
     let emit = |out: &mut Lines, line: PendingLine, data: &Value| -> bool {
@@ -669,7 +703,9 @@ async fn send_acks(
 ) -> ApiResult<StatusCode> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if b.acks.len() > 1000 {
-        return Err(ApiError::bad_request("acks must contain no more than 1000 elements"));
+        return Err(ApiError::bad_request(
+            "acks must contain no more than 1000 elements",
+        ));
     }
     blocking(move || match node.immich_sync.ack(&s.session, &b.acks) {
         Ok(()) => Ok(StatusCode::NO_CONTENT),

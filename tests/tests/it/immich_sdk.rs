@@ -74,7 +74,9 @@ fn immich_mobile_flow_sync_stream_and_backup() {
         if std::env::var("TESSERA_REQUIRE_CORPUS").is_ok() {
             panic!("TESSERA_CORPUS is not set");
         }
-        eprintln!("SKIPPED immich mobile flow: TESSERA_CORPUS is not set (cargo xtask test sets it)");
+        eprintln!(
+            "SKIPPED immich mobile flow: TESSERA_CORPUS is not set (cargo xtask test sets it)"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

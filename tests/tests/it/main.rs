@@ -15,3 +15,4 @@ mod multipart;
 mod node;
 mod p2p;
 mod sharing;
+mod webhooks;
