@@ -9,7 +9,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::catalogue::{load_docs, sync_now};
-use crate::outbox::{drain_outbox, update_outbox_count};
+use crate::outbox::drain_outbox;
 use crate::session::{self, Session};
 use crate::state::{refresh, user_id, Screen, Ui, CORE};
 use crate::{db, net, p2p, routes, timeline};
@@ -45,7 +45,7 @@ pub(crate) async fn enter_timeline(ui: Ui, s: Session) {
     ui.screen.set(Screen::Timeline);
     load_docs(ui).await;
     routes::restore_initial(ui);
-    update_outbox_count(ui).await;
+    crate::outbox::show_outbox(ui).await;
 }
 
 /// `?bench=N`: the scroll benchmark's synthetic library (no server).

@@ -24,6 +24,47 @@ pub(crate) fn set_upload(ui: Ui, key: &str, f: impl FnOnce(&mut Upload)) {
     });
 }
 
+/// Lists what waits in the outbox (files shared to Tessera from another app go there through
+/// the service worker, offline too) in the uploads panel, so a phone shows them at once.
+pub(crate) async fn show_outbox(ui: Ui) {
+    let Some(db) = db() else { return };
+    let entries = db::all(&db, db::OUTBOX).await.unwrap_or_default();
+    let shared = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .is_some_and(|s| s.contains("shared="));
+    for (key, v) in entries {
+        let Some(name) = db::field_str(&v, "name") else {
+            continue;
+        };
+        if ui
+            .uploads
+            .with_untracked(|u| u.iter().any(|u| u.key == key))
+        {
+            continue;
+        }
+        ui.uploads.update(|u| {
+            u.push(Upload {
+                key,
+                name,
+                progress: 0.0,
+                state: if shared {
+                    "shared · in the outbox"
+                } else {
+                    "in the outbox"
+                }
+                .into(),
+            })
+        });
+    }
+    if shared {
+        // The share target's redirect (`/?shared=N`): not a route to keep in history.
+        if let Some(h) = web_sys::window().and_then(|w| w.history().ok()) {
+            let _ = h.replace_state_with_url(&JsValue::NULL, "", Some("/"));
+        }
+    }
+    update_outbox_count(ui).await;
+}
+
 /// Puts dropped/picked files into the outbox, then uploads.
 pub(crate) async fn enqueue_files(ui: Ui, files: Vec<web_sys::File>) {
     let Some(db) = db() else { return };

@@ -1506,3 +1506,105 @@ async fn pwa_shared_album_two_members_offline_then_public_link() {
         c.close().await.unwrap();
     }
 }
+
+/// Android's "Share → Tessera": the browser POSTs the shared files (multipart, field `media`)
+/// to the manifest's share target. With the node stopped, the service worker puts them in the
+/// outbox and opens the app, which lists them; when the node is back they upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pwa_share_target_queues_offline_and_uploads_later() {
+    let Some(web) = web_dir() else {
+        skip("the PWA is not built (dist/index.html missing)");
+        return;
+    };
+    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
+        skip("Debian's chromium and chromium-driver are not installed");
+        return;
+    }
+    // The manifest declares the share target and file handlers.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(web.join("manifest.webmanifest")).unwrap()).unwrap();
+    assert_eq!(manifest["share_target"]["action"], "/share-target");
+    assert_eq!(
+        manifest["share_target"]["params"]["files"][0]["name"],
+        "media"
+    );
+    assert!(manifest["file_handlers"][0]["accept"]["image/*"].is_array());
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
+    let url = node.url.clone();
+    tokio::task::block_in_place(|| {
+        let mut api = tessera_tests::Api::new(&url);
+        api.bootstrap_admin().unwrap();
+    });
+    let (_driver, c) = browser(dir.path()).await;
+    let t = Duration::from_secs(60);
+    sign_in(&c, &url, "admin@example.com", "correct horse").await;
+    // The service worker controls the page (it is what receives a share).
+    wait_for(&c, "the service worker in control", t, || async {
+        c.execute("return !!navigator.serviceWorker.controller", vec![])
+            .await
+            .ok()?
+            .as_bool()
+            .filter(|b| *b)
+    })
+    .await;
+
+    // The node goes away; the phone shares two photos and a text file.
+    tokio::task::block_in_place(|| node.kill());
+    let (p1, p2) = (small_jpeg(91), small_jpeg(92));
+    c.execute(
+        "const [p1, p2] = arguments;
+         const file = (bytes, name, type) => new File([new Uint8Array(bytes)], name, {type});
+         const dt = new DataTransfer();
+         dt.items.add(file(p1, 'shared-1.jpg', 'image/jpeg'));
+         dt.items.add(file(p2, 'shared-2.jpg', 'image/jpeg'));
+         dt.items.add(new File(['hello'], 'note.txt', {type: 'text/plain'}));
+         const f = document.createElement('form');
+         f.method = 'POST'; f.enctype = 'multipart/form-data'; f.action = '/share-target';
+         const i = document.createElement('input');
+         i.type = 'file'; i.name = 'media'; i.multiple = true; i.files = dt.files;
+         f.appendChild(i); document.body.appendChild(f); f.submit(); return 1;",
+        vec![json!(p1), json!(p2)],
+    )
+    .await
+    .unwrap();
+    // The app opens (offline, from the service worker's cache) and shows them in its outbox.
+    wait_for(&c, "the shared photos listed in the outbox", t, || async {
+        let page = texts(&c).await;
+        (page.contains("shared-1.jpg")
+            && page.contains("shared-2.jpg")
+            && page.contains("in the outbox")
+            && page.contains("outbox 2"))
+        .then_some(())
+    })
+    .await;
+    let page = texts(&c).await;
+    assert!(
+        !page.contains("note.txt"),
+        "only photos and videos are queued"
+    );
+    let here = c.current_url().await.unwrap();
+    assert_eq!(
+        here.path(),
+        "/",
+        "the share target's redirect is not kept: {here}"
+    );
+    screenshot(&c, "e2e-share-target.png").await;
+
+    // The node is back: the outbox uploads, the photos reach the timeline.
+    node = tokio::task::block_in_place(|| Node::start_on(&data, port)).unwrap();
+    wait_for(
+        &c,
+        "the shared photos uploaded",
+        Duration::from_secs(90),
+        || async {
+            let (n, loaded) = tile_state(&c).await;
+            (n == 2 && loaded == 2 && texts(&c).await.contains("outbox 0")).then_some(())
+        },
+    )
+    .await;
+    drop(node);
+}
