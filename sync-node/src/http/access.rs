@@ -120,6 +120,8 @@ pub const PERMISSIONS: &[&str] = &[
 /// `(method, path under /api, access)` for every API route.
 pub const ACCESS: &[(&str, &str, Access)] = &[
     ("GET", "/server/ping", Access::Public),
+    ("GET", "/openapi.json", Access::Public),
+    ("GET", "/docs", Access::Public),
     ("GET", "/server/version", Access::Public),
     ("GET", "/server/config", Access::Public),
     ("GET", "/server/media-types", Access::Signed),

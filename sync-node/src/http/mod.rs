@@ -15,6 +15,7 @@ mod extract;
 mod library;
 mod links;
 mod ml;
+pub mod openapi;
 mod partners;
 mod peer;
 mod people;
@@ -74,6 +75,7 @@ pub fn router(node: AppState) -> Router {
         .merge(ml::routes())
         .merge(peer::routes())
         .merge(webhooks::routes())
+        .merge(openapi::routes())
         // Every matched route is checked against the access table (API-key scopes, CSRF).
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),

@@ -751,3 +751,64 @@ async fn fsck_rebuilds_locations_and_jobs_from_the_documents() {
             .is_clean()
     );
 }
+
+/// The OpenAPI document and the reference page name every route the source declares.
+#[tokio::test]
+async fn openapi_documents_every_route() {
+    let app = app();
+    let (s, doc, _) = call(&app, req("GET", "/api/openapi.json", None, None)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let routes: Vec<(String, String)> = declared_routes()
+        .into_iter()
+        .filter(|(_, p)| !p.starts_with("/.well-known") && !p.starts_with("/share/"))
+        .collect();
+    let mut missing = Vec::new();
+    for (m, p) in &routes {
+        let op = &doc["paths"][format!("/api{p}")][m.to_lowercase()];
+        if !op.is_object() || op["operationId"].as_str().is_none() {
+            missing.push(format!("{m} {p}"));
+        }
+        // Path parameters are declared.
+        if p.contains('{') {
+            assert!(
+                op["parameters"].as_array().is_some_and(|a| !a.is_empty()),
+                "{m} {p}"
+            );
+        }
+    }
+    assert!(missing.is_empty(), "not in /api/openapi.json: {missing:?}");
+    let ops: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_object().map_or(0, |o| o.len()))
+        .sum();
+    assert_eq!(ops, ACCESS.len(), "one operation per access-table entry");
+    let res = tower::ServiceExt::oneshot(app.router.clone(), req("GET", "/api/docs", None, None))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = String::from_utf8(
+        http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for (_, p) in &routes {
+        assert!(
+            html.contains(&format!("/api{p}").replace('&', "&amp;")),
+            "{p} on /api/docs"
+        );
+    }
+    println!(
+        "openapi: {ops} operations documented, {} routes in the source",
+        routes.len()
+    );
+}
