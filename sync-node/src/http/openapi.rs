@@ -140,7 +140,7 @@ pub fn document() -> OpenApi {
         op = op.responses(
             ResponsesBuilder::new()
                 .response(
-                    "200",
+                    "2XX",
                     ResponseBuilder::new()
                         .description("Success")
                         .content(ok_type, ContentBuilder::new().build()),

@@ -206,24 +206,39 @@ const ASSET_GROUPS: &[&str] = &[
     "AlbumAssetsV2",
 ];
 
+/// A record's time: with an offset (RFC 3339), or a camera's wall-clock time without one
+/// (taken as UTC, as Immich does). (wall clock, instant)
+fn parse_time(t: &str) -> Option<(chrono::NaiveDateTime, chrono::DateTime<chrono::Utc>)> {
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Some((d.naive_local(), d.with_timezone(&chrono::Utc)));
+    }
+    let n = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
+    Some((n, n.and_utc()))
+}
+
 /// Immich's date-times: UTC with milliseconds.
 fn utc(t: Option<&str>) -> Value {
-    match t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
-        Some(d) => json!(d
-            .with_timezone(&chrono::Utc)
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    match t.and_then(parse_time) {
+        Some((_, d)) => json!(d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         None => Value::Null,
     }
 }
 
 /// Immich's `localDateTime`: the wall-clock time where the photo was taken, written as UTC.
 fn local(t: Option<&str>) -> Value {
-    match t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
-        Some(d) => json!(format!(
-            "{}Z",
-            d.naive_local().format("%Y-%m-%dT%H:%M:%S%.3f")
-        )),
+    match t.and_then(parse_time) {
+        Some((n, _)) => json!(format!("{}Z", n.format("%Y-%m-%dT%H:%M:%S%.3f"))),
         None => Value::Null,
+    }
+}
+
+/// `UTC`, `UTC+3`, `UTC-9:30`: Immich's names for a bare offset.
+fn utc_offset_name(secs: i32) -> String {
+    let (sign, s) = if secs < 0 { ('-', -secs) } else { ('+', secs) };
+    match (s / 3600, (s % 3600) / 60) {
+        (0, 0) => "UTC".into(),
+        (h, 0) => format!("UTC{sign}{h}"),
+        (h, m) => format!("UTC{sign}{h}:{m:02}"),
     }
 }
 
@@ -287,7 +302,8 @@ fn exif(r: &AssetRecord) -> Value {
         "orientation": r.orientation.map(|o| o.to_string()),
         "profileDescription": null, "projectionType": null, "rating": null,
         "timeZone": r.taken_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|d| d.offset().to_string()),
+            .filter(|_| r.taken_at_source.as_deref() == Some("exif"))
+            .map(|d| utc_offset_name(d.offset().local_minus_utc())),
     })
 }
 

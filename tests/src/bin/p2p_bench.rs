@@ -1,5 +1,6 @@
 //! Peer-to-peer numbers (`cargo xtask bench`), written as JSON to the path given:
-//! - a fresh device syncing a 10,000-asset catalogue over iroh (native client, loopback);
+//! - a fresh device syncing a 10,000-asset catalogue over iroh (native client, loopback), and
+//!   Immich's mobile sync stream (`POST /api/sync/stream`) over the same catalogue;
 //! - node → node replication throughput of originals on loopback, against `cp` (and `cp` +
 //!   `sync`, since replication fsyncs every blob) of the same blob files.
 //!
@@ -61,6 +62,71 @@ fn catalogue_dir(dir: &Path, n: u64) -> Result<()> {
     Ok(())
 }
 
+/// Immich's mobile sync stream on this catalogue: the first (full) stream's time to the last
+/// byte, size and lines; then, after acking it, a stream with nothing new.
+fn sync_stream(url: &str) -> Result<serde_json::Value> {
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
+    let login: serde_json::Value = http
+        .post(format!("{url}/api/auth/login"))
+        .json(&serde_json::json!({"email": "admin@example.com", "password": "correct horse"}))
+        .send()?
+        .json()?;
+    let token = login["accessToken"]
+        .as_str()
+        .context("access token")?
+        .to_owned();
+    let types = serde_json::json!({"types": ["AuthUsersV1", "UsersV1", "AssetsV2", "AssetExifsV1",
+        "PartnersV1", "PartnerAssetsV2", "PartnerAssetExifsV1", "AlbumsV2", "AlbumUsersV1",
+        "AlbumAssetsV2", "AlbumAssetExifsV1", "AlbumToAssetsV1"]});
+    let run = || -> Result<(f64, usize, Vec<serde_json::Value>)> {
+        let t = Instant::now();
+        let body = http
+            .post(format!("{url}/api/sync/stream"))
+            .bearer_auth(&token)
+            .json(&types)
+            .send()?
+            .error_for_status()?
+            .text()?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let lines: Vec<serde_json::Value> = body
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        Ok((ms, body.len(), lines))
+    };
+    let (full_ms, full_bytes, lines) = run()?;
+    let mut last = std::collections::BTreeMap::new();
+    for l in &lines {
+        last.insert(
+            l["type"].as_str().unwrap_or_default().to_owned(),
+            l["ack"].clone(),
+        );
+    }
+    let t = Instant::now();
+    http.post(format!("{url}/api/sync/ack"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"acks": last.values().collect::<Vec<_>>()}))
+        .send()?
+        .error_for_status()?;
+    let ack_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let (quiet_ms, quiet_bytes, quiet) = run()?;
+    let assets = lines.iter().filter(|l| l["type"] == "AssetV2").count();
+    eprintln!(
+        "sync stream: {} lines ({assets} assets), {:.1} MB in {full_ms:.0} ms; ack {ack_ms:.0} ms; \
+         then {} line(s) in {quiet_ms:.0} ms",
+        lines.len(),
+        full_bytes as f64 / 1e6,
+        quiet.len()
+    );
+    Ok(serde_json::json!({
+        "full": {"ms": full_ms, "bytes": full_bytes, "lines": lines.len(), "assets": assets},
+        "ack_ms": ack_ms,
+        "nothing_new": {"ms": quiet_ms, "bytes": quiet_bytes, "lines": quiet.len()},
+    }))
+}
+
 fn fresh_device(root: &Path, n: u64) -> Result<serde_json::Value> {
     let data = root.join("catalogue");
     let t = Instant::now();
@@ -71,6 +137,7 @@ fn fresh_device(root: &Path, n: u64) -> Result<serde_json::Value> {
     api.login("admin@example.com", "correct horse")?;
     let (_, me) = api.get_json("/api/users/me")?;
     let user = me["id"].as_str().context("user id")?.to_owned();
+    let stream = sync_stream(&node.url)?;
     let addr = node_addr(&api)?;
     let rt = tokio::runtime::Runtime::new()?;
     let mut runs = Vec::new();
@@ -116,6 +183,7 @@ fn fresh_device(root: &Path, n: u64) -> Result<serde_json::Value> {
         "catalogue_bytes_on_node": docs_bytes,
         "seconds": runs,
         "best_seconds": runs.iter().cloned().fold(f64::MAX, f64::min),
+        "immich_sync_stream": stream,
     }))
 }
 
