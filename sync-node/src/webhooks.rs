@@ -121,9 +121,7 @@ fn now_ms() -> u64 {
 }
 
 fn random_hex(n: usize) -> Result<String, WebhookError> {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).map_err(|e| WebhookError::Random(e.to_string()))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::random_hex(n).map_err(|e| WebhookError::Random(e.to_string()))
 }
 
 /// `sha256=<hex>` of HMAC-SHA256(secret, "<timestamp>.<body>"): what a receiver recomputes.
@@ -135,9 +133,10 @@ pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    let out = mac.finalize().into_bytes();
-    let hex: String = out.iter().map(|x| format!("{x:02x}")).collect();
-    format!("sha256={hex}")
+    format!(
+        "sha256={}",
+        data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes())
+    )
 }
 
 fn check(url: &str, events: &[String]) -> Result<(), WebhookError> {

@@ -923,46 +923,44 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     build_nodes(false)?;
     let models = ensure_models(root, &target_dir(root).join("debug/ml-node"))?;
     let faces = ensure_face_photos()?;
-    let mut c = cargo();
-    c.args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "tessera-app",
-        "--no-fail-fast",
-    ])
-    .env("TESSERA_FIXTURES", &fixtures)
-    .env("TESSERA_CORPUS", &corpus)
-    .env("TESSERA_REQUIRE_CORPUS", "1")
-    .env("TESSERA_MODELS", &models)
-    .env("TESSERA_FACE_PHOTOS", &faces)
-    .env("TESSERA_PYTHON", pyenv()?)
-    .env("TESSERA_REQUIRE_ML", "1");
-    if e2e {
-        c.env("TESSERA_WEB_DIR", root.join("dist"))
-            .env("TESSERA_REQUIRE_E2E", "1");
-    }
-    if let Some(dir) = &immich_cli {
-        c.env("TESSERA_IMMICH_CLI", dir);
-    }
-    if is_root() {
-        // tmpfs mounts and chattr: the disk-full and failed-write tests must run, not skip.
-        c.env("TESSERA_REQUIRE_ROOT_TESTS", "1");
-    }
+    let python = pyenv()?;
+    // The same `cargo test` (environment and all) for both passes below.
+    let test_cmd = || {
+        let mut c = cargo();
+        c.args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "tessera-app",
+            "--no-fail-fast",
+        ])
+        .env("TESSERA_FIXTURES", &fixtures)
+        .env("TESSERA_CORPUS", &corpus)
+        .env("TESSERA_REQUIRE_CORPUS", "1")
+        .env("TESSERA_MODELS", &models)
+        .env("TESSERA_FACE_PHOTOS", &faces)
+        .env("TESSERA_PYTHON", &python)
+        .env("TESSERA_REQUIRE_ML", "1");
+        if e2e {
+            c.env("TESSERA_WEB_DIR", root.join("dist"))
+                .env("TESSERA_REQUIRE_E2E", "1");
+        }
+        if let Some(dir) = &immich_cli {
+            c.env("TESSERA_IMMICH_CLI", dir);
+        }
+        if is_root() {
+            // tmpfs mounts and chattr: the disk-full and failed-write tests must run, not skip.
+            c.env("TESSERA_REQUIRE_ROOT_TESTS", "1");
+        }
+        c
+    };
     // The browser tests run after the rest, one at a time: each holds two or three Chromiums
     // and a node, and together with the ML and big-HEIC tests they would peak the memory of a
     // small machine. The first pass runs everything else at full parallelism.
     eprintln!("machine: {}", meminfo());
-    let mut e2e_pass = Command::new(c.get_program());
-    e2e_pass.args(c.get_args());
-    for (k, v) in c.get_envs() {
-        if let Some(v) = v {
-            e2e_pass.env(k, v);
-        }
-    }
-    sh(c.args(["--", "--nocapture", "--skip", "e2e::"]))?;
+    sh(test_cmd().args(["--", "--nocapture", "--skip", "e2e::"]))?;
     if e2e {
-        sh(e2e_pass.args([
+        sh(test_cmd().args([
             "--test",
             "it",
             "--",

@@ -257,6 +257,12 @@ async fn create(
             show_metadata: b.show_metadata.unwrap_or(true),
             created_at: String::new(),
         })?;
+        node.webhooks.emit(
+            &u.id,
+            "share.created",
+            serde_json::json!({"kind": "link", "linkId": link.id, "type": link.kind,
+                               "albumId": link.album_id, "expiresAt": link.expires_at}),
+        );
         let lib = node.catalog.lock()?;
         Ok((
             StatusCode::CREATED,
@@ -738,38 +744,4 @@ async fn page_login(
         ),
         Err(e) => e.into_response(),
     }
-}
-
-/// `share.created` for a new public link (its creator's webhooks).
-pub(crate) async fn webhook_events(
-    State(node): State<AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let create = req.method() == axum::http::Method::POST
-        && req
-            .uri()
-            .path()
-            .trim_start_matches("/api")
-            .trim_end_matches('/')
-            == "/shared-links";
-    let res = next.run(req).await;
-    if !create || res.status() != axum::http::StatusCode::CREATED {
-        return res;
-    }
-    let (parts, body) = res.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-        return axum::response::Response::from_parts(parts, axum::body::Body::empty());
-    };
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-        if let Some(owner) = v["userId"].as_str() {
-            node.webhooks.emit(
-                owner,
-                "share.created",
-                serde_json::json!({"kind": "link", "linkId": v["id"], "type": v["type"],
-                                   "albumId": v["album"]["id"], "expiresAt": v["expiresAt"]}),
-            );
-        }
-    }
-    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
 }

