@@ -45,10 +45,15 @@ struct Driver(Child, PathBuf);
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let pgid = self.0.id().to_string();
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{pgid}")])
-            .status();
+        let pgid = self.0.id();
+        // `-s KILL -- -<pgid>`, never `-KILL -<pgid>`: procps-ng 4.0.2 reads `-KILL -123456`
+        // as kill(-1, SIGKILL) — every process the user may signal — which is what killed
+        // whole test runs (and CI) whenever chromedriver's pid began with a 1.
+        if pgid > 1 {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
         let _ = Command::new("pkill")
