@@ -20,6 +20,7 @@ mod outbox;
 mod p2p;
 mod pages;
 mod routes;
+mod search;
 mod session;
 mod state;
 mod thumbs;
@@ -71,6 +72,8 @@ fn App() -> impl IntoView {
         error: RwSignal::new(None),
         thumbs: RwSignal::new(HashMap::new()),
         ml: RwSignal::new((MlProgress::default(), Vec::new())),
+        search_text: RwSignal::new(String::new()),
+        search_person: RwSignal::new(None),
     };
     spawn_local(boot::boot(ui));
     let _ = window_event_listener(leptos::ev::keydown, move |ev: web_sys::KeyboardEvent| {

@@ -129,6 +129,15 @@ pub async fn post_bytes(url: &str, bytes: &[u8]) -> Result<Vec<u8>, NetError> {
     Ok(Uint8Array::new(&buf).to_vec())
 }
 
+/// GET a binary resource as bytes (embedding packs).
+pub async fn get_bytes(url: &str) -> Result<Vec<u8>, NetError> {
+    let b = get_blob(url).await?;
+    let buf = JsFuture::from(b.array_buffer())
+        .await
+        .map_err(NetError::offline)?;
+    Ok(Uint8Array::new(&buf).to_vec())
+}
+
 /// GET a binary resource as a Blob (thumbnails).
 pub async fn get_blob(url: &str) -> Result<web_sys::Blob, NetError> {
     let resp = fetch("GET", url, None, None).await?;

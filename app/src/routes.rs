@@ -14,6 +14,7 @@
 //! | `/albums/<album>`   | that album                                         |
 //! | `/members`          | Members (admins; Photos for anyone else)           |
 //! | `/sharing`          | Sharing: partners and public links                 |
+//! | `/search`           | Search (and a person's photos)                     |
 //! | `/photos/<asset>`   | the viewer on that asset, over the page under it   |
 //!
 //! Each entry's `history.state` is the path of the page under the viewer, so going back to a
@@ -52,7 +53,7 @@ enum Target {
     Asset(String),
 }
 
-const VIEWS: [(View, &str); 8] = [
+const VIEWS: [(View, &str); 9] = [
     (View::Photos, "/"),
     (View::Favorites, "/favorites"),
     (View::Archive, "/archive"),
@@ -61,6 +62,7 @@ const VIEWS: [(View, &str); 8] = [
     (View::Albums, "/albums"),
     (View::Members, "/members"),
     (View::Sharing, "/sharing"),
+    (View::Search, "/search"),
 ];
 
 fn encode(id: &str) -> String {

@@ -63,6 +63,9 @@ pub(crate) struct Ui {
     pub(crate) thumbs: RwSignal<HashMap<String, String>>,
     /// What the ML node published: progress and people (from the local catalogue).
     pub(crate) ml: RwSignal<(MlProgress, Vec<PersonSummary>)>,
+    /// The Search page's text and chosen person (kept while navigating).
+    pub(crate) search_text: RwSignal<String>,
+    pub(crate) search_person: RwSignal<Option<String>>,
 }
 
 /// A shard's records and the document heads they were read at.

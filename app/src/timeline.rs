@@ -26,6 +26,7 @@ pub enum View {
     Albums,
     Members,
     Sharing,
+    Search,
 }
 
 impl View {
@@ -35,7 +36,9 @@ impl View {
             View::Favorites => r.favorite == Some(true) && !r.is_trashed() && r.shown_alone(),
             View::Archive => r.archived == Some(true) && !r.is_trashed() && r.shown_alone(),
             View::Trash => r.is_trashed() && r.shown_alone(),
-            View::Duplicates | View::Albums | View::Members | View::Sharing => false,
+            View::Duplicates | View::Albums | View::Members | View::Sharing | View::Search => {
+                false
+            }
         }
     }
 }

@@ -7,10 +7,12 @@ pub mod album;
 pub mod docid;
 pub mod dupes;
 pub mod library;
+pub mod memories;
 pub mod ml;
 pub mod pack;
 pub mod partner;
 pub mod record;
+pub mod search;
 pub mod sync;
 pub mod wire;
 

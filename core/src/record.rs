@@ -127,6 +127,14 @@ pub struct AssetRecord {
     /// Last change of the record by a user or the node (RFC 3339): Immich's `updatedAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// Place from the GPS position by the node's offline reverse geocoder (GeoNames cities of
+    /// 1,000+ people): Immich's `exifInfo.city`, `.state` (first-level division), `.country`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 impl AssetRecord {

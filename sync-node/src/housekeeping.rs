@@ -236,6 +236,9 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
                 }
             }
         }
+        if let Err(e) = locate_missing(node, &user, &mine) {
+            tracing::error!(user, error = %e, "reverse geocoding failed");
+        }
         records.extend(mine);
     }
     // Tombstones that arrived by sync: delete the local copies nothing live still uses (the
@@ -275,6 +278,47 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
     }
     node.blobs.remove_all(&remove)?;
     Ok((purged, deleted))
+}
+
+/// Gives a place (city, state, country) to the user's records that have a position but no
+/// place yet: assets from before the geocoder, or whose position arrived by sync from a peer.
+/// Returns how many records changed.
+pub fn locate_missing(node: &Node, user: &str, records: &[AssetRecord]) -> Result<usize, NodeError> {
+    let todo: Vec<&AssetRecord> = records
+        .iter()
+        .filter(|r| !r.is_purged() && r.lat.is_some() && r.lon.is_some() && r.country.is_none())
+        .collect();
+    let mut changed = 0;
+    // In batches, so the catalogue lock is never held for long.
+    for batch in todo.chunks(500) {
+        let located: Vec<AssetRecord> = batch
+            .iter()
+            .filter_map(|r| {
+                let mut r = (*r).clone();
+                (crate::geo::locate(&mut r) && r.country.is_some()).then_some(r)
+            })
+            .collect();
+        if located.is_empty() {
+            continue;
+        }
+        let mut lib = node.catalog.lock()?;
+        for r in &located {
+            let done = lib
+                .update_asset(user, &r.month(), &r.id, |cur| {
+                    if cur.lat == r.lat && cur.lon == r.lon && cur.country.is_none() {
+                        (cur.city, cur.state, cur.country) =
+                            (r.city.clone(), r.state.clone(), r.country.clone());
+                    }
+                })
+                .map_err(CatalogError::from)?;
+            changed += usize::from(done);
+        }
+        node.catalog.persist(&mut lib)?;
+    }
+    if changed > 0 {
+        tracing::info!(user, places = changed, "photos placed by the offline geocoder");
+    }
+    Ok(changed)
 }
 
 /// Sweeps every `every` (and once at start).

@@ -148,6 +148,7 @@ pub fn ingest_committed(
     if record.lat.is_none() {
         (record.lat, record.lon) = (sidecar.lat, sidecar.lon);
     }
+    crate::geo::locate(&mut record);
     let now = crate::now_rfc3339();
     let created = meta.file_created_at.as_deref().and_then(normalise_time);
     let modified = meta.file_modified_at.as_deref().and_then(normalise_time);

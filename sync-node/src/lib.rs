@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod catalog;
+pub mod geo;
 pub mod housekeeping;
 pub mod http;
 pub mod immich_sync;

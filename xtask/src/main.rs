@@ -1262,6 +1262,9 @@ fn bench(root: &Path, _args: &[String]) -> Result<()> {
             target_dir(root).join("release/sync-node"),
         );
     sh(&mut c)?;
+    // Search: the two-stage CLIP scan over 300k × 512-d vectors against a full f32 scan;
+    // reverse-geocoder lookups/s.
+    sh(bench_bin("tessera-search-bench").arg(target_dir(root).join("search-bench.json")))?;
     // Timeline scrolling at 100k synthetic assets in headless Chromium (release PWA).
     build_pwa(true)?;
     sh(bench_bin("tessera-scroll-bench").args(["--assets", "100000"]))?;

@@ -36,8 +36,13 @@ pub(crate) fn MlPanel(ui: Ui) -> impl IntoView {
                         {people.into_iter().map(|x| {
                             let src = x.cover.and_then(|c| c.crop).map(|h| format!("/api/tessera/blobs/{h}")).unwrap_or_default();
                             let name = x.record.name.filter(|n| !n.is_empty()).unwrap_or_else(|| "Unnamed".into());
+                            let id = x.id.clone();
                             view! {
-                                <figure class="person">
+                                <figure class="person" data-person=id.clone() title="Show this person's photos" on:click=move |_| {
+                                    ui.search_person.set(Some(id.clone()));
+                                    ui.search_text.set(String::new());
+                                    crate::routes::set_view(ui, crate::timeline::View::Search);
+                                }>
                                     <img src=src alt=""/>
                                     <figcaption>{name}<span class="count">{format!("{} photos", x.faces)}</span></figcaption>
                                 </figure>

@@ -3,5 +3,6 @@
 pub(crate) mod auth_form;
 pub(crate) mod household;
 pub(crate) mod ml_panel;
+pub(crate) mod search_page;
 pub mod sharing;
 pub(crate) mod timeline_page;

@@ -97,6 +97,7 @@ pub(crate) fn Nav(ui: Ui) -> impl IntoView {
             {item(View::Archive, "nav-archive", "⬒", "Archive")}
             {item(View::Trash, "nav-trash", "✖", "Trash")}
             {item(View::Duplicates, "nav-duplicates", "❐", "Duplicates")}
+            {item(View::Search, "nav-search", "⌕", "Search")}
             {item(View::Albums, "nav-albums", "▤", "Albums")}
             {item(View::Sharing, "nav-sharing", "⇄", "Sharing")}
             <Show when=is_admin>
@@ -132,7 +133,7 @@ pub(crate) fn Timeline(ui: Ui) -> impl IntoView {
             "Archived photos are kept but hidden from Photos.",
         ),
         View::Trash => ("Trash is empty", ""),
-        View::Duplicates | View::Albums | View::Members | View::Sharing => ("", ""),
+        View::Duplicates | View::Albums | View::Members | View::Sharing | View::Search => ("", ""),
     };
     view! {
         <div class="shell">
@@ -186,6 +187,8 @@ pub(crate) fn Timeline(ui: Ui) -> impl IntoView {
                     view! { <albums::MembersPage/> }.into_any()
                 } else if ui.view.get() == View::Sharing {
                     view! { <crate::pages::sharing::SharingPage ui=ui/> }.into_any()
+                } else if ui.view.get() == View::Search {
+                    view! { <crate::pages::search_page::SearchPage ui=ui/> }.into_any()
                 } else {
                     view! {
                         <Show when=move || ui.count.get() == 0>
@@ -193,6 +196,9 @@ pub(crate) fn Timeline(ui: Ui) -> impl IntoView {
                                 <h2>{move || empty_text().0}</h2>
                                 <p>{move || empty_text().1}</p>
                             </div>
+                        </Show>
+                        <Show when=move || ui.view.get() == View::Photos>
+                            <crate::pages::search_page::MemoriesStrip ui=ui/>
                         </Show>
                         <timeline::TimelineView ui=ui/>
                     }.into_any()

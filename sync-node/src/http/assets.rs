@@ -525,7 +525,7 @@ pub(crate) fn live_video_id(r: &AssetRecord) -> Option<&String> {
 pub fn asset_json(r: &AssetRecord) -> Value {
     let kind = asset_kind(r);
     let checksum = checksum_b64(r);
-    json!({
+    let mut v = json!({
         "id": r.id,
         "type": kind,
         "ownerId": r.owner,
@@ -562,7 +562,12 @@ pub fn asset_json(r: &AssetRecord) -> Value {
             "fileSizeInByte": r.size,
         },
         "tessera": r,
-    })
+    });
+    // The place (a second statement: one json! of this size hits the macro recursion limit).
+    v["exifInfo"]["city"] = json!(r.city);
+    v["exifInfo"]["state"] = json!(r.state);
+    v["exifInfo"]["country"] = json!(r.country);
+    v
 }
 
 async fn get_asset(

@@ -10,6 +10,7 @@ mod activities;
 mod albums;
 mod assets;
 mod auth;
+mod browse;
 mod error;
 mod extract;
 mod library;
@@ -67,6 +68,7 @@ pub fn router(node: AppState) -> Router {
         .merge(library::routes())
         .merge(people::routes())
         .merge(search::routes())
+        .merge(browse::routes())
         .merge(ml::routes())
         .merge(peer::routes())
         .merge(webhooks::routes())

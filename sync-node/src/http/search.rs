@@ -1,93 +1,223 @@
-//! Smart search (`POST /api/search/smart`): the query embedded by an ML node, ranked against
-//! the CLIP packs it published.
+//! Finding photos in Immich's shapes: `search/metadata` and `search/smart` with the same
+//! filters (people, place, dates, camera, lens, type, favorites, visibility, file name, albums),
+//! `search/suggestions`, `search/explore`, `search/person`, `search/cities`, and Tessera's
+//! `tessera/search/embed` (a text query's CLIP embedding, for browsers that search offline
+//! with the packs they hold). Filtering and ranking are `tessera_core::search`, the code the
+//! PWA runs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tessera_core::ml::PACK_CLIP;
+use tessera_core::pack::Pack;
+use tessera_core::search::{self, Filters, Media, PeopleIndex, VectorIndex, Visibility};
+use tessera_core::{AssetRecord, DocId};
 
 use crate::blobs::BlobKind;
 use crate::catalog::CatalogError;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
-use axum::Json;
-use axum::Router;
-use serde::Deserialize;
-use serde_json::json;
-use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::Mutex;
-use tessera_core::ml::PACK_CLIP;
-use tessera_core::pack::Pack;
-
 use crate::http::*;
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/search/smart", post(smart_search))
+    Router::new()
+        .route("/search/smart", post(smart_search))
+        .route("/search/metadata", post(metadata_search))
+        .route("/search/suggestions", get(suggestions))
+        .route("/search/explore", get(explore))
+        .route("/search/person", get(search_person))
+        .route("/search/cities", get(cities))
+        .route("/tessera/search/embed", post(embed))
 }
 
-#[derive(Deserialize)]
-struct SmartQuery {
-    query: String,
-    #[serde(default)]
+/// The filters of Immich's `MetadataSearchDto` and `SmartSearchDto` that Tessera has data
+/// for; others (tags, ratings, OCR, library ids) are accepted and ignored.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct SearchDto {
+    query: Option<String>,
+    query_asset_id: Option<String>,
+    city: Option<String>,
+    state: Option<String>,
+    country: Option<String>,
+    make: Option<String>,
+    model: Option<String>,
+    lens_model: Option<String>,
+    person_ids: Vec<String>,
+    album_ids: Vec<String>,
+    taken_after: Option<String>,
+    taken_before: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    is_favorite: Option<bool>,
+    is_archived: Option<bool>,
+    visibility: Option<String>,
+    with_deleted: Option<bool>,
+    original_file_name: Option<String>,
+    page: Option<Value>,
     size: Option<usize>,
+    order: Option<String>,
 }
 
-/// Decoded packs by hash (packs are immutable, so a hash names one content forever).
-fn pack_cache() -> &'static Mutex<HashMap<String, Arc<Pack>>> {
-    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, Arc<Pack>>>> =
-        std::sync::OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn load_pack(node: &crate::Node, hash: &str) -> ApiResult<Arc<Pack>> {
-    if let Some(p) = pack_cache().lock().ok().and_then(|c| c.get(hash).cloned()) {
-        return Ok(p);
+impl SearchDto {
+    fn filters(&self) -> ApiResult<Filters> {
+        let media = match self.kind.as_deref() {
+            None | Some("OTHER") => None,
+            Some("IMAGE") => Some(Media::Image),
+            Some("VIDEO") | Some("AUDIO") => Some(Media::Video),
+            Some(t) => return Err(ApiError::bad_request(format!("type must be IMAGE, VIDEO, AUDIO or OTHER, not {t}"))),
+        };
+        let visibility = match (self.visibility.as_deref(), self.is_archived, self.with_deleted) {
+            (_, _, Some(true)) => Visibility::All,
+            (Some("archive"), ..) | (None, Some(true), _) => Visibility::Archive,
+            (Some("timeline") | Some("hidden") | Some("locked") | None, ..) => Visibility::Timeline,
+            (Some(v), ..) => {
+                return Err(ApiError::bad_request(format!(
+                    "visibility must be archive, timeline, hidden or locked, not {v}"
+                )))
+            }
+        };
+        let date = |s: &Option<String>| -> ApiResult<Option<String>> {
+            match s.as_deref() {
+                None => Ok(None),
+                Some(t) => bound(t).map(Some).ok_or_else(|| {
+                    ApiError::bad_request(format!("{t:?} is not a date (YYYY-MM-DD or RFC 3339)"))
+                }),
+            }
+        };
+        Ok(Filters {
+            text: None,
+            people: self.person_ids.clone(),
+            country: self.country.clone(),
+            state: self.state.clone(),
+            city: self.city.clone(),
+            taken_after: date(&self.taken_after)?,
+            taken_before: date(&self.taken_before)?,
+            make: self.make.clone(),
+            model: self.model.clone(),
+            lens: self.lens_model.clone(),
+            media,
+            favorite: self.is_favorite,
+            visibility,
+            filename: self.original_file_name.clone(),
+        })
     }
-    let bytes = node.blobs.read(BlobKind::Ml, hash)?;
-    let pack = Arc::new(
-        Pack::decode(&bytes)
-            .map_err(|e| ApiError::internal(format!("embedding pack {hash}: {e}")))?,
-    );
-    if let Ok(mut c) = pack_cache().lock() {
-        // Bounded by size (a CLIP pack of a busy month is megabytes): 256 MB of vectors.
-        let bytes: usize = c.values().map(|p| p.vectors.len() * 4).sum();
-        if bytes + pack.vectors.len() * 4 > 256 << 20 {
-            c.clear();
+
+    fn page(&self) -> usize {
+        match &self.page {
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(1) as usize,
+            Some(Value::String(s)) => s.parse().unwrap_or(1),
+            _ => 1,
         }
-        c.insert(hash.to_owned(), pack.clone());
+        .max(1)
     }
-    Ok(pack)
+
+    fn size(&self) -> usize {
+        self.size.unwrap_or(250).clamp(1, 1000)
+    }
 }
 
-/// Immich's smart search: the query is embedded by the ML node (CLIP text tower), then the
-/// user's CLIP packs are scanned here.
-async fn smart_search(
+/// A date bound as an ISO prefix that compares with capture times: dates and local times stay
+/// as they are; a time with an offset keeps its local part (capture times are local).
+fn bound(t: &str) -> Option<String> {
+    let t = t.trim();
+    let date_ok = t.len() >= 4 && t.as_bytes()[..4].iter().all(u8::is_ascii_digit);
+    if !date_ok {
+        return None;
+    }
+    let cut = t.len().min(19);
+    let local = &t[..cut];
+    local
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '-' | 'T' | ':' | ' '))
+        .then(|| local.replace(' ', "T"))
+}
+
+/// What a user searches: their records (and partners' in their timeline) and who is in them.
+pub(crate) fn corpus(node: &crate::Node, user: &str) -> ApiResult<(Vec<AssetRecord>, PeopleIndex)> {
+    let lib = node.catalog.lock()?;
+    let records = lib.searchable(user).map_err(CatalogError::from)?;
+    let people = lib.people_index(user).map_err(CatalogError::from)?;
+    Ok((records, people))
+}
+
+/// The asset ids of the given albums the user is in.
+fn album_assets(node: &crate::Node, user: &str, albums: &[String]) -> ApiResult<Option<HashSet<String>>> {
+    if albums.is_empty() {
+        return Ok(None);
+    }
+    let lib = node.catalog.lock()?;
+    let mut out = HashSet::new();
+    for a in albums {
+        let doc = DocId::album(a).map_err(|_| ApiError::bad_request(format!("{a:?} is not an album id")))?;
+        match lib.album(&doc).map_err(CatalogError::from)? {
+            Some(v) if v.role_of(user).is_some() && !v.deleted => {
+                out.extend(v.items.iter().map(|i| i.asset.clone()))
+            }
+            _ => return Err(ApiError::bad_request(format!("Not found or no album.read access: {a}"))),
+        }
+    }
+    Ok(Some(out))
+}
+
+fn response(items: Vec<Value>, total: usize, next: Option<usize>) -> Value {
+    json!({
+        "albums": {"total": 0, "count": 0, "items": [], "facets": []},
+        "assets": {
+            "total": total, "count": items.len(), "items": items, "facets": [],
+            "nextPage": next.map(|n| n.to_string()),
+        },
+    })
+}
+
+fn parse_body(body: Result<Json<SearchDto>, axum::extract::rejection::JsonRejection>) -> ApiResult<SearchDto> {
+    body.map(|Json(d)| d).map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+async fn metadata_search(
     State(node): State<AppState>,
     AuthUser(u): AuthUser,
-    body: Result<Json<SmartQuery>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<SearchDto>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Json(q) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let query = q.query.trim().to_owned();
-    if query.is_empty() {
-        return Err(ApiError::bad_request("query must not be empty"));
-    }
+    let q = parse_body(body)?;
+    let filters = q.filters()?;
+    blocking(move || {
+        let (records, people) = corpus(&node, &u.id)?;
+        let in_albums = album_assets(&node, &u.id, &q.album_ids)?;
+        let mut hits = search::filter_records(&records, &people, &filters);
+        if let Some(set) = &in_albums {
+            hits.retain(|r| set.contains(&r.id));
+        }
+        if q.order.as_deref() == Some("asc") {
+            hits.reverse();
+        }
+        let (page, size) = (q.page(), q.size());
+        let total = hits.len();
+        let items: Vec<Value> = hits.iter().skip((page - 1) * size).take(size).map(|r| asset_json(r)).collect();
+        let next = (page * size < total).then_some(page + 1);
+        Ok(Json(response(items, total, next)))
+    })
+    .await
+}
+
+/// The ML node and its CLIP model: only packs of that model are comparable with a query.
+async fn clip_model(node: &crate::Node) -> ApiResult<(String, String)> {
     let ml = node.config.ml.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Smart search needs an ML node: start the sync node with --ml URL",
         )
     })?;
-    // The ML node's CLIP model: the query is embedded by it, and only packs of that model
-    // are comparable (during a model upgrade, months not switched yet are left out).
     let status: Value = reqwest::Client::new()
         .get(format!("{}/status", ml.trim_end_matches('/')))
         .timeout(std::time::Duration::from_secs(5))
         .send()
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("The ML node at {ml} did not answer: {e}"),
-            )
-        })?
+        .map_err(|e| unreachable(&ml, e))?
         .json()
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("ML node status: {e}")))?;
@@ -105,37 +235,32 @@ async fn smart_search(
             format!("Smart search is off on the ML node: {}", why.join("; ")),
         ));
     };
-    let refs = {
-        let lib = node.catalog.lock()?;
-        let mut refs = Vec::new();
-        for doc in lib.ml_doc_ids(&u.id) {
-            if let Some(r) = lib.pack_ref(&doc, PACK_CLIP).map_err(CatalogError::from)? {
-                if r.model == model {
-                    refs.push(r);
-                }
-            }
-        }
-        refs
-    };
-    if refs.is_empty() {
-        return Ok(Json(search_json(vec![])));
+    Ok((ml, model))
+}
+
+fn unreachable(ml: &str, e: reqwest::Error) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, format!("The ML node at {ml} did not answer: {e}"))
+}
+
+/// Embeds a text query with the ML node's CLIP text tower: (model, vector). Recent queries are
+/// answered from memory.
+async fn embed_text(node: &crate::Node, query: &str) -> ApiResult<(String, Vec<f32>)> {
+    let (ml, model) = clip_model(node).await?;
+    let key = format!("{model}\n{query}");
+    if let Some(v) = embed_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok((model, v));
     }
     let entries = json!({"clip": {"textual": {"modelName": model}}}).to_string();
     let form = reqwest::multipart::Form::new()
         .text("entries", entries)
-        .text("text", query);
+        .text("text", query.to_owned());
     let resp = reqwest::Client::new()
         .post(format!("{}/predict", ml.trim_end_matches('/')))
         .multipart(form)
         .timeout(std::time::Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("The ML node at {ml} did not answer: {e}"),
-            )
-        })?;
+        .map_err(|e| unreachable(&ml, e))?;
     let code = resp.status();
     let v: Value = resp
         .json()
@@ -150,46 +275,317 @@ async fn smart_search(
     let emb: Vec<f32> = v["clip"]
         .as_str()
         .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "The ML node's answer has no clip embedding",
-            )
-        })?;
-    let size = q.size.unwrap_or(100).clamp(1, 1000);
-    let uid = u.id.clone();
-    let items = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Value>> {
-        let mut scored: Vec<(f32, String)> = Vec::new();
-        for r in &refs {
-            let pack = load_pack(&node, &r.hash)?;
-            if pack.dim != emb.len() {
-                continue;
-            }
-            scored.extend(
-                pack.top_k(&emb, size)
-                    .into_iter()
-                    .map(|(i, s)| (s, pack.keys[i].clone())),
-            );
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, "The ML node's answer has no clip embedding"))?;
+    if let Ok(mut c) = embed_cache().lock() {
+        if c.len() >= 512 {
+            c.clear();
         }
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored.truncate(size);
-        let mut out = Vec::new();
-        for (_, id) in scored {
-            if let Ok(r) = record_of(&node, &id) {
-                if r.owner.as_deref() == Some(uid.as_str()) {
-                    out.push(asset_json(&r));
+        c.insert(key, emb.clone());
+    }
+    Ok((model, emb))
+}
+
+fn embed_cache() -> &'static Mutex<HashMap<String, Vec<f32>>> {
+    static C: OnceLock<Mutex<HashMap<String, Vec<f32>>>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+#[derive(Deserialize)]
+struct EmbedDto {
+    query: String,
+}
+
+/// A text query's CLIP embedding, for a browser that ranks its local packs itself (and caches
+/// the answer, so the query works offline next time).
+async fn embed(
+    State(node): State<AppState>,
+    AuthUser(_u): AuthUser,
+    body: Result<Json<EmbedDto>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(q) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let query = q.query.trim();
+    if query.is_empty() || query.len() > 1000 {
+        return Err(ApiError::bad_request("query must have 1 to 1000 characters"));
+    }
+    let (model, v) = embed_text(&node, query).await?;
+    Ok(Json(json!({"model": model, "dim": v.len(), "embedding": v})))
+}
+
+/// A user's CLIP vectors of one model, built from their packs and kept while the set of packs
+/// stays the same (packs are immutable blobs: their hashes name the content).
+fn clip_index(node: &crate::Node, user: &str, model: &str) -> ApiResult<Arc<VectorIndex>> {
+    type Cache = Mutex<HashMap<String, (Vec<String>, Arc<VectorIndex>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let refs: Vec<String> = {
+        let lib = node.catalog.lock()?;
+        let mut refs = Vec::new();
+        for doc in lib.ml_doc_ids(user) {
+            if let Some(r) = lib.pack_ref(&doc, PACK_CLIP).map_err(CatalogError::from)? {
+                if r.model == model {
+                    refs.push(r.hash);
                 }
             }
         }
-        Ok(out)
-    })
-    .await??;
-    Ok(Json(search_json(items)))
+        refs.sort();
+        refs
+    };
+    let cache = CACHE.get_or_init(Default::default);
+    let key = format!("{user}\n{model}");
+    if let Some((hashes, idx)) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        if hashes == refs {
+            return Ok(idx);
+        }
+    }
+    let mut idx: Option<VectorIndex> = None;
+    for h in &refs {
+        let bytes = node.blobs.read(BlobKind::Ml, h)?;
+        let pack = Pack::decode(&bytes).map_err(|e| ApiError::internal(format!("embedding pack {h}: {e}")))?;
+        idx.get_or_insert_with(|| VectorIndex::new(pack.dim)).add_pack(&pack);
+    }
+    let idx = Arc::new(idx.unwrap_or_default());
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, (refs, idx.clone()));
+    }
+    Ok(idx)
 }
 
-fn search_json(items: Vec<Value>) -> Value {
-    json!({
-        "albums": {"total": 0, "count": 0, "items": [], "facets": []},
-        "assets": {"total": items.len(), "count": items.len(), "items": items, "facets": [], "nextPage": null},
+/// Immich's smart search: ranked by CLIP similarity to the query (embedded by the ML node) or
+/// to another asset (`queryAssetId`), among the assets that pass the filters. Names of people
+/// in the query filter by those people ("Anna at the beach").
+async fn smart_search(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    body: Result<Json<SearchDto>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = parse_body(body)?;
+    let mut filters = q.filters()?;
+    let text = q.query.as_deref().map(str::trim).unwrap_or_default().to_owned();
+    let (records, people) = {
+        let n = node.clone();
+        let uid = u.id.clone();
+        blocking(move || corpus(&n, &uid)).await?
+    };
+    let (named, rest) = search::people_in_query(&text, &people);
+    filters.people.extend(named);
+    let (model, emb) = match (&q.query_asset_id, rest.is_empty()) {
+        (Some(id), _) => {
+            let (_, model) = clip_model(&node).await?;
+            let n = node.clone();
+            let (uid, id, m) = (u.id.clone(), id.clone(), model.clone());
+            let v = blocking(move || {
+                let idx = clip_index(&n, &uid, &m)?;
+                let row = idx.keys.iter().position(|k| *k == id).ok_or_else(|| {
+                    ApiError::bad_request("That asset has no CLIP embedding yet")
+                })?;
+                Ok(idx.vector(row))
+            })
+            .await?;
+            (model, v)
+        }
+        (None, false) => embed_text(&node, &rest).await?,
+        (None, true) if !text.is_empty() => {
+            // Only names: the people's photos, newest first.
+            let hits = search::filter_records(&records, &people, &filters);
+            let size = q.size();
+            let items: Vec<Value> = hits.iter().take(size).map(|r| asset_json(r)).collect();
+            return Ok(Json(response(items, hits.len(), None)));
+        }
+        (None, true) => return Err(ApiError::bad_request("query or queryAssetId is required")),
+    };
+    let in_albums = {
+        let n = node.clone();
+        let (uid, albums) = (u.id.clone(), q.album_ids.clone());
+        blocking(move || album_assets(&n, &uid, &albums)).await?
+    };
+    let (page, size) = (q.page(), q.size());
+    let uid = u.id.clone();
+    let n = node.clone();
+    let items = blocking(move || {
+        let idx = clip_index(&n, &uid, &model)?;
+        let by_id: HashMap<&str, &AssetRecord> = records.iter().map(|r| (r.id.as_str(), r)).collect();
+        let allow = |i: usize| {
+            let key = idx.keys[i].as_str();
+            by_id.get(key).is_some_and(|r| {
+                filters.matches_fields(r, people.facts(key))
+                    && in_albums.as_ref().is_none_or(|s| s.contains(key))
+            })
+        };
+        let hits = idx.search(&emb, page * size, allow);
+        Ok(hits
+            .into_iter()
+            .skip((page - 1) * size)
+            .filter_map(|(i, _)| by_id.get(idx.keys[i].as_str()).map(|r| asset_json(r)))
+            .collect::<Vec<Value>>())
     })
+    .await?;
+    let total = items.len();
+    let next = (total == size).then_some(page + 1);
+    Ok(Json(response(items, total, next)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SuggestionQuery {
+    #[serde(rename = "type")]
+    kind: String,
+    country: Option<String>,
+    state: Option<String>,
+    make: Option<String>,
+    model: Option<String>,
+    include_null: Option<bool>,
+}
+
+/// Values that exist in the user's library for a field, narrowed by the fields above it
+/// (country → state → city; make → model).
+async fn suggestions(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Query(q): Query<SuggestionQuery>,
+) -> ApiResult<Json<Value>> {
+    type Field = fn(&AssetRecord) -> Option<&String>;
+    let field: Field = match q.kind.as_str() {
+        "country" => |r| r.country.as_ref(),
+        "state" => |r| r.state.as_ref(),
+        "city" => |r| r.city.as_ref(),
+        "camera-make" => |r| r.make.as_ref(),
+        "camera-model" => |r| r.model.as_ref(),
+        "camera-lens-model" => |r| r.lens.as_ref(),
+        t => {
+            return Err(ApiError::bad_request(format!(
+                "type must be one of country, state, city, camera-make, camera-model, camera-lens-model, not {t}"
+            )))
+        }
+    };
+    blocking(move || {
+        let (records, _) = corpus(&node, &u.id)?;
+        let eq = |want: &Option<String>, have: &Option<String>| {
+            want.as_deref().is_none_or(|w| have.as_deref().is_some_and(|h| search::fold(h) == search::fold(w)))
+        };
+        let mut out: Vec<String> = Vec::new();
+        let mut null = false;
+        for r in records.iter().filter(|r| !r.is_trashed() && r.shown_alone()) {
+            if !(eq(&q.country, &r.country) && eq(&q.state, &r.state) && eq(&q.make, &r.make) && eq(&q.model, &r.model)) {
+                continue;
+            }
+            match field(r) {
+                Some(v) if !v.trim().is_empty() => out.push(v.trim().to_owned()),
+                _ => null = true,
+            }
+        }
+        out.sort_by_key(|s| search::fold(s));
+        out.dedup();
+        let mut v: Vec<Value> = out.into_iter().map(Value::String).collect();
+        if null && q.include_null == Some(true) {
+            v.push(Value::Null);
+        }
+        Ok(Json(Value::Array(v)))
+    })
+    .await
+}
+
+/// One photo per city (the newest), most photographed cities first.
+fn per_city(records: &[AssetRecord]) -> Vec<(String, usize, &AssetRecord)> {
+    let mut by: BTreeMap<&str, (usize, &AssetRecord)> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.in_timeline()) {
+        if let Some(c) = r.city.as_deref() {
+            let e = by.entry(c).or_insert((0, r));
+            e.0 += 1;
+            if r.taken_at > e.1.taken_at {
+                e.1 = r;
+            }
+        }
+    }
+    let mut v: Vec<(String, usize, &AssetRecord)> = by.into_iter().map(|(c, (n, r))| (c.to_owned(), n, r)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+async fn cities(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let (records, _) = corpus(&node, &u.id)?;
+        Ok(Json(Value::Array(per_city(&records).into_iter().map(|(_, _, r)| asset_json(r)).collect())))
+    })
+    .await
+}
+
+/// Immich's explore page: places (one photo per city) and people (one photo each).
+async fn explore(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let (records, people) = corpus(&node, &u.id)?;
+        let places: Vec<Value> = per_city(&records)
+            .into_iter()
+            .take(12)
+            .map(|(c, _, r)| json!({"value": c, "data": asset_json(r)}))
+            .collect();
+        let mut newest: BTreeMap<&str, &AssetRecord> = BTreeMap::new();
+        for r in records.iter().filter(|r| r.in_timeline()) {
+            for p in people.people_of(&r.id) {
+                let e = newest.entry(p.as_str()).or_insert(r);
+                if r.taken_at > e.taken_at {
+                    *e = r;
+                }
+            }
+        }
+        let named: Vec<Value> = newest
+            .into_iter()
+            .filter_map(|(p, r)| people.names.get(p).map(|n| json!({"value": n, "data": asset_json(r)})))
+            .collect();
+        Ok(Json(json!([
+            {"fieldName": "exifInfo.city", "items": places},
+            {"fieldName": "people", "items": named},
+        ])))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PersonQuery {
+    name: String,
+    with_hidden: Option<bool>,
+}
+
+/// People whose name starts (any word) with `name`.
+async fn search_person(
+    State(node): State<AppState>,
+    AuthUser(u): AuthUser,
+    Query(q): Query<PersonQuery>,
+) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let lib = node.catalog.lock()?;
+        let want = search::query_words(&q.name);
+        let out: Vec<Value> = lib
+            .people_with_faces(&u.id)
+            .map_err(CatalogError::from)?
+            .into_iter()
+            .filter(|p| q.with_hidden == Some(true) || p.record.hidden != Some(true))
+            .filter(|p| {
+                let name = p.record.name.as_deref().unwrap_or_default();
+                !name.is_empty() && search::text_matches(&want, &search::words(name))
+            })
+            .map(|p| {
+                json!({
+                    "id": p.id, "name": p.record.name, "birthDate": null,
+                    "thumbnailPath": format!("/api/people/{}/thumbnail", p.id),
+                    "isHidden": p.record.hidden.unwrap_or(false), "isFavorite": false,
+                })
+            })
+            .collect();
+        Ok(Json(Value::Array(out)))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bound;
+
+    #[test]
+    fn date_bounds() {
+        assert_eq!(bound("2023-06-01").as_deref(), Some("2023-06-01"));
+        assert_eq!(bound("2023-06-01T10:00:00.000Z").as_deref(), Some("2023-06-01T10:00:00"));
+        assert_eq!(bound("2023-06-01 10:00").as_deref(), Some("2023-06-01T10:00"));
+        assert_eq!(bound("yesterday"), None);
+        assert_eq!(bound("2023-06-01<script>"), None);
+    }
 }

@@ -217,7 +217,7 @@ fn parse_time(t: &str) -> Option<(chrono::NaiveDateTime, chrono::DateTime<chrono
 }
 
 /// Immich's date-times: UTC with milliseconds.
-fn utc(t: Option<&str>) -> Value {
+pub(crate) fn utc(t: Option<&str>) -> Value {
     match t.and_then(parse_time) {
         Some((_, d)) => json!(d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         None => Value::Null,
@@ -297,6 +297,7 @@ fn exif(r: &AssetRecord) -> Value {
         "exposureTime": r.exposure_time.map(exposure_string),
         "fNumber": r.f_number, "fileSizeInByte": r.size, "focalLength": r.focal_length,
         "fps": null, "iso": r.iso, "latitude": r.lat, "longitude": r.lon,
+        "city": r.city, "state": r.state, "country": r.country,
         "lensModel": r.lens, "make": r.make, "model": r.model,
         "modifyDate": utc(r.file_modified_at.as_deref()),
         "orientation": r.orientation.map(|o| o.to_string()),

@@ -575,6 +575,130 @@ async fn pwa_shows_ml_progress_and_people() {
     .await;
     assert!(text_of(&c, "#people").await.contains("3 photos"));
     screenshot(&c, "e2e-ml-people.png").await;
+
+    // Search. A photo with GPS taken on this day some years ago: a place and a memory.
+    let today = std::process::Command::new("date")
+        .args(["-u", "+%m:%d"])
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&today.stdout).trim().to_owned();
+    let paris = tokio::task::block_in_place(|| {
+        let mut api = tessera_tests::Api::new(&node.url);
+        api.login("admin@example.com", "correct horse").unwrap();
+        let spec = tessera_tests::photos::ExifSpec {
+            make: Some("Canon".into()),
+            date_time_original: Some(format!("2020:{md} 10:00:00")),
+            gps: Some((48.8584, 2.2945)),
+            ..Default::default()
+        };
+        let jpeg = tessera_tests::photos::with_exif(&tessera_tests::photos::small_jpeg(7), &spec)
+            .unwrap();
+        let (code, v) = api.upload("eiffel.jpg", jpeg).unwrap();
+        assert_eq!(code, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        api.wait_processed(&id, Duration::from_secs(60)).unwrap();
+        id
+    });
+    // A person's photos: click their face in the ML panel, then name them.
+    click(&c, "#people .person").await;
+    let hits = |want: usize, css: &'static str| {
+        let c = &c;
+        async move {
+            wait_for(c, css, Duration::from_secs(60), || async {
+                let v = c
+                    .execute(&format!("return [...document.querySelectorAll('{css}')].map(e => e.dataset.id)"), vec![])
+                    .await
+                    .ok()?;
+                let ids: Vec<String> = serde_json::from_value(v).ok()?;
+                (ids.len() == want).then_some(ids)
+            })
+            .await
+        }
+    };
+    hits(3, "#search .exact .search-hit").await;
+    c.find(Locator::Css("#person-name")).await.unwrap().send_keys("Barack").await.unwrap();
+    click(&c, "#person-rename").await;
+    wait_for(&c, "the new name in the people row", t, || async {
+        text_of(&c, "#search .search-people").await.contains("Barack").then_some(())
+    })
+    .await;
+    // Deselect the person, then search by text.
+    click(&c, "#search .search-people .person.chosen").await;
+    let search = |q: &'static str| {
+        let c = &c;
+        async move {
+            let input = c.find(Locator::Css("#search-input")).await.unwrap();
+            input.clear().await.unwrap();
+            input.send_keys(q).await.unwrap();
+            click(c, "#search-go").await;
+        }
+    };
+    search("barack").await;
+    hits(3, "#search .exact .search-hit").await;
+    search("paris 2020").await;
+    assert_eq!(hits(1, "#search .exact .search-hit").await, vec![paris.clone()]);
+    // Smart search: the node embeds the phrase once; the ranking runs in the page.
+    search("a man in a suit").await;
+    let online = wait_for(&c, "smart search results", t, || async {
+        let note = text_of(&c, "#search-note").await;
+        let v = c
+            .execute("return [...document.querySelectorAll('#search .smart .search-hit')].map(e => e.dataset.id)", vec![])
+            .await
+            .ok()?;
+        let ids: Vec<String> = serde_json::from_value(v).ok()?;
+        (note.contains("ran on this device") && !ids.is_empty()).then_some(ids)
+    })
+    .await;
+    screenshot(&c, "e2e-search-online.png").await;
+
+    // The node goes away: every search still answers, from this device.
+    let mut node = node;
+    node.kill();
+    c.refresh().await.unwrap();
+    wait_for(&c, "the offline app", t, || async {
+        (text_of(&c, "#sync-state").await == "offline").then_some(())
+    })
+    .await;
+    click(&c, "#nav-photos").await;
+    // On this day, six years ago or so: a memory card over the timeline, and its slideshow.
+    wait_for(&c, "an on-this-day memory", t, || async {
+        text_of(&c, "#memories").await.contains("years ago").then_some(())
+    })
+    .await;
+    click(&c, "#memories .memory-card").await;
+    wait_for(&c, "the slideshow", t, || async {
+        let v = c
+            .execute("const i = document.querySelector('#slideshow img'); return !!(i && i.complete && i.naturalWidth > 0)", vec![])
+            .await
+            .ok()?;
+        v.as_bool()?.then_some(())
+    })
+    .await;
+    screenshot(&c, "e2e-memory-slideshow.png").await;
+    click(&c, "#slide-close").await;
+    click(&c, "#nav-search").await;
+    search("paris").await;
+    assert_eq!(hits(1, "#search .exact .search-hit").await, vec![paris.clone()]);
+    search("barack").await;
+    hits(3, "#search .exact .search-hit").await;
+    search("a man in a suit").await;
+    let offline = wait_for(&c, "smart search results offline", t, || async {
+        let v = c
+            .execute("return [...document.querySelectorAll('#search .smart .search-hit')].map(e => e.dataset.id)", vec![])
+            .await
+            .ok()?;
+        let ids: Vec<String> = serde_json::from_value(v).ok()?;
+        (!ids.is_empty()).then_some(ids)
+    })
+    .await;
+    assert_eq!(online, offline, "the same ranking offline");
+    screenshot(&c, "e2e-search-offline.png").await;
+    // A phrase never searched before says what works offline.
+    search("a red bicycle at night").await;
+    wait_for(&c, "the offline note", t, || async {
+        text_of(&c, "#search-note").await.contains("unreachable").then_some(())
+    })
+    .await;
     c.close().await.unwrap();
 }
 

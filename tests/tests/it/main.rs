@@ -14,5 +14,6 @@ mod ml;
 mod multipart;
 mod node;
 mod p2p;
+mod search;
 mod sharing;
 mod webhooks;

@@ -1,0 +1,333 @@
+//! The Search page (free text, people, places, camera, type, dates, favorites; results from
+//! the local catalogue, offline), a person's page (their photos, rename, hide), and the
+//! memories on the home screen with their slideshow.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use tessera_core::memories::{self, Memory};
+use tessera_core::ml::{fields, PersonRecord, PERSON_PREFIX};
+use tessera_core::search::{Filters, Media};
+use tessera_core::{AssetRecord, DocId};
+
+use crate::catalogue::{find_record, save_docs, sync_now};
+use crate::search::{self, Found};
+use crate::state::{user_id, Ui, CORE};
+use crate::thumbs::{load_thumb, thumbhash_url};
+use crate::{p2p, routes};
+
+/// A grid of thumbnails that open the viewer.
+#[component]
+fn Grid(ui: Ui, items: Vec<AssetRecord>, class: &'static str) -> impl IntoView {
+    view! {
+        <div class=format!("search-grid {class}")>
+            {items.into_iter().map(|r| {
+                let id = r.id.clone();
+                let id2 = id.clone();
+                let ph = thumbhash_url(r.thumbhash.as_deref());
+                if r.status.as_deref() == Some("ready") {
+                    spawn_local(load_thumb(ui, id.clone()));
+                }
+                let src = move || ui.thumbs.with(|t| t.get(&id2).cloned()).unwrap_or_else(|| ph.clone());
+                let title = r.filename.clone().unwrap_or_default();
+                view! {
+                    <img class="search-hit" data-id=id src=src alt="" title=title
+                        on:click=move |_| routes::open_viewer(ui, r.clone())/>
+                }
+            }).collect_view()}
+        </div>
+    }
+}
+
+/// Writes a person's record (name, hidden) into the people document, saves and syncs.
+fn update_person(ui: Ui, id: &str, f: impl FnOnce(&mut PersonRecord)) {
+    let Some(user) = user_id() else { return };
+    let res = CORE.with(|c| -> Result<bool, String> {
+        let mut c = c.borrow_mut();
+        let doc = DocId::people(&user).map_err(|e| e.to_string())?;
+        let mut rec = c
+            .lib
+            .people(&user)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|(p, _)| p == id)
+            .map(|(_, r)| r)
+            .unwrap_or_default();
+        f(&mut rec);
+        c.lib
+            .merge_entries(&doc, &[(format!("{PERSON_PREFIX}{id}"), fields(&rec))])
+            .map_err(|e| e.to_string())
+    });
+    match res {
+        Err(e) => ui.error.set(Some(format!("cannot change this person: {e}"))),
+        Ok(false) => {}
+        Ok(true) => {
+            crate::state::refresh_view(ui, true);
+            spawn_local(async move {
+                save_docs().await;
+                if !p2p::kick() {
+                    sync_now(ui).await;
+                }
+            });
+        }
+    }
+}
+
+#[component]
+pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
+    let text = ui.search_text;
+    let person = ui.search_person;
+    let country = RwSignal::new(String::new());
+    let city = RwSignal::new(String::new());
+    let make = RwSignal::new(String::new());
+    let media = RwSignal::new(String::new());
+    let favorite = RwSignal::new(false);
+    let after = RwSignal::new(String::new());
+    let before = RwSignal::new(String::new());
+    let found = RwSignal::new(None::<Found>);
+    let busy = RwSignal::new(false);
+    let opt = |s: String| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+    let go = move || {
+        let f = Filters {
+            text: opt(text.get_untracked()),
+            people: person.get_untracked().into_iter().collect(),
+            country: opt(country.get_untracked()),
+            city: opt(city.get_untracked()),
+            make: opt(make.get_untracked()),
+            media: match media.get_untracked().as_str() {
+                "image" => Some(Media::Image),
+                "video" => Some(Media::Video),
+                _ => None,
+            },
+            favorite: favorite.get_untracked().then_some(true),
+            taken_after: opt(after.get_untracked()),
+            taken_before: opt(before.get_untracked()),
+            ..Default::default()
+        };
+        if f.is_empty() {
+            found.set(None);
+            return;
+        }
+        busy.set(true);
+        spawn_local(async move {
+            let r = search::run(f).await;
+            found.set(Some(r));
+            busy.set(false);
+        });
+    };
+    // Search again when a filter changes or the catalogue does.
+    Effect::new(move |_| {
+        person.track();
+        country.track();
+        city.track();
+        make.track();
+        media.track();
+        favorite.track();
+        after.track();
+        before.track();
+        ui.ver.track();
+        go();
+    });
+    // Keep the packs on this device while the node is reachable.
+    spawn_local(async move {
+        let n = search::prefetch_packs().await;
+        if n > 0 {
+            crate::state::log(&format!("search: {n} embedding packs kept for offline use"));
+        }
+    });
+    let countries = search::values(|r| r.country.as_ref());
+    let cities = Memo::new(move |_| {
+        let c = country.get();
+        search::values(|r| r.city.as_ref().filter(|_| c.is_empty() || r.country.as_deref() == Some(c.as_str())))
+    });
+    let makes = search::values(|r| r.make.as_ref());
+    let people = move || {
+        ui.ml
+            .get()
+            .1
+            .into_iter()
+            .filter(|p| p.record.hidden != Some(true))
+            .collect::<Vec<_>>()
+    };
+    let person_name = RwSignal::new(String::new());
+    Effect::new(move |_| {
+        let p = person.get();
+        let name = ui
+            .ml
+            .get()
+            .1
+            .into_iter()
+            .find(|x| Some(&x.id) == p.as_ref())
+            .and_then(|x| x.record.name)
+            .unwrap_or_default();
+        person_name.set(name);
+    });
+    let select = |sig: RwSignal<String>| move |e| sig.set(event_target_value(&e));
+    view! {
+        <div id="search" class="search-page">
+            <form class="search-form" on:submit=move |ev| { ev.prevent_default(); go(); }>
+                <input id="search-input" type="search" placeholder="Search people, places, things, cameras, dates, file names…"
+                    prop:value=move || text.get() on:input=move |e| text.set(event_target_value(&e))/>
+                <button id="search-go" class="button" type="submit">"Search"</button>
+            </form>
+            <div class="search-filters">
+                <select id="f-country" on:change=select(country)>
+                    <option value="">"Any country"</option>
+                    {countries.into_iter().map(|c| { let v = c.clone(); view! { <option value=v>{c}</option> } }).collect_view()}
+                </select>
+                <select id="f-city" on:change=select(city)>
+                    <option value="">"Any city"</option>
+                    {move || cities.get().into_iter().map(|c| { let v = c.clone(); view! { <option value=v>{c}</option> } }).collect_view()}
+                </select>
+                <select id="f-make" on:change=select(make)>
+                    <option value="">"Any camera"</option>
+                    {makes.into_iter().map(|c| { let v = c.clone(); view! { <option value=v>{c}</option> } }).collect_view()}
+                </select>
+                <select id="f-media" on:change=select(media)>
+                    <option value="">"Photos and videos"</option>
+                    <option value="image">"Photos"</option>
+                    <option value="video">"Videos"</option>
+                </select>
+                <label>"From "<input id="f-after" type="date" on:change=select(after)/></label>
+                <label>"To "<input id="f-before" type="date" on:change=select(before)/></label>
+                <label><input id="f-favorite" type="checkbox" on:change=move |e| favorite.set(event_target_checked(&e))/>" Favorites"</label>
+            </div>
+            <div class="people search-people">
+                {move || people().into_iter().map(|x| {
+                    let id = x.id.clone();
+                    let id2 = id.clone();
+                    let src = x.cover.and_then(|c| c.crop).map(|h| format!("/api/tessera/blobs/{h}")).unwrap_or_default();
+                    let name = x.record.name.filter(|n| !n.is_empty()).unwrap_or_else(|| "Unnamed".into());
+                    view! {
+                        <figure class=move || if person.get().as_deref() == Some(id.as_str()) { "person chosen" } else { "person" }
+                            data-person=id2.clone()
+                            on:click=move |_| person.update(|p| *p = if p.as_deref() == Some(id2.as_str()) { None } else { Some(id2.clone()) })>
+                            <img src=src alt=""/>
+                            <figcaption>{name}<span class="count">{format!("{} photos", x.faces)}</span></figcaption>
+                        </figure>
+                    }
+                }).collect_view()}
+            </div>
+            {move || person.get().map(|p| {
+                let p2 = p.clone();
+                let p3 = p.clone();
+                view! {
+                    <form id="person-edit" class="person-edit" on:submit=move |ev| {
+                        ev.prevent_default();
+                        let n = person_name.get_untracked().trim().to_owned();
+                        update_person(ui, &p2, |r| r.name = (!n.is_empty()).then_some(n));
+                    }>
+                        <input id="person-name" placeholder="Name this person" prop:value=move || person_name.get()
+                            on:input=move |e| person_name.set(event_target_value(&e))/>
+                        <button id="person-rename" class="button secondary" type="submit">"Rename"</button>
+                        <button id="person-hide" class="button secondary" type="button" on:click=move |_| {
+                            update_person(ui, &p3, |r| r.hidden = Some(true));
+                            person.set(None);
+                        }>"Hide person"</button>
+                        <span class="dim">{p.clone()}</span>
+                    </form>
+                }
+            })}
+            {move || busy.get().then(|| view! { <p class="hint">"Searching…"</p> })}
+            {move || found.get().map(|f| {
+                let n = f.exact.len() + f.smart.len();
+                view! {
+                    <p id="search-summary" class="hint">
+                        {format!("{n} {} · {:.0} ms on this device", if n == 1 { "result" } else { "results" }, f.ms)}
+                    </p>
+                    {(!f.note.is_empty()).then(|| view! { <p id="search-note" class="hint">{f.note.clone()}</p> })}
+                    {(!f.exact.is_empty()).then(|| view! {
+                        <h3>"Matches"</h3>
+                        <Grid ui=ui items=f.exact.clone() class="exact"/>
+                    })}
+                    {(!f.smart.is_empty()).then(|| view! {
+                        <h3>"Smart search"</h3>
+                        <Grid ui=ui items=f.smart.clone() class="smart"/>
+                    })}
+                    {(n == 0).then(|| view! { <div class="empty"><h2>"Nothing found"</h2></div> })}
+                }
+            })}
+        </div>
+    }
+}
+
+/// Memories as cards over the Photos timeline: on this day, trips, people; a card opens a
+/// full-screen slideshow.
+#[component]
+pub(crate) fn MemoriesStrip(ui: Ui) -> impl IntoView {
+    let list = Memo::new(move |_| {
+        ui.ver.track();
+        let Some(user) = user_id() else { return Vec::new() };
+        let today: String = String::from(js_sys::Date::new_0().to_iso_string())
+            .chars()
+            .take(10)
+            .collect();
+        CORE.with(|c| {
+            let c = c.borrow();
+            let recs: Vec<AssetRecord> = c
+                .lib
+                .searchable(&user)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.owner.as_deref() == Some(user.as_str()))
+                .collect();
+            let people = c.lib.people_index(&user).unwrap_or_default();
+            memories::all(&recs, &people, &today)
+        })
+    });
+    let show = RwSignal::new(None::<(Memory, usize)>);
+    view! {
+        <Show when=move || !list.with(|l| l.is_empty())>
+            <div id="memories" class="memories">
+                {move || list.get().into_iter().map(|m| {
+                    let cover = m.assets.first().cloned().unwrap_or_default();
+                    let c2 = cover.clone();
+                    spawn_local(load_thumb(ui, cover.clone()));
+                    let ph = thumbhash_url(find_record(&cover).and_then(|r| r.thumbhash).as_deref());
+                    let src = move || ui.thumbs.with(|t| t.get(&c2).cloned()).unwrap_or_else(|| ph.clone());
+                    let title = m.title.clone();
+                    let n = m.assets.len();
+                    view! {
+                        <button class="memory-card" on:click=move |_| show.set(Some((m.clone(), 0)))>
+                            <img src=src alt=""/>
+                            <span class="memory-title">{title}</span>
+                            <span class="memory-count">{format!("{n} photos")}</span>
+                        </button>
+                    }
+                }).collect_view()}
+            </div>
+        </Show>
+        {move || show.get().map(|(m, i)| {
+            let n = m.assets.len();
+            let id = m.assets.get(i).cloned().unwrap_or_default();
+            spawn_local(load_thumb(ui, id.clone()));
+            for next in m.assets.iter().skip(i + 1).take(2) {
+                spawn_local(load_thumb(ui, next.clone()));
+            }
+            let id2 = id.clone();
+            let src = move || ui.thumbs.with(|t| t.get(&id2).cloned()).unwrap_or_default();
+            let step = move |d: isize| {
+                show.update(|s| {
+                    if let Some((_, i)) = s {
+                        *i = (*i as isize + d).rem_euclid(n.max(1) as isize) as usize;
+                    }
+                })
+            };
+            // Advance every four seconds.
+            let tick = gloo_timers::callback::Timeout::new(4000, move || {
+                if show.get_untracked().is_some_and(|(_, j)| j == i) {
+                    step(1);
+                }
+            });
+            tick.forget();
+            view! {
+                <div id="slideshow" class="slideshow" on:click=move |_| show.set(None)>
+                    <img src=src alt="" on:click=move |e| { e.stop_propagation(); step(1); }/>
+                    <div class="slide-caption">{format!("{} · {} of {n}", m.title, i + 1)}</div>
+                    <button class="slide-prev link" on:click=move |e| { e.stop_propagation(); step(-1); }>"‹"</button>
+                    <button class="slide-next link" on:click=move |e| { e.stop_propagation(); step(1); }>"›"</button>
+                    <button id="slide-close" class="slide-close link" title="Close" on:click=move |e| { e.stop_propagation(); show.set(None); }>"✕"</button>
+                </div>
+            }
+        })}
+    }
+}

@@ -1,0 +1,281 @@
+//! Search in the browser, offline: filters and free text over the local catalogue
+//! (`tessera_core::search`, the node's code), and smart search over the CLIP packs the ML node
+//! published, kept in IndexedDB and scanned here with the same two-stage kernel as the node.
+//!
+//! A text query needs its CLIP embedding, which only the ML node can compute: the node is
+//! asked once per query and the answer is kept in IndexedDB, so a query searched before works
+//! with the node unreachable. Names of people in the query become person filters, and words
+//! that match names, places, cameras, years or file names find photos without any embedding.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use js_sys::Uint8Array;
+use rexie::{ObjectStore, Rexie};
+use tessera_core::ml::PACK_CLIP;
+use tessera_core::pack::Pack;
+use tessera_core::search::{self, Filters, PeopleIndex, VectorIndex};
+use tessera_core::AssetRecord;
+use wasm_bindgen::JsValue;
+
+use crate::state::{user_id, CORE};
+use crate::{db, net};
+
+const PACKS: &str = "packs";
+const EMBEDS: &str = "embeds";
+/// Smart results shown after the exact matches.
+pub const SMART_RESULTS: usize = 60;
+
+thread_local! {
+    static DB: RefCell<Option<Rc<Rexie>>> = const { RefCell::new(None) };
+    /// The CLIP index and the pack hashes it was built from.
+    static INDEX: RefCell<Option<(Vec<String>, Rc<VectorIndex>)>> = const { RefCell::new(None) };
+}
+
+/// The search cache: a database of its own ("tessera-search"), so the catalogue's database
+/// (also opened by the service worker) keeps its version.
+async fn cache_db() -> Option<Rc<Rexie>> {
+    if let Some(d) = DB.with(|d| d.borrow().clone()) {
+        return Some(d);
+    }
+    let d = Rexie::builder("tessera-search")
+        .version(1)
+        .add_object_store(ObjectStore::new(PACKS))
+        .add_object_store(ObjectStore::new(EMBEDS))
+        .build()
+        .await
+        .ok()?;
+    let d = Rc::new(d);
+    DB.with(|x| *x.borrow_mut() = Some(d.clone()));
+    Some(d)
+}
+
+/// What a search found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Found {
+    /// Exact matches (filters and every word), newest first.
+    pub exact: Vec<AssetRecord>,
+    /// Ranked by CLIP similarity (not among `exact`).
+    pub smart: Vec<AssetRecord>,
+    /// What worked and what did not (offline, no embedding, …).
+    pub note: String,
+    pub ms: f64,
+}
+
+/// The records and people the search runs over.
+fn corpus() -> (Vec<AssetRecord>, PeopleIndex) {
+    let Some(user) = user_id() else {
+        return Default::default();
+    };
+    CORE.with(|c| {
+        let c = c.borrow();
+        (
+            c.lib.searchable(&user).unwrap_or_default(),
+            c.lib.people_index(&user).unwrap_or_default(),
+        )
+    })
+}
+
+/// The CLIP packs of the user's months: (model, hash).
+fn clip_packs() -> Vec<(String, String)> {
+    let Some(user) = user_id() else {
+        return Vec::new();
+    };
+    CORE.with(|c| {
+        let c = c.borrow();
+        c.lib
+            .ml_doc_ids(&user)
+            .iter()
+            .filter_map(|d| c.lib.pack_ref(d, PACK_CLIP).ok().flatten())
+            .map(|r| (r.model, r.hash))
+            .collect()
+    })
+}
+
+async fn cached_pack(db: &Rexie, hash: &str, fetch: bool) -> Option<Pack> {
+    let bytes = match db::get(db, PACKS, hash).await.ok().flatten() {
+        Some(v) => Uint8Array::new(&v).to_vec(),
+        None if fetch => {
+            let b = net::get_bytes(&format!("/api/tessera/blobs/{hash}")).await.ok()?;
+            // Only what decodes is kept.
+            Pack::decode(&b).ok()?;
+            let _ = db::put(db, PACKS, Some(hash), &Uint8Array::from(b.as_slice()).into()).await;
+            b
+        }
+        None => return None,
+    };
+    Pack::decode(&bytes).ok()
+}
+
+/// Fetches the packs this browser does not hold yet (while the node is reachable), so smart
+/// search works offline later. Returns how many were fetched.
+pub async fn prefetch_packs() -> usize {
+    let Some(db) = cache_db().await else { return 0 };
+    let mut n = 0;
+    for (_, hash) in clip_packs() {
+        if db::get(&db, PACKS, &hash).await.ok().flatten().is_none()
+            && cached_pack(&db, &hash, true).await.is_some()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The CLIP index of `model` from the packs held here (fetching missing ones if `online`).
+async fn clip_index(model: &str, online: bool) -> (Rc<VectorIndex>, usize) {
+    let mut hashes: Vec<String> = clip_packs()
+        .into_iter()
+        .filter(|(m, _)| m == model)
+        .map(|(_, h)| h)
+        .collect();
+    hashes.sort();
+    if let Some(i) = INDEX.with(|x| {
+        x.borrow()
+            .as_ref()
+            .filter(|(h, _)| *h == hashes)
+            .map(|(_, i)| i.clone())
+    }) {
+        return (i, 0);
+    }
+    let mut idx: Option<VectorIndex> = None;
+    let mut missing = 0;
+    if let Some(db) = cache_db().await {
+        for h in &hashes {
+            match cached_pack(&db, h, online).await {
+                Some(p) => {
+                    idx.get_or_insert_with(|| VectorIndex::new(p.dim)).add_pack(&p);
+                }
+                None => missing += 1,
+            }
+        }
+    }
+    let idx = Rc::new(idx.unwrap_or_default());
+    if missing == 0 {
+        INDEX.with(|x| *x.borrow_mut() = Some((hashes, idx.clone())));
+    }
+    (idx, missing)
+}
+
+/// A query's CLIP embedding: cached here, else asked of the node (and cached).
+async fn embedding(query: &str) -> Result<(String, Vec<f32>), String> {
+    let key = search::fold(query.trim());
+    let db = cache_db().await;
+    if let Some(db) = &db {
+        if let Some(v) = db::get(db, EMBEDS, &key).await.ok().flatten() {
+            if let Some(s) = v.as_string() {
+                if let Ok(j) = serde_json::from_str::<serde_json::Value>(&s) {
+                    let model = j["model"].as_str().unwrap_or_default().to_owned();
+                    let e: Vec<f32> = serde_json::from_value(j["embedding"].clone()).unwrap_or_default();
+                    if !e.is_empty() {
+                        return Ok((model, e));
+                    }
+                }
+            }
+        }
+    }
+    let j = net::json(
+        "POST",
+        "/api/tessera/search/embed",
+        Some(serde_json::json!({ "query": query })),
+    )
+    .await
+    .map_err(|e| {
+        if e.is_offline() {
+            "the node is unreachable, and this phrase was not searched before".to_owned()
+        } else {
+            e.message
+        }
+    })?;
+    let model = j["model"].as_str().unwrap_or_default().to_owned();
+    let e: Vec<f32> = serde_json::from_value(j["embedding"].clone()).map_err(|e| e.to_string())?;
+    if let Some(db) = &db {
+        let v = serde_json::json!({"model": model, "embedding": e}).to_string();
+        let _ = db::put(db, EMBEDS, Some(&key), &JsValue::from_str(&v)).await;
+    }
+    Ok((model, e))
+}
+
+fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or_default()
+}
+
+/// Runs a search: `filters` (from the page's controls) and the free text in `filters.text`.
+pub async fn run(mut filters: Filters) -> Found {
+    let t0 = now_ms();
+    let (records, people) = corpus();
+    let text = filters.text.take().unwrap_or_default();
+    let (named, rest) = search::people_in_query(&text, &people);
+    filters.people.extend(named);
+    filters.text = (!rest.is_empty()).then(|| rest.clone());
+    let exact: Vec<AssetRecord> = search::filter_records(&records, &people, &filters)
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut found = Found {
+        exact,
+        ..Default::default()
+    };
+    let words = search::query_words(&rest);
+    if words.is_empty() {
+        found.ms = now_ms() - t0;
+        return found;
+    }
+    // Smart search for the words (among photos passing the other filters).
+    let packs = clip_packs();
+    if packs.is_empty() {
+        found.note = "Smart search: the ML node has not analysed these photos yet.".into();
+        found.ms = now_ms() - t0;
+        return found;
+    }
+    match embedding(&rest).await {
+        Err(why) => {
+            found.note = format!(
+                "Smart search unavailable: {why}. Names, places, cameras, dates and file names are searched on this device."
+            );
+        }
+        Ok((model, q)) => {
+            let online = web_sys::window().is_some_and(|w| w.navigator().on_line());
+            let (idx, missing) = clip_index(&model, online).await;
+            let seen: HashSet<&str> = found.exact.iter().map(|r| r.id.as_str()).collect();
+            let by_id: std::collections::HashMap<&str, &AssetRecord> =
+                records.iter().map(|r| (r.id.as_str(), r)).collect();
+            let hits = idx.search(&q, SMART_RESULTS, |i| {
+                let k = idx.keys[i].as_str();
+                !seen.contains(k)
+                    && by_id
+                        .get(k)
+                        .is_some_and(|r| filters.matches_fields(r, people.facts(k)))
+            });
+            found.smart = hits
+                .into_iter()
+                .filter_map(|(i, _)| by_id.get(idx.keys[i].as_str()).map(|r| (*r).clone()))
+                .collect();
+            found.note = if missing > 0 {
+                format!("Smart search over the photos analysed so far on this device ({missing} months not downloaded yet).")
+            } else {
+                format!("Smart search ran on this device over {} photos.", idx.len())
+            };
+        }
+    }
+    found.ms = now_ms() - t0;
+    found
+}
+
+/// The distinct values of a field in the local catalogue (for the filter menus).
+pub fn values(f: impl Fn(&AssetRecord) -> Option<&String>) -> Vec<String> {
+    let (records, _) = corpus();
+    let mut v: Vec<String> = records
+        .iter()
+        .filter(|r| r.shown_alone())
+        .filter_map(|r| f(r).cloned())
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    v.sort_by_key(|s| search::fold(s));
+    v.dedup();
+    v
+}

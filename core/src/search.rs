@@ -1,0 +1,743 @@
+//! Finding assets, with no IO: the filters every search surface shares (the PWA's search page,
+//! Immich's `search/metadata` and `search/smart` on the node), free-text matching over what the
+//! catalogue knows of a photo, and the two-stage vector scan over CLIP packs.
+//!
+//! Vector search is exact where it matters: sign codes (one bit per dimension) pick candidates
+//! by Hamming distance, then the candidates are rescored with the int8 vectors (a dot product
+//! with the f32 query). With the default oversampling the candidate set is hundreds of times
+//! `k`, so planted neighbours are always among them; [`VectorIndex::exact_top_k`] is the plain
+//! f32 reference the tests compare with.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ml::PersonRecord;
+use crate::pack::Pack;
+use crate::{AssetRecord, DocId, Library, LibraryError};
+
+/// Photos or videos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Media {
+    Image,
+    Video,
+}
+
+/// Which of archived / trashed assets a search sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// The timeline: not archived, not trashed (Immich's default).
+    #[default]
+    Timeline,
+    Archive,
+    /// Timeline and archive.
+    All,
+    Trash,
+}
+
+/// Filters that combine (all must hold). Strings match case- and accent-insensitively.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Filters {
+    /// Free text: every word must match the file name, camera, lens, place, a person's name,
+    /// the year or the month name of the photo.
+    pub text: Option<String>,
+    /// Person ids: the photo shows all of them.
+    pub people: Vec<String>,
+    pub country: Option<String>,
+    pub state: Option<String>,
+    pub city: Option<String>,
+    /// Inclusive bounds on the capture time, compared as ISO 8601 prefixes (`2023`,
+    /// `2023-06-01`, a full timestamp).
+    pub taken_after: Option<String>,
+    pub taken_before: Option<String>,
+    pub make: Option<String>,
+    pub model: Option<String>,
+    pub lens: Option<String>,
+    pub media: Option<Media>,
+    pub favorite: Option<bool>,
+    pub visibility: Visibility,
+    /// A part of the file name.
+    pub filename: Option<String>,
+}
+
+/// What a search knows of one asset beyond its record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts<'a> {
+    /// The people in the photo (effective person ids).
+    pub people: &'a [String],
+    /// Their names (for free text).
+    pub names: &'a [String],
+}
+
+const STOP_WORDS: [&str; 12] = [
+    "a", "an", "and", "at", "in", "of", "on", "the", "with", "from", "to", "photo",
+];
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+/// Lowercase without accents (the Latin letters people type without them).
+pub fn fold(s: &str) -> String {
+    s.chars().flat_map(char::to_lowercase).map(unaccent).collect()
+}
+
+fn unaccent(c: char) -> char {
+    match c {
+        'à'..='å' | 'ā' | 'ă' | 'ą' => 'a',
+        'ç' | 'ć' | 'č' => 'c',
+        'ď' | 'đ' => 'd',
+        'è'..='ë' | 'ē' | 'ė' | 'ę' | 'ě' => 'e',
+        'ì'..='ï' | 'ī' | 'į' | 'ı' => 'i',
+        'ñ' | 'ń' | 'ň' => 'n',
+        'ò'..='ö' | 'ø' | 'ō' | 'ő' => 'o',
+        'ù'..='ü' | 'ū' | 'ů' | 'ű' => 'u',
+        'ý' | 'ÿ' => 'y',
+        'ś' | 'š' | 'ş' => 's',
+        'ź' | 'ż' | 'ž' => 'z',
+        'ł' => 'l',
+        'ř' => 'r',
+        'ť' | 'ţ' => 't',
+        'ğ' => 'g',
+        c => c,
+    }
+}
+
+/// The words of a text, folded (letters and digits; anything else separates).
+pub fn words(s: &str) -> Vec<String> {
+    fold(s)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The words of a query that must match (stop words dropped).
+pub fn query_words(s: &str) -> Vec<String> {
+    words(s)
+        .into_iter()
+        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
+        .collect()
+}
+
+fn contains_folded(hay: Option<&str>, needle: &str) -> bool {
+    hay.is_some_and(|h| fold(h).contains(&fold(needle)))
+}
+
+fn equals_folded(hay: Option<&str>, want: &str) -> bool {
+    hay.is_some_and(|h| fold(h.trim()) == fold(want.trim()))
+}
+
+/// The words a photo can be found by: file name, camera, lens, place, people's names, year
+/// and month name.
+pub fn haystack(r: &AssetRecord, f: Facts<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in [
+        r.filename.as_deref(),
+        r.make.as_deref(),
+        r.model.as_deref(),
+        r.lens.as_deref(),
+        r.city.as_deref(),
+        r.state.as_deref(),
+        r.country.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        out.extend(words(s));
+    }
+    for n in f.names {
+        out.extend(words(n));
+    }
+    if let Some(t) = r.taken_at.as_deref().filter(|t| t.len() >= 7) {
+        out.push(t[..4].to_owned());
+        if let Ok(m) = t[5..7].parse::<usize>() {
+            if (1..=12).contains(&m) {
+                out.push(MONTHS[m - 1].to_owned());
+            }
+        }
+    }
+    if r.is_video() {
+        out.push("video".into());
+    }
+    out
+}
+
+/// Every query word is a prefix of some word of the photo ("par" finds Paris, "2023" the
+/// year). An empty query matches everything.
+pub fn text_matches(query: &[String], hay: &[String]) -> bool {
+    query.iter().all(|q| hay.iter().any(|h| h.starts_with(q.as_str())))
+}
+
+impl Filters {
+    /// Whether nothing but visibility is asked for.
+    pub fn is_empty(&self) -> bool {
+        let Filters { visibility, .. } = self;
+        *self
+            == Filters {
+                visibility: *visibility,
+                ..Default::default()
+            }
+    }
+
+    /// Whether the asset passes every filter (free text included).
+    pub fn matches(&self, r: &AssetRecord, f: Facts<'_>) -> bool {
+        self.matches_fields(r, f)
+            && self
+                .text
+                .as_deref()
+                .map(query_words)
+                .is_none_or(|q| q.is_empty() || text_matches(&q, &haystack(r, f)))
+    }
+
+    /// Every filter but free text (smart search ranks by the text instead).
+    pub fn matches_fields(&self, r: &AssetRecord, f: Facts<'_>) -> bool {
+        if r.is_purged() || !r.shown_alone() {
+            return false;
+        }
+        let archived = r.archived == Some(true);
+        let visible = match self.visibility {
+            Visibility::Timeline => !archived && !r.is_trashed(),
+            Visibility::Archive => archived && !r.is_trashed(),
+            Visibility::All => !r.is_trashed(),
+            Visibility::Trash => r.is_trashed(),
+        };
+        if !visible {
+            return false;
+        }
+        if !self.people.iter().all(|p| f.people.contains(p)) {
+            return false;
+        }
+        let exact = [
+            (&self.country, r.country.as_deref()),
+            (&self.state, r.state.as_deref()),
+            (&self.city, r.city.as_deref()),
+            (&self.make, r.make.as_deref()),
+            (&self.model, r.model.as_deref()),
+            (&self.lens, r.lens.as_deref()),
+        ];
+        if exact
+            .iter()
+            .any(|(want, have)| want.as_deref().is_some_and(|w| !equals_folded(*have, w)))
+        {
+            return false;
+        }
+        if let Some(n) = self.filename.as_deref() {
+            if !contains_folded(r.filename.as_deref(), n) {
+                return false;
+            }
+        }
+        if let Some(m) = self.media {
+            if r.is_video() != (m == Media::Video) {
+                return false;
+            }
+        }
+        if let Some(fav) = self.favorite {
+            if (r.favorite == Some(true)) != fav {
+                return false;
+            }
+        }
+        let taken = r.taken_at.as_deref();
+        if let Some(a) = self.taken_after.as_deref() {
+            // A prefix bound: "2023-06" includes all of June.
+            if taken.is_none_or(|t| t < a) {
+                return false;
+            }
+        }
+        if let Some(b) = self.taken_before.as_deref() {
+            if taken.is_none_or(|t| t.get(..b.len()).is_none_or(|p| p > b)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Vectors of one model, ready for two-stage search.
+#[derive(Debug, Clone, Default)]
+pub struct VectorIndex {
+    pub dim: usize,
+    pub keys: Vec<String>,
+    /// Sign bits, `words` u64 per row.
+    codes: Vec<u64>,
+    words: usize,
+    /// int8 rows, `dim` per row, value = q × scale.
+    quant: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+/// How many candidates stage one keeps per result asked for (at least [`MIN_CANDIDATES`]).
+pub const OVERSAMPLE: usize = 16;
+pub const MIN_CANDIDATES: usize = 1024;
+
+impl VectorIndex {
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            words: dim.div_ceil(64),
+            ..Default::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Bytes held by the index (codes, int8 rows, scales; keys excluded).
+    pub fn bytes(&self) -> usize {
+        self.codes.len() * 8 + self.quant.len() + self.scales.len() * 4
+    }
+
+    /// Adds a pack's vectors (of this index's dimension; other packs are skipped, and the
+    /// return says so).
+    pub fn add_pack(&mut self, p: &Pack) -> bool {
+        if p.dim != self.dim {
+            return false;
+        }
+        for (k, v) in p.items() {
+            self.push(k, v);
+        }
+        true
+    }
+
+    pub fn push(&mut self, key: &str, v: &[f32]) {
+        debug_assert_eq!(v.len(), self.dim);
+        self.keys.push(key.to_owned());
+        self.codes.extend(sign_code(v));
+        let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        self.scales.push(scale);
+        self.quant.extend(
+            v.iter()
+                .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8),
+        );
+    }
+
+    /// The stored (int8) vector of a row as f32.
+    pub fn vector(&self, i: usize) -> Vec<f32> {
+        let s = self.scales[i];
+        self.quant[i * self.dim..(i + 1) * self.dim]
+            .iter()
+            .map(|&q| f32::from(q) * s)
+            .collect()
+    }
+
+    fn score(&self, q: &[f32], i: usize) -> f32 {
+        let row = &self.quant[i * self.dim..(i + 1) * self.dim];
+        // Eight lanes, so the compiler vectorises (wasm simd128, SSE/AVX, NEON).
+        let mut acc = [0f32; 8];
+        let mut qc = q.chunks_exact(8);
+        let mut rc = row.chunks_exact(8);
+        for (a, b) in (&mut qc).zip(&mut rc) {
+            for l in 0..8 {
+                acc[l] += a[l] * f32::from(b[l]);
+            }
+        }
+        let mut s: f32 = acc.iter().sum();
+        for (a, b) in qc.remainder().iter().zip(rc.remainder()) {
+            s += a * f32::from(*b);
+        }
+        s * self.scales[i]
+    }
+
+    /// The `k` best rows for `q` among those `allow` accepts: Hamming distance of the sign
+    /// codes picks `max(k × OVERSAMPLE, MIN_CANDIDATES)` candidates, the int8 dot product
+    /// ranks them. Scores descend; ties break by row.
+    pub fn search(&self, q: &[f32], k: usize, allow: impl Fn(usize) -> bool) -> Vec<(usize, f32)> {
+        self.search_with(q, k, (k * OVERSAMPLE).max(MIN_CANDIDATES), allow)
+    }
+
+    pub fn search_with(
+        &self,
+        q: &[f32],
+        k: usize,
+        candidates: usize,
+        allow: impl Fn(usize) -> bool,
+    ) -> Vec<(usize, f32)> {
+        if q.len() != self.dim || k == 0 || self.is_empty() {
+            return Vec::new();
+        }
+        let qc = sign_code(q);
+        let mut ham: Vec<(u32, usize)> = (0..self.len())
+            .filter(|&i| allow(i))
+            .map(|i| {
+                let row = &self.codes[i * self.words..(i + 1) * self.words];
+                let d = row
+                    .iter()
+                    .zip(&qc)
+                    .map(|(a, b)| (a ^ b).count_ones())
+                    .sum();
+                (d, i)
+            })
+            .collect();
+        if ham.len() > candidates {
+            ham.select_nth_unstable(candidates - 1);
+            ham.truncate(candidates);
+        }
+        let mut scored: Vec<(usize, f32)> =
+            ham.into_iter().map(|(_, i)| (i, self.score(q, i))).collect();
+        rank(&mut scored, k);
+        scored
+    }
+
+    /// The plain f32 reference: every allowed row scored with its stored vector.
+    pub fn exact_top_k(&self, q: &[f32], k: usize, allow: impl Fn(usize) -> bool) -> Vec<(usize, f32)> {
+        let mut scored: Vec<(usize, f32)> = (0..self.len())
+            .filter(|&i| allow(i))
+            .map(|i| (i, self.vector(i).iter().zip(q).map(|(a, b)| a * b).sum()))
+            .collect();
+        rank(&mut scored, k);
+        scored
+    }
+}
+
+fn rank(scored: &mut Vec<(usize, f32)>, k: usize) {
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(k);
+}
+
+fn sign_code(v: &[f32]) -> Vec<u64> {
+    v.chunks(64)
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u64, |w, (i, x)| if *x > 0.0 { w | (1 << i) } else { w })
+        })
+        .collect()
+}
+
+/// Who is in which photo, for search: effective people (merges resolved, hidden people left
+/// out) and their names.
+#[derive(Debug, Clone, Default)]
+pub struct PeopleIndex {
+    by_asset: HashMap<String, (Vec<String>, Vec<String>)>,
+    /// Person id → name (named people only).
+    pub names: HashMap<String, String>,
+}
+
+impl PeopleIndex {
+    pub fn facts(&self, asset: &str) -> Facts<'_> {
+        match self.by_asset.get(asset) {
+            Some((p, n)) => Facts {
+                people: p,
+                names: n,
+            },
+            None => Facts::default(),
+        }
+    }
+
+    /// The people in a photo.
+    pub fn people_of(&self, asset: &str) -> &[String] {
+        self.by_asset.get(asset).map_or(&[], |(p, _)| p)
+    }
+}
+
+impl Library {
+    /// The assets `user` searches: their own, and those of partners whose photos they chose
+    /// to see in their timeline (not archived or trashed there; a partner's photo saved to
+    /// this library counts once, as the user's). Purged tombstones are left out.
+    pub fn searchable(&self, user: &str) -> Result<Vec<AssetRecord>, LibraryError> {
+        let mut out = Vec::new();
+        for s in self.shards(user)? {
+            out.extend(self.assets(&DocId::shard(user, &s.month)?)?);
+        }
+        out.retain(|r| !r.is_purged());
+        let own: HashSet<String> = out.iter().map(|r| r.id.clone()).collect();
+        for share in self.shared_with(user)? {
+            if !self.partner_in_timeline(user, &share.sharer) {
+                continue;
+            }
+            for s in self.shards(&share.sharer)? {
+                if !share.covers_month(&s.month) {
+                    continue;
+                }
+                let doc = DocId::shard(&share.sharer, &s.month)?;
+                out.extend(self.assets(&doc)?.into_iter().filter(|r| {
+                    !r.is_purged()
+                        && !r.is_trashed()
+                        && r.archived != Some(true)
+                        && !own.contains(&r.id)
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Who is in which of `user`'s photos.
+    pub fn people_index(&self, user: &str) -> Result<PeopleIndex, LibraryError> {
+        let records: HashMap<String, PersonRecord> = self.people(user)?.into_iter().collect();
+        let mut idx = PeopleIndex::default();
+        for (id, r) in &records {
+            if let Some(n) = r.name.as_deref().filter(|n| !n.trim().is_empty()) {
+                idx.names.insert(id.clone(), n.to_owned());
+            }
+        }
+        for doc in self.ml_doc_ids(user) {
+            for (_, f) in self.faces(&doc, None)? {
+                let Some(p) = f.effective_person() else {
+                    continue;
+                };
+                let p = self.resolve_person(user, p)?;
+                if records.get(&p).is_some_and(|r| r.hidden == Some(true)) {
+                    continue;
+                }
+                let e = idx.by_asset.entry(f.asset.clone()).or_default();
+                if !e.0.contains(&p) {
+                    if let Some(n) = idx.names.get(&p) {
+                        e.1.push(n.clone());
+                    }
+                    e.0.push(p);
+                }
+            }
+        }
+        Ok(idx)
+    }
+}
+
+/// Metadata search: the records passing `f`, newest capture first.
+pub fn filter_records<'a>(
+    records: &'a [AssetRecord],
+    people: &PeopleIndex,
+    f: &Filters,
+) -> Vec<&'a AssetRecord> {
+    let q = f.text.as_deref().map(query_words).unwrap_or_default();
+    let mut out: Vec<&AssetRecord> = records
+        .iter()
+        .filter(|r| {
+            let facts = people.facts(&r.id);
+            f.matches_fields(r, facts) && (q.is_empty() || text_matches(&q, &haystack(r, facts)))
+        })
+        .collect();
+    out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));
+    out
+}
+
+/// Splits a free-text query into the people it names (by their full name, folded) and the
+/// rest: "Anna at the beach" → (Anna's id, "at the beach"). Smart search filters by the
+/// people and ranks by the rest.
+pub fn people_in_query(text: &str, people: &PeopleIndex) -> (Vec<String>, String) {
+    let mut rest = fold(text);
+    let mut found = Vec::new();
+    // Longest names first, so "Anna Maria" wins over "Anna".
+    let mut names: Vec<(&String, String)> = people
+        .names
+        .iter()
+        .map(|(id, n)| (id, fold(n)))
+        .collect();
+    names.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+    for (id, n) in names {
+        let hit = words_at(&rest, &n);
+        if let Some(at) = hit {
+            rest.replace_range(at..at + n.len(), " ");
+            found.push(id.clone());
+        }
+    }
+    (found, rest.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Where `needle` occurs in `hay` as whole words.
+fn words_at(hay: &str, needle: &str) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    hay.match_indices(needle).map(|(i, _)| i).find(|&i| {
+        let before = hay[..i].chars().next_back();
+        let after = hay[i + needle.len()..].chars().next();
+        before.is_none_or(|c| !c.is_alphanumeric()) && after.is_none_or(|c| !c.is_alphanumeric())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rec(id: &str) -> AssetRecord {
+        AssetRecord {
+            id: id.into(),
+            taken_at: Some("2023-06-14T18:30:00+02:00".into()),
+            filename: Some("IMG_0042.HEIC".into()),
+            make: Some("Apple".into()),
+            model: Some("iPhone 14 Pro".into()),
+            city: Some("Paris".into()),
+            state: Some("Île-de-France".into()),
+            country: Some("France".into()),
+            mime: Some("image/heic".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn free_text_matches_people_places_years_and_cameras() {
+        let r = rec("a");
+        let people = vec!["p1".to_owned()];
+        let names = vec!["Anna Müller".to_owned()];
+        let f = Facts {
+            people: &people,
+            names: &names,
+        };
+        let hay = haystack(&r, f);
+        for q in [
+            "Anna in Paris 2023",
+            "anna muller",
+            "ILE de france",
+            "iphone 14",
+            "june",
+            "img_0042",
+            "par",
+        ] {
+            assert!(text_matches(&query_words(q), &hay), "{q}");
+        }
+        for q in ["Anna in Tokyo", "2022", "canon", "video"] {
+            assert!(!text_matches(&query_words(q), &hay), "{q}");
+        }
+    }
+
+    #[test]
+    fn filters_combine() {
+        let mut r = rec("a");
+        let people = vec!["p1".to_owned(), "p2".to_owned()];
+        let f = Facts {
+            people: &people,
+            names: &[],
+        };
+        let mut q = Filters {
+            people: vec!["p1".into()],
+            city: Some("paris".into()),
+            make: Some("APPLE".into()),
+            taken_after: Some("2023-06".into()),
+            taken_before: Some("2023-06-14".into()),
+            media: Some(Media::Image),
+            ..Default::default()
+        };
+        assert!(q.matches(&r, f));
+        q.taken_before = Some("2023-06-13".into());
+        assert!(!q.matches(&r, f));
+        q.taken_before = None;
+        q.people.push("p3".into());
+        assert!(!q.matches(&r, f));
+        q.people.pop();
+        r.archived = Some(true);
+        assert!(!q.matches(&r, f));
+        q.visibility = Visibility::Archive;
+        assert!(q.matches(&r, f));
+        r.trashed_at = Some("2024-01-01T00:00:00Z".into());
+        assert!(!q.matches(&r, f));
+        q.visibility = Visibility::Trash;
+        assert!(q.matches(&r, f));
+        q.media = Some(Media::Video);
+        assert!(!q.matches(&r, f));
+        assert!(Filters::default().is_empty());
+        assert!(!q.is_empty());
+    }
+
+    /// Deterministic pseudo-random unit vectors (xorshift), so tests need no RNG crate.
+    fn vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut s = seed | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        };
+        (0..n)
+            .map(|_| normalise((0..dim).map(|_| next()).collect()))
+            .collect()
+    }
+
+    fn normalise(v: Vec<f32>) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
+        v.into_iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn planted_neighbours_are_found_exactly() {
+        let dim = 512;
+        let base = vectors(20_000, dim, 7);
+        let queries = vectors(20, dim, 99);
+        let mut idx = VectorIndex::new(dim);
+        for (i, v) in base.iter().enumerate() {
+            idx.push(&format!("k{i:05}"), v);
+        }
+        // Plant 10 near neighbours per query (the query plus small noise).
+        let noise = vectors(200, dim, 5);
+        for (qi, q) in queries.iter().enumerate() {
+            for j in 0..10 {
+                let v: Vec<f32> = q
+                    .iter()
+                    .zip(&noise[qi * 10 + j])
+                    .map(|(a, b)| a + b * (0.2 + j as f32 * 0.05))
+                    .collect();
+                idx.push(&format!("q{qi:02}-{j}"), &normalise(v));
+            }
+        }
+        for (qi, q) in queries.iter().enumerate() {
+            let got = idx.search(q, 10, |_| true);
+            let want = idx.exact_top_k(q, 10, |_| true);
+            let rows = |v: &[(usize, f32)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
+            assert_eq!(rows(&got), rows(&want), "query {qi}");
+            for ((_, a), (_, b)) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4);
+            }
+            for (i, _) in &got {
+                assert!(idx.keys[*i].starts_with(&format!("q{qi:02}-")));
+            }
+        }
+        // A filter applies before ranking.
+        let only_even = idx.search(&queries[0], 5, |i| i % 2 == 0);
+        assert!(only_even.iter().all(|(i, _)| i % 2 == 0));
+        assert_eq!(only_even.len(), 5);
+    }
+
+    #[test]
+    fn names_in_a_query_become_people() {
+        let mut idx = PeopleIndex::default();
+        idx.names.insert("p1".into(), "Anna".into());
+        idx.names.insert("p2".into(), "Anna Maria".into());
+        idx.names.insert("p3".into(), "Zoë".into());
+        let (p, rest) = people_in_query("Anna Maria and zoe at the beach", &idx);
+        assert_eq!(p, vec!["p2".to_owned(), "p3".to_owned()]);
+        assert_eq!(rest, "and at the beach");
+        let (p, rest) = people_in_query("Annabel", &idx);
+        assert!(p.is_empty());
+        assert_eq!(rest, "annabel");
+    }
+
+    proptest! {
+        #[test]
+        fn with_every_row_a_candidate_the_scan_is_the_reference(
+            n in 1usize..200, dim in 1usize..130, k in 1usize..20, seed in 1u64..1000
+        ) {
+            let base = vectors(n, dim, seed);
+            let mut idx = VectorIndex::new(dim);
+            for (i, v) in base.iter().enumerate() {
+                idx.push(&i.to_string(), v);
+            }
+            let q = &vectors(1, dim, seed + 1)[0];
+            let got = idx.search_with(q, k, n, |_| true);
+            let want = idx.exact_top_k(q, k, |_| true);
+            prop_assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                prop_assert!((g.1 - w.1).abs() < 1e-4);
+            }
+        }
+    }
+}
