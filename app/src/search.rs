@@ -97,10 +97,18 @@ async fn cached_pack(db: &Rexie, hash: &str, fetch: bool) -> Option<Pack> {
     let bytes = match db::get(db, PACKS, hash).await.ok().flatten() {
         Some(v) => Uint8Array::new(&v).to_vec(),
         None if fetch => {
-            let b = net::get_bytes(&format!("/api/tessera/blobs/{hash}")).await.ok()?;
+            let b = net::get_bytes(&format!("/api/tessera/blobs/{hash}"))
+                .await
+                .ok()?;
             // Only what decodes is kept.
             Pack::decode(&b).ok()?;
-            let _ = db::put(db, PACKS, Some(hash), &Uint8Array::from(b.as_slice()).into()).await;
+            let _ = db::put(
+                db,
+                PACKS,
+                Some(hash),
+                &Uint8Array::from(b.as_slice()).into(),
+            )
+            .await;
             b
         }
         None => return None,
@@ -145,7 +153,8 @@ async fn clip_index(model: &str, online: bool) -> (Rc<VectorIndex>, usize) {
         for h in &hashes {
             match cached_pack(&db, h, online).await {
                 Some(p) => {
-                    idx.get_or_insert_with(|| VectorIndex::new(p.dim)).add_pack(&p);
+                    idx.get_or_insert_with(|| VectorIndex::new(p.dim))
+                        .add_pack(&p);
                 }
                 None => missing += 1,
             }
@@ -167,7 +176,8 @@ async fn embedding(query: &str) -> Result<(String, Vec<f32>), String> {
             if let Some(s) = v.as_string() {
                 if let Ok(j) = serde_json::from_str::<serde_json::Value>(&s) {
                     let model = j["model"].as_str().unwrap_or_default().to_owned();
-                    let e: Vec<f32> = serde_json::from_value(j["embedding"].clone()).unwrap_or_default();
+                    let e: Vec<f32> =
+                        serde_json::from_value(j["embedding"].clone()).unwrap_or_default();
                     if !e.is_empty() {
                         return Ok((model, e));
                     }

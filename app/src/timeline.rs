@@ -36,9 +36,7 @@ impl View {
             View::Favorites => r.favorite == Some(true) && !r.is_trashed() && r.shown_alone(),
             View::Archive => r.archived == Some(true) && !r.is_trashed() && r.shown_alone(),
             View::Trash => r.is_trashed() && r.shown_alone(),
-            View::Duplicates | View::Albums | View::Members | View::Sharing | View::Search => {
-                false
-            }
+            View::Duplicates | View::Albums | View::Members | View::Sharing | View::Search => false,
         }
     }
 }

@@ -35,7 +35,10 @@ pub const TRIP_KM: f64 = 100.0;
 pub const MIN_PHOTOS: usize = 3;
 
 fn day(r: &AssetRecord) -> Option<&str> {
-    r.taken_at.as_deref().filter(|t| t.len() >= 10).map(|t| &t[..10])
+    r.taken_at
+        .as_deref()
+        .filter(|t| t.len() >= 10)
+        .map(|t| &t[..10])
 }
 
 fn shown(r: &AssetRecord) -> bool {
@@ -45,8 +48,10 @@ fn shown(r: &AssetRecord) -> bool {
 /// Photos taken on `today`'s month and day (`YYYY-MM-DD`) in earlier years, one memory per
 /// year, the most recent year first.
 pub fn on_this_day(records: &[AssetRecord], today: &str) -> Vec<Memory> {
-    let (Some(md), Ok(year)) = (today.get(5..10), today.get(..4).unwrap_or("").parse::<i32>())
-    else {
+    let (Some(md), Ok(year)) = (
+        today.get(5..10),
+        today.get(..4).unwrap_or("").parse::<i32>(),
+    ) else {
         return Vec::new();
     };
     let mut by_year: BTreeMap<i32, Vec<&AssetRecord>> = BTreeMap::new();
@@ -272,14 +277,29 @@ mod tests {
     fn on_this_day_and_trips() {
         let mut rs = Vec::new();
         for i in 0..10 {
-            rs.push(at(&format!("h{i}"), &format!("2024-03-{:02}T10:00:00", i + 1), "Paris", 48.85, 2.35));
+            rs.push(at(
+                &format!("h{i}"),
+                &format!("2024-03-{:02}T10:00:00", i + 1),
+                "Paris",
+                48.85,
+                2.35,
+            ));
         }
         rs.push(at("old1", "2022-12-01T09:00:00", "Paris", 48.85, 2.35));
         rs.push(at("old2", "2021-12-01T09:00:00", "Paris", 48.85, 2.35));
         rs.push(at("today", "2026-12-01T09:00:00", "Paris", 48.85, 2.35));
         // Four days in Tokyo, one gap day, then two more.
-        for (i, d) in ["2025-04-01", "2025-04-02", "2025-04-04", "2025-04-05"].iter().enumerate() {
-            rs.push(at(&format!("t{i}"), &format!("{d}T12:00:00+09:00"), "Tokyo", 35.68, 139.69));
+        for (i, d) in ["2025-04-01", "2025-04-02", "2025-04-04", "2025-04-05"]
+            .iter()
+            .enumerate()
+        {
+            rs.push(at(
+                &format!("t{i}"),
+                &format!("{d}T12:00:00+09:00"),
+                "Tokyo",
+                35.68,
+                139.69,
+            ));
         }
         let m = on_this_day(&rs, "2026-12-01");
         assert_eq!(m.len(), 2);

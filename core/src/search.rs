@@ -93,7 +93,10 @@ const MONTHS: [&str; 12] = [
 
 /// Lowercase without accents (the Latin letters people type without them).
 pub fn fold(s: &str) -> String {
-    s.chars().flat_map(char::to_lowercase).map(unaccent).collect()
+    s.chars()
+        .flat_map(char::to_lowercase)
+        .map(unaccent)
+        .collect()
 }
 
 fn unaccent(c: char) -> char {
@@ -180,7 +183,9 @@ pub fn haystack(r: &AssetRecord, f: Facts<'_>) -> Vec<String> {
 /// Every query word is a prefix of some word of the photo ("par" finds Paris, "2023" the
 /// year). An empty query matches everything.
 pub fn text_matches(query: &[String], hay: &[String]) -> bool {
-    query.iter().all(|q| hay.iter().any(|h| h.starts_with(q.as_str())))
+    query
+        .iter()
+        .all(|q| hay.iter().any(|h| h.starts_with(q.as_str())))
 }
 
 impl Filters {
@@ -380,11 +385,7 @@ impl VectorIndex {
             .filter(|&i| allow(i))
             .map(|i| {
                 let row = &self.codes[i * self.words..(i + 1) * self.words];
-                let d = row
-                    .iter()
-                    .zip(&qc)
-                    .map(|(a, b)| (a ^ b).count_ones())
-                    .sum();
+                let d = row.iter().zip(&qc).map(|(a, b)| (a ^ b).count_ones()).sum();
                 (d, i)
             })
             .collect();
@@ -392,14 +393,21 @@ impl VectorIndex {
             ham.select_nth_unstable(candidates - 1);
             ham.truncate(candidates);
         }
-        let mut scored: Vec<(usize, f32)> =
-            ham.into_iter().map(|(_, i)| (i, self.score(q, i))).collect();
+        let mut scored: Vec<(usize, f32)> = ham
+            .into_iter()
+            .map(|(_, i)| (i, self.score(q, i)))
+            .collect();
         rank(&mut scored, k);
         scored
     }
 
     /// The plain f32 reference: every allowed row scored with its stored vector.
-    pub fn exact_top_k(&self, q: &[f32], k: usize, allow: impl Fn(usize) -> bool) -> Vec<(usize, f32)> {
+    pub fn exact_top_k(
+        &self,
+        q: &[f32],
+        k: usize,
+        allow: impl Fn(usize) -> bool,
+    ) -> Vec<(usize, f32)> {
         let mut scored: Vec<(usize, f32)> = (0..self.len())
             .filter(|&i| allow(i))
             .map(|i| (i, self.vector(i).iter().zip(q).map(|(a, b)| a * b).sum()))
@@ -537,11 +545,8 @@ pub fn people_in_query(text: &str, people: &PeopleIndex) -> (Vec<String>, String
     let mut rest = fold(text);
     let mut found = Vec::new();
     // Longest names first, so "Anna Maria" wins over "Anna".
-    let mut names: Vec<(&String, String)> = people
-        .names
-        .iter()
-        .map(|(id, n)| (id, fold(n)))
-        .collect();
+    let mut names: Vec<(&String, String)> =
+        people.names.iter().map(|(id, n)| (id, fold(n))).collect();
     names.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
     for (id, n) in names {
         let hit = words_at(&rest, &n);

@@ -283,7 +283,11 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
 /// Gives a place (city, state, country) to the user's records that have a position but no
 /// place yet: assets from before the geocoder, or whose position arrived by sync from a peer.
 /// Returns how many records changed.
-pub fn locate_missing(node: &Node, user: &str, records: &[AssetRecord]) -> Result<usize, NodeError> {
+pub fn locate_missing(
+    node: &Node,
+    user: &str,
+    records: &[AssetRecord],
+) -> Result<usize, NodeError> {
     let todo: Vec<&AssetRecord> = records
         .iter()
         .filter(|r| !r.is_purged() && r.lat.is_some() && r.lon.is_some() && r.country.is_none())
@@ -316,7 +320,11 @@ pub fn locate_missing(node: &Node, user: &str, records: &[AssetRecord]) -> Resul
         node.catalog.persist(&mut lib)?;
     }
     if changed > 0 {
-        tracing::info!(user, places = changed, "photos placed by the offline geocoder");
+        tracing::info!(
+            user,
+            places = changed,
+            "photos placed by the offline geocoder"
+        );
     }
     Ok(changed)
 }

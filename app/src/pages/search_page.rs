@@ -58,7 +58,9 @@ fn update_person(ui: Ui, id: &str, f: impl FnOnce(&mut PersonRecord)) {
             .map_err(|e| e.to_string())
     });
     match res {
-        Err(e) => ui.error.set(Some(format!("cannot change this person: {e}"))),
+        Err(e) => ui
+            .error
+            .set(Some(format!("cannot change this person: {e}"))),
         Ok(false) => {}
         Ok(true) => {
             crate::state::refresh_view(ui, true);
@@ -137,7 +139,11 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
     let countries = search::values(|r| r.country.as_ref());
     let cities = Memo::new(move |_| {
         let c = country.get();
-        search::values(|r| r.city.as_ref().filter(|_| c.is_empty() || r.country.as_deref() == Some(c.as_str())))
+        search::values(|r| {
+            r.city
+                .as_ref()
+                .filter(|_| c.is_empty() || r.country.as_deref() == Some(c.as_str()))
+        })
     });
     let makes = search::values(|r| r.make.as_ref());
     let people = move || {
@@ -256,7 +262,9 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
 pub(crate) fn MemoriesStrip(ui: Ui) -> impl IntoView {
     let list = Memo::new(move |_| {
         ui.ver.track();
-        let Some(user) = user_id() else { return Vec::new() };
+        let Some(user) = user_id() else {
+            return Vec::new();
+        };
         let today: String = String::from(js_sys::Date::new_0().to_iso_string())
             .chars()
             .take(10)

@@ -50,7 +50,10 @@ async fn markers(
                 Some(true) => true,
                 _ => r.archived != Some(true),
             })
-            .filter(|r| q.is_favorite.is_none_or(|f| (r.favorite == Some(true)) == f))
+            .filter(|r| {
+                q.is_favorite
+                    .is_none_or(|f| (r.favorite == Some(true)) == f)
+            })
             .filter(|r| {
                 let t = r.taken_at.as_deref().unwrap_or_default();
                 q.file_created_after.as_deref().is_none_or(|a| t >= a)
@@ -87,14 +90,24 @@ async fn list_memories(
     Query(q): Query<MemoryQuery>,
 ) -> ApiResult<Json<Value>> {
     let today = match q.day.as_deref() {
-        Some(d) if d.len() >= 10 && tessera_core::record::month_of(d).is_some() => d[..10].to_owned(),
-        Some(d) => return Err(ApiError::bad_request(format!("for must be a date, not {d:?}"))),
+        Some(d) if d.len() >= 10 && tessera_core::record::month_of(d).is_some() => {
+            d[..10].to_owned()
+        }
+        Some(d) => {
+            return Err(ApiError::bad_request(format!(
+                "for must be a date, not {d:?}"
+            )))
+        }
         None => crate::now_rfc3339()[..10].to_owned(),
     };
     let only_on_this_day = match q.kind.as_deref() {
         None => false,
         Some("on_this_day") => true,
-        Some(t) => return Err(ApiError::bad_request(format!("type must be on_this_day, not {t}"))),
+        Some(t) => {
+            return Err(ApiError::bad_request(format!(
+                "type must be on_this_day, not {t}"
+            )))
+        }
     };
     blocking(move || {
         let (records, people) = corpus(&node, &u.id)?;
@@ -144,7 +157,14 @@ async fn list_memories(
 /// A stable id in UUID form (Immich's clients expect UUIDs).
 fn uuid_like(b: &[u8; 32]) -> String {
     let h = data_encoding::HEXLOWER.encode(&b[..16]);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -174,7 +194,11 @@ fn timeline_assets(node: &crate::Node, user: &str, q: &BucketQuery) -> ApiResult
                 Some(v) if v.role_of(user).is_some() && !v.deleted => {
                     Some(v.items.iter().map(|i| i.asset.clone()).collect())
                 }
-                _ => return Err(ApiError::bad_request(format!("Not found or no album.read access: {a}"))),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "Not found or no album.read access: {a}"
+                    )))
+                }
             }
         }
         None => None,
@@ -183,7 +207,8 @@ fn timeline_assets(node: &crate::Node, user: &str, q: &BucketQuery) -> ApiResult
     // from the album's owners' shards.
     let mut records = records;
     if let Some(set) = &album {
-        let have: std::collections::HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        let have: std::collections::HashSet<String> =
+            records.iter().map(|r| r.id.clone()).collect();
         for id in set.iter().filter(|id| !have.contains(*id)) {
             if let Ok(r) = record_of(node, id) {
                 records.push(r);
@@ -204,8 +229,15 @@ fn timeline_assets(node: &crate::Node, user: &str, q: &BucketQuery) -> ApiResult
                 || q.with_partners == Some(true)
                 || r.owner.as_deref() == Some(q.user_id.as_deref().unwrap_or(user))
         })
-        .filter(|r| q.is_favorite.is_none_or(|f| (r.favorite == Some(true)) == f))
-        .filter(|r| q.person_id.as_ref().is_none_or(|p| people.people_of(&r.id).contains(p)))
+        .filter(|r| {
+            q.is_favorite
+                .is_none_or(|f| (r.favorite == Some(true)) == f)
+        })
+        .filter(|r| {
+            q.person_id
+                .as_ref()
+                .is_none_or(|p| people.people_of(&r.id).contains(p))
+        })
         .collect();
     out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));
     if q.order.as_deref() == Some("asc") {
@@ -238,7 +270,10 @@ async fn buckets(
             }
         }
         Ok(Json(Value::Array(
-            counts.into_iter().map(|(b, n)| json!({"timeBucket": b, "count": n})).collect(),
+            counts
+                .into_iter()
+                .map(|(b, n)| json!({"timeBucket": b, "count": n}))
+                .collect(),
         )))
     })
     .await

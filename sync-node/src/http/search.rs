@@ -69,9 +69,17 @@ impl SearchDto {
             None | Some("OTHER") => None,
             Some("IMAGE") => Some(Media::Image),
             Some("VIDEO") | Some("AUDIO") => Some(Media::Video),
-            Some(t) => return Err(ApiError::bad_request(format!("type must be IMAGE, VIDEO, AUDIO or OTHER, not {t}"))),
+            Some(t) => {
+                return Err(ApiError::bad_request(format!(
+                    "type must be IMAGE, VIDEO, AUDIO or OTHER, not {t}"
+                )))
+            }
         };
-        let visibility = match (self.visibility.as_deref(), self.is_archived, self.with_deleted) {
+        let visibility = match (
+            self.visibility.as_deref(),
+            self.is_archived,
+            self.with_deleted,
+        ) {
             (_, _, Some(true)) => Visibility::All,
             (Some("archive"), ..) | (None, Some(true), _) => Visibility::Archive,
             (Some("timeline") | Some("hidden") | Some("locked") | None, ..) => Visibility::Timeline,
@@ -146,19 +154,28 @@ pub(crate) fn corpus(node: &crate::Node, user: &str) -> ApiResult<(Vec<AssetReco
 }
 
 /// The asset ids of the given albums the user is in.
-fn album_assets(node: &crate::Node, user: &str, albums: &[String]) -> ApiResult<Option<HashSet<String>>> {
+fn album_assets(
+    node: &crate::Node,
+    user: &str,
+    albums: &[String],
+) -> ApiResult<Option<HashSet<String>>> {
     if albums.is_empty() {
         return Ok(None);
     }
     let lib = node.catalog.lock()?;
     let mut out = HashSet::new();
     for a in albums {
-        let doc = DocId::album(a).map_err(|_| ApiError::bad_request(format!("{a:?} is not an album id")))?;
+        let doc = DocId::album(a)
+            .map_err(|_| ApiError::bad_request(format!("{a:?} is not an album id")))?;
         match lib.album(&doc).map_err(CatalogError::from)? {
             Some(v) if v.role_of(user).is_some() && !v.deleted => {
                 out.extend(v.items.iter().map(|i| i.asset.clone()))
             }
-            _ => return Err(ApiError::bad_request(format!("Not found or no album.read access: {a}"))),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Not found or no album.read access: {a}"
+                )))
+            }
         }
     }
     Ok(Some(out))
@@ -174,8 +191,11 @@ fn response(items: Vec<Value>, total: usize, next: Option<usize>) -> Value {
     })
 }
 
-fn parse_body(body: Result<Json<SearchDto>, axum::extract::rejection::JsonRejection>) -> ApiResult<SearchDto> {
-    body.map(|Json(d)| d).map_err(|e| ApiError::bad_request(e.body_text()))
+fn parse_body(
+    body: Result<Json<SearchDto>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<SearchDto> {
+    body.map(|Json(d)| d)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 async fn metadata_search(
@@ -197,7 +217,12 @@ async fn metadata_search(
         }
         let (page, size) = (q.page(), q.size());
         let total = hits.len();
-        let items: Vec<Value> = hits.iter().skip((page - 1) * size).take(size).map(|r| asset_json(r)).collect();
+        let items: Vec<Value> = hits
+            .iter()
+            .skip((page - 1) * size)
+            .take(size)
+            .map(|r| asset_json(r))
+            .collect();
         let next = (page * size < total).then_some(page + 1);
         Ok(Json(response(items, total, next)))
     })
@@ -239,7 +264,10 @@ async fn clip_model(node: &crate::Node) -> ApiResult<(String, String)> {
 }
 
 fn unreachable(ml: &str, e: reqwest::Error) -> ApiError {
-    ApiError::new(StatusCode::BAD_GATEWAY, format!("The ML node at {ml} did not answer: {e}"))
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        format!("The ML node at {ml} did not answer: {e}"),
+    )
 }
 
 /// Embeds a text query with the ML node's CLIP text tower: (model, vector). Recent queries are
@@ -275,7 +303,12 @@ async fn embed_text(node: &crate::Node, query: &str) -> ApiResult<(String, Vec<f
     let emb: Vec<f32> = v["clip"]
         .as_str()
         .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, "The ML node's answer has no clip embedding"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "The ML node's answer has no clip embedding",
+            )
+        })?;
     if let Ok(mut c) = embed_cache().lock() {
         if c.len() >= 512 {
             c.clear();
@@ -305,10 +338,14 @@ async fn embed(
     let Json(q) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let query = q.query.trim();
     if query.is_empty() || query.len() > 1000 {
-        return Err(ApiError::bad_request("query must have 1 to 1000 characters"));
+        return Err(ApiError::bad_request(
+            "query must have 1 to 1000 characters",
+        ));
     }
     let (model, v) = embed_text(&node, query).await?;
-    Ok(Json(json!({"model": model, "dim": v.len(), "embedding": v})))
+    Ok(Json(
+        json!({"model": model, "dim": v.len(), "embedding": v}),
+    ))
 }
 
 /// A user's CLIP vectors of one model, built from their packs and kept while the set of packs
@@ -339,8 +376,10 @@ fn clip_index(node: &crate::Node, user: &str, model: &str) -> ApiResult<Arc<Vect
     let mut idx: Option<VectorIndex> = None;
     for h in &refs {
         let bytes = node.blobs.read(BlobKind::Ml, h)?;
-        let pack = Pack::decode(&bytes).map_err(|e| ApiError::internal(format!("embedding pack {h}: {e}")))?;
-        idx.get_or_insert_with(|| VectorIndex::new(pack.dim)).add_pack(&pack);
+        let pack = Pack::decode(&bytes)
+            .map_err(|e| ApiError::internal(format!("embedding pack {h}: {e}")))?;
+        idx.get_or_insert_with(|| VectorIndex::new(pack.dim))
+            .add_pack(&pack);
     }
     let idx = Arc::new(idx.unwrap_or_default());
     if let Ok(mut c) = cache.lock() {
@@ -359,7 +398,12 @@ async fn smart_search(
 ) -> ApiResult<Json<Value>> {
     let q = parse_body(body)?;
     let mut filters = q.filters()?;
-    let text = q.query.as_deref().map(str::trim).unwrap_or_default().to_owned();
+    let text = q
+        .query
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
     let (records, people) = {
         let n = node.clone();
         let uid = u.id.clone();
@@ -374,9 +418,10 @@ async fn smart_search(
             let (uid, id, m) = (u.id.clone(), id.clone(), model.clone());
             let v = blocking(move || {
                 let idx = clip_index(&n, &uid, &m)?;
-                let row = idx.keys.iter().position(|k| *k == id).ok_or_else(|| {
-                    ApiError::bad_request("That asset has no CLIP embedding yet")
-                })?;
+                let row =
+                    idx.keys.iter().position(|k| *k == id).ok_or_else(|| {
+                        ApiError::bad_request("That asset has no CLIP embedding yet")
+                    })?;
                 Ok(idx.vector(row))
             })
             .await?;
@@ -402,7 +447,8 @@ async fn smart_search(
     let n = node.clone();
     let items = blocking(move || {
         let idx = clip_index(&n, &uid, &model)?;
-        let by_id: HashMap<&str, &AssetRecord> = records.iter().map(|r| (r.id.as_str(), r)).collect();
+        let by_id: HashMap<&str, &AssetRecord> =
+            records.iter().map(|r| (r.id.as_str(), r)).collect();
         let allow = |i: usize| {
             let key = idx.keys[i].as_str();
             by_id.get(key).is_some_and(|r| {
@@ -459,12 +505,22 @@ async fn suggestions(
     blocking(move || {
         let (records, _) = corpus(&node, &u.id)?;
         let eq = |want: &Option<String>, have: &Option<String>| {
-            want.as_deref().is_none_or(|w| have.as_deref().is_some_and(|h| search::fold(h) == search::fold(w)))
+            want.as_deref().is_none_or(|w| {
+                have.as_deref()
+                    .is_some_and(|h| search::fold(h) == search::fold(w))
+            })
         };
         let mut out: Vec<String> = Vec::new();
         let mut null = false;
-        for r in records.iter().filter(|r| !r.is_trashed() && r.shown_alone()) {
-            if !(eq(&q.country, &r.country) && eq(&q.state, &r.state) && eq(&q.make, &r.make) && eq(&q.model, &r.model)) {
+        for r in records
+            .iter()
+            .filter(|r| !r.is_trashed() && r.shown_alone())
+        {
+            if !(eq(&q.country, &r.country)
+                && eq(&q.state, &r.state)
+                && eq(&q.make, &r.make)
+                && eq(&q.model, &r.model))
+            {
                 continue;
             }
             match field(r) {
@@ -495,7 +551,10 @@ fn per_city(records: &[AssetRecord]) -> Vec<(String, usize, &AssetRecord)> {
             }
         }
     }
-    let mut v: Vec<(String, usize, &AssetRecord)> = by.into_iter().map(|(c, (n, r))| (c.to_owned(), n, r)).collect();
+    let mut v: Vec<(String, usize, &AssetRecord)> = by
+        .into_iter()
+        .map(|(c, (n, r))| (c.to_owned(), n, r))
+        .collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     v
 }
@@ -503,7 +562,12 @@ fn per_city(records: &[AssetRecord]) -> Vec<(String, usize, &AssetRecord)> {
 async fn cities(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiResult<Json<Value>> {
     blocking(move || {
         let (records, _) = corpus(&node, &u.id)?;
-        Ok(Json(Value::Array(per_city(&records).into_iter().map(|(_, _, r)| asset_json(r)).collect())))
+        Ok(Json(Value::Array(
+            per_city(&records)
+                .into_iter()
+                .map(|(_, _, r)| asset_json(r))
+                .collect(),
+        )))
     })
     .await
 }
@@ -528,7 +592,12 @@ async fn explore(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiResu
         }
         let named: Vec<Value> = newest
             .into_iter()
-            .filter_map(|(p, r)| people.names.get(p).map(|n| json!({"value": n, "data": asset_json(r)})))
+            .filter_map(|(p, r)| {
+                people
+                    .names
+                    .get(p)
+                    .map(|n| json!({"value": n, "data": asset_json(r)}))
+            })
             .collect();
         Ok(Json(json!([
             {"fieldName": "exifInfo.city", "items": places},
@@ -583,8 +652,14 @@ mod tests {
     #[test]
     fn date_bounds() {
         assert_eq!(bound("2023-06-01").as_deref(), Some("2023-06-01"));
-        assert_eq!(bound("2023-06-01T10:00:00.000Z").as_deref(), Some("2023-06-01T10:00:00"));
-        assert_eq!(bound("2023-06-01 10:00").as_deref(), Some("2023-06-01T10:00"));
+        assert_eq!(
+            bound("2023-06-01T10:00:00.000Z").as_deref(),
+            Some("2023-06-01T10:00:00")
+        );
+        assert_eq!(
+            bound("2023-06-01 10:00").as_deref(),
+            Some("2023-06-01T10:00")
+        );
         assert_eq!(bound("yesterday"), None);
         assert_eq!(bound("2023-06-01<script>"), None);
     }

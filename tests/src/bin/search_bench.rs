@@ -57,7 +57,8 @@ fn main() -> Result<()> {
     // Real CLIP vectors cluster; uniform random ones are the hard case for sign codes. Each
     // query gets 10 planted neighbours at decreasing similarity.
     for i in 0..n {
-        let plant = i % (n / (queries * 10)).max(1) == 0 && i / (n / (queries * 10)).max(1) < queries * 10;
+        let plant =
+            i % (n / (queries * 10)).max(1) == 0 && i / (n / (queries * 10)).max(1) < queries * 10;
         if plant {
             let k = i / (n / (queries * 10)).max(1);
             let (q, j) = (&qs[k / 10], k % 10);
@@ -80,7 +81,10 @@ fn main() -> Result<()> {
         let t = Instant::now();
         let want = idx.exact_top_k(q, 10, |_| true);
         exact.push(t.elapsed().as_secs_f64() * 1000.0);
-        recall += got.iter().filter(|g| want.iter().any(|w| w.0 == g.0)).count();
+        recall += got
+            .iter()
+            .filter(|g| want.iter().any(|w| w.0 == g.0))
+            .count();
     }
     two.sort_by(f64::total_cmp);
     exact.sort_by(f64::total_cmp);
@@ -93,7 +97,7 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let mut placed = 0;
     for _ in 0..lookups {
-        let (lat, lon) = (r() * 60.0 + 10.0, r() * 180.0);
+        let (lat, lon) = (f64::from(r()) * 60.0 + 10.0, f64::from(r()) * 180.0);
         placed += usize::from(tessera_sync_node::geo::place(lat, lon).is_some());
     }
     let geo_s = t.elapsed().as_secs_f64();

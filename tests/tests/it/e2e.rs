@@ -591,8 +591,8 @@ async fn pwa_shows_ml_progress_and_people() {
             gps: Some((48.8584, 2.2945)),
             ..Default::default()
         };
-        let jpeg = tessera_tests::photos::with_exif(&tessera_tests::photos::small_jpeg(7), &spec)
-            .unwrap();
+        let jpeg =
+            tessera_tests::photos::with_exif(&tessera_tests::photos::small_jpeg(7), &spec).unwrap();
         let (code, v) = api.upload("eiffel.jpg", jpeg).unwrap();
         assert_eq!(code, 201, "{v}");
         let id = v["id"].as_str().unwrap().to_owned();
@@ -606,7 +606,12 @@ async fn pwa_shows_ml_progress_and_people() {
         async move {
             wait_for(c, css, Duration::from_secs(60), || async {
                 let v = c
-                    .execute(&format!("return [...document.querySelectorAll('{css}')].map(e => e.dataset.id)"), vec![])
+                    .execute(
+                        &format!(
+                            "return [...document.querySelectorAll('{css}')].map(e => e.dataset.id)"
+                        ),
+                        vec![],
+                    )
                     .await
                     .ok()?;
                 let ids: Vec<String> = serde_json::from_value(v).ok()?;
@@ -616,10 +621,18 @@ async fn pwa_shows_ml_progress_and_people() {
         }
     };
     hits(3, "#search .exact .search-hit").await;
-    c.find(Locator::Css("#person-name")).await.unwrap().send_keys("Barack").await.unwrap();
+    c.find(Locator::Css("#person-name"))
+        .await
+        .unwrap()
+        .send_keys("Barack")
+        .await
+        .unwrap();
     click(&c, "#person-rename").await;
     wait_for(&c, "the new name in the people row", t, || async {
-        text_of(&c, "#search .search-people").await.contains("Barack").then_some(())
+        text_of(&c, "#search .search-people")
+            .await
+            .contains("Barack")
+            .then_some(())
     })
     .await;
     // Deselect the person, then search by text.
@@ -636,7 +649,10 @@ async fn pwa_shows_ml_progress_and_people() {
     search("barack").await;
     hits(3, "#search .exact .search-hit").await;
     search("paris 2020").await;
-    assert_eq!(hits(1, "#search .exact .search-hit").await, vec![paris.clone()]);
+    assert_eq!(
+        hits(1, "#search .exact .search-hit").await,
+        vec![paris.clone()]
+    );
     // Smart search: the node embeds the phrase once; the ranking runs in the page.
     search("a man in a suit").await;
     let online = wait_for(&c, "smart search results", t, || async {
@@ -662,7 +678,10 @@ async fn pwa_shows_ml_progress_and_people() {
     click(&c, "#nav-photos").await;
     // On this day, six years ago or so: a memory card over the timeline, and its slideshow.
     wait_for(&c, "an on-this-day memory", t, || async {
-        text_of(&c, "#memories").await.contains("years ago").then_some(())
+        text_of(&c, "#memories")
+            .await
+            .contains("years ago")
+            .then_some(())
     })
     .await;
     click(&c, "#memories .memory-card").await;
@@ -678,7 +697,10 @@ async fn pwa_shows_ml_progress_and_people() {
     click(&c, "#slide-close").await;
     click(&c, "#nav-search").await;
     search("paris").await;
-    assert_eq!(hits(1, "#search .exact .search-hit").await, vec![paris.clone()]);
+    assert_eq!(
+        hits(1, "#search .exact .search-hit").await,
+        vec![paris.clone()]
+    );
     search("barack").await;
     hits(3, "#search .exact .search-hit").await;
     search("a man in a suit").await;
@@ -696,7 +718,10 @@ async fn pwa_shows_ml_progress_and_people() {
     // A phrase never searched before says what works offline.
     search("a red bicycle at night").await;
     wait_for(&c, "the offline note", t, || async {
-        text_of(&c, "#search-note").await.contains("unreachable").then_some(())
+        text_of(&c, "#search-note")
+            .await
+            .contains("unreachable")
+            .then_some(())
     })
     .await;
     c.close().await.unwrap();
