@@ -726,6 +726,41 @@ mod tests {
         assert_eq!(rest, "annabel");
     }
 
+    /// `cargo test -p tessera-core --release -- --ignored scan_300k --nocapture`: the two-stage
+    /// scan against the f32 full scan at 300k × 512 (the figures `cargo xtask bench` reports).
+    #[test]
+    #[ignore]
+    fn scan_300k() {
+        let (n, dim) = (300_000, 512);
+        let mut idx = VectorIndex::new(dim);
+        for (i, v) in vectors(n, dim, 3).iter().enumerate() {
+            idx.push(&i.to_string(), v);
+        }
+        let qs = vectors(30, dim, 11);
+        let time = |f: &dyn Fn(&[f32])| {
+            let mut ms: Vec<f64> = qs
+                .iter()
+                .map(|q| {
+                    let t = std::time::Instant::now();
+                    f(q);
+                    t.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            (ms[ms.len() / 2], ms[ms.len() * 95 / 100])
+        };
+        let two = time(&|q| drop(idx.search(q, 50, |_| true)));
+        let full = time(&|q| drop(idx.exact_top_k(q, 50, |_| true)));
+        eprintln!(
+            "300k x 512: two-stage p50 {:.1} ms p95 {:.1} ms; f32 full scan p50 {:.1} ms p95 {:.1} ms; index {} MB",
+            two.0,
+            two.1,
+            full.0,
+            full.1,
+            idx.bytes() >> 20
+        );
+    }
+
     proptest! {
         #[test]
         fn with_every_row_a_candidate_the_scan_is_the_reference(
