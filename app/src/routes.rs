@@ -15,6 +15,7 @@
 //! | `/members`          | Members (admins; Photos for anyone else)           |
 //! | `/sharing`          | Sharing: partners and public links                 |
 //! | `/search`           | Search (and a person's photos)                     |
+//! | `/map`              | Places: the offline map                            |
 //! | `/photos/<asset>`   | the viewer on that asset, over the page under it   |
 //!
 //! Each entry's `history.state` is the path of the page under the viewer, so going back to a
@@ -53,7 +54,7 @@ enum Target {
     Asset(String),
 }
 
-const VIEWS: [(View, &str); 9] = [
+const VIEWS: [(View, &str); 10] = [
     (View::Photos, "/"),
     (View::Favorites, "/favorites"),
     (View::Archive, "/archive"),
@@ -63,6 +64,7 @@ const VIEWS: [(View, &str); 9] = [
     (View::Members, "/members"),
     (View::Sharing, "/sharing"),
     (View::Search, "/search"),
+    (View::Map, "/map"),
 ];
 
 fn encode(id: &str) -> String {

@@ -27,6 +27,7 @@ pub enum View {
     Members,
     Sharing,
     Search,
+    Map,
 }
 
 impl View {
@@ -36,7 +37,12 @@ impl View {
             View::Favorites => r.favorite == Some(true) && !r.is_trashed() && r.shown_alone(),
             View::Archive => r.archived == Some(true) && !r.is_trashed() && r.shown_alone(),
             View::Trash => r.is_trashed() && r.shown_alone(),
-            View::Duplicates | View::Albums | View::Members | View::Sharing | View::Search => false,
+            View::Duplicates
+            | View::Albums
+            | View::Members
+            | View::Sharing
+            | View::Search
+            | View::Map => false,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod auth_form;
 pub(crate) mod household;
+pub(crate) mod map_page;
 pub(crate) mod ml_panel;
 pub(crate) mod search_page;
 pub mod sharing;

@@ -17,7 +17,7 @@ use crate::{p2p, routes};
 
 /// A grid of thumbnails that open the viewer.
 #[component]
-fn Grid(ui: Ui, items: Vec<AssetRecord>, class: &'static str) -> impl IntoView {
+pub(crate) fn Grid(ui: Ui, items: Vec<AssetRecord>, class: &'static str) -> impl IntoView {
     view! {
         <div class=format!("search-grid {class}")>
             {items.into_iter().map(|r| {

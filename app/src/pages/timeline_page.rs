@@ -98,6 +98,7 @@ pub(crate) fn Nav(ui: Ui) -> impl IntoView {
             {item(View::Trash, "nav-trash", "✖", "Trash")}
             {item(View::Duplicates, "nav-duplicates", "❐", "Duplicates")}
             {item(View::Search, "nav-search", "⌕", "Search")}
+            {item(View::Map, "nav-map", "◍", "Places")}
             {item(View::Albums, "nav-albums", "▤", "Albums")}
             {item(View::Sharing, "nav-sharing", "⇄", "Sharing")}
             <Show when=is_admin>
@@ -133,7 +134,12 @@ pub(crate) fn Timeline(ui: Ui) -> impl IntoView {
             "Archived photos are kept but hidden from Photos.",
         ),
         View::Trash => ("Trash is empty", ""),
-        View::Duplicates | View::Albums | View::Members | View::Sharing | View::Search => ("", ""),
+        View::Duplicates
+        | View::Albums
+        | View::Members
+        | View::Sharing
+        | View::Search
+        | View::Map => ("", ""),
     };
     view! {
         <div class="shell">
@@ -187,6 +193,8 @@ pub(crate) fn Timeline(ui: Ui) -> impl IntoView {
                     view! { <albums::MembersPage/> }.into_any()
                 } else if ui.view.get() == View::Sharing {
                     view! { <crate::pages::sharing::SharingPage ui=ui/> }.into_any()
+                } else if ui.view.get() == View::Map {
+                    view! { <crate::pages::map_page::MapPage ui=ui/> }.into_any()
                 } else if ui.view.get() == View::Search {
                     view! { <crate::pages::search_page::SearchPage ui=ui/> }.into_any()
                 } else {

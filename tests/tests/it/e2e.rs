@@ -695,6 +695,41 @@ async fn pwa_shows_ml_progress_and_people() {
     .await;
     screenshot(&c, "e2e-memory-slideshow.png").await;
     click(&c, "#slide-close").await;
+    // The map, offline: country shapes from the service worker's cache, the photo's marker.
+    let t0 = std::time::Instant::now();
+    click(&c, "#nav-map").await;
+    wait_for(&c, "a marker on the offline map", t, || async {
+        let v = c
+            .execute(
+                "return document.querySelectorAll('#map .cluster').length",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (v.as_u64()? >= 1).then_some(())
+    })
+    .await;
+    eprintln!(
+        "map page offline: markers drawn {:.0} ms after the click",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+    let shapes = c
+        .execute("return fetch('/world.svg').then(r => r.text()).then(t => (t.match(/<path/g) || []).length)", vec![])
+        .await
+        .unwrap();
+    assert!(
+        shapes.as_u64().unwrap() > 150,
+        "country shapes offline: {shapes}"
+    );
+    screenshot(&c, "e2e-map-offline.png").await;
+    click(&c, "#map .cluster").await;
+    wait_for(&c, "the cluster's photos", t, || async {
+        text_of(&c, "#map-place")
+            .await
+            .contains("France")
+            .then_some(())
+    })
+    .await;
     click(&c, "#nav-search").await;
     search("paris").await;
     assert_eq!(
