@@ -216,6 +216,15 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
             {move || person.get().map(|p| {
                 let p2 = p.clone();
                 let p3 = p.clone();
+                let p4 = p.clone();
+                let others: Vec<(String, String)> = people()
+                    .into_iter()
+                    .filter(|x| x.id != p)
+                    .map(|x| {
+                        let name = x.record.name.clone().filter(|n| !n.is_empty());
+                        (x.id.clone(), name.unwrap_or_else(|| format!("Unnamed ({} photos)", x.faces)))
+                    })
+                    .collect();
                 view! {
                     <form id="person-edit" class="person-edit" on:submit=move |ev| {
                         ev.prevent_default();
@@ -229,6 +238,18 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
                             update_person(ui, &p3, |r| r.hidden = Some(true));
                             person.set(None);
                         }>"Hide person"</button>
+                        <select id="person-merge" on:change=move |e| {
+                            let into = event_target_value(&e);
+                            if !into.is_empty() && into != p4 {
+                                // A user decision the ML node never undoes; faces follow
+                                // `merged_into` when people are resolved.
+                                update_person(ui, &p4, |r| r.merged_into = Some(into.clone()));
+                                person.set(Some(into));
+                            }
+                        }>
+                            <option value="">"Same person as…"</option>
+                            {others.into_iter().map(|(id, name)| view! { <option value=id>{name}</option> }).collect_view()}
+                        </select>
                         <span class="dim">{p.clone()}</span>
                     </form>
                 }
