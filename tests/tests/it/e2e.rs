@@ -483,8 +483,11 @@ async fn pwa_shows_ml_progress_and_people() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // The node embeds search phrases with the ML node (`--ml`).
+    let ml_port = free_port();
+    let ml_url = format!("http://127.0.0.1:{ml_port}");
     let (node, key) = tokio::task::block_in_place(|| {
-        let node = Node::start_on(&data, free_port()).unwrap();
+        let node = Node::start_full_on(&data, free_port(), &["--ml", &ml_url]).unwrap();
         let mut api = tessera_tests::Api::new(&node.url);
         api.bootstrap_admin().unwrap();
         for n in ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"] {
@@ -517,12 +520,7 @@ async fn pwa_shows_ml_progress_and_people() {
     .map(str::to_owned)
     .to_vec();
     let _ml = tokio::task::block_in_place(|| {
-        tessera_tests::ml::MlNode::start_with(
-            &models,
-            &dir.path().join("ml.log"),
-            free_port(),
-            &args,
-        )
+        tessera_tests::ml::MlNode::start_with(&models, &dir.path().join("ml.log"), ml_port, &args)
     })
     .unwrap();
 
@@ -632,6 +630,15 @@ async fn pwa_shows_ml_progress_and_people() {
         text_of(&c, "#search .search-people")
             .await
             .contains("Barack")
+            .then_some(())
+    })
+    .await;
+    // The new photo analysed too (so the CLIP packs stop changing before the rankings are
+    // compared).
+    wait_for(&c, "the ML node to analyse the new photo", t, || async {
+        text_of(&c, "#ml-progress")
+            .await
+            .contains("all 5 photos analysed")
             .then_some(())
     })
     .await;
