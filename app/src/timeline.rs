@@ -300,23 +300,8 @@ pub fn jump_to(frac: f64) {
     sc.set_scroll_top((y + off) as i32);
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
 fn month_name(m: u32) -> &'static str {
-    MONTHS[(m.clamp(1, 12) - 1) as usize]
+    tessera_core::record::MONTH_NAMES[(m.clamp(1, 12) - 1) as usize]
 }
 
 /// "May 2024 · 3 photos".

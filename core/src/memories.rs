@@ -219,22 +219,12 @@ pub fn all(records: &[AssetRecord], idx: &PeopleIndex, today: &str) -> Vec<Memor
 }
 
 fn month_year(d: &str) -> String {
-    const M: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
     let m: usize = d.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
-    format!("{} {}", M[m.clamp(1, 12) - 1], d.get(..4).unwrap_or(""))
+    format!(
+        "{} {}",
+        crate::record::MONTH_NAMES[m.clamp(1, 12) - 1],
+        d.get(..4).unwrap_or("")
+    )
 }
 
 /// Days from `a` to `b` (both `YYYY-MM-DD`), by the civil calendar.

@@ -178,6 +178,22 @@ impl AssetRecord {
     }
 }
 
+/// English month names, January first (timeline headers, memories, free-text search).
+pub const MONTH_NAMES: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
 /// `YYYY-MM` of an ISO 8601 date-time, if it starts with a plausible date.
 pub fn month_of(ts: &str) -> Option<String> {
     let b = ts.as_bytes();

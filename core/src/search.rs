@@ -76,21 +76,6 @@ const STOP_WORDS: [&str; 12] = [
     "a", "an", "and", "at", "in", "of", "on", "the", "with", "from", "to", "photo",
 ];
 
-const MONTHS: [&str; 12] = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-];
-
 /// Lowercase without accents (the Latin letters people type without them).
 pub fn fold(s: &str) -> String {
     s.chars()
@@ -170,7 +155,7 @@ pub fn haystack(r: &AssetRecord, f: Facts<'_>) -> Vec<String> {
         out.push(t[..4].to_owned());
         if let Ok(m) = t[5..7].parse::<usize>() {
             if (1..=12).contains(&m) {
-                out.push(MONTHS[m - 1].to_owned());
+                out.push(crate::record::MONTH_NAMES[m - 1].to_lowercase());
             }
         }
     }
