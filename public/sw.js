@@ -1,8 +1,8 @@
 // Tessera service worker: keeps the app shell available offline. The catalogue and thumbnails
 // live in IndexedDB (the app's own code), so API requests are never cached here.
 importScripts("/outbox.js");
-const CACHE = "tessera-shell-v3";
-const SHELL = ["/", "/index.html", "/tessera-app.js", "/tessera-app_bg.wasm", "/manifest.webmanifest", "/outbox.js", "/icon-192.png", "/icon-512.png", "/world.svg"];
+const CACHE = "tessera-shell-v4";
+const SHELL = ["/", "/index.html", "/tessera-app.js", "/tessera-app_bg.wasm", "/manifest.webmanifest", "/outbox.js", "/icon-192.png", "/icon-512.png", "/world.svg", "/search-worker.js", "/search-worker_bg.wasm"];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));

@@ -21,6 +21,7 @@ mod p2p;
 mod pages;
 mod routes;
 mod search;
+mod search_worker;
 mod session;
 mod state;
 mod thumbs;

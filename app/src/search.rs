@@ -20,7 +20,7 @@ use tessera_core::AssetRecord;
 use wasm_bindgen::JsValue;
 
 use crate::state::{user_id, CORE};
-use crate::{db, net};
+use crate::{db, net, search_worker};
 
 const PACKS: &str = "packs";
 const EMBEDS: &str = "embeds";
@@ -93,9 +93,10 @@ fn clip_packs() -> Vec<(String, String)> {
     })
 }
 
-async fn cached_pack(db: &Rexie, hash: &str, fetch: bool) -> Option<Pack> {
-    let bytes = match db::get(db, PACKS, hash).await.ok().flatten() {
-        Some(v) => Uint8Array::new(&v).to_vec(),
+/// A pack's bytes from the search cache, else from the node if `fetch` (kept if it decodes).
+async fn cached_pack_bytes(db: &Rexie, hash: &str, fetch: bool) -> Option<Vec<u8>> {
+    match db::get(db, PACKS, hash).await.ok().flatten() {
+        Some(v) => Some(Uint8Array::new(&v).to_vec()),
         None if fetch => {
             let b = net::get_bytes(&format!("/api/tessera/blobs/{hash}"))
                 .await
@@ -109,11 +110,14 @@ async fn cached_pack(db: &Rexie, hash: &str, fetch: bool) -> Option<Pack> {
                 &Uint8Array::from(b.as_slice()).into(),
             )
             .await;
-            b
+            Some(b)
         }
-        None => return None,
-    };
-    Pack::decode(&bytes).ok()
+        None => None,
+    }
+}
+
+async fn cached_pack(db: &Rexie, hash: &str, fetch: bool) -> Option<Pack> {
+    Pack::decode(&cached_pack_bytes(db, hash, fetch).await?).ok()
 }
 
 /// Fetches the packs this browser does not hold yet (while the node is reachable), so smart
@@ -133,12 +137,7 @@ pub async fn prefetch_packs() -> usize {
 
 /// The CLIP index of `model` from the packs held here (fetching missing ones if `online`).
 async fn clip_index(model: &str, online: bool) -> (Rc<VectorIndex>, usize) {
-    let mut hashes: Vec<String> = clip_packs()
-        .into_iter()
-        .filter(|(m, _)| m == model)
-        .map(|(_, h)| h)
-        .collect();
-    hashes.sort();
+    let hashes = clip_hashes(model);
     if let Some(i) = INDEX.with(|x| {
         x.borrow()
             .as_ref()
@@ -165,6 +164,86 @@ async fn clip_index(model: &str, online: bool) -> (Rc<VectorIndex>, usize) {
         INDEX.with(|x| *x.borrow_mut() = Some((hashes, idx.clone())));
     }
     (idx, missing)
+}
+
+/// The sorted hashes of `model`'s packs.
+fn clip_hashes(model: &str) -> Vec<String> {
+    let mut hashes: Vec<String> = clip_packs()
+        .into_iter()
+        .filter(|(m, _)| m == model)
+        .map(|(_, h)| h)
+        .collect();
+    hashes.sort();
+    hashes
+}
+
+/// What a smart scan found: asset ids best first, rows scanned, months not downloaded yet,
+/// and where it ran.
+struct Smart {
+    ids: Vec<String>,
+    rows: usize,
+    missing: usize,
+    backend: String,
+}
+
+/// The smart scan in the search worker (WebGPU or wasm SIMD, off the page's thread).
+async fn smart_in_worker(
+    model: &str,
+    q: &[f32],
+    online: bool,
+    allow: &dyn Fn(&str) -> bool,
+) -> Result<Smart, String> {
+    let w = search_worker::get()
+        .await
+        .ok_or("the search worker is unavailable")?;
+    let hashes = clip_hashes(model);
+    let mut missing = 0;
+    let loaded = match w.loaded().filter(|l| l.hashes == hashes) {
+        Some(l) => l,
+        None => {
+            let db = cache_db().await.ok_or("IndexedDB is unavailable")?;
+            let mut packs = Vec::new();
+            for h in &hashes {
+                match cached_pack_bytes(&db, h, online).await {
+                    Some(b) => packs.push(b),
+                    None => missing += 1,
+                }
+            }
+            // With months missing the index is rebuilt on the next search.
+            let key = if missing == 0 { hashes } else { Vec::new() };
+            w.load(key, packs).await?
+        }
+    };
+    let keys = loaded.keys.clone();
+    let (hits, backend) = w
+        .search(q, SMART_RESULTS, |i| keys.get(i).is_some_and(|k| allow(k)))
+        .await?;
+    Ok(Smart {
+        ids: hits
+            .into_iter()
+            .filter_map(|(i, _)| keys.get(i).cloned())
+            .collect(),
+        rows: keys.len(),
+        missing,
+        backend,
+    })
+}
+
+/// The same scan on the page's thread (no worker here).
+async fn smart_on_page(
+    model: &str,
+    q: &[f32],
+    online: bool,
+    allow: &dyn Fn(&str) -> bool,
+) -> Smart {
+    let (idx, missing) = clip_index(model, online).await;
+    let hits = idx.search(q, SMART_RESULTS, |i| allow(&idx.keys[i]));
+    Smart {
+        ids: hits.into_iter().map(|(i, _)| idx.keys[i].clone()).collect(),
+        rows: idx.len(),
+        missing,
+        backend: "wasm SIMD on the page".into(),
+    }
 }
 
 /// A query's CLIP embedding: cached here, else asked of the node (and cached).
@@ -250,25 +329,37 @@ pub async fn run(mut filters: Filters) -> Found {
         }
         Ok((model, q)) => {
             let online = web_sys::window().is_some_and(|w| w.navigator().on_line());
-            let (idx, missing) = clip_index(&model, online).await;
             let seen: HashSet<&str> = found.exact.iter().map(|r| r.id.as_str()).collect();
             let by_id: std::collections::HashMap<&str, &AssetRecord> =
                 records.iter().map(|r| (r.id.as_str(), r)).collect();
-            let hits = idx.search(&q, SMART_RESULTS, |i| {
-                let k = idx.keys[i].as_str();
+            let allow = |k: &str| {
                 !seen.contains(k)
                     && by_id
                         .get(k)
                         .is_some_and(|r| filters.matches_fields(r, people.facts(k)))
-            });
-            found.smart = hits
-                .into_iter()
-                .filter_map(|(i, _)| by_id.get(idx.keys[i].as_str()).map(|r| (*r).clone()))
+            };
+            let smart = match smart_in_worker(&model, &q, online, &allow).await {
+                Ok(s) => s,
+                Err(why) => {
+                    web_sys::console::warn_1(&format!("search worker: {why}").into());
+                    smart_on_page(&model, &q, online, &allow).await
+                }
+            };
+            found.smart = smart
+                .ids
+                .iter()
+                .filter_map(|k| by_id.get(k.as_str()).map(|r| (*r).clone()))
                 .collect();
-            found.note = if missing > 0 {
-                format!("Smart search over the photos analysed so far on this device ({missing} months not downloaded yet).")
+            found.note = if smart.missing > 0 {
+                format!(
+                    "Smart search over the photos analysed so far on this device ({} months not downloaded yet; {}).",
+                    smart.missing, smart.backend
+                )
             } else {
-                format!("Smart search ran on this device over {} photos.", idx.len())
+                format!(
+                    "Smart search ran on this device over {} photos ({}).",
+                    smart.rows, smart.backend
+                )
             };
         }
     }

@@ -366,18 +366,28 @@ impl VectorIndex {
             return Vec::new();
         }
         let qc = sign_code(q);
-        let mut ham: Vec<(u32, usize)> = (0..self.len())
-            .filter(|&i| allow(i))
+        let dist: Vec<u32> = (0..self.len())
             .map(|i| {
+                if !allow(i) {
+                    return u32::MAX;
+                }
                 let row = &self.codes[i * self.words..(i + 1) * self.words];
-                let d = row.iter().zip(&qc).map(|(a, b)| (a ^ b).count_ones()).sum();
-                (d, i)
+                row.iter().zip(&qc).map(|(a, b)| (a ^ b).count_ones()).sum()
             })
             .collect();
-        if ham.len() > candidates {
-            ham.select_nth_unstable(candidates - 1);
-            ham.truncate(candidates);
+        let mut hist = vec![0u32; self.words * 64 + 1];
+        for &d in &dist {
+            if let Some(h) = hist.get_mut(d as usize) {
+                *h += 1;
+            }
         }
+        let (threshold, _) = candidate_threshold(&hist, candidates);
+        let ham: Vec<(u32, usize)> = dist
+            .iter()
+            .enumerate()
+            .filter(|(_, &d)| d <= threshold)
+            .map(|(i, &d)| (d, i))
+            .collect();
         let mut scored: Vec<(usize, f32)> = ham
             .into_iter()
             .map(|(_, i)| (i, self.score(q, i)))
@@ -399,6 +409,120 @@ impl VectorIndex {
             .collect();
         rank(&mut scored, k);
         scored
+    }
+}
+
+/// Stage one's cut: the smallest Hamming distance `t` such that at least `candidates` rows
+/// are within `t` (all rows when fewer), and how many rows that keeps. A threshold rather
+/// than an exact count keeps every row tied at the cut, so the CPU, wasm and GPU kernels
+/// (which count in parallel) pick the same candidates.
+pub fn candidate_threshold(hist: &[u32], candidates: usize) -> (u32, usize) {
+    let mut total = 0usize;
+    for (d, &c) in hist.iter().enumerate() {
+        total += c as usize;
+        if total >= candidates {
+            return (d as u32, total);
+        }
+    }
+    (hist.len().saturating_sub(1) as u32, total)
+}
+
+/// Parts of the index for other kernels (the GPU one): sign codes as little-endian u32 words,
+/// int8 rows packed four to a u32, and the per-row scales.
+impl VectorIndex {
+    pub fn words32(&self) -> usize {
+        self.words * 2
+    }
+
+    pub fn codes_u32(&self) -> Vec<u32> {
+        self.codes
+            .iter()
+            .flat_map(|w| [*w as u32, (*w >> 32) as u32])
+            .collect()
+    }
+
+    /// int8 rows packed little-endian four to a u32; rows are padded to a multiple of four.
+    pub fn quant_u32(&self) -> Vec<u32> {
+        let per = self.dim.div_ceil(4);
+        let mut out = Vec::with_capacity(self.len() * per);
+        for row in self.quant.chunks(self.dim.max(1)) {
+            for c in row.chunks(4) {
+                let mut b = [0u8; 4];
+                for (x, y) in b.iter_mut().zip(c) {
+                    *x = *y as u8;
+                }
+                out.push(u32::from_le_bytes(b));
+            }
+            out.extend(std::iter::repeat_n(0, per - row.len().div_ceil(4)));
+        }
+        out
+    }
+
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// The query's sign code as u32 words (what the GPU kernel compares against).
+    pub fn query_code_u32(&self, q: &[f32]) -> Vec<u32> {
+        sign_code(q)
+            .iter()
+            .flat_map(|w| [*w as u32, (*w >> 32) as u32])
+            .collect()
+    }
+}
+
+/// Generated vectors with known neighbours, for parity tests and benches of every kernel
+/// (native, wasm, GPU): deterministic, no RNG crate.
+pub mod synthetic {
+    /// Pseudo-random unit vectors (xorshift), one at a time (300k × 512 need not be held).
+    pub fn vectors_iter(n: usize, dim: usize, seed: u64) -> impl Iterator<Item = Vec<f32>> {
+        let mut s = seed | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        };
+        (0..n).map(move |_| normalise((0..dim).map(|_| next()).collect()))
+    }
+
+    pub fn vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+        vectors_iter(n, dim, seed).collect()
+    }
+
+    pub fn normalise(v: Vec<f32>) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
+        v.into_iter().map(|x| x / n).collect()
+    }
+
+    /// `n` random rows, then `planted` near neighbours for each of `queries` queries (the
+    /// query plus growing noise, so their order is known: row `n + qi × planted + j` is the
+    /// `j`-th nearest of query `qi`). Returns (rows, queries); rows come one at a time.
+    pub fn planted(
+        n: usize,
+        dim: usize,
+        queries: usize,
+        planted: usize,
+        seed: u64,
+    ) -> (impl Iterator<Item = Vec<f32>>, Vec<Vec<f32>>) {
+        let qs = vectors(queries, dim, seed.wrapping_mul(31).wrapping_add(7));
+        let noise = vectors(queries * planted, dim, seed.wrapping_add(5));
+        let near: Vec<Vec<f32>> = qs
+            .iter()
+            .enumerate()
+            .flat_map(|(qi, q)| {
+                let noise = &noise;
+                (0..planted).map(move |j| {
+                    normalise(
+                        q.iter()
+                            .zip(&noise[qi * planted + j])
+                            .map(|(a, b)| a + b * (0.2 + j as f32 * 0.05))
+                            .collect(),
+                    )
+                })
+            })
+            .collect();
+        (vectors_iter(n, dim, seed).chain(near), qs)
     }
 }
 
@@ -639,24 +763,7 @@ mod tests {
         assert!(!q.is_empty());
     }
 
-    /// Deterministic pseudo-random unit vectors (xorshift), so tests need no RNG crate.
-    fn vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
-        let mut s = seed | 1;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-        };
-        (0..n)
-            .map(|_| normalise((0..dim).map(|_| next()).collect()))
-            .collect()
-    }
-
-    fn normalise(v: Vec<f32>) -> Vec<f32> {
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
-        v.into_iter().map(|x| x / n).collect()
-    }
+    use super::synthetic::{normalise, vectors};
 
     #[test]
     fn planted_neighbours_are_found_exactly() {
@@ -695,6 +802,39 @@ mod tests {
         let only_even = idx.search(&queries[0], 5, |i| i % 2 == 0);
         assert!(only_even.iter().all(|(i, _)| i % 2 == 0));
         assert_eq!(only_even.len(), 5);
+    }
+
+    #[test]
+    fn the_cut_keeps_every_row_tied_at_it() {
+        assert_eq!(candidate_threshold(&[0, 2, 3, 0, 5], 4), (2, 5));
+        assert_eq!(candidate_threshold(&[0, 2, 3, 0, 5], 2), (1, 2));
+        assert_eq!(candidate_threshold(&[0, 2, 3, 0, 5], 100), (4, 10));
+        assert_eq!(candidate_threshold(&[], 1), (0, 0));
+    }
+
+    #[test]
+    fn the_gpu_layout_holds_the_same_numbers() {
+        let mut idx = VectorIndex::new(70);
+        let v: Vec<f32> = (0..70).map(|i| (i as f32 - 35.0) / 35.0).collect();
+        idx.push("a", &v);
+        idx.push("b", &v.iter().map(|x| -x).collect::<Vec<_>>());
+        let q = idx.quant_u32();
+        assert_eq!(q.len(), 2 * 18);
+        for row in 0..2 {
+            for j in 0..70 {
+                let b = (q[row * 18 + j / 4] >> (8 * (j % 4))) as u8 as i8;
+                assert_eq!(b, idx.quant[row * 70 + j]);
+            }
+        }
+        let codes = idx.codes_u32();
+        assert_eq!(codes.len(), 2 * idx.words32());
+        for row in 0..2 {
+            for j in 0..70 {
+                let bit = codes[row * idx.words32() + j / 32] >> (j % 32) & 1;
+                assert_eq!(bit == 1, (if row == 0 { v[j] } else { -v[j] }) > 0.0);
+            }
+        }
+        assert_eq!(idx.query_code_u32(&v), codes[..idx.words32()].to_vec());
     }
 
     #[test]

@@ -224,6 +224,8 @@ fn setup(browser: bool) -> Result<()> {
         "libheif-dev",
         "pkg-config",
         "ffmpeg",
+        // Mesa's lavapipe: a software Vulkan GPU for the wgpu search kernel's tests.
+        "mesa-vulkan-drivers",
     ];
     if browser {
         pkgs.extend(["chromium", "chromium-driver", "libvips-tools", "unzip"]);
@@ -1077,7 +1079,8 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         .env("TESSERA_MODELS", &models)
         .env("TESSERA_FACE_PHOTOS", &faces)
         .env("TESSERA_PYTHON", &python)
-        .env("TESSERA_REQUIRE_ML", "1");
+        .env("TESSERA_REQUIRE_ML", "1")
+        .env("TESSERA_REQUIRE_GPU", "1");
         if e2e {
             c.env("TESSERA_WEB_DIR", root.join("dist"))
                 .env("TESSERA_REQUIRE_E2E", "1");

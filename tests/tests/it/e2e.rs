@@ -201,6 +201,11 @@ fn write_photos(dir: &Path) -> Vec<PathBuf> {
 
 /// chromedriver + headless Chromium with a fresh profile under `dir`.
 async fn browser(dir: &Path) -> (Driver, Client) {
+    browser_with(dir, false).await
+}
+
+/// The same with WebGPU on (SwiftShader's software adapter: see ENVIRONMENT.md).
+async fn browser_with(dir: &Path, webgpu: bool) -> (Driver, Client) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dport = free_port();
     let profile = dir.join("chrome-profile");
@@ -215,13 +220,29 @@ async fn browser(dir: &Path) -> (Driver, Client) {
         profile.clone(),
     );
     let mut caps = serde_json::Map::new();
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--no-first-run".into(),
+        "--disable-dev-shm-usage".into(),
+        "--window-size=1280,900".into(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    if webgpu {
+        args.extend([
+            "--enable-unsafe-webgpu".into(),
+            "--use-angle=swiftshader".into(),
+            "--enable-features=Vulkan".into(),
+        ]);
+    } else {
+        args.push("--disable-gpu".into());
+    }
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({"binary": "/usr/bin/chromium", "args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-            "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
-        ]}),
+        json!({"binary": "/usr/bin/chromium", "args": args}),
     );
     let mut client = None;
     for _ in 0..40 {
@@ -673,6 +694,12 @@ async fn pwa_shows_ml_progress_and_people() {
         (note.contains("ran on this device") && !ids.is_empty()).then_some(ids)
     })
     .await;
+    // In the search worker (not the page's fallback); no GPU in this browser.
+    assert!(
+        text_of(&c, "#search-note").await.contains("(wasm SIMD)"),
+        "{}",
+        texts(&c).await
+    );
     screenshot(&c, "e2e-search-online.png").await;
 
     // The node goes away: every search still answers, from this device.
@@ -1785,4 +1812,178 @@ async fn pwa_share_target_queues_offline_and_uploads_later() {
     )
     .await;
     drop(node);
+}
+
+/// Runs the search worker's self-test in the page: the worker builds the index of generated
+/// vectors with known neighbours and answers every query with its wasm SIMD kernel and (when
+/// the browser has an adapter) its WebGPU kernel.
+async fn worker_selftest(
+    c: &Client,
+    setup: &tessera_search_gpu::synthetic_check::Setup,
+) -> serde_json::Value {
+    let script = r#"
+        const [setup, done] = arguments;
+        const src = `importScripts("${location.origin}/search-worker.js"); wasm_bindgen("${location.origin}/search-worker_bg.wasm");`;
+        const w = new Worker(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+        w.onerror = (e) => done({error: "worker error: " + e.message});
+        w.onmessage = (e) => {
+            if (e.data.op === "ready") w.postMessage({op: "selftest", id: 1, setup});
+            else if (e.data.op === "selftest") { done({report: e.data.report}); w.terminate(); }
+            else done({error: JSON.stringify(e.data)});
+        };
+    "#;
+    let r = c
+        .execute_async(script, vec![json!(serde_json::to_string(setup).unwrap())])
+        .await
+        .expect("the self-test ran");
+    if let Some(e) = r.get("error") {
+        panic!("search worker: {e}");
+    }
+    serde_json::from_str(r["report"].as_str().unwrap()).unwrap()
+}
+
+async fn script_timeout(c: &Client, secs: u64) {
+    let mut t = fantoccini::wd::TimeoutConfiguration::default();
+    t.set_script(Some(Duration::from_secs(secs)));
+    c.update_timeouts(t).await.unwrap();
+}
+
+/// The f32 reference's rows for every query of `setup`.
+fn reference_rows(setup: &tessera_search_gpu::synthetic_check::Setup) -> Vec<Vec<usize>> {
+    use tessera_core::search::{synthetic, VectorIndex};
+    let (rows, queries) =
+        synthetic::planted(setup.n, setup.dim, setup.queries, setup.planted, setup.seed);
+    let mut idx = VectorIndex::new(setup.dim);
+    for (i, v) in rows.enumerate() {
+        idx.push(&i.to_string(), &v);
+    }
+    queries
+        .iter()
+        .map(|q| {
+            idx.exact_top_k(q, setup.k, |_| true)
+                .into_iter()
+                .map(|x| x.0)
+                .collect()
+        })
+        .collect()
+}
+
+/// wasm SIMD and WebGPU (SwiftShader) in headless Chromium find exactly the f32 reference's
+/// top k on generated vectors with known neighbours; so does each planted neighbour's rank.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_kernels_in_the_browser_match_the_reference() {
+    use tessera_search_gpu::synthetic_check::Setup;
+    let Some(_web) = browser_ready() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node =
+        tokio::task::block_in_place(|| Node::start_on(&dir.path().join("data"), free_port()))
+            .unwrap();
+    let (_driver, c) = browser_with(dir.path(), true).await;
+    script_timeout(&c, 300).await;
+    c.goto(&node.url).await.unwrap();
+    let setup = Setup {
+        n: 20_000,
+        dim: 512,
+        queries: 12,
+        planted: 10,
+        k: 10,
+        seed: 5,
+    };
+    let report = worker_selftest(&c, &setup).await;
+    let want = reference_rows(&setup);
+    let rows = |run: &serde_json::Value| -> Vec<Vec<usize>> {
+        serde_json::from_value(run["rows"].clone()).unwrap()
+    };
+    assert_eq!(
+        rows(&report["cpu"]),
+        want,
+        "wasm SIMD against the f32 reference"
+    );
+    // Row n + qi × planted + j is the j-th nearest of query qi.
+    for (qi, r) in want.iter().enumerate() {
+        let planted: Vec<usize> = (0..setup.planted)
+            .map(|j| setup.n + qi * setup.planted + j)
+            .collect();
+        assert_eq!(r, &planted);
+    }
+    assert!(
+        report["gpu_error"].is_null(),
+        "WebGPU in headless Chromium: {}",
+        report["gpu_error"]
+    );
+    assert_eq!(
+        rows(&report["gpu"]),
+        want,
+        "WebGPU against the f32 reference"
+    );
+    let cpu_scores: Vec<Vec<f32>> =
+        serde_json::from_value(report["cpu"]["scores"].clone()).unwrap();
+    let gpu_scores: Vec<Vec<f32>> =
+        serde_json::from_value(report["gpu"]["scores"].clone()).unwrap();
+    for (a, b) in cpu_scores.iter().flatten().zip(gpu_scores.iter().flatten()) {
+        assert!((a - b).abs() < 1e-4, "scores {a} and {b}");
+    }
+    eprintln!(
+        "browser search kernels at {} rows: wasm SIMD p50 {:.1} ms, WebGPU ({}) p50 {:.1} ms",
+        report["rows_indexed"],
+        report["cpu"]["p50_ms"],
+        report["gpu_adapter"],
+        report["gpu"]["p50_ms"]
+    );
+    c.close().await.unwrap();
+}
+
+/// `cargo xtask bench`: the same at 300k × 512 in headless Chromium, figures to
+/// `$TESSERA_BENCH_OUT` (JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn browser_search_bench() {
+    use tessera_search_gpu::synthetic_check::Setup;
+    let Some(_web) = browser_ready() else {
+        return;
+    };
+    let n: usize = std::env::var("TESSERA_BENCH_VECTORS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let dir = tempfile::tempdir().unwrap();
+    let node =
+        tokio::task::block_in_place(|| Node::start_on(&dir.path().join("data"), free_port()))
+            .unwrap();
+    let (_driver, c) = browser_with(dir.path(), true).await;
+    script_timeout(&c, 1800).await;
+    c.goto(&node.url).await.unwrap();
+    let setup = Setup {
+        n,
+        dim: 512,
+        queries: 30,
+        planted: 10,
+        k: 50,
+        seed: 3,
+    };
+    let mut report = worker_selftest(&c, &setup).await;
+    // Recall of the planted neighbours (the top 10 of each query).
+    for run in ["cpu", "gpu"] {
+        if let Ok(rows) = serde_json::from_value::<Vec<Vec<usize>>>(report[run]["rows"].clone()) {
+            let found: usize = rows
+                .iter()
+                .enumerate()
+                .map(|(qi, r)| {
+                    r.iter()
+                        .filter(|&&x| x >= n + qi * 10 && x < n + qi * 10 + 10)
+                        .count()
+                })
+                .sum();
+            report[run]["recall_at_10"] = json!(found as f64 / (rows.len() * 10).max(1) as f64);
+            report[run]["rows"] = json!(null);
+            report[run]["scores"] = json!(null);
+        }
+    }
+    let out =
+        std::env::var("TESSERA_BENCH_OUT").unwrap_or_else(|_| "browser-search-bench.json".into());
+    std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    c.close().await.unwrap();
 }

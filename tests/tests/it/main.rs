@@ -5,6 +5,7 @@ mod access;
 mod albums;
 mod crash;
 mod e2e;
+mod gpu_search;
 mod household;
 mod http;
 mod immich_cli;
