@@ -180,6 +180,11 @@ def main():
     os.makedirs(os.path.join(dst, "detection"), exist_ok=True)
     shutil.copyfile(yunet, os.path.join(dst, "detection/model.onnx"))
     fix_sface(sface, os.path.join(dst, "recognition/model.onnx"))
+    # PP-OCRv4 text detection + recognition, as RapidOCR ships them.
+    ocr = os.path.join(src, "rapidocr_onnxruntime/models")
+    for part, name in [("detection", "ch_PP-OCRv4_det_infer.onnx"), ("recognition", "ch_PP-OCRv4_rec_infer.onnx")]:
+        os.makedirs(os.path.join(out, "pp-ocrv4", part), exist_ok=True)
+        shutil.copyfile(os.path.join(ocr, name), os.path.join(out, "pp-ocrv4", part, "model.onnx"))
     clip_visual(os.path.join(out, "clip-test-color/visual/model.onnx"))
     clip_textual(os.path.join(out, "clip-test-color/textual/model.onnx"))
     # buffalo_l's signatures, so the SCRFD + ArcFace code (Immich's default) runs in tests.

@@ -38,6 +38,12 @@ pub struct MlMark {
     pub face_model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_model: Option<String>,
+    /// The text model that read the photo, and the text it read (lines joined by newlines;
+    /// empty when there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocr_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     /// Why analysis failed, if it did (the asset is not retried until the models change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

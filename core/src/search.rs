@@ -61,6 +61,8 @@ pub struct Filters {
     pub visibility: Visibility,
     /// A part of the file name.
     pub filename: Option<String>,
+    /// Words read in the photo (OCR): every word must be there (Immich's `ocr`).
+    pub ocr: Option<String>,
 }
 
 /// What a search knows of one asset beyond its record.
@@ -70,6 +72,8 @@ pub struct Facts<'a> {
     pub people: &'a [String],
     /// Their names (for free text).
     pub names: &'a [String],
+    /// Text read in the photo (OCR by the ML node).
+    pub text: Option<&'a str>,
 }
 
 const STOP_WORDS: [&str; 12] = [
@@ -151,6 +155,9 @@ pub fn haystack(r: &AssetRecord, f: Facts<'_>) -> Vec<String> {
     for n in f.names {
         out.extend(words(n));
     }
+    if let Some(t) = f.text {
+        out.extend(words(t));
+    }
     if let Some(t) = r.taken_at.as_deref().filter(|t| t.len() >= 7) {
         out.push(t[..4].to_owned());
         if let Ok(m) = t[5..7].parse::<usize>() {
@@ -228,6 +235,12 @@ impl Filters {
         }
         if let Some(n) = self.filename.as_deref() {
             if !contains_folded(r.filename.as_deref(), n) {
+                return false;
+            }
+        }
+        if let Some(t) = self.ocr.as_deref().filter(|t| !t.trim().is_empty()) {
+            let have = words(f.text.unwrap_or_default());
+            if !text_matches(&query_words(t), &have) {
                 return false;
             }
         }
@@ -548,16 +561,23 @@ pub struct PeopleIndex {
     by_asset: HashMap<String, (Vec<String>, Vec<String>)>,
     /// Person id → name (named people only).
     pub names: HashMap<String, String>,
+    /// Asset id → text read in it (OCR).
+    pub text: HashMap<String, String>,
 }
 
 impl PeopleIndex {
     pub fn facts(&self, asset: &str) -> Facts<'_> {
+        let text = self.text.get(asset).map(String::as_str);
         match self.by_asset.get(asset) {
             Some((p, n)) => Facts {
                 people: p,
                 names: n,
+                text,
             },
-            None => Facts::default(),
+            None => Facts {
+                text,
+                ..Facts::default()
+            },
         }
     }
 
@@ -608,6 +628,11 @@ impl Library {
             }
         }
         for doc in self.ml_doc_ids(user) {
+            for (asset, m) in self.ml_marks(&doc)? {
+                if let Some(t) = m.text.filter(|t| !t.trim().is_empty()) {
+                    idx.text.insert(asset, t);
+                }
+            }
             for (_, f) in self.faces(&doc, None)? {
                 let Some(p) = f.effective_person() else {
                     continue;
@@ -707,8 +732,13 @@ mod tests {
         let f = Facts {
             people: &people,
             names: &names,
+            text: Some("TOTAL 12,50 EUR\nBoulangerie Dupont"),
         };
         let hay = haystack(&r, f);
+        // Words read in the photo (OCR).
+        for q in ["boulangerie", "dupont total"] {
+            assert!(text_matches(&query_words(q), &hay), "{q}");
+        }
         for q in [
             "Anna in Paris 2023",
             "anna muller",
@@ -732,7 +762,19 @@ mod tests {
         let f = Facts {
             people: &people,
             names: &[],
+            text: None,
         };
+        // Immich's `ocr`: words read in the photo.
+        let o = Filters {
+            ocr: Some("dupont boul".into()),
+            ..Default::default()
+        };
+        let read = Facts {
+            text: Some("Boulangerie DUPONT"),
+            ..f
+        };
+        assert!(o.matches_fields(&r, read));
+        assert!(!o.matches_fields(&r, f));
         let mut q = Filters {
             people: vec!["p1".into()],
             city: Some("paris".into()),

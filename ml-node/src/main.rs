@@ -54,6 +54,10 @@ enum Cmd {
         /// CLIP model for smart search.
         #[arg(long, default_value = "ViT-B-32__openai")]
         clip_model: String,
+        /// Text-in-photos model (OCR), installed from PyPI by `cargo xtask models`; "" turns
+        /// it off.
+        #[arg(long, default_value = "pp-ocrv4")]
+        ocr_model: String,
         /// Execution provider: cpu, or a GPU one compiled in (default: the best that loads).
         #[arg(long)]
         provider: Option<String>,
@@ -173,6 +177,7 @@ async fn main() -> Result<()> {
             m,
             face_model,
             clip_model,
+            ocr_model,
             provider,
             threads,
             offline,
@@ -208,6 +213,7 @@ async fn main() -> Result<()> {
                 threads,
                 face_model,
                 clip_model,
+                ocr_model,
                 offline,
             })
             .await?;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use tessera_ml::engine::{ClipModels, FaceModels};
+use tessera_ml::engine::{ClipModels, FaceModels, OcrModels};
 use tessera_ml::manifest::install_stream;
 use tessera_ml::runtime::find_library;
 use tessera_ml::{Manifest, ModelSpec, Provider, Runtime};
@@ -24,6 +24,8 @@ pub struct StartOptions {
     pub threads: usize,
     pub face_model: String,
     pub clip_model: String,
+    /// Text in photos (empty: off).
+    pub ocr_model: String,
     pub offline: bool,
 }
 
@@ -31,6 +33,7 @@ pub struct Engine {
     pub runtime: Runtime,
     pub faces: Option<FaceModels>,
     pub clip: Option<ClipModels>,
+    pub ocr: Option<OcrModels>,
     /// Why a task is off, for /status and the PWA.
     pub notes: Vec<String>,
 }
@@ -69,18 +72,34 @@ impl Engine {
             },
             None => None,
         };
+        let ocr = if o.ocr_model.is_empty() {
+            None
+        } else {
+            match pick(&o, "ocr", &o.ocr_model, &mut notes).await {
+                Some(n) => match OcrModels::load(&runtime, &o.manifest, &o.dir, &n) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        notes.push(format!("text in photos is off: {e}"));
+                        None
+                    }
+                },
+                None => None,
+            }
+        };
         for n in &notes {
             tracing::warn!("{n}");
         }
         tracing::info!(
             faces = faces.as_ref().map(|f| f.name.as_str()).unwrap_or("off"),
             clip = clip.as_ref().map(|c| c.name.as_str()).unwrap_or("off"),
+            ocr = ocr.as_ref().map(|c| c.name.as_str()).unwrap_or("off"),
             "models loaded"
         );
         Ok(Self {
             runtime,
             faces,
             clip,
+            ocr,
             notes,
         })
     }
@@ -125,10 +144,10 @@ async fn pick(
             Some(f.name.clone())
         }
         None => {
-            let what = if task == "clip" {
-                "smart search"
-            } else {
-                "faces"
+            let what = match task {
+                "clip" => "smart search",
+                "ocr" => "text in photos",
+                _ => "faces",
             };
             notes.push(format!(
                 "{what} is off: {why}; install it with `ml-node models install DIR` (air-gapped) or `ml-node models fetch {wanted}`"

