@@ -73,9 +73,13 @@ pub struct FaceRecord {
 }
 
 impl FaceRecord {
-    /// The person this face shows: the user's choice, else the clustering's.
+    /// The person this face shows: the user's choice, else the clustering's unless the user
+    /// said "not this person" (an empty `user_person` is no choice).
     pub fn effective_person(&self) -> Option<&str> {
-        self.user_person.as_deref().or(self.person.as_deref())
+        self.user_person
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .or(self.person.as_deref().filter(|p| !self.rejects(p)))
     }
 
     pub fn rejects(&self, person: &str) -> bool {
@@ -323,6 +327,14 @@ mod tests {
         let f = &faces[0].1;
         assert_eq!(f.effective_person(), Some("p2"));
         assert!(f.rejects("p1") && !f.rejects("p2"));
+        // "Not this person" wins over the clustering at once (before the ML node re-clusters).
+        let g = FaceRecord {
+            person: Some("p1".into()),
+            not_person: Some("p1".into()),
+            user_person: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(g.effective_person(), None);
         assert!(lib.faces(&doc, Some("zz")).unwrap().is_empty());
     }
 

@@ -40,7 +40,20 @@ struct Params {
     threshold: u32,
     hist_len: u32,
     rows_per_line: u32,
-    pad: [u32; 2],
+    base: u32,
+    pad: u32,
+}
+
+/// Rows `base..base + n` of the index, in buffers no larger than the GPU binds.
+struct Shard {
+    base: u32,
+    n: u32,
+    lines: u32,
+    rows_per_line: u32,
+    params: wgpu::Buffer,
+    allow: wgpu::Buffer,
+    hamming: wgpu::BindGroup,
+    rescore: wgpu::BindGroup,
 }
 
 /// A [`VectorIndex`] uploaded to a GPU.
@@ -53,18 +66,15 @@ pub struct GpuIndex {
     words: u32,
     dim4: u32,
     hist_len: u32,
-    lines: u32,
-    rows_per_line: u32,
-    params: wgpu::Buffer,
-    allow: wgpu::Buffer,
     qcode: wgpu::Buffer,
     query: wgpu::Buffer,
     hist: wgpu::Buffer,
     out: wgpu::Buffer,
     read_hist: wgpu::Buffer,
     read_out: wgpu::Buffer,
-    hamming: (wgpu::ComputePipeline, wgpu::BindGroup),
-    rescore: (wgpu::ComputePipeline, wgpu::BindGroup),
+    hamming: wgpu::ComputePipeline,
+    rescore: wgpu::ComputePipeline,
+    shards: Vec<Shard>,
     bytes: u64,
 }
 
@@ -96,38 +106,42 @@ async fn device() -> Result<(wgpu::Adapter, wgpu::Device, wgpu::Queue), GpuError
 }
 
 impl GpuIndex {
-    /// Uploads `index` to the first GPU adapter there is.
+    /// Uploads `index` to the first GPU adapter there is, in as many shards as the GPU's
+    /// largest storage binding requires.
     pub async fn new(index: &VectorIndex) -> Result<Self, GpuError> {
+        Self::with_shard_rows(index, None).await
+    }
+
+    /// [`GpuIndex::new`] with at most `rows` rows per shard (rounded down to a multiple of
+    /// 32; tests use it to split small indexes).
+    pub async fn with_shard_rows(
+        index: &VectorIndex,
+        rows: Option<usize>,
+    ) -> Result<Self, GpuError> {
         let (adapter, device, queue) = device().await?;
         let info = adapter.get_info();
         let adapter_name = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
         let limits = device.limits();
-        let n = index.len().max(1) as u32;
+        let total = index.len();
         let words = index.words32() as u32;
         let dim4 = index.dim.div_ceil(4) as u32;
         let hist_len = words * 32 + 1;
-        let mut quant = index.quant_u32();
-        let mut codes = index.codes_u32();
-        let mut scales = index.scales().to_vec();
-        // An empty index still gets non-empty buffers (zero-sized bindings are invalid).
-        quant.resize((n * dim4) as usize, 0);
-        codes.resize((n * words) as usize, 0);
-        scales.resize(n as usize, 0.0);
-        let biggest = (quant.len() * 4) as u64;
         let max = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
-        if biggest > max {
-            return Err(GpuError::TooLarge { need: biggest, max });
+        // Rows per shard: the int8 rows (the widest buffer) fit one binding; a multiple of 32
+        // so each shard's allow-bitset is whole words of the caller's.
+        let row_bytes = u64::from(dim4.max(words)) * 4;
+        let fits = (max / row_bytes.max(1)) as usize;
+        let per_shard = (rows.unwrap_or(fits).min(fits) / 32 * 32).max(32);
+        let out_bytes = (total.max(1) as u64) * 8;
+        if out_bytes > max {
+            return Err(GpuError::TooLarge {
+                need: out_bytes,
+                max,
+            });
         }
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        let init = |label: &str, contents: &[u8], usage| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage,
-            })
-        };
         let empty = |label: &str, size: u64, usage| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -136,41 +150,35 @@ impl GpuIndex {
                 mapped_at_creation: false,
             })
         };
-        let codes = init("codes", bytemuck::cast_slice(&codes), storage);
-        let quant = init("quant", bytemuck::cast_slice(&quant), storage);
-        let scales = init("scales", bytemuck::cast_slice(&scales), storage);
-        let params = empty(
-            "params",
-            std::mem::size_of::<Params>() as u64,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        );
-        let allow = empty("allow", u64::from(n.div_ceil(32)) * 4, storage);
         let qcode = empty("qcode", u64::from(words) * 4, storage);
         let query = empty("query", u64::from(dim4) * 16, storage);
-        let dist = empty("dist", u64::from(n) * 4, wgpu::BufferUsages::STORAGE);
         let copy_src = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         let hist = empty(
             "hist",
             u64::from(hist_len + 1) * 4,
             copy_src | wgpu::BufferUsages::COPY_DST,
         );
-        let out = empty("out", u64::from(n) * 8, copy_src);
+        let out = empty("out", out_bytes, copy_src);
         let read = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
         let read_hist = empty("read_hist", u64::from(hist_len + 1) * 4, read);
-        let read_out = empty("read_out", u64::from(n) * 8, read);
+        let read_out = empty("read_out", out_bytes, read);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("search.wgsl"),
             source: wgpu::ShaderSource::Wgsl(include_str!("search.wgsl").into()),
         });
-        let pipeline = |entry: &str, bindings: &[(u32, &wgpu::Buffer)]| {
-            let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        let pipeline = |entry: &str| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: None,
                 module: &module,
                 entry_point: Some(entry),
                 compilation_options: Default::default(),
                 cache: None,
-            });
+            })
+        };
+        let hamming = pipeline("hamming");
+        let rescore = pipeline("rescore");
+        let group = |p: &wgpu::ComputePipeline, label: &str, bindings: &[(u32, &wgpu::Buffer)]| {
             let entries: Vec<wgpu::BindGroupEntry> = bindings
                 .iter()
                 .map(|(b, buf)| wgpu::BindGroupEntry {
@@ -178,53 +186,95 @@ impl GpuIndex {
                     resource: buf.as_entire_binding(),
                 })
                 .collect();
-            let g = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(entry),
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
                 layout: &p.get_bind_group_layout(0),
                 entries: &entries,
-            });
-            (p, g)
+            })
         };
-        let hamming = pipeline(
-            "hamming",
-            &[
-                (0, &params),
-                (1, &codes),
-                (2, &allow),
-                (3, &qcode),
-                (4, &dist),
-                (5, &hist),
-            ],
-        );
-        let rescore = pipeline(
-            "rescore",
-            &[
-                (0, &params),
-                (4, &dist),
-                (5, &hist),
-                (6, &quant),
-                (7, &scales),
-                (8, &query),
-                (9, &out),
-            ],
-        );
-        let groups = n.div_ceil(WORKGROUP);
-        let per_line = groups.min(limits.max_compute_workgroups_per_dimension.max(1));
-        let lines = groups.div_ceil(per_line);
-        let bytes = codes.size() + quant.size() + scales.size() + dist.size() + out.size() * 2;
+        let all_quant = index.quant_u32();
+        let all_codes = index.codes_u32();
+        let all_scales = index.scales();
+        let mut shards = Vec::new();
+        let mut bytes = hist.size() + out.size() * 2;
+        let mut base = 0usize;
+        // An empty index still gets one (padded) shard: zero-sized bindings are invalid.
+        while base < total || shards.is_empty() {
+            let n = per_shard.min(total - base);
+            let rows = n.max(1);
+            let mut quant = all_quant[base * dim4 as usize..(base + n) * dim4 as usize].to_vec();
+            let mut codes = all_codes[base * words as usize..(base + n) * words as usize].to_vec();
+            let mut scales = all_scales[base..base + n].to_vec();
+            quant.resize(rows * dim4 as usize, 0);
+            codes.resize(rows * words as usize, 0);
+            scales.resize(rows, 0.0);
+            let init = |label: &str, contents: &[u8]| {
+                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents,
+                    usage: storage,
+                })
+            };
+            let codes = init("codes", bytemuck::cast_slice(&codes));
+            let quant = init("quant", bytemuck::cast_slice(&quant));
+            let scales = init("scales", bytemuck::cast_slice(&scales));
+            let params = empty(
+                "params",
+                std::mem::size_of::<Params>() as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            );
+            let allow = empty("allow", rows.div_ceil(32) as u64 * 4, storage);
+            let dist = empty("dist", rows as u64 * 4, wgpu::BufferUsages::STORAGE);
+            let groups = (rows as u32).div_ceil(WORKGROUP);
+            let per_line = groups.min(limits.max_compute_workgroups_per_dimension.max(1));
+            bytes += codes.size() + quant.size() + scales.size() + dist.size();
+            shards.push(Shard {
+                base: base as u32,
+                n: n as u32,
+                lines: groups.div_ceil(per_line),
+                rows_per_line: per_line * WORKGROUP,
+                hamming: group(
+                    &hamming,
+                    "hamming",
+                    &[
+                        (0, &params),
+                        (1, &codes),
+                        (2, &allow),
+                        (3, &qcode),
+                        (4, &dist),
+                        (5, &hist),
+                    ],
+                ),
+                rescore: group(
+                    &rescore,
+                    "rescore",
+                    &[
+                        (0, &params),
+                        (4, &dist),
+                        (5, &hist),
+                        (6, &quant),
+                        (7, &scales),
+                        (8, &query),
+                        (9, &out),
+                    ],
+                ),
+                params,
+                allow,
+            });
+            base += n;
+            if n == 0 {
+                break;
+            }
+        }
         Ok(Self {
             device,
             queue,
             adapter: adapter_name,
-            n: index.len() as u32,
+            n: total as u32,
             dim: index.dim,
             words,
             dim4,
             hist_len,
-            lines,
-            rows_per_line: per_line * WORKGROUP,
-            params,
-            allow,
             qcode,
             query,
             hist,
@@ -233,8 +283,14 @@ impl GpuIndex {
             read_out,
             hamming,
             rescore,
+            shards,
             bytes,
         })
+    }
+
+    /// How many shards the index was split into (the GPU's binding limit).
+    pub fn shards(&self) -> usize {
+        self.shards.len()
     }
 
     /// The adapter's name, backend and kind (e.g. "SwiftShader Device (BrowserWebGpu, Cpu)").
@@ -293,19 +349,31 @@ impl GpuIndex {
         }
         let mut query = q.to_vec();
         query.resize(self.dim4 as usize * 4, 0.0);
-        let mut params = Params {
-            n: self.n,
-            words: self.words,
-            dim4: self.dim4,
-            threshold: 0,
-            hist_len: self.hist_len,
-            rows_per_line: self.rows_per_line,
-            pad: [0; 2],
+        let write_params = |threshold: u32| {
+            for sh in &self.shards {
+                let p = Params {
+                    n: sh.n,
+                    words: self.words,
+                    dim4: self.dim4,
+                    threshold,
+                    hist_len: self.hist_len,
+                    rows_per_line: sh.rows_per_line,
+                    base: sh.base,
+                    pad: 0,
+                };
+                self.queue
+                    .write_buffer(&sh.params, 0, bytemuck::bytes_of(&p));
+            }
         };
-        self.queue
-            .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
-        self.queue
-            .write_buffer(&self.allow, 0, bytemuck::cast_slice(&bits));
+        write_params(0);
+        for sh in &self.shards {
+            let from = (sh.base / 32) as usize;
+            let to = (from + (sh.n as usize).div_ceil(32)).min(bits.len());
+            if from < to {
+                self.queue
+                    .write_buffer(&sh.allow, 0, bytemuck::cast_slice(&bits[from..to]));
+            }
+        }
         self.queue
             .write_buffer(&self.qcode, 0, bytemuck::cast_slice(&code));
         self.queue
@@ -313,7 +381,9 @@ impl GpuIndex {
         let hist_bytes = u64::from(self.hist_len) * 4;
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.clear_buffer(&self.hist, 0, None);
-        self.dispatch(&mut enc, &self.hamming);
+        for sh in &self.shards {
+            Self::dispatch(&mut enc, &self.hamming, &sh.hamming, sh);
+        }
         enc.copy_buffer_to_buffer(&self.hist, 0, &self.read_hist, 0, hist_bytes);
         self.queue.submit([enc.finish()]);
         let hist: Vec<u32> = self.read(&self.read_hist, hist_bytes).await?;
@@ -321,12 +391,12 @@ impl GpuIndex {
         if total == 0 {
             return Ok(Vec::new());
         }
-        params.threshold = threshold;
-        self.queue
-            .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+        write_params(threshold);
         let out_bytes = total as u64 * 8;
         let mut enc = self.device.create_command_encoder(&Default::default());
-        self.dispatch(&mut enc, &self.rescore);
+        for sh in &self.shards {
+            Self::dispatch(&mut enc, &self.rescore, &sh.rescore, sh);
+        }
         enc.copy_buffer_to_buffer(&self.out, 0, &self.read_out, 0, out_bytes);
         self.queue.submit([enc.finish()]);
         let pairs: Vec<u32> = self.read(&self.read_out, out_bytes).await?;
@@ -340,14 +410,15 @@ impl GpuIndex {
     }
 
     fn dispatch(
-        &self,
         enc: &mut wgpu::CommandEncoder,
-        (pipeline, group): &(wgpu::ComputePipeline, wgpu::BindGroup),
+        pipeline: &wgpu::ComputePipeline,
+        group: &wgpu::BindGroup,
+        sh: &Shard,
     ) {
         let mut pass = enc.begin_compute_pass(&Default::default());
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, group, &[]);
-        pass.dispatch_workgroups(self.rows_per_line / WORKGROUP, self.lines, 1);
+        pass.dispatch_workgroups(sh.rows_per_line / WORKGROUP, sh.lines, 1);
     }
 
     async fn read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u32>, GpuError> {

@@ -10,8 +10,10 @@ struct Params {
     threshold: u32,
     hist_len: u32,
     rows_per_line: u32,
-    pad1: u32,
-    pad2: u32,
+    // The shard's first row in the whole index (rows are split into shards that fit the
+    // GPU's largest binding).
+    base: u32,
+    pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -68,5 +70,5 @@ fn rescore(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc += query[j + 3u] * f32(x >> 24u);
     }
     let slot = atomicAdd(&hist[params.hist_len], 1u);
-    out[slot] = vec2<u32>(i, bitcast<u32>(acc * scales[i]));
+    out[slot] = vec2<u32>(params.base + i, bitcast<u32>(acc * scales[i]));
 }

@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use tessera_core::memories::{self, Memory};
-use tessera_core::ml::{fields, PersonRecord, PERSON_PREFIX};
+use tessera_core::ml::{fields, FaceRecord, PersonRecord, PERSON_PREFIX};
 use tessera_core::search::{Filters, Media};
 use tessera_core::{AssetRecord, DocId};
 
@@ -63,6 +63,68 @@ fn update_person(ui: Ui, id: &str, f: impl FnOnce(&mut PersonRecord)) {
             .set(Some(format!("cannot change this person: {e}"))),
         Ok(false) => {}
         Ok(true) => {
+            crate::state::refresh_view(ui, true);
+            spawn_local(async move {
+                save_docs().await;
+                if !p2p::kick() {
+                    sync_now(ui).await;
+                }
+            });
+        }
+    }
+}
+
+/// The faces shown as `person` (merges resolved): (ML document, face key, face).
+fn faces_of(person: &str) -> Vec<(DocId, String, FaceRecord)> {
+    let Some(user) = user_id() else {
+        return Vec::new();
+    };
+    CORE.with(|c| {
+        let c = c.borrow();
+        let mut out = Vec::new();
+        for doc in c.lib.ml_doc_ids(&user) {
+            for (key, f) in c.lib.faces(&doc, None).unwrap_or_default() {
+                let Some(p) = f.effective_person() else {
+                    continue;
+                };
+                if c.lib.resolve_person(&user, p).ok().as_deref() == Some(person) {
+                    out.push((doc.clone(), key, f));
+                }
+            }
+        }
+        out
+    })
+}
+
+/// "Not this person": the face leaves `person` at once (core's `effective_person` honours the
+/// rejection), and the ML node's clustering never puts it back.
+fn not_this_person(ui: Ui, doc: &DocId, key: &str, face: &FaceRecord, person: &str) {
+    let mut rejected = face.rejected();
+    for p in [
+        Some(person),
+        face.person.as_deref(),
+        face.user_person.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| !p.is_empty())
+    {
+        if !rejected.iter().any(|x| x == p) {
+            rejected.push(p.to_owned());
+        }
+    }
+    let mut m = serde_json::Map::new();
+    m.insert("not_person".into(), rejected.join(",").into());
+    m.insert("user_person".into(), "".into());
+    let res = CORE.with(|c| {
+        c.borrow_mut()
+            .lib
+            .merge_entries(doc, &[(key.to_owned(), m)])
+            .map_err(|e| e.to_string())
+    });
+    match res {
+        Err(e) => ui.error.set(Some(format!("cannot change this face: {e}"))),
+        Ok(_) => {
             crate::state::refresh_view(ui, true);
             spawn_local(async move {
                 save_docs().await;
@@ -252,6 +314,27 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
                         </select>
                         <span class="dim">{p.clone()}</span>
                     </form>
+                    <div id="person-faces" class="person-faces">
+                        {move || {
+                            ui.ver.track();
+                            let cover = people().into_iter().find(|x| x.id == p).and_then(|x| x.record.cover);
+                            faces_of(&p).into_iter().map(|(doc, key, f)| {
+                                let src = f.crop.clone().map(|h| format!("/api/tessera/blobs/{h}")).unwrap_or_default();
+                                let is_cover = cover.as_deref() == Some(key.as_str());
+                                let asset = f.asset.clone();
+                                let (k1, k2, p5, p6) = (key.clone(), key.clone(), p.clone(), p.clone());
+                                view! {
+                                    <figure class=if is_cover { "face cover" } else { "face" } data-face=key.clone() data-asset=asset>
+                                        <img src=src alt=""/>
+                                        <button class="face-cover" title="Use as this person's picture"
+                                            on:click=move |_| update_person(ui, &p5, |r| r.cover = Some(k1.clone()))>"★"</button>
+                                        <button class="face-not" title="Not this person"
+                                            on:click=move |_| not_this_person(ui, &doc, &k2, &f, &p6)>"✕"</button>
+                                    </figure>
+                                }
+                            }).collect_view()
+                        }}
+                    </div>
                 }
             })}
             {move || busy.get().then(|| view! { <p class="hint">"Searching…"</p> })}

@@ -74,6 +74,19 @@ fn the_gpu_kernel_finds_the_reference_top_k() {
     let mut r = rows(&got);
     r.sort();
     assert_eq!(r, vec![32, 34]);
+    // Split into shards (as a GPU whose largest binding is smaller than the index): the same
+    // answers, filters included.
+    let sharded = pollster::block_on(GpuIndex::with_shard_rows(&idx, Some(7_000))).unwrap();
+    assert_eq!(sharded.shards(), 5);
+    for q in &queries[..4] {
+        let a = pollster::block_on(sharded.search(q, 10, None)).unwrap();
+        assert_eq!(
+            rows(&a),
+            rows(&pollster::block_on(g.search(q, 10, None)).unwrap())
+        );
+        let b = pollster::block_on(sharded.search(q, 20, Some(&allow))).unwrap();
+        assert_eq!(rows(&b), rows(&idx.search(q, 20, ok)));
+    }
 }
 
 #[test]
