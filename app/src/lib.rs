@@ -75,6 +75,7 @@ fn App() -> impl IntoView {
         ml: RwSignal::new((MlProgress::default(), Vec::new())),
         search_text: RwSignal::new(String::new()),
         search_person: RwSignal::new(None),
+        search_place: RwSignal::new(None),
     };
     spawn_local(boot::boot(ui));
     let _ = window_event_listener(leptos::ev::keydown, move |ev: web_sys::KeyboardEvent| {

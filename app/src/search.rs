@@ -324,7 +324,7 @@ pub async fn run(mut filters: Filters) -> Found {
     match embedding(&rest).await {
         Err(why) => {
             found.note = format!(
-                "Smart search unavailable: {why}. Names, places, cameras, dates and file names are searched on this device."
+                "Smart search unavailable: {why}. Names, places, cameras, dates, file names and text in photos are searched on this device."
             );
         }
         Ok((model, q)) => {

@@ -20,6 +20,7 @@ use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker};
 type Reply = Result<JsValue, String>;
 type Pending = Rc<RefCell<HashMap<u32, oneshot::Sender<Reply>>>>;
 type OnMessage = Closure<dyn FnMut(MessageEvent)>;
+type OnError = Closure<dyn FnMut(web_sys::ErrorEvent)>;
 
 /// What the worker holds.
 #[derive(Clone, Debug)]
@@ -35,7 +36,10 @@ pub struct SearchWorker {
     pending: Pending,
     next: Cell<u32>,
     loaded: RefCell<Option<Loaded>>,
+    /// Set when the worker failed (out of memory, a crash): the next search starts another.
+    dead: Rc<Cell<bool>>,
     _on: OnMessage,
+    _on_error: OnError,
 }
 
 thread_local! {
@@ -80,7 +84,11 @@ fn spawn() -> Result<(Worker, Pending, OnMessage), JsValue> {
 /// The running worker, started on first use (None if it cannot start here).
 pub async fn get() -> Option<Rc<SearchWorker>> {
     if let Some(w) = WORKER.with(|w| w.borrow().clone()) {
-        return Some(w);
+        if !w.dead.get() {
+            return Some(w);
+        }
+        w.worker.terminate();
+        WORKER.with(|x| *x.borrow_mut() = None);
     }
     if FAILED.with(Cell::get) {
         return None;
@@ -96,11 +104,27 @@ pub async fn get() -> Option<Rc<SearchWorker>> {
         Ok(x) => x,
         Err(e) => return fail(format!("{e:?}")),
     };
+    // A failing worker answers every pending request with the error (no search hangs).
+    let dead = Rc::new(Cell::new(false));
+    let (p, d) = (pending.clone(), dead.clone());
+    let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |e: web_sys::ErrorEvent| {
+        d.set(true);
+        let why = format!("the search worker failed: {}", e.message());
+        web_sys::console::warn_1(&why.clone().into());
+        for (_, tx) in p.borrow_mut().drain() {
+            let _ = tx.send(Err(why.clone()));
+        }
+    });
+    worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     let (tx, rx) = oneshot::channel();
     pending.borrow_mut().insert(0, tx);
     let timeout = gloo_timers::future::TimeoutFuture::new(15_000);
     futures::select! {
-        r = rx.fuse() => if r.is_err() { worker.terminate(); return fail("it stopped".into()) },
+        r = rx.fuse() => match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(why)) => { worker.terminate(); return fail(why) }
+            Err(_) => { worker.terminate(); return fail("it stopped".into()) }
+        },
         _ = timeout.fuse() => { worker.terminate(); return fail("it did not start within 15 s".into()) },
     }
     let w = Rc::new(SearchWorker {
@@ -108,7 +132,9 @@ pub async fn get() -> Option<Rc<SearchWorker>> {
         pending,
         next: Cell::new(1),
         loaded: RefCell::new(None),
+        dead,
         _on: on,
+        _on_error: on_error,
     });
     // A worker that dies (out of memory, a crash) is replaced on the next search.
     WORKER.with(|x| *x.borrow_mut() = Some(w.clone()));

@@ -66,6 +66,8 @@ pub(crate) struct Ui {
     /// The Search page's text and chosen person (kept while navigating).
     pub(crate) search_text: RwSignal<String>,
     pub(crate) search_person: RwSignal<Option<String>>,
+    /// A place to open on the Search page (country, city), e.g. from the map.
+    pub(crate) search_place: RwSignal<Option<(String, String)>>,
 }
 
 /// A shard's records and the document heads they were read at.

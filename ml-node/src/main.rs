@@ -1,4 +1,5 @@
-//! `ml-node`: faces and CLIP for a household's sync node, and an Immich-shaped `/predict`.
+//! `ml-node`: faces, CLIP and text in photos for a household's sync node, and an Immich-shaped
+//! `/predict`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,6 +80,17 @@ enum Cmd {
         /// Hours between passes that cluster every unassigned face again.
         #[arg(long, default_value_t = 24.0)]
         recluster_hours: f64,
+    },
+    /// Read the text in image files (OCR) and print it with the time each took.
+    Ocr {
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "pp-ocrv4")]
+        ocr_model: String,
+        /// Intra-op threads (default: the machine's cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[command(flatten)]
+        m: ModelArgs,
     },
     /// Model management.
     Models {
@@ -170,6 +182,54 @@ async fn main() -> Result<()> {
                 models::download(&manifest, &spec, &m.models).await
             }
         },
+        Cmd::Ocr {
+            files,
+            ocr_model,
+            threads,
+            m,
+        } => {
+            let lib = tessera_ml::runtime::find_library(m.ort_lib.as_deref(), &m.models)?;
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
+            let rt = tessera_ml::Runtime::init(&lib, None, threads)
+                .with_context(|| format!("loading ONNX Runtime from {}", lib.display()))?;
+            let ocr = tessera_ml::engine::OcrModels::load(&rt, &manifest, &m.models, &ocr_model)
+                .with_context(|| {
+                    format!("loading {ocr_model} (install it with `cargo xtask models`)")
+                })?;
+            let mut total = 0.0;
+            for f in &files {
+                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                let img = tessera_ml::prep::decode(&bytes)
+                    .with_context(|| format!("decoding {}", f.display()))?;
+                let t = std::time::Instant::now();
+                let lines = ocr.ocr.read(&img)?;
+                let secs = t.elapsed().as_secs_f64();
+                total += secs;
+                println!(
+                    "== {} ({}x{}, {} lines, {:.2} s)",
+                    f.display(),
+                    img.width(),
+                    img.height(),
+                    lines.len(),
+                    secs
+                );
+                for l in lines {
+                    println!("{}", l.text);
+                }
+            }
+            if !files.is_empty() {
+                println!(
+                    "{} images in {total:.2} s: {:.2} images/s",
+                    files.len(),
+                    files.len() as f64 / total.max(1e-9)
+                );
+            }
+            Ok(())
+        }
         Cmd::Serve {
             listen,
             node,

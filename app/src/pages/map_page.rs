@@ -91,6 +91,32 @@ pub(crate) fn MapPage(ui: Ui) -> impl IntoView {
                 <button id="map-in" class="button secondary" on:click=move |_| zoom_by(2.0)>"+"</button>
                 <button id="map-reset" class="button secondary" on:click=move |_| { zoom.set(1.0); center.set((0.0, 0.0)); chosen.set(None); }>"World"</button>
             </div>
+            // The chosen cluster's place, above the map so it shows without scrolling; its
+            // photos below.
+            {move || chosen.get().map(|c| {
+                let place = c.items.iter().find_map(|r| r.city.clone().map(|city| match &r.country {
+                    Some(k) => format!("{city}, {k}"),
+                    None => city,
+                })).unwrap_or_else(|| format!("{:.2}, {:.2}", c.lat, c.lon));
+                // The place's page: every photo taken there (the Search page with its place).
+                let open = c.items.iter().find_map(|r| r.city.clone().map(|city| (r.country.clone().unwrap_or_default(), city)));
+                view! {
+                    <div class="map-place-bar">
+                        <h3 id="map-place">{format!("{place} · {} photos", c.items.len())}</h3>
+                        {open.map(|(country, city)| {
+                            let label = format!("All photos in {city}");
+                            view! {
+                                <button id="map-place-open" class="button secondary" on:click=move |_| {
+                                    ui.search_place.set(Some((country.clone(), city.clone())));
+                                    ui.search_person.set(None);
+                                    ui.search_text.set(String::new());
+                                    crate::routes::set_view(ui, crate::timeline::View::Search);
+                                }>{label}</button>
+                            }
+                        })}
+                    </div>
+                }
+            })}
             <svg class="map-svg" viewBox=view_box preserveAspectRatio="xMidYMid meet">
                 <rect x="-180" y="-90" width="360" height="180" fill="#14171c"/>
                 <image href="/world.svg" x="-180" y="-90" width="360" height="180"/>
@@ -114,16 +140,7 @@ pub(crate) fn MapPage(ui: Ui) -> impl IntoView {
                     }).collect_view()
                 }}
             </svg>
-            {move || chosen.get().map(|c| {
-                let place = c.items.iter().find_map(|r| r.city.clone().map(|city| match &r.country {
-                    Some(k) => format!("{city}, {k}"),
-                    None => city,
-                })).unwrap_or_else(|| format!("{:.2}, {:.2}", c.lat, c.lon));
-                view! {
-                    <h3 id="map-place">{format!("{place} · {} photos", c.items.len())}</h3>
-                    <Grid ui=ui items=c.items.clone() class="map-hits"/>
-                }
-            })}
+            {move || chosen.get().map(|c| view! { <Grid ui=ui items=c.items.clone() class="map-hits"/> })}
         </div>
     }
 }

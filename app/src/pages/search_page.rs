@@ -140,8 +140,14 @@ fn not_this_person(ui: Ui, doc: &DocId, key: &str, face: &FaceRecord, person: &s
 pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
     let text = ui.search_text;
     let person = ui.search_person;
-    let country = RwSignal::new(String::new());
-    let city = RwSignal::new(String::new());
+    // A place opened from the map (or elsewhere) presets the place filters.
+    let (c0, p0) = ui
+        .search_place
+        .try_update(Option::take)
+        .flatten()
+        .unwrap_or_default();
+    let country = RwSignal::new(c0);
+    let city = RwSignal::new(p0);
     let make = RwSignal::new(String::new());
     let media = RwSignal::new(String::new());
     let favorite = RwSignal::new(false);
@@ -238,11 +244,11 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
                 <button id="search-go" class="button" type="submit">"Search"</button>
             </form>
             <div class="search-filters">
-                <select id="f-country" on:change=select(country)>
+                <select id="f-country" on:change=select(country) prop:value=move || country.get()>
                     <option value="">"Any country"</option>
                     {countries.into_iter().map(|c| { let v = c.clone(); view! { <option value=v>{c}</option> } }).collect_view()}
                 </select>
-                <select id="f-city" on:change=select(city)>
+                <select id="f-city" on:change=select(city) prop:value=move || city.get()>
                     <option value="">"Any city"</option>
                     {move || cities.get().into_iter().map(|c| { let v = c.clone(); view! { <option value=v>{c}</option> } }).collect_view()}
                 </select>
@@ -259,6 +265,12 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
                 <label>"To "<input id="f-before" type="date" on:change=select(before)/></label>
                 <label><input id="f-favorite" type="checkbox" on:change=move |e| favorite.set(event_target_checked(&e))/>" Favorites"</label>
             </div>
+            {move || {
+                let (k, c) = (country.get(), city.get());
+                (!c.is_empty()).then(|| view! {
+                    <h2 id="place-title" class="place-title">{if k.is_empty() { c.clone() } else { format!("{c}, {k}") }}</h2>
+                })
+            }}
             <div class="people search-people">
                 {move || people().into_iter().map(|x| {
                     let id = x.id.clone();

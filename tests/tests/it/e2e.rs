@@ -797,6 +797,23 @@ async fn pwa_shows_ml_progress_and_people() {
         (v[0].as_str()?.contains("Paris, France") && v[1].as_u64()? == 1).then_some(())
     })
     .await;
+    // The place's page: its photos, offline.
+    screenshot(&c, "e2e-map-place.png").await;
+    click(&c, "#map-place-open").await;
+    wait_for(&c, "the place's page", t, || async {
+        text_of(&c, "#place-title")
+            .await
+            .contains("Paris, France")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        hits(1, "#search .exact .search-hit").await,
+        vec![paris.clone()]
+    );
+    screenshot(&c, "e2e-place-page.png").await;
+    select_value(&c, "#f-city", "").await;
+    select_value(&c, "#f-country", "").await;
     click(&c, "#nav-search").await;
     search("paris").await;
     assert_eq!(
@@ -834,6 +851,16 @@ async fn pwa_shows_ml_progress_and_people() {
     })
     .await;
     c.close().await.unwrap();
+}
+
+/// Sets a <select>'s value as a user would (and fires its change event).
+async fn select_value(c: &Client, css: &str, value: &str) {
+    c.execute(
+        "const s = document.querySelector(arguments[0]); s.value = arguments[1]; s.dispatchEvent(new Event('change', {bubbles: true}));",
+        vec![json!(css), json!(value)],
+    )
+    .await
+    .unwrap();
 }
 
 /// Logs in through the page's form.

@@ -2,7 +2,8 @@
 //! features of a real node: member accounts, the SDK's own upload (a Blob named "blob" with the
 //! real name in `filename`), a shared album with an editor, comments and likes, partner sharing
 //! and public links with a password and revocation (`tests/sdk/household.mjs`); and the mobile
-//! app's flow (`tests/sdk/mobile.mjs`).
+//! app's flow (`tests/sdk/mobile.mjs`); search, places, the map, timeline buckets, explore and
+//! memories (`tests/sdk/search.mjs`).
 
 use std::path::{Path, PathBuf};
 
@@ -83,6 +84,42 @@ fn immich_sdk_drives_albums_partners_and_links() {
             ("PHOTO_B", s(&b)),
         ],
         "SDK OK",
+    );
+}
+
+/// Search, places, the map, timeline buckets, explore and memories through the SDK
+/// (`tests/sdk/search.mjs`).
+#[test]
+fn immich_sdk_searches_places_map_and_timeline() {
+    if sdk("immich sdk search").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("n")).unwrap();
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin().unwrap();
+    let (paris, plain) = (dir.path().join("paris.jpg"), dir.path().join("plain.jpg"));
+    let spec = tessera_tests::photos::ExifSpec {
+        make: Some("Canon".into()),
+        date_time_original: Some("2020:05:17 10:00:00".into()),
+        gps: Some((48.8530, 2.3499)),
+        ..Default::default()
+    };
+    std::fs::write(
+        &paris,
+        tessera_tests::photos::with_exif(&small_jpeg(41), &spec).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&plain, small_jpeg(42)).unwrap();
+    run_script(
+        &node,
+        "search.mjs",
+        &[
+            ("TESSERA_API_KEY", api.key.clone().unwrap()),
+            ("PHOTO_PARIS", s(&paris)),
+            ("PHOTO_PLAIN", s(&plain)),
+        ],
+        "SEARCH OK",
     );
 }
 
