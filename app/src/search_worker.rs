@@ -1,5 +1,5 @@
 //! The search worker: the CLIP index lives in a Web Worker (`search-worker`, built by trunk
-//! from `search-gpu/`), which scans it with WebGPU when the browser has an adapter and with
+//! from `search-gpu/`), which scans it with WebGPU when the browser has a hardware adapter and with
 //! wasm SIMD otherwise, so a 300k-photo scan never blocks the page and the GPU code is not
 //! part of the page's own module. See `search-gpu/src/worker.rs` for the messages.
 //!

@@ -61,6 +61,7 @@ pub struct GpuIndex {
     device: wgpu::Device,
     queue: wgpu::Queue,
     adapter: String,
+    software: bool,
     n: u32,
     dim: usize,
     words: u32,
@@ -270,6 +271,7 @@ impl GpuIndex {
             device,
             queue,
             adapter: adapter_name,
+            software: info.device_type == wgpu::DeviceType::Cpu,
             n: total as u32,
             dim: index.dim,
             words,
@@ -294,6 +296,12 @@ impl GpuIndex {
     }
 
     /// The adapter's name, backend and kind (e.g. "SwiftShader Device (BrowserWebGpu, Cpu)").
+    /// The adapter is a CPU emulation (SwiftShader, lavapipe, WARP): correct, but slower than
+    /// the SIMD kernel on the same cores.
+    pub fn is_software(&self) -> bool {
+        self.software
+    }
+
     pub fn adapter(&self) -> &str {
         &self.adapter
     }
