@@ -96,12 +96,7 @@ pub fn local_change<T>(
     let out = CORE.with(|c| f(&mut c.borrow_mut().lib, &me))?;
     crate::state::refresh(ui);
     ui.albums_ver.update(|v| *v += 1);
-    spawn_local(async move {
-        crate::catalogue::save_docs().await;
-        if !crate::p2p::kick() {
-            crate::catalogue::sync_now(ui).await;
-        }
-    });
+    crate::catalogue::save_and_push(ui);
     Ok(out)
 }
 

@@ -65,13 +65,19 @@ pub(crate) fn edit_assets(ui: Ui, recs: &[AssetRecord], what: &str, f: impl Fn(&
     }
     if changed > 0 {
         refresh(ui);
-        spawn_local(async move {
-            save_docs().await;
-            if !p2p::kick() {
-                sync_now(ui).await;
-            }
-        });
+        save_and_push(ui);
     }
+}
+
+/// After a local edit: saves the documents to IndexedDB, then pushes them to peers over iroh
+/// (or, without a live connection, syncs over HTTP).
+pub(crate) fn save_and_push(ui: Ui) {
+    spawn_local(async move {
+        save_docs().await;
+        if !p2p::kick() {
+            sync_now(ui).await;
+        }
+    });
 }
 
 /// Loads the catalogue documents from IndexedDB.

@@ -8,10 +8,10 @@ use tessera_core::dupes::{near_duplicate_groups, DupGroup, DEFAULT_THRESHOLD};
 use tessera_core::AssetRecord;
 
 use crate::actions::{apply, Action};
-use crate::catalogue::{all_records, save_docs, sync_now};
+use crate::catalogue::{all_records, save_and_push};
+use crate::routes;
 use crate::state::{now_rfc3339, refresh_view, user_id, Ui, CORE};
 use crate::thumbs::{load_thumb, thumbhash_url};
-use crate::{p2p, routes};
 
 fn groups() -> Vec<DupGroup> {
     let Some(user) = user_id() else {
@@ -33,12 +33,7 @@ fn not_duplicates(ui: Ui, ids: Vec<String>) {
     match res {
         Ok(_) => {
             ui.dupes_ver.update(|v| *v += 1);
-            spawn_local(async move {
-                save_docs().await;
-                if !p2p::kick() {
-                    sync_now(ui).await;
-                }
-            });
+            save_and_push(ui);
         }
         Err(e) => ui.error.set(Some(format!("cannot remember this: {e}"))),
     }

@@ -474,14 +474,6 @@ impl VectorIndex {
     pub fn scales(&self) -> &[f32] {
         &self.scales
     }
-
-    /// The query's sign code as u32 words (what the GPU kernel compares against).
-    pub fn query_code_u32(&self, q: &[f32]) -> Vec<u32> {
-        sign_code(q)
-            .iter()
-            .flat_map(|w| [*w as u32, (*w >> 32) as u32])
-            .collect()
-    }
 }
 
 /// Generated vectors with known neighbours, for parity tests and benches of every kernel
@@ -542,6 +534,15 @@ pub mod synthetic {
 fn rank(scored: &mut Vec<(usize, f32)>, k: usize) {
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     scored.truncate(k);
+}
+
+/// A vector's sign code as little-endian u32 words (the layout of [`VectorIndex::codes_u32`],
+/// what the GPU kernel compares against).
+pub fn sign_code_u32(v: &[f32]) -> Vec<u32> {
+    sign_code(v)
+        .iter()
+        .flat_map(|w| [*w as u32, (*w >> 32) as u32])
+        .collect()
 }
 
 fn sign_code(v: &[f32]) -> Vec<u64> {
@@ -876,7 +877,7 @@ mod tests {
                 assert_eq!(bit == 1, (if row == 0 { v[j] } else { -v[j] }) > 0.0);
             }
         }
-        assert_eq!(idx.query_code_u32(&v), codes[..idx.words32()].to_vec());
+        assert_eq!(sign_code_u32(&v), codes[..idx.words32()].to_vec());
     }
 
     #[test]

@@ -124,6 +124,13 @@ enum ModelsCmd {
     },
 }
 
+/// Intra-op threads when not given: the machine's cores.
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -189,11 +196,7 @@ async fn main() -> Result<()> {
             m,
         } => {
             let lib = tessera_ml::runtime::find_library(m.ort_lib.as_deref(), &m.models)?;
-            let threads = threads.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            });
+            let threads = threads.unwrap_or_else(default_threads);
             let rt = tessera_ml::Runtime::init(&lib, None, threads)
                 .with_context(|| format!("loading ONNX Runtime from {}", lib.display()))?;
             let ocr = tessera_ml::engine::OcrModels::load(&rt, &manifest, &m.models, &ocr_model)
@@ -260,11 +263,7 @@ async fn main() -> Result<()> {
                     )
                 })?),
             };
-            let threads = threads.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            });
+            let threads = threads.unwrap_or_else(default_threads);
             let engine = models::Engine::start(models::StartOptions {
                 manifest,
                 dir: m.models,

@@ -10,7 +10,9 @@
 //! most `dim + 1` counters); the host picks the cut; stage two scores the rows within it and
 //! reads back only those (row, score) pairs.
 
-use tessera_core::search::{candidate_threshold, VectorIndex, MIN_CANDIDATES, OVERSAMPLE};
+use tessera_core::search::{
+    candidate_threshold, sign_code_u32, VectorIndex, MIN_CANDIDATES, OVERSAMPLE,
+};
 use wgpu::util::DeviceExt;
 
 pub mod synthetic_check;
@@ -203,12 +205,19 @@ impl GpuIndex {
         while base < total || shards.is_empty() {
             let n = per_shard.min(total - base);
             let rows = n.max(1);
-            let mut quant = all_quant[base * dim4 as usize..(base + n) * dim4 as usize].to_vec();
-            let mut codes = all_codes[base * words as usize..(base + n) * words as usize].to_vec();
-            let mut scales = all_scales[base..base + n].to_vec();
-            quant.resize(rows * dim4 as usize, 0);
-            codes.resize(rows * words as usize, 0);
-            scales.resize(rows, 0.0);
+            // Slices of the index's arrays (no second copy of 150 MB of rows); only the empty
+            // index's one padded row is made here.
+            let pad_quant = vec![0u32; dim4 as usize];
+            let pad_codes = vec![0u32; words as usize];
+            let (quant, codes, scales): (&[u32], &[u32], &[f32]) = if n == 0 {
+                (&pad_quant, &pad_codes, &[0.0])
+            } else {
+                (
+                    &all_quant[base * dim4 as usize..(base + n) * dim4 as usize],
+                    &all_codes[base * words as usize..(base + n) * words as usize],
+                    &all_scales[base..base + n],
+                )
+            };
             let init = |label: &str, contents: &[u8]| {
                 device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(label),
@@ -216,9 +225,9 @@ impl GpuIndex {
                     usage: storage,
                 })
             };
-            let codes = init("codes", bytemuck::cast_slice(&codes));
-            let quant = init("quant", bytemuck::cast_slice(&quant));
-            let scales = init("scales", bytemuck::cast_slice(&scales));
+            let codes = init("codes", bytemuck::cast_slice(codes));
+            let quant = init("quant", bytemuck::cast_slice(quant));
+            let scales = init("scales", bytemuck::cast_slice(scales));
             let params = empty(
                 "params",
                 std::mem::size_of::<Params>() as u64,
@@ -349,12 +358,7 @@ impl GpuIndex {
             }
             None => bits.fill(u32::MAX),
         }
-        let mut code = vec![0u32; self.words as usize];
-        for (i, x) in q.iter().enumerate() {
-            if *x > 0.0 {
-                code[i / 32] |= 1 << (i % 32);
-            }
-        }
+        let code = sign_code_u32(q);
         let mut query = q.to_vec();
         query.resize(self.dim4 as usize * 4, 0.0);
         let write_params = |threshold: u32| {

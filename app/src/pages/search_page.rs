@@ -9,11 +9,11 @@ use tessera_core::ml::{fields, FaceRecord, PersonRecord, PERSON_PREFIX};
 use tessera_core::search::{Filters, Media};
 use tessera_core::{AssetRecord, DocId};
 
-use crate::catalogue::{find_record, save_docs, sync_now};
+use crate::catalogue::{find_record, save_and_push};
+use crate::routes;
 use crate::search::{self, Found};
 use crate::state::{user_id, Ui, CORE};
 use crate::thumbs::{load_thumb, thumbhash_url};
-use crate::{p2p, routes};
 
 /// A grid of thumbnails that open the viewer.
 #[component]
@@ -64,12 +64,7 @@ fn update_person(ui: Ui, id: &str, f: impl FnOnce(&mut PersonRecord)) {
         Ok(false) => {}
         Ok(true) => {
             crate::state::refresh_view(ui, true);
-            spawn_local(async move {
-                save_docs().await;
-                if !p2p::kick() {
-                    sync_now(ui).await;
-                }
-            });
+            save_and_push(ui);
         }
     }
 }
@@ -126,12 +121,7 @@ fn not_this_person(ui: Ui, doc: &DocId, key: &str, face: &FaceRecord, person: &s
         Err(e) => ui.error.set(Some(format!("cannot change this face: {e}"))),
         Ok(_) => {
             crate::state::refresh_view(ui, true);
-            spawn_local(async move {
-                save_docs().await;
-                if !p2p::kick() {
-                    sync_now(ui).await;
-                }
-            });
+            save_and_push(ui);
         }
     }
 }
