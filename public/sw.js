@@ -1,11 +1,25 @@
 // Tessera service worker: keeps the app shell available offline. The catalogue and thumbnails
 // live in IndexedDB (the app's own code), so API requests are never cached here.
 importScripts("/outbox.js");
-const CACHE = "tessera-shell-v4";
-const SHELL = ["/", "/index.html", "/tessera-app.js", "/tessera-app_bg.wasm", "/manifest.webmanifest", "/outbox.js", "/icon-192.png", "/icon-512.png", "/world.svg", "/search-worker.js", "/search-worker_bg.wasm"];
+const CACHE = "tessera-shell-v5";
+// Files that exist under fixed names. The app's own module and wasm carry a content hash in
+// their names (trunk's filehash); the install step reads them from the built index.html.
+const FIXED = ["/", "/index.html", "/manifest.webmanifest", "/outbox.js", "/icon-192.png", "/icon-512.png", "/world.svg", "/search-worker.js", "/search-worker_bg.wasm", "/sync-worker.js", "/sync-worker_bg.wasm"];
+// `name-<hex>.js` / `name-<hex>_bg.wasm`: content-addressed, never changes under its name.
+const HASHED = /-[0-9a-f]{8,16}(?:_bg\.wasm|\.js|\.css)$/;
+
+async function shellFiles() {
+  const html = await (await fetch("/index.html", { cache: "no-cache" })).text();
+  const linked = [...html.matchAll(/["'](\/[A-Za-z0-9_.\-]+\.(?:js|wasm|css))["']/g)].map((m) => m[1]);
+  return [...new Set([...FIXED, ...linked])];
+}
 
 self.addEventListener("install", (event) => {
-  event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
+  event.waitUntil(
+    Promise.all([caches.open(CACHE), shellFiles()])
+      .then(([c, files]) => c.addAll(files))
+      .then(() => self.skipWaiting())
+  );
 });
 
 self.addEventListener("activate", (event) => {
@@ -37,7 +51,21 @@ self.addEventListener("fetch", (event) => {
     return;
   }
   if (req.method !== "GET" || url.origin !== self.location.origin || url.pathname.startsWith("/api/")) return;
-  // Network first (so a new version arrives when online), the cached shell when offline.
+  // A content-hashed file: the cache first (a second load reads nothing from the network).
+  if (HASHED.test(url.pathname)) {
+    event.respondWith(
+      caches.match(req).then((hit) => hit || fetch(req).then((res) => {
+        if (res.ok) {
+          const copy = res.clone();
+          caches.open(CACHE).then((c) => c.put(req, copy));
+        }
+        return res;
+      }))
+    );
+    return;
+  }
+  // Everything else network first (so a new version arrives when online), the cached shell
+  // when offline.
   event.respondWith(
     fetch(req)
       .then((res) => {

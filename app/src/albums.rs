@@ -637,7 +637,154 @@ pub fn MembersPage() -> impl IntoView {
                 <button id="member-add" class="button" type="submit">"Add member"</button>
             </form>
             {move || message.get().map(|m| view! { <p class="hint" id="members-message">{m}</p> })}
+            <ScrubPanel/>
         </div>
+    }
+}
+
+/// The node's storage check (the scheduled scrub): progress of the running pass, the last
+/// pass, corrupt files and whether each came back; "Check every file now".
+#[component]
+fn ScrubPanel() -> impl IntoView {
+    let status = RwSignal::new(None::<serde_json::Value>);
+    let message = RwSignal::new(None::<String>);
+    let load = move || {
+        spawn_local(async move {
+            match net::json("GET", "/api/tessera/admin/scrub", None).await {
+                Ok(v) => status.set(Some(v)),
+                Err(e) => message.set(Some(e.message)),
+            }
+        })
+    };
+    load();
+    // While a pass runs, the panel follows it.
+    let ticker = set_interval_with_handle(
+        move || {
+            if status.get_untracked().is_some_and(|s| s["running"] == true) {
+                load();
+            }
+        },
+        std::time::Duration::from_secs(3),
+    );
+    on_cleanup(move || {
+        if let Ok(t) = ticker {
+            t.clear();
+        }
+    });
+    let corrupt_list = |list: &serde_json::Value| {
+        list.as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                let state = if c["repaired"] == true {
+                    "repaired"
+                } else {
+                    "quarantined, waiting for a copy from another node"
+                };
+                view! {
+                    <li class="scrub-corrupt">{format!(
+                        "{} {}… — {state}",
+                        c["kind"].as_str().unwrap_or_default(),
+                        c["hash"].as_str().unwrap_or_default().get(..12).unwrap_or_default()
+                    )}</li>
+                }
+            })
+            .collect_view()
+    };
+    // "2026-12-01T17:45:44Z" → "2026-12-01 17:45 UTC".
+    let when = |v: Option<&serde_json::Value>| {
+        let t = v.and_then(|v| v.as_str()).unwrap_or_default();
+        match (t.get(..10), t.get(11..16)) {
+            (Some(d), Some(h)) => format!("{d} {h} UTC"),
+            _ => t.to_owned(),
+        }
+    };
+    let summary = move || {
+        let s = status.get()?;
+        let cfg = &s["config"];
+        let rate = cfg["rate"].as_f64().unwrap_or(0.0) / 1e6;
+        let days = cfg["every"].as_f64().unwrap_or(0.0) / 86_400.0;
+        let schedule = if rate > 0.0 {
+            format!("Every file is re-read and checked against its hash every {days:.0} days, at {rate:.0} MB/s.")
+        } else {
+            "Scheduled checks are off (--scrub-rate-mb 0).".to_owned()
+        };
+        let current = s["current"].as_object().map(|c| {
+            let done = c.get("filesDone").and_then(|v| v.as_u64()).unwrap_or(0);
+            let total = c.get("filesTotal").and_then(|v| v.as_u64()).unwrap_or(0);
+            let bytes = c.get("bytesDone").and_then(|v| v.as_u64()).unwrap_or(0);
+            format!(
+                "Checking: {done} of {total} files ({}), started {}.",
+                human(bytes),
+                when(c.get("started"))
+            )
+        });
+        let last = s["lastPass"].as_object().map(|l| {
+            let n = l
+                .get("corrupt")
+                .and_then(|c| c.as_array())
+                .map_or(0, |c| c.len());
+            format!(
+                "Last check finished {}: {} files, {} in {:.0} s — {}.",
+                when(l.get("finished")),
+                l.get("files").and_then(|v| v.as_u64()).unwrap_or(0),
+                human(l.get("bytes").and_then(|v| v.as_u64()).unwrap_or(0)),
+                l.get("seconds").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                if n == 0 {
+                    "every file intact".to_owned()
+                } else {
+                    format!("{n} damaged")
+                }
+            )
+        });
+        let next = s["nextPass"]
+            .is_string()
+            .then(|| format!("Next check: {}.", when(Some(&s["nextPass"]))));
+        Some(view! {
+            <p class="hint">{schedule}</p>
+            {current.map(|c| view! { <p id="scrub-current">{c}</p> })}
+            <p id="scrub-last">{last.unwrap_or_else(|| "No check has finished yet.".into())}</p>
+            {next.map(|n| view! { <p class="hint">{n}</p> })}
+            <ul>{corrupt_list(&s["current"]["corrupt"])}{corrupt_list(&s["lastPass"]["corrupt"])}</ul>
+        })
+    };
+    view! {
+        <section class="scrub" id="scrub-panel">
+            <h3>"Storage check"</h3>
+            {summary}
+            <button id="scrub-now" class="button secondary" on:click=move |_| {
+                let before = status.get_untracked().map(|s| s["lastPass"]["finished"].clone());
+                spawn_local(async move {
+                    match net::json("POST", "/api/tessera/admin/scrub", None).await {
+                        Ok(_) => {
+                            message.set(Some("Checking every file now.".into()));
+                            // Until the pass shows as running (the ticker follows it from
+                            // there) or a small library's pass has already finished.
+                            for _ in 0..40 {
+                                gloo_timers::future::TimeoutFuture::new(250).await;
+                                let Ok(s) = net::json("GET", "/api/tessera/admin/scrub", None).await else {
+                                    continue;
+                                };
+                                let done = s["running"] == false
+                                    && Some(&s["lastPass"]["finished"]) != before.as_ref()
+                                    && !s["lastPass"].is_null();
+                                let running = s["running"] == true;
+                                status.set(Some(s));
+                                if done {
+                                    message.set(None);
+                                }
+                                if done || running {
+                                    break;
+                                }
+                            }
+                        }
+                        Err(e) => message.set(Some(e.message)),
+                    }
+                })
+            }>"Check every file now"</button>
+            {move || message.get().map(|m| view! { <p class="hint">{m}</p> })}
+        </section>
     }
 }
 

@@ -3,19 +3,29 @@
 //! HTTP (`POST /api/tessera/devices`); the node then syncs that user's documents over a
 //! `tessera/docs/1` connection, pushing every change as it happens, both ways.
 //!
-//! When the iroh connection cannot be made (no relay, a proxy in the way), the HTTP sync rounds
-//! in `lib.rs` keep the catalogue in sync instead; the status shows which transport is in use.
+//! The connection itself lives in the sync Web Worker (`sync-worker/`, its own wasm module):
+//! iroh, QUIC and TLS are neither on the page's thread nor in the module the first paint
+//! waits for. The page keeps the catalogue and the automerge sync state and exchanges encoded
+//! frames with the worker (see `sync-worker/src/worker.rs` for the messages).
+//!
+//! When the iroh connection cannot be made (no relay, a proxy in the way, no worker), the HTTP
+//! sync rounds in `lib.rs` keep the catalogue in sync instead; the status shows which
+//! transport is in use.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
-use futures::channel::mpsc;
+use ed25519_dalek::{Signer, SigningKey};
+use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
-use iroh::endpoint::{presets, Connection, RecvStream, SendStream};
-use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, RelayUrl, SecretKey};
+use js_sys::{Array, Object, Reflect, Uint8Array};
 use leptos::prelude::{GetUntracked, Set};
 use leptos::task::spawn_local;
-use tessera_core::wire::{self, Frame, Hello, Role, ALPN_DOCS, WIRE_VERSION};
+use tessera_core::wire::{self, Frame, Hello, Role, WIRE_VERSION};
 use tessera_core::{DocId, PeerSync, SyncEnvelope};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker};
 
 use crate::catalogue::save_docs;
 use crate::state::{log, refresh, user_id, Screen, Ui, CORE};
@@ -29,11 +39,40 @@ struct State {
     connected: bool,
     /// Wakes the session when the local catalogue changed.
     kick: Option<mpsc::UnboundedSender<()>>,
-    endpoint: Option<(Endpoint, RelayUrl)>,
+}
+
+/// What the worker reports about the current connection.
+enum Event {
+    Open,
+    Frame(Vec<u8>),
+    Closed(String),
+}
+
+struct SyncWorker {
+    worker: Worker,
+    /// Set when the worker failed: the next connection attempt starts another.
+    dead: Rc<Cell<bool>>,
+    _on: Closure<dyn FnMut(MessageEvent)>,
+    _on_error: Closure<dyn FnMut(web_sys::ErrorEvent)>,
+}
+
+impl SyncWorker {
+    fn post(&self, pairs: &[(&str, JsValue)]) {
+        let o = Object::new();
+        for (k, v) in pairs {
+            let _ = Reflect::set(&o, &JsValue::from_str(k), v);
+        }
+        let _ = self.worker.post_message(&o);
+    }
 }
 
 thread_local! {
     static P2P: RefCell<State> = RefCell::new(State::default());
+    static WORKER: RefCell<Option<Rc<SyncWorker>>> = const { RefCell::new(None) };
+    /// The connection the page listens to: its number and where its events go.
+    static EVENTS: RefCell<Option<(f64, mpsc::UnboundedSender<Event>)>> = const { RefCell::new(None) };
+    static READY: RefCell<Option<oneshot::Sender<()>>> = const { RefCell::new(None) };
+    static GEN: Cell<f64> = const { Cell::new(0.0) };
 }
 
 /// Whether the catalogue is synced live over iroh right now.
@@ -55,14 +94,14 @@ pub fn kick() -> bool {
 
 /// Signs out of live sync: closes the connection (the next user pairs again).
 pub fn stop() {
-    let ep = P2P.with(|p| {
+    P2P.with(|p| {
         let mut p = p.borrow_mut();
         p.connected = false;
         p.kick = None;
-        p.endpoint.take()
     });
-    if let Some((ep, _)) = ep {
-        spawn_local(async move { ep.close().await });
+    EVENTS.with(|e| *e.borrow_mut() = None);
+    if let Some(w) = WORKER.with(|w| w.borrow().clone()) {
+        w.post(&[("op", "close".into())]);
     }
     // The node unpairs this key at logout; the next user of this browser gets a fresh one.
     if let Some(s) = web_sys::window().and_then(|w| w.local_storage().ok().flatten()) {
@@ -72,14 +111,14 @@ pub fn stop() {
 
 /// This browser's iroh endpoint id (hex), as the node lists it.
 pub fn device_id() -> String {
-    secret_key().public().to_string()
+    session::hex(&secret_key().verifying_key().to_bytes())
 }
 
-fn secret_key() -> SecretKey {
+fn secret_key() -> SigningKey {
     let st = web_sys::window().and_then(|w| w.local_storage().ok().flatten());
     if let Some(hex) = st.as_ref().and_then(|s| s.get_item(KEY).ok().flatten()) {
         if let Some(b) = tessera_core::wire::parse_hash(&hex) {
-            return SecretKey::from_bytes(&b);
+            return SigningKey::from_bytes(&b);
         }
     }
     let mut b = [0u8; 32];
@@ -87,7 +126,7 @@ fn secret_key() -> SecretKey {
     if let Some(s) = st {
         let _ = s.set_item(KEY, &session::hex(&b));
     }
-    SecretKey::from_bytes(&b)
+    SigningKey::from_bytes(&b)
 }
 
 fn set_state(ui: Ui, s: &str) {
@@ -114,6 +153,7 @@ pub fn start(ui: Ui) {
                     p.connected = false;
                     p.kick = None;
                 });
+                EVENTS.with(|e| *e.borrow_mut() = None);
                 if ui.sync_state.get_untracked() != "offline" {
                     ui.transport.set("http".into());
                 }
@@ -123,32 +163,110 @@ pub fn start(ui: Ui) {
     });
 }
 
-/// The node notices a closed tab, and this page a vanished node, within seconds.
-fn transport() -> iroh::endpoint::QuicTransportConfig {
-    let mut b = iroh::endpoint::QuicTransportConfig::builder()
-        .keep_alive_interval(std::time::Duration::from_secs(2));
-    if let Ok(t) = std::time::Duration::from_secs(8).try_into() {
-        b = b.max_idle_timeout(Some(t));
-    }
-    b.build()
+fn field(o: &JsValue, k: &str) -> JsValue {
+    Reflect::get(o, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED)
 }
 
-async fn endpoint(relay: &RelayUrl) -> Result<Endpoint, String> {
-    if let Some((ep, url)) = P2P.with(|p| p.borrow().endpoint.clone()) {
-        if &url == relay && !ep.is_closed() {
-            return Ok(ep);
+/// Routes the worker's events to the connection the page listens to.
+fn on_event(d: JsValue) {
+    let ev = field(&d, "ev").as_string().unwrap_or_default();
+    if ev == "ready" {
+        if let Some(tx) = READY.with(|r| r.borrow_mut().take()) {
+            let _ = tx.send(());
         }
-        ep.close().await;
+        return;
     }
-    let ep = Endpoint::builder(presets::Minimal)
-        .secret_key(secret_key())
-        .relay_mode(RelayMode::custom([relay.clone()]))
-        .transport_config(transport())
-        .bind()
-        .await
-        .map_err(|e| format!("iroh endpoint: {e}"))?;
-    P2P.with(|p| p.borrow_mut().endpoint = Some((ep.clone(), relay.clone())));
-    Ok(ep)
+    let gen = field(&d, "gen").as_f64().unwrap_or(-1.0);
+    let event = match ev.as_str() {
+        "open" => Event::Open,
+        "frame" => Event::Frame(Uint8Array::new(&field(&d, "body")).to_vec()),
+        "closed" => Event::Closed(field(&d, "reason").as_string().unwrap_or_default()),
+        _ => return,
+    };
+    EVENTS.with(|e| {
+        if let Some((g, tx)) = e.borrow().as_ref() {
+            if *g == gen {
+                let _ = tx.unbounded_send(event);
+            }
+        }
+    });
+}
+
+/// The running sync worker, started on first use.
+async fn worker() -> Result<Rc<SyncWorker>, String> {
+    if let Some(w) = WORKER.with(|w| w.borrow().clone()) {
+        if !w.dead.get() {
+            return Ok(w);
+        }
+        w.worker.terminate();
+        WORKER.with(|x| *x.borrow_mut() = None);
+    }
+    let js = |e: JsValue| format!("the sync worker cannot start: {e:?}");
+    let origin = web_sys::window()
+        .ok_or("no window")?
+        .location()
+        .origin()
+        .map_err(js)?;
+    // A classic worker that loads trunk's no-modules build of the worker crate.
+    let src = format!(
+        r#"importScripts("{origin}/sync-worker.js"); wasm_bindgen("{origin}/sync-worker_bg.wasm");"#
+    );
+    let opts = BlobPropertyBag::new();
+    opts.set_type("text/javascript");
+    let blob =
+        Blob::new_with_str_sequence_and_options(&Array::of1(&src.into()), &opts).map_err(js)?;
+    let url = Url::create_object_url_with_blob(&blob).map_err(js)?;
+    let worker = Worker::new(&url).map_err(js)?;
+    let on = Closure::<dyn FnMut(MessageEvent)>::new(|e: MessageEvent| on_event(e.data()));
+    worker.set_onmessage(Some(on.as_ref().unchecked_ref()));
+    let dead = Rc::new(Cell::new(false));
+    let d = dead.clone();
+    let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |e: web_sys::ErrorEvent| {
+        d.set(true);
+        let why = format!("the sync worker failed: {}", e.message());
+        EVENTS.with(|x| {
+            if let Some((_, tx)) = x.borrow().as_ref() {
+                let _ = tx.unbounded_send(Event::Closed(why.clone()));
+            }
+        });
+    });
+    worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    let (tx, rx) = oneshot::channel();
+    READY.with(|r| *r.borrow_mut() = Some(tx));
+    let timeout = gloo_timers::future::TimeoutFuture::new(15_000);
+    futures::select! {
+        r = rx.fuse() => if r.is_err() { worker.terminate(); return Err("the sync worker stopped".into()) },
+        _ = timeout.fuse() => { worker.terminate(); return Err("the sync worker did not start within 15 s".into()) },
+    }
+    let w = Rc::new(SyncWorker {
+        worker,
+        dead,
+        _on: on,
+        _on_error: on_error,
+    });
+    WORKER.with(|x| *x.borrow_mut() = Some(w.clone()));
+    Ok(w)
+}
+
+/// One connection through the worker.
+struct Link {
+    worker: Rc<SyncWorker>,
+    gen: f64,
+}
+
+impl Link {
+    fn write(&self, f: &Frame) {
+        let bytes = Uint8Array::from(&wire::encode(f)[..]);
+        self.worker.post(&[
+            ("op", "send".into()),
+            ("gen", self.gen.into()),
+            ("bytes", bytes.into()),
+        ]);
+    }
+}
+
+fn decode(body: &[u8]) -> Result<Frame, String> {
+    wire::decode_frame(body).map_err(|e| e.to_string())
 }
 
 async fn run_once(ui: Ui) -> Result<(), String> {
@@ -173,17 +291,15 @@ async fn run_once(ui: Ui) -> Result<(), String> {
         .ok_or("the node does not run peer-to-peer sync")?
         .to_owned();
     let signed_at = (js_sys::Date::now() / 1000.0) as i64;
-    let signature: String = key
-        .sign(&wire::device_binding_statement(&node_hex, &user, signed_at))
-        .to_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let signature = session::hex(
+        &key.sign(&wire::device_binding_statement(&node_hex, &user, signed_at))
+            .to_bytes(),
+    );
     let r = net::json(
         "POST",
         "/api/tessera/devices",
         Some(serde_json::json!({
-            "endpointId": key.public().to_string(), "name": name,
+            "endpointId": session::hex(&key.verifying_key().to_bytes()), "name": name,
             "signedAt": signed_at, "signature": signature,
         })),
     )
@@ -199,41 +315,53 @@ async fn run_once(ui: Ui) -> Result<(), String> {
         }
         e.message
     })?;
-    let node_id: EndpointId = r["node"]["nodeId"]
+    let node_id = r["node"]["nodeId"]
         .as_str()
         .ok_or("the node does not run peer-to-peer sync")?
-        .parse()
-        .map_err(|e| format!("node id: {e}"))?;
-    let relay: RelayUrl = r["node"]["relayUrl"]
+        .to_owned();
+    let relay = r["node"]["relayUrl"]
         .as_str()
         .ok_or("the node has no relay for browsers")?
-        .parse()
-        .map_err(|e| format!("relay url: {e}"))?;
-    let ep = endpoint(&relay).await?;
-    let addr = EndpointAddr::new(node_id).with_relay_url(relay);
-    let conn = ep
-        .connect(addr, ALPN_DOCS)
-        .await
-        .map_err(|e| format!("connecting to the node over iroh: {e}"))?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    write(
-        &mut send,
-        &Frame::Hello(Hello {
-            version: WIRE_VERSION,
-            name,
-            pair_secret: None,
-            addr: None,
-        }),
-    )
-    .await?;
-    match read(&mut recv).await? {
-        Some(Frame::Welcome(w)) if w.role == (Role::Device { user: user.clone() }) => {}
-        Some(Frame::Denied { reason }) => {
-            return Err(format!("the node refused this device: {reason}"))
-        }
-        other => return Err(format!("unexpected answer {other:?}")),
+        .to_owned();
+    let worker = worker().await?;
+    let gen = GEN.with(|g| {
+        g.set(g.get() + 1.0);
+        g.get()
+    });
+    let (tx, mut events) = mpsc::unbounded::<Event>();
+    EVENTS.with(|e| *e.borrow_mut() = Some((gen, tx)));
+    worker.post(&[
+        ("op", "connect".into()),
+        ("gen", gen.into()),
+        ("key", session::hex(&key.to_bytes()).into()),
+        ("relay", relay.into()),
+        ("node", node_id.into()),
+    ]);
+    match events.next().await {
+        Some(Event::Open) => {}
+        Some(Event::Closed(why)) => return Err(why),
+        Some(Event::Frame(_)) => return Err("a frame before the connection opened".into()),
+        None => return Err("the sync worker went away".into()),
     }
-    session_loop(ui, &user, conn, send, recv).await
+    let link = Link { worker, gen };
+    link.write(&Frame::Hello(Hello {
+        version: WIRE_VERSION,
+        name,
+        pair_secret: None,
+        addr: None,
+    }));
+    match events.next().await {
+        Some(Event::Frame(body)) => match decode(&body)? {
+            Frame::Welcome(w) if w.role == (Role::Device { user: user.clone() }) => {}
+            Frame::Denied { reason } => {
+                return Err(format!("the node refused this device: {reason}"))
+            }
+            other => return Err(format!("unexpected answer {other:?}")),
+        },
+        Some(Event::Closed(why)) => return Err(why),
+        Some(Event::Open) | None => return Err("the sync worker went away".into()),
+    }
+    session_loop(ui, link, events).await
 }
 
 pub(crate) fn describe_browser(ua: &str) -> String {
@@ -252,43 +380,33 @@ pub(crate) fn describe_browser(ua: &str) -> String {
 
 async fn session_loop(
     ui: Ui,
-    _user: &str,
-    conn: Connection,
-    mut send: SendStream,
-    recv: RecvStream,
+    link: Link,
+    mut events: mpsc::UnboundedReceiver<Event>,
 ) -> Result<(), String> {
     let (kick_tx, mut kick_rx) = mpsc::unbounded::<()>();
-    let (frame_tx, mut frames) = mpsc::unbounded::<Result<Frame, String>>();
-    spawn_local(async move {
-        let mut recv = recv;
-        loop {
-            let f = read(&mut recv).await;
-            let end = !matches!(f, Ok(Some(_)));
-            let item = match f {
-                Ok(Some(f)) => Ok(f),
-                Ok(None) => Err("the node closed the connection".to_owned()),
-                Err(e) => Err(e),
-            };
-            if frame_tx.unbounded_send(item).is_err() || end {
-                return;
-            }
-        }
-    });
     P2P.with(|p| {
         let mut p = p.borrow_mut();
         p.connected = true;
         p.kick = Some(kick_tx);
     });
+    let frame = |e: Option<Event>| -> Result<Frame, String> {
+        match e {
+            Some(Event::Frame(body)) => decode(&body),
+            Some(Event::Closed(why)) => Err(why),
+            Some(Event::Open) => Err("the connection opened twice".into()),
+            None => Err("connection lost".into()),
+        }
+    };
     let mut sync = PeerSync::new();
-    send_changes(ui, &mut sync, &mut send).await?;
+    send_changes(ui, &mut sync, &link);
     loop {
         futures::select! {
-            f = frames.next() => {
+            e = events.next() => {
                 // Apply everything that has arrived, then render, save and answer once: under
                 // a burst of changes the page does the expensive part once per batch.
-                let mut batch = vec![f.ok_or("connection lost")??];
-                while let Ok(more) = frames.try_recv() {
-                    batch.push(more?);
+                let mut batch = vec![frame(e)?];
+                while let Ok(more) = events.try_recv() {
+                    batch.push(frame(Some(more))?);
                 }
                 let mut any = false;
                 for f in batch {
@@ -312,19 +430,18 @@ async fn session_loop(
                     refresh(ui);
                     save_docs().await;
                 }
-                send_changes(ui, &mut sync, &mut send).await?;
+                send_changes(ui, &mut sync, &link);
             }
             k = kick_rx.next() => {
                 if k.is_none() { return Ok(()); }
-                send_changes(ui, &mut sync, &mut send).await?;
+                send_changes(ui, &mut sync, &link);
             }
-            _ = conn.closed().fuse() => return Err("connection closed".into()),
         }
     }
 }
 
 /// Sends what the node does not have yet; the status says how many documents are in flight.
-async fn send_changes(ui: Ui, sync: &mut PeerSync, send: &mut SendStream) -> Result<(), String> {
+fn send_changes(ui: Ui, sync: &mut PeerSync, link: &Link) {
     let msgs = CORE.with(|c| {
         let mut c = c.borrow_mut();
         let c = &mut *c;
@@ -338,31 +455,8 @@ async fn send_changes(ui: Ui, sync: &mut PeerSync, send: &mut SendStream) -> Res
         set_state(ui, &format!("syncing {pending}"));
     }
     if msgs.is_empty() {
-        return Ok(());
+        return;
     }
     let peer = session::device().id;
-    write(send, &Frame::Sync(SyncEnvelope::new(peer, msgs))).await
-}
-
-async fn write(send: &mut SendStream, f: &Frame) -> Result<(), String> {
-    send.write_all(&wire::encode(f))
-        .await
-        .map_err(|e| format!("sending: {e}"))
-}
-
-async fn read(recv: &mut RecvStream) -> Result<Option<Frame>, String> {
-    let mut len = [0u8; 4];
-    match recv.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(iroh::endpoint::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(format!("receiving: {e}")),
-    }
-    let n = wire::body_len(len).map_err(|e| e.to_string())?;
-    let mut body = vec![0u8; n];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| format!("receiving: {e}"))?;
-    wire::decode_frame(&body)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    link.write(&Frame::Sync(SyncEnvelope::new(peer, msgs)));
 }

@@ -293,6 +293,16 @@ impl BlobStore {
         Ok(freed)
     }
 
+    /// Drops the index entry of a blob whose file was moved away (the scrub's quarantine),
+    /// without a tombstone: replication is welcome to bring the good bytes back.
+    pub fn forget(&self, kind: BlobKind, hash: &str) -> Result<(), BlobError> {
+        if self.entry(hash)?.is_some_and(|e| e.kind == kind) {
+            self.index.remove(hash.as_bytes())?;
+            self.index.flush()?;
+        }
+        Ok(())
+    }
+
     /// Clears a tombstone (the hash is in use again).
     pub fn undelete(&self, hash: &str) -> Result<(), BlobError> {
         self.deleted.remove(hash.as_bytes())?;

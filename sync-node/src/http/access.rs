@@ -202,6 +202,16 @@ pub const ACCESS: &[(&str, &str, Access)] = &[
     ),
     ("GET", "/server/features", Access::Public),
     ("GET", "/server/storage", Access::Perm("server.storage")),
+    (
+        "GET",
+        "/tessera/admin/scrub",
+        Access::Perm("server.storage"),
+    ),
+    (
+        "POST",
+        "/tessera/admin/scrub",
+        Access::Perm("server.storage"),
+    ),
     ("GET", "/server/about", Access::Perm("server.about")),
     ("POST", "/auth/validateToken", Access::Signed),
     (

@@ -20,6 +20,7 @@ pub mod openapi;
 mod partners;
 mod peer;
 mod people;
+mod pwa;
 mod search;
 mod server;
 mod sync;
@@ -35,6 +36,7 @@ pub(crate) use extract::{
 pub use extract::{
     AdminUser, AppState, AuthUser, MlAuth, Viewer, COOKIE, LINK_COOKIE, ML_PERMISSION,
 };
+pub use pwa::{cache_policy, csp_for, CSP};
 
 use axum::http::header;
 use axum::http::HeaderValue;
@@ -42,10 +44,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Json;
 use axum::Router;
-use base64::Engine;
 use serde_json::json;
-use tower_http::services::ServeDir;
-use tower_http::services::ServeFile;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The whole HTTP surface: API under `/api`, the PWA everywhere else.
@@ -88,21 +87,7 @@ pub fn router(node: AppState) -> Router {
         // A shared link's page: rendered here, no wasm, for visitors without an account.
         .merge(links::page_routes());
     app = match node.config.web.clone() {
-        Some(web) => {
-            let index = web.join("index.html");
-            // The PWA's pages: only this node's own scripts (wasm needs 'wasm-unsafe-eval'),
-            // connections to this node and its relay (any host: the relay's port differs), no
-            // framing by other sites.
-            let csp = HeaderValue::from_str(&csp_for(&index))
-                .unwrap_or_else(|_| HeaderValue::from_static(CSP));
-            let pwa = Router::new()
-                .fallback_service(ServeDir::new(web).fallback(ServeFile::new(index)))
-                .layer(SetResponseHeaderLayer::if_not_present(
-                    header::CONTENT_SECURITY_POLICY,
-                    csp,
-                ));
-            app.merge(pwa)
-        }
+        Some(web) => app.merge(pwa::routes(&web)),
         None => app.fallback(|| async {
             (StatusCode::NOT_FOUND, axum::response::Html("<h1>Tessera sync node</h1><p>The PWA is not built: run <code>cargo xtask run</code>.</p>"))
         }),
@@ -115,39 +100,3 @@ pub fn router(node: AppState) -> Router {
         ))
         .with_state(node)
 }
-
-/// The PWA's Content-Security-Policy for a built `index.html`: [`CSP`] with the hashes of the
-/// page's inline scripts (trunk's module loader) allowed, and no other inline script.
-pub fn csp_for(index: &std::path::Path) -> String {
-    use sha2::Digest;
-    let html = std::fs::read_to_string(index).unwrap_or_default();
-    let mut hashes = String::new();
-    let mut rest = html.as_str();
-    while let Some(i) = rest.find("<script") {
-        rest = &rest[i..];
-        let Some(open_end) = rest.find('>') else {
-            break;
-        };
-        let open = &rest[..open_end];
-        let body = &rest[open_end + 1..];
-        let Some(close) = body.find("</script>") else {
-            break;
-        };
-        if !open.contains("src=") {
-            let digest = sha2::Sha256::digest(&body.as_bytes()[..close]);
-            hashes.push_str(&format!(
-                " 'sha256-{}'",
-                base64::engine::general_purpose::STANDARD.encode(digest)
-            ));
-        }
-        rest = &body[close..];
-    }
-    CSP.replacen(
-        "script-src 'self' 'wasm-unsafe-eval'",
-        &format!("script-src 'self' 'wasm-unsafe-eval'{hashes}"),
-        1,
-    )
-}
-
-/// The PWA's Content-Security-Policy (before inline-script hashes).
-pub const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self' http: https: ws: wss:; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'";

@@ -31,6 +31,30 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/server/about", get(about))
         .route("/server/config", get(server_config))
         .route("/server/media-types", get(media_types))
+        .route("/tessera/admin/scrub", get(scrub_status).post(scrub_start))
+}
+
+/// The scheduled scrub (admins): progress, last pass, corrupt blobs and whether each is back.
+async fn scrub_status(State(node): State<AppState>, _a: AdminUser) -> ApiResult<Json<Value>> {
+    let status = blocking(move || Ok(crate::scrub::status(&node)?)).await?;
+    Ok(Json(
+        serde_json::to_value(status).map_err(ApiError::internal)?,
+    ))
+}
+
+/// Starts a scrub pass now (202; a running pass is not restarted).
+async fn scrub_start(
+    State(node): State<AppState>,
+    _a: AdminUser,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    let running = node.scrub.is_running();
+    if !running {
+        node.scrub.start_now();
+    }
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({"started": !running, "running": true})),
+    ))
 }
 
 /// The Immich API version whose shapes Tessera answers in (its OpenAPI spec and SDK 3.2.2).

@@ -378,6 +378,29 @@ impl Peer {
         }
     }
 
+    /// Restarts the sessions with the household's other nodes (the dialing side reconnects
+    /// within a second): both sides send their blob inventories again, so replication fetches
+    /// whatever this node no longer has — how the scrub gets a quarantined original back.
+    pub fn resync_nodes(&self, reason: &str) {
+        let conns: Vec<Connection> = self
+            .live
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|(id, _)| matches!(self.role_of(id), Some((Role::Node, _))))
+                    .flat_map(|(_, c)| c.iter().cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        tracing::info!(
+            connections = conns.len(),
+            "restarting node sessions: {reason}"
+        );
+        for c in conns {
+            c.close(5u32.into(), b"resync: inventories again");
+        }
+    }
+
     /// The role of a remote key, from the paired devices.
     fn role_of(&self, remote: &EndpointId) -> Option<(Role, Device)> {
         let d = self.node.auth.device(&remote.to_string()).ok()??;

@@ -1459,6 +1459,16 @@ async fn pwa_albums_and_members() {
         row.contains("must change password") && row.contains("of 5.0 GiB"),
         "{row}"
     );
+    // The storage check on the same page: a pass started from it re-reads every file.
+    let before = text_of(&c, "#scrub-panel").await;
+    assert!(before.contains("No check has finished yet"), "{before}");
+    click(&c, "#scrub-now").await;
+    let last = wait_for(&c, "the storage check's result", t, || async {
+        let s = text_of(&c, "#scrub-last").await;
+        s.contains("every file intact").then_some(s)
+    })
+    .await;
+    assert!(!last.contains(" 0 files"), "{last}");
     screenshot(&c, "e2e-members.png").await;
     let url = node.url.clone();
     let albums = tokio::task::block_in_place(|| {

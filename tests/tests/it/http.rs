@@ -249,3 +249,73 @@ async fn auth_flow_and_error_shapes() {
     let (s, _, _) = call(&app, me(("authorization", format!("Bearer {token}")))).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+/// The PWA as `cargo xtask` builds it for release: content-hashed module and wasm with brotli
+/// and gzip copies next to them. The node picks the copy by Accept-Encoding, lets browsers keep
+/// hashed files for a year and makes them revalidate everything else.
+#[tokio::test]
+async fn pwa_is_served_precompressed_with_a_cache_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("dist");
+    std::fs::create_dir_all(&web).unwrap();
+    let index = "<!doctype html><script type=\"module\">import init from '/tessera-app-1f2e3d4c5b6a7980.js'; init('/tessera-app-1f2e3d4c5b6a7980_bg.wasm');</script>";
+    std::fs::write(web.join("index.html"), index).unwrap();
+    std::fs::write(web.join("index.html.gz"), b"gzip of index").unwrap();
+    let wasm = web.join("tessera-app-1f2e3d4c5b6a7980_bg.wasm");
+    std::fs::write(&wasm, b"\0asm plain").unwrap();
+    std::fs::write(wasm.with_extension("wasm.br"), b"brotli bytes").unwrap();
+    std::fs::write(wasm.with_extension("wasm.gz"), b"gzip bytes").unwrap();
+    std::fs::write(web.join("sw.js"), b"// sw").unwrap();
+    let mut config = NodeConfig::new(dir.path().join("data"));
+    config.web = Some(web.clone());
+    let node = Node::open(config).unwrap();
+    let router = api::router(node);
+    let get = |path: &str, accept: &str| {
+        let mut req = Request::get(path);
+        if !accept.is_empty() {
+            req = req.header("accept-encoding", accept);
+        }
+        let router = router.clone();
+        let req = req.body(Body::empty()).unwrap();
+        async move {
+            let res = router.oneshot(req).await.unwrap();
+            let headers = res.headers().clone();
+            let status = res.status();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (status, headers, body)
+        }
+    };
+    let wasm_path = "/tessera-app-1f2e3d4c5b6a7980_bg.wasm";
+    let (status, headers, body) = get(wasm_path, "gzip, deflate, br").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"brotli bytes");
+    assert_eq!(headers["content-encoding"], "br");
+    assert_eq!(headers["content-type"], "application/wasm");
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(headers["vary"], "accept-encoding");
+    let (_, headers, body) = get(wasm_path, "gzip").await;
+    assert_eq!(&body[..], b"gzip bytes");
+    assert_eq!(headers["content-encoding"], "gzip");
+    let (_, headers, body) = get(wasm_path, "").await;
+    assert_eq!(&body[..], b"\0asm plain");
+    assert!(headers.get("content-encoding").is_none());
+    // index.html, also for the app's own routes, always revalidated, with the CSP allowing
+    // exactly its inline loader.
+    for path in ["/", "/index.html", "/albums/some-album"] {
+        let (status, headers, body) = get(path, "gzip").await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(headers["cache-control"], "no-cache", "{path}");
+        assert_eq!(&body[..], b"gzip of index", "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("'sha256-"), "{csp}");
+    }
+    let (_, headers, body) = get("/sw.js", "br").await;
+    assert_eq!(&body[..], b"// sw");
+    assert_eq!(headers["cache-control"], "no-cache");
+    // The API is not the PWA's: no long-lived caching there.
+    let (_, headers, _) = get("/api/server/ping", "br").await;
+    assert!(headers.get("cache-control").is_none());
+}

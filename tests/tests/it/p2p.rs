@@ -776,3 +776,181 @@ fn shared_album_contributions_over_iroh() {
         }
     });
 }
+
+/// Bit rot on the second node: the scrub re-reads every blob, quarantines the original and the
+/// thumbnail whose bytes no longer match their hashes, and gets both back — the original from
+/// the first node (replication, hash-checked), the thumbnail by replication or its media job —
+/// while the admin's status says what it found and that it is repaired.
+#[test]
+fn the_scrub_finds_rotten_blobs_and_gets_them_back_from_the_other_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Node::start(&da).unwrap();
+    let mut api_a = Api::new(&a.url);
+    api_a.bootstrap_admin().unwrap();
+    let assets = upload_n(&api_a, 1, 3);
+    for (id, _) in &assets {
+        api_a.wait_processed(id, Duration::from_secs(60)).unwrap();
+    }
+    let r = api_a
+        .req(reqwest::Method::POST, "/api/pairing/tickets")
+        .send()
+        .unwrap();
+    let ticket = r.json::<serde_json::Value>().unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Scheduled passes off: this test starts the one pass it wants.
+    let b = Node::start_with(
+        &db,
+        &[
+            "--join",
+            &ticket,
+            "--scrub-rate-mb",
+            "0",
+            "--name",
+            "offsite",
+        ],
+    )
+    .unwrap();
+    let mut api_b = Api::new(&b.url);
+    api_b.key = api_a.key.clone();
+    let (id, bytes) = assets[1].clone();
+    let original = db.join(format!("blobs/original/{}/{}/{id}", &id[..2], &id[2..4]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_originals(&db) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(count_originals(&db), 3, "replicated; log: {}", b.log());
+    let asset = api_b.wait_processed(&id, Duration::from_secs(60)).unwrap();
+    let thumb_hash = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, _) = api_b
+                .get_bytes(&format!("/api/assets/{id}/thumbnail"))
+                .unwrap();
+            let found = std::fs::read_dir(db.join("blobs/thumb"))
+                .map(|rd| rd.count() > 0)
+                .unwrap_or(false);
+            if code == 200 && found {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no thumbnail on B: {asset}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut files = Vec::new();
+        let mut stack = vec![db.join("blobs/thumb")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    files.push(e.path());
+                }
+            }
+        }
+        files.sort();
+        files[0].clone()
+    };
+    // Rot: one flipped byte in the middle of each file, sizes unchanged.
+    for path in [&original, &thumb_hash] {
+        let mut b = std::fs::read(path).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x40;
+        std::fs::write(path, b).unwrap();
+    }
+    let (code, status) = api_b.get_json("/api/tessera/admin/scrub").unwrap();
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["running"], false, "{status}");
+    assert!(status["lastPass"].is_null(), "{status}");
+    // Admins only.
+    let r = Api::new(&b.url)
+        .req(reqwest::Method::POST, "/api/tessera/admin/scrub")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = api_b
+        .req(reqwest::Method::POST, "/api/tessera/admin/scrub")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let (_, s) = api_b.get_json("/api/tessera/admin/scrub").unwrap();
+        if s["running"] == false && !s["lastPass"].is_null() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "scrub did not finish: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let last = &status["lastPass"];
+    let corrupt = last["corrupt"].as_array().unwrap();
+    assert_eq!(corrupt.len(), 2, "{status}");
+    let kinds: Vec<&str> = corrupt
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"original") && kinds.contains(&"thumb"),
+        "{status}"
+    );
+    assert!(corrupt.iter().any(|c| c["hash"] == id.as_str()), "{status}");
+    assert!(last["files"].as_u64().unwrap() >= 9, "{status}");
+    for c in corrupt {
+        let q = std::path::Path::new(c["quarantinedTo"].as_str().unwrap());
+        assert!(
+            q.starts_with(db.join("quarantine")) && q.is_file(),
+            "{status}"
+        );
+    }
+    // Both come back, and the status says so.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, s) = api_b.get_json("/api/tessera/admin/scrub").unwrap();
+        if s["lastPass"]["corrupt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["repaired"] == true)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not repaired: {s}; log: {}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        std::fs::read(&original).unwrap(),
+        bytes,
+        "the original is whole again on B"
+    );
+    let (code, got) = api_b
+        .get_bytes(&format!("/api/assets/{id}/original"))
+        .unwrap();
+    assert_eq!((code, got == bytes), (200, true));
+    // A second pass finds every file intact.
+    let r = api_b
+        .req(reqwest::Method::POST, "/api/tessera/admin/scrub")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let first_finished = last["finished"].clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, s) = api_b.get_json("/api/tessera/admin/scrub").unwrap();
+        let new_pass = s["lastPass"]["finished"] != first_finished
+            || s["lastPass"]["corrupt"]
+                .as_array()
+                .is_some_and(|c| c.is_empty());
+        if s["running"] == false && new_pass {
+            assert_eq!(s["lastPass"]["corrupt"].as_array().unwrap().len(), 0, "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "second pass: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(a);
+}

@@ -1,0 +1,258 @@
+//! The library at scale (`cargo xtask bench --scale N`, default 300,000), as JSON to the path
+//! given: a synthetic catalogue of N photos over 20 years (EXIF camera, 60% with a position and
+//! its place, some favorites) written straight into a data directory with `tessera-core` (no
+//! originals: the numbers are the catalogue's), then a real release `sync-node` on it:
+//! - the documents' size on disk and the time to generate them;
+//! - the node's start (process start → `/api/server/ping`), its RSS right after and idle 30 s
+//!   later, and its peak;
+//! - Immich's time buckets over the whole library and a metadata search (p50/p95 of 20).
+//!
+//! The data directory is kept under `$TESSERA_BENCH_DIR/scale-N` and reused by later runs.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rand::{Rng, SeedableRng};
+use tessera_core::AssetRecord;
+use tessera_sync_node::{Node as NodeStore, NodeConfig};
+
+const PLACES: [(f64, f64, &str, &str, &str); 8] = [
+    (48.8566, 2.3522, "Paris", "Ile-de-France", "France"),
+    (35.6762, 139.6503, "Tokyo", "Tokyo", "Japan"),
+    (
+        40.7128,
+        -74.006,
+        "New York City",
+        "New York",
+        "United States",
+    ),
+    (-33.8688, 151.2093, "Sydney", "New South Wales", "Australia"),
+    (52.52, 13.405, "Berlin", "Berlin", "Germany"),
+    (41.3874, 2.1686, "Barcelona", "Catalonia", "Spain"),
+    (45.764, 4.8357, "Lyon", "Auvergne-Rhone-Alpes", "France"),
+    (
+        -22.9068,
+        -43.1729,
+        "Rio de Janeiro",
+        "Rio de Janeiro",
+        "Brazil",
+    ),
+];
+const CAMERAS: [(&str, &str); 5] = [
+    ("Apple", "iPhone 15 Pro"),
+    ("Google", "Pixel 8"),
+    ("SONY", "ILCE-7M4"),
+    ("Canon", "Canon EOS R6"),
+    ("samsung", "SM-S918B"),
+];
+
+fn generate(dir: &Path, n: u64) -> Result<f64> {
+    let t = Instant::now();
+    let node = NodeStore::open(NodeConfig::new(dir))?;
+    let admin = node
+        .auth
+        .admin_sign_up("admin@example.com", "correct horse", "Admin")?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(300);
+    let mut lib = node.catalog.lock()?;
+    let mut batch = Vec::with_capacity(1000);
+    for i in 0..n {
+        // 20 years, more photos in recent ones.
+        let year = 2006 + (20.0 * (rng.random::<f64>()).sqrt()) as u32;
+        let year = year.min(2025);
+        let (month, day) = (rng.random_range(1..=12u32), rng.random_range(1..=28u32));
+        let (make, model) = CAMERAS[rng.random_range(0..CAMERAS.len())];
+        let mut r = AssetRecord {
+            id: blake3::hash(&i.to_le_bytes()).to_hex().to_string(),
+            owner: Some(admin.id.clone()),
+            filename: Some(format!("IMG_{i:06}.jpg")),
+            mime: Some("image/jpeg".into()),
+            size: Some(2_000_000 + rng.random_range(0..4_000_000u64)),
+            taken_at: Some(format!(
+                "{year}-{month:02}-{day:02}T{:02}:{:02}:00",
+                rng.random_range(0..24u32),
+                rng.random_range(0..60u32)
+            )),
+            width: Some(4032),
+            height: Some(3024),
+            make: Some(make.into()),
+            model: Some(model.into()),
+            status: Some("ready".into()),
+            favorite: (rng.random::<f64>() < 0.03).then_some(true),
+            ..Default::default()
+        };
+        if rng.random::<f64>() < 0.6 {
+            let (lat, lon, city, state, country) = PLACES[rng.random_range(0..PLACES.len())];
+            r.lat = Some(lat + rng.random_range(-0.05..0.05));
+            r.lon = Some(lon + rng.random_range(-0.05..0.05));
+            r.city = Some(city.into());
+            r.state = Some(state.into());
+            r.country = Some(country.into());
+        }
+        batch.push(r);
+        if batch.len() == 1000 {
+            lib.upsert_assets(&admin.id, &batch)?;
+            batch.clear();
+        }
+    }
+    lib.upsert_assets(&admin.id, &batch)?;
+    node.catalog.persist(&mut lib)?;
+    drop(lib);
+    node.flush()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let p = e.path();
+            n += if p.is_dir() {
+                dir_size(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            };
+        }
+    }
+    n
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let out = PathBuf::from(
+        args.first()
+            .context("usage: tessera-scale-bench OUT.json [--scale N]")?,
+    );
+    let n: u64 = args
+        .iter()
+        .position(|a| a == "--scale")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let base = std::env::var("TESSERA_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir());
+    let data = base.join(format!("scale-{n}"));
+    let mut generated = None;
+    if !data.join("docs").is_dir() {
+        let _ = std::fs::remove_dir_all(&data);
+        eprintln!("generating {n} assets in {} …", data.display());
+        generated = Some(generate(&data, n)?);
+    }
+    let docs_bytes = dir_size(&data.join("docs"));
+    let bin = tessera_tests::bin_path("sync-node")?;
+    let port = tessera_tests::free_port();
+    let t = Instant::now();
+    let mut child = std::process::Command::new(&bin)
+        .args(["serve", "--data"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--iroh",
+            "127.0.0.1:0",
+            "--relay",
+            "127.0.0.1:0",
+            "--scrub-rate-mb",
+            "0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = child.id();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while http
+        .get(format!("{url}/api/server/ping"))
+        .send()
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the node did not answer in 600 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let start_s = t.elapsed().as_secs_f64();
+    let rss_start = status_kb(pid, "VmRSS:");
+    let login: serde_json::Value = http
+        .post(format!("{url}/api/auth/login"))
+        .json(&serde_json::json!({"email": "admin@example.com", "password": "correct horse"}))
+        .send()?
+        .json()?;
+    let token = login["accessToken"]
+        .as_str()
+        .context("access token")?
+        .to_owned();
+    let timed = |f: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
+        (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                f()?;
+                Ok(t.elapsed().as_secs_f64() * 1000.0)
+            })
+            .collect()
+    };
+    let buckets = timed(&|| {
+        let r = http
+            .get(format!("{url}/api/timeline/buckets"))
+            .bearer_auth(&token)
+            .send()?;
+        anyhow::ensure!(r.status().is_success(), "buckets: {}", r.status());
+        let v: serde_json::Value = r.json()?;
+        anyhow::ensure!(v.as_array().is_some_and(|a| a.len() > 100), "buckets: {v}");
+        Ok(())
+    })?;
+    let search = timed(&|| {
+        let r = http
+            .post(format!("{url}/api/search/metadata"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"city": "Lyon", "make": "Canon", "size": 100}))
+            .send()?;
+        anyhow::ensure!(r.status().is_success(), "search: {}", r.status());
+        Ok(())
+    })?;
+    let rss_used = status_kb(pid, "VmRSS:");
+    std::thread::sleep(Duration::from_secs(30));
+    let rss_idle = status_kb(pid, "VmRSS:");
+    let peak = status_kb(pid, "VmHWM:");
+    let _ = child.kill();
+    let _ = child.wait();
+    let report = serde_json::json!({
+        "assets": n,
+        "generated_s": generated,
+        "docs_mb": docs_bytes as f64 / 1e6,
+        "node_start_s": start_s,
+        "node_rss_mb": {
+            "after_start": rss_start as f64 / 1024.0,
+            "after_queries": rss_used as f64 / 1024.0,
+            "idle_30s": rss_idle as f64 / 1024.0,
+            "peak": peak as f64 / 1024.0,
+            "budget": 150,
+        },
+        "timeline_buckets_ms": {"p50": pct(buckets.clone(), 0.5), "p95": pct(buckets, 0.95)},
+        "metadata_search_ms": {"p50": pct(search.clone(), 0.5), "p95": pct(search, 0.95)},
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    Ok(())
+}
