@@ -96,9 +96,43 @@ impl Jobs {
     }
 }
 
-/// Works the queue forever with at most `node.config.workers` jobs at a time.
+/// What one media job's decode may take at its peak, in MiB: the original read whole, the
+/// decoded pixels and the resize's buffers. JPEGs decode DCT-scaled (a preview-sized image, not
+/// the full one); HEIF/AVIF, PNG, TIFF, WebP and RAW decode whole (libheif 1.15 cannot decode
+/// at a reduced size); videos decode in ffmpeg's own process, a frame at a time.
+pub fn decode_cost_mib(record: &tessera_core::AssetRecord) -> u64 {
+    const MIB: f64 = 1048576.0;
+    let file = record.size.unwrap_or(0) as f64;
+    let mime = record.mime.as_deref().unwrap_or_default();
+    let pixels = match (record.width, record.height) {
+        (Some(w), Some(h)) => f64::from(w) * f64::from(h),
+        // Unknown dimensions: as many pixels as a JPEG of this size usually holds.
+        _ => file * 4.0,
+    };
+    let preview = f64::from(tessera_media::PREVIEW_LONG_SIDE).powi(2);
+    let bytes = if mime.starts_with("video/") {
+        file.min(64.0 * MIB) + 64.0 * MIB
+    } else if mime == "image/jpeg" {
+        // Scaled to at least the preview (at most 1/2 of each side in practice): ≈ pixels/4.
+        file + (pixels / 4.0).max(preview) * 3.0 * 2.0
+    } else {
+        // RGB(A) 16-bit in the decoder plus the 8-bit copy, then the preview's buffers.
+        file + pixels * (6.0 + 3.0) + preview * 3.0 * 2.0
+    };
+    (bytes / MIB).ceil().max(1.0) as u64
+}
+
+/// Works the queue forever with at most `node.config.workers` jobs at a time, and no more
+/// decodes at once than their estimates fit in `node.config.decode_memory_mib`: a huge file
+/// waits for the memory (the semaphore is fair, so it is not starved by small ones) and then
+/// runs with nothing else decoding.
 pub async fn run(node: Arc<Node>) {
     let sem = Arc::new(Semaphore::new(node.config.workers.max(1)));
+    let budget = node
+        .config
+        .decode_memory_mib
+        .clamp(1, u64::from(u32::MAX >> 4));
+    let memory = Arc::new(Semaphore::new(budget as usize));
     let inflight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let notify = node.jobs.notify.clone();
     loop {
@@ -111,6 +145,18 @@ pub async fn run(node: Arc<Node>) {
                 continue;
             }
             let Ok(permit) = sem.clone().acquire_owned().await else {
+                return;
+            };
+            let cost = estimate(&node, &asset, &job.owner).min(budget);
+            if cost * 2 > budget {
+                tracing::info!(
+                    asset,
+                    estimate_mib = cost,
+                    budget_mib = budget,
+                    "a large decode: waiting for the memory budget, then running it alone"
+                );
+            }
+            let Ok(memory_permit) = memory.clone().acquire_many_owned(cost as u32).await else {
                 return;
             };
             if let Ok(mut s) = inflight.lock() {
@@ -164,6 +210,7 @@ pub async fn run(node: Arc<Node>) {
                     s.remove(&asset);
                 }
                 drop(permit);
+                drop(memory_permit);
                 notify.notify_one();
             });
         }
@@ -174,6 +221,17 @@ pub async fn run(node: Arc<Node>) {
             let _ = sem.acquire().await;
         }
     }
+}
+
+/// [`decode_cost_mib`] of a queued asset (1 when its record cannot be read: the job itself
+/// then reports the problem).
+fn estimate(node: &Node, asset: &str, owner: &str) -> u64 {
+    let record = (|| {
+        let loc = node.location_of(owner, asset).ok()??;
+        let shard = tessera_core::DocId::shard(owner, &loc.month).ok()?;
+        node.catalog.lock().ok()?.asset_in(&shard, asset).ok()?
+    })();
+    record.as_ref().map_or(1, decode_cost_mib)
 }
 
 fn mark_error(node: &Node, asset: &str, owner: &str, msg: &str) {
@@ -298,4 +356,44 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
         .map_err(crate::catalog::CatalogError::from)?;
     node.catalog.persist(&mut lib)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::AssetRecord;
+
+    fn rec(mime: &str, size: u64, w: u32, h: u32) -> AssetRecord {
+        AssetRecord {
+            mime: Some(mime.into()),
+            size: Some(size),
+            width: Some(w),
+            height: Some(h),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn decode_estimates_let_small_photos_share_and_huge_ones_run_alone() {
+        // A 12-MP phone JPEG: DCT-scaled, tens of MiB.
+        let jpeg = decode_cost_mib(&rec("image/jpeg", 5 << 20, 4000, 3000));
+        assert!((15..60).contains(&jpeg), "{jpeg}");
+        // pillow-heif's 200-MP HEIC (the node measured 1.2 GB RSS decoding it).
+        let heic = decode_cost_mib(&rec("image/heic", 60 << 20, 16384, 12288));
+        assert!(heic > 1024, "{heic}");
+        // With the default 1 GiB budget: many JPEGs at once, the HEIC alone (it is capped to
+        // the whole budget when admitted).
+        assert!(1024 / jpeg >= 16);
+        assert!(heic.min(1024) * 2 > 1024);
+        // Videos decode in ffmpeg, a frame at a time.
+        let video = decode_cost_mib(&rec("video/mp4", 2 << 30, 3840, 2160));
+        assert!(video <= 128, "{video}");
+        // Unknown dimensions: estimated from the file.
+        let unknown = decode_cost_mib(&AssetRecord {
+            mime: Some("image/png".into()),
+            size: Some(10 << 20),
+            ..Default::default()
+        });
+        assert!(unknown > 300, "{unknown}");
+    }
 }

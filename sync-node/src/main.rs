@@ -88,6 +88,10 @@ enum Cmd {
         /// Uploads received at the same time (more wait their turn).
         #[arg(long, default_value_t = 8)]
         max_concurrent_uploads: usize,
+        /// Memory the media jobs' decodes may take together, in MiB: each job is admitted
+        /// with its estimate (a 200-MP HEIC ≈ 1 GB runs alone, 12-MP JPEGs side by side).
+        #[arg(long, default_value_t = 1024)]
+        decode_memory_mib: u64,
         /// First webhook retry delay in milliseconds (doubling per attempt, at most an hour).
         #[arg(long, default_value_t = 5000)]
         webhook_retry_ms: u64,
@@ -404,6 +408,7 @@ async fn main() -> Result<()> {
             job_timeout,
             max_upload_mib,
             max_concurrent_uploads,
+            decode_memory_mib,
             webhook_retry_ms,
         } => {
             let mut cfg = NodeConfig::new(&data);
@@ -411,6 +416,7 @@ async fn main() -> Result<()> {
             cfg.job_timeout = std::time::Duration::from_secs(job_timeout.max(1));
             cfg.max_upload = max_upload_mib.max(1).saturating_mul(1 << 20);
             cfg.max_concurrent_uploads = max_concurrent_uploads.max(1);
+            cfg.decode_memory_mib = decode_memory_mib.max(64);
             cfg.web = web
                 .or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
             if let Some(w) = workers {

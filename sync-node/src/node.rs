@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub max_upload: u64,
     /// Uploads received at the same time; more wait for a slot (memory and disk bandwidth).
     pub max_concurrent_uploads: usize,
+    /// Memory the media jobs' decodes may take together (MiB); see `jobs::decode_cost_mib`.
+    pub decode_memory_mib: u64,
 }
 
 impl NodeConfig {
@@ -69,6 +71,7 @@ impl NodeConfig {
             job_timeout: std::time::Duration::from_secs(300),
             max_upload: 64 << 30,
             max_concurrent_uploads: 8,
+            decode_memory_mib: 1024,
         }
     }
 }

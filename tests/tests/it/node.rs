@@ -663,3 +663,45 @@ fn crafted_box_sizes_neither_hang_an_upload_nor_wedge_the_queue() {
         .unwrap();
     assert_eq!(r["tessera"]["status"], "ready", "{r}");
 }
+
+/// Media decodes share `--decode-memory-mib`: a picture whose decode alone needs more than half
+/// of it waits for the memory and runs alone (the node says so), one needing more than all of
+/// it still runs (its estimate is capped at the budget), and small JPEGs go through beside it.
+#[test]
+fn large_decodes_are_admitted_against_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let node =
+        Node::start_with(dir.path(), &["--decode-memory-mib", "64", "--workers", "4"]).unwrap();
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin().unwrap();
+    // 3000 × 2000 PNG: its whole decode (≈ 6 M pixels × 9 bytes) is far over 64 MiB.
+    let img = image::RgbImage::from_fn(3000, 2000, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let (code, big) = api.upload("big.png", png).unwrap();
+    assert_eq!(code, 201, "{big}");
+    let small: Vec<String> = (0..6)
+        .map(|i| {
+            let (code, b) = api
+                .upload(&format!("s{i}.jpg"), small_jpeg(700 + i))
+                .unwrap();
+            assert_eq!(code, 201, "{b}");
+            b["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let big = big["id"].as_str().unwrap();
+    let body = api.wait_processed(big, Duration::from_secs(120)).unwrap();
+    assert_eq!(body["tessera"]["status"], "ready", "{body}");
+    for id in &small {
+        let body = api.wait_processed(id, Duration::from_secs(60)).unwrap();
+        assert_eq!(body["tessera"]["status"], "ready", "{body}");
+    }
+    let log = node.log();
+    assert!(
+        log.contains("a large decode: waiting for the memory budget"),
+        "{log}"
+    );
+}
