@@ -5,7 +5,7 @@
 //! - the documents' size on disk and the time to generate them;
 //! - the node's start (process start → `/api/server/ping`), its RSS right after and idle 30 s
 //!   later, and its peak;
-//! - Immich's time buckets over the whole library and a metadata search (p50/p95 of 20).
+//! - Immich's time buckets over the whole library and a metadata search (p50 and max of 3).
 //!
 //! The data directory is kept under `$TESSERA_BENCH_DIR/scale-N` and reused by later runs.
 
@@ -203,8 +203,10 @@ fn main() -> Result<()> {
         .as_str()
         .context("access token")?
         .to_owned();
+    // Three runs each: at 300k one whole-library query still takes minutes (see the note in
+    // the README's figures), and the bench must end.
     let timed = |f: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
-        (0..20)
+        (0..3)
             .map(|_| {
                 let t = Instant::now();
                 f()?;
@@ -249,8 +251,8 @@ fn main() -> Result<()> {
             "peak": peak as f64 / 1024.0,
             "budget": 150,
         },
-        "timeline_buckets_ms": {"p50": pct(buckets.clone(), 0.5), "p95": pct(buckets, 0.95)},
-        "metadata_search_ms": {"p50": pct(search.clone(), 0.5), "p95": pct(search, 0.95)},
+        "timeline_buckets_ms": {"p50": pct(buckets.clone(), 0.5), "max": pct(buckets, 1.0)},
+        "metadata_search_ms": {"p50": pct(search.clone(), 0.5), "max": pct(search, 1.0)},
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
