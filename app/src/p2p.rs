@@ -18,14 +18,14 @@ use std::rc::Rc;
 use ed25519_dalek::{Signer, SigningKey};
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
-use js_sys::{Array, Object, Reflect, Uint8Array};
+use js_sys::{Object, Reflect, Uint8Array};
 use leptos::prelude::{GetUntracked, Set};
 use leptos::task::spawn_local;
 use tessera_core::wire::{self, Frame, Hello, Role, WIRE_VERSION};
 use tessera_core::{DocId, PeerSync, SyncEnvelope};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker};
+use web_sys::{MessageEvent, Worker};
 
 use crate::catalogue::save_docs;
 use crate::state::{log, refresh, user_id, Screen, Ui, CORE};
@@ -201,22 +201,8 @@ async fn worker() -> Result<Rc<SyncWorker>, String> {
         w.worker.terminate();
         WORKER.with(|x| *x.borrow_mut() = None);
     }
-    let js = |e: JsValue| format!("the sync worker cannot start: {e:?}");
-    let origin = web_sys::window()
-        .ok_or("no window")?
-        .location()
-        .origin()
-        .map_err(js)?;
-    // A classic worker that loads trunk's no-modules build of the worker crate.
-    let src = format!(
-        r#"importScripts("{origin}/sync-worker.js"); wasm_bindgen("{origin}/sync-worker_bg.wasm");"#
-    );
-    let opts = BlobPropertyBag::new();
-    opts.set_type("text/javascript");
-    let blob =
-        Blob::new_with_str_sequence_and_options(&Array::of1(&src.into()), &opts).map_err(js)?;
-    let url = Url::create_object_url_with_blob(&blob).map_err(js)?;
-    let worker = Worker::new(&url).map_err(js)?;
+    let worker = crate::search_worker::trunk_worker("sync-worker")
+        .map_err(|e| format!("the sync worker cannot start: {e:?}"))?;
     let on = Closure::<dyn FnMut(MessageEvent)>::new(|e: MessageEvent| on_event(e.data()));
     worker.set_onmessage(Some(on.as_ref().unchecked_ref()));
     let dead = Rc::new(Cell::new(false));

@@ -51,17 +51,22 @@ fn get_field(o: &JsValue, k: &str) -> JsValue {
     Reflect::get(o, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED)
 }
 
-fn spawn() -> Result<(Worker, Pending, OnMessage), JsValue> {
+/// A classic Web Worker running trunk's no-modules build of the worker crate `name`
+/// (`dist/<name>.js` + `<name>_bg.wasm`; trunk never hashes workers' names). Shared by the
+/// search worker and the sync worker (`p2p.rs`).
+pub(crate) fn trunk_worker(name: &str) -> Result<Worker, JsValue> {
     let origin = web_sys::window().ok_or("no window")?.location().origin()?;
-    // A classic worker that loads trunk's no-modules build of the worker crate.
-    let src = format!(
-        r#"importScripts("{origin}/search-worker.js"); wasm_bindgen("{origin}/search-worker_bg.wasm");"#
-    );
+    let src =
+        format!(r#"importScripts("{origin}/{name}.js"); wasm_bindgen("{origin}/{name}_bg.wasm");"#);
     let opts = BlobPropertyBag::new();
     opts.set_type("text/javascript");
     let blob = Blob::new_with_str_sequence_and_options(&Array::of1(&src.into()), &opts)?;
     let url = Url::create_object_url_with_blob(&blob)?;
-    let worker = Worker::new(&url)?;
+    Worker::new(&url)
+}
+
+fn spawn() -> Result<(Worker, Pending, OnMessage), JsValue> {
+    let worker = trunk_worker("search-worker")?;
     let pending: Pending = Rc::default();
     let p = pending.clone();
     let on = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {

@@ -398,6 +398,12 @@ impl BlobStore {
 
 /// BLAKE3 of a file, streamed.
 pub fn hash_file(path: &Path) -> Result<(String, u64), BlobError> {
+    hash_file_paced(path, |_| {})
+}
+
+/// [`hash_file`], calling `pace` with the size of every chunk read (the scrub sleeps there to
+/// keep to its rate).
+pub fn hash_file_paced(path: &Path, mut pace: impl FnMut(u64)) -> Result<(String, u64), BlobError> {
     let mut f = File::open(path).map_err(io(path))?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -409,6 +415,7 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), BlobError> {
         }
         h.update(&buf[..k]);
         n += k as u64;
+        pace(k as u64);
     }
     Ok((h.finalize().to_hex().to_string(), n))
 }

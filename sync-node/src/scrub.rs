@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::blobs::{hash_file, BlobKind};
+use crate::blobs::{hash_file, hash_file_paced, BlobError, BlobKind};
 use crate::node::{Node, NodeError};
 
 /// How the scrub runs (`sync-node serve --scrub-rate-mb … --scrub-every-days …`).
@@ -374,8 +374,8 @@ pub fn pass(node: &Node) -> Result<PassReport, NodeError> {
     Ok(report)
 }
 
-fn is_not_found(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::NotFound
+fn is_not_found(e: &BlobError) -> bool {
+    matches!(e, BlobError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// BLAKE3 of a file, reading no faster than `rate` bytes/s over the pass.
@@ -384,26 +384,14 @@ fn hash_throttled(
     rate: f64,
     read: &mut u64,
     since: Instant,
-) -> Result<(String, u64), std::io::Error> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-        *read += k as u64;
+) -> Result<(String, u64), BlobError> {
+    hash_file_paced(path, |k| {
+        *read += k;
         let due = Duration::from_secs_f64(*read as f64 / rate);
         if let Some(ahead) = due.checked_sub(since.elapsed()) {
             std::thread::sleep(ahead);
         }
-    }
-    Ok((h.finalize().to_hex().to_string(), n))
+    })
 }
 
 /// Moves a corrupt blob to the quarantine and drops it from the index — after hashing it once

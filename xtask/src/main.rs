@@ -1470,6 +1470,19 @@ fn check_architecture(root: &Path) -> Result<()> {
 /// (start, RSS, documents on disk, time buckets, metadata search) and the release PWA's
 /// timeline with N assets in headless Chromium.
 fn bench_scale(root: &Path, n: u64) -> Result<()> {
+    let node = release_sync_node(root)?;
+    let mut c = bench_bin("tessera-scale-bench");
+    c.arg(target_dir(root).join("scale-bench.json"))
+        .args(["--scale", &n.to_string()])
+        .env("TESSERA_BENCH_DIR", target_dir(root))
+        .env("TESSERA_SYNC_NODE_BIN", node);
+    sh(&mut c)?;
+    build_pwa(true)?;
+    sh(bench_bin("tessera-scroll-bench").args(["--assets", &n.to_string()]))
+}
+
+/// Builds the release `sync-node` the benchmarks run; its path.
+fn release_sync_node(root: &Path) -> Result<PathBuf> {
     sh(cargo().args([
         "build",
         "--release",
@@ -1478,17 +1491,7 @@ fn bench_scale(root: &Path, n: u64) -> Result<()> {
         "--bin",
         "sync-node",
     ]))?;
-    let mut c = bench_bin("tessera-scale-bench");
-    c.arg(target_dir(root).join("scale-bench.json"))
-        .args(["--scale", &n.to_string()])
-        .env("TESSERA_BENCH_DIR", target_dir(root))
-        .env(
-            "TESSERA_SYNC_NODE_BIN",
-            target_dir(root).join("release/sync-node"),
-        );
-    sh(&mut c)?;
-    build_pwa(true)?;
-    sh(bench_bin("tessera-scroll-bench").args(["--assets", &n.to_string()]))
+    Ok(target_dir(root).join("release/sync-node"))
 }
 
 /// `cargo run --release -p tessera-tests --bin NAME --`: one of the benchmark harnesses.
@@ -1524,21 +1527,11 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         .env("TESSERA_FIXTURES", &fixtures);
     sh(&mut c)?;
     // Peer to peer: a fresh device syncing 10,000 assets; node → node replication against cp.
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "tessera-sync-node",
-        "--bin",
-        "sync-node",
-    ]))?;
+    let node = release_sync_node(root)?;
     let mut c = bench_bin("tessera-p2p-bench");
     c.arg(target_dir(root).join("p2p-bench.json"))
         .env("TESSERA_BENCH_DIR", target_dir(root))
-        .env(
-            "TESSERA_SYNC_NODE_BIN",
-            target_dir(root).join("release/sync-node"),
-        );
+        .env("TESSERA_SYNC_NODE_BIN", &node);
     sh(&mut c)?;
     // Bulk import (mixed corpus, 12-MP JPEGs) against vipsthumbnail, peak RSS; near-duplicate
     // precision/recall.
@@ -1546,10 +1539,7 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     c.arg(target_dir(root).join("import-bench.json"))
         .env("TESSERA_CORPUS", ensure_corpus()?)
         .env("TESSERA_FIXTURES", &fixtures)
-        .env(
-            "TESSERA_SYNC_NODE_BIN",
-            target_dir(root).join("release/sync-node"),
-        );
+        .env("TESSERA_SYNC_NODE_BIN", &node);
     sh(&mut c)?;
     // Search: the two-stage CLIP scan over 300k × 512-d vectors against a full f32 scan;
     // reverse-geocoder lookups/s.

@@ -194,15 +194,13 @@ fn main() -> Result<()> {
     }
     let start_s = t.elapsed().as_secs_f64();
     let rss_start = status_kb(pid, "VmRSS:");
-    let login: serde_json::Value = http
-        .post(format!("{url}/api/auth/login"))
-        .json(&serde_json::json!({"email": "admin@example.com", "password": "correct horse"}))
-        .send()?
-        .json()?;
-    let token = login["accessToken"]
-        .as_str()
-        .context("access token")?
-        .to_owned();
+    // The tests' client, with the bench's long timeout (a whole-library query at 300k).
+    let mut api = tessera_tests::Api {
+        base: url.clone(),
+        client: http,
+        key: None,
+    };
+    api.login("admin@example.com", "correct horse")?;
     // Three runs each: at 300k one whole-library query still takes minutes (see the note in
     // the README's figures), and the bench must end.
     let timed = |f: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
@@ -215,9 +213,8 @@ fn main() -> Result<()> {
             .collect()
     };
     let buckets = timed(&|| {
-        let r = http
-            .get(format!("{url}/api/timeline/buckets"))
-            .bearer_auth(&token)
+        let r = api
+            .req(reqwest::Method::GET, "/api/timeline/buckets")
             .send()?;
         anyhow::ensure!(r.status().is_success(), "buckets: {}", r.status());
         let v: serde_json::Value = r.json()?;
@@ -225,9 +222,8 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     let search = timed(&|| {
-        let r = http
-            .post(format!("{url}/api/search/metadata"))
-            .bearer_auth(&token)
+        let r = api
+            .req(reqwest::Method::POST, "/api/search/metadata")
             .json(&serde_json::json!({"city": "Lyon", "make": "Canon", "size": 100}))
             .send()?;
         anyhow::ensure!(r.status().is_success(), "search: {}", r.status());
