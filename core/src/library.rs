@@ -11,10 +11,12 @@
 //! of a shard that changed (locally or by sync), and equal values written concurrently converge.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
 
 use automerge::{
-    transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value,
-    ROOT,
+    transaction::Transactable, ActorId, AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc,
+    ScalarValue, ScalarValueRef, Value, ValueRef, ROOT,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map as JsonMap, Number, Value as Json};
@@ -61,11 +63,56 @@ pub struct ShardSummary {
     pub last: Option<String>,
 }
 
-/// All catalogue documents a peer holds, with the set changed since the caller last persisted.
-pub struct Library {
-    actor: ActorId,
-    docs: BTreeMap<DocId, AutoCommit>,
-    dirty: BTreeSet<DocId>,
+/// Reads a document's saved bytes for a library that holds documents lazily (the node's
+/// catalogue on disk). Errors are the caller's words, reported through [`Library::take_load_errors`].
+pub type DocLoader = Box<dyn Fn(&DocId) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// One document: loaded on first use when the library has a loader, and unloaded again by
+/// [`Library::evict`] when it is clean.
+struct Slot {
+    /// Loaded for writing (or given to the library): changes go here.
+    doc: Option<AutoCommit>,
+    /// Loaded on demand by a read (`&self`); moved into `doc` by the first write.
+    lazy: OnceLock<AutoCommit>,
+    /// Where the next incremental save starts, when the document was (re)loaded from its saved
+    /// bytes: automerge's own cursor then covers nothing, and would save everything again.
+    saved: Mutex<Option<Vec<ChangeHash>>>,
+    /// Saved size of the document (its resident size is a multiple of it).
+    bytes: AtomicUsize,
+    used: AtomicU64,
+    /// The revision last written out (saved, or loaded from the saved bytes): a document
+    /// whose revision moved since may hold unsaved changes and is never unloaded.
+    saved_rev: AtomicU64,
+}
+
+impl Slot {
+    fn empty() -> Self {
+        Self {
+            doc: None,
+            lazy: OnceLock::new(),
+            saved: Mutex::new(None),
+            bytes: AtomicUsize::new(0),
+            used: AtomicU64::new(0),
+            saved_rev: AtomicU64::new(0),
+        }
+    }
+
+    fn loaded(doc: AutoCommit, bytes: usize) -> Self {
+        let mut s = Self::empty();
+        s.bytes.store(bytes, Relaxed);
+        s.doc = Some(doc);
+        s
+    }
+
+    fn get(&self) -> Option<&AutoCommit> {
+        self.doc.as_ref().or_else(|| self.lazy.get())
+    }
+
+    fn unload(&mut self) {
+        self.doc = None;
+        self.lazy = OnceLock::new();
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 fn am_err(doc: &DocId) -> impl Fn(automerge::AutomergeError) -> LibraryError + '_ {
@@ -75,6 +122,56 @@ fn am_err(doc: &DocId) -> impl Fn(automerge::AutomergeError) -> LibraryError + '
     }
 }
 
+/// Reads a document through the loader (an empty document, and a recorded error, if it fails).
+fn load_doc(
+    id: &DocId,
+    slot: &Slot,
+    loader: Option<&DocLoader>,
+    actor: &ActorId,
+    errors: &Mutex<Vec<(DocId, String)>>,
+) -> AutoCommit {
+    let loaded = match loader {
+        Some(load) => load(id).and_then(|bytes| {
+            let opts =
+                automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Ignore);
+            let mut d = AutoCommit::load_with_options(&bytes, opts)
+                .map_err(|e| e.to_string())?
+                .with_actor(actor.clone());
+            slot.bytes.store(bytes.len(), Relaxed);
+            *slot.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.get_heads());
+            Ok(d)
+        }),
+        None => Err("not loaded, and the library has no loader".into()),
+    };
+    loaded.unwrap_or_else(|e| {
+        errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id.clone(), e));
+        AutoCommit::new().with_actor(actor.clone())
+    })
+}
+
+/// All catalogue documents a peer holds, with the set changed since the caller last persisted.
+///
+/// With a [`DocLoader`] the library knows every document but keeps only those in use loaded:
+/// reads load a document on demand, [`Library::evict`] unloads the least recently used clean
+/// ones. Without one (the browser) every document is held, as loaded.
+pub struct Library {
+    actor: ActorId,
+    docs: BTreeMap<DocId, Slot>,
+    dirty: BTreeSet<DocId>,
+    /// A number per document that changes whenever the document may have: a fresh value of
+    /// `next_revision` at every load or mutable access. Views cached outside the library
+    /// (the node's per-shard records and counts) are keyed by it. Unloading and reloading a
+    /// clean document keeps it.
+    revisions: BTreeMap<DocId, u64>,
+    next_revision: u64,
+    loader: Option<DocLoader>,
+    tick: AtomicU64,
+    load_errors: Mutex<Vec<(DocId, String)>>,
+}
+
 impl Library {
     /// `actor` identifies this peer's changes (stable per device/node; 16 random bytes is usual).
     pub fn new(actor: &[u8]) -> Self {
@@ -82,7 +179,142 @@ impl Library {
             actor: ActorId::from(actor),
             docs: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            revisions: BTreeMap::new(),
+            next_revision: 0,
+            loader: None,
+            tick: AtomicU64::new(0),
+            load_errors: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Holds documents lazily from now on: [`Library::register`]ed or evicted documents are
+    /// read through `loader` when next used.
+    pub fn set_loader(&mut self, loader: DocLoader) {
+        self.loader = Some(loader);
+    }
+
+    /// Knows a document that is on the loader's side, without loading it.
+    pub fn register(&mut self, id: DocId, saved_bytes: usize) {
+        let slot = self.docs.entry(id).or_insert_with(Slot::empty);
+        slot.bytes.store(saved_bytes, Relaxed);
+    }
+
+    fn touch(&mut self, id: &DocId) {
+        self.next_revision += 1;
+        self.revisions.insert(id.clone(), self.next_revision);
+    }
+
+    /// The document's revision: equal values (for this library) mean identical content. `None`
+    /// when the document is not held.
+    pub fn revision(&self, id: &DocId) -> Option<u64> {
+        self.docs
+            .contains_key(id)
+            .then(|| self.revisions.get(id).copied().unwrap_or(0))
+    }
+
+    /// Whether the document is loaded now (not only known).
+    pub fn is_loaded(&self, id: &DocId) -> bool {
+        self.docs.get(id).is_some_and(|s| s.get().is_some())
+    }
+
+    /// Documents that failed to load on demand since the last call (they read as empty).
+    pub fn take_load_errors(&self) -> Vec<(DocId, String)> {
+        std::mem::take(&mut *self.load_errors.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn get_doc(&self, id: &DocId) -> Option<&AutoCommit> {
+        let slot = self.docs.get(id)?;
+        self.tick.fetch_add(1, Relaxed);
+        slot.used.store(self.tick.load(Relaxed), Relaxed);
+        Some(match slot.get() {
+            Some(d) => d,
+            None => slot.lazy.get_or_init(|| {
+                load_doc(
+                    id,
+                    slot,
+                    self.loader.as_ref(),
+                    &self.actor,
+                    &self.load_errors,
+                )
+            }),
+        })
+    }
+
+    fn get_doc_mut(&mut self, id: &DocId) -> Option<&mut AutoCommit> {
+        self.tick.fetch_add(1, Relaxed);
+        let Library {
+            docs,
+            loader,
+            actor,
+            load_errors,
+            tick,
+            ..
+        } = self;
+        let slot = docs.get_mut(id)?;
+        slot.used.store(tick.load(Relaxed), Relaxed);
+        if slot.doc.is_none() {
+            let d = match slot.lazy.take() {
+                Some(d) => d,
+                None => load_doc(id, slot, loader.as_ref(), actor, load_errors),
+            };
+            slot.doc = Some(d);
+        }
+        slot.doc.as_mut()
+    }
+
+    /// Unloads the least recently used documents (never the one used last) that `may_unload`
+    /// allows and that have no unsaved changes, until the saved size of what stays loaded is at most `budget_bytes`
+    /// (documents `may_unload` refuses count too). Returns how many were unloaded. Without a
+    /// loader nothing is unloaded (nothing could bring it back).
+    pub fn evict(&mut self, budget_bytes: usize, may_unload: &dyn Fn(&DocId) -> bool) -> usize {
+        if self.loader.is_none() {
+            return 0;
+        }
+        let mut total = 0;
+        let mut loaded: Vec<(u64, usize, DocId)> = Vec::new();
+        for (id, s) in self.docs.iter().filter(|(_, s)| s.get().is_some()) {
+            let bytes = s.bytes.load(Relaxed);
+            total += bytes;
+            if may_unload(id) {
+                loaded.push((s.used.load(Relaxed), bytes, id.clone()));
+            }
+        }
+        if total <= budget_bytes {
+            return 0;
+        }
+        loaded.sort();
+        // Of the documents that may go, the one used last stays whatever its size: it is the
+        // one being worked on (a month receiving uploads), and reading it again for every
+        // change would cost more than it saves.
+        loaded.pop();
+        let mut n = 0;
+        for (_, bytes, id) in loaded {
+            if total <= budget_bytes {
+                break;
+            }
+            let rev = self.revisions.get(&id).copied().unwrap_or(0);
+            let clean = self
+                .docs
+                .get(&id)
+                .is_some_and(|s| s.saved_rev.load(Relaxed) == rev);
+            if !clean || self.dirty.contains(&id) {
+                continue;
+            }
+            if let Some(slot) = self.docs.get_mut(&id) {
+                slot.unload();
+                total -= bytes;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Loaded documents and their saved size in bytes.
+    pub fn loaded_size(&self) -> (usize, usize) {
+        self.docs
+            .values()
+            .filter(|s| s.get().is_some())
+            .fold((0, 0), |(n, b), s| (n + 1, b + s.bytes.load(Relaxed)))
     }
 
     /// Loads a document from saved bytes (a full save followed by any incremental chunks).
@@ -90,7 +322,10 @@ impl Library {
         let doc = AutoCommit::load(bytes)
             .map_err(am_err(&id))?
             .with_actor(self.actor.clone());
-        self.docs.insert(id, doc);
+        self.touch(&id);
+        let slot = Slot::loaded(doc, bytes.len());
+        slot.saved_rev.store(self.next_revision, Relaxed);
+        self.docs.insert(id, slot);
         Ok(())
     }
 
@@ -105,7 +340,10 @@ impl Library {
         let doc = AutoCommit::load_with_options(bytes, opts)
             .map_err(am_err(&id))?
             .with_actor(self.actor.clone());
-        self.docs.insert(id, doc);
+        self.touch(&id);
+        let slot = Slot::loaded(doc, bytes.len());
+        slot.saved_rev.store(self.next_revision, Relaxed);
+        self.docs.insert(id, slot);
         Ok(true)
     }
 
@@ -117,6 +355,7 @@ impl Library {
     /// it was there.
     pub fn remove_doc(&mut self, id: &DocId) -> bool {
         self.dirty.remove(id);
+        self.revisions.remove(id);
         self.docs.remove(id).is_some()
     }
 
@@ -135,29 +374,68 @@ impl Library {
 
     /// The document, created empty if missing.
     pub fn doc_mut(&mut self, id: &DocId) -> &mut AutoCommit {
+        self.touch(id);
+        if !self.docs.contains_key(id) {
+            let mut slot = Slot::empty();
+            slot.doc = Some(AutoCommit::new().with_actor(self.actor.clone()));
+            self.docs.insert(id.clone(), slot);
+        }
+        self.get_doc_mut(id);
         let actor = self.actor.clone();
-        self.docs
-            .entry(id.clone())
-            .or_insert_with(|| AutoCommit::new().with_actor(actor))
+        let slot = self.docs.entry(id.clone()).or_insert_with(Slot::empty);
+        slot.doc
+            .get_or_insert_with(|| AutoCommit::new().with_actor(actor))
     }
 
     pub fn doc(&self, id: &DocId) -> Option<&AutoCommit> {
-        self.docs.get(id)
+        self.get_doc(id)
     }
 
     /// Full save of one document.
     pub fn save(&mut self, id: &DocId) -> Option<Vec<u8>> {
-        self.docs.get_mut(id).map(|d| d.save())
+        let d = self.get_doc_mut(id)?.save();
+        let rev = self.revisions.get(id).copied().unwrap_or(0);
+        if let Some(slot) = self.docs.get(id) {
+            *slot.saved.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            slot.bytes.store(d.len(), Relaxed);
+            slot.saved_rev.store(rev, Relaxed);
+        }
+        Some(d)
     }
 
-    /// Changes since the previous save/save_incremental of this document.
+    /// Changes since the previous save/save_incremental of this document (or since it was
+    /// loaded).
     pub fn save_incremental(&mut self, id: &DocId) -> Option<Vec<u8>> {
-        self.docs.get_mut(id).map(|d| d.save_incremental())
+        let since = self
+            .docs
+            .get(id)?
+            .saved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let doc = self.get_doc_mut(id)?;
+        let out = match &since {
+            Some(heads) => {
+                let out = doc.save_after(heads);
+                let now = (!out.is_empty()).then(|| doc.get_heads());
+                if let (Some(now), Some(slot)) = (now, self.docs.get(id)) {
+                    *slot.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                }
+                out
+            }
+            None => doc.save_incremental(),
+        };
+        let rev = self.revisions.get(id).copied().unwrap_or(0);
+        if let Some(slot) = self.docs.get(id) {
+            slot.bytes
+                .store(slot.bytes.load(Relaxed) + out.len(), Relaxed);
+            slot.saved_rev.store(rev, Relaxed);
+        }
+        Some(out)
     }
 
     pub fn heads(&mut self, id: &DocId) -> Vec<String> {
-        self.docs
-            .get_mut(id)
+        self.get_doc_mut(id)
             .map(|d| d.get_heads().iter().map(|h| h.to_string()).collect())
             .unwrap_or_default()
     }
@@ -218,7 +496,7 @@ impl Library {
         doc_id: &DocId,
         asset: &str,
     ) -> Result<Option<AssetRecord>, LibraryError> {
-        let Some(doc) = self.docs.get(doc_id) else {
+        let Some(doc) = self.get_doc(doc_id) else {
             return Ok(None);
         };
         let Some((Value::Object(ObjType::Map), obj)) =
@@ -231,19 +509,29 @@ impl Library {
 
     /// Every record of a shard document, newest capture time first.
     pub fn assets(&self, doc_id: &DocId) -> Result<Vec<AssetRecord>, LibraryError> {
-        let Some(doc) = self.docs.get(doc_id) else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for key in doc.keys(ROOT) {
-            if let Some((Value::Object(ObjType::Map), obj)) =
-                doc.get(ROOT, &key).map_err(am_err(doc_id))?
-            {
-                out.push(read_record(doc, doc_id, &key, &obj)?);
+        match self.get_doc(doc_id) {
+            Some(doc) => assets_of(doc, doc_id),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`Library::assets`] without loading the document for good when it is not loaded (a
+    /// walk over every month reads each once and keeps none).
+    pub fn assets_passing(&self, doc_id: &DocId) -> Result<Vec<AssetRecord>, LibraryError> {
+        match self.docs.get(doc_id) {
+            None => Ok(Vec::new()),
+            Some(slot) if slot.get().is_some() || self.loader.is_none() => self.assets(doc_id),
+            Some(slot) => {
+                let doc = load_doc(
+                    doc_id,
+                    slot,
+                    self.loader.as_ref(),
+                    &self.actor,
+                    &self.load_errors,
+                );
+                assets_of(&doc, doc_id)
             }
         }
-        out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));
-        Ok(out)
     }
 
     /// Root-level map entries of a document whose key starts with `prefix`, in key order.
@@ -253,7 +541,7 @@ impl Library {
         doc_id: &DocId,
         prefix: &str,
     ) -> Result<Vec<(String, Fields)>, LibraryError> {
-        let Some(doc) = self.docs.get(doc_id) else {
+        let Some(doc) = self.get_doc(doc_id) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -269,7 +557,7 @@ impl Library {
 
     /// One root-level map entry of a document.
     pub fn entry(&self, doc_id: &DocId, key: &str) -> Result<Option<Fields>, LibraryError> {
-        let Some(doc) = self.docs.get(doc_id) else {
+        let Some(doc) = self.get_doc(doc_id) else {
             return Ok(None);
         };
         match doc.get(ROOT, key).map_err(am_err(doc_id))? {
@@ -315,7 +603,11 @@ impl Library {
         doc_id: &DocId,
         keys: &[String],
     ) -> Result<bool, LibraryError> {
-        let Some(doc) = self.docs.get_mut(doc_id) else {
+        if !self.docs.contains_key(doc_id) {
+            return Ok(false);
+        }
+        self.touch(doc_id);
+        let Some(doc) = self.get_doc_mut(doc_id) else {
             return Ok(false);
         };
         let before = doc.get_heads();
@@ -392,7 +684,7 @@ impl Library {
     /// Shard summaries of `user`, newest month first (`undated` last).
     pub fn shards(&self, user: &str) -> Result<Vec<ShardSummary>, LibraryError> {
         let root = DocId::root(user)?;
-        let Some(doc) = self.docs.get(&root) else {
+        let Some(doc) = self.get_doc(&root) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -449,7 +741,7 @@ impl Library {
         let (count, first, last) = {
             let mut count = 0u64;
             let (mut first, mut last): (Option<String>, Option<String>) = (None, None);
-            if let Some(doc) = self.docs.get(shard) {
+            if let Some(doc) = self.get_doc(shard) {
                 for key in doc.keys(ROOT) {
                     let Some((Value::Object(ObjType::Map), obj)) =
                         doc.get(ROOT, &key).map_err(am_err(shard))?
@@ -545,19 +837,6 @@ fn json_to_scalar(v: &Json) -> Option<ScalarValue> {
     }
 }
 
-fn scalar_to_json(v: &ScalarValue) -> Json {
-    match v {
-        ScalarValue::Boolean(b) => Json::Bool(*b),
-        ScalarValue::Uint(n) => Json::Number((*n).into()),
-        ScalarValue::Int(n) => Json::Number((*n).into()),
-        ScalarValue::F64(f) => Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
-        ScalarValue::Str(s) => Json::String(s.to_string()),
-        ScalarValue::Timestamp(t) => Json::Number((*t).into()),
-        ScalarValue::Counter(c) => Json::Number(i64::from(c).into()),
-        _ => Json::Null,
-    }
-}
-
 fn write_record(
     doc: &mut AutoCommit,
     obj: &ObjId,
@@ -595,14 +874,43 @@ pub(crate) fn root_entries(doc: &AutoCommit) -> BTreeMap<String, Option<Fields>>
         .collect()
 }
 
+/// Every record of a shard document, newest capture time first: one ordered pass over the root
+/// map and each record's map (`map_range`), not a lookup per key — at 300k records this is what
+/// every whole-library view costs.
+fn assets_of(doc: &AutoCommit, doc_id: &DocId) -> Result<Vec<AssetRecord>, LibraryError> {
+    let mut out = Vec::new();
+    for item in doc.map_range(ROOT, ..) {
+        if let ValueRef::Object(ObjType::Map) = item.value {
+            let obj = item.id();
+            out.push(read_record(doc, doc_id, &item.key, &obj)?);
+        }
+    }
+    out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(out)
+}
+
 fn read_fields(doc: &AutoCommit, obj: &ObjId) -> Fields {
     let mut m = JsonMap::new();
-    for k in doc.keys(obj) {
-        if let Some(s) = get_scalar(doc, obj, &k) {
-            m.insert(k, scalar_to_json(&s));
+    for item in doc.map_range(obj, ..) {
+        if let ValueRef::Scalar(s) = &item.value {
+            m.insert(item.key.into_owned(), scalar_ref_to_json(s));
         }
     }
     m
+}
+
+/// A scalar as JSON (borrowed from `map_range`: the value is not copied first).
+fn scalar_ref_to_json(v: &ScalarValueRef<'_>) -> Json {
+    match v {
+        ScalarValueRef::Boolean(b) => Json::Bool(*b),
+        ScalarValueRef::Uint(n) => Json::Number((*n).into()),
+        ScalarValueRef::Int(n) | ScalarValueRef::Timestamp(n) | ScalarValueRef::Counter(n) => {
+            Json::Number((*n).into())
+        }
+        ScalarValueRef::F64(f) => Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+        ScalarValueRef::Str(s) => Json::String(s.to_string()),
+        _ => Json::Null,
+    }
 }
 
 fn read_record(
@@ -613,7 +921,8 @@ fn read_record(
 ) -> Result<AssetRecord, LibraryError> {
     let mut m = read_fields(doc, obj);
     m.insert("id".into(), Json::String(id.to_owned()));
-    match serde_json::from_value(Json::Object(m.clone())) {
+    let m = Json::Object(m);
+    match AssetRecord::deserialize(&m) {
         Ok(r) => Ok(r),
         // A peer wrote a field with the wrong type (a bug, another version, or malice): keep
         // every field that reads on its own and drop the rest, so one bad value never hides
@@ -621,7 +930,11 @@ fn read_record(
         Err(first) => {
             let mut kept = serde_json::Map::new();
             kept.insert("id".into(), Json::String(id.to_owned()));
-            for (k, v) in m {
+            let fields = match m {
+                Json::Object(m) => m,
+                _ => JsonMap::new(),
+            };
+            for (k, v) in fields {
                 if k == "id" {
                     continue;
                 }
@@ -729,5 +1042,79 @@ mod tests {
         let a = other.asset_in(&id, "a").unwrap().unwrap();
         assert_eq!(a.width, Some(640));
         assert_eq!(a.lat, Some(48.5));
+    }
+
+    /// A library with a loader: documents are read on demand, unloaded when clean, read again
+    /// with the same content and revision, and a write after a reload appends only itself.
+    #[test]
+    fn lazy_documents_unload_when_clean_and_reload_unchanged() {
+        use std::sync::{Arc, Mutex};
+        let disk: Arc<Mutex<BTreeMap<DocId, Vec<u8>>>> = Default::default();
+        let mut lib = Library::new(&[1; 16]);
+        let d2 = disk.clone();
+        lib.set_loader(Box::new(move |id| {
+            d2.lock()
+                .unwrap()
+                .get(id)
+                .cloned()
+                .ok_or_else(|| format!("{id} is not on disk"))
+        }));
+        lib.upsert_assets(
+            "u1",
+            &[
+                rec("a", Some("2020-01-02T03:04:05")),
+                rec("b", Some("2021-06-02T03:04:05")),
+            ],
+        )
+        .unwrap();
+        let jan = DocId::shard("u1", "2020-01").unwrap();
+        let jun = DocId::shard("u1", "2021-06").unwrap();
+        // Nothing is unloaded while it has unsaved changes.
+        assert_eq!(lib.evict(0, &|_| true), 0);
+        for id in lib.take_dirty() {
+            let bytes = lib.save_incremental(&id).unwrap();
+            disk.lock().unwrap().entry(id).or_default().extend(bytes);
+        }
+        let rev = lib.revision(&jan);
+        let root = DocId::root("u1").unwrap();
+        // June was used last: it stays, whatever the budget.
+        lib.assets(&jun).unwrap();
+        assert_eq!(lib.evict(0, &|id| *id != root), 1);
+        assert!(!lib.is_loaded(&jan) && lib.is_loaded(&jun) && lib.is_loaded(&root));
+        assert_eq!(lib.revision(&jan), rev, "unloading changes no content");
+        // A read loads it again.
+        assert_eq!(lib.assets(&jan).unwrap()[0].id, "a");
+        assert!(lib.is_loaded(&jan));
+        // A write after the reload saves only itself, and the file still loads whole.
+        lib.evict(0, &|id| *id != root);
+        assert!(lib
+            .update_asset("u1", "2020-01", "a", |r| r.width = Some(9))
+            .unwrap());
+        assert_ne!(lib.revision(&jan), rev);
+        let before = disk.lock().unwrap()[&jan].len();
+        let chunk = lib.save_incremental(&jan).unwrap();
+        assert!(
+            !chunk.is_empty() && chunk.len() < before,
+            "{} vs {before}",
+            chunk.len()
+        );
+        disk.lock().unwrap().get_mut(&jan).unwrap().extend(chunk);
+        lib.take_dirty();
+        lib.assets(&jun).unwrap();
+        lib.evict(0, &|id| *id != root);
+        assert!(!lib.is_loaded(&jan), "read again from the appended file");
+        assert_eq!(lib.asset_in(&jan, "a").unwrap().unwrap().width, Some(9));
+        assert_eq!(lib.assets(&jun).unwrap().len(), 1);
+        assert!(lib.take_load_errors().is_empty());
+        // A document the loader cannot read reads as empty, and says so.
+        disk.lock().unwrap().remove(&jun);
+        lib.assets(&jan).unwrap();
+        lib.evict(0, &|id| *id != root);
+        assert!(
+            !lib.is_loaded(&jun) && lib.is_loaded(&jan),
+            "the last used stays"
+        );
+        assert!(lib.assets(&jun).unwrap().is_empty());
+        assert_eq!(lib.take_load_errors().len(), 1);
     }
 }

@@ -9,6 +9,7 @@
 //! f32 reference the tests compare with.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -180,7 +181,34 @@ pub fn text_matches(query: &[String], hay: &[String]) -> bool {
         .all(|q| hay.iter().any(|h| h.starts_with(q.as_str())))
 }
 
+/// [`Filters::compile`]: filters ready to test records.
+pub struct CompiledFilters<'a> {
+    filters: &'a Filters,
+    words: Vec<String>,
+}
+
+impl CompiledFilters<'_> {
+    pub fn matches(&self, r: &AssetRecord, people: &PeopleIndex) -> bool {
+        let facts = people.facts(&r.id);
+        self.filters.matches_fields(r, facts)
+            && (self.words.is_empty() || text_matches(&self.words, &haystack(r, facts)))
+    }
+}
+
 impl Filters {
+    /// The filters and free text as one test of a record (`people`: who is in it, its text).
+    pub fn matcher<'a>(&'a self, people: &'a PeopleIndex) -> impl Fn(&AssetRecord) -> bool + 'a {
+        let m = self.compile();
+        move |r| m.matches(r, people)
+    }
+
+    /// The filters with the free text split into words once, to test many records.
+    pub fn compile(&self) -> CompiledFilters<'_> {
+        CompiledFilters {
+            filters: self,
+            words: self.text.as_deref().map(query_words).unwrap_or_default(),
+        }
+    }
     /// Whether nothing but visibility is asked for.
     pub fn is_empty(&self) -> bool {
         let Filters { visibility, .. } = self;
@@ -588,32 +616,88 @@ impl PeopleIndex {
     }
 }
 
+/// Reads a shard's records for [`Library::searchable_in`].
+pub type ReadShard<'a> =
+    dyn FnMut(&Library, &DocId) -> Result<Arc<Vec<AssetRecord>>, LibraryError> + 'a;
+
+/// Whose shard a searched document is ([`Library::search_shards`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardScope {
+    Own,
+    Partner,
+}
+
+/// Whether a partner's record shows in the user's timeline and search (not purged, trashed
+/// or archived by the partner).
+pub fn partner_record_shown(r: &AssetRecord) -> bool {
+    !r.is_purged() && !r.is_trashed() && r.archived != Some(true)
+}
+
 impl Library {
     /// The assets `user` searches: their own, and those of partners whose photos they chose
     /// to see in their timeline (not archived or trashed there; a partner's photo saved to
     /// this library counts once, as the user's). Purged tombstones are left out.
     pub fn searchable(&self, user: &str) -> Result<Vec<AssetRecord>, LibraryError> {
+        self.searchable_in(user, None, &|_| true, &mut |lib, doc| {
+            lib.assets(doc).map(Arc::new)
+        })
+    }
+
+    /// The shard documents `user` searches (their own, then partners' shown in their
+    /// timeline), limited to one capture month (`YYYY-MM`) when `month` is set. A partner's
+    /// record counts only if [`partner_record_shown`] (and it is not also the user's own).
+    pub fn search_shards(
+        &self,
+        user: &str,
+        month: Option<&str>,
+    ) -> Result<Vec<(DocId, ShardScope)>, LibraryError> {
+        let wanted = |m: &str| month.is_none_or(|w| w == m);
         let mut out = Vec::new();
         for s in self.shards(user)? {
-            out.extend(self.assets(&DocId::shard(user, &s.month)?)?);
+            if wanted(&s.month) {
+                out.push((DocId::shard(user, &s.month)?, ShardScope::Own));
+            }
         }
-        out.retain(|r| !r.is_purged());
-        let own: HashSet<String> = out.iter().map(|r| r.id.clone()).collect();
         for share in self.shared_with(user)? {
             if !self.partner_in_timeline(user, &share.sharer) {
                 continue;
             }
             for s in self.shards(&share.sharer)? {
-                if !share.covers_month(&s.month) {
-                    continue;
+                if share.covers_month(&s.month) && wanted(&s.month) {
+                    out.push((DocId::shard(&share.sharer, &s.month)?, ShardScope::Partner));
                 }
-                let doc = DocId::shard(&share.sharer, &s.month)?;
-                out.extend(self.assets(&doc)?.into_iter().filter(|r| {
-                    !r.is_purged()
-                        && !r.is_trashed()
-                        && r.archived != Some(true)
-                        && !own.contains(&r.id)
-                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Library::searchable`] limited to one capture month (`YYYY-MM`) when `month` is set,
+    /// and to the records `keep` accepts (only those are copied), reading each shard through
+    /// `read` (the node answers from its cache of shard records).
+    pub fn searchable_in(
+        &self,
+        user: &str,
+        month: Option<&str>,
+        keep: &dyn Fn(&AssetRecord) -> bool,
+        read: &mut ReadShard<'_>,
+    ) -> Result<Vec<AssetRecord>, LibraryError> {
+        let mut out = Vec::new();
+        let mut own: HashSet<String> = HashSet::new();
+        for (doc, scope) in self.search_shards(user, month)? {
+            for r in read(self, &doc)?.iter().filter(|r| !r.is_purged()) {
+                match scope {
+                    ShardScope::Own => {
+                        own.insert(r.id.clone());
+                    }
+                    ShardScope::Partner => {
+                        if !partner_record_shown(r) || own.contains(&r.id) {
+                            continue;
+                        }
+                    }
+                }
+                if keep(r) {
+                    out.push(r.clone());
+                }
             }
         }
         Ok(out)
@@ -661,14 +745,8 @@ pub fn filter_records<'a>(
     people: &PeopleIndex,
     f: &Filters,
 ) -> Vec<&'a AssetRecord> {
-    let q = f.text.as_deref().map(query_words).unwrap_or_default();
-    let mut out: Vec<&AssetRecord> = records
-        .iter()
-        .filter(|r| {
-            let facts = people.facts(&r.id);
-            f.matches_fields(r, facts) && (q.is_empty() || text_matches(&q, &haystack(r, facts)))
-        })
-        .collect();
+    let matches = f.matcher(people);
+    let mut out: Vec<&AssetRecord> = records.iter().filter(|r| matches(r)).collect();
     out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));
     out
 }

@@ -28,6 +28,12 @@ pub enum CatalogError {
     Poisoned,
 }
 
+/// Documents that may be unloaded: the many month documents. Roots, people, albums and the
+/// household are small and used by nearly every request.
+fn unloadable(id: &DocId) -> bool {
+    id.month().is_some() || id.ml_month().is_some()
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CatalogError + '_ {
     move |source| CatalogError::Io {
         path: path.to_path_buf(),
@@ -35,9 +41,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CatalogError + '_ {
     }
 }
 
+/// A loaded document's resident size is about this many times its saved size (automerge 0.12:
+/// a 300k library saves to 14 MB and holds ≈250 MB).
+pub const RESIDENT_PER_SAVED_BYTE: usize = 16;
+
 pub struct Catalog {
     dir: PathBuf,
     lib: Mutex<Library>,
+    /// Saved bytes of month documents (shards, ML) kept loaded; the least recently used clean
+    /// ones beyond it are unloaded when the library is next locked.
+    budget_saved_bytes: usize,
     /// Documents whose last write failed: automerge's incremental-save cursor has already moved
     /// past their unsaved changes, so they are rewritten whole (atomically) by the next persist.
     rewrite: Mutex<std::collections::BTreeSet<DocId>>,
@@ -47,11 +60,24 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Opens (and compacts) every document under `<data>/docs`.
+    /// Opens (and compacts) every document under `<data>/docs`, keeping every one loaded.
     pub fn open(data: &Path, actor: &[u8]) -> Result<Self, CatalogError> {
+        Self::open_lazy(data, actor, usize::MAX)
+    }
+
+    /// Opens (and compacts) every document under `<data>/docs`; month documents (shards and
+    /// ML results) stay loaded up to about `memory_bytes` of resident memory and are read again
+    /// from their files when next used.
+    pub fn open_lazy(data: &Path, actor: &[u8], memory_bytes: usize) -> Result<Self, CatalogError> {
         let dir = data.join("docs");
         fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let budget_saved_bytes = memory_bytes / RESIDENT_PER_SAVED_BYTE;
         let mut lib = Library::new(actor);
+        let from = dir.clone();
+        lib.set_loader(Box::new(move |id: &DocId| {
+            let path = from.join(format!("{}.am", id.file_stem()));
+            fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+        }));
         for e in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let path = e.path();
             let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
@@ -83,9 +109,12 @@ impl Catalog {
                     write_atomic(&path, &full)?;
                 }
             }
+            // Checked and compacted: it need not stay loaded.
+            lib.evict(budget_saved_bytes, &unloadable);
         }
         Ok(Self {
             dir,
+            budget_saved_bytes,
             lib: Mutex::new(lib),
             rewrite: Mutex::new(Default::default()),
             sessions: Mutex::new(HashMap::new()),
@@ -100,12 +129,28 @@ impl Catalog {
     /// The library. A panic while another thread held it does not take the node down: every
     /// catalogue edit is a whole automerge change, so the library is consistent and is used on
     /// (the panic was already reported where it happened).
+    ///
+    /// Month documents used least recently beyond the memory budget are unloaded first (never
+    /// one with unsaved changes or a failed write).
     pub fn lock(&self) -> Result<MutexGuard<'_, Library>, CatalogError> {
-        Ok(self.lib.lock().unwrap_or_else(|poisoned| {
+        let mut lib = self.lib.lock().unwrap_or_else(|poisoned| {
             tracing::error!("a thread panicked while holding the catalogue; carrying on");
             self.lib.clear_poison();
             poisoned.into_inner()
-        }))
+        });
+        for (doc, error) in lib.take_load_errors() {
+            tracing::error!(%doc, %error, "cannot read a catalogue document; it reads as empty until sync brings it back");
+        }
+        if self.budget_saved_bytes != usize::MAX {
+            let failed: std::collections::BTreeSet<DocId> = match self.rewrite.lock() {
+                Ok(r) => r.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            lib.evict(self.budget_saved_bytes, &|id| {
+                unloadable(id) && !failed.contains(id)
+            });
+        }
+        Ok(lib)
     }
 
     /// Appends the changes of every dirty document to its log and fsyncs it. On failure nothing

@@ -30,13 +30,40 @@ pub enum Action {
 
 /// Every record of `user` (all shards), purged tombstones included.
 pub fn user_assets(node: &Node, user: &str) -> Result<Vec<AssetRecord>, NodeError> {
-    let lib = node.catalog.lock()?;
     let mut out = Vec::new();
-    for s in lib.shards(user).map_err(CatalogError::from)? {
-        let id = DocId::shard(user, &s.month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
-        out.extend(lib.assets(&id).map_err(CatalogError::from)?);
-    }
+    for_each_shard(node, user, |_, records| {
+        out.extend(records.iter().cloned());
+        Ok(())
+    })?;
     Ok(out)
+}
+
+/// Calls `f` with each shard's month and records (purged tombstones included), newest month
+/// first. The catalogue is locked per shard, not for the walk, and records come from the
+/// node's shard views: a walk over a 300k library neither loads every document nor holds
+/// every record at once.
+pub fn for_each_shard(
+    node: &Node,
+    user: &str,
+    mut f: impl FnMut(&str, &[AssetRecord]) -> Result<(), NodeError>,
+) -> Result<(), NodeError> {
+    let months: Vec<String> = node
+        .catalog
+        .lock()?
+        .shards(user)
+        .map_err(CatalogError::from)?
+        .into_iter()
+        .map(|s| s.month)
+        .collect();
+    for month in months {
+        let id = DocId::shard(user, &month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+        let records = {
+            let lib = node.catalog.lock()?;
+            node.views.records(&lib, &id).map_err(CatalogError::from)?
+        };
+        f(&month, &records)?;
+    }
+    Ok(())
 }
 
 /// Applies `action` to the user's assets `ids` (unknown ids are skipped) in one catalogue
@@ -122,10 +149,11 @@ pub fn apply(node: &Node, user: &str, ids: &[String], action: Action) -> Result<
         return Ok(changed);
     }
     let _purging = node.purging();
-    let in_use = live_blobs(node)?;
-    let unused: Vec<(BlobKind, String)> = purged
+    let candidates: std::collections::HashSet<(BlobKind, String)> = purged.into_iter().collect();
+    let in_use = live_blobs_among(node, &candidates)?;
+    let unused: Vec<(BlobKind, String)> = candidates
         .into_iter()
-        .filter(|(kind, hash)| !in_use.contains(&(*kind, hash.clone())))
+        .filter(|b| !in_use.contains(b))
         .collect();
     if let Err(e) = node.blobs.remove_all(&unused) {
         tracing::error!("cannot delete purged blobs: {e}");
@@ -146,15 +174,25 @@ fn all_users(node: &Node) -> Result<Vec<String>, NodeError> {
     Ok(users)
 }
 
-/// Blobs still used by an asset that is not purged, in any library: identical pixels make
-/// identical thumbnails, so two assets (an edited copy, the same photo in two accounts) can
-/// share a derivative, and purging one must not take the other's away.
-fn live_blobs(node: &Node) -> Result<std::collections::HashSet<(BlobKind, String)>, NodeError> {
+/// Which of `candidates` are still used by an asset that is not purged, in any library:
+/// identical pixels make identical thumbnails, so two assets (an edited copy, the same photo
+/// in two accounts) can share a derivative, and purging one must not take the other's away.
+/// (Only the candidates are kept: the set of every live blob of 300k assets would not fit.)
+fn live_blobs_among(
+    node: &Node,
+    candidates: &std::collections::HashSet<(BlobKind, String)>,
+) -> Result<std::collections::HashSet<(BlobKind, String)>, NodeError> {
     let mut out = std::collections::HashSet::new();
+    if candidates.is_empty() {
+        return Ok(out);
+    }
     for user in all_users(node)? {
-        for r in user_assets(node, &user)?.iter().filter(|r| !r.is_purged()) {
-            out.extend(blob_refs(r));
-        }
+        for_each_shard(node, &user, |_, records| {
+            for r in records.iter().filter(|r| !r.is_purged()) {
+                out.extend(blob_refs(r).into_iter().filter(|b| candidates.contains(b)));
+            }
+            Ok(())
+        })?;
     }
     Ok(out)
 }
@@ -202,30 +240,39 @@ fn expired(trashed_at: &str, days: u32, now: chrono::DateTime<chrono::Utc>) -> b
 pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
     let now = chrono::Utc::now();
     let mut purged = 0;
-    let mut records = Vec::new();
+    // Blobs of tombstones that may still need deleting here (present, or not yet marked so
+    // that replication never fetches them).
+    let mut tomb_blobs: std::collections::HashSet<(BlobKind, String)> = Default::default();
     // One user's unreadable library must not stop the sweep for everyone else; but then the
     // set of blobs in use is incomplete, so no tombstone's blobs are deleted this time.
     let mut complete = true;
     for user in all_users(node)? {
         let days = node.catalog.lock()?.trash_days(&user);
-        let mine = match user_assets(node, &user) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(user, error = %e, "cannot read this library; skipping it in this sweep");
-                complete = false;
-                continue;
-            }
-        };
-        let expired_ids: Vec<String> = mine
-            .iter()
-            .filter(|r| r.is_trashed())
-            .filter(|r| {
-                r.trashed_at
-                    .as_deref()
-                    .is_some_and(|t| expired(t, days, now))
-            })
-            .map(|r| r.id.clone())
-            .collect();
+        let (mut expired_ids, mut unplaced) = (Vec::new(), Vec::new());
+        let walked =
+            for_each_shard(node, &user, |_, records| {
+                for r in records {
+                    if r.is_purged() {
+                        tomb_blobs.extend(blob_refs(r).into_iter().filter(|(k, h)| {
+                            node.blobs.exists(*k, h) || !node.blobs.is_deleted(h)
+                        }));
+                    } else if r.is_trashed()
+                        && r.trashed_at
+                            .as_deref()
+                            .is_some_and(|t| expired(t, days, now))
+                    {
+                        expired_ids.push(r.id.clone());
+                    } else if needs_place(r) {
+                        unplaced.push(r.clone());
+                    }
+                }
+                Ok(())
+            });
+        if let Err(e) = walked {
+            tracing::error!(user, error = %e, "cannot read this library; skipping it in this sweep");
+            complete = false;
+            continue;
+        }
         if !expired_ids.is_empty() {
             // `apply` deletes the blobs of what it purges itself.
             match apply(node, &user, &expired_ids, Action::Purge) {
@@ -236,48 +283,37 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
                 }
             }
         }
-        if let Err(e) = locate_missing(node, &user, &mine) {
+        if let Err(e) = locate_missing(node, &user, &unplaced) {
             tracing::error!(user, error = %e, "reverse geocoding failed");
         }
-        records.extend(mine);
     }
-    // Tombstones that arrived by sync: delete the local copies nothing live still uses (the
-    // same rule as `live_blobs`, from the records already read).
-    let in_use: std::collections::HashSet<(BlobKind, String)> = records
-        .iter()
-        .filter(|r| !r.is_purged())
-        .flat_map(blob_refs)
-        .collect();
     let mut deleted = 0;
-    if !complete {
+    if !complete || tomb_blobs.is_empty() {
         return Ok((purged, deleted));
     }
-    // Something to delete here: decide again under the purge guard, from the records as they
-    // are now (an upload may have brought one of these blobs back to life meanwhile).
-    let pending = records.iter().filter(|r| r.is_purged()).any(|r| {
-        blob_refs(r)
-            .iter()
-            .any(|(k, h)| !in_use.contains(&(*k, h.clone())) && node.blobs.exists(*k, h))
-    });
-    let _purging = pending.then(|| node.purging());
-    let in_use = if pending { live_blobs(node)? } else { in_use };
+    // Tombstones that arrived by sync: delete the local copies nothing live still uses,
+    // deciding under the purge guard from the records as they are now (an upload may have
+    // brought one of these blobs back to life meanwhile).
+    let _purging = node.purging();
+    let in_use = live_blobs_among(node, &tomb_blobs)?;
     let mut remove = Vec::new();
-    for r in records.iter().filter(|r| r.is_purged()) {
-        for (kind, hash) in blob_refs(r) {
-            if in_use.contains(&(kind, hash.clone())) {
-                continue;
-            }
-            if node.blobs.exists(kind, &hash) {
-                deleted += 1;
-                remove.push((kind, hash));
-            } else if !node.blobs.is_deleted(&hash) {
-                // Not here yet: make sure replication never fetches it.
-                remove.push((kind, hash));
-            }
+    for (kind, hash) in tomb_blobs.into_iter().filter(|b| !in_use.contains(b)) {
+        if node.blobs.exists(kind, &hash) {
+            deleted += 1;
+            remove.push((kind, hash));
+        } else if !node.blobs.is_deleted(&hash) {
+            // Not here yet: make sure replication never fetches it.
+            remove.push((kind, hash));
         }
     }
     node.blobs.remove_all(&remove)?;
     Ok((purged, deleted))
+}
+
+/// A record with a position and no place yet (from before the geocoder, or whose position
+/// arrived by sync).
+fn needs_place(r: &AssetRecord) -> bool {
+    !r.is_purged() && r.lat.is_some() && r.lon.is_some() && r.country.is_none()
 }
 
 /// Gives a place (city, state, country) to the user's records that have a position but no
@@ -288,10 +324,7 @@ pub fn locate_missing(
     user: &str,
     records: &[AssetRecord],
 ) -> Result<usize, NodeError> {
-    let todo: Vec<&AssetRecord> = records
-        .iter()
-        .filter(|r| !r.is_purged() && r.lat.is_some() && r.lon.is_some() && r.country.is_none())
-        .collect();
+    let todo: Vec<&AssetRecord> = records.iter().filter(|r| needs_place(r)).collect();
     let mut changed = 0;
     // In batches, so the catalogue lock is never held for long.
     for batch in todo.chunks(500) {
@@ -339,6 +372,19 @@ pub async fn run(node: Arc<Node>, every: Duration) {
             Ok(Err(e)) => tracing::error!("housekeeping failed: {e}"),
             Err(e) => tracing::error!("housekeeping crashed: {e}"),
         }
+        crate::views::release_free_memory();
+        let views = node.views.stats();
+        if let Ok(lib) = node.catalog.lock() {
+            let (docs, saved) = lib.loaded_size();
+            tracing::info!(
+                loaded_docs = docs,
+                loaded_saved_kb = saved >> 10,
+                cached_shards = views.shards,
+                cached_mb = views.bytes >> 20,
+                index_mb = views.index_bytes >> 20,
+                "catalogue memory after the sweep"
+            );
+        }
         tokio::time::sleep(every).await;
     }
 }
@@ -373,21 +419,8 @@ pub fn check_catalogue(node: &Node, repair: bool) -> Result<CatalogueReport, Nod
     use tessera_core::record::status;
     let mut report = CatalogueReport::default();
     for user in all_users(node)? {
-        let shards: Vec<(String, Vec<AssetRecord>)> = {
-            let lib = node.catalog.lock()?;
-            let mut v = Vec::new();
-            for s in lib.shards(&user).map_err(CatalogError::from)? {
-                let id =
-                    DocId::shard(&user, &s.month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
-                v.push((
-                    s.month.clone(),
-                    lib.assets(&id).map_err(CatalogError::from)?,
-                ));
-            }
-            v
-        };
-        for (month, records) in shards {
-            for r in records.into_iter().filter(|r| !r.is_purged()) {
+        for_each_shard(node, &user, |month, records| {
+            for r in records.iter().filter(|r| !r.is_purged()) {
                 report.records += 1;
                 let name = format!("{user}/{}", r.id);
                 if !node.blobs.exists(BlobKind::Original, &r.id) {
@@ -404,7 +437,7 @@ pub fn check_catalogue(node: &Node, repair: bool) -> Result<CatalogueReport, Nod
                             &r.id,
                             &crate::node::AssetLocation {
                                 owner: user.clone(),
-                                month: month.clone(),
+                                month: month.to_owned(),
                                 sha1: r.sha1.clone().unwrap_or_default(),
                             },
                         )?;
@@ -425,7 +458,8 @@ pub fn check_catalogue(node: &Node, repair: bool) -> Result<CatalogueReport, Nod
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
     }
     if repair {
         node.flush()?;

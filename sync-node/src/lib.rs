@@ -26,6 +26,7 @@ pub mod node;
 pub mod peer;
 pub mod scrub;
 pub mod upload;
+pub mod views;
 pub mod webhooks;
 
 pub use node::{Node, NodeConfig, NodeError};

@@ -92,6 +92,14 @@ enum Cmd {
         /// with its estimate (a 200-MP HEIC ≈ 1 GB runs alone, 12-MP JPEGs side by side).
         #[arg(long, default_value_t = 1024)]
         decode_memory_mib: u64,
+        /// Memory for catalogue records kept decoded between requests, in MiB (search, map and
+        /// timeline views re-read only the months that changed).
+        #[arg(long, default_value_t = 16)]
+        view_cache_mib: u64,
+        /// Resident memory for loaded month documents, in MiB (estimated): the least recently
+        /// used are unloaded and read again from disk when needed.
+        #[arg(long, default_value_t = 32)]
+        catalogue_memory_mib: u64,
         /// First webhook retry delay in milliseconds (doubling per attempt, at most an hour).
         #[arg(long, default_value_t = 5000)]
         webhook_retry_ms: u64,
@@ -409,6 +417,8 @@ async fn main() -> Result<()> {
             max_upload_mib,
             max_concurrent_uploads,
             decode_memory_mib,
+            view_cache_mib,
+            catalogue_memory_mib,
             webhook_retry_ms,
         } => {
             let mut cfg = NodeConfig::new(&data);
@@ -417,6 +427,8 @@ async fn main() -> Result<()> {
             cfg.max_upload = max_upload_mib.max(1).saturating_mul(1 << 20);
             cfg.max_concurrent_uploads = max_concurrent_uploads.max(1);
             cfg.decode_memory_mib = decode_memory_mib.max(64);
+            cfg.view_cache_mib = view_cache_mib;
+            cfg.catalogue_memory_mib = catalogue_memory_mib;
             cfg.web = web
                 .or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
             if let Some(w) = workers {

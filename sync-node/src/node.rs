@@ -56,6 +56,10 @@ pub struct NodeConfig {
     pub max_concurrent_uploads: usize,
     /// Memory the media jobs' decodes may take together (MiB); see `jobs::decode_cost_mib`.
     pub decode_memory_mib: u64,
+    /// Memory for decoded shard records kept between requests (MiB); see `views`.
+    pub view_cache_mib: u64,
+    /// Resident memory for loaded month documents (MiB, estimated); see `Catalog::open_lazy`.
+    pub catalogue_memory_mib: u64,
 }
 
 impl NodeConfig {
@@ -72,6 +76,8 @@ impl NodeConfig {
             max_upload: 64 << 30,
             max_concurrent_uploads: 8,
             decode_memory_mib: 1024,
+            view_cache_mib: 16,
+            catalogue_memory_mib: 32,
         }
     }
 }
@@ -107,6 +113,8 @@ pub struct Node {
     pub webhooks: crate::webhooks::Webhooks,
     /// The scheduled scrub's configuration and live state ([`crate::scrub`]).
     pub scrub: crate::scrub::Scrub,
+    /// Decoded shard records and timeline counts, by shard revision.
+    pub views: crate::views::ShardViews,
 }
 
 impl Node {
@@ -140,13 +148,16 @@ impl Node {
         };
         let blobs = BlobStore::open(data, &db)?;
         let auth = Auth::open(&db)?;
-        let catalog = Catalog::open(data, &actor)?;
+        let catalog =
+            Catalog::open_lazy(data, &actor, (config.catalogue_memory_mib << 20) as usize)?;
         let jobs = Jobs::open(&db)?;
         let assets = db.open_tree("assets")?;
         let checksums = db.open_tree("checksums")?;
         let immich_sync = crate::immich_sync::SyncCheckpoints::open(&db)?;
         let webhooks = crate::webhooks::Webhooks::open(&db)?;
+        let views = crate::views::ShardViews::new((config.view_cache_mib << 20) as usize);
         Ok(Arc::new(Self {
+            views,
             immich_sync,
             webhooks,
             purge_guard: std::sync::RwLock::new(()),

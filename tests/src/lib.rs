@@ -104,6 +104,15 @@ impl Node {
         if !extra.contains(&"--relay") && !extra.contains(&"--no-relay") {
             cmd.args(["--relay", "127.0.0.1:0"]);
         }
+        // No memory for loaded month documents or decoded records: every lock unloads what it
+        // may and every view reads again, so the tests' small libraries run the lazy catalogue
+        // the way a 300k library does (with the defaults they would never unload anything).
+        if !extra.contains(&"--catalogue-memory-mib") {
+            cmd.args(["--catalogue-memory-mib", "0"]);
+        }
+        if !extra.contains(&"--view-cache-mib") {
+            cmd.args(["--view-cache-mib", "0"]);
+        }
         cmd.args(extra);
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -13,8 +13,9 @@ use tessera_core::memories::{self, Kind};
 use tessera_core::AssetRecord;
 
 use crate::catalog::CatalogError;
-use crate::http::search::corpus;
+use crate::http::search::{corpus, corpus_where};
 use crate::http::*;
+use crate::views::{bucket_of, Shelf};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -183,8 +184,15 @@ struct BucketQuery {
 }
 
 /// The assets a timeline request selects, newest first (or oldest with `order=asc`).
-fn timeline_assets(node: &crate::Node, user: &str, q: &BucketQuery) -> ApiResult<Vec<AssetRecord>> {
-    let (records, people) = corpus(node, user)?;
+///
+/// `month` (`YYYY-MM`) limits the shards read to that capture month: a bucket reads one month.
+fn timeline_assets(
+    node: &crate::Node,
+    user: &str,
+    q: &BucketQuery,
+    month: Option<&str>,
+) -> ApiResult<Vec<AssetRecord>> {
+    let (records, people) = corpus_where(node, user, month, &|_, _| true)?;
     let album: Option<std::collections::HashSet<String>> = match &q.album_id {
         Some(a) => {
             let lib = node.catalog.lock()?;
@@ -246,12 +254,42 @@ fn timeline_assets(node: &crate::Node, user: &str, q: &BucketQuery) -> ApiResult
     Ok(out)
 }
 
-/// `YYYY-MM-01` of a capture time (Immich's bucket key).
-fn bucket_of(r: &AssetRecord) -> Option<String> {
-    r.taken_at
-        .as_deref()
-        .and_then(tessera_core::record::month_of)
-        .map(|m| format!("{m}-01"))
+/// The bucket counts of the plain timeline (the user's own assets; favourites, archive or
+/// trash), summed from each shard's cached counts without reading a record. `None` when the
+/// query needs records (an album, a person, partners).
+fn counted_buckets(
+    node: &crate::Node,
+    user: &str,
+    q: &BucketQuery,
+) -> ApiResult<Option<Vec<(String, u32)>>> {
+    if q.album_id.is_some()
+        || q.person_id.is_some()
+        || q.with_partners == Some(true)
+        || q.user_id.as_deref().is_some_and(|u| u != user)
+    {
+        return Ok(None);
+    }
+    let shelf = match (q.is_trashed, q.visibility.as_deref()) {
+        (Some(true), _) => Shelf::Trash,
+        (_, Some("archive")) => Shelf::Archive,
+        _ => Shelf::Timeline,
+    };
+    let lib = node.catalog.lock()?;
+    let mut sums: std::collections::BTreeMap<String, u32> = Default::default();
+    for s in lib.shards(user).map_err(CatalogError::from)? {
+        let doc = tessera_core::DocId::shard(user, &s.month).map_err(ApiError::internal)?;
+        let counts = node.views.counts(&lib, &doc).map_err(CatalogError::from)?;
+        for ((bucket, owner, sh, fav), n) in &counts.counts {
+            if owner == user && *sh == shelf && q.is_favorite.is_none_or(|f| f == *fav) {
+                *sums.entry(bucket.clone()).or_insert(0) += n;
+            }
+        }
+    }
+    let mut out: Vec<(String, u32)> = sums.into_iter().collect();
+    if q.order.as_deref() != Some("asc") {
+        out.reverse();
+    }
+    Ok(Some(out))
 }
 
 async fn buckets(
@@ -260,7 +298,15 @@ async fn buckets(
     Query(q): Query<BucketQuery>,
 ) -> ApiResult<Json<Value>> {
     blocking(move || {
-        let assets = timeline_assets(&node, &u.id, &q)?;
+        if let Some(counts) = counted_buckets(&node, &u.id, &q)? {
+            return Ok(Json(Value::Array(
+                counts
+                    .into_iter()
+                    .map(|(b, n)| json!({"timeBucket": b, "count": n}))
+                    .collect(),
+            )));
+        }
+        let assets = timeline_assets(&node, &u.id, &q, None)?;
         let mut counts: Vec<(String, usize)> = Vec::new();
         for r in &assets {
             let Some(b) = bucket_of(r) else { continue };
@@ -298,7 +344,7 @@ async fn bucket(
         .map(|b| format!("{}-01", &b[..7]))
         .ok_or_else(|| ApiError::bad_request("timeBucket must be a date (YYYY-MM-DD)"))?;
     blocking(move || {
-        let assets = timeline_assets(&node, &u.id, &q)?;
+        let assets = timeline_assets(&node, &u.id, &q, Some(&want[..7]))?;
         let rs: Vec<&AssetRecord> = assets.iter().filter(|r| bucket_of(r).as_deref() == Some(&want)).collect();
         let col = |f: &dyn Fn(&AssetRecord) -> Value| Value::Array(rs.iter().map(|r| f(r)).collect());
         let mut out = json!({

@@ -149,10 +149,104 @@ fn bound(t: &str) -> Option<String> {
 
 /// What a user searches: their records (and partners' in their timeline) and who is in them.
 pub(crate) fn corpus(node: &crate::Node, user: &str) -> ApiResult<(Vec<AssetRecord>, PeopleIndex)> {
+    corpus_where(node, user, None, &|_, _| true)
+}
+
+/// [`corpus`] limited to one capture month (`YYYY-MM`) when `month` is set, and to the records
+/// `keep` accepts: only those are copied out of the shard cache (a search over 300k records
+/// copies its hits, not the library).
+pub(crate) fn corpus_where(
+    node: &crate::Node,
+    user: &str,
+    month: Option<&str>,
+    keep: &dyn Fn(&AssetRecord, &PeopleIndex) -> bool,
+) -> ApiResult<(Vec<AssetRecord>, PeopleIndex)> {
     let lib = node.catalog.lock()?;
-    let records = lib.searchable(user).map_err(CatalogError::from)?;
     let people = lib.people_index(user).map_err(CatalogError::from)?;
+    let records = lib
+        .searchable_in(user, month, &|r| keep(r, &people), &mut |lib, doc| {
+            node.views.records(lib, doc)
+        })
+        .map_err(CatalogError::from)?;
     Ok((records, people))
+}
+
+/// A search hit from the shard indexes: where the record is, its id and capture time.
+pub(crate) struct IndexHit {
+    pub doc: DocId,
+    pub id: String,
+    pub taken_at: Option<String>,
+}
+
+/// What [`corpus`] and `keep` select, from the shards' search indexes (`views::SlimShard`):
+/// `keep` sees records holding only the searched fields. Newest first. A search over 300k
+/// records reads no document once the indexes are built (the housekeeping sweep builds them
+/// at start).
+pub(crate) fn indexed_search(
+    node: &crate::Node,
+    user: &str,
+    keep: &dyn Fn(&AssetRecord, &PeopleIndex) -> bool,
+) -> ApiResult<Vec<IndexHit>> {
+    use tessera_core::search::{partner_record_shown, ShardScope};
+    let lib = node.catalog.lock()?;
+    let people = lib.people_index(user).map_err(CatalogError::from)?;
+    let shards = lib.search_shards(user, None).map_err(CatalogError::from)?;
+    let partners = shards.iter().any(|(_, s)| *s == ShardScope::Partner);
+    let mut own: HashSet<String> = HashSet::new();
+    let mut hits = Vec::new();
+    for (doc, scope) in shards {
+        let slim = node.views.slim(&lib, &doc).map_err(CatalogError::from)?;
+        for i in 0..slim.len() {
+            let r = slim.record(i);
+            if r.is_purged() {
+                continue;
+            }
+            match scope {
+                ShardScope::Own if partners => {
+                    own.insert(r.id.clone());
+                }
+                ShardScope::Own => {}
+                ShardScope::Partner => {
+                    if !partner_record_shown(&r) || own.contains(&r.id) {
+                        continue;
+                    }
+                }
+            }
+            if keep(&r, &people) {
+                hits.push(IndexHit {
+                    doc: doc.clone(),
+                    id: r.id,
+                    taken_at: r.taken_at,
+                });
+            }
+        }
+    }
+    hits.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(hits)
+}
+
+/// The whole records of search hits, in the order given (a record gone meanwhile is skipped).
+pub(crate) fn whole_records(
+    node: &crate::Node,
+    hits: &[(DocId, String)],
+) -> ApiResult<Vec<AssetRecord>> {
+    let lib = node.catalog.lock()?;
+    let mut by_doc: std::collections::HashMap<&DocId, std::sync::Arc<Vec<AssetRecord>>> =
+        Default::default();
+    let mut out = Vec::with_capacity(hits.len());
+    for (doc, id) in hits {
+        if !by_doc.contains_key(doc) {
+            let records = node.views.records(&lib, doc).map_err(CatalogError::from)?;
+            by_doc.insert(doc, records);
+        }
+        if let Some(r) = by_doc
+            .get(doc)
+            .and_then(|rs| rs.iter().find(|r| &r.id == id))
+        {
+            out.push(r.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// The asset ids of the given albums the user is in.
@@ -208,22 +302,25 @@ async fn metadata_search(
     let q = parse_body(body)?;
     let filters = q.filters()?;
     blocking(move || {
-        let (records, people) = corpus(&node, &u.id)?;
+        let matcher = filters.compile();
         let in_albums = album_assets(&node, &u.id, &q.album_ids)?;
-        let mut hits = search::filter_records(&records, &people, &filters);
-        if let Some(set) = &in_albums {
-            hits.retain(|r| set.contains(&r.id));
-        }
+        let mut hits = indexed_search(&node, &u.id, &|r, people| {
+            in_albums.as_ref().is_none_or(|set| set.contains(&r.id)) && matcher.matches(r, people)
+        })?;
         if q.order.as_deref() == Some("asc") {
             hits.reverse();
         }
         let (page, size) = (q.page(), q.size());
         let total = hits.len();
-        let items: Vec<Value> = hits
-            .iter()
+        let page_hits: Vec<(DocId, String)> = hits
+            .into_iter()
             .skip((page - 1) * size)
             .take(size)
-            .map(|r| asset_json(r))
+            .map(|h| (h.doc, h.id))
+            .collect();
+        let items: Vec<Value> = whole_records(&node, &page_hits)?
+            .iter()
+            .map(asset_json)
             .collect();
         let next = (page * size < total).then_some(page + 1);
         Ok(Json(response(items, total, next)))
