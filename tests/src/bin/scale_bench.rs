@@ -3,8 +3,8 @@
 //! its place, some favorites) written straight into a data directory with `tessera-core` (no
 //! originals: the numbers are the catalogue's), then a real release `sync-node` on it:
 //! - the documents' size on disk and the time to generate them;
-//! - the node's start (process start → `/api/server/ping`), its RSS right after and idle 30 s
-//!   later, and its peak;
+//! - the node's start (process start → `/api/server/ping`), its RSS right after, after the
+//!   queries, idle 30 s and 90 s later, and its peak;
 //! - Immich's time buckets over the whole library (their counts must add up to N), one month's
 //!   bucket, a metadata search and a free-text search: the first run (cold: right after start,
 //!   racing the start-up sweep that builds the shard indexes) and p50/max of the next five.
@@ -261,6 +261,10 @@ fn main() -> Result<()> {
     let rss_used = status_kb(pid, "VmRSS:");
     std::thread::sleep(Duration::from_secs(30));
     let rss_idle = status_kb(pid, "VmRSS:");
+    // The start-up sweep (which builds every shard's counts and search index, then hands the
+    // walk's memory back) may still be running 30 s after the queries at 300k.
+    std::thread::sleep(Duration::from_secs(60));
+    let rss_idle_90 = status_kb(pid, "VmRSS:");
     let peak = status_kb(pid, "VmHWM:");
     let _ = child.kill();
     let _ = child.wait();
@@ -273,6 +277,7 @@ fn main() -> Result<()> {
             "after_start": rss_start as f64 / 1024.0,
             "after_queries": rss_used as f64 / 1024.0,
             "idle_30s": rss_idle as f64 / 1024.0,
+            "idle_90s": rss_idle_90 as f64 / 1024.0,
             "peak": peak as f64 / 1024.0,
             "budget": 150,
         },
