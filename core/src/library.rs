@@ -187,16 +187,10 @@ impl Library {
         }
     }
 
-    /// Holds documents lazily from now on: [`Library::register`]ed or evicted documents are
-    /// read through `loader` when next used.
+    /// Holds documents lazily from now on: evicted documents are read through `loader` when
+    /// next used.
     pub fn set_loader(&mut self, loader: DocLoader) {
         self.loader = Some(loader);
-    }
-
-    /// Knows a document that is on the loader's side, without loading it.
-    pub fn register(&mut self, id: DocId, saved_bytes: usize) {
-        let slot = self.docs.entry(id).or_insert_with(Slot::empty);
-        slot.bytes.store(saved_bytes, Relaxed);
     }
 
     fn touch(&mut self, id: &DocId) {

@@ -231,8 +231,8 @@ struct Cached {
 #[derive(Default)]
 struct Inner {
     records: HashMap<DocId, Cached>,
-    counts: HashMap<DocId, (u64, Arc<ShardCounts>)>,
-    slim: HashMap<DocId, (u64, Arc<SlimShard>)>,
+    /// Per shard, at a revision: its counts and search index (kept for every shard).
+    derived: HashMap<DocId, (u64, Arc<ShardCounts>, Arc<SlimShard>)>,
     bytes: usize,
     tick: u64,
     hits: u64,
@@ -313,12 +313,14 @@ impl ShardViews {
             inner.bytes -= old.bytes;
         }
         let records = Arc::new(lib.assets_passing(doc)?);
-        inner
-            .counts
-            .insert(doc.clone(), (revision, Arc::new(ShardCounts::of(&records))));
-        inner
-            .slim
-            .insert(doc.clone(), (revision, Arc::new(SlimShard::of(&records))));
+        inner.derived.insert(
+            doc.clone(),
+            (
+                revision,
+                Arc::new(ShardCounts::of(&records)),
+                Arc::new(SlimShard::of(&records)),
+            ),
+        );
         let bytes: usize = records.iter().map(approx_bytes).sum();
         if bytes <= self.budget {
             inner.bytes += bytes;
@@ -351,47 +353,43 @@ impl ShardViews {
 
     /// The shard's timeline counts, computed once per revision.
     pub fn counts(&self, lib: &Library, doc: &DocId) -> Result<Arc<ShardCounts>, LibraryError> {
-        let Some(revision) = lib.revision(doc) else {
-            return Ok(Arc::new(ShardCounts::default()));
-        };
-        if let Some((r, c)) = self.inner().counts.get(doc) {
-            if *r == revision {
-                return Ok(c.clone());
-            }
-        }
-        self.records(lib, doc)?;
-        Ok(self
-            .inner()
-            .counts
-            .get(doc)
-            .map(|(_, c)| c.clone())
-            .unwrap_or_default())
+        Ok(self.derived(lib, doc)?.0)
     }
 
     /// The shard's search index, built once per revision (kept for every shard).
     pub fn slim(&self, lib: &Library, doc: &DocId) -> Result<Arc<SlimShard>, LibraryError> {
+        Ok(self.derived(lib, doc)?.1)
+    }
+
+    /// The shard's counts and search index at its current revision, made from its records
+    /// (by [`ShardViews::records`]) when they are older.
+    fn derived(
+        &self,
+        lib: &Library,
+        doc: &DocId,
+    ) -> Result<(Arc<ShardCounts>, Arc<SlimShard>), LibraryError> {
         let Some(revision) = lib.revision(doc) else {
-            return Ok(Arc::new(SlimShard::default()));
+            return Ok(Default::default());
         };
-        if let Some((r, c)) = self.inner().slim.get(doc) {
-            if *r == revision {
-                return Ok(c.clone());
-            }
+        let current = |inner: &Inner| {
+            inner
+                .derived
+                .get(doc)
+                .filter(|(r, _, _)| *r == revision)
+                .map(|(_, c, s)| (c.clone(), s.clone()))
+        };
+        if let Some(d) = current(&self.inner()) {
+            return Ok(d);
         }
         self.records(lib, doc)?;
-        Ok(self
-            .inner()
-            .slim
-            .get(doc)
-            .map(|(_, c)| c.clone())
-            .unwrap_or_default())
+        Ok(current(&self.inner()).unwrap_or_default())
     }
 
     pub fn stats(&self) -> ViewStats {
         let inner = self.inner();
         ViewStats {
             shards: inner.records.len(),
-            index_bytes: inner.slim.values().map(|(_, s)| s.heap_bytes()).sum(),
+            index_bytes: inner.derived.values().map(|(_, _, s)| s.heap_bytes()).sum(),
             bytes: inner.bytes,
             budget: self.budget,
             hits: inner.hits,
