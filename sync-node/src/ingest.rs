@@ -85,14 +85,16 @@ pub fn ingest_committed(
             }
         }
     }
-    let path = node.blobs.path(BlobKind::Original, &id)?;
-    let head = read_head(&path, 64)?;
+    // With object storage, a cached copy (commit just left one; fetched again if evicted).
+    let blob = node.blobs.local(BlobKind::Original, &id)?;
+    let path = blob.path();
+    let head = read_head(path, 64)?;
     let mime = tessera_media::sniff_mime(&head, &meta.filename);
     let mut record = AssetRecord::default();
     let mut exif_time = None;
     let mut qt_time = None;
     if mime.starts_with("video/") {
-        match tessera_media::probe_video_file(&path) {
+        match tessera_media::probe_video_file(path) {
             Ok(v) => {
                 qt_time = v.taken_at;
                 record.duration = v.duration;
@@ -112,9 +114,9 @@ pub fn ingest_committed(
         // Other stills are read whole (HEIF's Exif item may sit anywhere), but never more than
         // MAX_METADATA_READ: a huge upload must not take the node's memory on the request path.
         let bytes = if mime == "image/jpeg" {
-            read_head(&path, 1 << 20)?
+            read_head(path, 1 << 20)?
         } else if size > MAX_METADATA_READ {
-            read_head(&path, MAX_METADATA_READ as usize)?
+            read_head(path, MAX_METADATA_READ as usize)?
         } else {
             node.blobs.read(BlobKind::Original, &id)?
         };

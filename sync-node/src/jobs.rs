@@ -277,8 +277,8 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
     let mut video = None;
     let mut motion = None;
     let result = if mime.starts_with("video/") {
-        let path = node.blobs.path(BlobKind::Original, asset)?;
-        tessera_media::video_derivatives(&path, VIDEO_TIMEOUT).map(|(m, d)| {
+        let blob = node.blobs.local(BlobKind::Original, asset)?;
+        tessera_media::video_derivatives(blob.path(), VIDEO_TIMEOUT).map(|(m, d)| {
             video = Some(m);
             d
         })

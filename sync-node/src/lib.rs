@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod links;
 pub mod node;
+pub mod objects;
 pub mod peer;
 pub mod scrub;
 pub mod upload;

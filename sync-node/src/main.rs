@@ -103,6 +103,16 @@ enum Cmd {
         /// First webhook retry delay in milliseconds (doubling per attempt, at most an hour).
         #[arg(long, default_value_t = 5000)]
         webhook_retry_ms: u64,
+        /// Keep originals and motion videos on S3-compatible object storage
+        /// (`s3://bucket/prefix`; Garage, MinIO, Ceph, AWS S3, B2). Credentials and endpoint
+        /// from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL. Once
+        /// set, the node remembers it; originals already on disk are moved there.
+        #[arg(long, env = "TESSERA_OBJECT_STORE")]
+        object_store: Option<String>,
+        /// Local copies of originals kept from the object store, in MiB (least recently used
+        /// evicted).
+        #[arg(long, default_value_t = 2048)]
+        object_cache_mib: u64,
     },
     /// Import a folder tree (a camera roll, a Takeout export, an old library) into a data
     /// directory while the node is stopped: all cores, progress, resumable, with a report.
@@ -153,6 +163,10 @@ enum Cmd {
         data: PathBuf,
         #[arg(long)]
         repair: bool,
+        /// With object storage: read and hash every object (a full download) instead of
+        /// comparing the bucket's listing with the index.
+        #[arg(long)]
+        remote_hash: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -420,6 +434,8 @@ async fn main() -> Result<()> {
             view_cache_mib,
             catalogue_memory_mib,
             webhook_retry_ms,
+            object_store,
+            object_cache_mib,
         } => {
             let mut cfg = NodeConfig::new(&data);
             cfg.ml = ml;
@@ -429,6 +445,8 @@ async fn main() -> Result<()> {
             cfg.decode_memory_mib = decode_memory_mib.max(64);
             cfg.view_cache_mib = view_cache_mib;
             cfg.catalogue_memory_mib = catalogue_memory_mib;
+            cfg.object_store = object_store;
+            cfg.object_cache_mib = object_cache_mib;
             cfg.web = web
                 .or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
             if let Some(w) = workers {
@@ -440,6 +458,22 @@ async fn main() -> Result<()> {
                 webhook_retry_ms.max(1),
                 std::sync::atomic::Ordering::Relaxed,
             );
+            if node.blobs.tier().is_some() {
+                // Originals stored on disk before object storage was configured move there in
+                // the background, each acknowledged by the store before it counts as moved.
+                let n = node.clone();
+                tokio::task::spawn_blocking(move || {
+                    match n.blobs.move_to_tier(|| false) {
+                    Ok(0) => {}
+                    Ok(moved) => {
+                        tracing::info!(moved, "originals moved from this disk to object storage")
+                    }
+                    Err(e) => tracing::error!(
+                        "moving originals to object storage stopped (retried at the next start): {e}"
+                    ),
+                }
+                });
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
@@ -564,7 +598,12 @@ async fn main() -> Result<()> {
             state,
             report,
         } => upload(dir, node, api_key, parallel, state, report).await,
-        Cmd::Fsck { data, repair, json } => {
+        Cmd::Fsck {
+            data,
+            repair,
+            remote_hash,
+            json,
+        } => {
             let node = Node::open(NodeConfig::new(&data))
                 .with_context(|| format!("opening data directory {}", data.display()))?;
             let bar = indicatif::ProgressBar::new(0);
@@ -574,7 +613,7 @@ async fn main() -> Result<()> {
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let report = blobs::fsck(&node.blobs, repair, |i, n| {
+            let report = blobs::fsck(&node.blobs, repair, remote_hash, |i, n| {
                 bar.set_length(n);
                 bar.set_position(i);
             })
@@ -591,6 +630,19 @@ async fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!("{} blobs, {} bytes verified", report.files, report.bytes);
+                if let Some(r) = &report.remote {
+                    println!(
+                        "{} objects, {} bytes in {} ({})",
+                        r.objects,
+                        r.bytes,
+                        r.url,
+                        if r.hashed {
+                            "each read and hashed"
+                        } else {
+                            "sizes checked; --remote-hash reads them"
+                        }
+                    );
+                }
                 for c in &report.corrupt {
                     println!("CORRUPT (hash does not match name): {c}");
                 }

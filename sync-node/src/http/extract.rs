@@ -373,6 +373,28 @@ pub(crate) async fn serve_blob(
     Ok(res.map(Body::new))
 }
 
+/// Serves a stored blob with byte ranges: its file, or for an original in object storage a
+/// cached copy fetched first (and hash-checked). `missing` is the answer when it is nowhere.
+pub(crate) async fn serve_stored(
+    node: &crate::node::Node,
+    kind: crate::blobs::BlobKind,
+    hash: &str,
+    req: Request,
+    mime: &str,
+    missing: impl FnOnce() -> ApiError,
+) -> ApiResult<Response> {
+    let blob = match node.blobs.local_async(kind, hash).await {
+        Ok(b) if b.path().is_file() => b,
+        Ok(_) => return Err(missing()),
+        Err(e) if e.is_not_found() => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    // The file is open once `serve_blob` returns: the copy may be evicted after that.
+    let res = serve_blob(blob.path().to_owned(), req, mime).await;
+    drop(blob);
+    res
+}
+
 pub(crate) fn mime_guess_octet() -> mime::Mime {
     mime::APPLICATION_OCTET_STREAM
 }

@@ -178,23 +178,18 @@ async fn get_motion(
     let m = find_record(&node, &u, &id)?
         .motion
         .ok_or_else(|| ApiError::not_found("This asset has no motion part"))?;
-    let (path, mime) = if node.blobs.exists(BlobKind::Motion, &m) {
-        (
-            node.blobs.path(BlobKind::Motion, &m)?,
-            "video/mp4".to_owned(),
-        )
+    let (kind, mime) = if node.blobs.exists(BlobKind::Motion, &m) {
+        (BlobKind::Motion, "video/mp4".to_owned())
     } else {
         // A Live Photo: the paired video is an asset of the same user.
         let video = find_record(&node, &u, &m)?;
         let mime = video.mime.unwrap_or_else(|| "video/quicktime".into());
-        (node.blobs.path(BlobKind::Original, &m)?, mime)
+        (BlobKind::Original, mime)
     };
-    if !path.is_file() {
-        return Err(ApiError::not_found(
-            "The motion part is not on this node (yet)",
-        ));
-    }
-    crate::http::serve_blob(path, req, &mime).await
+    crate::http::serve_stored(&node, kind, &m, req, &mime, || {
+        ApiError::not_found("The motion part is not on this node (yet)")
+    })
+    .await
 }
 
 /// Immich's playback path: the original video, with byte ranges (no transcoding: a browser
@@ -209,8 +204,11 @@ async fn video_playback(
     let r = Some(find_viewed(&node, &viewer, &id)?)
         .filter(|r| r.is_video())
         .ok_or_else(|| ApiError::not_found("No such video"))?;
-    let path = node.blobs.path(BlobKind::Original, &r.id)?;
-    crate::http::serve_blob(path, req, r.mime.as_deref().unwrap_or("video/mp4")).await
+    let mime = r.mime.as_deref().unwrap_or("video/mp4");
+    crate::http::serve_stored(&node, BlobKind::Original, &r.id, req, mime, || {
+        ApiError::not_found("The video's original is not on this node (yet)")
+    })
+    .await
 }
 
 #[derive(Deserialize)]

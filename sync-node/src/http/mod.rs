@@ -31,7 +31,7 @@ pub use assets::asset_json;
 pub use error::{ApiError, ApiResult};
 pub(crate) use extract::{
     bearer, blocking, content_disposition, cookie_token, find_own_record, find_record,
-    find_record_and_owner, find_viewed, link_items, open_link, record_of, serve_blob,
+    find_record_and_owner, find_viewed, link_items, open_link, record_of, serve_blob, serve_stored,
 };
 pub use extract::{
     AdminUser, AppState, AuthUser, MlAuth, Viewer, COOKIE, LINK_COOKIE, ML_PERMISSION,

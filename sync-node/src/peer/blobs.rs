@@ -12,20 +12,20 @@ use super::*;
 use crate::blobs::BlobKind;
 
 impl Peer {
-    /// Every blob file, by kind. The files, not the sled index: the index is keyed by hash
-    /// alone, and one hash can be stored under two kinds (a small photo's thumbnail and
-    /// preview can be the same bytes).
+    /// Every stored blob, by kind: the files (and with object storage the remote blobs), not
+    /// the sled index alone: the index is keyed by hash, and one hash can be stored under two
+    /// kinds (a small photo's thumbnail and preview can be the same bytes).
     pub(super) async fn inventory(&self) -> Vec<BlobRef> {
         let blobs = self.node.blobs.clone();
         tokio::task::spawn_blocking(move || {
             blobs
-                .walk()
+                .inventory()
                 .into_iter()
-                .filter_map(|(kind, h, path)| {
+                .filter_map(|(kind, h, size)| {
                     Some(BlobRef {
                         kind: kind.dir().to_owned(),
                         hash: wire::parse_hash(&h)?,
-                        size: std::fs::metadata(&path).ok()?.len(),
+                        size,
                     })
                 })
                 .collect()
@@ -213,12 +213,22 @@ impl Peer {
                         .await?;
                         return Ok(());
                     }
-                    let path = BlobKind::from_dir(&req.kind)
-                        .and_then(|k| me.node.blobs.path(k, &wire::hash_hex(&req.hash)).ok());
-                    let file = match path {
-                        Some(p) => tokio::fs::File::open(p).await.ok(),
+                    // An original in object storage is fetched to the cache first; its open
+                    // file stays readable whatever the cache does next.
+                    let blob = match BlobKind::from_dir(&req.kind) {
+                        Some(k) => me
+                            .node
+                            .blobs
+                            .local_async(k, &wire::hash_hex(&req.hash))
+                            .await
+                            .ok(),
                         None => None,
                     };
+                    let file = match &blob {
+                        Some(b) => tokio::fs::File::open(b.path()).await.ok(),
+                        None => None,
+                    };
+                    drop(blob);
                     let Some(mut file) = file else {
                         write_frame(&mut send, &BlobResponse::NotFound).await?;
                         return Ok(());

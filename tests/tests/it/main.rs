@@ -14,6 +14,7 @@ mod library;
 mod ml;
 mod multipart;
 mod node;
+mod objects;
 mod p2p;
 mod search;
 mod sharing;

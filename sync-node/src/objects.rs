@@ -1,0 +1,348 @@
+//! Originals on S3-compatible object storage (Garage, MinIO, Ceph, AWS S3, B2) through the
+//! `object_store` crate, for when the NAS's disks fill up.
+//!
+//! With `serve --object-store s3://bucket/prefix`, originals and motion-photo videos (the
+//! large kinds) live in the bucket under `<prefix>/<kind>/<h[0..2]>/<blake3 hex>`; thumbnails,
+//! previews and ML blobs stay on the node's disk (they are small and read all the time). The
+//! node's `blobs/original` directory then becomes a bounded cache of recently used originals
+//! (`--object-cache-mib`), see [`crate::blobs::BlobStore`].
+//!
+//! Credentials and the endpoint come from the standard `AWS_*` environment variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`); nothing
+//! secret is written to the data directory. The bucket's URL is remembered in the node's
+//! database, so `fsck` and a later `serve` without the flag still find the originals.
+//!
+//! The object store's calls are async; the blob store's are blocking (they run on blocking
+//! threads). [`ObjectTier`] owns a small runtime of its own and waits for it, so it works from
+//! any thread, inside or outside the node's runtime.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use crate::blobs::{BlobError, BlobKind};
+
+/// Objects at least this large go up in parts (S3's parts are ≥ 5 MiB but the last).
+pub const MULTIPART_CHUNK: usize = 8 << 20;
+/// Parts in flight at once per upload (memory: this × [`MULTIPART_CHUNK`]).
+const PARTS_IN_FLIGHT: usize = 2;
+
+pub struct ObjectTier {
+    store: Arc<dyn ObjectStore>,
+    prefix: Key,
+    url: String,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for ObjectTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectTier")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl Drop for ObjectTier {
+    fn drop(&mut self) {
+        // Dropping a runtime from inside another one's async context panics.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn remote_err(url: &str, op: &'static str, key: &Key, e: object_store::Error) -> BlobError {
+    BlobError::Remote {
+        op,
+        key: format!("{url} {key}"),
+        not_found: matches!(e, object_store::Error::NotFound { .. }),
+        source: Box::new(e),
+    }
+}
+
+impl ObjectTier {
+    /// Opens `s3://bucket[/prefix]` with the `AWS_*` environment variables. Makes no request:
+    /// see [`ObjectTier::check`].
+    pub fn open(url: &str) -> Result<Self, BlobError> {
+        let bad = |m: String| BlobError::Config(m);
+        let parsed = url::Url::parse(url).map_err(|e| bad(format!("{url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "s3" | "s3a") {
+            return Err(bad(format!(
+                "{url:?}: only S3-compatible stores are supported (s3://bucket/prefix; the \
+                 endpoint comes from AWS_ENDPOINT_URL)"
+            )));
+        }
+        let prefix = Key::parse(parsed.path().trim_matches('/'))
+            .map_err(|e| bad(format!("{url:?}: bad prefix: {e}")))?;
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .unwrap_or_default();
+        if endpoint.starts_with("http://") {
+            b = b.with_allow_http(true);
+        }
+        if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+            b = b.with_region("us-east-1");
+        }
+        if !endpoint.is_empty() && std::env::var("AWS_VIRTUAL_HOSTED_STYLE_REQUEST").is_err() {
+            // Self-hosted servers (Garage, MinIO, Ceph) answer path-style requests.
+            b = b.with_virtual_hosted_style_request(false);
+        }
+        let store = b
+            .with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(30),
+                ..Default::default()
+            })
+            .build()
+            .map_err(|e| bad(format!("{url:?}: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("object-store")
+            .enable_all()
+            .build()
+            .map_err(|e| bad(format!("object store runtime: {e}")))?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix,
+            url: url.to_owned(),
+            rt: Some(rt),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs `f` on the tier's runtime and waits for it (from any thread).
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, BlobError> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| BlobError::Config("object store is shut down".into()))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        let wait = move || rx.recv();
+        let got = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        };
+        got.map_err(|_| BlobError::Config("object store task ended".into()))
+    }
+
+    pub fn key(&self, kind: BlobKind, hash: &str) -> Key {
+        let rel = format!("{}/{}/{hash}", kind.dir(), &hash[..2]);
+        if self.prefix.as_ref().is_empty() {
+            Key::from(rel)
+        } else {
+            Key::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// One request that proves the bucket answers and the credentials work.
+    pub fn check(&self) -> Result<(), BlobError> {
+        let store = self.store.clone();
+        let prefix = self.prefix.clone();
+        let url = self.url.clone();
+        self.run(async move {
+            let mut list = store.list(Some(&prefix));
+            match list.next().await {
+                Some(Err(e)) => Err(remote_err(&url, "list", &prefix, e)),
+                _ => Ok(()),
+            }
+        })?
+    }
+
+    /// Uploads the file at `path` under `kind/hash`: one PUT when small, parts of
+    /// [`MULTIPART_CHUNK`] otherwise. Returns once the store confirmed the whole object.
+    pub fn upload(&self, kind: BlobKind, hash: &str, path: &Path) -> Result<(), BlobError> {
+        let key = self.key(kind, hash);
+        let size = std::fs::metadata(path)
+            .map_err(|source| BlobError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        let store = self.store.clone();
+        let url = self.url.clone();
+        let path = path.to_path_buf();
+        self.run(async move {
+            let read_err = |source| BlobError::Io {
+                path: path.clone(),
+                source,
+            };
+            let mut file = std::fs::File::open(&path).map_err(read_err)?;
+            if size < MULTIPART_CHUNK as u64 {
+                let mut bytes = Vec::with_capacity(size as usize);
+                file.read_to_end(&mut bytes).map_err(read_err)?;
+                store
+                    .put(&key, PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| remote_err(&url, "put", &key, e))?;
+                return Ok(());
+            }
+            let upload = store
+                .put_multipart(&key)
+                .await
+                .map_err(|e| remote_err(&url, "start multipart upload", &key, e))?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK);
+            let mut buf = vec![0u8; MULTIPART_CHUNK];
+            loop {
+                let n = read_full(&mut file, &mut buf).map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    let err = remote_err(&url, "upload part", &key, e);
+                    let _ = w.abort().await;
+                    return Err(err);
+                }
+                w.write(&buf[..n]);
+            }
+            w.finish()
+                .await
+                .map_err(|e| remote_err(&url, "complete multipart upload", &key, e))?;
+            Ok(())
+        })?
+    }
+
+    /// Streams `kind/hash` into `dest` (fsynced) and returns its BLAKE3 and size; the caller
+    /// compares the hash with the name before using the bytes.
+    pub fn download(
+        &self,
+        kind: BlobKind,
+        hash: &str,
+        dest: &Path,
+    ) -> Result<(String, u64), BlobError> {
+        let key = self.key(kind, hash);
+        let store = self.store.clone();
+        let url = self.url.clone();
+        let dest = dest.to_path_buf();
+        self.run(async move {
+            let write_err = |source| BlobError::Io {
+                path: dest.clone(),
+                source,
+            };
+            let got = store
+                .get(&key)
+                .await
+                .map_err(|e| remote_err(&url, "get", &key, e))?;
+            let mut file = std::fs::File::create(&dest).map_err(write_err)?;
+            let mut hasher = blake3::Hasher::new();
+            let mut n = 0u64;
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| remote_err(&url, "get", &key, e))?;
+                hasher.update(&chunk);
+                n += chunk.len() as u64;
+                file.write_all(&chunk).map_err(write_err)?;
+            }
+            file.sync_all().map_err(write_err)?;
+            Ok((hasher.finalize().to_hex().to_string(), n))
+        })?
+    }
+
+    /// Streams `kind/hash` through BLAKE3 without keeping it (fsck).
+    pub fn hash(&self, kind: BlobKind, hash: &str) -> Result<(String, u64), BlobError> {
+        let key = self.key(kind, hash);
+        let store = self.store.clone();
+        let url = self.url.clone();
+        self.run(async move {
+            let got = store
+                .get(&key)
+                .await
+                .map_err(|e| remote_err(&url, "get", &key, e))?;
+            let mut hasher = blake3::Hasher::new();
+            let mut n = 0u64;
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| remote_err(&url, "get", &key, e))?;
+                hasher.update(&chunk);
+                n += chunk.len() as u64;
+            }
+            Ok((hasher.finalize().to_hex().to_string(), n))
+        })?
+    }
+
+    pub fn delete(&self, kind: BlobKind, hash: &str) -> Result<(), BlobError> {
+        let key = self.key(kind, hash);
+        let store = self.store.clone();
+        let url = self.url.clone();
+        self.run(async move {
+            match store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(remote_err(&url, "delete", &key, e)),
+            }
+        })?
+    }
+
+    /// Moves a corrupt object to `<prefix>/quarantine/<kind>-<hash>` (kept for inspection).
+    pub fn quarantine(&self, kind: BlobKind, hash: &str) -> Result<String, BlobError> {
+        let key = self.key(kind, hash);
+        let name = format!("{}-{hash}", kind.dir());
+        let to = if self.prefix.as_ref().is_empty() {
+            Key::from(format!("quarantine/{name}"))
+        } else {
+            Key::from(format!("{}/quarantine/{name}", self.prefix))
+        };
+        let store = self.store.clone();
+        let url = self.url.clone();
+        let shown = format!("{} {to}", self.url);
+        self.run(async move {
+            store
+                .rename(&key, &to)
+                .await
+                .map_err(|e| remote_err(&url, "rename", &key, e))
+        })??;
+        Ok(shown)
+    }
+
+    /// Every blob object in the bucket under the prefix: (kind, hash, size).
+    pub fn list(&self, kinds: &[BlobKind]) -> Result<Vec<(BlobKind, String, u64)>, BlobError> {
+        let mut out = Vec::new();
+        for &kind in kinds {
+            let dir = if self.prefix.as_ref().is_empty() {
+                Key::from(kind.dir())
+            } else {
+                Key::from(format!("{}/{}", self.prefix, kind.dir()))
+            };
+            let store = self.store.clone();
+            let url = self.url.clone();
+            let found = self.run(async move {
+                let mut list = store.list(Some(&dir));
+                let mut found = Vec::new();
+                while let Some(meta) = list.next().await {
+                    let meta = meta.map_err(|e| remote_err(&url, "list", &dir, e))?;
+                    if let Some(name) = meta.location.filename() {
+                        found.push((name.to_owned(), meta.size));
+                    }
+                }
+                Ok::<_, BlobError>(found)
+            })??;
+            out.extend(found.into_iter().map(|(h, s)| (kind, h, s)));
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(out)
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
