@@ -1040,3 +1040,55 @@ pub fn fsck(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(budget: u64) -> Cache {
+        Cache {
+            root: PathBuf::from("/nowhere"),
+            budget,
+            ..Default::default()
+        }
+    }
+
+    fn h(c: char) -> String {
+        std::iter::repeat_n(c, 64).collect()
+    }
+
+    #[test]
+    fn cache_evicts_least_recently_used_unpinned_copies_to_the_budget() {
+        let mut c = cache(250);
+        for x in ['a', 'b', 'c'] {
+            c.insert(&h(x), BlobKind::Original, 100, 0);
+        }
+        assert_eq!(c.total, 300);
+        // `a` is used again: `b` is now the least recently used.
+        assert!(c.pin(&h('a')));
+        let gone = c.evict(None);
+        assert_eq!(gone.len(), 1);
+        assert!(gone[0].ends_with(h('b')), "{gone:?}");
+        assert_eq!(c.total, 200);
+        // Over budget again, but `a` is pinned and `d` (just stored) is kept by the caller.
+        c.budget = 0;
+        c.insert(&h('d'), BlobKind::Motion, 50, 0);
+        let gone = c.evict(Some(&h('d')));
+        assert_eq!(gone.len(), 1);
+        assert!(gone[0].ends_with(h('c')));
+        assert!(gone[0].starts_with("/nowhere/original/cc/cc"));
+        assert!(!c.pin(&h('c')), "an evicted copy is never handed out");
+        assert_eq!(c.total, 150);
+        // Unpinned, `a` goes too; `d` once nobody keeps it.
+        if let Some(f) = c.files.get_mut(&h('a')) {
+            f.pins = 0;
+        }
+        assert_eq!(c.evict(Some(&h('d'))).len(), 1);
+        assert_eq!(c.evict(None).len(), 1);
+        assert_eq!((c.total, c.files.len()), (0, 0));
+        // The same blob inserted twice is counted once.
+        c.insert(&h('e'), BlobKind::Original, 10, 1);
+        c.insert(&h('e'), BlobKind::Original, 10, 1);
+        assert_eq!((c.total, c.files[&h('e')].pins), (10, 2));
+    }
+}

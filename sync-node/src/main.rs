@@ -547,6 +547,9 @@ async fn main() -> Result<()> {
                 every: std::time::Duration::from_secs_f64(scrub_every_days * 86_400.0),
             });
             tokio::spawn(tessera_sync_node::scrub::run(node.clone()));
+            tokio::spawn(tessera_sync_node::views::trim_memory_every(
+                std::time::Duration::from_secs(20),
+            ));
             tokio::spawn(tessera_sync_node::housekeeping::run(
                 node.clone(),
                 std::time::Duration::from_secs(purge_every.max(1)),

@@ -408,6 +408,17 @@ pub fn release_free_memory() {
     }
 }
 
+/// Gives freed heap memory back every `every`: requests that walk many months (a search, the
+/// map, Immich's sync stream) free what they decoded when they end, but glibc keeps it in the
+/// process unless asked (measured at 300k: 222 MB stayed after queries that raced the
+/// start-up sweep, against ≈ 150 MB once trimmed). A trim with little to give back is cheap.
+pub async fn trim_memory_every(every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let _ = tokio::task::spawn_blocking(release_free_memory).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

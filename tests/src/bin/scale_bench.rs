@@ -9,6 +9,11 @@
 //!   bucket, a metadata search and a free-text search: the first run (cold: right after start,
 //!   racing the start-up sweep that builds the shard indexes) and p50/max of the next five.
 //!
+//! - a bounded load test on a copy of that library: 20 clients uploading 12-MP photos at once
+//!   (5 each) while 4 clients read the timeline and search, with throughput, p50/p99 latency,
+//!   errors, and the node's RSS sampled every 100 ms during the load and after the media jobs
+//!   drained.
+//!
 //! The data directory is kept under `$TESSERA_BENCH_DIR/scale-N` and reused by later runs.
 
 use std::path::{Path, PathBuf};
@@ -102,6 +107,220 @@ fn generate(dir: &Path, n: u64) -> Result<f64> {
     drop(lib);
     node.flush()?;
     Ok(t.elapsed().as_secs_f64())
+}
+
+const UPLOADERS: usize = 20;
+const PER_UPLOADER: usize = 5;
+const READERS: usize = 4;
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+fn ms_stats(mut v: Vec<f64>) -> serde_json::Value {
+    if v.is_empty() {
+        return serde_json::Value::Null;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    serde_json::json!({"n": v.len(), "p50": pct(v.clone(), 0.5), "p99": pct(v.clone(), 0.99), "max": pct(v, 1.0)})
+}
+
+/// 20 uploaders × 5 distinct 12-MP JPEGs against a copy of the library, with 4 readers
+/// (buckets, a month, a search) running until the uploads end; bounded in both.
+fn load_test(bin: &Path, data: &Path) -> Result<serde_json::Value> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let copy = data.with_file_name(format!(
+        "{}-load",
+        data.file_name().and_then(|n| n.to_str()).unwrap_or("scale")
+    ));
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(data, &copy)?;
+    eprintln!("load test: generating 12-MP photos …");
+    let bases: Vec<Vec<u8>> = (0..4)
+        .map(|i| tessera_tests::photos::synthetic_photo(4000, 3000, 100 + i))
+        .collect::<Result<_>>()?;
+    let port = tessera_tests::free_port();
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--data"])
+        .arg(&copy)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--iroh", "127.0.0.1:0", "--relay", "127.0.0.1:0"])
+        .args(["--scrub-rate-mb", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while http
+        .get(format!("{url}/api/server/ping"))
+        .send()
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the node did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut api = tessera_tests::Api {
+        base: url.clone(),
+        client: http,
+        key: None,
+    };
+    api.login("admin@example.com", "correct horse")?;
+    // Let the start-up sweep build the views first (the idle figures above cover the race).
+    std::thread::sleep(Duration::from_secs(20));
+    let rss_before = status_kb(pid, "VmRSS:");
+    let api = Arc::new(api);
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (done, peak) = (done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(status_kb(pid, "VmRSS:"), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let upload_ms = Arc::new(Mutex::new(Vec::new()));
+    let read_ms = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let t = Instant::now();
+    let readers: Vec<_> = (0..READERS)
+        .map(|r| {
+            let (api, done, read_ms, errors) =
+                (api.clone(), done.clone(), read_ms.clone(), errors.clone());
+            std::thread::spawn(move || {
+                for i in 0..2000 {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let res = match (r + i) % 3 {
+                        0 => api.req(reqwest::Method::GET, "/api/timeline/buckets").send(),
+                        1 => api
+                            .req(reqwest::Method::GET, "/api/timeline/bucket?timeBucket=2019-07-01")
+                            .send(),
+                        _ => api
+                            .req(reqwest::Method::POST, "/api/search/metadata")
+                            .json(&serde_json::json!({"city": "Lyon", "size": 100}))
+                            .send(),
+                    };
+                    match res {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes();
+                            read_ms.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        Ok(r) => errors.lock().unwrap().push(format!("read: {}", r.status())),
+                        Err(e) => errors.lock().unwrap().push(format!("read: {e}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    let bases = Arc::new(bases);
+    let uploaders: Vec<_> = (0..UPLOADERS)
+        .map(|u| {
+            let (api, bases, upload_ms, errors, bytes, ids) = (
+                api.clone(),
+                bases.clone(),
+                upload_ms.clone(),
+                errors.clone(),
+                bytes.clone(),
+                ids.clone(),
+            );
+            std::thread::spawn(move || {
+                for k in 0..PER_UPLOADER {
+                    // Distinct bytes per upload: a base photo plus a trailer after its EOI.
+                    let mut photo = bases[(u + k) % bases.len()].clone();
+                    photo.extend_from_slice(format!("load {u} {k} {:?}", Instant::now()).as_bytes());
+                    let len = photo.len() as u64;
+                    let t = Instant::now();
+                    match api.upload(&format!("load-{u}-{k}.jpg"), photo) {
+                        Ok((201, body)) => {
+                            upload_ms.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
+                            bytes.fetch_add(len, Ordering::Relaxed);
+                            if let Some(id) = body["id"].as_str() {
+                                ids.lock().unwrap().push(id.to_owned());
+                            }
+                        }
+                        Ok((code, body)) => {
+                            errors.lock().unwrap().push(format!("upload: {code} {body}"))
+                        }
+                        Err(e) => errors.lock().unwrap().push(format!("upload: {e}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in uploaders {
+        let _ = h.join();
+    }
+    let upload_s = t.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    for h in readers {
+        let _ = h.join();
+    }
+    // Until every upload's thumbnails are made (bounded).
+    let ids = ids.lock().unwrap().clone();
+    let drain = Instant::now() + Duration::from_secs(900);
+    let mut pending = ids.clone();
+    while !pending.is_empty() && Instant::now() < drain {
+        peak.fetch_max(status_kb(pid, "VmRSS:"), Ordering::Relaxed);
+        pending.retain(|id| {
+            api.get_json(&format!("/api/assets/{id}"))
+                .map(|(_, v)| v["tessera"]["status"].as_str() == Some("pending"))
+                .unwrap_or(true)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let processed_s = t.elapsed().as_secs_f64();
+    let _ = sampler.join();
+    std::thread::sleep(Duration::from_secs(30));
+    let rss_after = status_kb(pid, "VmRSS:");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&copy);
+    let errors = errors.lock().unwrap().clone();
+    let n_up = upload_ms.lock().unwrap().len();
+    let report = serde_json::json!({
+        "uploaders": UPLOADERS,
+        "readers": READERS,
+        "uploads_acknowledged": n_up,
+        "uploads_still_pending_after_900s": pending.len(),
+        "errors": errors.len(),
+        "first_errors": errors.iter().take(5).collect::<Vec<_>>(),
+        "upload_wall_s": upload_s,
+        "acknowledged_per_s": n_up as f64 / upload_s,
+        "upload_mb_per_s": bytes.load(Ordering::Relaxed) as f64 / 1e6 / upload_s,
+        "all_processed_s": processed_s,
+        "processed_per_s": (n_up - pending.len()) as f64 / processed_s,
+        "upload_ms": ms_stats(upload_ms.lock().unwrap().clone()),
+        "read_ms": ms_stats(read_ms.lock().unwrap().clone()),
+        "rss_mb": {
+            "before": rss_before as f64 / 1024.0,
+            "peak_during_load": peak.load(Ordering::Relaxed) as f64 / 1024.0,
+            "idle_30s_after": rss_after as f64 / 1024.0,
+        },
+    });
+    eprintln!("load test: {report}");
+    Ok(report)
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -268,6 +487,7 @@ fn main() -> Result<()> {
     let peak = status_kb(pid, "VmHWM:");
     let _ = child.kill();
     let _ = child.wait();
+    let load = load_test(&bin, &data).context("load test")?;
     let report = serde_json::json!({
         "assets": n,
         "generated_s": generated,
@@ -285,6 +505,7 @@ fn main() -> Result<()> {
         "timeline_month_bucket_ms": runs(month),
         "metadata_search_ms": runs(search),
         "file_name_search_ms": runs(text),
+        "load": load,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
