@@ -47,6 +47,15 @@ pub fn for_each_shard(
     user: &str,
     mut f: impl FnMut(&str, &[AssetRecord]) -> Result<(), NodeError>,
 ) -> Result<(), NodeError> {
+    for_each_shard_while(node, user, |m, r| f(m, r).map(|()| true))
+}
+
+/// [`for_each_shard`] that stops (before reading the next shard) once `f` returns false.
+pub fn for_each_shard_while(
+    node: &Node,
+    user: &str,
+    mut f: impl FnMut(&str, &[AssetRecord]) -> Result<bool, NodeError>,
+) -> Result<(), NodeError> {
     let months: Vec<String> = node
         .catalog
         .lock()?
@@ -61,7 +70,9 @@ pub fn for_each_shard(
             let lib = node.catalog.lock()?;
             node.views.records(&lib, &id).map_err(CatalogError::from)?
         };
-        f(&month, &records)?;
+        if !f(&month, &records)? {
+            break;
+        }
     }
     Ok(())
 }

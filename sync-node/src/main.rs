@@ -393,8 +393,17 @@ async fn upload(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    // Before any thread allocates: see `limit_malloc_arenas`.
+    tessera_sync_node::views::limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> Result<()> {
     let cli = Cli::parse();
     // Bulk commands draw a progress bar and print a report: only warnings in between.
     let quiet = matches!(cli.cmd, Cmd::Import { .. } | Cmd::Upload { .. });

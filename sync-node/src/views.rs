@@ -408,6 +408,19 @@ pub fn release_free_memory() {
     }
 }
 
+/// Caps glibc's malloc at two arenas. By default every thread that meets contention gets an
+/// arena of its own (up to 8 per core); the node's blocking threads (uploads, media decodes,
+/// catalogue walks) then leave free memory scattered over a dozen 64 MB heaps that trimming
+/// cannot give back. Measured on the 300k library, 100 uploads of 12-MP photos by 20 clients:
+/// 145 → 285 MB idle afterwards, 389 MB after 100 more; with two arenas 145 → 161 → 178 MB.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's tuning; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Gives freed heap memory back every `every`: requests that walk many months (a search, the
 /// map, Immich's sync stream) free what they decoded when they end, but glibc keeps it in the
 /// process unless asked (measured at 300k: 222 MB stayed after queries that raced the

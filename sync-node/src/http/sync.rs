@@ -328,7 +328,9 @@ struct View {
     users: Vec<User>,
     /// (sharer, partner, partner's in-timeline)
     partners: Vec<(String, String, bool)>,
-    own: Vec<AssetRecord>,
+    /// Ids of my live assets (their records are streamed shard by shard: see `produce`).
+    own_live: std::collections::HashSet<String>,
+    want_own: bool,
     /// Partners' photos in the months they share with me.
     partner_assets: Vec<AssetRecord>,
     /// Others' photos in albums I am in (not already a partner's).
@@ -336,8 +338,15 @@ struct View {
     albums: Vec<tessera_core::AlbumView>,
     /// (album, asset) pairs whose asset the session gets (own, partner's or album's).
     album_items: Vec<(String, String)>,
-    /// Every asset id the session gets, in whichever group.
-    asset_ids: std::collections::HashSet<String>,
+    /// Partners' and albums' asset ids the session gets.
+    other_ids: std::collections::HashSet<String>,
+}
+
+impl View {
+    /// An asset the session gets, in whichever group.
+    fn has_asset(&self, id: &str) -> bool {
+        (self.want_own && self.own_live.contains(id)) || self.other_ids.contains(id)
+    }
 }
 
 /// `types`: what the app asked for. An album item or cover is sent only when its asset is
@@ -350,8 +359,19 @@ fn view_of(node: &crate::Node, me: User, types: &[String]) -> ApiResult<View> {
         asked(&["AlbumAssetsV1", "AlbumAssetsV2"]),
     );
     let users: Vec<User> = node.auth.users(true)?;
-    let own = crate::housekeeping::user_assets(node, &me.id)?;
-    let usage = crate::http::users::usage(&own);
+    // My library shard by shard (a 300k library is never held whole): ids and usage only.
+    let mut own_live = std::collections::HashSet::new();
+    let mut usage = 0u64;
+    crate::housekeeping::for_each_shard(node, &me.id, |_, records| {
+        usage = usage.saturating_add(crate::http::users::usage(records));
+        own_live.extend(
+            records
+                .iter()
+                .filter(|r| !r.is_purged())
+                .map(|r| r.id.clone()),
+        );
+        Ok(())
+    })?;
     let lib = node.catalog.lock()?;
     let mut partners = Vec::new();
     let mut partner_assets = Vec::new();
@@ -359,11 +379,6 @@ fn view_of(node: &crate::Node, me: User, types: &[String]) -> ApiResult<View> {
         let inline = lib.partner_in_timeline(&s.partner, &me.id);
         partners.push((me.id.clone(), s.partner.clone(), inline));
     }
-    let own_live: std::collections::HashSet<String> = own
-        .iter()
-        .filter(|r| !r.is_purged())
-        .map(|r| r.id.clone())
-        .collect();
     for s in lib.shared_with(&me.id).map_err(CatalogError::from)? {
         let inline = lib.partner_in_timeline(&me.id, &s.sharer);
         partners.push((s.sharer.clone(), me.id.clone(), inline));
@@ -419,24 +434,33 @@ fn view_of(node: &crate::Node, me: User, types: &[String]) -> ApiResult<View> {
         }
     }
     let album_assets: Vec<AssetRecord> = album_assets.into_values().collect();
-    let mut asset_ids = std::collections::HashSet::new();
-    if want_own {
-        asset_ids.extend(own_live.iter().cloned());
-    }
-    asset_ids.extend(partner_assets.iter().map(|r| r.id.clone()));
-    asset_ids.extend(album_assets.iter().map(|r| r.id.clone()));
+    let mut other_ids = std::collections::HashSet::new();
+    other_ids.extend(partner_assets.iter().map(|r| r.id.clone()));
+    other_ids.extend(album_assets.iter().map(|r| r.id.clone()));
     Ok(View {
-        asset_ids,
+        other_ids,
         me,
         usage,
         users,
         partners,
-        own,
+        own_live,
+        want_own,
         partner_assets,
         album_assets,
         albums,
         album_items,
     })
+}
+
+/// Groups of my own assets: produced shard by shard, never as one map of the whole library.
+const STREAMED: [&str; 3] = ["AssetsV1", "AssetsV2", "AssetExifsV1"];
+
+/// A streamed group's data for one record.
+fn streamed_entity(group: &str, r: &AssetRecord) -> Value {
+    match group {
+        "AssetExifsV1" => exif(r),
+        g => asset(r, g == "AssetsV2"),
+    }
 }
 
 /// The current entities of a group: key → data.
@@ -459,16 +483,8 @@ fn entities(group: &str, v: &View) -> BTreeMap<String, Value> {
                 );
             }
         }
-        "AssetsV1" | "AssetsV2" => {
-            for r in v.own.iter().filter(|r| !r.is_purged()) {
-                out.insert(r.id.clone(), asset(r, group == "AssetsV2"));
-            }
-        }
-        "AssetExifsV1" => {
-            for r in v.own.iter().filter(|r| !r.is_purged()) {
-                out.insert(r.id.clone(), exif(r));
-            }
-        }
+        // Streamed shard by shard in `produce`.
+        g if STREAMED.contains(&g) => {}
         "PartnerAssetsV1" | "PartnerAssetsV2" => {
             for r in &v.partner_assets {
                 out.insert(r.id.clone(), asset(r, group == "PartnerAssetsV2"));
@@ -647,14 +663,22 @@ fn produce(
             continue;
         }
         let acked: HashMap<String, [u8; 16]> = cp.acked(&s.session, g.name)?;
+        let streamed = STREAMED.contains(&g.name);
         let now = entities(g.name, &view);
+        let current = |key: &str| {
+            if streamed {
+                view.own_live.contains(key)
+            } else {
+                now.contains_key(key)
+            }
+        };
         // Deletes first (Immich's order), then what is new or changed.
         if let Some(del) = g.delete {
-            for key in acked.keys().filter(|k| !now.contains_key(*k)) {
+            for key in acked.keys().filter(|k| !current(k)) {
                 // An asset that moved to another of the app's asset groups (a partner's photo
                 // I saved, an album photo now shared by a partner) is still on the device:
                 // deleting it would delete the row the other group keeps.
-                if ASSET_GROUPS.contains(&g.name) && view.asset_ids.contains(key) {
+                if ASSET_GROUPS.contains(&g.name) && view.has_asset(key) {
                     cp.forget(&s.session, g.name, key)?;
                     continue;
                 }
@@ -670,10 +694,10 @@ fn produce(
                 }
             }
         }
-        for (key, data) in &now {
+        let upsert = |out: &mut Lines, key: &str, data: &Value| -> bool {
             let h = hash_of(data.to_string().as_bytes());
             if acked.get(key) == Some(&h) {
-                continue;
+                return true;
             }
             let line_type = match g.name {
                 "AlbumAssetsV2" if acked.contains_key(key) => "AlbumAssetUpdateV2",
@@ -684,11 +708,31 @@ fn produce(
             let line = PendingLine {
                 line_type,
                 group: g.name,
-                key: key.clone(),
+                key: key.to_owned(),
                 hash: Some(h),
             };
-            if !emit(out, line, data) {
+            emit(out, line, data)
+        };
+        if streamed {
+            // Newest month first, one shard's records at a time.
+            let mut full = false;
+            crate::housekeeping::for_each_shard_while(node, &view.me.id, |_, records| {
+                for r in records.iter().filter(|r| !r.is_purged()) {
+                    if !upsert(out, &r.id, &streamed_entity(g.name, r)) {
+                        full = true;
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })?;
+            if full {
                 return Ok(());
+            }
+        } else {
+            for (key, data) in &now {
+                if !upsert(out, key, data) {
+                    return Ok(());
+                }
             }
         }
     }

@@ -81,8 +81,14 @@ fn user_json_with(u: &User, usage: Option<u64>) -> Value {
 
 /// Bytes of a user's live originals (what counts against a quota; photos shared with them
 /// never do).
+/// Shard by shard: `users/me`, which apps call often, never holds a whole library.
 pub(crate) fn usage_of(node: &crate::Node, user: &str) -> ApiResult<u64> {
-    Ok(usage(&housekeeping::user_assets(node, user)?))
+    let mut total = 0u64;
+    housekeeping::for_each_shard(node, user, |_, records| {
+        total = total.saturating_add(usage(records));
+        Ok(())
+    })?;
+    Ok(total)
 }
 
 /// Bytes of the live originals among a user's records.

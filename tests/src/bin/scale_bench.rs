@@ -213,9 +213,14 @@ fn load_test(bin: &Path, data: &Path) -> Result<serde_json::Value> {
                     }
                     let t = Instant::now();
                     let res = match (r + i) % 3 {
-                        0 => api.req(reqwest::Method::GET, "/api/timeline/buckets").send(),
+                        0 => api
+                            .req(reqwest::Method::GET, "/api/timeline/buckets")
+                            .send(),
                         1 => api
-                            .req(reqwest::Method::GET, "/api/timeline/bucket?timeBucket=2019-07-01")
+                            .req(
+                                reqwest::Method::GET,
+                                "/api/timeline/bucket?timeBucket=2019-07-01",
+                            )
                             .send(),
                         _ => api
                             .req(reqwest::Method::POST, "/api/search/metadata")
@@ -225,7 +230,10 @@ fn load_test(bin: &Path, data: &Path) -> Result<serde_json::Value> {
                     match res {
                         Ok(r) if r.status().is_success() => {
                             let _ = r.bytes();
-                            read_ms.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
+                            read_ms
+                                .lock()
+                                .unwrap()
+                                .push(t.elapsed().as_secs_f64() * 1000.0);
                         }
                         Ok(r) => errors.lock().unwrap().push(format!("read: {}", r.status())),
                         Err(e) => errors.lock().unwrap().push(format!("read: {e}")),
@@ -249,20 +257,25 @@ fn load_test(bin: &Path, data: &Path) -> Result<serde_json::Value> {
                 for k in 0..PER_UPLOADER {
                     // Distinct bytes per upload: a base photo plus a trailer after its EOI.
                     let mut photo = bases[(u + k) % bases.len()].clone();
-                    photo.extend_from_slice(format!("load {u} {k} {:?}", Instant::now()).as_bytes());
+                    photo
+                        .extend_from_slice(format!("load {u} {k} {:?}", Instant::now()).as_bytes());
                     let len = photo.len() as u64;
                     let t = Instant::now();
                     match api.upload(&format!("load-{u}-{k}.jpg"), photo) {
                         Ok((201, body)) => {
-                            upload_ms.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
+                            upload_ms
+                                .lock()
+                                .unwrap()
+                                .push(t.elapsed().as_secs_f64() * 1000.0);
                             bytes.fetch_add(len, Ordering::Relaxed);
                             if let Some(id) = body["id"].as_str() {
                                 ids.lock().unwrap().push(id.to_owned());
                             }
                         }
-                        Ok((code, body)) => {
-                            errors.lock().unwrap().push(format!("upload: {code} {body}"))
-                        }
+                        Ok((code, body)) => errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("upload: {code} {body}")),
                         Err(e) => errors.lock().unwrap().push(format!("upload: {e}")),
                     }
                 }
