@@ -223,36 +223,21 @@ impl ObjectTier {
         hash: &str,
         dest: &Path,
     ) -> Result<(String, u64), BlobError> {
-        let key = self.key(kind, hash);
-        let store = self.store.clone();
-        let url = self.url.clone();
-        let dest = dest.to_path_buf();
-        self.run(async move {
-            let write_err = |source| BlobError::Io {
-                path: dest.clone(),
-                source,
-            };
-            let got = store
-                .get(&key)
-                .await
-                .map_err(|e| remote_err(&url, "get", &key, e))?;
-            let mut file = std::fs::File::create(&dest).map_err(write_err)?;
-            let mut hasher = blake3::Hasher::new();
-            let mut n = 0u64;
-            let mut stream = got.into_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| remote_err(&url, "get", &key, e))?;
-                hasher.update(&chunk);
-                n += chunk.len() as u64;
-                file.write_all(&chunk).map_err(write_err)?;
-            }
-            file.sync_all().map_err(write_err)?;
-            Ok((hasher.finalize().to_hex().to_string(), n))
-        })?
+        self.read(kind, hash, Some(dest.to_path_buf()))
     }
 
     /// Streams `kind/hash` through BLAKE3 without keeping it (fsck).
     pub fn hash(&self, kind: BlobKind, hash: &str) -> Result<(String, u64), BlobError> {
+        self.read(kind, hash, None)
+    }
+
+    /// GETs `kind/hash`, hashing it and writing it to `dest` when given.
+    fn read(
+        &self,
+        kind: BlobKind,
+        hash: &str,
+        dest: Option<std::path::PathBuf>,
+    ) -> Result<(String, u64), BlobError> {
         let key = self.key(kind, hash);
         let store = self.store.clone();
         let url = self.url.clone();
@@ -261,6 +246,17 @@ impl ObjectTier {
                 .get(&key)
                 .await
                 .map_err(|e| remote_err(&url, "get", &key, e))?;
+            let mut file = match &dest {
+                Some(d) => Some(std::fs::File::create(d).map_err(|source| BlobError::Io {
+                    path: d.clone(),
+                    source,
+                })?),
+                None => None,
+            };
+            let write_err = |source| BlobError::Io {
+                path: dest.clone().unwrap_or_default(),
+                source,
+            };
             let mut hasher = blake3::Hasher::new();
             let mut n = 0u64;
             let mut stream = got.into_stream();
@@ -268,6 +264,12 @@ impl ObjectTier {
                 let chunk = chunk.map_err(|e| remote_err(&url, "get", &key, e))?;
                 hasher.update(&chunk);
                 n += chunk.len() as u64;
+                if let Some(f) = file.as_mut() {
+                    f.write_all(&chunk).map_err(write_err)?;
+                }
+            }
+            if let Some(f) = file {
+                f.sync_all().map_err(write_err)?;
             }
             Ok((hasher.finalize().to_hex().to_string(), n))
         })?
