@@ -109,6 +109,45 @@ fn generate(dir: &Path, n: u64) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// Starts a release node on `data` and waits (at most 600 s) until it answers; the client has
+/// the bench's long timeout (a whole-library query at 300k) and is not signed in yet.
+fn start_node(bin: &Path, data: &Path) -> Result<(std::process::Child, tessera_tests::Api)> {
+    let port = tessera_tests::free_port();
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--iroh", "127.0.0.1:0", "--relay", "127.0.0.1:0"])
+        .args(["--scrub-rate-mb", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while http
+        .get(format!("{url}/api/server/ping"))
+        .send()
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            anyhow::bail!("the node did not answer in 600 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let api = tessera_tests::Api {
+        base: url,
+        client: http,
+        key: None,
+    };
+    Ok((child, api))
+}
+
 const UPLOADERS: usize = 20;
 const PER_UPLOADER: usize = 5;
 const READERS: usize = 4;
@@ -150,36 +189,8 @@ fn load_test(bin: &Path, data: &Path) -> Result<serde_json::Value> {
     let bases: Vec<Vec<u8>> = (0..4)
         .map(|i| tessera_tests::photos::synthetic_photo(4000, 3000, 100 + i))
         .collect::<Result<_>>()?;
-    let port = tessera_tests::free_port();
-    let mut child = std::process::Command::new(bin)
-        .args(["serve", "--data"])
-        .arg(&copy)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--iroh", "127.0.0.1:0", "--relay", "127.0.0.1:0"])
-        .args(["--scrub-rate-mb", "0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    let (mut child, mut api) = start_node(bin, &copy)?;
     let pid = child.id();
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(600))
-        .build()?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while http
-        .get(format!("{url}/api/server/ping"))
-        .send()
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        anyhow::ensure!(Instant::now() < deadline, "the node did not answer");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut api = tessera_tests::Api {
-        base: url.clone(),
-        client: http,
-        key: None,
-    };
     api.login("admin@example.com", "correct horse")?;
     // Let the start-up sweep build the views first (the idle figures above cover the race).
     std::thread::sleep(Duration::from_secs(20));
@@ -390,50 +401,11 @@ fn main() -> Result<()> {
     }
     let docs_bytes = dir_size(&data.join("docs"));
     let bin = tessera_tests::bin_path("sync-node")?;
-    let port = tessera_tests::free_port();
     let t = Instant::now();
-    let mut child = std::process::Command::new(&bin)
-        .args(["serve", "--data"])
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--iroh",
-            "127.0.0.1:0",
-            "--relay",
-            "127.0.0.1:0",
-            "--scrub-rate-mb",
-            "0",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    let (mut child, mut api) = start_node(&bin, &data)?;
     let pid = child.id();
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(600))
-        .build()?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while http
-        .get(format!("{url}/api/server/ping"))
-        .send()
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the node did not answer in 600 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let start_s = t.elapsed().as_secs_f64();
     let rss_start = status_kb(pid, "VmRSS:");
-    // The tests' client, with the bench's long timeout (a whole-library query at 300k).
-    let mut api = tessera_tests::Api {
-        base: url.clone(),
-        client: http,
-        key: None,
-    };
     api.login("admin@example.com", "correct horse")?;
     // Six runs each: the first (cold) apart, then p50 and max of five.
     let timed = |f: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
