@@ -4,16 +4,21 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use tessera_core::{AssetRecord, DocId, SyncEnvelope};
+use wasm_bindgen::JsCast;
 
-use crate::state::{db, log, refresh, user_id, Screen, Ui, CORE, SHARDS};
-use crate::{db, net, p2p, session};
+use std::collections::HashMap;
+
+use crate::state::{
+    db, log, now_ms, opening, refresh, refresh_soon, user_id, Screen, Ui, CORE, SHARDS,
+};
+use crate::{db, net, p2p, perf, session};
 
 /// Every record of the catalogue (from the shard cache).
 pub(crate) fn all_records() -> Vec<AssetRecord> {
     SHARDS.with(|c| {
         c.borrow()
             .values()
-            .flat_map(|(_, a)| a.iter().cloned())
+            .flat_map(|(_, a)| a.iter().map(|r| AssetRecord::clone(r)))
             .collect()
     })
 }
@@ -26,7 +31,9 @@ pub(crate) fn find_record(id: &str) -> Option<AssetRecord> {
         let find = |own: bool| {
             c.iter()
                 .filter(|(k, _)| k.starts_with(&mine) == own)
-                .find_map(|(_, (_, a))| a.iter().find(|r| r.id == id).cloned())
+                .find_map(|(_, (_, a))| {
+                    a.iter().find(|r| r.id == id).map(|r| AssetRecord::clone(r))
+                })
         };
         find(true).or_else(|| find(false))
     })
@@ -80,28 +87,133 @@ pub(crate) fn save_and_push(ui: Ui) {
     });
 }
 
-/// Loads the catalogue documents from IndexedDB.
+/// Timeline records to read before the first paint: a screenful and then some.
+const FIRST_SCREEN: u64 = 500;
+
+/// Loads the catalogue documents from IndexedDB, in sync order: the roots (with their month
+/// summaries), then months newest first. The view is painted once the first screen's months
+/// are in, the rest loads in slices of about 40 ms between which the page stays responsive,
+/// and the header counts the documents. No sync runs until every stored document is loaded.
 pub(crate) async fn load_docs(ui: Ui) {
     let Some(db) = db() else { return };
-    match db::all(&db, db::DOCS).await {
-        Ok(items) => CORE.with(|c| {
-            let mut c = c.borrow_mut();
-            for (k, v) in items {
-                if let (Ok(id), Some(bytes)) = (DocId::parse(&k), db::value_bytes(&v)) {
-                    if let Err(e) = c.lib.load(id, &bytes) {
-                        log(&format!("cannot load document {k}: {e}"));
-                    }
-                }
+    CORE.with(|c| c.borrow_mut().opening = true);
+    let t0 = now_ms();
+    let items = match db::all(&db, db::DOCS).await {
+        Ok(items) => items,
+        Err(e) => {
+            ui.error.set(Some(e));
+            Vec::new()
+        }
+    };
+    let mut docs: Vec<(DocId, wasm_bindgen::JsValue)> = items
+        .into_iter()
+        .filter_map(|(k, v)| match DocId::parse(&k) {
+            Ok(id) => Some((id, v)),
+            Err(e) => {
+                log(&format!("ignoring stored document {k}: {e}"));
+                None
             }
-        }),
-        Err(e) => ui.error.set(Some(e)),
+        })
+        .collect();
+    docs.sort_by_cached_key(|d| d.0.sync_rank());
+    let total = docs.len();
+    let read_ms = now_ms() - t0;
+    let user = user_id().unwrap_or_default();
+    // Records per month document, from the root summaries (known once the roots are in).
+    let mut counts: Option<HashMap<DocId, u64>> = None;
+    let mut in_view = 0u64;
+    let mut painted = false;
+    let mut slice = now_ms();
+    for (i, (id, v)) in docs.into_iter().enumerate() {
+        if id.month().is_some() && counts.is_none() {
+            counts = Some(CORE.with(|c| summary_counts(&c.borrow().lib, &user)));
+        }
+        in_view += counts
+            .as_ref()
+            .and_then(|c| c.get(&id))
+            .copied()
+            .unwrap_or(0);
+        let t = now_ms();
+        if let Some(bytes) = db::value_bytes(&v) {
+            CORE.with(|c| {
+                if let Err(e) = c.borrow_mut().lib.load(id.clone(), &bytes) {
+                    log(&format!("cannot load document {id}: {e}"));
+                }
+            });
+        }
+        perf::add("open.load_ms", now_ms() - t);
+        if !painted && in_view >= FIRST_SCREEN {
+            painted = true;
+            ui.library.update(|p| p.opening = Some((i + 1, total)));
+            refresh(ui);
+            perf::set("open.first_screen_ms", now_ms() - t0);
+            yield_now().await;
+            slice = now_ms();
+        } else if now_ms() - slice > 40.0 {
+            // Only the header moves until everything is read: rebuilding and re-rendering the
+            // view on the way would cost more than the reading.
+            ui.library.update(|p| p.opening = Some((i + 1, total)));
+            yield_now().await;
+            slice = now_ms();
+        }
     }
+    CORE.with(|c| c.borrow_mut().opening = false);
+    ui.library.update(|p| p.opening = None);
     refresh(ui);
+    perf::set("open.docs", total as f64);
+    perf::set("open.read_ms", read_ms);
+    perf::set("open.total_ms", now_ms() - t0);
+    perf::publish();
+}
+
+/// Records in each month document of `user` and of the partners the root lists, from the
+/// root summaries.
+fn summary_counts(lib: &tessera_core::Library, user: &str) -> HashMap<DocId, u64> {
+    let users: Vec<String> = lib
+        .ids()
+        .filter(|d| d.is_root())
+        .map(|d| d.user().to_owned())
+        .chain(std::iter::once(user.to_owned()))
+        .collect();
+    users
+        .iter()
+        .flat_map(|u| {
+            lib.shards(u)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |s| Some((DocId::shard(u, &s.month).ok()?, s.count)))
+        })
+        .collect()
+}
+
+/// Lets the page render and handle input before going on: `scheduler.yield()` where the
+/// browser has it (no timer clamping or throttling), else a zero timeout.
+async fn yield_now() {
+    let t = now_ms();
+    let scheduled = web_sys::window()
+        .and_then(|w| js_sys::Reflect::get(&w, &"scheduler".into()).ok())
+        .filter(|s| s.is_object())
+        .and_then(|s| {
+            let f: js_sys::Function = js_sys::Reflect::get(&s, &"yield".into())
+                .ok()?
+                .dyn_into()
+                .ok()?;
+            f.call0(&s).ok()?.dyn_into::<js_sys::Promise>().ok()
+        });
+    match scheduled {
+        Some(p) => {
+            let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+        }
+        None => gloo_timers::future::TimeoutFuture::new(0).await,
+    }
+    perf::add("open.yields", 1.0);
+    perf::add("open.yield_ms", now_ms() - t);
 }
 
 /// Saves documents changed since the last save to IndexedDB.
 pub(crate) async fn save_docs() {
     let Some(db) = db() else { return };
+    let t = now_ms();
     let dirty: Vec<(String, Vec<u8>)> = CORE.with(|c| {
         let mut c = c.borrow_mut();
         let ids = c.lib.take_dirty();
@@ -109,11 +221,31 @@ pub(crate) async fn save_docs() {
             .filter_map(|id| Some((id.to_string(), c.lib.save(&id)?)))
             .collect()
     });
-    for (k, bytes) in dirty {
-        if let Err(e) = db::put(&db, db::DOCS, Some(&k), &db::bytes_value(&bytes)).await {
-            log(&format!("cannot save document {k}: {e}"));
-        }
+    perf::add("save.automerge_ms", now_ms() - t);
+    perf::add("save.docs", dirty.len() as f64);
+    perf::add("save.pending", dirty.len() as f64);
+    let t = now_ms();
+    let n = dirty.len() as f64;
+    let items: Vec<(String, wasm_bindgen::JsValue)> = dirty
+        .into_iter()
+        .map(|(k, b)| (k, db::bytes_value(&b)))
+        .collect();
+    if let Err(e) = db::put_many(&db, db::DOCS, &items).await {
+        // The documents stay in memory and are saved again with the next change or sync.
+        let names: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+        log(&format!("cannot save documents {}: {e}", names.join(", ")));
+        CORE.with(|c| {
+            let mut c = c.borrow_mut();
+            for (k, _) in &items {
+                if let Ok(id) = DocId::parse(k) {
+                    c.lib.mark_dirty(&id);
+                }
+            }
+        });
     }
+    perf::add("save.pending", -n);
+    perf::add("save.indexeddb_ms", now_ms() - t);
+    perf::publish();
 }
 
 /// What this device takes from its node: everything the node sends (it decides what this
@@ -150,7 +282,7 @@ pub(crate) async fn drop_docs(ids: Vec<DocId>) {
 
 /// Sync rounds with the node until neither side has anything to say.
 pub(crate) async fn sync_now(ui: Ui) {
-    if user_id().is_none() {
+    if user_id().is_none() || opening() {
         return;
     }
     if p2p::connected() {
@@ -164,7 +296,10 @@ pub(crate) async fn sync_now(ui: Ui) {
     ui.sync_state.set("syncing".into());
     let peer = session::device().id;
     let mut state = "online".to_owned();
-    for _round in 0..20 {
+    // Each answer carries at most the node's round budget (2 MiB of messages), so a new
+    // device's first sync of a large library takes many rounds: go on while either side has
+    // something to say (bounded: 300k photos take about 20).
+    for _round in 0..5_000 {
         let up = CORE.with(|c| {
             let mut c = c.borrow_mut();
             let c = &mut *c;
@@ -172,8 +307,14 @@ pub(crate) async fn sync_now(ui: Ui) {
             SyncEnvelope::new(peer.clone(), c.sync.generate(&mut c.lib, &ids))
         });
         let quiet_up = up.docs.is_empty();
-        match net::post_bytes("/api/tessera/sync", &up.encode()).await {
+        let t = now_ms();
+        let answer = net::post_bytes("/api/tessera/sync", &up.encode()).await;
+        perf::add("sync.rounds", 1.0);
+        perf::add("sync.wait_ms", now_ms() - t);
+        match answer {
             Ok(bytes) => {
+                perf::add("sync.bytes", bytes.len() as f64);
+                let t = now_ms();
                 let down = match SyncEnvelope::decode(&bytes) {
                     Ok(d) => d,
                     Err(e) => {
@@ -189,9 +330,18 @@ pub(crate) async fn sync_now(ui: Ui) {
                     let c = &mut *c;
                     c.sync.receive(&mut c.lib, down.docs, from_node)
                 });
-                if let Err(e) = res {
-                    ui.error.set(Some(format!("sync: {e}")));
+                perf::add("sync.apply_ms", now_ms() - t);
+                match res {
+                    Err(e) => ui.error.set(Some(format!("sync: {e}"))),
+                    Ok(changed) if !changed.is_empty() => {
+                        // Show what arrived and keep it (IndexedDB writes in the background
+                        // while the next round is fetched).
+                        spawn_local(save_docs());
+                        refresh_soon(ui);
+                    }
+                    Ok(_) => {}
                 }
+                perf::publish();
                 if quiet_up && quiet_down {
                     break;
                 }

@@ -19,6 +19,7 @@ mod net;
 mod outbox;
 mod p2p;
 mod pages;
+mod perf;
 mod routes;
 mod search;
 mod search_worker;
@@ -76,6 +77,7 @@ fn App() -> impl IntoView {
         search_text: RwSignal::new(String::new()),
         search_person: RwSignal::new(None),
         search_place: RwSignal::new(None),
+        library: RwSignal::new(Default::default()),
     };
     spawn_local(boot::boot(ui));
     let _ = window_event_listener(leptos::ev::keydown, move |ev: web_sys::KeyboardEvent| {
@@ -95,6 +97,14 @@ fn App() -> impl IntoView {
                         title=move || if ui.transport.get() == "iroh" { "live sync over iroh (peer to peer, through the node's relay)" } else { "sync over HTTP" }>{move || ui.sync_state.get()}</span>
                     <span id="sync-transport">{move || if ui.transport.get() == "iroh" { " · live" } else { "" }}</span>
                     " · outbox "<span id="outbox-count">{move || ui.outbox.get()}</span>
+                    {move || {
+                        let p = ui.library.get();
+                        p.label().map(|l| view! {
+                            " · "<span id="library-progress" class="progress-note"
+                                data-have=p.have.to_string() data-total=p.total.to_string()
+                                data-opening=p.opening.is_some().to_string()>{l}</span>
+                        })
+                    }}
                 </span>
                 <label class="button">"Upload"
                     <input id="file-input" type="file" multiple accept="image/*,video/*" style="display:none"

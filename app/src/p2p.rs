@@ -28,10 +28,12 @@ use wasm_bindgen::JsCast;
 use web_sys::{MessageEvent, Worker};
 
 use crate::catalogue::save_docs;
-use crate::state::{log, refresh, user_id, Screen, Ui, CORE};
+use crate::state::{log, refresh_soon, user_id, Screen, Ui, CORE};
 use crate::{net, session};
 
 const KEY: &str = "tessera.iroh_key";
+/// Bytes of frames applied before the page renders and answers.
+const BATCH_BYTES: usize = 4 << 20;
 
 #[derive(Default)]
 struct State {
@@ -256,6 +258,11 @@ fn decode(body: &[u8]) -> Result<Frame, String> {
 }
 
 async fn run_once(ui: Ui) -> Result<(), String> {
+    // Not before the stored catalogue is loaded (see `Core::opening`), nor while HTTP sync
+    // rounds run (a new device's first sync: the node would send everything twice).
+    while crate::state::opening() || CORE.with(|c| c.borrow().syncing) {
+        gloo_timers::future::TimeoutFuture::new(100).await;
+    }
     let user = user_id().ok_or("signed out")?;
     let key = secret_key();
     let name = web_sys::window()
@@ -390,11 +397,21 @@ async fn session_loop(
             e = events.next() => {
                 // Apply everything that has arrived, then render, save and answer once: under
                 // a burst of changes the page does the expensive part once per batch.
+                // At most BATCH_BYTES per batch: a first sync arrives as many frames, and the
+                // newest months (sent first) are shown before the rest is applied.
                 let mut batch = vec![frame(e)?];
-                while let Ok(more) = events.try_recv() {
+                let mut bytes = 0usize;
+                while bytes < BATCH_BYTES {
+                    let Ok(more) = events.try_recv() else { break };
+                    if let Event::Frame(b) = &more {
+                        bytes += b.len();
+                    }
                     batch.push(frame(Some(more))?);
                 }
                 let mut any = false;
+                let t = crate::state::now_ms();
+                crate::perf::add("p2p.batches", 1.0);
+                crate::perf::add("p2p.bytes", bytes as f64);
                 for f in batch {
                     let Frame::Sync(env) = f else {
                         return Err(format!("unexpected frame {f:?}"));
@@ -412,10 +429,13 @@ async fn session_loop(
                         Err(e) => return Err(format!("sync: {e}")),
                     }
                 }
+                crate::perf::add("p2p.apply_ms", crate::state::now_ms() - t);
                 if any {
-                    refresh(ui);
-                    save_docs().await;
+                    refresh_soon(ui);
+                    // IndexedDB writes in the background while the page answers.
+                    spawn_local(save_docs());
                 }
+                crate::perf::publish();
                 send_changes(ui, &mut sync, &link);
             }
             k = kick_rx.next() => {

@@ -19,7 +19,7 @@ use tessera_core::search::{self, Filters, PeopleIndex, VectorIndex};
 use tessera_core::AssetRecord;
 use wasm_bindgen::JsValue;
 
-use crate::state::{user_id, CORE};
+use crate::state::{now_ms, user_id, CORE};
 use crate::{db, net, search_worker};
 
 const PACKS: &str = "packs";
@@ -284,13 +284,6 @@ async fn embedding(query: &str) -> Result<(String, Vec<f32>), String> {
         let _ = db::put(db, EMBEDS, Some(&key), &JsValue::from_str(&v)).await;
     }
     Ok((model, e))
-}
-
-fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
-        .map(|p| p.now())
-        .unwrap_or_default()
 }
 
 /// Runs a search: `filters` (from the page's controls) and the free text in `filters.text`.

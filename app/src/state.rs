@@ -68,10 +68,50 @@ pub(crate) struct Ui {
     pub(crate) search_person: RwSignal<Option<String>>,
     /// A place to open on the Search page (country, city), e.g. from the map.
     pub(crate) search_place: RwSignal<Option<(String, String)>>,
+    /// How much of the catalogue this device holds (header progress while it opens or syncs).
+    pub(crate) library: RwSignal<LibraryProgress>,
+}
+
+/// The catalogue's progress: opening from IndexedDB (documents read of those stored), then
+/// photos held of those the month summaries announce (a new browser's first sync).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct LibraryProgress {
+    pub(crate) opening: Option<(usize, usize)>,
+    pub(crate) have: u64,
+    pub(crate) total: u64,
+}
+
+impl LibraryProgress {
+    /// What the header says, if anything.
+    pub(crate) fn label(&self) -> Option<String> {
+        if let Some((done, of)) = self.opening {
+            return Some(format!("opening library {done}/{of}"));
+        }
+        (self.have < self.total).then(|| {
+            format!(
+                "receiving library: {} of {} photos",
+                thousands(self.have),
+                thousands(self.total)
+            )
+        })
+    }
+}
+
+/// 300000 → "300,000".
+pub(crate) fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A shard's records and the document heads they were read at.
-pub(crate) type ShardCache = (Vec<String>, Vec<AssetRecord>);
+pub(crate) type ShardCache = (Vec<String>, Vec<Rc<AssetRecord>>);
 
 /// Non-reactive state: the catalogue and the database.
 pub(crate) struct Core {
@@ -81,11 +121,18 @@ pub(crate) struct Core {
     pub(crate) session: Option<Session>,
     pub(crate) syncing: bool,
     pub(crate) draining: bool,
+    /// The catalogue is still being read from IndexedDB: no sync may run yet (a document
+    /// received before its stored copy is loaded would be replaced by it).
+    pub(crate) opening: bool,
 }
 
 thread_local! {
     /// Each shard's records, keyed by month, with the document heads they were read at.
     pub(crate) static SHARDS: RefCell<BTreeMap<String, ShardCache>> = const { RefCell::new(BTreeMap::new()) };
+    /// Each own month's share of the ML progress, with the shard and ML heads it was read at.
+    static ML_CACHE: RefCell<BTreeMap<String, (Vec<String>, MlProgress)>> = const { RefCell::new(BTreeMap::new()) };
+    /// People with faces, with the heads of the ML and people documents they were read at.
+    static PEOPLE_CACHE: RefCell<(Vec<String>, Vec<PersonSummary>)> = const { RefCell::new((Vec::new(), Vec::new())) };
     /// The heads of every album document when the Albums page last read them.
     static ALBUM_SIG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     pub(crate) static CORE: RefCell<Core> = RefCell::new(Core {
@@ -95,7 +142,11 @@ thread_local! {
         session: None,
         syncing: false,
         draining: false,
+        opening: false,
     });
+    /// When the last rebuild of the view ended and what it cost (ms), and whether a deferred
+    /// one is scheduled: see [`refresh_soon`].
+    static REFRESH: std::cell::Cell<(f64, f64, bool)> = const { std::cell::Cell::new((0.0, 0.0, false)) };
 }
 
 pub(crate) fn log(msg: &str) {
@@ -115,17 +166,47 @@ pub(crate) fn refresh(ui: Ui) {
     refresh_view(ui, false);
 }
 
+/// Whether the catalogue is still being read from IndexedDB.
+pub(crate) fn opening() -> bool {
+    CORE.with(|c| c.borrow().opening)
+}
+
+/// [`refresh`] for a stream of changes (sync rounds): at once when the last rebuild was cheap
+/// and at least 500 ms ago, else deferred so that rebuilding takes at most a quarter of the
+/// time (a 300k-photo view costs hundreds of ms to sort and lay out) — the last change of a
+/// burst is always shown.
+pub(crate) fn refresh_soon(ui: Ui) {
+    let (end, cost, pending) = REFRESH.get();
+    // The view's re-render after a rebuild is not in `cost`: at least 500 ms apart.
+    let wait = end + (3.0 * cost).max(500.0) - now_ms();
+    if wait <= 0.0 {
+        refresh(ui);
+    } else if !pending {
+        REFRESH.set((end, cost, true));
+        leptos::task::spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(wait.ceil() as u32).await;
+            let (end, cost, _) = REFRESH.get();
+            REFRESH.set((end, cost, false));
+            refresh(ui);
+        });
+    }
+}
+
+pub(crate) fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or_else(js_sys::Date::now)
+}
+
 /// Re-reads the shards whose heads moved (all of them the first time), then rebuilds the
 /// current view when something changed or `force`.
 pub(crate) fn refresh_view(ui: Ui, force: bool) {
     let Some(user) = user_id() else { return };
+    let t0 = now_ms();
     let view = ui.view.get_untracked();
     let (items, ml, trash_days, albums_changed) = CORE.with(|c| {
         let mut c = c.borrow_mut();
-        let ml = (
-            c.lib.ml_progress(&user).unwrap_or_default(),
-            c.lib.people_with_faces(&user).unwrap_or_default(),
-        );
         let trash_days = c.lib.trash_days(&user);
         // Albums: a signature of every album document's heads, to re-render the Albums page.
         let album_docs: Vec<DocId> = c
@@ -144,6 +225,7 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
         // My months, and those of partners I chose to show in my timeline (their shares are
         // synced to this device read-only; its own root summaries list their months).
         let mut months: Vec<DocId> = Vec::new();
+        let mut total = 0u64;
         let partners: Vec<String> = c
             .lib
             .ids()
@@ -153,6 +235,7 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
             .collect();
         for who in std::iter::once(user.clone()).chain(partners) {
             for s in c.lib.shards(&who).unwrap_or_default() {
+                total += s.count;
                 if let Ok(id) = DocId::shard(&who, &s.month) {
                     if c.lib.contains(&id) {
                         months.push(id);
@@ -165,19 +248,26 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
             let mut cache = cache.borrow_mut();
             let mut changed = false;
             let mut seen = HashSet::new();
+            let t = now_ms();
             for id in months {
                 let heads = c.lib.heads(&id);
                 let key = id.to_string();
                 seen.insert(key.clone());
                 if cache.get(&key).map(|e| &e.0) != Some(&heads) {
                     let assets = c.lib.assets(&id).unwrap_or_default();
-                    cache.insert(key, (heads, assets));
+                    cache.insert(key, (heads, assets.into_iter().map(Rc::new).collect()));
                     changed = true;
                 }
             }
+            crate::perf::add("refresh.read_ms", now_ms() - t);
             let before = cache.len();
             cache.retain(|k, _| seen.contains(k));
             changed |= cache.len() != before;
+            let have: u64 = cache.values().map(|(_, a)| a.len() as u64).sum();
+            ui.library.update_untracked(|p| {
+                p.have = have;
+                p.total = total;
+            });
             (changed || force).then(|| {
                 // A partner's photo I saved to my library shows once, as mine.
                 let own: HashSet<&str> = cache
@@ -200,6 +290,7 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
                     .collect::<Vec<_>>()
             })
         });
+        let ml = (ml_progress(&mut c.lib, &user), people(&mut c.lib, &user));
         (items, ml, trash_days, albums_changed)
     });
     if albums_changed {
@@ -208,8 +299,12 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
     if ui.trash_days.get_untracked() != trash_days {
         ui.trash_days.set(trash_days);
     }
+    let t = now_ms();
+    crate::perf::add("refresh.count", 1.0);
+    crate::perf::add("refresh.catalogue_ms", t - t0);
     if let Some(items) = items {
         timeline::set_items(ui, items);
+        crate::perf::add("refresh.set_items_ms", now_ms() - t);
         // The viewer shows the current version of its record.
         if let Some(cur) = ui.viewer.get_untracked() {
             if let Some(r) = find_record(&cur.id) {
@@ -227,6 +322,69 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
     if ui.ml.get_untracked() != ml {
         ui.ml.set(ml);
     }
+    // Tell the header (the counts were updated without notifying, inside the borrow above).
+    ui.library.notify();
+    let end = now_ms();
+    REFRESH.set((end, end - t0, REFRESH.get().2));
+    crate::perf::add("refresh.ms", end - t0);
+    crate::perf::publish();
+}
+
+/// The ML node's progress on my library, summed by month from the shard cache; a month is
+/// recomputed only when its shard or ML document changed (reading every record and mark on
+/// every refresh cost seconds at 300k).
+fn ml_progress(lib: &mut Library, user: &str) -> MlProgress {
+    let mine = format!("u/{user}/");
+    ML_CACHE.with(|m| {
+        let mut m = m.borrow_mut();
+        let mut total = MlProgress::default();
+        let mut seen = HashSet::new();
+        SHARDS.with(|cache| {
+            for (key, (heads, recs)) in cache.borrow().iter() {
+                if !key.starts_with(&mine) {
+                    continue;
+                }
+                let Some(month) = key.rsplit('/').next() else {
+                    continue;
+                };
+                let Ok(ml_id) = DocId::ml(user, month) else {
+                    continue;
+                };
+                let ml_heads = if lib.contains(&ml_id) {
+                    lib.heads(&ml_id)
+                } else {
+                    Vec::new()
+                };
+                let sig: Vec<String> = heads.iter().cloned().chain(ml_heads).collect();
+                seen.insert(key.clone());
+                let p = match m.get(key) {
+                    Some((s, p)) if *s == sig => *p,
+                    _ => {
+                        let p = lib.ml_progress_month(user, month, recs).unwrap_or_default();
+                        m.insert(key.clone(), (sig, p));
+                        p
+                    }
+                };
+                total.add(&p);
+            }
+        });
+        m.retain(|k, _| seen.contains(k));
+        total
+    })
+}
+
+/// People with faces, recomputed only when an ML or the people document changed.
+fn people(lib: &mut Library, user: &str) -> Vec<PersonSummary> {
+    let mut docs = lib.ml_doc_ids(user);
+    docs.extend(DocId::people(user).ok().filter(|d| lib.contains(d)));
+    let sig: Vec<String> = docs.iter().flat_map(|d| lib.heads(d)).collect();
+    PEOPLE_CACHE.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.0 != sig || p.0.is_empty() {
+            *p = (sig, lib.people_with_faces(user).unwrap_or_default());
+        }
+        p.1.clone()
+    })
 }
 
 /// An RFC 3339 timestamp of now.

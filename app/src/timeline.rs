@@ -5,6 +5,7 @@
 
 use std::cell::{Cell as StdCell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use leptos::prelude::*;
 use tessera_core::AssetRecord;
@@ -12,7 +13,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::layout::{self, Cell, Kind, Layout};
-use crate::state::{log, Screen, Ui};
+use crate::state::{log, now_ms, Screen, Ui};
 use crate::thumbs::{self, observe_tile, reset_observer, thumbhash_url};
 
 /// What the main area shows.
@@ -50,7 +51,8 @@ impl View {
 /// The current view's items and their layout (not reactive: `Ui::ver` says when it changed).
 #[derive(Default)]
 pub struct ViewData {
-    pub items: Vec<AssetRecord>,
+    /// Shared with the shard cache (`state::SHARDS`): a 300k view holds pointers, not copies.
+    pub items: Vec<Rc<AssetRecord>>,
     pub cells: Vec<Cell>,
     pub layout: Layout,
     pub index: HashMap<String, usize>,
@@ -84,30 +86,28 @@ thread_local! {
     /// Elements the IntersectionObserver watches, swept when they leave the DOM.
     pub static OBSERVED: RefCell<Vec<web_sys::Element>> = const { RefCell::new(Vec::new()) };
     static PLACEHOLDERS: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+    static FIRST_PAINT: StdCell<bool> = const { StdCell::new(false) };
 }
 
 pub fn scroller() -> Option<web_sys::HtmlElement> {
     SCROLLER.with(|s| s.borrow().clone())
 }
 
-fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
-        .map(|p| p.now())
-        .unwrap_or_else(js_sys::Date::now)
-}
-
 /// Replaces the view's items: sorts them newest first, lays them out, re-renders.
-pub fn set_items(ui: Ui, mut items: Vec<AssetRecord>) {
+pub fn set_items(ui: Ui, items: Vec<Rc<AssetRecord>>) {
     let t0 = now_ms();
-    // Newest first; keys computed once per item (comparisons stay cheap at 300k).
-    items.sort_by_cached_key(|r| {
-        (
-            std::cmp::Reverse(layout::day_of(r.taken_at.as_deref())),
-            std::cmp::Reverse(r.taken_at.clone()),
-            r.id.clone(),
-        )
+    // Newest first. The day is computed once per item; the rest of the key is borrowed (no
+    // copies of 300k strings).
+    let mut keyed: Vec<(u32, Rc<AssetRecord>)> = items
+        .into_iter()
+        .map(|r| (layout::day_of(r.taken_at.as_deref()), r))
+        .collect();
+    keyed.sort_by(|(da, a), (db, b)| {
+        db.cmp(da)
+            .then_with(|| b.taken_at.cmp(&a.taken_at))
+            .then_with(|| a.id.cmp(&b.id))
     });
+    let items: Vec<Rc<AssetRecord>> = keyed.into_iter().map(|(_, r)| r).collect();
     let t1 = now_ms();
     let cells: Vec<Cell> = items
         .iter()
@@ -128,6 +128,9 @@ pub fn set_items(ui: Ui, mut items: Vec<AssetRecord>) {
         .map(|(i, r)| (r.id.clone(), i))
         .collect();
     let n = items.len();
+    if n > 0 && !BENCH.get() {
+        mark_first_paint();
+    }
     VIEW.with(|v| {
         *v.borrow_mut() = ViewData {
             items,
@@ -272,6 +275,36 @@ fn sweep_observed() {
             });
         });
     });
+}
+
+/// Records when the first tiles reach the screen (`paint.first_tile_ms` in `__tesseraPerf`,
+/// ms since navigation started): the first animation frame that finds a tile in the DOM.
+fn mark_first_paint() {
+    if FIRST_PAINT.replace(true) {
+        return;
+    }
+    fn check() {
+        let Some(w) = web_sys::window() else { return };
+        let tile = w
+            .document()
+            .and_then(|d| d.query_selector(".tile").ok().flatten())
+            .is_some();
+        if tile {
+            crate::perf::set("paint.first_tile_ms", now_ms());
+            crate::perf::publish();
+        } else {
+            check_soon(check);
+        }
+    }
+    check_soon(check);
+}
+
+/// Runs `f` at the next animation frame.
+fn check_soon(f: fn()) {
+    let cb = Closure::once_into_js(f);
+    if let Some(w) = web_sys::window() {
+        let _ = w.request_animation_frame(cb.unchecked_ref());
+    }
 }
 
 fn schedule(ui: Ui) {
@@ -495,7 +528,7 @@ fn block_view(ui: Ui, i: usize) -> AnyView {
                     .filter_map(|k| {
                         Some((
                             k,
-                            v.items.get(k)?.clone(),
+                            AssetRecord::clone(v.items.get(k)?),
                             *v.layout.x.get(k)?,
                             *v.layout.w.get(k)?,
                         ))
@@ -657,7 +690,7 @@ pub fn TimelineView(ui: Ui) -> impl IntoView {
     };
     view! {
         <div class=move || if ui.selected.with(|s| s.is_empty()) { "tl-wrap" } else { "tl-wrap selecting" }>
-            <div class="scroller" node_ref=sc on:scroll=move |_| schedule(ui)>
+            <div class="scroller" node_ref=sc data-count=move || ui.count.get().to_string() on:scroll=move |_| schedule(ui)>
                 {head}
                 <div class="tl-canvas" style=move || { ui.ver.track(); format!("height:{:.0}px", VIEW.with(|v| v.borrow().layout.total)) }>
                     <For each=move || { let (v, a, b) = tl.win.get(); (a..b).map(|i| (v, i)).collect::<Vec<_>>() }
@@ -848,7 +881,7 @@ pub fn start_bench(ui: Ui, n: usize) {
         "bench: {n} synthetic assets in {:.0} ms",
         now_ms() - t
     ));
-    set_items(ui, recs);
+    set_items(ui, recs.into_iter().map(Rc::new).collect());
     let f = Closure::<dyn FnMut(JsValue, JsValue) -> js_sys::Promise>::new(
         move |frames: JsValue, step: JsValue| {
             let frames = frames.as_f64().unwrap_or(300.0).max(1.0) as usize;
@@ -873,7 +906,7 @@ pub fn selected_in_order(ui: Ui) -> Vec<AssetRecord> {
             .items
             .iter()
             .filter(|r| sel.contains(&r.id))
-            .cloned()
+            .map(|r| AssetRecord::clone(r))
             .collect()
     })
 }

@@ -87,8 +87,11 @@ pub(crate) fn on_key(ui: Ui, ev: &web_sys::KeyboardEvent) {
         let pos = v.index.get(&cur.id).copied();
         let prev = pos
             .and_then(|p| p.checked_sub(1))
-            .and_then(|p| v.items.get(p).cloned());
-        let next = pos.and_then(|p| v.items.get(p + 1).cloned());
+            .and_then(|p| v.items.get(p))
+            .map(|r| AssetRecord::clone(r));
+        let next = pos
+            .and_then(|p| v.items.get(p + 1))
+            .map(|r| AssetRecord::clone(r));
         (pos, prev, next)
     });
     let _ = pos;
@@ -127,7 +130,7 @@ pub(crate) fn viewer_action(ui: Ui, cur: &AssetRecord, a: Action) {
         v.items
             .get(p + 1)
             .or_else(|| v.items.get(p.checked_sub(1)?))
-            .cloned()
+            .map(|r| AssetRecord::clone(r))
     });
     apply(ui, std::slice::from_ref(cur), a);
     if ui.view.get_untracked() != View::Duplicates

@@ -154,6 +154,30 @@ impl DocId {
             .unwrap_or_default()
     }
 
+    /// The order documents are synced in: what the first screen needs (roots with their month
+    /// summaries, people, albums, the household) first, then months newest first, each month's
+    /// assets before its ML results, `undated` last. A new device shows its newest photos while
+    /// the rest of a large library is still on its way.
+    pub fn sync_rank(&self) -> (u8, std::cmp::Reverse<String>, u8) {
+        let month = |m: &str| {
+            // `undated` sorts after every real month.
+            std::cmp::Reverse(if m == "undated" {
+                String::new()
+            } else {
+                m.to_owned()
+            })
+        };
+        match (self.month(), self.ml_month()) {
+            (Some(m), _) => (1, month(m), 0),
+            (_, Some(m)) => (1, month(m), 1),
+            _ => (
+                0,
+                std::cmp::Reverse(String::new()),
+                u8::from(!self.is_root()),
+            ),
+        }
+    }
+
     /// The month of an ML document (`None` for every other kind).
     pub fn ml_month(&self) -> Option<&str> {
         self.tail().strip_prefix("ml/")
@@ -183,6 +207,34 @@ impl fmt::Display for DocId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_order_is_summaries_first_then_newest_months() {
+        let u = "abc-1";
+        let mut ids = [
+            DocId::shard(u, "2019-03").unwrap(),
+            DocId::shard(u, "undated").unwrap(),
+            DocId::ml(u, "2024-11").unwrap(),
+            DocId::shard(u, "2024-11").unwrap(),
+            DocId::people(u).unwrap(),
+            DocId::root(u).unwrap(),
+            DocId::shard(u, "2024-12").unwrap(),
+        ];
+        ids.sort_by_key(DocId::sync_rank);
+        let got: Vec<&str> = ids.iter().map(DocId::as_str).collect();
+        assert_eq!(
+            got,
+            [
+                "u/abc-1/root",
+                "u/abc-1/people",
+                "u/abc-1/m/2024-12",
+                "u/abc-1/m/2024-11",
+                "u/abc-1/ml/2024-11",
+                "u/abc-1/m/2019-03",
+                "u/abc-1/m/undated",
+            ]
+        );
+    }
 
     #[test]
     fn parses_valid_and_rejects_forged_ids() {

@@ -381,6 +381,27 @@ impl Library {
             .get_or_insert_with(|| AutoCommit::new().with_actor(actor))
     }
 
+    /// The document for the sync protocol (created empty if missing): loaded if needed, but
+    /// its revision does not move, since generating or receiving a message that brings nothing
+    /// changes no content. Whoever changes it through this calls [`Library::changed`].
+    pub(crate) fn doc_for_sync(&mut self, id: &DocId) -> &mut AutoCommit {
+        if !self.docs.contains_key(id) {
+            return self.doc_mut(id);
+        }
+        self.get_doc_mut(id);
+        let actor = self.actor.clone();
+        let slot = self.docs.entry(id.clone()).or_insert_with(Slot::empty);
+        slot.doc
+            .get_or_insert_with(|| AutoCommit::new().with_actor(actor))
+    }
+
+    /// Records that a document's content changed through [`Library::doc_for_sync`]: a new
+    /// revision, and it is saved next time.
+    pub(crate) fn changed(&mut self, id: &DocId) {
+        self.touch(id);
+        self.dirty.insert(id.clone());
+    }
+
     pub fn doc(&self, id: &DocId) -> Option<&AutoCommit> {
         self.get_doc(id)
     }

@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map as JsonMap, Value as Json};
 
-use crate::{DocId, Library, LibraryError};
+use crate::{AssetRecord, DocId, Library, LibraryError};
 
 pub const MARK_PREFIX: &str = "a/";
 pub const FACE_PREFIX: &str = "f/";
@@ -163,6 +163,14 @@ pub struct MlProgress {
     pub faces: u64,
 }
 
+impl MlProgress {
+    pub fn add(&mut self, o: &MlProgress) {
+        self.total += o.total;
+        self.analysed += o.analysed;
+        self.faces += o.faces;
+    }
+}
+
 /// Typed reads of the ML and people documents.
 impl Library {
     /// The ML documents of `user` (one per shard month that has results).
@@ -177,19 +185,34 @@ impl Library {
     pub fn ml_progress(&self, user: &str) -> Result<MlProgress, LibraryError> {
         let mut p = MlProgress::default();
         for s in self.shards(user)? {
-            let marks: std::collections::HashMap<String, MlMark> = self
-                .ml_marks(&DocId::ml(user, &s.month)?)?
-                .into_iter()
-                .collect();
-            for r in self.assets(&DocId::shard(user, &s.month)?)? {
-                if r.preview.is_none() {
-                    continue;
-                }
-                p.total += 1;
-                if let Some(m) = marks.get(&r.id) {
-                    p.analysed += 1;
-                    p.faces += u64::from(m.faces);
-                }
+            let records = self.assets(&DocId::shard(user, &s.month)?)?;
+            p.add(&self.ml_progress_month(user, &s.month, &records)?);
+        }
+        Ok(p)
+    }
+
+    /// One month's share of [`Library::ml_progress`], given its records (a caller that holds
+    /// them already, like the PWA's shard cache, adds months up without reading them again).
+    pub fn ml_progress_month<R: std::borrow::Borrow<AssetRecord>>(
+        &self,
+        user: &str,
+        month: &str,
+        records: &[R],
+    ) -> Result<MlProgress, LibraryError> {
+        let mut p = MlProgress::default();
+        let marks: std::collections::HashMap<String, MlMark> = self
+            .ml_marks(&DocId::ml(user, month)?)?
+            .into_iter()
+            .collect();
+        for r in records {
+            let r = r.borrow();
+            if r.preview.is_none() {
+                continue;
+            }
+            p.total += 1;
+            if let Some(m) = marks.get(&r.id) {
+                p.analysed += 1;
+                p.faces += u64::from(m.faces);
             }
         }
         Ok(p)

@@ -139,6 +139,11 @@ impl SyncEnvelope {
 #[derive(Default)]
 pub struct PeerSync {
     states: HashMap<DocId, sync::State>,
+    /// Documents that had nothing to say at this library revision. Neither the document nor
+    /// its sync state has changed since (a received message moves the revision too), so
+    /// automerge would say nothing again: `generate` skips them without loading them. A
+    /// session over a large, lazily held library then touches only what changed.
+    quiet: HashMap<DocId, u64>,
     /// Shared documents the remote peer sent messages about but may no longer see.
     revoked: BTreeSet<DocId>,
 }
@@ -154,15 +159,47 @@ impl PeerSync {
         lib: &mut Library,
         docs: impl IntoIterator<Item = &'a DocId>,
     ) -> Vec<DocMessage> {
+        self.generate_within(lib, docs, usize::MAX)
+    }
+
+    /// Like [`PeerSync::generate`], but stops once the messages hold `budget` bytes (at
+    /// least one message is always produced). Documents left out keep their state and are
+    /// covered by the next call, so a large catalogue goes out in bounded rounds, in the
+    /// order of `docs` (see [`DocId::sync_rank`]).
+    pub fn generate_within<'a>(
+        &mut self,
+        lib: &mut Library,
+        docs: impl IntoIterator<Item = &'a DocId>,
+        budget: usize,
+    ) -> Vec<DocMessage> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for id in docs {
+            if bytes >= budget {
+                break;
+            }
+            let rev = lib.revision(id);
+            if rev.is_some() && self.quiet.get(id) == rev.as_ref() {
+                continue;
+            }
             let state = self.states.entry(id.clone()).or_default();
-            let doc = lib.doc_mut(id);
-            if let Some(msg) = doc.sync().generate_sync_message(state) {
-                out.push(DocMessage {
-                    doc: id.to_string(),
-                    msg: msg.encode(),
-                });
+            let doc = lib.doc_for_sync(id);
+            let msg = doc.sync().generate_sync_message(state);
+            match msg {
+                Some(msg) => {
+                    self.quiet.remove(id);
+                    let msg = msg.encode();
+                    bytes = bytes.saturating_add(msg.len());
+                    out.push(DocMessage {
+                        doc: id.to_string(),
+                        msg,
+                    });
+                }
+                None => {
+                    if let Some(rev) = lib.revision(id) {
+                        self.quiet.insert(id.clone(), rev);
+                    }
+                }
             }
         }
         out
@@ -234,7 +271,7 @@ impl PeerSync {
                 // Try the message on a copy; the real document is touched only if every
                 // message of the envelope passes.
                 let mut state = self.states.get(&id).cloned().unwrap_or_default();
-                let before = lib.doc_mut(&id);
+                let before = lib.doc_for_sync(&id);
                 let mut after = before.fork();
                 after
                     .sync()
@@ -254,12 +291,15 @@ impl PeerSync {
         }
         for id in revoked {
             self.states.remove(&id);
+            self.quiet.remove(&id);
             self.revoked.insert(id);
         }
         let mut changed = Vec::new();
         for (id, msg) in decoded {
+            // The sync state moves: the next `generate` must ask automerge again.
+            self.quiet.remove(&id);
             let state = self.states.entry(id.clone()).or_default();
-            let doc = lib.doc_mut(&id);
+            let doc = lib.doc_for_sync(&id);
             let before = doc.get_heads();
             doc.sync()
                 .receive_sync_message(state, msg)
@@ -268,7 +308,7 @@ impl PeerSync {
                     source: Box::new(source),
                 })?;
             if doc.get_heads() != before {
-                lib.mark_dirty(&id);
+                lib.changed(&id);
                 changed.push(id);
             }
         }
@@ -289,6 +329,7 @@ impl PeerSync {
             .collect();
         for d in &gone {
             self.states.remove(d);
+            self.quiet.remove(d);
         }
         let mut out = std::mem::take(&mut self.revoked);
         out.extend(gone);
@@ -304,6 +345,7 @@ impl PeerSync {
     /// Forget the sync state (after a reconnect to a peer that may have lost its state).
     pub fn reset(&mut self) {
         self.states.clear();
+        self.quiet.clear();
     }
 }
 
@@ -344,6 +386,88 @@ mod tests {
             }
         }
         panic!("did not converge");
+    }
+
+    #[test]
+    fn bounded_rounds_go_newest_first_and_quiet_documents_are_not_loaded() {
+        use std::sync::{Arc, Mutex};
+        let disk: Arc<Mutex<HashMap<DocId, Vec<u8>>>> = Default::default();
+        let mut server = Library::new(&[1; 16]);
+        let d2 = disk.clone();
+        server.set_loader(Box::new(move |id| {
+            d2.lock()
+                .unwrap()
+                .get(id)
+                .cloned()
+                .ok_or_else(|| format!("{id} is not on disk"))
+        }));
+        let recs: Vec<AssetRecord> = (1..=12)
+            .flat_map(|m| (0..20).map(move |i| rec(&format!("{m}-{i}"), m)))
+            .collect();
+        server.upsert_assets("u", &recs).unwrap();
+        for id in server.take_dirty() {
+            let bytes = server.save(&id).unwrap();
+            disk.lock().unwrap().insert(id, bytes);
+        }
+        let mut client = Library::new(&[2; 16]);
+        let (mut cs, mut ss) = (PeerSync::new(), PeerSync::new());
+        let mut months_in_order = Vec::new();
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            assert!(rounds < 100, "did not converge");
+            let ids: Vec<DocId> = client.ids().cloned().collect();
+            let up = cs.generate(&mut client, &ids);
+            let quiet_up = up.is_empty();
+            ss.receive(&mut server, up, |_| true).unwrap();
+            let mut ids: Vec<DocId> = server.ids().cloned().collect();
+            ids.sort_by_key(DocId::sync_rank);
+            // A small budget: a few months per round.
+            let down = ss.generate_within(&mut server, &ids, 2_000);
+            let quiet_down = down.is_empty();
+            for m in &down {
+                let id = DocId::parse(&m.doc).unwrap();
+                if m.has_changes() && id.month().is_some() {
+                    months_in_order.push(id.month().unwrap().to_owned());
+                }
+            }
+            cs.receive(&mut client, down, |_| true).unwrap();
+            if quiet_up && quiet_down {
+                break;
+            }
+        }
+        assert!(
+            rounds > 4,
+            "the budget split the catalogue: {rounds} rounds"
+        );
+        let mut newest_first = months_in_order.clone();
+        newest_first.sort_by(|a, b| b.cmp(a));
+        assert_eq!(months_in_order, newest_first);
+        assert_eq!(months_in_order.len(), 12);
+        let total: u64 = client.shards("u").unwrap().iter().map(|s| s.count).sum();
+        assert_eq!(total, 240);
+
+        // Converged: every clean document unloaded, another round loads none of them.
+        server.evict(0, &|_| true);
+        server.evict(0, &|_| true);
+        let ids: Vec<DocId> = server.ids().cloned().collect();
+        let loaded = |lib: &Library| ids.iter().filter(|d| lib.is_loaded(d)).count();
+        let before = loaded(&server);
+        assert!(before <= 1, "{before} documents stayed loaded");
+        assert!(ss.generate(&mut server, &ids).is_empty());
+        assert_eq!(loaded(&server), before, "a quiet round loaded documents");
+        // A change is noticed and sent, and only its documents are read.
+        let mut r = rec("new", 3);
+        r.favorite = Some(true);
+        server.upsert_assets("u", &[r]).unwrap();
+        let down = ss.generate(&mut server, &ids);
+        let docs: Vec<&str> = down.iter().map(|m| m.doc.as_str()).collect();
+        assert!(docs.contains(&"u/u/m/2024-03"), "{docs:?}");
+        assert!(docs.len() <= 2, "{docs:?}");
+        cs.receive(&mut client, down, |_| true).unwrap();
+        converge(&mut client, &mut cs, &mut server, &mut ss, "u");
+        let total: u64 = client.shards("u").unwrap().iter().map(|s| s.count).sum();
+        assert_eq!(total, 241);
     }
 
     #[test]

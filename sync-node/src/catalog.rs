@@ -264,12 +264,15 @@ impl Catalog {
         )?;
         self.persist(&mut lib)?;
         let view = lib.access_view(user);
-        let ids: Vec<DocId> = lib
+        let mut ids: Vec<DocId> = lib
             .ids()
             .filter(|d| view.syncs(d, session))
             .cloned()
             .collect();
-        let out = session.generate(&mut lib, &ids);
+        // Newest months first, at most ROUND_BYTES of messages per answer: a new browser shows
+        // its newest photos after the first rounds while the rest of the library follows.
+        ids.sort_by_key(DocId::sync_rank);
+        let out = session.generate_within(&mut lib, &ids, ROUND_BYTES);
         let dropped = session.take_dropped(|d| view.access(d) != Access::None);
         Ok(SyncEnvelope::new("node", out)
             .with_dropped(dropped)
@@ -303,6 +306,10 @@ impl Catalog {
         Ok(SyncEnvelope::new("node", out).encode())
     }
 }
+
+/// Bytes of sync messages per HTTP sync answer (at least one document's message always goes;
+/// the client asks again while answers are not empty).
+pub const ROUND_BYTES: usize = 2 << 20;
 
 /// Most HTTP sync sessions kept (each is a client-chosen peer name): beyond it, arbitrary old
 /// sessions are dropped (a dropped peer simply starts its sync state afresh).

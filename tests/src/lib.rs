@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 pub mod ml;
 pub mod p2p;
 pub mod photos;
+pub mod webdriver;
 
 /// The workspace root (tests run with the package directory as cwd).
 pub fn workspace_root() -> PathBuf {

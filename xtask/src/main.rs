@@ -1480,14 +1480,16 @@ fn check_architecture(root: &Path) -> Result<()> {
 /// (start, RSS, documents on disk, time buckets, metadata search) and the release PWA's
 /// timeline with N assets in headless Chromium.
 fn bench_scale(root: &Path, n: u64) -> Result<()> {
+    // The release PWA first: the scale bench opens it on the library in headless Chromium.
+    build_pwa(true)?;
     let node = release_sync_node(root)?;
     let mut c = bench_bin("tessera-scale-bench");
     c.arg(target_dir(root).join("scale-bench.json"))
         .args(["--scale", &n.to_string()])
         .env("TESSERA_BENCH_DIR", target_dir(root))
+        .env("TESSERA_WEB_DIR", root.join("dist"))
         .env("TESSERA_SYNC_NODE_BIN", node);
     sh(&mut c)?;
-    build_pwa(true)?;
     sh(bench_bin("tessera-scroll-bench").args(["--assets", &n.to_string()]))
 }
 

@@ -170,9 +170,7 @@ impl Peer {
                     write_frame(&mut send, &Frame::Have(chunk.to_vec())).await?;
                 }
             }
-            for f in self.generate(&mut sync, &role).await? {
-                write_frame(&mut send, &f).await?;
-            }
+            self.push(&mut sync, &role, &mut send).await?;
             loop {
                 tokio::select! {
                     f = rx.recv() => {
@@ -185,9 +183,7 @@ impl Peer {
                         match f {
                             Frame::Sync(env) => {
                                 self.receive(&mut sync, &role, env).await?;
-                                for f in self.generate(&mut sync, &role).await? {
-                                    write_frame(&mut send, &f).await?;
-                                }
+                                self.push(&mut sync, &role, &mut send).await?;
                             }
                             Frame::Have(refs) if is_node => {
                                 for r in refs {
@@ -201,9 +197,7 @@ impl Peer {
                     }
                     c = changes.changed() => {
                         if c.is_err() { return Ok(()); }
-                        for f in self.generate(&mut sync, &role).await? {
-                            write_frame(&mut send, &f).await?;
-                        }
+                        self.push(&mut sync, &role, &mut send).await?;
                     }
                     b = blob_events.recv(), if is_node => {
                         match b {
@@ -255,6 +249,28 @@ impl Peer {
         }
     }
 
+    /// Sends everything the peer is to hear now, in batches of at most
+    /// [`crate::catalog::ROUND_BYTES`] of messages, newest months first: the catalogue lock is
+    /// taken per batch and a big first sync is never held in memory whole. Ends when a batch
+    /// has nothing to say (a document whose message is in flight says nothing until the peer
+    /// answers, so this runs at most once per document).
+    async fn push(
+        &self,
+        sync: &mut Option<PeerSync>,
+        role: &Role,
+        send: &mut SendStream,
+    ) -> Result<(), PeerError> {
+        loop {
+            let frames = self.generate(sync, role).await?;
+            if frames.is_empty() {
+                return Ok(());
+            }
+            for f in &frames {
+                write_frame(send, f).await?;
+            }
+        }
+    }
+
     pub(super) async fn generate(
         &self,
         sync: &mut Option<PeerSync>,
@@ -266,7 +282,7 @@ impl Peer {
         let (s, out) = tokio::task::spawn_blocking(move || {
             let out = node.catalog.lock().map(|mut lib| {
                 let view = Self::view(&role, &lib);
-                let ids: Vec<DocId> = lib
+                let mut ids: Vec<DocId> = lib
                     .ids()
                     .filter(|d| match view.as_ref() {
                         Some(v) => v.syncs(d, &s),
@@ -274,7 +290,8 @@ impl Peer {
                     })
                     .cloned()
                     .collect();
-                let msgs = s.generate(&mut lib, &ids);
+                ids.sort_by_key(DocId::sync_rank);
+                let msgs = s.generate_within(&mut lib, &ids, crate::catalog::ROUND_BYTES);
                 let dropped =
                     s.take_dropped(|d| Self::access(&role, view.as_ref(), d) != Access::None);
                 (msgs, dropped)

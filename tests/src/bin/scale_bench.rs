@@ -9,6 +9,10 @@
 //!   bucket, a metadata search and a free-text search: the first run (cold: right after start,
 //!   racing the start-up sweep that builds the shard indexes) and p50/max of the next five.
 //!
+//! - the PWA (`$TESSERA_WEB_DIR` or `dist/`, a release build for meaningful figures) in
+//!   headless Chromium: a new browser signs in and syncs the whole library (first tile, all N
+//!   photos in the timeline, progress samples), then the page is opened again (the cold open
+//!   from IndexedDB: first tile, whole catalogue read); JS heap, IndexedDB usage, node RSS;
 //! - a bounded load test on a copy of that library: 20 clients uploading 12-MP photos at once
 //!   (5 each) while 4 clients read the timeline and search, with throughput, p50/p99 latency,
 //!   errors, and the node's RSS sampled every 100 ms during the load and after the media jobs
@@ -111,11 +115,18 @@ fn generate(dir: &Path, n: u64) -> Result<f64> {
 
 /// Starts a release node on `data` and waits (at most 600 s) until it answers; the client has
 /// the bench's long timeout (a whole-library query at 300k) and is not signed in yet.
-fn start_node(bin: &Path, data: &Path) -> Result<(std::process::Child, tessera_tests::Api)> {
+fn start_node(
+    bin: &Path,
+    data: &Path,
+    web: Option<&Path>,
+) -> Result<(std::process::Child, tessera_tests::Api)> {
     let port = tessera_tests::free_port();
-    let mut child = std::process::Command::new(bin)
-        .args(["serve", "--data"])
-        .arg(data)
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["serve", "--data"]).arg(data);
+    if let Some(w) = web {
+        cmd.arg("--web").arg(w);
+    }
+    let mut child = cmd
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--iroh", "127.0.0.1:0", "--relay", "127.0.0.1:0"])
         .args(["--scrub-rate-mb", "0"])
@@ -189,7 +200,7 @@ fn load_test(bin: &Path, data: &Path) -> Result<serde_json::Value> {
     let bases: Vec<Vec<u8>> = (0..4)
         .map(|i| tessera_tests::photos::synthetic_photo(4000, 3000, 100 + i))
         .collect::<Result<_>>()?;
-    let (mut child, mut api) = start_node(bin, &copy)?;
+    let (mut child, mut api) = start_node(bin, &copy, None)?;
     let pid = child.id();
     api.login("admin@example.com", "correct horse")?;
     // Let the start-up sweep build the views first (the idle figures above cover the race).
@@ -381,7 +392,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = PathBuf::from(
         args.first()
-            .context("usage: tessera-scale-bench OUT.json [--scale N]")?,
+            .context("usage: tessera-scale-bench OUT.json [--scale N] [--pwa-only]")?,
     );
     let n: u64 = args
         .iter()
@@ -402,10 +413,24 @@ fn main() -> Result<()> {
     let docs_bytes = dir_size(&data.join("docs"));
     let bin = tessera_tests::bin_path("sync-node")?;
     let t = Instant::now();
-    let (mut child, mut api) = start_node(&bin, &data)?;
+    let web = tessera_tests::web_dir();
+    let (mut child, mut api) = start_node(&bin, &data, web.as_deref())?;
     let pid = child.id();
     let start_s = t.elapsed().as_secs_f64();
     let rss_start = status_kb(pid, "VmRSS:");
+    if args.iter().any(|a| a == "--pwa-only") {
+        // Only the browser figures (the node's own are above and in the load test).
+        let report = serde_json::json!({
+            "assets": n,
+            "node_start_s": start_s,
+            "pwa": pwa(&api.base, n, pid, &base)?,
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+        return Ok(());
+    }
     api.login("admin@example.com", "correct horse")?;
     // Six runs each: the first (cold) apart, then p50 and max of five.
     let timed = |f: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
@@ -470,6 +495,13 @@ fn main() -> Result<()> {
     std::thread::sleep(Duration::from_secs(60));
     let rss_idle_90 = status_kb(pid, "VmRSS:");
     let peak = status_kb(pid, "VmHWM:");
+    let pwa = match &web {
+        Some(_) => pwa(&api.base, n, pid, &base).context("the PWA at scale")?,
+        None => {
+            eprintln!("no PWA build (dist/index.html): the browser figures are skipped");
+            serde_json::Value::Null
+        }
+    };
     let _ = child.kill();
     let _ = child.wait();
     let load = load_test(&bin, &data).context("load test")?;
@@ -491,10 +523,122 @@ fn main() -> Result<()> {
         "metadata_search_ms": runs(search),
         "file_name_search_ms": runs(text),
         "load": load,
+        "pwa": pwa,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     Ok(())
+}
+
+/// What the page shows: tiles in the DOM, the timeline's count, the header's library progress.
+const PAGE_STATE: &str = "const s = document.querySelector('.scroller'); \
+    const p = document.getElementById('library-progress'); \
+    return {t: performance.now(), tiles: document.querySelectorAll('.tile').length, \
+      count: s ? Number(s.dataset.count) : -1, progress: p ? p.textContent : null, \
+      saving: (window.__tesseraPerf || {})['save.pending'] || 0};";
+
+/// Polls the page until the timeline holds all `n` photos, the header shows no progress and
+/// nothing is waiting to be saved to IndexedDB;
+/// returns (ms from `t0` — the page's own clock — to the first tile, to everything, samples
+/// of the progress).
+fn watch_page(
+    b: &tessera_tests::webdriver::Browser,
+    n: u64,
+    t0: f64,
+    timeout: Duration,
+) -> Result<(f64, f64, Vec<serde_json::Value>)> {
+    let start = Instant::now();
+    let mut first = None;
+    let mut samples = Vec::new();
+    let mut last_sample = 0.0;
+    loop {
+        let v = b.js(PAGE_STATE, serde_json::json!([]))?;
+        let t = v["t"].as_f64().unwrap_or(0.0) - t0;
+        if first.is_none() && v["tiles"].as_u64().unwrap_or(0) > 0 {
+            first = Some(t);
+        }
+        if t - last_sample >= 2000.0 {
+            last_sample = t;
+            samples.push(serde_json::json!({"ms": t.round(), "count": v["count"], "progress": v["progress"]}));
+        }
+        if let Some(f) = first {
+            if v["count"].as_u64() == Some(n)
+                && v["progress"].is_null()
+                && v["saving"].as_f64() == Some(0.0)
+            {
+                return Ok((f, t, samples));
+            }
+        }
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "the page did not show all {n} photos in {} s: {v}",
+            timeout.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The PWA on the library, in headless Chromium (a release build of `dist/` for meaningful
+/// figures): a new browser signs in and syncs everything (time to the first tile, to all N in
+/// the timeline), then the page is opened again from IndexedDB (cold open: first tile, whole
+/// catalogue read); the JS heap, IndexedDB's usage and the node's RSS after each.
+fn pwa(url: &str, n: u64, pid: u32, out_dir: &Path) -> Result<serde_json::Value> {
+    use serde_json::json;
+    let b = tessera_tests::webdriver::Browser::start()?;
+    b.goto(url)?;
+    b.wait_for(
+        "the login form",
+        "return !!document.getElementById('login-form')",
+        Duration::from_secs(120),
+    )?;
+    let t0 = b.js(
+        "const set = (id, v) => { const e = document.getElementById(id); e.value = v; \
+           e.dispatchEvent(new Event('input', {bubbles: true})); }; \
+         set('email', arguments[0]); set('password', arguments[1]); \
+         document.getElementById('submit').click(); return performance.now();",
+        json!(["admin@example.com", "correct horse"]),
+    )?;
+    let t0 = t0.as_f64().unwrap_or(0.0);
+    eprintln!("PWA: a new browser syncs {n} photos …");
+    let (first, full, samples) = watch_page(&b, n, t0, Duration::from_secs(1800))?;
+    let memory = |b: &tessera_tests::webdriver::Browser| -> Result<serde_json::Value> {
+        b.js_async(
+            "const done = arguments[arguments.length - 1]; \
+             navigator.storage.estimate().then(e => done({js_heap_mb: performance.memory.usedJSHeapSize / 1e6, \
+               indexeddb_mb: e.usage / 1e6, page: window.__tesseraPerf || null}), e => done({error: String(e)}));",
+            json!([]),
+        )
+    };
+    let after_sync = memory(&b)?;
+    let rss_sync = status_kb(pid, "VmRSS:");
+    let shot = out_dir.join("scale-pwa.png");
+    std::fs::write(&shot, b.screenshot()?)?;
+    // The service worker may take the second load; either way it is a cold open of the
+    // catalogue from IndexedDB in a fresh page.
+    eprintln!("PWA: opening the page again from IndexedDB …");
+    b.goto(url)?;
+    let (cold_first, cold_full, _) = watch_page(&b, n, 0.0, Duration::from_secs(600))?;
+    let after_open = memory(&b)?;
+    // The page's own mark: the first animation frame with a tile, from navigation start (the
+    // polling above can only see the page between its tasks).
+    let painted = after_open["page"]["paint.first_tile_ms"].as_f64();
+    Ok(json!({
+        "new_browser": {
+            "first_tile_ms": first.round(),
+            "all_photos_ms": full.round(),
+            "progress": samples,
+            "after": after_sync,
+            "node_rss_mb": rss_sync as f64 / 1024.0,
+        },
+        "cold_open": {
+            "first_tile_paint_ms": painted,
+            "first_tile_seen_ms": cold_first.round(),
+            "budget_ms": 1500,
+            "catalogue_read_ms": cold_full.round(),
+            "after": after_open,
+        },
+        "screenshot": shot,
+    }))
 }
 
 /// The first (cold) run, and p50 and max of the others.

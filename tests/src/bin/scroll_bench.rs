@@ -12,20 +12,10 @@
 //! meaningful numbers.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -102,49 +92,6 @@ fn serve(dir: PathBuf) -> Result<u16> {
     Ok(port)
 }
 
-fn b64decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for v in s.bytes().filter_map(val) {
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
-
-struct Wd {
-    http: reqwest::blocking::Client,
-    base: String,
-}
-
-impl Wd {
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let v: Value = req.send()?.json()?;
-        if let Some(e) = v["value"]["error"].as_str() {
-            bail!("webdriver {path}: {e}: {}", v["value"]["message"]);
-        }
-        Ok(v["value"].clone())
-    }
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let dist = arg(&args, "--dist")
@@ -163,71 +110,19 @@ fn main() -> Result<()> {
     let shot = arg(&args, "--screenshot");
 
     let port = serve(dist.clone())?;
-    let dport = tessera_tests::free_port();
-    let _driver = Kill(
-        Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={dport}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("chromedriver (Debian: chromium-driver)")?,
-    );
-    let profile = tempfile::tempdir()?;
-    let wd = Wd {
-        http: reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(900))
-            .build()?,
-        base: format!("http://127.0.0.1:{dport}"),
-    };
-    let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-            "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())]
-    }}}});
-    let start = Instant::now();
-    let session = loop {
-        match wd.call(reqwest::Method::POST, "/session", Some(caps.clone())) {
-            Ok(v) => break v["sessionId"].as_str().unwrap_or_default().to_owned(),
-            Err(e) if start.elapsed() > Duration::from_secs(20) => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    };
-    let s = format!("/session/{session}");
+    let b = tessera_tests::webdriver::Browser::start()?;
     let res = (|| -> Result<Value> {
-        wd.call(
-            reqwest::Method::POST,
-            &format!("{s}/timeouts"),
-            Some(json!({"script": 600_000})),
-        )?;
-        wd.call(
-            reqwest::Method::POST,
-            &format!("{s}/url"),
-            Some(json!({"url": format!("http://127.0.0.1:{port}/?bench={assets}")})),
-        )?;
+        b.goto(&format!("http://127.0.0.1:{port}/?bench={assets}"))?;
         let t = Instant::now();
-        loop {
-            let v = wd.call(
-                reqwest::Method::POST,
-                &format!("{s}/execute/sync"),
-                Some(json!({"script": "return typeof window.__tesseraBench === 'function'", "args": []})),
-            )?;
-            if v == json!(true) {
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(120) {
-                bail!("the bench page did not start");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        b.wait_for(
+            "the bench page",
+            "return typeof window.__tesseraBench === 'function'",
+            Duration::from_secs(120),
+        )?;
         let ready_ms = t.elapsed().as_millis();
-        let out = wd.call(
-            reqwest::Method::POST,
-            &format!("{s}/execute/async"),
-            Some(json!({
-                "script": "const done = arguments[arguments.length - 1]; window.__tesseraBench(arguments[0], arguments[1]).then(done, e => done(JSON.stringify({error: String(e)})));",
-                "args": [frames, step],
-            })),
+        let out = b.js_async(
+            "const done = arguments[arguments.length - 1]; window.__tesseraBench(arguments[0], arguments[1]).then(done, e => done(JSON.stringify({error: String(e)})));",
+            json!([frames, step]),
         )?;
         let mut v: Value = serde_json::from_str(out.as_str().unwrap_or("null"))
             .map_err(|e| anyhow!("bench result: {e}: {out}"))?;
@@ -235,19 +130,17 @@ fn main() -> Result<()> {
         v["dist"] = json!(dist.display().to_string());
         if let Some(p) = &shot {
             // Somewhere in the middle, as the user would see it.
-            wd.call(
-                reqwest::Method::POST,
-                &format!("{s}/execute/sync"),
-                Some(json!({"script": "const s = document.querySelector('.scroller'); s.scrollTop = s.scrollHeight * 0.37; return 0;", "args": []})),
+            b.js(
+                "const s = document.querySelector('.scroller'); s.scrollTop = s.scrollHeight * 0.37; return 0;",
+                json!([]),
             )?;
             std::thread::sleep(Duration::from_millis(500));
-            let png = wd.call(reqwest::Method::GET, &format!("{s}/screenshot"), None)?;
-            std::fs::write(p, b64decode(png.as_str().unwrap_or_default()))?;
+            std::fs::write(p, b.screenshot()?)?;
             v["screenshot"] = json!(p);
         }
         Ok(v)
     })();
-    let _ = wd.call(reqwest::Method::DELETE, &s, None);
+    drop(b);
     let v = res?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
