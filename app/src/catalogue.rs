@@ -332,7 +332,11 @@ pub(crate) async fn sync_now(ui: Ui) {
                 });
                 perf::add("sync.apply_ms", now_ms() - t);
                 match res {
-                    Err(e) => ui.error.set(Some(format!("sync: {e}"))),
+                    Err(e) => {
+                        // Asking again would get the same answer: stop until the next sync.
+                        ui.error.set(Some(format!("sync: {e}")));
+                        break;
+                    }
                     Ok(changed) if !changed.is_empty() => {
                         // Show what arrived and keep it (IndexedDB writes in the background
                         // while the next round is fetched).
