@@ -969,7 +969,7 @@ fn read_record(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn rec(id: &str, taken: Option<&str>) -> AssetRecord {
@@ -1059,12 +1059,12 @@ mod tests {
         assert_eq!(a.lat, Some(48.5));
     }
 
-    /// A library with a loader: documents are read on demand, unloaded when clean, read again
-    /// with the same content and revision, and a write after a reload appends only itself.
-    #[test]
-    fn lazy_documents_unload_when_clean_and_reload_unchanged() {
-        use std::sync::{Arc, Mutex};
-        let disk: Arc<Mutex<BTreeMap<DocId, Vec<u8>>>> = Default::default();
+    /// Saved documents "on disk" (in memory), shared with a library's loader.
+    pub(crate) type Disk = std::sync::Arc<std::sync::Mutex<BTreeMap<DocId, Vec<u8>>>>;
+
+    /// A library that reads its documents from a [`Disk`] on demand.
+    pub(crate) fn lazy_library() -> (Library, Disk) {
+        let disk: Disk = Default::default();
         let mut lib = Library::new(&[1; 16]);
         let d2 = disk.clone();
         lib.set_loader(Box::new(move |id| {
@@ -1074,6 +1074,14 @@ mod tests {
                 .cloned()
                 .ok_or_else(|| format!("{id} is not on disk"))
         }));
+        (lib, disk)
+    }
+
+    /// A library with a loader: documents are read on demand, unloaded when clean, read again
+    /// with the same content and revision, and a write after a reload appends only itself.
+    #[test]
+    fn lazy_documents_unload_when_clean_and_reload_unchanged() {
+        let (mut lib, disk) = lazy_library();
         lib.upsert_assets(
             "u1",
             &[

@@ -390,17 +390,7 @@ mod tests {
 
     #[test]
     fn bounded_rounds_go_newest_first_and_quiet_documents_are_not_loaded() {
-        use std::sync::{Arc, Mutex};
-        let disk: Arc<Mutex<HashMap<DocId, Vec<u8>>>> = Default::default();
-        let mut server = Library::new(&[1; 16]);
-        let d2 = disk.clone();
-        server.set_loader(Box::new(move |id| {
-            d2.lock()
-                .unwrap()
-                .get(id)
-                .cloned()
-                .ok_or_else(|| format!("{id} is not on disk"))
-        }));
+        let (mut server, disk) = crate::library::tests::lazy_library();
         let recs: Vec<AssetRecord> = (1..=12)
             .flat_map(|m| (0..20).map(move |i| rec(&format!("{m}-{i}"), m)))
             .collect();
