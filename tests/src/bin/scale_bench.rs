@@ -541,11 +541,14 @@ const PAGE_STATE: &str = "const s = document.querySelector('.scroller'); \
 /// nothing is waiting to be saved to IndexedDB;
 /// returns (ms from `t0` — the page's own clock — to the first tile, to everything, samples
 /// of the progress).
+/// `first_shot`: where to save a screenshot of the first screen (as a user sees it while the
+/// rest arrives).
 fn watch_page(
     b: &tessera_tests::webdriver::Browser,
     n: u64,
     t0: f64,
     timeout: Duration,
+    first_shot: Option<&Path>,
 ) -> Result<(f64, f64, Vec<serde_json::Value>)> {
     let start = Instant::now();
     let mut first = None;
@@ -556,6 +559,9 @@ fn watch_page(
         let t = v["t"].as_f64().unwrap_or(0.0) - t0;
         if first.is_none() && v["tiles"].as_u64().unwrap_or(0) > 0 {
             first = Some(t);
+            if let Some(p) = first_shot {
+                std::fs::write(p, b.screenshot()?)?;
+            }
         }
         if t - last_sample >= 2000.0 {
             last_sample = t;
@@ -600,7 +606,9 @@ fn pwa(url: &str, n: u64, pid: u32, out_dir: &Path) -> Result<serde_json::Value>
     )?;
     let t0 = t0.as_f64().unwrap_or(0.0);
     eprintln!("PWA: a new browser syncs {n} photos …");
-    let (first, full, samples) = watch_page(&b, n, t0, Duration::from_secs(1800))?;
+    let first_shot = out_dir.join("scale-pwa-first-screen.png");
+    let (first, full, samples) =
+        watch_page(&b, n, t0, Duration::from_secs(1800), Some(&first_shot))?;
     let memory = |b: &tessera_tests::webdriver::Browser| -> Result<serde_json::Value> {
         b.js_async(
             "const done = arguments[arguments.length - 1]; \
@@ -617,7 +625,7 @@ fn pwa(url: &str, n: u64, pid: u32, out_dir: &Path) -> Result<serde_json::Value>
     // catalogue from IndexedDB in a fresh page.
     eprintln!("PWA: opening the page again from IndexedDB …");
     b.goto(url)?;
-    let (cold_first, cold_full, _) = watch_page(&b, n, 0.0, Duration::from_secs(600))?;
+    let (cold_first, cold_full, _) = watch_page(&b, n, 0.0, Duration::from_secs(600), None)?;
     let after_open = memory(&b)?;
     // The page's own mark: the first animation frame with a tile, from navigation start (the
     // polling above can only see the page between its tasks).
@@ -637,7 +645,7 @@ fn pwa(url: &str, n: u64, pid: u32, out_dir: &Path) -> Result<serde_json::Value>
             "catalogue_read_ms": cold_full.round(),
             "after": after_open,
         },
-        "screenshot": shot,
+        "screenshots": [first_shot, shot],
     }))
 }
 
