@@ -205,6 +205,8 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
     let Some(user) = user_id() else { return };
     let t0 = now_ms();
     let view = ui.view.get_untracked();
+    // (photos held, photos the summaries announce), for the header.
+    let mut held = (0u64, 0u64);
     let (items, ml, trash_days, albums_changed) = CORE.with(|c| {
         let mut c = c.borrow_mut();
         let trash_days = c.lib.trash_days(&user);
@@ -263,11 +265,7 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
             let before = cache.len();
             cache.retain(|k, _| seen.contains(k));
             changed |= cache.len() != before;
-            let have: u64 = cache.values().map(|(_, a)| a.len() as u64).sum();
-            ui.library.update_untracked(|p| {
-                p.have = have;
-                p.total = total;
-            });
+            held = (cache.values().map(|(_, a)| a.len() as u64).sum(), total);
             (changed || force).then(|| {
                 // A partner's photo I saved to my library shows once, as mine.
                 let own: HashSet<&str> = cache
@@ -322,8 +320,10 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
     if ui.ml.get_untracked() != ml {
         ui.ml.set(ml);
     }
-    // Tell the header (the counts were updated without notifying, inside the borrow above).
-    ui.library.notify();
+    let p = ui.library.get_untracked();
+    if (p.have, p.total) != held {
+        ui.library.update(|p| (p.have, p.total) = held);
+    }
     let end = now_ms();
     REFRESH.set((end, end - t0, REFRESH.get().2));
     crate::perf::add("refresh.ms", end - t0);
@@ -344,9 +344,8 @@ fn ml_progress(lib: &mut Library, user: &str) -> MlProgress {
                 if !key.starts_with(&mine) {
                     continue;
                 }
-                let Some(month) = key.rsplit('/').next() else {
-                    continue;
-                };
+                let Ok(id) = DocId::parse(key) else { continue };
+                let Some(month) = id.month() else { continue };
                 let Ok(ml_id) = DocId::ml(user, month) else {
                     continue;
                 };
