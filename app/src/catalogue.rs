@@ -304,9 +304,12 @@ pub(crate) async fn sync_now(ui: Ui) {
             let mut c = c.borrow_mut();
             let c = &mut *c;
             let ids: Vec<DocId> = c.lib.ids().cloned().collect();
-            SyncEnvelope::new(peer.clone(), c.sync.generate(&mut c.lib, &ids))
+            // Saying what this browser holds gets it the rest whole: a new browser reads
+            // the library as saved documents, not change by change.
+            SyncEnvelope::new(peer.clone(), c.sync.generate(&mut c.lib, &ids)).with_holds(&ids)
         });
         let quiet_up = up.docs.is_empty();
+        perf::add("sync.up_docs", up.docs.len() as f64);
         let t = now_ms();
         let answer = net::post_bytes("/api/tessera/sync", &up.encode()).await;
         perf::add("sync.rounds", 1.0);

@@ -418,6 +418,21 @@ impl Library {
         Some(d)
     }
 
+    /// The whole document as saved bytes, for a peer that lacks it: what the loader reads
+    /// when the document is not loaded (no load, no re-encoding: a lazily held node sends a
+    /// month it has not loaded straight from its file; only clean documents are ever
+    /// unloaded), a fresh full save of the loaded document otherwise. The document's saved
+    /// state is untouched. `None` when it is not held.
+    pub fn snapshot(&mut self, id: &DocId) -> Option<Vec<u8>> {
+        let slot = self.docs.get(id)?;
+        if let (None, Some(load)) = (slot.get(), self.loader.as_ref()) {
+            if let Ok(bytes) = load(id) {
+                return Some(bytes);
+            }
+        }
+        Some(self.get_doc_mut(id)?.document().save())
+    }
+
     /// Changes since the previous save/save_incremental of this document (or since it was
     /// loaded).
     pub fn save_incremental(&mut self, id: &DocId) -> Option<Vec<u8>> {

@@ -4,6 +4,12 @@
 //! remote peer; `generate` produces the messages to send, `receive` applies what arrived. The
 //! transport (HTTP today, iroh streams later) only moves the encoded envelopes. A round trip
 //! with nothing to say in either direction means the two peers have converged.
+//!
+//! A peer that says which documents it holds ([`SyncEnvelope::with_holds`]) is sent the
+//! others whole, as saved documents ([`DocMessage::snapshot`]), instead of automerge's
+//! exchange of heads, Bloom filters and then every change one by one: a new browser or node
+//! gets a large library at the speed of reading files, and the sender does not even load
+//! documents it has not loaded (a lazily held node sends its saved bytes).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -14,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::{DocId, DocIdError, Library};
 
 /// Wire format version of [`SyncEnvelope`].
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Upper bound on documents in one envelope (a malformed or hostile message is refused).
 pub const MAX_DOCS_PER_ENVELOPE: usize = 10_000;
 
@@ -71,14 +77,18 @@ impl From<bool> for Access {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocMessage {
     pub doc: String,
+    /// An automerge sync message, or with [`DocMessage::snapshot`] a saved document.
     pub msg: Vec<u8>,
+    /// `msg` is the whole document as saved (a full save, possibly followed by incremental
+    /// chunks), sent to a peer that said it does not hold it. It counts as changes for access.
+    pub snapshot: bool,
 }
 
 impl DocMessage {
     /// Whether the message carries changes (not just heads and wants): what a status line
     /// counts as "in flight".
     pub fn has_changes(&self) -> bool {
-        sync::Message::decode(&self.msg).is_ok_and(|m| !m.changes.is_empty())
+        self.snapshot || sync::Message::decode(&self.msg).is_ok_and(|m| !m.changes.is_empty())
     }
 }
 
@@ -91,6 +101,9 @@ pub struct SyncEnvelope {
     /// Documents the receiver must drop: it held them, it may no longer (a member removed from
     /// an album, a partner share stopped). Only a node sends these, to a user's device.
     pub dropped: Vec<String>,
+    /// Every document the sender holds, when it says so (a user's device): the receiver
+    /// sends the others whole ([`DocMessage::snapshot`]). `None`: not said, sync as usual.
+    pub holds: Option<Vec<String>>,
 }
 
 impl SyncEnvelope {
@@ -100,7 +113,14 @@ impl SyncEnvelope {
             peer: peer.into(),
             docs,
             dropped: Vec::new(),
+            holds: None,
         }
+    }
+
+    /// The envelope saying which documents the sender holds (see [`SyncEnvelope::holds`]).
+    pub fn with_holds<'a>(mut self, holds: impl IntoIterator<Item = &'a DocId>) -> Self {
+        self.holds = Some(holds.into_iter().map(|d| d.to_string()).collect());
+        self
     }
 
     /// The envelope with documents the receiver must drop (see [`SyncEnvelope::dropped`]).
@@ -126,12 +146,56 @@ impl SyncEnvelope {
         if env.version != PROTOCOL_VERSION {
             return Err(SyncError::Version(env.version));
         }
-        if env.docs.len() > MAX_DOCS_PER_ENVELOPE || env.dropped.len() > MAX_DOCS_PER_ENVELOPE {
-            return Err(SyncError::TooManyDocs(
-                env.docs.len().max(env.dropped.len()),
-            ));
+        let holds = env.holds.as_ref().map_or(0, Vec::len);
+        let most = env.docs.len().max(env.dropped.len()).max(holds);
+        if most > MAX_DOCS_PER_ENVELOPE {
+            return Err(SyncError::TooManyDocs(most));
         }
         Ok(env)
+    }
+}
+
+/// A received [`DocMessage`], decoded.
+#[derive(Clone)]
+enum Incoming {
+    Message(sync::Message),
+    Snapshot(Vec<u8>),
+}
+
+impl Incoming {
+    /// Whether it may change the document (access checks treat a snapshot as changes).
+    fn writes(&self) -> bool {
+        match self {
+            Incoming::Message(m) => !m.changes.is_empty(),
+            Incoming::Snapshot(_) => true,
+        }
+    }
+
+    fn apply(
+        self,
+        id: &DocId,
+        doc: &mut AutoCommit,
+        state: &mut sync::State,
+    ) -> Result<(), SyncError> {
+        let apply_err = |source| SyncError::Apply {
+            doc: id.to_string(),
+            source: Box::new(source),
+        };
+        match self {
+            Incoming::Message(m) => doc.sync().receive_sync_message(state, m).map_err(apply_err),
+            Incoming::Snapshot(bytes) => {
+                // A strict load: automerge checks the format and every change's hash, and a
+                // torn or foreign byte string is an error (`load_incremental` would skip it).
+                let whole = AutoCommit::load(&bytes).map_err(apply_err)?;
+                if doc.is_empty() {
+                    *doc = whole.with_actor(doc.get_actor().clone());
+                    Ok(())
+                } else {
+                    let mut whole = whole;
+                    doc.merge(&mut whole).map(|_| ()).map_err(apply_err)
+                }
+            }
+        }
     }
 }
 
@@ -146,6 +210,9 @@ pub struct PeerSync {
     quiet: HashMap<DocId, u64>,
     /// Shared documents the remote peer sent messages about but may no longer see.
     revoked: BTreeSet<DocId>,
+    /// What the remote peer last said it holds ([`SyncEnvelope::holds`]): a document it
+    /// lacks, and has not synced in this session, goes to it whole.
+    peer_holds: Option<BTreeSet<DocId>>,
 }
 
 impl PeerSync {
@@ -182,6 +249,22 @@ impl PeerSync {
             if rev.is_some() && self.quiet.get(id) == rev.as_ref() {
                 continue;
             }
+            let lacks = self.peer_holds.as_ref().is_some_and(|h| !h.contains(id));
+            if lacks && !self.states.contains_key(id) {
+                if let (Some(rev), Some(saved)) = (rev, lib.snapshot(id)) {
+                    // The peer now holds what this side holds at `rev`: nothing more to say
+                    // until the document changes (then automerge's exchange starts afresh).
+                    self.states.insert(id.clone(), sync::State::new());
+                    self.quiet.insert(id.clone(), rev);
+                    bytes = bytes.saturating_add(saved.len());
+                    out.push(DocMessage {
+                        doc: id.to_string(),
+                        msg: saved,
+                        snapshot: true,
+                    });
+                    continue;
+                }
+            }
             let state = self.states.entry(id.clone()).or_default();
             let doc = lib.doc_for_sync(id);
             let msg = doc.sync().generate_sync_message(state);
@@ -193,6 +276,7 @@ impl PeerSync {
                     out.push(DocMessage {
                         doc: id.to_string(),
                         msg,
+                        snapshot: false,
                     });
                 }
                 None => {
@@ -242,12 +326,18 @@ impl PeerSync {
                 // Someone else's people or ML documents, the household…: refused unread.
                 return Err(SyncError::Forbidden(id.to_string()));
             }
-            let msg = sync::Message::decode(&m.msg).map_err(|e| SyncError::Message {
-                doc: id.to_string(),
-                reason: e.to_string(),
-            })?;
+            let incoming = if m.snapshot {
+                Incoming::Snapshot(m.msg)
+            } else {
+                Incoming::Message(sync::Message::decode(&m.msg).map_err(|e| {
+                    SyncError::Message {
+                        doc: id.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?)
+            };
+            let writes = incoming.writes();
             if access == Access::None {
-                let writes = !msg.changes.is_empty();
                 let held = lib.contains(&id);
                 if held && (id.album_id().is_some() || (id.month().is_some() && !writes)) {
                     // An album the peer was removed from (its pending changes go with it), a
@@ -264,22 +354,16 @@ impl PeerSync {
                 // Writing someone else's months, people, household…: refused outright.
                 return Err(SyncError::Forbidden(id.to_string()));
             }
-            if access == Access::Read && !msg.changes.is_empty() {
+            if access == Access::Read && writes {
                 return Err(SyncError::Forbidden(id.to_string()));
             }
-            if access == Access::Contribute && !msg.changes.is_empty() {
+            if access == Access::Contribute && writes {
                 // Try the message on a copy; the real document is touched only if every
                 // message of the envelope passes.
                 let mut state = self.states.get(&id).cloned().unwrap_or_default();
                 let before = lib.doc_for_sync(&id);
                 let mut after = before.fork();
-                after
-                    .sync()
-                    .receive_sync_message(&mut state, msg.clone())
-                    .map_err(|source| SyncError::Apply {
-                        doc: id.to_string(),
-                        source: Box::new(source),
-                    })?;
+                incoming.clone().apply(&id, &mut after, &mut state)?;
                 if let Err(why) = check(&id, before, &after) {
                     return Err(SyncError::Refused {
                         doc: id.to_string(),
@@ -287,7 +371,7 @@ impl PeerSync {
                     });
                 }
             }
-            decoded.push((id, msg));
+            decoded.push((id, incoming));
         }
         for id in revoked {
             self.states.remove(&id);
@@ -295,21 +379,26 @@ impl PeerSync {
             self.revoked.insert(id);
         }
         let mut changed = Vec::new();
-        for (id, msg) in decoded {
+        for (id, incoming) in decoded {
             // The sync state moves: the next `generate` must ask automerge again.
             self.quiet.remove(&id);
+            let fresh = !self.states.contains_key(&id);
             let state = self.states.entry(id.clone()).or_default();
             let doc = lib.doc_for_sync(&id);
             let before = doc.get_heads();
-            doc.sync()
-                .receive_sync_message(state, msg)
-                .map_err(|source| SyncError::Apply {
-                    doc: id.to_string(),
-                    source: Box::new(source),
-                })?;
+            let snapshot = matches!(incoming, Incoming::Snapshot(_));
+            incoming.apply(&id, doc, state)?;
             if doc.get_heads() != before {
                 lib.changed(&id);
-                changed.push(id);
+                changed.push(id.clone());
+            }
+            if snapshot && fresh && before.is_empty() {
+                // This side now holds exactly what the sender holds, and the sender marked
+                // the document quiet too: neither says anything until it changes. (A document
+                // that had content of its own here keeps the usual exchange, to send it.)
+                if let Some(rev) = lib.revision(&id) {
+                    self.quiet.insert(id, rev);
+                }
             }
         }
         // Summaries are derived: recompute them for shards that sync changed.
@@ -342,10 +431,19 @@ impl PeerSync {
         self.states.contains_key(doc)
     }
 
+    /// Records what the remote peer says it holds ([`SyncEnvelope::holds`]; `None` keeps what
+    /// it said before). Unparseable ids are ignored: the documents simply count as lacking.
+    pub fn note_holds(&mut self, holds: Option<&[String]>) {
+        if let Some(h) = holds {
+            self.peer_holds = Some(h.iter().filter_map(|d| DocId::parse(d).ok()).collect());
+        }
+    }
+
     /// Forget the sync state (after a reconnect to a peer that may have lost its state).
     pub fn reset(&mut self) {
         self.states.clear();
         self.quiet.clear();
+        self.peer_holds = None;
     }
 }
 
@@ -363,7 +461,8 @@ mod tests {
     }
 
     /// Runs request/response rounds (client → server → client) until neither side has anything
-    /// to say; returns the number of rounds.
+    /// to say; returns the number of rounds. The client says what it holds, as a device does,
+    /// so documents it lacks come whole.
     pub(crate) fn converge(
         client: &mut Library,
         cs: &mut PeerSync,
@@ -373,9 +472,12 @@ mod tests {
     ) -> usize {
         for round in 1..50 {
             let ids: Vec<DocId> = client.ids().cloned().collect();
-            let up = SyncEnvelope::new("c", cs.generate(client, &ids)).encode();
+            let up = SyncEnvelope::new("c", cs.generate(client, &ids))
+                .with_holds(&ids)
+                .encode();
             let up = SyncEnvelope::decode(&up).unwrap();
             let quiet_up = up.docs.is_empty();
+            ss.note_holds(up.holds.as_deref());
             ss.receive(server, up.docs, |d| d.user() == user).unwrap();
             let ids: Vec<DocId> = server.ids().filter(|d| d.user() == user).cloned().collect();
             let down = SyncEnvelope::new("s", ss.generate(server, &ids));
@@ -460,6 +562,87 @@ mod tests {
         assert_eq!(total, 241);
     }
 
+    /// A device that says what it holds gets the documents it lacks whole, read from the
+    /// server's files without loading them; afterwards neither side says anything about them
+    /// until they change, and changes on either side (even one made in a document the device
+    /// did not declare) still go both ways.
+    #[test]
+    fn a_device_that_says_what_it_holds_gets_the_rest_whole_without_loading() {
+        let (mut server, disk) = crate::library::tests::lazy_library();
+        let recs: Vec<AssetRecord> = (1..=12)
+            .flat_map(|m| (0..20).map(move |i| rec(&format!("{m}-{i}"), m)))
+            .collect();
+        server.upsert_assets("u", &recs).unwrap();
+        for id in server.take_dirty() {
+            let bytes = server.save(&id).unwrap();
+            disk.lock().unwrap().insert(id, bytes);
+        }
+        server.evict(0, &|_| true);
+        server.evict(0, &|_| true);
+        let mut sids: Vec<DocId> = server.ids().cloned().collect();
+        sids.sort_by_key(DocId::sync_rank);
+        let loaded = |lib: &Library| sids.iter().filter(|d| lib.is_loaded(d)).count();
+        let before = loaded(&server);
+        assert!(before <= 1, "{before} documents stayed loaded");
+        // The device made a photo in January before its first sync, and did not say so.
+        let mut client = Library::new(&[2; 16]);
+        client.upsert_assets("u", &[rec("local", 1)]).unwrap();
+        let (mut cs, mut ss) = (PeerSync::new(), PeerSync::new());
+        let mut snapshots = 0;
+        for round in 1.. {
+            assert!(round < 100, "did not converge");
+            let ids: Vec<DocId> = client.ids().cloned().collect();
+            let holds: Vec<DocId> = if round == 1 { Vec::new() } else { ids.clone() };
+            let up = SyncEnvelope::new("c", cs.generate(&mut client, &ids)).with_holds(&holds);
+            let up = SyncEnvelope::decode(&up.encode()).unwrap();
+            let quiet_up = up.docs.is_empty();
+            ss.note_holds(up.holds.as_deref());
+            ss.receive(&mut server, up.docs, |_| true).unwrap();
+            let down = ss.generate_within(&mut server, &sids, 2_000);
+            let quiet_down = down.is_empty();
+            snapshots += down.iter().filter(|m| m.snapshot).count();
+            if round == 1 {
+                // The two documents the device sent messages about (its root and January)
+                // take automerge's exchange; the rest come whole, summaries first.
+                let whole: Vec<&str> = down
+                    .iter()
+                    .filter(|m| m.snapshot)
+                    .map(|m| m.doc.as_str())
+                    .collect();
+                assert_eq!(whole.len(), down.len() - 1, "{whole:?}");
+                assert_eq!(whole[0], "u/u/m/2024-12", "newest month first");
+            }
+            cs.receive(&mut client, down, |_| true).unwrap();
+            if quiet_up && quiet_down {
+                break;
+            }
+        }
+        // Every document but the two the device had went whole; the only ones the server
+        // loaded are those two, to take the device's own photo.
+        assert_eq!(snapshots, sids.len() - 2);
+        assert!(loaded(&server) <= before + 2, "{} loaded", loaded(&server));
+        for lib in [&client, &server] {
+            let total: u64 = lib.shards("u").unwrap().iter().map(|s| s.count).sum();
+            assert_eq!(total, 241);
+        }
+        // Quiet both ways now, without loading anything.
+        server.take_dirty();
+        let ids: Vec<DocId> = client.ids().cloned().collect();
+        assert!(cs.generate(&mut client, &ids).is_empty());
+        assert!(ss.generate(&mut server, &sids).is_empty());
+        // A change on either side goes across.
+        client.upsert_assets("u", &[rec("from-device", 5)]).unwrap();
+        server.upsert_assets("u", &[rec("from-server", 7)]).unwrap();
+        converge(&mut client, &mut cs, &mut server, &mut ss, "u");
+        for lib in [&mut client, &mut server] {
+            let total: u64 = lib.shards("u").unwrap().iter().map(|s| s.count).sum();
+            assert_eq!(total, 243);
+        }
+        for id in &sids {
+            assert_eq!(client.heads(id), server.heads(id), "{id}");
+        }
+    }
+
     #[test]
     fn two_peers_converge_over_envelopes() {
         let mut a = Library::new(&[1; 16]);
@@ -519,6 +702,7 @@ mod tests {
         let forged = vec![DocMessage {
             doc: "u/other/people".into(),
             msg: vec![0x42],
+            snapshot: false,
         }];
         assert!(matches!(
             s.receive(&mut lib, forged, |d| d.user() == "u"),
@@ -528,20 +712,46 @@ mod tests {
             DocMessage {
                 doc: id.to_string(),
                 msg: vec![0x42, 1, 2, 3],
+                snapshot: false,
             },
             DocMessage {
                 doc: "../../etc".into(),
                 msg: vec![],
+                snapshot: false,
             },
         ];
         assert!(s.receive(&mut lib, good_then_bad, |_| true).is_err());
         let garbage = vec![DocMessage {
             doc: id.to_string(),
             msg: vec![0x42, 1, 2, 3],
+            snapshot: false,
         }];
         assert!(matches!(
             s.receive(&mut lib, garbage, |_| true),
             Err(SyncError::Message { .. })
+        ));
+        // A "saved document" that is not one, and a whole document sent to a read-only one.
+        let junk = |msg: Vec<u8>| {
+            vec![DocMessage {
+                doc: id.to_string(),
+                msg,
+                snapshot: true,
+            }]
+        };
+        assert!(matches!(
+            s.receive(
+                &mut lib,
+                junk(b"\x85\x6f\x4a\x83 not a document".to_vec()),
+                |_| true
+            ),
+            Err(SyncError::Apply { .. })
+        ));
+        let mut other = Library::new(&[3; 16]);
+        other.upsert_assets("u", &[rec("y", 1)]).unwrap();
+        let whole = other.snapshot(&id).unwrap();
+        assert!(matches!(
+            s.receive(&mut lib, junk(whole), |_| Access::Read),
+            Err(SyncError::Forbidden(_))
         ));
         assert_eq!(lib.heads(&id), heads);
     }

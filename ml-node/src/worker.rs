@@ -243,7 +243,11 @@ impl Worker {
             let ids: Vec<DocId> = self.lib.ids().cloned().collect();
             let out = self.sync.generate(&mut self.lib, &ids);
             let quiet_up = out.is_empty();
-            let body = SyncEnvelope::new(self.peer.clone(), out).encode();
+            // Saying what it holds gets it the rest whole (a first start reads a 300k
+            // catalogue as saved documents, not change by change).
+            let body = SyncEnvelope::new(self.peer.clone(), out)
+                .with_holds(&ids)
+                .encode();
             let resp = self
                 .request(reqwest::Method::POST, "/api/tessera/ml/sync", Some(body))
                 .await?;

@@ -252,6 +252,7 @@ impl Catalog {
         let session = sessions
             .entry((user.to_owned(), env.peer.clone()))
             .or_default();
+        session.note_holds(env.holds.as_deref());
         let mut lib = self.lock()?;
         // The one access decision (the user's own documents, albums by role), taken before
         // the message changes anything.
@@ -290,6 +291,7 @@ impl Catalog {
         let session = sessions
             .entry(("*ml".to_owned(), env.peer.clone()))
             .or_default();
+        session.note_holds(env.holds.as_deref());
         let mut lib = self.lock()?;
         session.receive(&mut lib, env.docs, |d| {
             if d.is_household() {

@@ -369,6 +369,7 @@ fn apply(
         Role::Device { user } => user.clone(),
         Role::Node => String::new(),
     };
+    sync.note_holds(env.holds.as_deref());
     let changed = sync
         .receive_checked(
             &mut lib,
