@@ -2,6 +2,7 @@
 //! `GET /api/memories` are the same computation): "on this day" across the years, trips (runs
 //! of days far from home) and people over the years.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::search::PeopleIndex;
@@ -47,7 +48,7 @@ fn shown(r: &AssetRecord) -> bool {
 
 /// Photos taken on `today`'s month and day (`YYYY-MM-DD`) in earlier years, one memory per
 /// year, the most recent year first.
-pub fn on_this_day(records: &[AssetRecord], today: &str) -> Vec<Memory> {
+pub fn on_this_day<R: Borrow<AssetRecord>>(records: &[R], today: &str) -> Vec<Memory> {
     let (Some(md), Ok(year)) = (
         today.get(5..10),
         today.get(..4).unwrap_or("").parse::<i32>(),
@@ -55,7 +56,7 @@ pub fn on_this_day(records: &[AssetRecord], today: &str) -> Vec<Memory> {
         return Vec::new();
     };
     let mut by_year: BTreeMap<i32, Vec<&AssetRecord>> = BTreeMap::new();
-    for r in records.iter().filter(|r| shown(r)) {
+    for r in records.iter().map(Borrow::borrow).filter(|r| shown(r)) {
         let Some(d) = day(r) else { continue };
         let Ok(y) = d[..4].parse::<i32>() else {
             continue;
@@ -96,9 +97,9 @@ fn km(a: (f64, f64), b: (f64, f64)) -> f64 {
 }
 
 /// Home: the position of the city with the most photos (its first photo's coordinates).
-pub fn home(records: &[AssetRecord]) -> Option<(f64, f64)> {
+pub fn home<R: Borrow<AssetRecord>>(records: &[R]) -> Option<(f64, f64)> {
     let mut count: HashMap<&str, (usize, (f64, f64))> = HashMap::new();
-    for r in records.iter().filter(|r| shown(r)) {
+    for r in records.iter().map(Borrow::borrow).filter(|r| shown(r)) {
         if let (Some(c), Some(la), Some(lo)) = (r.city.as_deref(), r.lat, r.lon) {
             count.entry(c).or_insert((0, (la, lo))).0 += 1;
         }
@@ -112,12 +113,13 @@ pub fn home(records: &[AssetRecord]) -> Option<(f64, f64)> {
 /// Trips: days with photos more than [`TRIP_KM`] from home, joined across at most one day
 /// without photos, with at least [`MIN_PHOTOS`] photos; named after the country (or city) seen most.
 /// Newest first.
-pub fn trips(records: &[AssetRecord]) -> Vec<Memory> {
+pub fn trips<R: Borrow<AssetRecord>>(records: &[R]) -> Vec<Memory> {
     let Some(home) = home(records) else {
         return Vec::new();
     };
     let mut away: Vec<&AssetRecord> = records
         .iter()
+        .map(Borrow::borrow)
         .filter(|r| shown(r) && day(r).is_some())
         .filter(|r| matches!((r.lat, r.lon), (Some(la), Some(lo)) if km(home, (la, lo)) > TRIP_KM))
         .collect();
@@ -170,9 +172,9 @@ pub fn trips(records: &[AssetRecord]) -> Vec<Memory> {
 
 /// Named people with photos in at least two different years: their photos across the years
 /// (at most 30, spread evenly). Most photographed first.
-pub fn people(records: &[AssetRecord], idx: &PeopleIndex) -> Vec<Memory> {
+pub fn people<R: Borrow<AssetRecord>>(records: &[R], idx: &PeopleIndex) -> Vec<Memory> {
     let mut by: BTreeMap<&str, Vec<&AssetRecord>> = BTreeMap::new();
-    for r in records.iter().filter(|r| shown(r)) {
+    for r in records.iter().map(Borrow::borrow).filter(|r| shown(r)) {
         for p in idx.people_of(&r.id) {
             if idx.names.contains_key(p) {
                 by.entry(p.as_str()).or_default().push(r);
@@ -211,7 +213,7 @@ pub fn people(records: &[AssetRecord], idx: &PeopleIndex) -> Vec<Memory> {
 
 /// Every memory for `today`: on this day, then the newest trips (at most 3), then people (at
 /// most 3).
-pub fn all(records: &[AssetRecord], idx: &PeopleIndex, today: &str) -> Vec<Memory> {
+pub fn all<R: Borrow<AssetRecord>>(records: &[R], idx: &PeopleIndex, today: &str) -> Vec<Memory> {
     let mut v = on_this_day(records, today);
     v.extend(trips(records).into_iter().take(3));
     v.extend(people(records, idx).into_iter().take(3));

@@ -2,6 +2,8 @@
 //! the local catalogue, offline), a person's page (their photos, rename, hide), and the
 //! memories on the home screen with their slideshow.
 
+use std::rc::Rc;
+
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use tessera_core::memories::{self, Memory};
@@ -366,8 +368,14 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
 /// full-screen slideshow.
 #[component]
 pub(crate) fn MemoriesStrip(ui: Ui) -> impl IntoView {
-    let list = Memo::new(move |_| {
+    let list = Memo::new(move |prev: Option<&Vec<Memory>>| {
         ui.ver.track();
+        // Not while the library is still being read or received: cards computed from part of
+        // it would come and go (a "trip" that is only the newest months), and every round
+        // would pay for them again. Shown once it is all here.
+        if ui.library.with(|p| p.label().is_some()) {
+            return prev.cloned().unwrap_or_default();
+        }
         let Some(user) = user_id() else {
             return Vec::new();
         };
@@ -375,18 +383,20 @@ pub(crate) fn MemoriesStrip(ui: Ui) -> impl IntoView {
             .chars()
             .take(10)
             .collect();
-        CORE.with(|c| {
-            let c = c.borrow();
-            let recs: Vec<AssetRecord> = c
-                .lib
-                .searchable(&user)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|r| r.owner.as_deref() == Some(user.as_str()))
-                .collect();
-            let people = c.lib.people_index(&user).unwrap_or_default();
-            memories::all(&recs, &people, &today)
-        })
+        // The records the timeline already decoded (shared, not copied): reading them again
+        // from the documents cost seconds at 300k photos, on every rebuild.
+        let mine = format!("u/{user}/");
+        let recs: Vec<Rc<AssetRecord>> = crate::state::SHARDS.with(|s| {
+            s.borrow()
+                .iter()
+                .filter(|(k, _)| k.starts_with(&mine))
+                .flat_map(|(_, (_, a))| a.iter())
+                .filter(|r| !r.is_purged() && r.owner.as_deref() == Some(user.as_str()))
+                .cloned()
+                .collect()
+        });
+        let people = CORE.with(|c| c.borrow().lib.people_index(&user).unwrap_or_default());
+        memories::all(&recs, &people, &today)
     });
     let show = RwSignal::new(None::<(Memory, usize)>);
     view! {

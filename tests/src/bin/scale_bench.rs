@@ -115,6 +115,25 @@ fn generate(dir: &Path, n: u64) -> Result<f64> {
 
 /// Starts a release node on `data` and waits (at most 600 s) until it answers; the client has
 /// the bench's long timeout (a whole-library query at 300k) and is not signed in yet.
+/// Where a bench node's output goes: `TESSERA_NODE_LOG` (a file, appended; set `RUST_LOG` too,
+/// e.g. `tower_http=debug`, for per-request timings), nowhere otherwise.
+fn node_log() -> std::process::Stdio {
+    let Some(path) = std::env::var_os("TESSERA_NODE_LOG") else {
+        return std::process::Stdio::null();
+    };
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => f.into(),
+        Err(e) => {
+            eprintln!("cannot open {}: {e}", Path::new(&path).display());
+            std::process::Stdio::null()
+        }
+    }
+}
+
 fn start_node(
     bin: &Path,
     data: &Path,
@@ -130,8 +149,8 @@ fn start_node(
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--iroh", "127.0.0.1:0", "--relay", "127.0.0.1:0"])
         .args(["--scrub-rate-mb", "0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(node_log())
+        .stderr(node_log())
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let url = format!("http://127.0.0.1:{port}");
