@@ -137,7 +137,12 @@ thread_local! {
     static ALBUM_SIG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     pub(crate) static CORE: RefCell<Core> = RefCell::new(Core {
         db: None,
-        lib: Library::new(&session::device().actor),
+        lib: {
+            // Documents received whole are stored in IndexedDB as they came.
+            let mut lib = Library::new(&session::device().actor);
+            lib.keep_received(true);
+            lib
+        },
         sync: PeerSync::new(),
         session: None,
         syncing: false,

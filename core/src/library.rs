@@ -83,6 +83,10 @@ struct Slot {
     /// The revision last written out (saved, or loaded from the saved bytes): a document
     /// whose revision moved since may hold unsaved changes and is never unloaded.
     saved_rev: AtomicU64,
+    /// The document as received whole from a peer, at the revision it arrived with
+    /// ([`Library::received_whole`]): the next full save returns these bytes instead of
+    /// encoding the document again.
+    received: Option<(u64, Vec<u8>)>,
 }
 
 impl Slot {
@@ -94,6 +98,7 @@ impl Slot {
             bytes: AtomicUsize::new(0),
             used: AtomicU64::new(0),
             saved_rev: AtomicU64::new(0),
+            received: None,
         }
     }
 
@@ -112,6 +117,7 @@ impl Slot {
         self.doc = None;
         self.lazy = OnceLock::new();
         *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.received = None;
     }
 }
 
@@ -168,6 +174,8 @@ pub struct Library {
     revisions: BTreeMap<DocId, u64>,
     next_revision: u64,
     loader: Option<DocLoader>,
+    /// Keep documents received whole for their next full save ([`Library::keep_received`]).
+    keep_received: bool,
     tick: AtomicU64,
     load_errors: Mutex<Vec<(DocId, String)>>,
 }
@@ -182,6 +190,7 @@ impl Library {
             revisions: BTreeMap::new(),
             next_revision: 0,
             loader: None,
+            keep_received: false,
             tick: AtomicU64::new(0),
             load_errors: Mutex::new(Vec::new()),
         }
@@ -406,10 +415,45 @@ impl Library {
         self.get_doc(id)
     }
 
+    /// Keeps each document received whole from a peer (a sync snapshot) as those bytes until
+    /// its next full [`Library::save`], which then returns them instead of encoding the
+    /// document again: for a device that stores whole documents (the browser). Off by default
+    /// (a peer that never saves would hold the bytes twice).
+    pub fn keep_received(&mut self, on: bool) {
+        self.keep_received = on;
+    }
+
+    /// Records that the document is now exactly `bytes`, a saved document received whole.
+    pub(crate) fn received_whole(&mut self, id: &DocId, bytes: Vec<u8>) {
+        if !self.keep_received {
+            return;
+        }
+        let rev = self.revisions.get(id).copied().unwrap_or(0);
+        if let Some(slot) = self.docs.get_mut(id) {
+            slot.received = Some((rev, bytes));
+        }
+    }
+
     /// Full save of one document.
     pub fn save(&mut self, id: &DocId) -> Option<Vec<u8>> {
-        let d = self.get_doc_mut(id)?.save();
         let rev = self.revisions.get(id).copied().unwrap_or(0);
+        let received = self
+            .docs
+            .get_mut(id)
+            .and_then(|s| s.received.take())
+            .and_then(|(at, bytes)| (at == rev).then_some(bytes));
+        if let Some(bytes) = received {
+            // Unchanged since it arrived whole: those bytes are its full save. The next
+            // incremental save starts at its heads (automerge's own cursor did not move).
+            let heads = self.get_doc_mut(id)?.get_heads();
+            if let Some(slot) = self.docs.get(id) {
+                *slot.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(heads);
+                slot.bytes.store(bytes.len(), Relaxed);
+                slot.saved_rev.store(rev, Relaxed);
+            }
+            return Some(bytes);
+        }
+        let d = self.get_doc_mut(id)?.save();
         if let Some(slot) = self.docs.get(id) {
             *slot.saved.lock().unwrap_or_else(|p| p.into_inner()) = None;
             slot.bytes.store(d.len(), Relaxed);

@@ -171,28 +171,33 @@ impl Incoming {
         }
     }
 
+    /// Applies it; a snapshot's bytes come back, for [`Library::received_whole`].
     fn apply(
         self,
         id: &DocId,
         doc: &mut AutoCommit,
         state: &mut sync::State,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Option<Vec<u8>>, SyncError> {
         let apply_err = |source| SyncError::Apply {
             doc: id.to_string(),
             source: Box::new(source),
         };
         match self {
-            Incoming::Message(m) => doc.sync().receive_sync_message(state, m).map_err(apply_err),
+            Incoming::Message(m) => doc
+                .sync()
+                .receive_sync_message(state, m)
+                .map(|()| None)
+                .map_err(apply_err),
             Incoming::Snapshot(bytes) => {
                 // A strict load: automerge checks the format and every change's hash, and a
                 // torn or foreign byte string is an error (`load_incremental` would skip it).
                 let whole = AutoCommit::load(&bytes).map_err(apply_err)?;
                 if doc.is_empty() {
                     *doc = whole.with_actor(doc.get_actor().clone());
-                    Ok(())
+                    Ok(Some(bytes))
                 } else {
                     let mut whole = whole;
-                    doc.merge(&mut whole).map(|_| ()).map_err(apply_err)
+                    doc.merge(&mut whole).map(|_| None).map_err(apply_err)
                 }
             }
         }
@@ -383,14 +388,18 @@ impl PeerSync {
             // The sync state moves: the next `generate` must ask automerge again.
             self.quiet.remove(&id);
             let fresh = !self.states.contains_key(&id);
+            let snapshot = matches!(incoming, Incoming::Snapshot(_));
             let state = self.states.entry(id.clone()).or_default();
             let doc = lib.doc_for_sync(&id);
             let before = doc.get_heads();
-            let snapshot = matches!(incoming, Incoming::Snapshot(_));
-            incoming.apply(&id, doc, state)?;
+            let whole = incoming.apply(&id, doc, state)?;
             if doc.get_heads() != before {
                 lib.changed(&id);
                 changed.push(id.clone());
+            }
+            if let Some(bytes) = whole {
+                // Exactly what the sender saved: stored as is, not encoded again.
+                lib.received_whole(&id, bytes);
             }
             if snapshot && fresh && before.is_empty() {
                 // This side now holds exactly what the sender holds, and the sender marked
@@ -586,6 +595,7 @@ mod tests {
         assert!(before <= 1, "{before} documents stayed loaded");
         // The device made a photo in January before its first sync, and did not say so.
         let mut client = Library::new(&[2; 16]);
+        client.keep_received(true);
         client.upsert_assets("u", &[rec("local", 1)]).unwrap();
         let (mut cs, mut ss) = (PeerSync::new(), PeerSync::new());
         let mut snapshots = 0;
@@ -625,6 +635,13 @@ mod tests {
             let total: u64 = lib.shards("u").unwrap().iter().map(|s| s.count).sum();
             assert_eq!(total, 241);
         }
+        // The device stores what it received as it came (no encoding again), and writes
+        // only what changes after it.
+        let dec = DocId::shard("u", "2024-12").unwrap();
+        assert!(client.take_dirty().contains(&dec));
+        let stored = client.save(&dec).unwrap();
+        assert_eq!(&stored, disk.lock().unwrap().get(&dec).unwrap());
+        assert_eq!(heads_of(&dec, &stored), client.heads(&dec));
         // Quiet both ways now, without loading anything.
         server.take_dirty();
         let ids: Vec<DocId> = client.ids().cloned().collect();
@@ -641,6 +658,24 @@ mod tests {
         for id in &sids {
             assert_eq!(client.heads(id), server.heads(id), "{id}");
         }
+        // A change after that is saved as itself, after the received bytes.
+        client.upsert_assets("u", &[rec("later", 12)]).unwrap();
+        let more = client.save_incremental(&dec).unwrap();
+        assert!(
+            !more.is_empty() && more.len() < stored.len() / 2,
+            "{}",
+            more.len()
+        );
+        let mut both = stored.clone();
+        both.extend_from_slice(&more);
+        assert_eq!(heads_of(&dec, &both), client.heads(&dec));
+    }
+
+    /// The heads of `bytes` loaded as `id` in a library of their own.
+    fn heads_of(id: &DocId, bytes: &[u8]) -> Vec<String> {
+        let mut lib = Library::new(&[5; 16]);
+        lib.load(id.clone(), bytes).unwrap();
+        lib.heads(id)
     }
 
     #[test]
