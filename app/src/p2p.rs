@@ -337,11 +337,14 @@ async fn run_once(ui: Ui) -> Result<(), String> {
         None => return Err("the sync worker went away".into()),
     }
     let link = Link { worker, gen };
+    // Saying what this browser holds gets it what it lacks whole (see `SyncEnvelope::holds`).
+    let holds = CORE.with(|c| c.borrow().lib.ids().map(|d| d.to_string()).collect());
     link.write(&Frame::Hello(Hello {
         version: WIRE_VERSION,
         name,
         pair_secret: None,
         addr: None,
+        holds: Some(holds),
     }));
     match events.next().await {
         Some(Event::Frame(body)) => match decode(&body)? {

@@ -21,7 +21,7 @@ pub const ALPN_DOCS: &[u8] = b"tessera/docs/1";
 /// Blob transfers by BLAKE3 hash, with offsets (resume).
 pub const ALPN_BLOBS: &[u8] = b"tessera/blobs/1";
 /// Version carried in [`Hello`].
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 /// Upper bound on one frame (a bigger length prefix is a protocol error, not an allocation).
 pub const MAX_FRAME: usize = 64 << 20;
 /// Upper bound on blob references in one [`Frame::Have`].
@@ -37,6 +37,8 @@ pub enum WireError {
     Version(u8),
     #[error("too many blob references in one frame ({0})")]
     TooManyBlobs(usize),
+    #[error("too many documents in one frame ({0})")]
+    TooManyDocs(usize),
 }
 
 /// The first frame on a docs connection.
@@ -49,6 +51,9 @@ pub struct Hello {
     pub pair_secret: Option<String>,
     /// How to reach the dialer (an opaque address string the listener may dial back).
     pub addr: Option<String>,
+    /// Every document the dialer holds (see [`crate::SyncEnvelope::holds`]): the listener
+    /// sends the others whole from its first push on. `None`: not said.
+    pub holds: Option<Vec<String>>,
 }
 
 /// What the listener grants the dialer's key.
@@ -65,6 +70,9 @@ pub struct Welcome {
     pub role: Role,
     /// The listener's name.
     pub name: String,
+    /// Every document the listener holds, said to another node (which then sends it the
+    /// others whole): a node joining with an empty library replicates at the speed of files.
+    pub holds: Option<Vec<String>>,
 }
 
 /// A blob a node holds: its kind (`original`, `thumb`, `preview`, `ml`), BLAKE3 hash and size.
@@ -131,12 +139,22 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame, WireError> {
             return Err(WireError::Version(env.version))
         }
         Frame::Sync(env) if env.docs.len() > crate::sync::MAX_DOCS_PER_ENVELOPE => {
-            return Err(WireError::TooManyBlobs(env.docs.len()))
+            return Err(WireError::TooManyDocs(env.docs.len()))
         }
         Frame::Have(refs) if refs.len() > MAX_HAVE => {
             return Err(WireError::TooManyBlobs(refs.len()))
         }
         _ => {}
+    }
+    let holds = match &f {
+        Frame::Hello(h) => h.holds.as_ref(),
+        Frame::Welcome(w) => w.holds.as_ref(),
+        Frame::Sync(env) => env.holds.as_ref(),
+        _ => None,
+    };
+    let most = holds.map_or(0, Vec::len);
+    if most > crate::sync::MAX_DOCS_PER_ENVELOPE {
+        return Err(WireError::TooManyDocs(most));
     }
     Ok(f)
 }
@@ -212,10 +230,12 @@ mod tests {
                 name: "phone".into(),
                 pair_secret: None,
                 addr: None,
+                holds: Some(vec!["u/u1/root".into()]),
             }),
             Frame::Welcome(Welcome {
                 role: Role::Device { user: "u1".into() },
                 name: "nas".into(),
+                holds: None,
             }),
             Frame::Sync(SyncEnvelope::new("p", vec![])),
             Frame::Have(vec![BlobRef {
@@ -247,6 +267,7 @@ mod tests {
             name: String::new(),
             pair_secret: None,
             addr: None,
+            holds: None,
         });
         let enc = encode(&hello);
         assert!(matches!(
@@ -254,6 +275,15 @@ mod tests {
             Err(WireError::Version(9))
         ));
         assert!(decode_frame(&[0xff, 0xff, 0xff]).is_err());
+        let flood = Frame::Welcome(Welcome {
+            role: Role::Node,
+            name: String::new(),
+            holds: Some(vec![String::new(); crate::sync::MAX_DOCS_PER_ENVELOPE + 1]),
+        });
+        assert!(matches!(
+            decode_frame(&encode(&flood)[4..]),
+            Err(WireError::TooManyDocs(_))
+        ));
         let h = [0xab; 32];
         assert_eq!(parse_hash(&hash_hex(&h)), Some(h));
         assert_eq!(parse_hash("zz"), None);

@@ -77,6 +77,7 @@ pub async fn connect(
             name: "test device".into(),
             pair_secret,
             addr: None,
+            holds: None,
         }),
     )
     .await?;

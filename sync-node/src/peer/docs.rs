@@ -78,6 +78,13 @@ impl Peer {
             &Frame::Welcome(Welcome {
                 role: role.clone(),
                 name: self.name.clone(),
+                // Another node learns what this one holds (and sends the rest whole); a
+                // device never sends whole documents.
+                holds: if role == Role::Node {
+                    self.holds()
+                } else {
+                    None
+                },
             }),
         )
         .await?;
@@ -100,14 +107,16 @@ impl Peer {
             Some(o) => Some(peer_addr.with_ip_addr(o)),
             None => Some(peer_addr),
         };
-        self.session(conn, send, recv, role, peer_addr).await
+        self.session(conn, send, recv, role, peer_addr, hello.holds)
+            .await
     }
 
     // ---- dialing other nodes -------------------------------------------------------------
 
     /// Runs a live sync session until the connection ends: both sides push what they have to
     /// say whenever something changes. Between nodes, blob inventories are exchanged too and
-    /// what is missing is fetched.
+    /// what is missing is fetched. `peer_holds`: the documents the peer said it holds in its
+    /// handshake; those it lacks go to it whole from the first push on.
     pub(super) async fn session(
         self: Arc<Self>,
         conn: Connection,
@@ -115,6 +124,7 @@ impl Peer {
         recv: RecvStream,
         role: Role,
         peer_addr: Option<EndpointAddr>,
+        peer_holds: Option<Vec<String>>,
     ) -> Result<(), PeerError> {
         let node = self.node.clone();
         let mut changes = node.catalog.subscribe();
@@ -162,7 +172,9 @@ impl Peer {
             (Some(a), true) => Some(tokio::spawn(self.clone().fetcher(a.clone(), fetch_rx))),
             _ => None,
         };
-        let mut sync = Some(PeerSync::new());
+        let mut first = PeerSync::new();
+        first.note_holds(peer_holds.as_deref());
+        let mut sync = Some(first);
         let result: Result<(), PeerError> = async {
             if is_node {
                 let have = self.inventory().await;
@@ -302,6 +314,15 @@ impl Peer {
         .map_err(proto)?;
         *sync = Some(s);
         let (msgs, dropped) = out.map_err(proto)?;
+        let whole = msgs.iter().filter(|m| m.snapshot).count();
+        if whole > 0 {
+            let bytes: usize = msgs
+                .iter()
+                .filter(|m| m.snapshot)
+                .map(|m| m.msg.len())
+                .sum();
+            tracing::info!(docs = whole, bytes, "sent documents the peer lacks whole");
+        }
         let mut frames = split_envelopes(&self.name, msgs).unwrap_or_default();
         if !dropped.is_empty() {
             // A member removed from an album (a partner share stopped) drops it at once.

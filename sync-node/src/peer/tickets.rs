@@ -51,7 +51,15 @@ impl Peer {
             name: self.name.clone(),
             pair_secret,
             addr: serde_json::to_string(&self.addr()).ok(),
+            holds: self.holds(),
         }
+    }
+
+    /// Every document this node holds, for a node it syncs with (which sends it the others
+    /// whole): `None` if the catalogue cannot be read now (the usual exchange then runs).
+    pub(super) fn holds(&self) -> Option<Vec<String>> {
+        let lib = self.node.catalog.lock().ok()?;
+        Some(lib.ids().map(|d| d.to_string()).collect())
     }
 
     /// Joins the household of the node that issued `ticket`: presents the secret once, then
@@ -92,7 +100,7 @@ impl Peer {
                 tokio::spawn(async move {
                     if let Err(e) = me
                         .clone()
-                        .session(conn, send, recv, Role::Node, Some(addr.clone()))
+                        .session(conn, send, recv, Role::Node, Some(addr.clone()), w.holds)
                         .await
                     {
                         tracing::warn!("household session ended: {e}");
@@ -158,7 +166,7 @@ impl Peer {
                 self.track(&conn);
                 tracing::info!(node = %addr.id.fmt_short(), name = %w.name, "connected to household node");
                 self.clone()
-                    .session(conn, send, recv, Role::Node, Some(addr))
+                    .session(conn, send, recv, Role::Node, Some(addr), w.holds)
                     .await
             }
             Some(Frame::Denied { reason }) => Err(PeerError::Refused(reason)),

@@ -461,6 +461,13 @@ fn a_second_node_joins_with_a_ticket_replicates_everything_and_can_take_over() {
     assert_eq!(stats_total(&api_b), n, "catalogue on B; log: {}", b.log());
     assert_eq!(count_originals(&db), n as usize, "originals on B");
     println!("node B replicated {n} assets (catalogue + originals) in {took:?}");
+    // B joined with nothing and said so: A sent it the catalogue as whole documents, not
+    // change by change.
+    assert!(
+        a.log().contains("sent documents the peer lacks whole"),
+        "A's log: {}",
+        a.log()
+    );
 
     // Every original on B is byte-identical (spot-check through the API; fsck at the end checks
     // every blob by hash), and thumbnails made on A arrive as A makes them.
