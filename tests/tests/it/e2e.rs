@@ -929,19 +929,22 @@ async fn is_fav(c: &Client, id: &str) -> bool {
 }
 
 async fn favorite_in_viewer(c: &Client, id: &str) {
-    c.find(Locator::Css(&format!(".tile[data-id='{id}']")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_for(c, "the viewer", Duration::from_secs(20), || async {
-        c.find(Locator::Css("#favorite")).await.ok()
+    // Found and clicked in one step, again if a sync re-rendered the element in between
+    // (a stale element reference).
+    let tile = format!(".tile[data-id='{id}']");
+    wait_for(c, "the tile", Duration::from_secs(20), || async {
+        c.find(Locator::Css(&tile)).await.ok()?.click().await.ok()
     })
-    .await
-    .click()
-    .await
-    .unwrap();
+    .await;
+    wait_for(c, "the viewer", Duration::from_secs(20), || async {
+        c.find(Locator::Css("#favorite"))
+            .await
+            .ok()?
+            .click()
+            .await
+            .ok()
+    })
+    .await;
     let _ = c
         .execute(
             "document.dispatchEvent(new KeyboardEvent('keydown',{key:'Escape'}))",
