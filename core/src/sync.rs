@@ -499,8 +499,9 @@ mod tests {
         panic!("did not converge");
     }
 
-    #[test]
-    fn bounded_rounds_go_newest_first_and_quiet_documents_are_not_loaded() {
+    /// A lazily held library of user `u` with 20 photos in each month of 2024, every
+    /// document saved to its in-memory disk.
+    fn saved_year() -> (Library, crate::library::tests::Disk) {
         let (mut server, disk) = crate::library::tests::lazy_library();
         let recs: Vec<AssetRecord> = (1..=12)
             .flat_map(|m| (0..20).map(move |i| rec(&format!("{m}-{i}"), m)))
@@ -510,6 +511,12 @@ mod tests {
             let bytes = server.save(&id).unwrap();
             disk.lock().unwrap().insert(id, bytes);
         }
+        (server, disk)
+    }
+
+    #[test]
+    fn bounded_rounds_go_newest_first_and_quiet_documents_are_not_loaded() {
+        let (mut server, _disk) = saved_year();
         let mut client = Library::new(&[2; 16]);
         let (mut cs, mut ss) = (PeerSync::new(), PeerSync::new());
         let mut months_in_order = Vec::new();
@@ -577,15 +584,7 @@ mod tests {
     /// did not declare) still go both ways.
     #[test]
     fn a_device_that_says_what_it_holds_gets_the_rest_whole_without_loading() {
-        let (mut server, disk) = crate::library::tests::lazy_library();
-        let recs: Vec<AssetRecord> = (1..=12)
-            .flat_map(|m| (0..20).map(move |i| rec(&format!("{m}-{i}"), m)))
-            .collect();
-        server.upsert_assets("u", &recs).unwrap();
-        for id in server.take_dirty() {
-            let bytes = server.save(&id).unwrap();
-            disk.lock().unwrap().insert(id, bytes);
-        }
+        let (mut server, disk) = saved_year();
         server.evict(0, &|_| true);
         server.evict(0, &|_| true);
         let mut sids: Vec<DocId> = server.ids().cloned().collect();
