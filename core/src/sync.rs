@@ -388,7 +388,6 @@ impl PeerSync {
             // The sync state moves: the next `generate` must ask automerge again.
             self.quiet.remove(&id);
             let fresh = !self.states.contains_key(&id);
-            let snapshot = matches!(incoming, Incoming::Snapshot(_));
             let state = self.states.entry(id.clone()).or_default();
             let doc = lib.doc_for_sync(&id);
             let before = doc.get_heads();
@@ -397,16 +396,18 @@ impl PeerSync {
                 lib.changed(&id);
                 changed.push(id.clone());
             }
+            // `whole` comes back only when the document was empty here: it is now exactly
+            // what the sender saved.
             if let Some(bytes) = whole {
-                // Exactly what the sender saved: stored as is, not encoded again.
+                // Stored as is, not encoded again.
                 lib.received_whole(&id, bytes);
-            }
-            if snapshot && fresh && before.is_empty() {
-                // This side now holds exactly what the sender holds, and the sender marked
-                // the document quiet too: neither says anything until it changes. (A document
-                // that had content of its own here keeps the usual exchange, to send it.)
-                if let Some(rev) = lib.revision(&id) {
-                    self.quiet.insert(id, rev);
+                if fresh {
+                    // The sender marked the document quiet too: neither says anything until
+                    // it changes. (A document that had content of its own here keeps the
+                    // usual exchange, to send it.)
+                    if let Some(rev) = lib.revision(&id) {
+                        self.quiet.insert(id, rev);
+                    }
                 }
             }
         }

@@ -194,12 +194,14 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
     // capture month, with thumbhash and derivative hashes.
     let me = api.get_json("/api/users/me").unwrap().1;
     let user = me["id"].as_str().unwrap().to_owned();
-    let mut lib = Library::new(&[7; 16]);
-    let mut sync = PeerSync::new();
-    for round in 0.. {
-        assert!(round < 20, "sync must converge");
+    // One request/response round as a device named `peer` (saying what it holds when
+    // `holds`): whether both sides were quiet, and how many documents came whole.
+    let round_trip = |peer: &str, sync: &mut PeerSync, lib: &mut Library, holds: bool| {
         let ids: Vec<DocId> = lib.ids().cloned().collect();
-        let up = SyncEnvelope::new("test-device", sync.generate(&mut lib, &ids));
+        let mut up = SyncEnvelope::new(peer, sync.generate(lib, &ids));
+        if holds {
+            up = up.with_holds(&ids);
+        }
         let quiet_up = up.docs.is_empty();
         let res = api
             .req(reqwest::Method::POST, "/api/tessera/sync")
@@ -208,10 +210,16 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
             .unwrap();
         assert_eq!(res.status(), 200);
         let down = SyncEnvelope::decode(&res.bytes().unwrap()).unwrap();
+        let whole = down.docs.iter().filter(|m| m.snapshot).count();
         let quiet_down = down.docs.is_empty();
-        sync.receive(&mut lib, down.docs, |d| d.user() == user)
-            .unwrap();
-        if quiet_up && quiet_down {
+        sync.receive(lib, down.docs, |d| d.user() == user).unwrap();
+        (quiet_up && quiet_down, whole)
+    };
+    let mut lib = Library::new(&[7; 16]);
+    let mut sync = PeerSync::new();
+    for round in 0.. {
+        assert!(round < 20, "sync must converge");
+        if round_trip("test-device", &mut sync, &mut lib, false).0 {
             break;
         }
     }
@@ -232,25 +240,6 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
     // A device that says what it holds (a new browser) gets the rest whole, as saved
     // documents, in far fewer rounds; it ends with the same documents, and its own changes
     // still reach the node.
-    let round_trip = |sync: &mut PeerSync, lib: &mut Library, holds: bool| {
-        let ids: Vec<DocId> = lib.ids().cloned().collect();
-        let mut up = SyncEnvelope::new("new-browser", sync.generate(lib, &ids));
-        if holds {
-            up = up.with_holds(&ids);
-        }
-        let quiet_up = up.docs.is_empty();
-        let res = api
-            .req(reqwest::Method::POST, "/api/tessera/sync")
-            .body(up.encode())
-            .send()
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let down = SyncEnvelope::decode(&res.bytes().unwrap()).unwrap();
-        let whole = down.docs.iter().filter(|m| m.snapshot).count();
-        let quiet_down = down.docs.is_empty();
-        sync.receive(lib, down.docs, |d| d.user() == user).unwrap();
-        (quiet_up && quiet_down, whole)
-    };
     let mut fresh = Library::new(&[8; 16]);
     let mut fresh_sync = PeerSync::new();
     let mut whole = 0;
@@ -258,7 +247,7 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
     loop {
         rounds += 1;
         assert!(rounds < 20, "sync must converge");
-        let (done, n) = round_trip(&mut fresh_sync, &mut fresh, true);
+        let (done, n) = round_trip("new-browser", &mut fresh_sync, &mut fresh, true);
         whole += n;
         if done {
             break;
@@ -279,7 +268,7 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
     fav.favorite = Some(true);
     fresh.upsert_assets(&user, &[fav.clone()]).unwrap();
     for _ in 0..10 {
-        if round_trip(&mut fresh_sync, &mut fresh, true).0 {
+        if round_trip("new-browser", &mut fresh_sync, &mut fresh, true).0 {
             break;
         }
     }
