@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::state::{
     db, log, now_ms, opening, refresh, refresh_soon, user_id, Screen, Ui, CORE, SHARDS,
 };
-use crate::{db, net, p2p, perf, session};
+use crate::{db, net, p2p, perf, session, state};
 
 /// Every record of the catalogue (from the shard cache).
 pub(crate) fn all_records() -> Vec<AssetRecord> {
@@ -134,10 +134,18 @@ pub(crate) async fn load_docs(ui: Ui) {
             .copied()
             .unwrap_or(0);
         let t = now_ms();
-        if let Some(bytes) = db::value_bytes(&v) {
+        if let Some(stored) = v.dyn_ref::<js_sys::Uint8Array>() {
             CORE.with(|c| {
-                if let Err(e) = c.borrow_mut().lib.load(id.clone(), &bytes) {
-                    log(&format!("cannot load document {id}: {e}"));
+                let mut c = c.borrow_mut();
+                match c.lib.load(id.clone(), &stored.to_vec()) {
+                    Ok(()) => {
+                        state::stored(&id, stored.clone());
+                        // A month's records are read now, so that the document can go.
+                        if id.month().is_some() {
+                            state::read_shard(&c.lib, &id);
+                        }
+                    }
+                    Err(e) => log(&format!("cannot load document {id}: {e}")),
                 }
             });
         }
@@ -153,6 +161,7 @@ pub(crate) async fn load_docs(ui: Ui) {
             // Only the header moves until everything is read: rebuilding and re-rendering the
             // view on the way would cost more than the reading.
             ui.library.update(|p| p.opening = Some((i + 1, total)));
+            CORE.with(|c| state::evict(&mut c.borrow_mut().lib));
             yield_now().await;
             slice = now_ms();
         }
@@ -228,7 +237,15 @@ pub(crate) async fn save_docs() {
     let n = dirty.len() as f64;
     let items: Vec<(String, wasm_bindgen::JsValue)> = dirty
         .into_iter()
-        .map(|(k, b)| (k, db::bytes_value(&b)))
+        .map(|(k, b)| {
+            let v = db::bytes_value(&b);
+            // What the document reads from when unloaded: the bytes just saved (if the write
+            // below fails, the document is saved again, so it is never unloaded meanwhile).
+            if let (Ok(id), Some(arr)) = (DocId::parse(&k), v.dyn_ref::<js_sys::Uint8Array>()) {
+                state::stored(&id, arr.clone());
+            }
+            (k, v)
+        })
         .collect();
     if let Err(e) = db::put_many(&db, db::DOCS, &items).await {
         // The documents stay in memory and are saved again with the next change or sync.
@@ -245,6 +262,7 @@ pub(crate) async fn save_docs() {
     }
     perf::add("save.pending", -n);
     perf::add("save.indexeddb_ms", now_ms() - t);
+    CORE.with(|c| state::evict(&mut c.borrow_mut().lib));
     perf::publish();
 }
 
@@ -265,6 +283,7 @@ pub(crate) async fn drop_docs(ids: Vec<DocId>) {
         let mut c = c.borrow_mut();
         for d in &ids {
             c.lib.remove_doc(d);
+            state::unstored(d);
         }
     });
     if let Some(db) = db() {

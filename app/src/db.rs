@@ -97,10 +97,6 @@ pub fn bytes_value(b: &[u8]) -> JsValue {
     Uint8Array::from(b).into()
 }
 
-pub fn value_bytes(v: &JsValue) -> Option<Vec<u8>> {
-    v.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec)
-}
-
 /// An outbox entry: the File itself (IndexedDB stores Blobs) and what the upload needs.
 pub fn outbox_entry(id: &str, file: &web_sys::File) -> JsValue {
     let o = Object::new();

@@ -70,8 +70,29 @@ fn corpus() -> (Vec<AssetRecord>, PeopleIndex) {
     };
     CORE.with(|c| {
         let c = c.borrow();
+        // The months' records as the timeline read them (the shard cache, at each document's
+        // revision), not decoded from the documents again (seconds at 300k, and most of
+        // them are unloaded).
+        let mut read = |lib: &tessera_core::Library, doc: &tessera_core::DocId| {
+            let cached = crate::state::SHARDS.with(|s| {
+                s.borrow()
+                    .get(doc.as_str())
+                    .filter(|e| Some(e.0) == lib.revision(doc))
+                    .map(|e| {
+                        e.1.iter()
+                            .map(|r| AssetRecord::clone(r))
+                            .collect::<Vec<_>>()
+                    })
+            });
+            match cached {
+                Some(recs) => Ok(std::sync::Arc::new(recs)),
+                None => lib.assets(doc).map(std::sync::Arc::new),
+            }
+        };
         (
-            c.lib.searchable(&user).unwrap_or_default(),
+            c.lib
+                .searchable_in(&user, None, &|_| true, &mut read)
+                .unwrap_or_default(),
             c.lib.people_index(&user).unwrap_or_default(),
         )
     })

@@ -110,8 +110,13 @@ pub(crate) fn thousands(n: u64) -> String {
     out
 }
 
-/// A shard's records and the document heads they were read at.
-pub(crate) type ShardCache = (Vec<String>, Vec<Rc<AssetRecord>>);
+/// A shard's records and the document revision they were read at ([`Library::revision`]:
+/// known without loading the document, and kept when it is unloaded and read again).
+pub(crate) type ShardCache = (u64, Vec<Rc<AssetRecord>>);
+
+/// Saved size of the documents kept loaded beyond the roots (about 8× that in memory): the
+/// rest are unloaded once their records are read, and read again from [`STORED`] when used.
+const LOADED_BUDGET: usize = 4 << 20;
 
 /// Non-reactive state: the catalogue and the database.
 pub(crate) struct Core {
@@ -127,20 +132,29 @@ pub(crate) struct Core {
 }
 
 thread_local! {
-    /// Each shard's records, keyed by month, with the document heads they were read at.
+    /// Each shard's records, keyed by month, with the document revision they were read at.
     pub(crate) static SHARDS: RefCell<BTreeMap<String, ShardCache>> = const { RefCell::new(BTreeMap::new()) };
-    /// Each own month's share of the ML progress, with the shard and ML heads it was read at.
-    static ML_CACHE: RefCell<BTreeMap<String, (Vec<String>, MlProgress)>> = const { RefCell::new(BTreeMap::new()) };
-    /// People with faces, with the heads of the ML and people documents they were read at.
-    static PEOPLE_CACHE: RefCell<(Vec<String>, Vec<PersonSummary>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    /// The heads of every album document when the Albums page last read them.
-    static ALBUM_SIG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// Each own month's share of the ML progress, with the shard and ML revisions it was read at.
+    static ML_CACHE: RefCell<BTreeMap<String, ([u64; 2], MlProgress)>> = const { RefCell::new(BTreeMap::new()) };
+    /// People with faces, with the revisions of the ML and people documents they were read at.
+    static PEOPLE_CACHE: RefCell<(Vec<u64>, Vec<PersonSummary>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The revisions of every album document when the Albums page last read them.
+    static ALBUM_SIG: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// Every document as stored in IndexedDB (kept in JavaScript memory, outside wasm): what
+    /// the catalogue reads an unloaded document from.
+    static STORED: RefCell<HashMap<DocId, js_sys::Uint8Array>> = RefCell::new(HashMap::new());
     pub(crate) static CORE: RefCell<Core> = RefCell::new(Core {
         db: None,
         lib: {
             // Documents received whole are stored in IndexedDB as they came.
             let mut lib = Library::new(&session::device().actor);
             lib.keep_received(true);
+            // Documents are unloaded when clean and read again from their stored bytes.
+            lib.set_loader(Box::new(|id| {
+                STORED
+                    .with(|s| s.borrow().get(id).map(|b| b.to_vec()))
+                    .ok_or_else(|| format!("{id} is not stored on this device"))
+            }));
             lib
         },
         sync: PeerSync::new(),
@@ -152,6 +166,82 @@ thread_local! {
     /// When the last rebuild of the view ended and what it cost (ms), and whether a deferred
     /// one is scheduled: see [`refresh_soon`].
     static REFRESH: std::cell::Cell<(f64, f64, bool)> = const { std::cell::Cell::new((0.0, 0.0, false)) };
+    /// The shard cache changed since the view was last built from it (months are also read
+    /// while the catalogue opens, before any view is built).
+    static SHARDS_CHANGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Records a document's bytes as stored in IndexedDB (loaded or just saved).
+pub(crate) fn stored(id: &DocId, bytes: js_sys::Uint8Array) {
+    STORED.with(|s| s.borrow_mut().insert(id.clone(), bytes));
+}
+
+/// Forgets a document's stored bytes (dropped from IndexedDB).
+pub(crate) fn unstored(id: &DocId) {
+    STORED.with(|s| s.borrow_mut().remove(id));
+}
+
+/// Unloads the documents used least recently beyond [`LOADED_BUDGET`]: never a root (the month
+/// summaries are read all the time), one not stored as it is now, or a month whose records
+/// the view has not read yet.
+pub(crate) fn evict(lib: &mut Library) {
+    let t = now_ms();
+    let unloadable: HashSet<DocId> = SHARDS.with(|cache| {
+        let cache = cache.borrow();
+        STORED.with(|st| {
+            let st = st.borrow();
+            lib.ids()
+                .filter(|id| !id.is_root() && st.contains_key(id))
+                .filter(|id| {
+                    id.month().is_none()
+                        || cache.get(id.as_str()).map(|e| Some(e.0)) == Some(lib.revision(id))
+                })
+                .cloned()
+                .collect()
+        })
+    });
+    let n = lib.evict(loaded_budget(), &|id| unloadable.contains(id));
+    crate::perf::add("evict.docs", n as f64);
+    crate::perf::add("evict.ms", now_ms() - t);
+    for (doc, e) in lib.take_load_errors() {
+        log(&format!("cannot read stored document {doc}: {e}"));
+    }
+}
+
+/// [`LOADED_BUDGET`], or the bytes `localStorage["tessera-loaded-budget"]` says (read once per
+/// page): the browser tests set 0 to run a small library fully unloaded.
+fn loaded_budget() -> usize {
+    thread_local! {
+        static BUDGET: std::cell::OnceCell<usize> = const { std::cell::OnceCell::new() };
+    }
+    BUDGET.with(|b| {
+        *b.get_or_init(|| {
+            web_sys::window()
+                .and_then(|w| w.local_storage().ok().flatten())
+                .and_then(|s| s.get_item("tessera-loaded-budget").ok().flatten())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(LOADED_BUDGET)
+        })
+    })
+}
+
+/// Reads a month's records into the shard cache unless they are there at its revision.
+/// Returns whether they were read.
+pub(crate) fn read_shard(lib: &Library, id: &DocId) -> bool {
+    let Some(rev) = lib.revision(id) else {
+        return false;
+    };
+    SHARDS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let key = id.to_string();
+        if cache.get(&key).map(|e| e.0) == Some(rev) {
+            return false;
+        }
+        let assets = lib.assets(id).unwrap_or_default();
+        cache.insert(key, (rev, assets.into_iter().map(Rc::new).collect()));
+        SHARDS_CHANGED.set(true);
+        true
+    })
 }
 
 pub(crate) fn log(msg: &str) {
@@ -215,14 +305,13 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
     let (items, ml, trash_days, albums_changed) = CORE.with(|c| {
         let mut c = c.borrow_mut();
         let trash_days = c.lib.trash_days(&user);
-        // Albums: a signature of every album document's heads, to re-render the Albums page.
-        let album_docs: Vec<DocId> = c
+        // Albums: a signature of every album document's revision, to re-render the Albums page.
+        let album_sig: Vec<u64> = c
             .lib
             .ids()
             .filter(|d| d.album_id().is_some())
-            .cloned()
+            .filter_map(|d| c.lib.revision(d))
             .collect();
-        let album_sig: Vec<String> = album_docs.iter().flat_map(|d| c.lib.heads(d)).collect();
         let albums_changed = ALBUM_SIG.with(|s| {
             let mut s = s.borrow_mut();
             let changed = *s != album_sig;
@@ -251,25 +340,18 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
             }
         }
         let mine = format!("u/{user}/");
+        let mut seen = HashSet::new();
+        let t = now_ms();
+        for id in months {
+            read_shard(&c.lib, &id);
+            seen.insert(id.to_string());
+        }
+        crate::perf::add("refresh.read_ms", now_ms() - t);
         let items = SHARDS.with(|cache| {
             let mut cache = cache.borrow_mut();
-            let mut changed = false;
-            let mut seen = HashSet::new();
-            let t = now_ms();
-            for id in months {
-                let heads = c.lib.heads(&id);
-                let key = id.to_string();
-                seen.insert(key.clone());
-                if cache.get(&key).map(|e| &e.0) != Some(&heads) {
-                    let assets = c.lib.assets(&id).unwrap_or_default();
-                    cache.insert(key, (heads, assets.into_iter().map(Rc::new).collect()));
-                    changed = true;
-                }
-            }
-            crate::perf::add("refresh.read_ms", now_ms() - t);
             let before = cache.len();
             cache.retain(|k, _| seen.contains(k));
-            changed |= cache.len() != before;
+            let changed = SHARDS_CHANGED.replace(false) || cache.len() != before;
             held = (cache.values().map(|(_, a)| a.len() as u64).sum(), total);
             (changed || force).then(|| {
                 // A partner's photo I saved to my library shows once, as mine.
@@ -294,6 +376,7 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
             })
         });
         let ml = (ml_progress(&mut c.lib, &user), people(&mut c.lib, &user));
+        evict(&mut c.lib);
         (items, ml, trash_days, albums_changed)
     });
     if albums_changed {
@@ -345,7 +428,7 @@ fn ml_progress(lib: &mut Library, user: &str) -> MlProgress {
         let mut total = MlProgress::default();
         let mut seen = HashSet::new();
         SHARDS.with(|cache| {
-            for (key, (heads, recs)) in cache.borrow().iter() {
+            for (key, (rev, recs)) in cache.borrow().iter() {
                 if !key.starts_with(&mine) {
                     continue;
                 }
@@ -354,12 +437,7 @@ fn ml_progress(lib: &mut Library, user: &str) -> MlProgress {
                 let Ok(ml_id) = DocId::ml(user, month) else {
                     continue;
                 };
-                let ml_heads = if lib.contains(&ml_id) {
-                    lib.heads(&ml_id)
-                } else {
-                    Vec::new()
-                };
-                let sig: Vec<String> = heads.iter().cloned().chain(ml_heads).collect();
+                let sig = [*rev, lib.revision(&ml_id).unwrap_or(u64::MAX)];
                 seen.insert(key.clone());
                 let p = match m.get(key) {
                     Some((s, p)) if *s == sig => *p,
@@ -381,7 +459,7 @@ fn ml_progress(lib: &mut Library, user: &str) -> MlProgress {
 fn people(lib: &mut Library, user: &str) -> Vec<PersonSummary> {
     let mut docs = lib.ml_doc_ids(user);
     docs.extend(DocId::people(user).ok().filter(|d| lib.contains(d)));
-    let sig: Vec<String> = docs.iter().flat_map(|d| lib.heads(d)).collect();
+    let sig: Vec<u64> = docs.iter().filter_map(|d| lib.revision(d)).collect();
     PEOPLE_CACHE.with(|p| {
         let mut p = p.borrow_mut();
         if p.0 != sig || p.0.is_empty() {

@@ -21,4 +21,4 @@ pub use docid::{DocId, DocIdError};
 pub use library::{Library, LibraryError, ShardSummary};
 pub use partner::PartnerShare;
 pub use record::AssetRecord;
-pub use sync::{Access, DocMessage, PeerSync, SyncEnvelope, SyncError};
+pub use sync::{Access, DocMessage, MsgKind, PeerSync, SyncEnvelope, SyncError};

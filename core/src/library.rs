@@ -87,6 +87,8 @@ struct Slot {
     /// ([`Library::received_whole`]): the next full save returns these bytes instead of
     /// encoding the document again.
     received: Option<(u64, Vec<u8>)>,
+    /// The heads it had when last unloaded ([`Library::known_heads`]).
+    heads: Option<Vec<ChangeHash>>,
 }
 
 impl Slot {
@@ -99,6 +101,7 @@ impl Slot {
             used: AtomicU64::new(0),
             saved_rev: AtomicU64::new(0),
             received: None,
+            heads: None,
         }
     }
 
@@ -114,6 +117,9 @@ impl Slot {
     }
 
     fn unload(&mut self) {
+        if let Some(d) = self.doc.as_mut().or_else(|| self.lazy.get_mut()) {
+            self.heads = Some(d.get_heads());
+        }
         self.doc = None;
         self.lazy = OnceLock::new();
         *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -218,6 +224,17 @@ impl Library {
     /// Whether the document is loaded now (not only known).
     pub fn is_loaded(&self, id: &DocId) -> bool {
         self.docs.get(id).is_some_and(|s| s.get().is_some())
+    }
+
+    /// The document's heads, without loading it: those of the loaded document, else those it
+    /// had when it was last unloaded (only clean documents are unloaded, so they still hold).
+    /// `None` when it is not held or has not been loaded since this library started.
+    pub fn known_heads(&mut self, id: &DocId) -> Option<Vec<ChangeHash>> {
+        let slot = self.docs.get_mut(id)?;
+        match slot.doc.as_mut().or_else(|| slot.lazy.get_mut()) {
+            Some(d) => Some(d.get_heads()),
+            None => slot.heads.clone(),
+        }
     }
 
     /// Documents that failed to load on demand since the last call (they read as empty).

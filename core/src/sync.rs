@@ -10,17 +10,26 @@
 //! exchange of heads, Bloom filters and then every change one by one: a new browser or node
 //! gets a large library at the speed of reading files, and the sender does not even load
 //! documents it has not loaded (a lazily held node sends its saved bytes).
+//!
+//! A peer that starts a session afresh (a reopened browser, a restarted node) about a
+//! document it holds but has not loaded sends only its heads ([`MsgKind::Heads`]), which it
+//! knows without loading ([`Library::known_heads`]). A receiver with the same heads marks the
+//! document quiet, also without loading it; one with other heads answers with automerge's
+//! usual exchange. So a reconnect over a large, lazily held library loads only what differs.
 
 use std::collections::{BTreeSet, HashMap};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::AutoCommit;
+use automerge::{AutoCommit, ChangeHash};
 use serde::{Deserialize, Serialize};
 
 use crate::{DocId, DocIdError, Library};
 
 /// Wire format version of [`SyncEnvelope`].
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
+/// Upper bound on heads in one [`MsgKind::Heads`] message (concurrent changes; a document
+/// rarely has more than a handful).
+pub const MAX_HEADS: usize = 4_096;
 /// Upper bound on documents in one envelope (a malformed or hostile message is refused).
 pub const MAX_DOCS_PER_ENVELOPE: usize = 10_000;
 
@@ -74,22 +83,62 @@ impl From<bool> for Access {
     }
 }
 
+/// What a [`DocMessage`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MsgKind {
+    /// An automerge sync message.
+    Sync,
+    /// The whole document as saved (a full save, possibly followed by incremental chunks),
+    /// sent to a peer that said it does not hold it. It counts as changes for access.
+    Snapshot,
+    /// The sender's heads (32-byte change hashes, concatenated), sent instead of a first
+    /// automerge message about a document it has not loaded: equal heads end the exchange.
+    Heads,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocMessage {
     pub doc: String,
-    /// An automerge sync message, or with [`DocMessage::snapshot`] a saved document.
+    /// What [`DocMessage::kind`] says.
     pub msg: Vec<u8>,
-    /// `msg` is the whole document as saved (a full save, possibly followed by incremental
-    /// chunks), sent to a peer that said it does not hold it. It counts as changes for access.
-    pub snapshot: bool,
+    pub kind: MsgKind,
 }
 
 impl DocMessage {
     /// Whether the message carries changes (not just heads and wants): what a status line
     /// counts as "in flight".
     pub fn has_changes(&self) -> bool {
-        self.snapshot || sync::Message::decode(&self.msg).is_ok_and(|m| !m.changes.is_empty())
+        match self.kind {
+            MsgKind::Snapshot => true,
+            MsgKind::Heads => false,
+            MsgKind::Sync => sync::Message::decode(&self.msg).is_ok_and(|m| !m.changes.is_empty()),
+        }
     }
+
+    /// Whether it is a whole saved document ([`MsgKind::Snapshot`]).
+    pub fn is_snapshot(&self) -> bool {
+        self.kind == MsgKind::Snapshot
+    }
+}
+
+/// Heads as a [`MsgKind::Heads`] message.
+fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+fn decode_heads(msg: &[u8]) -> Result<Vec<ChangeHash>, String> {
+    if !msg.len().is_multiple_of(32) {
+        return Err(format!(
+            "{} bytes of heads is not a whole number of hashes",
+            msg.len()
+        ));
+    }
+    if msg.len() / 32 > MAX_HEADS {
+        return Err(format!("{} heads (at most {MAX_HEADS})", msg.len() / 32));
+    }
+    msg.chunks_exact(32)
+        .map(|c| ChangeHash::try_from(c).map_err(|e| e.to_string()))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +209,7 @@ impl SyncEnvelope {
 enum Incoming {
     Message(sync::Message),
     Snapshot(Vec<u8>),
+    Heads(Vec<ChangeHash>),
 }
 
 impl Incoming {
@@ -168,6 +218,7 @@ impl Incoming {
         match self {
             Incoming::Message(m) => !m.changes.is_empty(),
             Incoming::Snapshot(_) => true,
+            Incoming::Heads(_) => false,
         }
     }
 
@@ -188,6 +239,9 @@ impl Incoming {
                 .receive_sync_message(state, m)
                 .map(|()| None)
                 .map_err(apply_err),
+            // Handled before a document is loaded (`PeerSync::receive_checked`); on a loaded
+            // document (a contribution check's copy) it changes nothing.
+            Incoming::Heads(_) => Ok(None),
             Incoming::Snapshot(bytes) => {
                 // A strict load: automerge checks the format and every change's hash, and a
                 // torn or foreign byte string is an error (`load_incremental` would skip it).
@@ -265,7 +319,24 @@ impl PeerSync {
                     out.push(DocMessage {
                         doc: id.to_string(),
                         msg: saved,
-                        snapshot: true,
+                        kind: MsgKind::Snapshot,
+                    });
+                    continue;
+                }
+            }
+            if !self.states.contains_key(id) && !lib.is_loaded(id) {
+                if let (Some(rev), Some(heads)) = (rev, lib.known_heads(id)) {
+                    // A fresh session about a document not loaded here: its heads settle it
+                    // if the peer has the same. Quiet until the peer answers otherwise (its
+                    // automerge message then starts the usual exchange from a fresh state).
+                    self.states.insert(id.clone(), sync::State::new());
+                    self.quiet.insert(id.clone(), rev);
+                    let msg = encode_heads(&heads);
+                    bytes = bytes.saturating_add(msg.len());
+                    out.push(DocMessage {
+                        doc: id.to_string(),
+                        msg,
+                        kind: MsgKind::Heads,
                     });
                     continue;
                 }
@@ -281,7 +352,7 @@ impl PeerSync {
                     out.push(DocMessage {
                         doc: id.to_string(),
                         msg,
-                        snapshot: false,
+                        kind: MsgKind::Sync,
                     });
                 }
                 None => {
@@ -331,15 +402,16 @@ impl PeerSync {
                 // Someone else's people or ML documents, the household…: refused unread.
                 return Err(SyncError::Forbidden(id.to_string()));
             }
-            let incoming = if m.snapshot {
-                Incoming::Snapshot(m.msg)
-            } else {
-                Incoming::Message(sync::Message::decode(&m.msg).map_err(|e| {
-                    SyncError::Message {
-                        doc: id.to_string(),
-                        reason: e.to_string(),
-                    }
-                })?)
+            let bad = |reason: String| SyncError::Message {
+                doc: id.to_string(),
+                reason,
+            };
+            let incoming = match m.kind {
+                MsgKind::Snapshot => Incoming::Snapshot(m.msg),
+                MsgKind::Heads => Incoming::Heads(decode_heads(&m.msg).map_err(bad)?),
+                MsgKind::Sync => Incoming::Message(
+                    sync::Message::decode(&m.msg).map_err(|e| bad(e.to_string()))?,
+                ),
             };
             let writes = incoming.writes();
             if access == Access::None {
@@ -385,6 +457,36 @@ impl PeerSync {
         }
         let mut changed = Vec::new();
         for (id, incoming) in decoded {
+            if let Incoming::Heads(theirs) = &incoming {
+                // The peer starts afresh about this document: so does this side. Equal heads
+                // (known without loading when possible) leave nothing to say on either side;
+                // other heads, and automerge's exchange starts with this side's next message.
+                self.states.insert(id.clone(), sync::State::new());
+                let ours = match lib.known_heads(&id) {
+                    Some(h) => Some(h),
+                    None if lib.contains(&id) => Some(lib.doc_for_sync(&id).get_heads()),
+                    None => None,
+                };
+                match (ours, lib.revision(&id)) {
+                    (Some(mut ours), Some(rev)) => {
+                        let mut theirs = theirs.clone();
+                        ours.sort();
+                        theirs.sort();
+                        if ours == theirs {
+                            self.quiet.insert(id, rev);
+                        } else {
+                            self.quiet.remove(&id);
+                        }
+                    }
+                    _ if theirs.is_empty() => {}
+                    _ => {
+                        // Not held here: held empty from now on, so that this side asks for it.
+                        self.quiet.remove(&id);
+                        lib.doc_for_sync(&id);
+                    }
+                }
+                continue;
+            }
             // The sync state moves: the next `generate` must ask automerge again.
             self.quiet.remove(&id);
             let fresh = !self.states.contains_key(&id);
@@ -583,6 +685,132 @@ mod tests {
     /// server's files without loading them; afterwards neither side says anything about them
     /// until they change, and changes on either side (even one made in a document the device
     /// did not declare) still go both ways.
+    /// A reopened device and a restarted node, both holding the same library unloaded, start
+    /// a fresh session: they exchange heads only, load nothing that is equal, and load and sync
+    /// just what changed meanwhile.
+    #[test]
+    fn a_fresh_session_exchanges_heads_and_loads_only_what_differs() {
+        let (mut server, _disk) = saved_year();
+        let cdisk: crate::library::tests::Disk = Default::default();
+        let mut client = Library::new(&[3; 16]);
+        let d2 = cdisk.clone();
+        client.set_loader(Box::new(move |id| {
+            d2.lock()
+                .unwrap()
+                .get(id)
+                .cloned()
+                .ok_or_else(|| format!("{id} is not on disk"))
+        }));
+        let (mut cs, mut ss) = (PeerSync::new(), PeerSync::new());
+        converge(&mut client, &mut cs, &mut server, &mut ss, "u");
+        for id in client.take_dirty() {
+            let bytes = client.save(&id).unwrap();
+            cdisk.lock().unwrap().insert(id, bytes);
+        }
+        server.take_dirty();
+        let mut sids: Vec<DocId> = server.ids().cloned().collect();
+        sids.sort_by_key(DocId::sync_rank);
+        for lib in [&mut client, &mut server] {
+            lib.evict(0, &|_| true);
+            lib.evict(0, &|_| true);
+        }
+        let loaded = |lib: &Library| sids.iter().filter(|d| lib.is_loaded(d)).count();
+        // (Eviction keeps the document used last.)
+        let was_loaded = |lib: &Library| -> BTreeSet<DocId> {
+            sids.iter().filter(|d| lib.is_loaded(d)).cloned().collect()
+        };
+        let (c_loaded, s_loaded) = (was_loaded(&client), was_loaded(&server));
+        assert!(c_loaded.len() <= 1 && s_loaded.len() <= 1);
+        // Meanwhile a photo reached the server in March (its root's summaries change too).
+        server.upsert_assets("u", &[rec("new", 3)]).unwrap();
+        server.take_dirty();
+        let march = DocId::shard("u", "2024-03").unwrap();
+        let root = DocId::root("u").unwrap();
+        // A fresh session on both sides.
+        let (mut cs, mut ss) = (PeerSync::new(), PeerSync::new());
+        let up = cs.generate(&mut client, &sids);
+        assert_eq!(up.len(), sids.len());
+        for m in &up {
+            let id = DocId::parse(&m.doc).unwrap();
+            let want = if c_loaded.contains(&id) {
+                MsgKind::Sync
+            } else {
+                MsgKind::Heads
+            };
+            assert_eq!(m.kind, want, "{id}");
+            assert!(!m.has_changes());
+        }
+        assert_eq!(
+            loaded(&client),
+            c_loaded.len(),
+            "heads are known without loading"
+        );
+        let up = SyncEnvelope::decode(&SyncEnvelope::new("c", up).encode()).unwrap();
+        assert!(ss
+            .receive(&mut server, up.docs, |_| true)
+            .unwrap()
+            .is_empty());
+        let down = ss.generate(&mut server, &sids);
+        // The server answers about what differs (and about the one document the client sent
+        // automerge's first message for).
+        let about: BTreeSet<DocId> = down.iter().map(|m| DocId::parse(&m.doc).unwrap()).collect();
+        let differs = BTreeSet::from([root.clone(), march.clone()]);
+        assert!(about.is_superset(&differs), "{about:?}");
+        assert!(
+            about.difference(&differs).all(|d| c_loaded.contains(d)),
+            "{about:?}"
+        );
+        assert!(down.iter().all(|m| m.kind == MsgKind::Sync));
+        let most = differs.len() + c_loaded.len() + s_loaded.len();
+        assert!(loaded(&server) <= most, "{} loaded", loaded(&server));
+        cs.receive(&mut client, down, |_| true).unwrap();
+        for round in 0.. {
+            assert!(round < 10, "did not converge");
+            let up = cs.generate(&mut client, &sids);
+            let quiet_up = up.is_empty();
+            ss.receive(&mut server, up, |_| true).unwrap();
+            let down = ss.generate(&mut server, &sids);
+            let quiet_down = down.is_empty();
+            cs.receive(&mut client, down, |_| true).unwrap();
+            if quiet_up && quiet_down {
+                break;
+            }
+        }
+        assert!(loaded(&client) <= most, "{} loaded", loaded(&client));
+        assert!(loaded(&server) <= most, "{} loaded", loaded(&server));
+        assert!(most * 3 <= sids.len(), "{most} of {}", sids.len());
+        for id in &sids {
+            assert_eq!(client.heads(id), server.heads(id), "{id}");
+        }
+        let total: u64 = client.shards("u").unwrap().iter().map(|s| s.count).sum();
+        assert_eq!(total, 241);
+        // Changes go both ways afterwards, through automerge's usual exchange.
+        client.upsert_assets("u", &[rec("from-device", 5)]).unwrap();
+        server.upsert_assets("u", &[rec("from-server", 7)]).unwrap();
+        converge(&mut client, &mut cs, &mut server, &mut ss, "u");
+        for id in &sids {
+            assert_eq!(client.heads(id), server.heads(id), "{id}");
+        }
+        // A peer holding other heads than it says (or nothing) gets the usual exchange.
+        let mut blank = Library::new(&[4; 16]);
+        let mut bs = PeerSync::new();
+        let mut ss2 = PeerSync::new();
+        let heads = server.known_heads(&march).unwrap();
+        let msg = DocMessage {
+            doc: march.to_string(),
+            msg: encode_heads(&heads),
+            kind: MsgKind::Heads,
+        };
+        // The blank peer is told about March by heads: it holds it empty and asks for it.
+        assert!(bs
+            .receive(&mut blank, vec![msg], |_| true)
+            .unwrap()
+            .is_empty());
+        assert!(blank.contains(&march));
+        converge(&mut blank, &mut bs, &mut server, &mut ss2, "u");
+        assert_eq!(blank.heads(&march), server.heads(&march));
+    }
+
     #[test]
     fn a_device_that_says_what_it_holds_gets_the_rest_whole_without_loading() {
         let (mut server, disk) = saved_year();
@@ -610,13 +838,13 @@ mod tests {
             ss.receive(&mut server, up.docs, |_| true).unwrap();
             let down = ss.generate_within(&mut server, &sids, 2_000);
             let quiet_down = down.is_empty();
-            snapshots += down.iter().filter(|m| m.snapshot).count();
+            snapshots += down.iter().filter(|m| m.is_snapshot()).count();
             if round == 1 {
                 // The two documents the device sent messages about (its root and January)
                 // take automerge's exchange; the rest come whole, summaries first.
                 let whole: Vec<&str> = down
                     .iter()
-                    .filter(|m| m.snapshot)
+                    .filter(|m| m.is_snapshot())
                     .map(|m| m.doc.as_str())
                     .collect();
                 assert_eq!(whole.len(), down.len() - 1, "{whole:?}");
@@ -737,7 +965,7 @@ mod tests {
         let forged = vec![DocMessage {
             doc: "u/other/people".into(),
             msg: vec![0x42],
-            snapshot: false,
+            kind: MsgKind::Sync,
         }];
         assert!(matches!(
             s.receive(&mut lib, forged, |d| d.user() == "u"),
@@ -747,19 +975,19 @@ mod tests {
             DocMessage {
                 doc: id.to_string(),
                 msg: vec![0x42, 1, 2, 3],
-                snapshot: false,
+                kind: MsgKind::Sync,
             },
             DocMessage {
                 doc: "../../etc".into(),
                 msg: vec![],
-                snapshot: false,
+                kind: MsgKind::Sync,
             },
         ];
         assert!(s.receive(&mut lib, good_then_bad, |_| true).is_err());
         let garbage = vec![DocMessage {
             doc: id.to_string(),
             msg: vec![0x42, 1, 2, 3],
-            snapshot: false,
+            kind: MsgKind::Sync,
         }];
         assert!(matches!(
             s.receive(&mut lib, garbage, |_| true),
@@ -770,7 +998,7 @@ mod tests {
             vec![DocMessage {
                 doc: id.to_string(),
                 msg,
-                snapshot: true,
+                kind: MsgKind::Snapshot,
             }]
         };
         assert!(matches!(
@@ -788,6 +1016,18 @@ mod tests {
             s.receive(&mut lib, junk(whole), |_| Access::Read),
             Err(SyncError::Forbidden(_))
         ));
+        // Heads that are not whole hashes, or too many of them.
+        for msg in [vec![7u8; 33], vec![7u8; 32 * (MAX_HEADS + 1)]] {
+            let bad = vec![DocMessage {
+                doc: id.to_string(),
+                msg,
+                kind: MsgKind::Heads,
+            }];
+            assert!(matches!(
+                s.receive(&mut lib, bad, |_| true),
+                Err(SyncError::Message { .. })
+            ));
+        }
         assert_eq!(lib.heads(&id), heads);
     }
 }
@@ -845,11 +1085,24 @@ mod proptests {
         /// while links go down and come back at random. A link that goes down loses what was in
         /// flight and both ends forget their sync state (as after a real disconnect). Once every
         /// link is healed, all three always end with identical heads and identical catalogues.
+        /// Peers hold their documents lazily, save after every step and unload everything when
+        /// a link flips, so fresh sessions start with heads about unloaded documents.
         #[test]
         fn three_peers_under_random_partitions_converge(
             steps in proptest::collection::vec((0u8..3, 0u8..8, 1u32..4, 0u8..4, 0u8..3, any::<bool>()), 1..60)
         ) {
-            let mut libs = [Library::new(&[1; 16]), Library::new(&[2; 16]), Library::new(&[3; 16])];
+            let lazy = |actor: u8| {
+                let disk: crate::library::tests::Disk = Default::default();
+                let mut lib = Library::new(&[actor; 16]);
+                let d2 = disk.clone();
+                lib.set_loader(Box::new(move |id| {
+                    d2.lock().unwrap().get(id).cloned().ok_or_else(|| format!("{id} is not on disk"))
+                }));
+                (lib, disk)
+            };
+            let [(l1, d1), (l2, d2), (l3, d3)] = [lazy(1), lazy(2), lazy(3)];
+            let mut libs = [l1, l2, l3];
+            let disks = [d1, d2, d3];
             // states[i][j]: peer i's sync state with peer j; queues[i][j]: messages i → j.
             let mut states: Vec<Vec<PeerSync>> = (0..3).map(|_| (0..3).map(|_| PeerSync::new()).collect()).collect();
             let mut queues: Vec<Vec<Queue>> = vec![vec![Vec::new(); 3]; 3];
@@ -898,6 +1151,16 @@ mod proptests {
                             let m = queues[i][j].remove(0);
                             states[j][i].receive(&mut libs[j], m, |_| true).unwrap();
                         }
+                    }
+                }
+                for (lib, disk) in libs.iter_mut().zip(&disks) {
+                    for id in lib.take_dirty() {
+                        let bytes = lib.save(&id).unwrap();
+                        disk.lock().unwrap().insert(id, bytes);
+                    }
+                    if action == 3 {
+                        lib.evict(0, &|_| true);
+                        lib.evict(0, &|_| true);
                     }
                 }
             }

@@ -36,7 +36,7 @@ impl Browser {
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                 "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())]
-        }}}});
+        }, "goog:loggingPrefs": {"browser": "ALL"}}}});
         let base = format!("http://127.0.0.1:{port}");
         let mut b = Browser {
             http,
@@ -75,6 +75,30 @@ impl Browser {
             bail!("webdriver {url}: {e}: {}", v["value"]["message"]);
         }
         Ok(v["value"].clone())
+    }
+
+    /// The page's console messages since the last call (chromedriver's log endpoint), one per
+    /// line: what to print when a check on the page fails.
+    pub fn console(&self) -> String {
+        match self.cmd(
+            reqwest::Method::POST,
+            "/se/log",
+            Some(json!({"type": "browser"})),
+        ) {
+            Ok(Value::Array(entries)) => entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["level"].as_str().unwrap_or(""),
+                        e["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Ok(other) => other.to_string(),
+            Err(e) => format!("(no console log: {e})"),
+        }
     }
 
     /// A command of this session (`path` after `/session/ID`).

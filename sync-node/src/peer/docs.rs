@@ -314,14 +314,24 @@ impl Peer {
         .map_err(proto)?;
         *sync = Some(s);
         let (msgs, dropped) = out.map_err(proto)?;
-        let whole = msgs.iter().filter(|m| m.snapshot).count();
+        let whole = msgs.iter().filter(|m| m.is_snapshot()).count();
         if whole > 0 {
             let bytes: usize = msgs
                 .iter()
-                .filter(|m| m.snapshot)
+                .filter(|m| m.is_snapshot())
                 .map(|m| m.msg.len())
                 .sum();
             tracing::info!(docs = whole, bytes, "sent documents the peer lacks whole");
+        }
+        let heads = msgs
+            .iter()
+            .filter(|m| m.kind == tessera_core::MsgKind::Heads)
+            .count();
+        if heads > 0 {
+            tracing::info!(
+                docs = heads,
+                "sent only the heads of documents not loaded here (a fresh session)"
+            );
         }
         let mut frames = split_envelopes(&self.name, msgs).unwrap_or_default();
         if !dropped.is_empty() {

@@ -438,14 +438,17 @@ fn main() -> Result<()> {
     let start_s = t.elapsed().as_secs_f64();
     let rss_start = status_kb(pid, "VmRSS:");
     if args.iter().any(|a| a == "--pwa-only") {
-        // Only the browser figures (the node's own are above and in the load test).
+        // Only the browser figures (the node's own are above and in the load test). The node
+        // goes whatever happened in the browser (a failed run must not leave it holding the
+        // library's database).
+        let browser = pwa(&api.base, n, pid, &base);
+        let _ = child.kill();
+        let _ = child.wait();
         let report = serde_json::json!({
             "assets": n,
             "node_start_s": start_s,
-            "pwa": pwa(&api.base, n, pid, &base)?,
+            "pwa": browser?,
         });
-        let _ = child.kill();
-        let _ = child.wait();
         println!("{}", serde_json::to_string_pretty(&report)?);
         std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
         return Ok(());
@@ -515,14 +518,15 @@ fn main() -> Result<()> {
     let rss_idle_90 = status_kb(pid, "VmRSS:");
     let peak = status_kb(pid, "VmHWM:");
     let pwa = match &web {
-        Some(_) => pwa(&api.base, n, pid, &base).context("the PWA at scale")?,
+        Some(_) => pwa(&api.base, n, pid, &base).context("the PWA at scale"),
         None => {
             eprintln!("no PWA build (dist/index.html): the browser figures are skipped");
-            serde_json::Value::Null
+            Ok(serde_json::Value::Null)
         }
     };
     let _ = child.kill();
     let _ = child.wait();
+    let pwa = pwa?;
     let load = load_test(&bin, &data).context("load test")?;
     let report = serde_json::json!({
         "assets": n,
@@ -596,8 +600,11 @@ fn watch_page(
         }
         anyhow::ensure!(
             start.elapsed() < timeout,
-            "the page did not show all {n} photos in {} s: {v}",
-            timeout.as_secs()
+            "the page did not show all {n} photos in {} s: {v}\nthe page's counters: {}\nthe page's console:\n{}",
+            timeout.as_secs(),
+            b.js("return window.__tesseraPerf || null", serde_json::json!([]))
+                .unwrap_or_default(),
+            b.console()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -644,8 +651,13 @@ fn pwa(url: &str, n: u64, pid: u32, out_dir: &Path) -> Result<serde_json::Value>
     // catalogue from IndexedDB in a fresh page.
     eprintln!("PWA: opening the page again from IndexedDB …");
     b.goto(url)?;
-    let (cold_first, cold_full, _) = watch_page(&b, n, 0.0, Duration::from_secs(600), None)?;
+    let (cold_first, cold_full, _) =
+        watch_page(&b, n, 0.0, Duration::from_secs(60 + n / 500), None)?;
     let after_open = memory(&b)?;
+    // The page then syncs with the node (a fresh session over a library it holds): memory
+    // and the page's counters once that has had time to settle.
+    std::thread::sleep(Duration::from_secs(15));
+    let after_open_sync = memory(&b)?;
     // The page's own mark: the first animation frame with a tile, from navigation start (the
     // polling above can only see the page between its tasks).
     let painted = after_open["page"]["paint.first_tile_ms"].as_f64();
@@ -663,6 +675,7 @@ fn pwa(url: &str, n: u64, pid: u32, out_dir: &Path) -> Result<serde_json::Value>
             "budget_ms": 1500,
             "catalogue_read_ms": cold_full.round(),
             "after": after_open,
+            "after_first_sync": after_open_sync,
         },
         "screenshots": [first_shot, shot],
     }))

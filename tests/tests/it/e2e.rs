@@ -1310,12 +1310,28 @@ async fn pwa_select_archive_trash_restore() {
     })
     .await;
 
-    // A reload starts from IndexedDB: still in the trash.
+    // A reload starts from IndexedDB: still in the trash. From now on the page keeps no
+    // document loaded beyond its roots (as a 300k library does with most of its months): each
+    // is read back from its stored bytes when an edit or a sync needs it.
+    c.execute("localStorage.setItem('tessera-loaded-budget', '0')", vec![])
+        .await
+        .unwrap();
     c.refresh().await.unwrap();
     click(&c, "#nav-trash").await;
     assert_eq!(
         view_ids(&c, "the trash after a reload", 1).await,
         vec![a.clone()]
+    );
+    let unloaded = c
+        .execute(
+            "return (window.__tesseraPerf || {})['evict.docs'] || 0",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        unloaded.as_f64().unwrap_or(0.0) >= 1.0,
+        "documents were unloaded: {unloaded}"
     );
 
     // Restore brings it back (to the archive, where it was).

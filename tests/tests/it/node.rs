@@ -210,7 +210,7 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
             .unwrap();
         assert_eq!(res.status(), 200);
         let down = SyncEnvelope::decode(&res.bytes().unwrap()).unwrap();
-        let whole = down.docs.iter().filter(|m| m.snapshot).count();
+        let whole = down.docs.iter().filter(|m| m.is_snapshot()).count();
         let quiet_down = down.docs.is_empty();
         sync.receive(lib, down.docs, |d| d.user() == user).unwrap();
         (quiet_up && quiet_down, whole)
@@ -274,6 +274,71 @@ fn upload_real_photos_roundtrip_metadata_and_derivatives() {
     }
     let got = api.get_json(&format!("/api/assets/{}", fav.id)).unwrap().1;
     assert_eq!(got["isFavorite"], true, "{got}");
+
+    // The same browser reopened: it holds its documents lazily (read from what it stored, as
+    // the PWA does from IndexedDB) and starts a fresh session. For the documents it has not
+    // loaded it sends only their heads; they agree with the node's, so nothing more is said
+    // about them and the browser loads none of them.
+    let stored: std::collections::BTreeMap<DocId, Vec<u8>> = fresh
+        .ids()
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|id| {
+            let bytes = fresh.save(&id).unwrap();
+            (id, bytes)
+        })
+        .collect();
+    let disk = std::sync::Arc::new(stored.clone());
+    let mut reopened = Library::new(&[8; 16]);
+    reopened.set_loader(Box::new(move |id| {
+        disk.get(id)
+            .cloned()
+            .ok_or_else(|| format!("{id} is not stored"))
+    }));
+    for (id, bytes) in &stored {
+        reopened.load(id.clone(), bytes).unwrap();
+    }
+    reopened.evict(0, &|_| true);
+    reopened.evict(0, &|_| true);
+    let ids: Vec<DocId> = reopened.ids().cloned().collect();
+    let loaded = |lib: &Library| ids.iter().filter(|d| lib.is_loaded(d)).count();
+    let before = loaded(&reopened);
+    assert!(
+        ids.len() >= 4 && before <= 1,
+        "{before} of {} loaded",
+        ids.len()
+    );
+    let mut reopened_sync = PeerSync::new();
+    let first = reopened_sync.generate(&mut reopened, &ids);
+    let heads_only = first
+        .iter()
+        .filter(|m| m.kind == tessera_core::MsgKind::Heads)
+        .count();
+    assert_eq!(
+        heads_only,
+        ids.len() - before,
+        "heads for every unloaded document"
+    );
+    let mut reopened_sync = PeerSync::new();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 10, "sync must converge");
+        if round_trip("new-browser", &mut reopened_sync, &mut reopened, true).0 {
+            break;
+        }
+    }
+    assert!(rounds <= 3, "{rounds} rounds");
+    assert!(
+        loaded(&reopened) <= before + 1,
+        "{} of {} documents loaded",
+        loaded(&reopened),
+        ids.len()
+    );
+    for id in &ids {
+        assert_eq!(reopened.heads(id), fresh.heads(id), "{id}");
+    }
 
     // A device may not write another user's documents: refused, and nothing changes.
     let mut evil = Library::new(&[9; 16]);
