@@ -1140,8 +1140,13 @@ pub(crate) mod tests {
 
     /// A library that reads its documents from a [`Disk`] on demand.
     pub(crate) fn lazy_library() -> (Library, Disk) {
+        lazy_library_as(1)
+    }
+
+    /// [`lazy_library`] for another peer (`actor` names its changes).
+    pub(crate) fn lazy_library_as(actor: u8) -> (Library, Disk) {
         let disk: Disk = Default::default();
-        let mut lib = Library::new(&[1; 16]);
+        let mut lib = Library::new(&[actor; 16]);
         let d2 = disk.clone();
         lib.set_loader(Box::new(move |id| {
             d2.lock()

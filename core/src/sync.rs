@@ -691,16 +691,7 @@ mod tests {
     #[test]
     fn a_fresh_session_exchanges_heads_and_loads_only_what_differs() {
         let (mut server, _disk) = saved_year();
-        let cdisk: crate::library::tests::Disk = Default::default();
-        let mut client = Library::new(&[3; 16]);
-        let d2 = cdisk.clone();
-        client.set_loader(Box::new(move |id| {
-            d2.lock()
-                .unwrap()
-                .get(id)
-                .cloned()
-                .ok_or_else(|| format!("{id} is not on disk"))
-        }));
+        let (mut client, cdisk) = crate::library::tests::lazy_library_as(3);
         let (mut cs, mut ss) = (PeerSync::new(), PeerSync::new());
         converge(&mut client, &mut cs, &mut server, &mut ss, "u");
         for id in client.take_dirty() {
@@ -1091,15 +1082,7 @@ mod proptests {
         fn three_peers_under_random_partitions_converge(
             steps in proptest::collection::vec((0u8..3, 0u8..8, 1u32..4, 0u8..4, 0u8..3, any::<bool>()), 1..60)
         ) {
-            let lazy = |actor: u8| {
-                let disk: crate::library::tests::Disk = Default::default();
-                let mut lib = Library::new(&[actor; 16]);
-                let d2 = disk.clone();
-                lib.set_loader(Box::new(move |id| {
-                    d2.lock().unwrap().get(id).cloned().ok_or_else(|| format!("{id} is not on disk"))
-                }));
-                (lib, disk)
-            };
+            let lazy = crate::library::tests::lazy_library_as;
             let [(l1, d1), (l2, d2), (l3, d3)] = [lazy(1), lazy(2), lazy(3)];
             let mut libs = [l1, l2, l3];
             let disks = [d1, d2, d3];
