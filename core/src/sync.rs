@@ -6,7 +6,7 @@
 //! with nothing to say in either direction means the two peers have converged.
 //!
 //! A peer that says which documents it holds ([`SyncEnvelope::with_holds`]) is sent the
-//! others whole, as saved documents ([`DocMessage::snapshot`]), instead of automerge's
+//! others whole, as saved documents ([`MsgKind::Snapshot`]), instead of automerge's
 //! exchange of heads, Bloom filters and then every change one by one: a new browser or node
 //! gets a large library at the speed of reading files, and the sender does not even load
 //! documents it has not loaded (a lazily held node sends its saved bytes).
@@ -151,7 +151,7 @@ pub struct SyncEnvelope {
     /// an album, a partner share stopped). Only a node sends these, to a user's device.
     pub dropped: Vec<String>,
     /// Every document the sender holds, when it says so (a user's device): the receiver
-    /// sends the others whole ([`DocMessage::snapshot`]). `None`: not said, sync as usual.
+    /// sends the others whole ([`MsgKind::Snapshot`]). `None`: not said, sync as usual.
     pub holds: Option<Vec<String>>,
 }
 
