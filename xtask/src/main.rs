@@ -727,7 +727,9 @@ fn ensure_models(root: &Path, ml_node: &Path) -> Result<PathBuf> {
 }
 
 /// A page of printed text with a known transcription: `tests/eurotext.png` from PyPI's
-/// tesserocr sdist (fetched through PyPI's JSON API: pip would try to build the sdist).
+/// tesserocr sdist (fetched through PyPI's JSON API: pip would try to build the sdist). The
+/// project's JSON, not the version's (a registry mirror may serve only the former, with file
+/// URLs relative to it).
 fn ensure_text_photos() -> Result<PathBuf> {
     let dir = cache_dir().join("fixtures/tesserocr-2.13.0/tests");
     if dir.join("eurotext.png").exists() {
@@ -735,10 +737,11 @@ fn ensure_text_photos() -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir)?;
     let script = r#"
-import io, json, sys, tarfile, urllib.request
-meta = json.load(urllib.request.urlopen("https://pypi.org/pypi/tesserocr/2.13.0/json"))
-url = [u["url"] for u in meta["urls"] if u["packagetype"] == "sdist"][0]
-data = urllib.request.urlopen(url).read()
+import io, json, sys, tarfile, urllib.parse, urllib.request
+base = "https://pypi.org/pypi/tesserocr/json"
+meta = json.load(urllib.request.urlopen(base))
+url = [u["url"] for u in meta["releases"]["2.13.0"] if u["packagetype"] == "sdist"][0]
+data = urllib.request.urlopen(urllib.parse.urljoin(base, url)).read()
 with tarfile.open(fileobj=io.BytesIO(data)) as t:
     m = t.getmember("tesserocr-2.13.0/tests/eurotext.png")
     open(sys.argv[1] + "/eurotext.png", "wb").write(t.extractfile(m).read())
