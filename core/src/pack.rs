@@ -234,7 +234,24 @@ impl Pack {
 }
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    // Eight partial sums the compiler keeps in SIMD lanes: one running sum must be added in
+    // order and does not vectorise (4-6x slower on 512-d faces).
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut acc = [0f32; 8];
+    for (x, y) in ca.zip(cb) {
+        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Scales `v` to unit length (a zero vector stays zero).
@@ -293,6 +310,20 @@ mod tests {
             .collect();
         normalize(&mut v);
         v
+    }
+
+    #[test]
+    fn dot_is_the_sum_of_products_at_any_length() {
+        for dim in [0, 1, 7, 8, 9, 15, 16, 17, 512, 515] {
+            let (a, b) = (unit(1, dim), unit(2, dim));
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
+            assert!((f64::from(dot(&a, &b)) - plain).abs() < 1e-5, "dim {dim}");
+            if dim > 0 {
+                assert!((dot(&a, &a) - 1.0).abs() < 1e-5, "dim {dim}");
+            }
+        }
+        // Unequal lengths: the common prefix.
+        assert_eq!(dot(&[1.0, 2.0, 3.0], &[4.0, 5.0]), 14.0);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tessera_core::ml::{
 use tessera_core::pack::{normalize, Dtype, Pack};
 use tessera_core::record::status;
 use tessera_core::{DocId, Library, PeerSync, SyncEnvelope};
-use tessera_ml::cluster::{assign, ClusterFace, ClusterParams};
+use tessera_ml::cluster::{assign_changed, ClusterFace, ClusterParams};
 
 use crate::models::Engine;
 
@@ -75,6 +75,7 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+#[derive(Clone)]
 struct Work {
     user: String,
     month: String,
@@ -99,6 +100,29 @@ struct Outcome {
     error: Option<String>,
 }
 
+/// One face as clustering reads it from an ML document (its person unresolved).
+struct CachedFace {
+    key: String,
+    embedding: Arc<[f32]>,
+    person: Option<String>,
+    locked: bool,
+    rejects: Vec<String>,
+}
+
+/// An ML document's faces, read again only when the document or its face pack changed.
+struct FaceCache {
+    revision: u64,
+    pack: Option<String>,
+    faces: Vec<CachedFace>,
+}
+
+/// A month's analysis work, listed again only when its assets or its ML document changed.
+struct MonthWork {
+    revisions: (u64, u64),
+    total: u64,
+    todo: Vec<Work>,
+}
+
 pub struct Worker {
     http: reqwest::Client,
     base: String,
@@ -111,6 +135,10 @@ pub struct Worker {
     sync: PeerSync,
     peer: String,
     vecs: HashMap<DocId, ShardVecs>,
+    face_cache: HashMap<DocId, FaceCache>,
+    /// Per user: the (resolved) person of every face when clustering last ran.
+    clustered: HashMap<String, HashMap<String, Option<String>>>,
+    work_cache: HashMap<DocId, MonthWork>,
     recluster_every: Duration,
 }
 
@@ -154,6 +182,9 @@ impl Worker {
             sync: PeerSync::new(),
             peer,
             vecs: HashMap::new(),
+            face_cache: HashMap::new(),
+            clustered: HashMap::new(),
+            work_cache: HashMap::new(),
             recluster_every: Duration::from_secs(24 * 3600),
         })
     }
@@ -169,8 +200,8 @@ impl Worker {
         let mut backoff = Duration::from_secs(1);
         let mut last_recluster = Instant::now();
         loop {
-            // Nightly-style pass: cluster every user's unassigned faces even when no new
-            // photo arrived (faces left as noise may have gained neighbours).
+            // Nightly-style pass: cluster every user's faces even when no new photo arrived
+            // (what changed meanwhile: people merged or faces reassigned by the user).
             if last_recluster.elapsed() >= self.recluster_every {
                 last_recluster = Instant::now();
                 if let Err(e) = self.recluster_all().await {
@@ -261,59 +292,86 @@ impl Worker {
         Ok(())
     }
 
-    fn work_list(&self) -> Result<Vec<Work>> {
+    /// The next batch of photos to analyse, newest first (undated last), as Immich's queue
+    /// does. A month's list is made again only when its assets or its ML document changed,
+    /// so a cycle does not decode a 300k library's records.
+    fn work_list(&mut self) -> Result<Vec<Work>> {
         let faces = self.engine.faces.as_ref().map(|f| f.name.clone());
         let clip = self.engine.clip.as_ref().map(|c| c.name.clone());
         let ocr = self.engine.ocr.as_ref().map(|c| c.name.clone());
-        let mut todo = Vec::new();
+        let months: Vec<DocId> = self
+            .lib
+            .ids()
+            .filter(|id| id.month().is_some())
+            .cloned()
+            .collect();
+        self.work_cache.retain(|d, _| months.contains(d));
         let (mut total, mut done) = (0u64, 0u64);
-        for id in self.lib.ids() {
+        for id in &months {
             let Some(month) = id.month() else { continue };
             let user = id.user();
-            let marks: HashMap<String, MlMark> = self
-                .lib
-                .ml_marks(&DocId::ml(user, month)?)?
-                .into_iter()
-                .collect();
-            for rec in self.lib.assets(id)? {
-                if rec.status.as_deref() != Some(status::READY) || rec.preview.is_none() {
-                    continue;
-                }
-                total += 1;
-                let fresh = marks.get(&rec.id).is_some_and(|m| {
-                    (faces.is_none() || m.face_model == faces)
-                        && (clip.is_none() || m.clip_model == clip)
-                        && (ocr.is_none() || m.ocr_model == ocr)
-                });
-                if fresh {
-                    done += 1;
-                } else {
-                    todo.push(Work {
-                        user: user.to_owned(),
-                        month: month.to_owned(),
-                        asset: rec.id.clone(),
-                        taken_at: rec.taken_at.clone(),
+            let ml = DocId::ml(user, month)?;
+            let revisions = (
+                self.lib.revision(id).unwrap_or(0),
+                self.lib.revision(&ml).unwrap_or(0),
+            );
+            if self
+                .work_cache
+                .get(id)
+                .is_none_or(|w| w.revisions != revisions)
+            {
+                let marks: HashMap<String, MlMark> = self.lib.ml_marks(&ml)?.into_iter().collect();
+                let mut w = MonthWork {
+                    revisions,
+                    total: 0,
+                    todo: Vec::new(),
+                };
+                for rec in self.lib.assets(id)? {
+                    if rec.status.as_deref() != Some(status::READY) || rec.preview.is_none() {
+                        continue;
+                    }
+                    w.total += 1;
+                    let fresh = marks.get(&rec.id).is_some_and(|m| {
+                        (faces.is_none() || m.face_model == faces)
+                            && (clip.is_none() || m.clip_model == clip)
+                            && (ocr.is_none() || m.ocr_model == ocr)
                     });
+                    if !fresh {
+                        w.todo.push(Work {
+                            user: user.to_owned(),
+                            month: month.to_owned(),
+                            asset: rec.id.clone(),
+                            taken_at: rec.taken_at.clone(),
+                        });
+                    }
                 }
+                self.work_cache.insert(id.clone(), w);
+            }
+            if let Some(w) = self.work_cache.get(id) {
+                total += w.total;
+                done += w.total - w.todo.len() as u64;
             }
         }
         self.status.total.store(total, Ordering::Relaxed);
         self.status.analysed.store(done, Ordering::Relaxed);
-        // Newest first (undated last), as Immich's queue does.
-        todo.sort_by(|a, b| b.taken_at.cmp(&a.taken_at));
-        Ok(todo)
+        let mut todo: Vec<&Work> = self.work_cache.values().flat_map(|w| &w.todo).collect();
+        todo.sort_by(|a, b| {
+            b.taken_at
+                .cmp(&a.taken_at)
+                .then_with(|| a.asset.cmp(&b.asset))
+        });
+        Ok(todo.into_iter().take(self.batch).cloned().collect())
     }
 
     /// One pass: sync, analyse one batch, publish, cluster, sync. `false` when idle.
     async fn cycle(&mut self) -> Result<bool> {
         self.sync_now().await?;
-        let mut todo = self.work_list()?;
+        let todo = self.work_list()?;
         if todo.is_empty() {
             self.status.error(None);
             return Ok(false);
         }
         let started = Instant::now();
-        todo.truncate(self.batch);
         let mut outcomes = Vec::with_capacity(todo.len());
         for w in todo {
             let path = format!("/api/tessera/ml/assets/{}/preview", w.asset);
@@ -563,40 +621,106 @@ impl Worker {
         Ok(())
     }
 
-    /// Clusters the user's faces that have no person yet.
+    /// Clusters the user's faces that have no person yet. Only the faces a change can have
+    /// made assignable are tried (`assign_changed`): faces that are new or whose person
+    /// changed since the last run, and unassigned faces near them. An ML document's faces
+    /// are read and normalised again only when the document or its face pack changed. The
+    /// first run after a start tries every unassigned face.
     async fn cluster(&mut self, user: &str) -> Result<()> {
         let docs = self.lib.ml_doc_ids(user);
         let mut faces = Vec::new();
         let mut home = Vec::new();
+        let mut changed = Vec::new();
+        let before = self.clustered.remove(user).unwrap_or_default();
+        let mut now: HashMap<String, Option<String>> = HashMap::with_capacity(before.len());
+        let mut resolved: HashMap<String, String> = HashMap::new();
         for doc in &docs {
             self.load_vecs(doc).await?;
-            let empty = BTreeMap::new();
-            let vecs = self.vecs.get(doc).map(|v| &v.face.vecs).unwrap_or(&empty);
-            for (key, f) in self.lib.faces(doc, None)? {
-                let Some(v) = vecs.get(&key) else { continue };
-                let mut e = v.clone();
-                normalize(&mut e);
-                let person = match f.effective_person() {
-                    Some(p) => Some(self.lib.resolve_person(user, p)?),
+            let revision = self.lib.revision(doc).unwrap_or(0);
+            let pack = self.vecs.get(doc).and_then(|v| v.face.loaded.clone());
+            let fresh = self
+                .face_cache
+                .get(doc)
+                .is_some_and(|c| c.revision == revision && c.pack == pack);
+            if !fresh {
+                let empty = BTreeMap::new();
+                let vecs = self.vecs.get(doc).map(|v| &v.face.vecs).unwrap_or(&empty);
+                let mut list = Vec::new();
+                for (key, f) in self.lib.faces(doc, None)? {
+                    let Some(v) = vecs.get(&key) else { continue };
+                    let mut e = v.clone();
+                    normalize(&mut e);
+                    list.push(CachedFace {
+                        embedding: e.into(),
+                        person: f.effective_person().map(str::to_owned),
+                        locked: f.user_person.is_some(),
+                        rejects: f.rejected(),
+                        key,
+                    });
+                }
+                self.face_cache.insert(
+                    doc.clone(),
+                    FaceCache {
+                        revision,
+                        pack,
+                        faces: list,
+                    },
+                );
+            }
+            let Some(cache) = self.face_cache.get(doc) else {
+                continue;
+            };
+            for f in &cache.faces {
+                let person = match &f.person {
+                    Some(p) => Some(match resolved.get(p) {
+                        Some(r) => r.clone(),
+                        None => {
+                            let r = self.lib.resolve_person(user, p)?;
+                            resolved.insert(p.clone(), r.clone());
+                            r
+                        }
+                    }),
                     None => None,
                 };
+                if before.get(&f.key) != Some(&person) {
+                    changed.push(faces.len());
+                }
+                now.insert(f.key.clone(), person.clone());
                 faces.push(ClusterFace {
-                    key: key.clone(),
-                    embedding: e,
+                    key: f.key.clone(),
+                    embedding: f.embedding.clone(),
                     person,
-                    locked: f.user_person.is_some(),
-                    rejects: f.rejected(),
+                    locked: f.locked,
+                    rejects: f.rejects.clone(),
                 });
                 home.push(doc.clone());
             }
         }
-        if faces.iter().all(|f| f.person.is_some()) {
+        // Faces that were removed leave nobody more assignable.
+        self.face_cache
+            .retain(|d, _| d.user() != user || docs.contains(d));
+        if changed.is_empty() || faces.iter().all(|f| f.person.is_some()) {
+            self.clustered.insert(user.to_owned(), now);
             return Ok(());
         }
         let params = self.params;
-        let (assigned, faces) =
-            tokio::task::spawn_blocking(move || (assign(&faces, &params, person_id), faces))
-                .await?;
+        let started = Instant::now();
+        let tried = changed.len();
+        let (assigned, faces) = tokio::task::spawn_blocking(move || {
+            (assign_changed(&faces, &changed, &params, person_id), faces)
+        })
+        .await?;
+        for (i, p) in &assigned {
+            now.insert(faces[*i].key.clone(), Some(p.clone()));
+        }
+        self.clustered.insert(user.to_owned(), now);
+        tracing::debug!(
+            user,
+            faces = faces.len(),
+            changed = tried,
+            ms = started.elapsed().as_millis() as u64,
+            "clustering pass"
+        );
         if assigned.is_empty() {
             return Ok(());
         }

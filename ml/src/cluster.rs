@@ -7,6 +7,12 @@
 //! one (else of the nearest assigned face within `max_distance`); a core face with no such
 //! person starts a new one. User decisions win: a face the user assigned is never touched,
 //! and a face never joins a person the user said it is not.
+//!
+//! [`assign_changed`] does the same work incrementally: it tries only the faces a change can
+//! have made assignable, so a library's thousands of unassigned faces (strangers, blurry
+//! faces) are not compared with every face again each time a photo arrives.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tessera_core::pack::dot;
@@ -35,8 +41,8 @@ impl Default for ClusterParams {
 #[derive(Debug, Clone)]
 pub struct ClusterFace {
     pub key: String,
-    /// L2-normalised embedding.
-    pub embedding: Vec<f32>,
+    /// L2-normalised embedding (shared: the ML node keeps it between runs).
+    pub embedding: Arc<[f32]>,
     /// Current person (the user's choice if any, else the clustering's).
     pub person: Option<String>,
     /// The user assigned this face: never reassigned.
@@ -57,6 +63,63 @@ pub fn assign(
     let todo: Vec<usize> = (0..faces.len())
         .filter(|&i| person[i].is_none() && !faces[i].locked)
         .collect();
+    assign_among(faces, &mut person, &todo, params, &new_person)
+}
+
+/// Like [`assign`], for a library where only the faces at `changed` (new, or whose person
+/// changed) differ from the last run: tries the unassigned faces among them or within
+/// `max_distance` of one, then those near the faces that just got a person, until nothing
+/// more is assigned. A face none of whose neighbours changed would fail again as it did last
+/// time, so the result leaves nothing [`assign`] would still assign, for (changed × faces)
+/// distances instead of (unassigned × faces). With every face in `changed` it is [`assign`]
+/// run until nothing cascades.
+pub fn assign_changed(
+    faces: &[ClusterFace],
+    changed: &[usize],
+    params: &ClusterParams,
+    new_person: impl Fn(&str) -> String,
+) -> Vec<(usize, String)> {
+    let mut person: Vec<Option<String>> = faces.iter().map(|f| f.person.clone()).collect();
+    let open = |i: usize, person: &[Option<String>]| person[i].is_none() && !faces[i].locked;
+    let mut changed: Vec<usize> = changed
+        .iter()
+        .copied()
+        .filter(|&i| i < faces.len())
+        .collect();
+    let mut out = Vec::new();
+    // Terminates: every round but the last assigns at least one face, and a face is
+    // assigned at most once.
+    while !changed.is_empty() {
+        let mut tried = vec![false; faces.len()];
+        for &i in &changed {
+            tried[i] = open(i, &person);
+        }
+        for (j, t) in tried.iter_mut().enumerate() {
+            if !*t
+                && open(j, &person)
+                && changed.iter().any(|&c| {
+                    1.0 - dot(&faces[c].embedding, &faces[j].embedding) <= params.max_distance
+                })
+            {
+                *t = true;
+            }
+        }
+        let todo: Vec<usize> = (0..faces.len()).filter(|&i| tried[i]).collect();
+        let got = assign_among(faces, &mut person, &todo, params, &new_person);
+        changed = got.iter().map(|(i, _)| *i).collect();
+        out.extend(got);
+    }
+    out
+}
+
+/// The two passes over `todo`, reading and updating `person`.
+fn assign_among(
+    faces: &[ClusterFace],
+    person: &mut [Option<String>],
+    todo: &[usize],
+    params: &ClusterParams,
+    new_person: &impl Fn(&str) -> String,
+) -> Vec<(usize, String)> {
     let neighbours = |i: usize| -> Vec<(usize, f32)> {
         let mut v: Vec<(usize, f32)> = faces
             .iter()
@@ -71,7 +134,7 @@ pub fn assign(
     let mut deferred = Vec::new();
     for pass in 0..2 {
         let queue = if pass == 0 {
-            todo.clone()
+            todo.to_vec()
         } else {
             std::mem::take(&mut deferred)
         };
@@ -145,7 +208,7 @@ mod tests {
             .enumerate()
             .map(|(i, (_, e))| ClusterFace {
                 key: format!("f{i}"),
-                embedding: e.clone(),
+                embedding: e.clone().into(),
                 person: None,
                 locked: false,
                 rejects: vec![],
@@ -192,7 +255,7 @@ mod tests {
         for (k, e) in [("new", newcomer), ("stranger", stranger)] {
             more.push(ClusterFace {
                 key: k.into(),
-                embedding: e,
+                embedding: e.into(),
                 person: None,
                 locked: false,
                 rejects: vec![],
@@ -203,6 +266,70 @@ mod tests {
         assert_eq!(got[0].0, more.len() - 2);
         assert_eq!(Some(&got[0].1), f[0].person.as_ref());
         assert!(people.contains(&got[0].1));
+    }
+
+    #[test]
+    fn incremental_runs_leave_nothing_a_full_run_would_assign() {
+        // Five people and three strangers arrive three faces at a time, in a scrambled order:
+        // early faces are noise until their neighbours arrive.
+        let data = identities(5, 8, 128, 0.35);
+        let mut pool: Vec<(Option<usize>, ClusterFace)> = faces(&data)
+            .into_iter()
+            .zip(&data)
+            .map(|(f, (id, _))| (Some(*id), f))
+            .collect();
+        for s in 0..3 {
+            let mut e = vec![0.0; 128];
+            e[125 + s] = 1.0;
+            pool.push((
+                None,
+                ClusterFace {
+                    key: format!("stranger{s}"),
+                    embedding: e.into(),
+                    person: None,
+                    locked: false,
+                    rejects: vec![],
+                },
+            ));
+        }
+        let n = pool.len();
+        assert_eq!(n, 43);
+        let params = ClusterParams::default();
+        let mut shown: Vec<ClusterFace> = Vec::new();
+        let mut who: Vec<Option<usize>> = Vec::new();
+        let order: Vec<usize> = (0..n).map(|k| (k * 7) % n).collect();
+        for chunk in order.chunks(3) {
+            let start = shown.len();
+            for &i in chunk {
+                who.push(pool[i].0);
+                shown.push(pool[i].1.clone());
+            }
+            let changed: Vec<usize> = (start..shown.len()).collect();
+            for (i, p) in assign_changed(&shown, &changed, &params, |k| format!("p-{k}")) {
+                assert!(shown[i].person.is_none(), "face {i} assigned twice");
+                shown[i].person = Some(p);
+            }
+        }
+        assert!(
+            assign(&shown, &params, |k| format!("p-{k}")).is_empty(),
+            "a full run finds nothing left to assign"
+        );
+        let mut map = std::collections::HashMap::new();
+        for (f, id) in shown.iter().zip(&who) {
+            match (id, &f.person) {
+                (Some(id), Some(p)) => assert_eq!(
+                    map.entry(p.clone()).or_insert(*id),
+                    id,
+                    "person {p} mixes identities"
+                ),
+                (Some(id), None) => panic!("a face of identity {id} was left behind"),
+                (None, Some(p)) => panic!("a stranger joined {p}"),
+                (None, None) => {}
+            }
+        }
+        assert_eq!(map.len(), 5);
+        // Nothing changed: nothing is tried, nothing assigned.
+        assert!(assign_changed(&shown, &[], &params, |k| format!("p-{k}")).is_empty());
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Search bench: the two-stage CLIP scan (`tessera_core::search::VectorIndex`, the kernel the
 //! PWA and the node share) over N × 512-d vectors against the plain f32 full scan on the same
-//! data, with recall of the planted neighbours; and the offline reverse geocoder's lookups/s.
-//! Writes JSON to the path given (default `search-bench.json`).
+//! data, with recall of the planted neighbours; the offline reverse geocoder's lookups/s; and
+//! the ML node's face clustering (`tessera_ml::cluster`) on N synthetic 512-d faces, 40% of
+//! them strangers who never form a person: the first pass after a start, then a batch of 32
+//! new faces clustered incrementally (`assign_changed`) against a full pass (`assign`, what
+//! every batch cost before). Writes JSON to the path given (default `search-bench.json`).
 //!
-//! `tessera-search-bench [OUT] [--vectors N]` (default 300,000).
+//! `tessera-search-bench [OUT] [--vectors N] [--faces N]` (default 300,000 and 20,000).
 
 use std::time::Instant;
 
@@ -101,7 +104,14 @@ fn main() -> Result<()> {
         placed += usize::from(tessera_sync_node::geo::place(lat, lon).is_some());
     }
     let geo_s = t.elapsed().as_secs_f64();
+    let clustering = face_clustering(
+        args.windows(2)
+            .find(|w| w[0] == "--faces")
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or(20_000),
+    );
     let report = json!({
+        "face_clustering": clustering,
         "vectors": n, "dim": dim, "queries": queries,
         "index_build_s": build_s,
         "index_bytes": idx.bytes(),
@@ -117,4 +127,67 @@ fn main() -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     Ok(())
+}
+
+/// Face clustering at `n` faces: 60% of them people with about 20 photos each, 40% strangers.
+fn face_clustering(n: usize) -> serde_json::Value {
+    use std::sync::Arc;
+    use tessera_ml::cluster::{assign, assign_changed, ClusterFace, ClusterParams};
+    let dim = 512;
+    let mut rnd = xorshift(99);
+    let people = (n * 3 / 5 / 20).max(1);
+    let centres: Vec<Vec<f32>> = (0..people)
+        .map(|_| {
+            let mut c: Vec<f32> = (0..dim).map(|_| rnd()).collect();
+            unit(&mut c);
+            c
+        })
+        .collect();
+    let face = |i: usize, rnd: &mut dyn FnMut() -> f32| {
+        let mut e: Vec<f32> = if i % 5 < 3 {
+            let c = &centres[(i / 5 * 3 + i % 5) % people];
+            c.iter()
+                .map(|x| x + 0.35 * rnd() * 3.0 / (dim as f32).sqrt())
+                .collect()
+        } else {
+            (0..dim).map(|_| rnd()).collect()
+        };
+        unit(&mut e);
+        ClusterFace {
+            key: format!("f{i}"),
+            embedding: Arc::from(e),
+            person: None,
+            locked: false,
+            rejects: vec![],
+        }
+    };
+    let params = ClusterParams::default();
+    let mut faces: Vec<ClusterFace> = (0..n).map(|i| face(i, &mut rnd)).collect();
+    let all: Vec<usize> = (0..n).collect();
+    let t = Instant::now();
+    let first = assign_changed(&faces, &all, &params, |k| format!("p-{k}"));
+    let first_s = t.elapsed().as_secs_f64();
+    for (i, p) in &first {
+        faces[*i].person = Some(p.clone());
+    }
+    let batch = 32;
+    faces.extend((n..n + batch).map(|i| face(i, &mut rnd)));
+    let new: Vec<usize> = (n..n + batch).collect();
+    let t = Instant::now();
+    let incremental = assign_changed(&faces, &new, &params, |k| format!("p-{k}"));
+    let incremental_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let full = assign(&faces, &params, |k| format!("p-{k}"));
+    let full_ms = t.elapsed().as_secs_f64() * 1e3;
+    json!({
+        "faces": n, "people": people, "dim": dim,
+        "first_pass_s": first_s,
+        "assigned_first_pass": first.len(),
+        "unassigned_after_first_pass": n - first.len(),
+        "batch_of_new_faces": batch,
+        "incremental_ms": incremental_ms,
+        "incremental_assigned": incremental.len(),
+        "full_pass_ms": full_ms,
+        "full_pass_assigned": full.len(),
+    })
 }
