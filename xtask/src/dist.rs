@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    build_nodes, build_pwa, cache_dir, cargo, cargo_bin_on_path, ensure_apt, ensure_corpus,
-    ensure_models, ensure_text_photos, free_port, is_root, output, pip_download, setup, sh,
-    target_dir, unzip, Killed, ORT_WHEEL,
+    build_nodes, build_pwa, cache_dir, cargo, cargo_bin_on_path, check_runtime, ensure_apt,
+    ensure_corpus, ensure_models, ensure_text_photos, free_port, http_bytes, is_root, output,
+    pip_download, print_tail, setup, sh, target_dir, unzip, Killed, ORT_WHEEL,
 };
 
 /// One architecture Tessera's release archives are built for.
@@ -178,19 +178,7 @@ impl Arch {
             )?;
             unzip(&whl, &dir)?;
         }
-        let manifest: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(root.join("models/manifest.json"))?)?;
-        let want = manifest["runtime"][self.checksum_key]
-            .as_str()
-            .unwrap_or_default();
-        let got = output(Command::new("sha256sum").arg(&so)).unwrap_or_default();
-        if want.is_empty() || !got.starts_with(want) {
-            bail!(
-                "{}: checksum {got:?} does not match models/manifest.json's runtime.{} ({want})",
-                so.display(),
-                self.checksum_key
-            );
-        }
+        check_runtime(root, &so, self.checksum_key)?;
         Ok(so)
     }
 }
@@ -396,12 +384,11 @@ fn smoke_archive(arch: &Arch, archive: &Path, models: &Path) -> Result<()> {
         .context("the archive holds no directory")?;
     let res = smoke_node(arch, &pkg, &tmp).and_then(|()| smoke_ml(arch, &pkg, &tmp, models));
     if res.is_err() {
-        let log = std::fs::read_to_string(tmp.join("sync-node.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
         eprintln!("--- sync-node.log (last lines) ---");
-        for l in tail.iter().rev() {
-            eprintln!("{l}");
-        }
+        print_tail(
+            &std::fs::read_to_string(tmp.join("sync-node.log")).unwrap_or_default(),
+            30,
+        );
     } else {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -450,6 +437,16 @@ fn smoke_node(arch: &Arch, pkg: &Path, tmp: &Path) -> Result<()> {
     )?)?;
     let token = login["accessToken"].as_str().context("no accessToken")?;
     let auth = format!("Bearer {token}");
+    let long = Duration::from_secs(120);
+    let get = |path: &str| {
+        http_bytes(
+            "GET",
+            &format!("{base}{path}"),
+            &[("Authorization", &auth)],
+            &[],
+            long,
+        )
+    };
     // A Pixel motion photo (2016x1512 JPEG with its MP4 appended) and an iPhone HEIC.
     let corpus = ensure_corpus()?;
     let jpeg = corpus.join("PXL_20230221_113308123.MP.jpg");
@@ -472,6 +469,7 @@ fn smoke_node(arch: &Arch, pkg: &Path, tmp: &Path) -> Result<()> {
                 ),
             ],
             &body,
+            long,
         )?;
         if status != 201 {
             bail!(
@@ -483,12 +481,7 @@ fn smoke_node(arch: &Arch, pkg: &Path, tmp: &Path) -> Result<()> {
         let id = answer["id"].as_str().context("no asset id")?;
         let deadline = Instant::now() + Duration::from_secs(180);
         let asset = loop {
-            let (s, b) = http_bytes(
-                "GET",
-                &format!("{base}/api/assets/{id}"),
-                &[("Authorization", &auth)],
-                &[],
-            )?;
+            let (s, b) = get(&format!("/api/assets/{id}"))?;
             let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
             if s == 200 && v["tessera"]["status"].as_str() != Some("pending") {
                 break v;
@@ -501,12 +494,7 @@ fn smoke_node(arch: &Arch, pkg: &Path, tmp: &Path) -> Result<()> {
         if asset["tessera"]["status"].as_str() != Some("ready") {
             bail!("{file} was not processed: {}", asset["tessera"]);
         }
-        let (s, thumb) = http_bytes(
-            "GET",
-            &format!("{base}/api/assets/{id}/thumbnail"),
-            &[("Authorization", &auth)],
-            &[],
-        )?;
+        let (s, thumb) = get(&format!("/api/assets/{id}/thumbnail"))?;
         let image = thumb.starts_with(&[0xff, 0xd8]) || thumb.get(8..12) == Some(b"WEBP");
         if s != 200 || !image {
             bail!(
@@ -514,12 +502,7 @@ fn smoke_node(arch: &Arch, pkg: &Path, tmp: &Path) -> Result<()> {
                 thumb.len()
             );
         }
-        let (s, original) = http_bytes(
-            "GET",
-            &format!("{base}/api/assets/{id}/original"),
-            &[("Authorization", &auth)],
-            &[],
-        )?;
+        let (s, original) = get(&format!("/api/assets/{id}/original"))?;
         if s != 200 || original != bytes {
             bail!(
                 "{file}'s original came back different: HTTP {s}, {} bytes of {}",
@@ -596,61 +579,4 @@ fn multipart(file: &str, bytes: &[u8]) -> (Vec<u8>, String) {
     body.extend_from_slice(bytes);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (body, boundary)
-}
-
-/// A minimal HTTP/1.1 request on loopback with a binary body; (status, body), chunked
-/// responses decoded.
-fn http_bytes(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<(u16, Vec<u8>)> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").context("http:// URL")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut s = std::net::TcpStream::connect(host)?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let mut req = format!(
-        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of HTTP headers")?;
-    let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status")?;
-    let mut rest = &raw[end + 4..];
-    if !head.contains("transfer-encoding: chunked") {
-        return Ok((status, rest.to_vec()));
-    }
-    let mut out = Vec::new();
-    loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("truncated chunk")?;
-        let size_text = String::from_utf8_lossy(&rest[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .context("bad chunk size")?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok((status, out));
-        }
-        out.extend_from_slice(rest.get(..size).context("truncated chunk")?);
-        rest = rest.get(size + 2..).context("truncated chunk")?;
-    }
 }

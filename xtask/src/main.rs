@@ -720,16 +720,26 @@ fn ensure_models(root: &Path, ml_node: &Path) -> Result<PathBuf> {
     // The runtime: the onnxruntime wheel's shared library, checked against the manifest.
     let so = output(Command::new(&py).args(["-c", "import onnxruntime,os;print(os.path.join(os.path.dirname(onnxruntime.__file__),'capi','libonnxruntime.so.1.32.0'))"]))
         .context("finding libonnxruntime.so in the venv")?;
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("models/manifest.json"))?)?;
-    let want = manifest["runtime"]["sha256"].as_str().unwrap_or_default();
-    let got = output(Command::new("sha256sum").arg(so.trim())).unwrap_or_default();
-    if !got.starts_with(want) || want.is_empty() {
-        bail!("libonnxruntime.so checksum {got:?} does not match the manifest's {want}");
-    }
+    check_runtime(root, Path::new(so.trim()), "sha256")?;
     std::fs::create_dir_all(lib.parent().context("lib dir")?)?;
     std::fs::copy(so.trim(), &lib)?;
     Ok(dir)
+}
+
+/// Checks an ONNX Runtime library against models/manifest.json's `runtime.<key>` (`sha256`
+/// for x86_64, `sha256_aarch64`).
+fn check_runtime(root: &Path, so: &Path, key: &str) -> Result<()> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("models/manifest.json"))?)?;
+    let want = manifest["runtime"][key].as_str().unwrap_or_default();
+    let got = output(Command::new("sha256sum").arg(so)).unwrap_or_default();
+    if want.is_empty() || !got.starts_with(want) {
+        bail!(
+            "{}: checksum {got:?} does not match models/manifest.json's runtime.{key} ({want})",
+            so.display()
+        );
+    }
+    Ok(())
 }
 
 /// A page of printed text with a known transcription: `tests/eurotext.png` from PyPI's
@@ -886,6 +896,14 @@ impl Drop for Killed {
     }
 }
 
+/// Prints the last `n` lines of a log (what a failed step says last).
+fn print_tail(text: &str, n: usize) {
+    let tail: Vec<&str> = text.lines().rev().take(n).collect();
+    for l in tail.iter().rev() {
+        eprintln!("{l}");
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -920,44 +938,86 @@ fn http_request(method: &str, url: &str, json: Option<&str>) -> Result<String> {
     http_request_with(method, url, json, &[])
 }
 
-/// The JSON body of a raw HTTP/1.1 response from `http_request`.
-fn body_json(response: &str) -> Result<serde_json::Value> {
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+/// The JSON of a body from `http_request`.
+fn body_json(body: &str) -> Result<serde_json::Value> {
     serde_json::from_str(body).with_context(|| format!("not JSON: {body:.200}"))
 }
 
+/// `http_bytes` with an optional JSON body and a 10 s read timeout; the body of a 2xx answer.
 fn http_request_with(
     method: &str,
     url: &str,
     json: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Result<String> {
+    let mut all = headers.to_vec();
+    if json.is_some() {
+        all.push(("Content-Type", "application/json"));
+    }
+    let body = json.unwrap_or("").as_bytes();
+    let (status, answer) = http_bytes(method, url, &all, body, std::time::Duration::from_secs(10))?;
+    if !(200..300).contains(&status) {
+        bail!("{method} {url}: HTTP {status}");
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// A minimal HTTP/1.1 request on loopback (no client library needed in xtask); (status,
+/// body), chunked responses decoded. `timeout` bounds each read.
+fn http_bytes(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: std::time::Duration,
+) -> Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").context("http:// URL")?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut s = std::net::TcpStream::connect(host)?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let body = json.unwrap_or("");
-    let mut req = format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    s.set_read_timeout(Some(timeout))?;
+    let mut req = format!(
+        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    if json.is_some() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
     req.push_str("\r\n");
-    req.push_str(body);
     s.write_all(req.as_bytes())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let status = out.split_whitespace().nth(1).unwrap_or("000").to_owned();
-    if !status.starts_with('2') {
-        bail!("{method} {url}: HTTP {status}");
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of HTTP headers")?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    let mut rest = &raw[end + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return Ok((status, rest.to_vec()));
     }
-    Ok(out)
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("truncated chunk")?;
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .context("bad chunk size")?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok((status, out));
+        }
+        out.extend_from_slice(rest.get(..size).context("truncated chunk")?);
+        rest = rest.get(size + 2..).context("truncated chunk")?;
+    }
 }
 
 /// The API's contract, checked by schemathesis (PyPI) from `/api/openapi.json` against a fresh
@@ -1133,12 +1193,11 @@ fn run_smoke(root: &Path) -> Result<()> {
     drop(node);
     if let Err(e) = res {
         for f in ["sync-node.log", "ml-node.log"] {
-            let text = std::fs::read_to_string(tmp.join(f)).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
             eprintln!("--- {f} (last lines) ---");
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
+            print_tail(
+                &std::fs::read_to_string(tmp.join(f)).unwrap_or_default(),
+                30,
+            );
         }
         return Err(e.context("cargo xtask run --smoke"));
     }
@@ -1360,10 +1419,7 @@ fn fuzz(root: &Path, args: &[String]) -> Result<()> {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
         if !status.success() {
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
+            print_tail(&text, 40);
             bail!(
                 "fuzz target {t} failed after {executed} executions (artifacts in fuzz/artifacts/{t})"
             );
