@@ -3,7 +3,7 @@
 //! readable error and leaves the queue: one bad file never wedges it.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,89 @@ const MAX_STILL_BYTES: u64 = 512 << 20;
 
 /// Longest an ffmpeg call for a poster frame may take.
 const VIDEO_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Jobs in flight for each core: while one job waits on the disk (fsyncs of its derivatives and
+/// of the catalogue), another of the same core's share decodes.
+pub const JOBS_PER_WORKER: usize = 2;
+
+/// At most `workers` threads doing CPU-bound media work (decode, resize, encode) at once.
+/// Jobs and imports run more threads than that ([`JOBS_PER_WORKER`]) so that the disk waits of
+/// one overlap the decoding of another; the gate keeps the decodes themselves (and their
+/// buffers) to one per core.
+///
+/// A job that outlives its time limit is abandoned with its thread still decoding
+/// ([`run`]); [`CpuGate::abandon`] then gives its slot to the others at once, so hostile files
+/// can never take every slot for good.
+pub struct CpuGate {
+    state: Mutex<GateState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    free: usize,
+    /// Assets whose job holds a slot.
+    holders: HashSet<String>,
+    /// Holders whose slot was given back by [`CpuGate::abandon`] before they finished.
+    abandoned: HashSet<String>,
+}
+
+/// A held [`CpuGate`] slot, given back on drop.
+pub struct CpuSlot<'a> {
+    gate: &'a CpuGate,
+    asset: String,
+}
+
+impl CpuGate {
+    pub fn new(slots: usize) -> Self {
+        Self {
+            state: Mutex::new(GateState {
+                free: slots.max(1),
+                ..Default::default()
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a free slot, for the job of `asset`.
+    pub fn enter(&self, asset: &str) -> CpuSlot<'_> {
+        let mut s = self.state();
+        while s.free == 0 {
+            s = self.freed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.free -= 1;
+        s.holders.insert(asset.to_owned());
+        CpuSlot {
+            gate: self,
+            asset: asset.to_owned(),
+        }
+    }
+
+    /// The job of `asset` was abandoned: if it holds a slot, the slot is free again now (and
+    /// not a second time when the abandoned thread ends).
+    pub fn abandon(&self, asset: &str) {
+        let mut s = self.state();
+        if s.holders.remove(asset) {
+            s.abandoned.insert(asset.to_owned());
+            s.free += 1;
+            self.freed.notify_one();
+        }
+    }
+}
+
+impl Drop for CpuSlot<'_> {
+    fn drop(&mut self) {
+        let mut s = self.gate.state();
+        if !s.abandoned.remove(&self.asset) && s.holders.remove(&self.asset) {
+            s.free += 1;
+            self.gate.freed.notify_one();
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
@@ -122,12 +205,13 @@ pub fn decode_cost_mib(record: &tessera_core::AssetRecord) -> u64 {
     (bytes / MIB).ceil().max(1.0) as u64
 }
 
-/// Works the queue forever with at most `node.config.workers` jobs at a time, and no more
-/// decodes at once than their estimates fit in `node.config.decode_memory_mib`: a huge file
-/// waits for the memory (the semaphore is fair, so it is not starved by small ones) and then
-/// runs with nothing else decoding.
+/// Works the queue forever with at most `node.config.workers` × [`JOBS_PER_WORKER`] jobs at a
+/// time (of which `workers` decode at once, [`Node::cpu`]), and no more decodes at once than
+/// their estimates fit in `node.config.decode_memory_mib`: a huge file waits for the memory
+/// (the semaphore is fair, so it is not starved by small ones) and then runs with nothing else
+/// decoding.
 pub async fn run(node: Arc<Node>) {
-    let sem = Arc::new(Semaphore::new(node.config.workers.max(1)));
+    let sem = Arc::new(Semaphore::new(node.config.workers.max(1) * JOBS_PER_WORKER));
     let budget = node
         .config
         .decode_memory_mib
@@ -180,6 +264,7 @@ pub async fn run(node: Arc<Node>) {
                         // cancellable); it is abandoned, its slot freed, and the job leaves the
                         // queue for good, so neither this run nor a restart stalls on the file.
                         tracing::error!(asset, secs = limit.as_secs(), "media job timed out");
+                        node.cpu.abandon(&asset);
                         mark_error(
                             &node,
                             &asset,
@@ -278,6 +363,7 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
     let mut motion = None;
     let result = if mime.starts_with("video/") {
         let blob = node.blobs.local(BlobKind::Original, asset)?;
+        let _cpu = node.cpu.enter(asset);
         tessera_media::video_derivatives(blob.path(), VIDEO_TIMEOUT).map(|(m, d)| {
             video = Some(m);
             d
@@ -295,6 +381,7 @@ pub fn process(node: &Node, asset: &str, owner: &str) -> Result<(), NodeError> {
         if let Some(range) = tessera_media::motion_photo_video(&bytes) {
             motion = Some(node.blobs.put_bytes(BlobKind::Motion, &bytes[range])?);
         }
+        let _cpu = node.cpu.enter(asset);
         tessera_media::make_derivatives(&bytes, &mime, record.orientation)
     };
     let update: Box<dyn FnOnce(&mut tessera_core::AssetRecord)> = match result {
@@ -371,6 +458,44 @@ mod tests {
             height: Some(h),
             ..Default::default()
         }
+    }
+
+    fn free(g: &CpuGate) -> usize {
+        g.state().free
+    }
+
+    #[test]
+    fn cpu_gate_lets_workers_in_and_an_abandoned_job_gives_its_slot_back_once() {
+        let g = CpuGate::new(2);
+        let a = g.enter("a");
+        let b = g.enter("b");
+        assert_eq!(free(&g), 0);
+        // A third waits until a slot is dropped.
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let _c = g.enter("c");
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!waiter.is_finished(), "entered a full gate");
+            drop(a);
+            waiter.join().unwrap();
+        });
+        assert_eq!(free(&g), 1);
+        // "b" hangs and is abandoned: its slot is free at once…
+        g.abandon("b");
+        assert_eq!(free(&g), 2);
+        // …abandoning what holds no slot changes nothing…
+        g.abandon("b");
+        g.abandon("nobody");
+        assert_eq!(free(&g), 2);
+        let d = g.enter("d");
+        let e = g.enter("e");
+        assert_eq!(free(&g), 0);
+        // …and when the abandoned thread ends at last, its slot is not freed a second time.
+        drop(b);
+        assert_eq!(free(&g), 0);
+        drop((d, e));
+        assert_eq!(free(&g), 2);
     }
 
     #[test]

@@ -232,7 +232,14 @@ async fn import(
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
     }
-    let node = Node::open(NodeConfig::new(&data)).with_context(|| {
+    let workers = workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let mut config = NodeConfig::new(&data);
+    config.workers = workers.max(1);
+    let node = Node::open(config).with_context(|| {
         format!(
             "opening data directory {} (is `sync-node serve` running on it? Stop it first: \
              import writes to the data directory directly)",
@@ -249,11 +256,6 @@ async fn import(
              PWA, stop it, then import",
         )?,
     };
-    let workers = workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
     eprintln!("Scanning {} …", dir.display());
     let plan = tessera_sync_node::import::plan(&dir)?;
     let (files, bytes) = (plan.items.len() as u64, plan.bytes);

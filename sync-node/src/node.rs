@@ -160,6 +160,8 @@ pub struct Node {
     pub scrub: crate::scrub::Scrub,
     /// Decoded shard records and timeline counts, by shard revision.
     pub views: crate::views::ShardViews,
+    /// CPU-bound media work: `config.workers` at once ([`crate::jobs::CpuGate`]).
+    pub cpu: crate::jobs::CpuGate,
 }
 
 impl Node {
@@ -205,6 +207,7 @@ impl Node {
         let webhooks = crate::webhooks::Webhooks::open(&db)?;
         let views = crate::views::ShardViews::new((config.view_cache_mib << 20) as usize);
         Ok(Arc::new(Self {
+            cpu: crate::jobs::CpuGate::new(config.workers),
             views,
             immich_sync,
             webhooks,

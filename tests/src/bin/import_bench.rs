@@ -1,6 +1,6 @@
 //! `cargo xtask bench` (part): bulk import throughput and peak RSS of `sync-node import` on
 //! the mixed media corpus and on 12-MP JPEGs, against `vipsthumbnail` making the same two
-//! sizes of the same files; and near-duplicate precision/recall of the perceptual hash on a
+//! sizes of the same files and against Immich's own sharp pipeline; and near-duplicate precision/recall of the perceptual hash on a
 //! generated set (rotations, re-encodes at several qualities, 5 % crops, resizes) against
 //! unrelated real photos. Writes JSON to the first argument.
 //!
@@ -292,12 +292,22 @@ fn main() -> Result<()> {
         n / vips_s,
         (n / ours) / (n / vips_s)
     );
+    let sharp = tessera_tests::sharp_reference(&jpegs, 2)?;
+    let sharp_rate = sharp.as_ref().and_then(|s| s["photos_per_s"].as_f64());
+    if let Some(s) = sharp_rate {
+        eprintln!(
+            "  sharp (Immich's pipeline, 2 at a time): {s:.2} files/s; import/sharp = {:.2}",
+            (n / ours) / s
+        );
+    }
     let result = json!({
         "near_duplicates": {"photos": sources.len(), "items": items.len(), "default_threshold": t, "by_threshold": per_threshold, "missed_at_default": missed},
         "import_mixed": mixed,
         "import_12mp_jpeg": jpeg,
         "vipsthumbnail_12mp_files_per_s": n / vips_s,
         "import_vs_vipsthumbnail": (n / ours) / (n / vips_s),
+        "sharp_12mp": sharp,
+        "import_vs_sharp": sharp_rate.map(|s| (n / ours) / s),
     });
     std::fs::write(&out, serde_json::to_vec_pretty(&result)?)?;
     eprintln!("wrote {}", out.display());
