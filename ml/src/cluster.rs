@@ -11,11 +11,16 @@
 //! [`assign_changed`] does the same work incrementally: it tries only the faces a change can
 //! have made assignable, so a library's thousands of unassigned faces (strangers, blurry
 //! faces) are not compared with every face again each time a photo arrives.
+//!
+//! Distances are computed [`ROWS`] faces at a time against all the others as one matrix
+//! product (ndarray's SIMD sgemm from `matrixmultiply`), on every core: what is left quadratic
+//! (the first run after a start tries every unassigned face) runs at the machine's
+//! floating-point peak instead of one dot product at a time.
 
 use std::sync::Arc;
 
+use ndarray::Array2;
 use serde::{Deserialize, Serialize};
-use tessera_core::pack::dot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClusterParams {
@@ -94,14 +99,14 @@ pub fn assign_changed(
         for &i in &changed {
             tried[i] = open(i, &person);
         }
-        for (j, t) in tried.iter_mut().enumerate() {
-            if !*t
-                && open(j, &person)
-                && changed.iter().any(|&c| {
-                    1.0 - dot(&faces[c].embedding, &faces[j].embedding) <= params.max_distance
-                })
-            {
-                *t = true;
+        let others: Vec<usize> = (0..faces.len())
+            .filter(|&j| !tried[j] && open(j, &person))
+            .collect();
+        for rows in changed.chunks(ROWS) {
+            for near in within(faces, rows, Some(&others), params.max_distance) {
+                for (j, _) in near {
+                    tried[j] = true;
+                }
             }
         }
         let todo: Vec<usize> = (0..faces.len()).filter(|&i| tried[i]).collect();
@@ -112,6 +117,123 @@ pub fn assign_changed(
     out
 }
 
+/// Faces handled per matrix product: bounds the memory of the neighbour lists (a face of a
+/// person with thousands of faces has thousands of neighbours).
+const ROWS: usize = 256;
+/// Faces gathered per block of the other side of the product.
+const COLS: usize = 2048;
+
+/// For each face at `rows`, the faces (all, or those at `cols`) within `max_distance` of it,
+/// itself included, nearest first (ties in index order).
+fn within(
+    faces: &[ClusterFace],
+    rows: &[usize],
+    cols: Option<&[usize]>,
+    max_distance: f32,
+) -> Vec<Vec<(usize, f32)>> {
+    let mut out = vec![Vec::new(); rows.len()];
+    let ncols = cols.map_or(faces.len(), <[usize]>::len);
+    if rows.is_empty() || ncols == 0 {
+        return out;
+    }
+    let col = |k: usize| cols.map_or(k, |c| c[k]);
+    // Embeddings of unequal length (never from one model) are compared over the shorter one,
+    // as `dot` does: zeros pad the rest.
+    let dim = faces.iter().map(|f| f.embedding.len()).max().unwrap_or(0);
+    let gather = |idx: &mut dyn Iterator<Item = usize>, n: usize| {
+        let mut m = Array2::<f32>::zeros((n, dim));
+        for (mut row, i) in m.rows_mut().into_iter().zip(idx) {
+            for (d, s) in row.iter_mut().zip(faces[i].embedding.iter()) {
+                *d = *s;
+            }
+        }
+        m
+    };
+    let a = gather(&mut rows.iter().copied(), rows.len());
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(ncols.div_ceil(COLS))
+        .max(1);
+    let per = ncols.div_ceil(threads);
+    let hits: Vec<Vec<(u32, usize, f32)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (a, gather, col) = (&a, &gather, &col);
+                s.spawn(move || {
+                    let mut hits = Vec::new();
+                    let end = ((t + 1) * per).min(ncols);
+                    let mut start = t * per;
+                    while start < end {
+                        let n = COLS.min(end - start);
+                        let b = gather(&mut (start..start + n).map(col), n);
+                        let c = a.dot(&b.t());
+                        for (r, line) in c.rows().into_iter().enumerate() {
+                            for (k, sim) in line.iter().enumerate() {
+                                let d = 1.0 - sim;
+                                if d <= max_distance {
+                                    hits.push((r as u32, col(start + k), d));
+                                }
+                            }
+                        }
+                        start += n;
+                    }
+                    hits
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    // Threads cover ascending column ranges: concatenated, each row's hits are in index
+    // order, and the stable sort keeps that order among equal distances.
+    for (r, j, d) in hits.into_iter().flatten() {
+        out[r as usize].push((j, d));
+    }
+    for near in &mut out {
+        near.sort_by(|a, b| a.1.total_cmp(&b.1));
+    }
+    out
+}
+
+/// One face's turn in [`assign_among`]: records its person in `person` and `assigned`, or
+/// returns its matches when it must wait for the deferred pass.
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    faces: &[ClusterFace],
+    person: &mut [Option<String>],
+    i: usize,
+    near: Vec<(usize, f32)>,
+    deferred_pass: bool,
+    params: &ClusterParams,
+    new_person: &impl Fn(&str) -> String,
+    assigned: &mut Vec<(usize, String)>,
+) -> Option<Vec<(usize, f32)>> {
+    let matches = &near[..near.len().min(params.min_faces.max(1))];
+    if params.min_faces > 1 && matches.len() <= 1 {
+        return None;
+    }
+    let core = matches.len() >= params.min_faces;
+    if !core && !deferred_pass {
+        return Some(near);
+    }
+    let allowed = |p: &String| !faces[i].rejects.contains(p);
+    let found = matches
+        .iter()
+        .chain(near.iter())
+        .filter(|(j, _)| *j != i)
+        .find_map(|(j, _)| person[*j].clone().filter(allowed));
+    let p = match (found, core) {
+        (Some(p), _) => p,
+        (None, true) => new_person(&faces[i].key),
+        (None, false) => return None,
+    };
+    person[i] = Some(p.clone());
+    assigned.push((i, p));
+    None
+}
+
 /// The two passes over `todo`, reading and updating `person`.
 fn assign_among(
     faces: &[ClusterFace],
@@ -120,49 +242,39 @@ fn assign_among(
     params: &ClusterParams,
     new_person: &impl Fn(&str) -> String,
 ) -> Vec<(usize, String)> {
-    let neighbours = |i: usize| -> Vec<(usize, f32)> {
-        let mut v: Vec<(usize, f32)> = faces
-            .iter()
-            .enumerate()
-            .map(|(j, f)| (j, 1.0 - dot(&faces[i].embedding, &f.embedding)))
-            .filter(|(_, d)| *d <= params.max_distance)
-            .collect();
-        v.sort_by(|a, b| a.1.total_cmp(&b.1));
-        v
-    };
     let mut assigned = Vec::new();
-    let mut deferred = Vec::new();
-    for pass in 0..2 {
-        let queue = if pass == 0 {
-            todo.to_vec()
-        } else {
-            std::mem::take(&mut deferred)
-        };
-        for i in queue {
-            let near = neighbours(i);
-            let matches = &near[..near.len().min(params.min_faces.max(1))];
-            if params.min_faces > 1 && matches.len() <= 1 {
-                continue;
+    // Pass 0 decides the cores in `todo`'s order (a face sees the people given before it);
+    // the rest wait for pass 1 with their few matches (a non-core face has fewer than
+    // `min_faces` faces within `max_distance`, so keeping them costs nothing).
+    let mut deferred: Vec<(usize, Vec<(usize, f32)>)> = Vec::new();
+    for rows in todo.chunks(ROWS) {
+        let lists = within(faces, rows, None, params.max_distance);
+        for (&i, near) in rows.iter().zip(lists) {
+            if let Some(near) = decide(
+                faces,
+                person,
+                i,
+                near,
+                false,
+                params,
+                new_person,
+                &mut assigned,
+            ) {
+                deferred.push((i, near));
             }
-            let core = matches.len() >= params.min_faces;
-            if !core && pass == 0 {
-                deferred.push(i);
-                continue;
-            }
-            let allowed = |p: &String| !faces[i].rejects.contains(p);
-            let found = matches
-                .iter()
-                .chain(near.iter())
-                .filter(|(j, _)| *j != i)
-                .find_map(|(j, _)| person[*j].clone().filter(allowed));
-            let p = match (found, core) {
-                (Some(p), _) => p,
-                (None, true) => new_person(&faces[i].key),
-                (None, false) => continue,
-            };
-            person[i] = Some(p.clone());
-            assigned.push((i, p));
         }
+    }
+    for (i, near) in deferred {
+        decide(
+            faces,
+            person,
+            i,
+            near,
+            true,
+            params,
+            new_person,
+            &mut assigned,
+        );
     }
     assigned
 }
@@ -330,6 +442,59 @@ mod tests {
         assert_eq!(map.len(), 5);
         // Nothing changed: nothing is tried, nothing assigned.
         assert!(assign_changed(&shown, &[], &params, |k| format!("p-{k}")).is_empty());
+    }
+
+    #[test]
+    fn matrix_neighbours_are_the_dot_products_within_the_distance() {
+        // More faces than one block of columns and of rows, so blocks, threads and the
+        // column subset all take part; one face has a shorter embedding.
+        let data = identities(60, 50, 32, 0.5);
+        let mut f = faces(&data);
+        assert!(f.len() > COLS + ROWS);
+        f[7].embedding = f[7].embedding[..20].to_vec().into();
+        let brute = |i: usize, cols: &[usize], max: f32| -> Vec<usize> {
+            cols.iter()
+                .copied()
+                .filter(|&j| 1.0 - tessera_core::pack::dot(&f[i].embedding, &f[j].embedding) <= max)
+                .collect()
+        };
+        let all: Vec<usize> = (0..f.len()).collect();
+        let odd: Vec<usize> = (0..f.len()).filter(|j| j % 3 == 1).collect();
+        let rows: Vec<usize> = (0..ROWS + 40)
+            .map(|k| (k * 11) % f.len())
+            .chain([7])
+            .collect();
+        for (cols, sub) in [(None, &all), (Some(odd.as_slice()), &odd)] {
+            let got = within(&f, &rows, cols, 0.5);
+            assert_eq!(got.len(), rows.len());
+            let mut found = 0;
+            for (&i, near) in rows.iter().zip(&got) {
+                assert!(near.windows(2).all(|w| w[0].1 <= w[1].1), "nearest first");
+                let mut js: Vec<usize> = near.iter().map(|(j, _)| *j).collect();
+                js.sort_unstable();
+                // The products may round differently from `dot` right at the boundary.
+                let inner = brute(i, sub, 0.5 - 1e-4);
+                let outer = brute(i, sub, 0.5 + 1e-4);
+                assert!(
+                    inner.iter().all(|j| js.contains(j)),
+                    "face {i} lost a neighbour"
+                );
+                assert!(
+                    js.iter().all(|j| outer.contains(j)),
+                    "face {i} gained a stranger"
+                );
+                if cols.is_none() {
+                    assert_eq!(near.first().map(|n| n.0), Some(i), "itself, nearest");
+                }
+                found += js.len();
+            }
+            assert!(
+                found > rows.len() * 3,
+                "the data has neighbours to find: {found}"
+            );
+        }
+        assert!(within(&f, &[], None, 0.5).is_empty());
+        assert_eq!(within(&f, &[1, 2], Some(&[]), 0.5), vec![vec![], vec![]]);
     }
 
     #[test]
