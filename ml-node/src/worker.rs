@@ -54,7 +54,8 @@ impl Status {
 struct ModelVecs {
     /// Hash of the published pack these vectors were last read from.
     loaded: Option<String>,
-    vecs: BTreeMap<String, Vec<f32>>,
+    /// L2-normalised, shared with the clustering's face cache (one copy of each vector).
+    vecs: BTreeMap<String, Arc<[f32]>>,
 }
 
 #[derive(Default)]
@@ -100,20 +101,12 @@ struct Outcome {
     error: Option<String>,
 }
 
-/// One face as clustering reads it from an ML document (its person unresolved).
-struct CachedFace {
-    key: String,
-    embedding: Arc<[f32]>,
-    person: Option<String>,
-    locked: bool,
-    rejects: Vec<String>,
-}
-
 /// An ML document's faces, read again only when the document or its face pack changed.
 struct FaceCache {
     revision: u64,
     pack: Option<String>,
-    faces: Vec<CachedFace>,
+    /// Persons as stored (not resolved through merges), embeddings shared with `vecs`.
+    faces: Vec<ClusterFace>,
 }
 
 /// A month's analysis work, listed again only when its assets or its ML document changed.
@@ -443,7 +436,15 @@ impl Worker {
             let path = format!("/api/tessera/ml/blobs/{}", r.hash);
             let vecs = match self.request(reqwest::Method::GET, &path, None).await {
                 Ok(bytes) => match Pack::decode(&bytes) {
-                    Ok(p) => p.items().map(|(k, v)| (k.to_owned(), v.to_vec())).collect(),
+                    Ok(p) => p
+                        .items()
+                        .map(|(k, v)| {
+                            // Stored unit-length; normalised again after the pack's rounding.
+                            let mut v = v.to_vec();
+                            normalize(&mut v);
+                            (k.to_owned(), Arc::from(v))
+                        })
+                        .collect(),
                     Err(e) => {
                         tracing::warn!(%doc, pack = %r.hash, "unreadable pack, its assets will be analysed again: {e}");
                         BTreeMap::new()
@@ -522,13 +523,13 @@ impl Worker {
                     m.remove("person");
                     items.push((key.clone(), m));
                     if let Some(v) = self.vecs.get_mut(&doc) {
-                        v.face.vecs.insert(key.clone(), f.embedding);
+                        v.face.vecs.insert(key.clone(), f.embedding.into());
                     }
                     keys.push(key);
                 }
                 stale.extend(old.into_iter().filter(|k| !keys.contains(k)));
                 if let (Some(v), Some(sv)) = (o.clip, self.vecs.get_mut(&doc)) {
-                    sv.clip.vecs.insert(asset.clone(), v);
+                    sv.clip.vecs.insert(asset.clone(), v.into());
                 }
                 let mark = MlMark {
                     faces: keys.len() as u32,
@@ -648,10 +649,8 @@ impl Worker {
                 let mut list = Vec::new();
                 for (key, f) in self.lib.faces(doc, None)? {
                     let Some(v) = vecs.get(&key) else { continue };
-                    let mut e = v.clone();
-                    normalize(&mut e);
-                    list.push(CachedFace {
-                        embedding: e.into(),
+                    list.push(ClusterFace {
+                        embedding: v.clone(),
                         person: f.effective_person().map(str::to_owned),
                         locked: f.user_person.is_some(),
                         rejects: f.rejected(),
@@ -687,11 +686,8 @@ impl Worker {
                 }
                 now.insert(f.key.clone(), person.clone());
                 faces.push(ClusterFace {
-                    key: f.key.clone(),
-                    embedding: f.embedding.clone(),
                     person,
-                    locked: f.locked,
-                    rejects: f.rejects.clone(),
+                    ..f.clone()
                 });
                 home.push(doc.clone());
             }
@@ -775,7 +771,7 @@ fn build_pack(model: &str, dim: usize, vecs: &ModelVecs) -> Result<Pack> {
     let items = vecs
         .vecs
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.clone(), v.to_vec()))
         .collect();
     Ok(Pack::new(model.to_owned(), dim, items)?)
 }
