@@ -80,6 +80,10 @@ enum Cmd {
         /// Hours between passes that cluster every unassigned face again.
         #[arg(long, default_value_t = 24.0)]
         recluster_hours: f64,
+        /// Saved size (MiB) of catalogue documents kept loaded between cycles; the rest is
+        /// held as saved bytes and read back when needed (0: unload all it may).
+        #[arg(long, default_value_t = 32)]
+        catalogue_memory_mib: usize,
     },
     /// Read the text in image files (OCR) and print it with the time each took.
     Ocr {
@@ -249,6 +253,7 @@ async fn main() -> Result<()> {
             min_faces,
             batch,
             recluster_hours,
+            catalogue_memory_mib,
         } => {
             let wanted = match provider.as_deref() {
                 None => None,
@@ -297,7 +302,8 @@ async fn main() -> Result<()> {
                 )?
                 .recluster_every(std::time::Duration::from_secs_f64(
                     recluster_hours.max(0.02) * 3600.0,
-                ));
+                ))
+                .loaded_budget(catalogue_memory_mib << 20);
                 tokio::spawn(w.run());
             } else {
                 tracing::info!("no --node given: serving /predict only");

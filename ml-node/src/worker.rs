@@ -133,6 +133,13 @@ pub struct Worker {
     clustered: HashMap<String, HashMap<String, Option<String>>>,
     work_cache: HashMap<DocId, MonthWork>,
     recluster_every: Duration,
+    /// Every document as last saved (automerge's compressed form, a fraction of a loaded
+    /// document): what the catalogue reads an unloaded document back from.
+    stored: Arc<Mutex<HashMap<DocId, Vec<u8>>>>,
+    /// Saved size of the documents kept loaded between cycles (the least recently used beyond
+    /// it are unloaded): the months being analysed and the people stay, a 300k library's
+    /// years go.
+    loaded_budget: usize,
 }
 
 fn person_id(face_key: &str) -> String {
@@ -163,7 +170,21 @@ impl Worker {
         // The actor names this node's edits in every document; one per ML node process is
         // enough (edits are idempotent, so a new actor after a restart changes nothing).
         let actor: Vec<u8> = blake3::hash(peer.as_bytes()).as_bytes()[..16].to_vec();
+        let stored: Arc<Mutex<HashMap<DocId, Vec<u8>>>> = Arc::default();
+        let mut lib = Library::new(&actor);
+        // Documents received whole are kept as they came: saving them costs nothing.
+        lib.keep_received(true);
+        let from = stored.clone();
+        lib.set_loader(Box::new(move |id| {
+            from.lock()
+                .map_err(|_| "the stored documents' lock is poisoned".to_owned())?
+                .get(id)
+                .cloned()
+                .ok_or_else(|| format!("{id} is not held by this ML node"))
+        }));
         Ok(Self {
+            stored,
+            loaded_budget: 32 << 20,
             http,
             base: base.trim_end_matches('/').to_owned(),
             key,
@@ -171,7 +192,7 @@ impl Worker {
             params,
             batch,
             status,
-            lib: Library::new(&actor),
+            lib,
             sync: PeerSync::new(),
             peer,
             vecs: HashMap::new(),
@@ -180,6 +201,12 @@ impl Worker {
             work_cache: HashMap::new(),
             recluster_every: Duration::from_secs(24 * 3600),
         })
+    }
+
+    /// Saved bytes of documents kept loaded between cycles (default 32 MiB).
+    pub fn loaded_budget(mut self, bytes: usize) -> Self {
+        self.loaded_budget = bytes;
+        self
     }
 
     /// How often every user's unassigned faces are clustered again (default daily).
@@ -201,7 +228,9 @@ impl Worker {
                     tracing::warn!("re-clustering: {e:#}");
                 }
             }
-            match self.cycle().await {
+            let outcome = self.cycle().await;
+            self.unload_idle();
+            match outcome {
                 Ok(true) => backoff = Duration::from_secs(1),
                 Ok(false) => tokio::time::sleep(Duration::from_secs(1)).await,
                 Err(e) => {
@@ -213,6 +242,31 @@ impl Worker {
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
+        }
+    }
+
+    /// Saves the documents that changed (as `stored`) and unloads the least recently used
+    /// beyond `loaded_budget`: the ML node holds a large catalogue as saved bytes, and the
+    /// caches (work lists, face cache) let a cycle read only the documents that changed.
+    fn unload_idle(&mut self) {
+        let dirty = self.lib.take_dirty();
+        let Ok(mut stored) = self.stored.lock() else {
+            return;
+        };
+        for id in dirty {
+            if let Some(bytes) = self.lib.save(&id) {
+                stored.insert(id, bytes);
+            }
+        }
+        let unloaded = self
+            .lib
+            .evict(self.loaded_budget, &|id| stored.contains_key(id));
+        drop(stored);
+        if unloaded > 0 {
+            tracing::info!(unloaded, "documents unloaded (kept as saved bytes)");
+        }
+        for (doc, e) in self.lib.take_load_errors() {
+            tracing::warn!(%doc, "cannot read a stored document back: {e}");
         }
     }
 
@@ -419,10 +473,13 @@ impl Worker {
     /// Brings the month's vectors up to date with its published packs: read again when the
     /// pack changed (another ML node published). A pack of another model (before an upgrade)
     /// is not mixed in; a pack that cannot be fetched or decoded counts as empty, and the
-    /// assets it should hold are analysed again (see `publish`).
-    async fn load_vecs(&mut self, doc: &DocId) -> Result<()> {
+    /// assets it should hold are analysed again (see `publish`). `clip`: the CLIP pack too
+    /// (only publishing needs it; clustering reads faces).
+    async fn load_vecs(&mut self, doc: &DocId, clip: bool) -> Result<()> {
         let face_model = self.engine.faces.as_ref().map(|f| f.name.clone());
-        let clip_model = self.engine.clip.as_ref().map(|c| c.name.clone());
+        let clip_model = clip
+            .then(|| self.engine.clip.as_ref().map(|c| c.name.clone()))
+            .flatten();
         for (key, model) in [(PACK_CLIP, clip_model), (PACK_FACE, face_model)] {
             let Some(model) = model else { continue };
             let Some(r) = self.lib.pack_ref(doc, key)?.filter(|r| r.model == model) else {
@@ -489,8 +546,15 @@ impl Worker {
                 .or_default()
                 .push(o);
         }
+        // CLIP vectors are held only for the months being published (a 300k library's would
+        // take 600 MB): the others' are read again from their packs when they get new photos.
+        for (doc, sv) in self.vecs.iter_mut() {
+            if !groups.contains_key(doc) {
+                sv.clip = ModelVecs::default();
+            }
+        }
         for (doc, group) in groups {
-            self.load_vecs(&doc).await?;
+            self.load_vecs(&doc, true).await?;
             self.vecs.entry(doc.clone()).or_default();
             let mut items = Vec::new();
             let mut stale = Vec::new();
@@ -636,7 +700,7 @@ impl Worker {
         let mut now: HashMap<String, Option<String>> = HashMap::with_capacity(before.len());
         let mut resolved: HashMap<String, String> = HashMap::new();
         for doc in &docs {
-            self.load_vecs(doc).await?;
+            self.load_vecs(doc, false).await?;
             let revision = self.lib.revision(doc).unwrap_or(0);
             let pack = self.vecs.get(doc).and_then(|v| v.face.loaded.clone());
             let fresh = self

@@ -508,6 +508,8 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 502, "{}", r.text().unwrap_or_default());
+    // `--catalogue-memory-mib 0`: every document this small library has is unloaded between
+    // cycles and read back from its saved bytes, as a 300k library's months are.
     let worker_args = |url: &str, key: &str| -> Vec<String> {
         [
             "--node",
@@ -518,6 +520,8 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
             "yunet-sface",
             "--clip-model",
             "clip-test-color",
+            "--catalogue-memory-mib",
+            "0",
         ]
         .map(str::to_owned)
         .to_vec()
@@ -543,6 +547,11 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         progress["faces"].as_u64(),
         Some(4),
         "one face in each of the four portraits: {progress}"
+    );
+    assert!(
+        ml.log().contains("documents unloaded (kept as saved bytes)"),
+        "the ML node unloads documents beyond its budget: {}",
+        ml.log()
     );
 
     // People: Obama's three faces make one person (min faces 3); Biden's single face stays
