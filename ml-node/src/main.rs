@@ -80,9 +80,10 @@ enum Cmd {
         /// Hours between passes that cluster every unassigned face again.
         #[arg(long, default_value_t = 24.0)]
         recluster_hours: f64,
-        /// Saved size (MiB) of catalogue documents kept loaded between cycles; the rest is
-        /// held as saved bytes and read back when needed (0: unload all it may).
-        #[arg(long, default_value_t = 32)]
+        /// Saved size (MiB) of catalogue documents kept loaded between cycles (a loaded
+        /// document takes about 8 times its saved size); the rest is held as saved bytes and
+        /// read back when needed (0: unload all it may).
+        #[arg(long, default_value_t = 4)]
         catalogue_memory_mib: usize,
     },
     /// Read the text in image files (OCR) and print it with the time each took.

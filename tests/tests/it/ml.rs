@@ -549,7 +549,8 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         "one face in each of the four portraits: {progress}"
     );
     assert!(
-        ml.log().contains("documents unloaded (kept as saved bytes)"),
+        ml.log()
+            .contains("documents unloaded (kept as saved bytes)"),
         "the ML node unloads documents beyond its budget: {}",
         ml.log()
     );
