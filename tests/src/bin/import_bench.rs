@@ -1,10 +1,12 @@
 //! `cargo xtask bench` (part): bulk import throughput and peak RSS of `sync-node import` on
 //! the mixed media corpus and on 12-MP JPEGs, against `vipsthumbnail` making the same two
-//! sizes of the same files and against Immich's own sharp pipeline; and near-duplicate precision/recall of the perceptual hash on a
-//! generated set (rotations, re-encodes at several qualities, 5 % crops, resizes) against
-//! unrelated real photos. Writes JSON to the first argument.
+//! sizes of the same files and against Immich's own sharp pipeline; and near-duplicate
+//! precision/recall of the perceptual hash on a generated set (rotations, re-encodes at several
+//! qualities, 5 % crops, resizes) against unrelated real photos. Writes JSON to the first
+//! argument.
 //!
-//! Env: `TESSERA_SYNC_NODE_BIN` (the binary), `TESSERA_CORPUS`, `TESSERA_FIXTURES`.
+//! Env: `TESSERA_SYNC_NODE_BIN` (the binary), `TESSERA_CORPUS`, `TESSERA_FIXTURES`,
+//! `TESSERA_SHARP` (optional: the sharp install).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -293,18 +295,8 @@ fn main() -> Result<()> {
         (n / ours) / (n / vips_s)
     );
     let sharp = tessera_tests::sharp_reference(&jpegs, 2)?;
-    let sharp_rate = sharp
-        .as_ref()
-        .and_then(|s| s["immich"]["photos_per_s"].as_f64());
-    let lean_rate = sharp
-        .as_ref()
-        .and_then(|s| s["lean"]["photos_per_s"].as_f64());
-    if let (Some(s), Some(l)) = (sharp_rate, lean_rate) {
-        eprintln!(
-            "  sharp (Immich's pipeline, 2 at a time): {s:.2} files/s; import/sharp = {:.2}\n  lean sharp (no ICC, 4:2:0): {l:.2} files/s; import/lean sharp = {:.2}",
-            (n / ours) / s,
-            (n / ours) / l
-        );
+    if let Some(s) = &sharp {
+        eprintln!("  {}", s.compare("import", n / ours));
     }
     let result = json!({
         "near_duplicates": {"photos": sources.len(), "items": items.len(), "default_threshold": t, "by_threshold": per_threshold, "missed_at_default": missed},
@@ -312,9 +304,9 @@ fn main() -> Result<()> {
         "import_12mp_jpeg": jpeg,
         "vipsthumbnail_12mp_files_per_s": n / vips_s,
         "import_vs_vipsthumbnail": (n / ours) / (n / vips_s),
-        "sharp_12mp": sharp,
-        "import_vs_sharp": sharp_rate.map(|s| (n / ours) / s),
-        "import_vs_lean_sharp": lean_rate.map(|s| (n / ours) / s),
+        "sharp_12mp": sharp.as_ref().map(|s| &s.json),
+        "import_vs_sharp": sharp.as_ref().map(|s| (n / ours) / s.immich),
+        "import_vs_lean_sharp": sharp.as_ref().map(|s| (n / ours) / s.lean),
     });
     std::fs::write(&out, serde_json::to_vec_pretty(&result)?)?;
     eprintln!("wrote {}", out.display());
