@@ -267,14 +267,13 @@ pub fn import_file(
     Ok((result, problem))
 }
 
-/// Imports a plan on `workers` × [`crate::jobs::JOBS_PER_WORKER`] threads (of which
-/// `node.config.workers` decode at once, [`Node::cpu`]), reporting progress through `progress(done_files,
-/// done_bytes)`. Stops early (between files) when `stop` is set.
+/// Imports a plan on `node.config.workers` × [`crate::jobs::JOBS_PER_WORKER`] threads (of
+/// which `node.config.workers` decode at once, [`Node::cpu`]), reporting progress through
+/// `progress(done_files, done_bytes)`. Stops early (between files) when `stop` is set.
 pub fn run(
     node: &Node,
     owner: &str,
     plan: Plan,
-    workers: usize,
     album: Option<&str>,
     stop: &AtomicBool,
     progress: &(dyn Fn(u64, u64) + Sync),
@@ -286,7 +285,7 @@ pub fn run(
     let results: Mutex<Vec<(PathBuf, FileResult, Option<String>)>> = Mutex::new(Vec::new());
     let (files_done, bytes_done) = (AtomicU64::new(0), AtomicU64::new(0));
     std::thread::scope(|s| {
-        for _ in 0..workers.max(1) * crate::jobs::JOBS_PER_WORKER {
+        for _ in 0..node.config.workers.max(1) * crate::jobs::JOBS_PER_WORKER {
             s.spawn(|| loop {
                 if stop.load(Ordering::Relaxed) {
                     return;

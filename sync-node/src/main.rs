@@ -232,13 +232,11 @@ async fn import(
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
     }
-    let workers = workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
     let mut config = NodeConfig::new(&data);
-    config.workers = workers.max(1);
+    if let Some(w) = workers {
+        config.workers = w.max(1);
+    }
+    let workers = config.workers;
     let node = Node::open(config).with_context(|| {
         format!(
             "opening data directory {} (is `sync-node serve` running on it? Stop it first: \
@@ -275,7 +273,6 @@ async fn import(
             &n,
             &owner.id,
             plan,
-            workers,
             album.as_deref(),
             &s,
             &|_, bytes_done| {
