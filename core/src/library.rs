@@ -237,6 +237,44 @@ impl Library {
         }
     }
 
+    /// [`Library::known_heads`] as bytes (32 per head), for a peer that stores them next to the
+    /// document's saved bytes and gives them back to [`Library::hold_unloaded`] when it starts.
+    pub fn known_heads_bytes(&mut self, id: &DocId) -> Option<Vec<u8>> {
+        self.known_heads(id).map(|h| crate::sync::encode_heads(&h))
+    }
+
+    /// Holds a document without loading it: known by the heads it was saved with (as
+    /// [`Library::known_heads_bytes`] gave them) and its saved size, read through the loader
+    /// when first used. A peer that keeps its documents and their heads on disk starts this
+    /// way without decoding its catalogue, and a fresh sync session exchanges heads only.
+    /// Returns `false` (and changes nothing) when the document is already held. Refused
+    /// without a loader (nothing could read it) and for malformed heads.
+    pub fn hold_unloaded(
+        &mut self,
+        id: DocId,
+        heads: &[u8],
+        saved_bytes: usize,
+    ) -> Result<bool, LibraryError> {
+        if self.loader.is_none() {
+            return Err(LibraryError::Invalid(format!(
+                "{id}: a document held unloaded needs a loader"
+            )));
+        }
+        let heads = crate::sync::decode_heads(heads)
+            .map_err(|e| LibraryError::Invalid(format!("{id}: {e}")))?;
+        if self.docs.contains_key(&id) {
+            return Ok(false);
+        }
+        self.touch(&id);
+        let slot = Slot::empty();
+        slot.bytes.store(saved_bytes, Relaxed);
+        slot.saved_rev.store(self.next_revision, Relaxed);
+        let mut slot = slot;
+        slot.heads = Some(heads);
+        self.docs.insert(id, slot);
+        Ok(true)
+    }
+
     /// Documents that failed to load on demand since the last call (they read as empty).
     pub fn take_load_errors(&self) -> Vec<(DocId, String)> {
         std::mem::take(&mut *self.load_errors.lock().unwrap_or_else(|p| p.into_inner()))

@@ -122,11 +122,11 @@ impl DocMessage {
 }
 
 /// Heads as a [`MsgKind::Heads`] message.
-fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+pub(crate) fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
     heads.iter().flat_map(|h| h.0).collect()
 }
 
-fn decode_heads(msg: &[u8]) -> Result<Vec<ChangeHash>, String> {
+pub(crate) fn decode_heads(msg: &[u8]) -> Result<Vec<ChangeHash>, String> {
     if !msg.len().is_multiple_of(32) {
         return Err(format!(
             "{} bytes of heads is not a whole number of hashes",
@@ -679,6 +679,69 @@ mod tests {
         converge(&mut client, &mut cs, &mut server, &mut ss, "u");
         let total: u64 = client.shards("u").unwrap().iter().map(|s| s.count).sum();
         assert_eq!(total, 241);
+    }
+
+    /// A peer that kept its documents and their heads on disk (the ML node's state directory)
+    /// starts again holding every document unloaded: its fresh session sends heads only, the
+    /// server answers nothing about what is equal, and a change made meanwhile loads only its
+    /// own documents on either side.
+    #[test]
+    fn a_peer_restarted_from_its_saved_heads_loads_only_what_changed() {
+        let (mut server, _disk) = saved_year();
+        let (mut client, _) = crate::library::tests::lazy_library_as(3);
+        let (mut cs, mut ss) = (PeerSync::new(), PeerSync::new());
+        converge(&mut client, &mut cs, &mut server, &mut ss, "u");
+        server.take_dirty();
+        // What the peer writes before it stops: each document's full save and its heads.
+        let mut files = Vec::new();
+        for id in client.ids().cloned().collect::<Vec<_>>() {
+            let bytes = client.save(&id).unwrap();
+            let heads = client.known_heads_bytes(&id).unwrap();
+            files.push((id, heads, bytes));
+        }
+        let (mut restarted, rdisk) = crate::library::tests::lazy_library_as(4);
+        let mut blank = Library::new(&[5; 16]);
+        assert!(
+            blank
+                .hold_unloaded(files[0].0.clone(), &files[0].1, 1)
+                .is_err(),
+            "without a loader nothing could read it"
+        );
+        assert!(restarted
+            .hold_unloaded(files[0].0.clone(), &[1; 33], 1)
+            .is_err());
+        for (id, heads, bytes) in &files {
+            rdisk.lock().unwrap().insert(id.clone(), bytes.clone());
+            assert!(restarted
+                .hold_unloaded(id.clone(), heads, bytes.len())
+                .unwrap());
+        }
+        assert!(!restarted
+            .hold_unloaded(files[0].0.clone(), &files[0].1, 1)
+            .unwrap());
+        let ids: Vec<DocId> = files.iter().map(|f| f.0.clone()).collect();
+        let loaded = |lib: &Library| ids.iter().filter(|d| lib.is_loaded(d)).count();
+        server.evict(0, &|_| true);
+        server.evict(0, &|_| true);
+        let (mut rs, mut ss) = (PeerSync::new(), PeerSync::new());
+        let up = rs.generate(&mut restarted, &ids);
+        assert_eq!(up.len(), ids.len());
+        assert!(up.iter().all(|m| m.kind == MsgKind::Heads));
+        assert_eq!(loaded(&restarted), 0, "heads come from the files");
+        ss.receive(&mut server, up, |_| true).unwrap();
+        assert!(ss.generate(&mut server, &ids).is_empty(), "all equal");
+        assert!(loaded(&server) <= 1);
+        // A photo reaches the server in March while the peer is stopped… and the peer's own
+        // edit in May, made before it synced again, goes up.
+        server.upsert_assets("u", &[rec("new", 3)]).unwrap();
+        restarted.upsert_assets("u", &[rec("mine", 5)]).unwrap();
+        converge(&mut restarted, &mut rs, &mut server, &mut ss, "u");
+        assert!(loaded(&restarted) <= 4, "{} loaded", loaded(&restarted));
+        for id in &ids {
+            assert_eq!(restarted.heads(id), server.heads(id), "{id}");
+        }
+        let total: u64 = server.shards("u").unwrap().iter().map(|s| s.count).sum();
+        assert_eq!(total, 242);
     }
 
     /// A device that says what it holds gets the documents it lacks whole, read from the

@@ -12,6 +12,7 @@ use tessera_ml::{Manifest, Provider};
 
 mod http;
 mod models;
+mod state;
 mod worker;
 
 #[derive(Parser)]
@@ -85,6 +86,11 @@ enum Cmd {
         /// read back when needed (0: unload all it may).
         #[arg(long, default_value_t = 4)]
         catalogue_memory_mib: usize,
+        /// Keep the catalogue and clustering state in this directory (one per ML node), so a
+        /// restart syncs only what changed and does not cluster every face again. Without it
+        /// everything is held in memory and read again from the node after a restart.
+        #[arg(long, env = "TESSERA_ML_STATE")]
+        state_dir: Option<PathBuf>,
     },
     /// Read the text in image files (OCR) and print it with the time each took.
     Ocr {
@@ -143,6 +149,8 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,ort=warn".into()),
         )
+        // Colours for a terminal only: a log file (a service's journal) gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let cli = Cli::parse();
     let manifest = Manifest::builtin().context("reading the built-in model manifest")?;
@@ -255,6 +263,7 @@ async fn main() -> Result<()> {
             batch,
             recluster_hours,
             catalogue_memory_mib,
+            state_dir,
         } => {
             let wanted = match provider.as_deref() {
                 None => None,
@@ -305,6 +314,15 @@ async fn main() -> Result<()> {
                     recluster_hours.max(0.02) * 3600.0,
                 ))
                 .loaded_budget(catalogue_memory_mib << 20);
+                let w = match &state_dir {
+                    Some(dir) => w
+                        .state_dir(dir)
+                        .with_context(|| format!("--state-dir {}", dir.display()))?,
+                    None => {
+                        tracing::info!("no --state-dir: a restart reads the whole catalogue from the node again and clusters every face");
+                        w
+                    }
+                };
                 tokio::spawn(w.run());
             } else {
                 tracing::info!("no --node given: serving /predict only");

@@ -3,8 +3,9 @@
 //! own actor. Idempotent: what is published is derived from content, so re-running changes
 //! nothing; a crash before publishing only means the batch is analysed again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Cursor;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,10 +18,22 @@ use tessera_core::ml::{
 };
 use tessera_core::pack::{normalize, Dtype, Pack};
 use tessera_core::record::status;
-use tessera_core::{DocId, Library, PeerSync, SyncEnvelope};
+use tessera_core::{DocId, Library, MsgKind, PeerSync, SyncEnvelope};
 use tessera_ml::cluster::{assign_changed, ClusterFace, ClusterParams};
 
 use crate::models::Engine;
+use crate::state::StateDir;
+
+/// Where the ML node keeps the documents it unloads.
+enum Store {
+    /// In memory (no `--state-dir`): a restart syncs everything again.
+    Memory(Arc<Mutex<HashMap<DocId, Vec<u8>>>>),
+    /// In the state directory, with the ids written there (the ones that may be unloaded).
+    Disk {
+        state: StateDir,
+        written: Arc<Mutex<HashSet<DocId>>>,
+    },
+}
 
 /// Progress, shown by `/status` (and in the PWA, which computes the same from the catalogue).
 #[derive(Default)]
@@ -133,9 +146,13 @@ pub struct Worker {
     clustered: HashMap<String, HashMap<String, Option<String>>>,
     work_cache: HashMap<DocId, MonthWork>,
     recluster_every: Duration,
-    /// Every document as last saved (automerge's compressed form, a fraction of a loaded
-    /// document): what the catalogue reads an unloaded document back from.
-    stored: Arc<Mutex<HashMap<DocId, Vec<u8>>>>,
+    /// Where every document is as last saved: what the catalogue reads an unloaded document
+    /// back from.
+    store: Store,
+    /// `clustered` differs from what the state directory holds.
+    clustered_dirty: bool,
+    /// The first sync since the start is done (and was logged).
+    synced_once: bool,
     /// Saved size of the documents kept loaded between cycles (the least recently used beyond
     /// it are unloaded): the months being analysed and the people stay, a 300k library's
     /// years go.
@@ -183,7 +200,9 @@ impl Worker {
                 .ok_or_else(|| format!("{id} is not held by this ML node"))
         }));
         Ok(Self {
-            stored,
+            store: Store::Memory(stored),
+            clustered_dirty: false,
+            synced_once: false,
             loaded_budget: 4 << 20,
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -207,6 +226,45 @@ impl Worker {
     pub fn loaded_budget(mut self, bytes: usize) -> Self {
         self.loaded_budget = bytes;
         self
+    }
+
+    /// Keeps documents and clustering state in `dir` ([`StateDir`]) instead of memory, and
+    /// starts from what it holds: every kept document is held unloaded (read from its file when
+    /// used), so the first sync exchanges heads only, and the first clustering tries only the
+    /// faces that changed while this node was stopped.
+    pub fn state_dir(mut self, dir: &Path) -> Result<Self> {
+        let started = Instant::now();
+        let state = StateDir::open(dir, &self.base, &self.key)?;
+        self.lib.set_loader(state.loader());
+        let mut written = HashSet::new();
+        let mut bytes = 0;
+        for d in state.held_docs()? {
+            bytes += d.saved_bytes;
+            match self
+                .lib
+                .hold_unloaded(d.id.clone(), &d.heads, d.saved_bytes)
+            {
+                Ok(_) => {
+                    written.insert(d.id);
+                }
+                Err(e) => tracing::warn!("{e}: the document is fetched again"),
+            }
+        }
+        self.clustered = state.read_clustered();
+        let faces: usize = self.clustered.values().map(HashMap::len).sum();
+        tracing::info!(
+            dir = %state.dir().display(),
+            documents = written.len(),
+            mib = bytes >> 20,
+            faces_clustered = faces,
+            ms = started.elapsed().as_millis() as u64,
+            "resuming from the state directory"
+        );
+        self.store = Store::Disk {
+            state,
+            written: Arc::new(Mutex::new(written)),
+        };
+        Ok(self)
     }
 
     /// How often every user's unassigned faces are clustered again (default daily).
@@ -249,19 +307,13 @@ impl Worker {
     /// beyond `loaded_budget`: the ML node holds a large catalogue as saved bytes, and the
     /// caches (work lists, face cache) let a cycle read only the documents that changed.
     fn unload_idle(&mut self) {
-        let dirty = self.lib.take_dirty();
-        let Ok(mut stored) = self.stored.lock() else {
-            return;
-        };
-        for id in dirty {
-            if let Some(bytes) = self.lib.save(&id) {
-                stored.insert(id, bytes);
+        let unloaded = self.shed();
+        if let (Store::Disk { state, .. }, true) = (&self.store, self.clustered_dirty) {
+            match state.write_clustered(&self.clustered) {
+                Ok(()) => self.clustered_dirty = false,
+                Err(e) => tracing::warn!("keeping the clustering state: {e:#}"),
             }
         }
-        let unloaded = self
-            .lib
-            .evict(self.loaded_budget, &|id| stored.contains_key(id));
-        drop(stored);
         if unloaded > 0 {
             // An unloaded document frees thousands of small allocations scattered over the
             // heap; glibc keeps them mapped unless asked to give whole free pages back.
@@ -274,6 +326,59 @@ impl Worker {
         }
         for (doc, e) in self.lib.take_load_errors() {
             tracing::warn!(%doc, "cannot read a stored document back: {e}");
+        }
+    }
+
+    /// Saves the documents that changed (to memory or the state directory) and unloads the
+    /// least recently used beyond `loaded_budget`. Returns how many were unloaded.
+    fn shed(&mut self) -> usize {
+        let dirty = self.lib.take_dirty();
+        match &self.store {
+            Store::Memory(stored) => {
+                let Ok(mut stored) = stored.lock() else {
+                    return 0;
+                };
+                for id in dirty {
+                    if let Some(bytes) = self.lib.save(&id) {
+                        stored.insert(id, bytes);
+                    }
+                }
+                self.lib
+                    .evict(self.loaded_budget, &|id| stored.contains_key(id))
+            }
+            Store::Disk { state, written } => {
+                let Ok(mut written) = written.lock() else {
+                    return 0;
+                };
+                for id in dirty {
+                    let Some(bytes) = self.lib.save(&id) else {
+                        continue;
+                    };
+                    let heads = self.lib.known_heads_bytes(&id).unwrap_or_default();
+                    match state.write_doc(&id, &heads, &bytes) {
+                        Ok(()) => {
+                            written.insert(id);
+                        }
+                        Err(e) => {
+                            // Kept loaded (an unsaved document is never unloaded) and tried
+                            // again at the next save.
+                            tracing::warn!(%id, "keeping a document in the state directory: {e:#}");
+                            written.remove(&id);
+                            self.lib.mark_dirty(&id);
+                        }
+                    }
+                }
+                self.lib
+                    .evict(self.loaded_budget, &|id| written.contains(id))
+            }
+        }
+    }
+
+    /// [`Worker::shed`] while a pass reads many documents (a first sync, the first work list
+    /// or clustering of a large library), so that what it reads does not all stay loaded.
+    fn shed_if_over(&mut self) {
+        if self.lib.loaded_size().1 > self.loaded_budget.max(1 << 20) * 2 {
+            self.shed();
         }
     }
 
@@ -322,9 +427,13 @@ impl Worker {
         Ok(bytes.to_vec())
     }
 
-    /// Sync rounds until neither side has anything to say.
+    /// Sync rounds until neither side has anything to say. The first after a start says what
+    /// it took (a start from the state directory receives only what changed meanwhile).
     async fn sync_now(&mut self) -> Result<()> {
-        for _ in 0..50 {
+        let started = Instant::now();
+        let held = self.lib.ids().count();
+        let (mut whole, mut changed) = (0usize, 0usize);
+        for round in 1..=50 {
             let ids: Vec<DocId> = self.lib.ids().cloned().collect();
             let out = self.sync.generate(&mut self.lib, &ids);
             let quiet_up = out.is_empty();
@@ -338,8 +447,25 @@ impl Worker {
                 .await?;
             let env = SyncEnvelope::decode(&resp).context("the node's sync answer")?;
             let quiet_down = env.docs.is_empty();
-            self.sync.receive(&mut self.lib, env.docs, |_| true)?;
-            if quiet_up && quiet_down {
+            whole += env
+                .docs
+                .iter()
+                .filter(|m| m.kind == MsgKind::Snapshot)
+                .count();
+            changed += self.sync.receive(&mut self.lib, env.docs, |_| true)?.len();
+            self.shed_if_over();
+            if (quiet_up && quiet_down) || round == 50 {
+                if !self.synced_once {
+                    self.synced_once = true;
+                    tracing::info!(
+                        held,
+                        whole,
+                        changed,
+                        rounds = round,
+                        ms = started.elapsed().as_millis() as u64,
+                        "first sync with the node done"
+                    );
+                }
                 return Ok(());
             }
         }
@@ -362,6 +488,7 @@ impl Worker {
         self.work_cache.retain(|d, _| months.contains(d));
         let (mut total, mut done) = (0u64, 0u64);
         for id in &months {
+            self.shed_if_over();
             let Some(month) = id.month() else { continue };
             let user = id.user();
             let ml = DocId::ml(user, month)?;
@@ -707,6 +834,7 @@ impl Worker {
         let mut now: HashMap<String, Option<String>> = HashMap::with_capacity(before.len());
         let mut resolved: HashMap<String, String> = HashMap::new();
         for doc in &docs {
+            self.shed_if_over();
             self.load_vecs(doc, false).await?;
             let revision = self.lib.revision(doc).unwrap_or(0);
             let pack = self.vecs.get(doc).and_then(|v| v.face.loaded.clone());
@@ -766,6 +894,9 @@ impl Worker {
         // Faces that were removed leave nobody more assignable.
         self.face_cache
             .retain(|d, _| d.user() != user || docs.contains(d));
+        if !changed.is_empty() || now.len() != before.len() {
+            self.clustered_dirty = true;
+        }
         if changed.is_empty() || faces.iter().all(|f| f.person.is_some()) {
             self.clustered.insert(user.to_owned(), now);
             return Ok(());
@@ -781,10 +912,10 @@ impl Worker {
             now.insert(faces[*i].key.clone(), Some(p.clone()));
         }
         self.clustered.insert(user.to_owned(), now);
-        tracing::debug!(
+        tracing::info!(
             user,
             faces = faces.len(),
-            changed = tried,
+            tried,
             ms = started.elapsed().as_millis() as u64,
             "clustering pass"
         );

@@ -351,7 +351,7 @@ fn readme(name: &str, arch: &Arch, needed: &[String], glibc: (u32, u32)) -> Stri
          --ml http://127.0.0.1:3003 --ml-key-file /srv/tessera/ml-node.key; start the ML node\n\
          with it (it loads lib/libonnxruntime.so and fetches its models from the public hub on\n\
          first use, or see `bin/ml-node models --help`):\n\
-         \n    bin/ml-node serve --listen 127.0.0.1:3003 --node http://127.0.0.1:2283 \\\n        --api-key \"$(cat /srv/tessera/ml-node.key)\" --models /srv/tessera/models\n\
+         \n    bin/ml-node serve --listen 127.0.0.1:3003 --node http://127.0.0.1:2283 \\\n        --api-key \"$(cat /srv/tessera/ml-node.key)\" --models /srv/tessera/models \\\n        --state-dir /srv/tessera/ml-node-state\n\
          \n\
          Shared libraries the binaries need besides glibc and libgcc: {}.\n{heif}",
         glibc.0,

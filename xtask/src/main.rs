@@ -845,6 +845,7 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
     let ml: std::sync::Arc<std::sync::Mutex<Option<std::process::Child>>> = Default::default();
     {
         let (ml, url, models) = (ml.clone(), format!("http://{listen}"), models.clone());
+        let ml_data = PathBuf::from(&data);
         std::thread::spawn(move || {
             if !key_file.exists() {
                 eprintln!(
@@ -858,7 +859,7 @@ fn run(root: &Path, args: &[String]) -> Result<()> {
                     _ => std::thread::sleep(std::time::Duration::from_secs(1)),
                 }
             };
-            match ml_node_command(&ml_bin, ml_listen, &url, &key, &models).spawn() {
+            match ml_node_command(&ml_bin, ml_listen, &url, &key, &models, &ml_data).spawn() {
                 Ok(c) => {
                     if let Ok(mut slot) = ml.lock() {
                         *slot = Some(c);
@@ -896,7 +897,16 @@ fn sync_node_command(
     c
 }
 
-fn ml_node_command(bin: &Path, listen: &str, node_url: &str, key: &str, models: &Path) -> Command {
+/// The ML node working for the node at `node_url`, keeping its state under `data` (so a
+/// restart resumes instead of reading the whole catalogue and clustering every face again).
+fn ml_node_command(
+    bin: &Path,
+    listen: &str,
+    node_url: &str,
+    key: &str,
+    models: &Path,
+    data: &Path,
+) -> Command {
     let mut c = Command::new(bin);
     c.args([
         "serve",
@@ -908,7 +918,9 @@ fn ml_node_command(bin: &Path, listen: &str, node_url: &str, key: &str, models: 
         key,
         "--models",
     ])
-    .arg(models);
+    .arg(models)
+    .arg("--state-dir")
+    .arg(data.join("ml-node-state"));
     c
 }
 
@@ -1207,6 +1219,7 @@ fn run_smoke(root: &Path) -> Result<()> {
                 &base,
                 &key,
                 &models,
+                &data,
             )
             .stdout(Stdio::from(ml_log.try_clone()?))
             .stderr(Stdio::from(ml_log))

@@ -509,7 +509,10 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 502, "{}", r.text().unwrap_or_default());
     // `--catalogue-memory-mib 0`: every document this small library has is unloaded between
-    // cycles and read back from its saved bytes, as a 300k library's months are.
+    // cycles and read back from its saved bytes (in the state directory), as a 300k library's
+    // months are.
+    let state_dir = tmp.path().join("ml-state");
+    let state = state_dir.to_string_lossy().into_owned();
     let worker_args = |url: &str, key: &str| -> Vec<String> {
         [
             "--node",
@@ -522,6 +525,8 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
             "clip-test-color",
             "--catalogue-memory-mib",
             "0",
+            "--state-dir",
+            &state,
         ]
         .map(str::to_owned)
         .to_vec()
@@ -627,8 +632,9 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         );
     }
 
-    // Idempotent, and user decisions stand: a restarted ML node (new actor, fresh state)
-    // re-reads everything and records no change at all.
+    // Idempotent, and user decisions stand: a restarted ML node (new actor) records no change
+    // at all. It resumes from its state directory: every document held unloaded, heads
+    // exchanged, nothing received whole, the clustering state of the four faces kept.
     std::thread::sleep(Duration::from_secs(2));
     let before = ml_doc_sizes(&data);
     ml.kill();
@@ -654,10 +660,44 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         "re-running the ML node changed the catalogue"
     );
     let log = std::fs::read_to_string(&ml_log).unwrap_or_default();
+    let restarted = &log[log_len as usize..];
     assert!(
-        !log[log_len as usize..].contains(" photos ("),
+        !restarted.contains(" photos ("),
         "nothing re-analysed: {log}"
     );
+    let resumed = restarted
+        .lines()
+        .find(|l| l.contains("resuming from the state directory"))
+        .unwrap_or_else(|| panic!("no resume line: {restarted}"));
+    let field = |line: &str, name: &str| -> u64 {
+        let at = line
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("{name} in {line}"));
+        line[at + name.len() + 1..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {line}"))
+    };
+    let held = field(resumed, "documents");
+    assert!(held >= 6, "months, ML documents, people, root: {resumed}");
+    assert_eq!(field(resumed, "faces_clustered"), 4, "{resumed}");
+    let first = restarted
+        .lines()
+        .find(|l| l.contains("first sync with the node done"))
+        .unwrap_or_else(|| panic!("no first-sync line: {restarted}"));
+    assert_eq!(field(first, "held"), held, "{first}");
+    assert_eq!(field(first, "whole"), 0, "nothing comes whole: {first}");
+    assert!(
+        !restarted.contains("clustering pass"),
+        "no face is tried again: {restarted}"
+    );
+    // The first start, without state, received the catalogue whole.
+    let first_start = log[..log_len as usize]
+        .lines()
+        .find(|l| l.contains("first sync with the node done"))
+        .unwrap_or_else(|| panic!("no first-sync line: {log}"));
+    assert!(field(first_start, "whole") >= 3, "{first_start}");
     let (_, people) = api.get_json("/api/people").unwrap();
     let names: Vec<&str> = people["people"]
         .as_array()
