@@ -480,6 +480,10 @@ impl Library {
 
     /// Records that the document is now exactly `bytes`, a saved document received whole.
     pub(crate) fn received_whole(&mut self, id: &DocId, bytes: Vec<u8>) {
+        // Its saved size, for the memory budget of `evict`, before it is first saved here.
+        if let Some(slot) = self.docs.get(id) {
+            slot.bytes.store(bytes.len(), Relaxed);
+        }
         if !self.keep_received {
             return;
         }

@@ -315,13 +315,6 @@ impl Worker {
             }
         }
         if unloaded > 0 {
-            // An unloaded document frees thousands of small allocations scattered over the
-            // heap; glibc keeps them mapped unless asked to give whole free pages back.
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: malloc_trim only returns free memory to the system; it takes no pointer.
-            unsafe {
-                libc::malloc_trim(0);
-            }
             tracing::info!(unloaded, "documents unloaded (kept as saved bytes)");
         }
         for (doc, e) in self.lib.take_load_errors() {
@@ -332,6 +325,20 @@ impl Worker {
     /// Saves the documents that changed (to memory or the state directory) and unloads the
     /// least recently used beyond `loaded_budget`. Returns how many were unloaded.
     fn shed(&mut self) -> usize {
+        let unloaded = self.save_and_evict();
+        if unloaded > 0 {
+            // An unloaded document frees thousands of small allocations scattered over the
+            // heap; glibc keeps them mapped unless asked to give whole free pages back.
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only returns free memory to the system; it takes no pointer.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+        unloaded
+    }
+
+    fn save_and_evict(&mut self) -> usize {
         let dirty = self.lib.take_dirty();
         match &self.store {
             Store::Memory(stored) => {
@@ -377,7 +384,7 @@ impl Worker {
     /// [`Worker::shed`] while a pass reads many documents (a first sync, the first work list
     /// or clustering of a large library), so that what it reads does not all stay loaded.
     fn shed_if_over(&mut self) {
-        if self.lib.loaded_size().1 > self.loaded_budget.max(1 << 20) * 2 {
+        if self.lib.loaded_size().1 > self.loaded_budget + (self.loaded_budget / 4).max(1 << 20) {
             self.shed();
         }
     }
@@ -433,7 +440,9 @@ impl Worker {
         let started = Instant::now();
         let held = self.lib.ids().count();
         let (mut whole, mut changed) = (0usize, 0usize);
-        for round in 1..=50 {
+        // The node answers at most 2 MiB a round: 500 rounds is a library of a few million
+        // photos; anything left is taken up by the next cycle's sync.
+        for round in 1..=500 {
             let ids: Vec<DocId> = self.lib.ids().cloned().collect();
             let out = self.sync.generate(&mut self.lib, &ids);
             let quiet_up = out.is_empty();
@@ -453,8 +462,10 @@ impl Worker {
                 .filter(|m| m.kind == MsgKind::Snapshot)
                 .count();
             changed += self.sync.receive(&mut self.lib, env.docs, |_| true)?.len();
-            self.shed_if_over();
-            if (quiet_up && quiet_down) || round == 50 {
+            // What came is saved (to the state directory) and what is beyond the budget
+            // unloaded, round by round.
+            self.shed();
+            if (quiet_up && quiet_down) || round == 500 {
                 if !self.synced_once {
                     self.synced_once = true;
                     tracing::info!(

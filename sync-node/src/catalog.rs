@@ -303,8 +303,12 @@ impl Catalog {
             }
         })?;
         self.persist(&mut lib)?;
-        let ids: Vec<DocId> = lib.ids().filter(|d| !d.is_household()).cloned().collect();
-        let out = session.generate(&mut lib, &ids);
+        let mut ids: Vec<DocId> = lib.ids().filter(|d| !d.is_household()).cloned().collect();
+        // Newest first and at most ROUND_BYTES per answer, as for a browser: an ML node reads
+        // a large catalogue round by round and unloads it as it goes, instead of receiving
+        // (and loading) the whole library in one answer.
+        ids.sort_by_key(DocId::sync_rank);
+        let out = session.generate_within(&mut lib, &ids, ROUND_BYTES);
         Ok(SyncEnvelope::new("node", out).encode())
     }
 }
