@@ -558,7 +558,10 @@ impl Worker {
     /// One pass: sync, analyse one batch, publish, cluster, sync. `false` when idle.
     async fn cycle(&mut self) -> Result<bool> {
         self.sync_now().await?;
-        let todo = self.work_list()?;
+        // The first work list after a start reads every month (seconds at 300k photos): the
+        // runtime moves its other tasks (the HTTP API: `/ping`, the node's smart-search
+        // queries) off this thread meanwhile instead of stalling them.
+        let todo = tokio::task::block_in_place(|| self.work_list())?;
         if todo.is_empty() {
             self.status.error(None);
             return Ok(false);

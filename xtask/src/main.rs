@@ -1587,12 +1587,25 @@ fn bench_scale(root: &Path, n: u64) -> Result<()> {
     // The release PWA first: the scale bench opens it on the library in headless Chromium.
     build_pwa(true)?;
     let node = release_sync_node(root)?;
+    // The ML node following the library (first sync, restart from its state directory).
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tessera-ml-node",
+        "--bin",
+        "ml-node",
+    ]))?;
+    let ml = target_dir(root).join("release/ml-node");
+    let models = ensure_models(root, &ml)?;
     let mut c = bench_bin("tessera-scale-bench");
     c.arg(target_dir(root).join("scale-bench.json"))
         .args(["--scale", &n.to_string()])
         .env("TESSERA_BENCH_DIR", target_dir(root))
         .env("TESSERA_WEB_DIR", root.join("dist"))
-        .env("TESSERA_SYNC_NODE_BIN", node);
+        .env("TESSERA_SYNC_NODE_BIN", node)
+        .env("TESSERA_ML_NODE_BIN", ml)
+        .env("TESSERA_MODELS", models);
     sh(&mut c)?;
     sh(bench_bin("tessera-scroll-bench").args(["--assets", &n.to_string()]))
 }

@@ -411,7 +411,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = PathBuf::from(
         args.first()
-            .context("usage: tessera-scale-bench OUT.json [--scale N] [--pwa-only]")?,
+            .context("usage: tessera-scale-bench OUT.json [--scale N] [--pwa-only|--ml-only]")?,
     );
     let n: u64 = args
         .iter()
@@ -437,6 +437,16 @@ fn main() -> Result<()> {
     let pid = child.id();
     let start_s = t.elapsed().as_secs_f64();
     let rss_start = status_kb(pid, "VmRSS:");
+    if args.iter().any(|a| a == "--ml-only") {
+        api.login("admin@example.com", "correct horse")?;
+        let ml = ml_node(&api, &base);
+        let _ = child.kill();
+        let _ = child.wait();
+        let report = serde_json::json!({"assets": n, "ml_node": ml?});
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--pwa-only") {
         // Only the browser figures (the node's own are above and in the load test). The node
         // goes whatever happened in the browser (a failed run must not leave it holding the
@@ -517,6 +527,7 @@ fn main() -> Result<()> {
     std::thread::sleep(Duration::from_secs(60));
     let rss_idle_90 = status_kb(pid, "VmRSS:");
     let peak = status_kb(pid, "VmHWM:");
+    let ml = ml_node(&api, &base).context("the ML node at scale");
     let pwa = match &web {
         Some(_) => pwa(&api.base, n, pid, &base).context("the PWA at scale"),
         None => {
@@ -527,6 +538,7 @@ fn main() -> Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     let pwa = pwa?;
+    let ml = ml?;
     let load = load_test(&bin, &data).context("load test")?;
     let report = serde_json::json!({
         "assets": n,
@@ -547,10 +559,112 @@ fn main() -> Result<()> {
         "file_name_search_ms": runs(text),
         "load": load,
         "pwa": pwa,
+        "ml_node": ml,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     Ok(())
+}
+
+/// An ML node (test models, default memory budget) following the library: its first sync
+/// (every document received whole, round by round) and a restart from its state directory
+/// (heads only). Time to the end of that first sync, documents received whole, peak and
+/// settled RSS for each start. `null` without an ML node binary and models.
+fn ml_node(api: &tessera_tests::Api, base: &Path) -> Result<serde_json::Value> {
+    let Some(models) = tessera_tests::ml::models_dir() else {
+        eprintln!("no models (TESSERA_MODELS): the ML node figures are skipped");
+        return Ok(serde_json::Value::Null);
+    };
+    if tessera_tests::bin_path("ml-node").is_err() {
+        eprintln!("no ml-node binary: the ML node figures are skipped");
+        return Ok(serde_json::Value::Null);
+    }
+    let made: serde_json::Value = api
+        .req(reqwest::Method::POST, "/api/api-keys")
+        .json(&serde_json::json!({"name": "scale-bench ML", "permissions": ["ml"]}))
+        .send()?
+        .json()?;
+    let key = made["secret"]
+        .as_str()
+        .with_context(|| format!("no ML key: {made}"))?
+        .to_owned();
+    let state = base.join("scale-ml-state");
+    let _ = std::fs::remove_dir_all(&state);
+    let log = base.join("scale-ml.log");
+    let _ = std::fs::remove_file(&log);
+    let args: Vec<String> = [
+        "--node",
+        api.base.as_str(),
+        "--api-key",
+        &key,
+        "--face-model",
+        "yunet-sface",
+        "--clip-model",
+        "clip-test-color",
+        "--ocr-model",
+        "",
+        "--state-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([state.to_string_lossy().into_owned()])
+    .collect();
+    let mut runs = Vec::new();
+    for run in ["first start", "restart from the state directory"] {
+        let before = std::fs::read_to_string(&log).unwrap_or_default().len();
+        let t = Instant::now();
+        let mut ml = tessera_tests::ml::MlNode::start_with(
+            &models,
+            &log,
+            tessera_tests::free_port(),
+            &args,
+        )?;
+        let pid = ml.pid().context("the ML node exited")?;
+        let up_s = t.elapsed().as_secs_f64();
+        let line = loop {
+            let text = ml.log();
+            if let Some(l) = text[before.min(text.len())..]
+                .lines()
+                .find(|l| l.contains("first sync with the node done"))
+            {
+                break l.to_owned();
+            }
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(600),
+                "the ML node did not finish its first sync: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let synced_s = t.elapsed().as_secs_f64();
+        let peak_sync = status_kb(pid, "VmHWM:");
+        // Its first work list reads every month once; then it is idle (nothing to analyse).
+        std::thread::sleep(Duration::from_secs(20));
+        let field = |name: &str| -> Option<u64> {
+            let at = line.find(&format!(" {name}="))? + name.len() + 2;
+            line[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        runs.push(serde_json::json!({
+            "run": run,
+            "answering_s": up_s,
+            "first_sync_s": synced_s,
+            "first_sync_ms_in_node": field("ms"),
+            "documents_whole": field("whole"),
+            "documents_changed": field("changed"),
+            "rounds": field("rounds"),
+            "rss_peak_during_sync_mb": peak_sync as f64 / 1024.0,
+            "rss_peak_mb": status_kb(pid, "VmHWM:") as f64 / 1024.0,
+            "rss_after_20s_mb": status_kb(pid, "VmRSS:") as f64 / 1024.0,
+        }));
+        ml.kill();
+    }
+    Ok(serde_json::json!({
+        "state_dir_mb": dir_size(&state) as f64 / 1e6,
+        "runs": runs,
+    }))
 }
 
 /// What the page shows: tiles in the DOM, the timeline's count, the header's library progress.
