@@ -151,6 +151,7 @@ pub struct Worker {
     store: Store,
     /// `clustered` differs from what the state directory holds.
     clustered_dirty: bool,
+    clustered_written: Instant,
     /// The first sync since the start is done (and was logged).
     synced_once: bool,
     /// Saved size of the documents kept loaded between cycles (the least recently used beyond
@@ -202,6 +203,7 @@ impl Worker {
         Ok(Self {
             store: Store::Memory(stored),
             clustered_dirty: false,
+            clustered_written: Instant::now(),
             synced_once: false,
             loaded_budget: 4 << 20,
             http,
@@ -287,7 +289,7 @@ impl Worker {
                 }
             }
             let outcome = self.cycle().await;
-            self.unload_idle();
+            self.unload_idle(matches!(outcome, Ok(false)));
             match outcome {
                 Ok(true) => backoff = Duration::from_secs(1),
                 Ok(false) => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -306,11 +308,18 @@ impl Worker {
     /// Saves the documents that changed (as `stored`) and unloads the least recently used
     /// beyond `loaded_budget`: the ML node holds a large catalogue as saved bytes, and the
     /// caches (work lists, face cache) let a cycle read only the documents that changed.
-    fn unload_idle(&mut self) {
+    fn unload_idle(&mut self, idle: bool) {
         let unloaded = self.shed();
-        if let (Store::Disk { state, .. }, true) = (&self.store, self.clustered_dirty) {
+        // The clustering state (megabytes at 100k faces) is written when the node goes idle,
+        // and at most every 30 s while it works: a restart after a crash compares with an
+        // older state, so it only tries more faces again, never fewer.
+        let due = idle || self.clustered_written.elapsed() >= Duration::from_secs(30);
+        if let (Store::Disk { state, .. }, true) = (&self.store, self.clustered_dirty && due) {
             match state.write_clustered(&self.clustered) {
-                Ok(()) => self.clustered_dirty = false,
+                Ok(()) => {
+                    self.clustered_dirty = false;
+                    self.clustered_written = Instant::now();
+                }
                 Err(e) => tracing::warn!("keeping the clustering state: {e:#}"),
             }
         }
