@@ -31,7 +31,7 @@ enum Store {
     /// In the state directory, with the ids written there (the ones that may be unloaded).
     Disk {
         state: StateDir,
-        written: Arc<Mutex<HashSet<DocId>>>,
+        written: HashSet<DocId>,
     },
 }
 
@@ -262,10 +262,7 @@ impl Worker {
             ms = started.elapsed().as_millis() as u64,
             "resuming from the state directory"
         );
-        self.store = Store::Disk {
-            state,
-            written: Arc::new(Mutex::new(written)),
-        };
+        self.store = Store::Disk { state, written };
         Ok(self)
     }
 
@@ -305,9 +302,9 @@ impl Worker {
         }
     }
 
-    /// Saves the documents that changed (as `stored`) and unloads the least recently used
-    /// beyond `loaded_budget`: the ML node holds a large catalogue as saved bytes, and the
-    /// caches (work lists, face cache) let a cycle read only the documents that changed.
+    /// After each cycle: [`Worker::shed`] (the ML node holds a large catalogue as saved bytes,
+    /// and the caches, work lists and face cache, let a cycle read only the documents that
+    /// changed), then the clustering state to the state directory when it is due.
     fn unload_idle(&mut self, idle: bool) {
         let unloaded = self.shed();
         // The clustering state (megabytes at 100k faces) is written when the node goes idle,
@@ -349,7 +346,7 @@ impl Worker {
 
     fn save_and_evict(&mut self) -> usize {
         let dirty = self.lib.take_dirty();
-        match &self.store {
+        match &mut self.store {
             Store::Memory(stored) => {
                 let Ok(mut stored) = stored.lock() else {
                     return 0;
@@ -363,9 +360,6 @@ impl Worker {
                     .evict(self.loaded_budget, &|id| stored.contains_key(id))
             }
             Store::Disk { state, written } => {
-                let Ok(mut written) = written.lock() else {
-                    return 0;
-                };
                 for id in dirty {
                     let Some(bytes) = self.lib.save(&id) else {
                         continue;

@@ -1588,15 +1588,7 @@ fn bench_scale(root: &Path, n: u64) -> Result<()> {
     build_pwa(true)?;
     let node = release_sync_node(root)?;
     // The ML node following the library (first sync, restart from its state directory).
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "tessera-ml-node",
-        "--bin",
-        "ml-node",
-    ]))?;
-    let ml = target_dir(root).join("release/ml-node");
+    let ml = release_ml_node(root)?;
     let models = ensure_models(root, &ml)?;
     let mut c = bench_bin("tessera-scale-bench");
     c.arg(target_dir(root).join("scale-bench.json"))
@@ -1621,6 +1613,19 @@ fn release_sync_node(root: &Path) -> Result<PathBuf> {
         "sync-node",
     ]))?;
     Ok(target_dir(root).join("release/sync-node"))
+}
+
+/// Builds the release `ml-node` the benchmarks run; its path.
+fn release_ml_node(root: &Path) -> Result<PathBuf> {
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tessera-ml-node",
+        "--bin",
+        "ml-node",
+    ]))?;
+    Ok(target_dir(root).join("release/ml-node"))
 }
 
 /// `cargo run --release -p tessera-tests --bin NAME --`: one of the benchmark harnesses.
@@ -1720,15 +1725,7 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
             target_dir(root).join("browser-search-bench.json"),
         ))?;
     // ML: tessera-ml against Python + ONNX Runtime on the same models and photos.
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "tessera-ml-node",
-        "--bin",
-        "ml-node",
-    ]))?;
-    let models = ensure_models(root, &target_dir(root).join("release/ml-node"))?;
+    let models = ensure_models(root, &release_ml_node(root)?)?;
     let mut c = bench_bin("tessera-ml-bench");
     c.arg(target_dir(root).join("ml-bench.json"))
         .env("TESSERA_MODELS", models)
