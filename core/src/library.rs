@@ -144,11 +144,8 @@ fn load_doc(
 ) -> AutoCommit {
     let loaded = match loader {
         Some(load) => load(id).and_then(|bytes| {
-            let opts =
-                automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Ignore);
-            let mut d = AutoCommit::load_with_options(&bytes, opts)
-                .map_err(|e| e.to_string())?
-                .with_actor(actor.clone());
+            let (d, _) = load_longest_prefix(&bytes).map_err(|e| e.to_string())?;
+            let mut d = d.with_actor(actor.clone());
             slot.bytes.store(bytes.len(), Relaxed);
             *slot.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.get_heads());
             Ok(d)
@@ -162,6 +159,72 @@ fn load_doc(
             .push((id.clone(), e));
         AutoCommit::new().with_actor(actor.clone())
     })
+}
+
+/// automerge's storage chunk: magic, 4-byte checksum, type byte, uLEB128 length, data.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// Where each whole chunk at the start of `bytes` ends, stopping at the first one cut short or
+/// not a chunk at all (what a crash leaves after an append: a prefix, or zeroed blocks).
+fn chunk_ends(bytes: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while let Some(head) = bytes.get(at..at + 9) {
+        if head[..4] != CHUNK_MAGIC {
+            break;
+        }
+        let (mut len, mut shift, mut p) = (0u64, 0u32, at + 9);
+        loop {
+            let Some(&b) = bytes.get(p) else {
+                return ends;
+            };
+            p += 1;
+            if shift > 63 {
+                return ends;
+            }
+            len |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = usize::try_from(len).ok().and_then(|l| p.checked_add(l));
+        let Some(end) = end.filter(|&e| e <= bytes.len()) else {
+            break;
+        };
+        ends.push(end);
+        at = end;
+    }
+    ends
+}
+
+/// The document in `bytes`, or else in its longest prefix of whole chunks that loads, with the
+/// length used. (automerge's own partial load keeps a leading document chunk but drops every
+/// change chunk when the tail is torn: a log never compacted would load empty.)
+fn load_longest_prefix(bytes: &[u8]) -> Result<(AutoCommit, usize), automerge::AutomergeError> {
+    let whole = match AutoCommit::load(bytes) {
+        Ok(d) => return Ok((d, bytes.len())),
+        Err(e) => e,
+    };
+    // Prefixes up to the first bad chunk load and longer ones do not: the longest is found by
+    // bisection, in a few loads however long the log.
+    let ends: Vec<usize> = chunk_ends(bytes)
+        .into_iter()
+        .filter(|&e| e < bytes.len())
+        .collect();
+    let (mut lo, mut hi) = (0, ends.len());
+    let mut best = None;
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match AutoCommit::load(&bytes[..ends[mid]]) {
+            Ok(d) => {
+                best = Some((d, ends[mid]));
+                lo = mid + 1;
+            }
+            Err(_) => hi = mid,
+        }
+    }
+    best.ok_or(whole)
 }
 
 /// All catalogue documents a peer holds, with the set changed since the caller last persisted.
@@ -275,6 +338,19 @@ impl Library {
         Ok(true)
     }
 
+    /// Whether everything the document holds has been written out ([`Library::save`],
+    /// [`Library::save_incremental`], or it was loaded or held from saved bytes and not changed
+    /// since): its saved bytes then have exactly its [`Library::known_heads`]. `false` when it
+    /// is not held.
+    pub fn is_clean(&self, id: &DocId) -> bool {
+        let rev = self.revisions.get(id).copied().unwrap_or(0);
+        !self.dirty.contains(id)
+            && self
+                .docs
+                .get(id)
+                .is_some_and(|s| s.saved_rev.load(Relaxed) == rev)
+    }
+
     /// Documents that failed to load on demand since the last call (they read as empty).
     pub fn take_load_errors(&self) -> Vec<(DocId, String)> {
         std::mem::take(&mut *self.load_errors.lock().unwrap_or_else(|p| p.into_inner()))
@@ -350,12 +426,7 @@ impl Library {
             if total <= budget_bytes {
                 break;
             }
-            let rev = self.revisions.get(&id).copied().unwrap_or(0);
-            let clean = self
-                .docs
-                .get(&id)
-                .is_some_and(|s| s.saved_rev.load(Relaxed) == rev);
-            if !clean || self.dirty.contains(&id) {
+            if !self.is_clean(&id) {
                 continue;
             }
             if let Some(slot) = self.docs.get_mut(&id) {
@@ -388,21 +459,17 @@ impl Library {
     }
 
     /// Like [`Library::load`], but a torn tail (an append cut short by a crash) is dropped
-    /// instead of failing the whole document. Returns `true` if something was dropped: the
-    /// caller should then rewrite its copy from [`Library::save`].
+    /// instead of failing the whole document: it loads the longest run of whole chunks that
+    /// loads. Returns `true` if something was dropped: the caller should then rewrite its copy
+    /// from [`Library::save`].
     pub fn load_recovering(&mut self, id: DocId, bytes: &[u8]) -> Result<bool, LibraryError> {
-        if self.load(id.clone(), bytes).is_ok() {
-            return Ok(false);
-        }
-        let opts = automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Ignore);
-        let doc = AutoCommit::load_with_options(bytes, opts)
-            .map_err(am_err(&id))?
-            .with_actor(self.actor.clone());
+        let (doc, used) = load_longest_prefix(bytes).map_err(am_err(&id))?;
+        let doc = doc.with_actor(self.actor.clone());
         self.touch(&id);
-        let slot = Slot::loaded(doc, bytes.len());
+        let slot = Slot::loaded(doc, used);
         slot.saved_rev.store(self.next_revision, Relaxed);
         self.docs.insert(id, slot);
-        Ok(true)
+        Ok(used < bytes.len())
     }
 
     pub fn ids(&self) -> impl Iterator<Item = &DocId> {
@@ -1097,6 +1164,57 @@ pub(crate) mod tests {
             filename: Some(format!("{id}.jpg")),
             ..Default::default()
         }
+    }
+
+    /// A log of incremental saves cut anywhere (a crash mid-append), or followed by zeroed
+    /// blocks, loads every whole chunk before the cut. It used to load empty when the log
+    /// held no full save (automerge's partial load drops the change chunks).
+    #[test]
+    fn a_torn_log_keeps_every_whole_chunk() {
+        let shard = DocId::shard("u1", "2024-05").unwrap();
+        let mut lib = Library::new(&[1; 16]);
+        let mut log = Vec::new();
+        let mut heads_at = Vec::new();
+        for i in 0..4 {
+            let day = format!("2024-05-0{}T10:00:00", i + 1);
+            lib.upsert_assets("u1", &[rec(&format!("a{i}"), Some(&day))])
+                .unwrap();
+            log.extend(lib.save_incremental(&shard).unwrap());
+            heads_at.push((log.len(), lib.known_heads_bytes(&shard).unwrap()));
+        }
+        let (whole, heads) = heads_at.last().cloned().unwrap();
+        let (before_last, heads_before) = heads_at[2].clone();
+        let mut cuts: Vec<usize> = (before_last + 1..whole).collect();
+        cuts.push(before_last);
+        for cut in cuts {
+            let mut peer = Library::new(&[2; 16]);
+            let torn = peer.load_recovering(shard.clone(), &log[..cut]).unwrap();
+            assert_eq!(torn, cut != before_last, "cut at {cut}");
+            assert_eq!(
+                peer.known_heads_bytes(&shard).unwrap(),
+                heads_before,
+                "cut at {cut}"
+            );
+            assert_eq!(peer.assets(&shard).unwrap().len(), 3);
+        }
+        let mut zeroed = log.clone();
+        zeroed.extend([0u8; 4096]);
+        let mut peer = Library::new(&[2; 16]);
+        assert!(peer.load_recovering(shard.clone(), &zeroed).unwrap());
+        assert_eq!(peer.known_heads_bytes(&shard).unwrap(), heads);
+        // Nothing whole at all is an error, not an empty document.
+        assert!(Library::new(&[2; 16])
+            .load_recovering(shard.clone(), &log[..heads_at[0].0 - 1])
+            .is_err());
+        // Through the loader (a lazily held document read again) the same.
+        let torn_log = log[..whole - 3].to_vec();
+        let mut lazy = Library::new(&[3; 16]);
+        lazy.set_loader(Box::new(move |_| Ok(torn_log.clone())));
+        assert!(lazy
+            .hold_unloaded(shard.clone(), &heads_before, 10)
+            .unwrap());
+        assert_eq!(lazy.assets(&shard).unwrap().len(), 3);
+        assert!(lazy.take_load_errors().is_empty());
     }
 
     /// A synced record with a wrongly typed field keeps its other fields and does not fail

@@ -2,12 +2,20 @@
 //!
 //! Each document is `<data>/docs/<doc id with / as ~>.am`, an append-only log: a full save
 //! followed by incremental chunks (automerge loads the concatenation). Every append is fsynced
-//! before the change is acknowledged. Logs are compacted into one full save at start-up.
+//! before the change is acknowledged.
+//!
+//! Start-up does not decode the catalogue: `<data>/docs/heads.idx` records, per document file,
+//! its length and blake3 hash and the heads of the document it holds. A file that still
+//! matches is held unloaded with those heads ([`Library::hold_unloaded`]) and read when first
+//! used; any other file (appended since, torn by a crash, rewritten, or no index at all) is
+//! read, a torn tail dropped, and compacted into one full save. The index is refreshed every
+//! half minute and at shutdown; being stale only costs that check.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tessera_core::{Access, DocId, Library, LibraryError, PeerSync, SyncEnvelope, SyncError};
@@ -57,18 +65,92 @@ pub struct Catalog {
     sessions: Mutex<HashMap<(String, String), PeerSync>>,
     /// Bumped whenever a change was persisted (live sync sessions push it to their peers).
     changes: tokio::sync::watch::Sender<u64>,
+    /// What `heads.idx` should hold: documents whose file was not written since their entry.
+    index: Mutex<BTreeMap<DocId, Indexed>>,
+    /// A document file was written since `heads.idx` was.
+    index_stale: AtomicBool,
+    opened: OpenStats,
+}
+
+/// How the catalogue was opened (logged, and asserted by tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenStats {
+    /// Documents held unloaded from `heads.idx`, not decoded.
+    pub held: usize,
+    /// Documents read and checked (no or stale index entry).
+    pub checked: usize,
+    /// Of those, documents whose torn tail was dropped.
+    pub torn: usize,
+}
+
+/// `heads.idx`: what the node knew of a document file when it last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Indexed {
+    len: u64,
+    hash: [u8; 32],
+    /// The document's heads, 32 bytes each ([`Library::known_heads_bytes`]).
+    heads: Vec<u8>,
+}
+
+const INDEX_FILE: &str = "heads.idx";
+const INDEX_MAGIC: &[u8; 8] = b"TSHEADS1";
+
+/// `MAGIC, count: u32, count × (stem len: u16, stem, file len: u64, file blake3, heads len:
+/// u32, heads), blake3 of everything before` (little-endian).
+fn encode_index(entries: &BTreeMap<DocId, Indexed>) -> Vec<u8> {
+    let mut out = INDEX_MAGIC.to_vec();
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (id, e) in entries {
+        let stem = id.file_stem();
+        out.extend_from_slice(&(stem.len() as u16).to_le_bytes());
+        out.extend_from_slice(stem.as_bytes());
+        out.extend_from_slice(&e.len.to_le_bytes());
+        out.extend_from_slice(&e.hash);
+        out.extend_from_slice(&(e.heads.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.heads);
+    }
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
+    out
+}
+
+/// The entries of a `heads.idx`, by file stem; `None` for anything damaged or foreign.
+fn decode_index(bytes: &[u8]) -> Option<HashMap<String, Indexed>> {
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if blake3::hash(body).as_bytes() != sum {
+        return None;
+    }
+    let mut rest = body.strip_prefix(INDEX_MAGIC.as_slice())?;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (a, b) = rest.split_at_checked(n)?;
+        rest = b;
+        Some(a)
+    };
+    let count = u32::from_le_bytes(take(4)?.try_into().ok()?);
+    let mut out = HashMap::new();
+    for _ in 0..count {
+        let stem_len = u16::from_le_bytes(take(2)?.try_into().ok()?);
+        let stem = std::str::from_utf8(take(stem_len.into())?).ok()?.to_owned();
+        let len = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let hash: [u8; 32] = take(32)?.try_into().ok()?;
+        let heads_len = u32::from_le_bytes(take(4)?.try_into().ok()?);
+        let heads = take(heads_len as usize)?.to_vec();
+        out.insert(stem, Indexed { len, hash, heads });
+    }
+    Some(out)
 }
 
 impl Catalog {
-    /// Opens (and compacts) every document under `<data>/docs`, keeping every one loaded.
+    /// Opens every document under `<data>/docs`, keeping every one loaded once used.
     pub fn open(data: &Path, actor: &[u8]) -> Result<Self, CatalogError> {
         Self::open_lazy(data, actor, usize::MAX)
     }
 
-    /// Opens (and compacts) every document under `<data>/docs`; month documents (shards and
-    /// ML results) stay loaded up to about `memory_bytes` of resident memory and are read again
-    /// from their files when next used.
+    /// Opens every document under `<data>/docs` (see the module's doc for what is checked);
+    /// month documents (shards and ML results) stay loaded up to about `memory_bytes` of
+    /// resident memory and are read again from their files when next used.
     pub fn open_lazy(data: &Path, actor: &[u8], memory_bytes: usize) -> Result<Self, CatalogError> {
+        let started = std::time::Instant::now();
         let dir = data.join("docs");
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let budget_saved_bytes = memory_bytes / RESIDENT_PER_SAVED_BYTE;
@@ -78,6 +160,16 @@ impl Catalog {
             let path = from.join(format!("{}.am", id.file_stem()));
             fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))
         }));
+        let index_path = dir.join(INDEX_FILE);
+        let known = match fs::read(&index_path) {
+            Ok(bytes) => decode_index(&bytes).unwrap_or_else(|| {
+                tracing::warn!(path = %index_path.display(), "the heads index is damaged; checking every document");
+                HashMap::new()
+            }),
+            Err(_) => HashMap::new(),
+        };
+        let mut index = BTreeMap::new();
+        let mut opened = OpenStats::default();
         for e in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let path = e.path();
             let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
@@ -91,6 +183,23 @@ impl Catalog {
                 continue;
             };
             let bytes = fs::read(&path).map_err(io(&path))?;
+            let hash = *blake3::hash(&bytes).as_bytes();
+            if let Some(e) = known
+                .get(stem)
+                .filter(|e| e.len == bytes.len() as u64 && e.hash == hash)
+            {
+                match lib.hold_unloaded(id.clone(), &e.heads, bytes.len()) {
+                    Ok(_) => {
+                        index.insert(id, e.clone());
+                        opened.held += 1;
+                        continue;
+                    }
+                    Err(err) => {
+                        tracing::warn!(doc = %id, error = %err, "bad heads index entry; checking the document")
+                    }
+                }
+            }
+            opened.checked += 1;
             let torn = match lib.load_recovering(id.clone(), &bytes) {
                 Ok(torn) => torn,
                 Err(e) => {
@@ -102,16 +211,36 @@ impl Catalog {
                 }
             };
             if torn {
+                opened.torn += 1;
                 tracing::warn!(doc = %id, "dropped a torn tail (a write cut short by a crash); rewriting the document");
             }
+            let mut file = bytes;
             if let Some(full) = lib.save(&id) {
-                if torn || (full.len() as u64) * 3 / 2 < bytes.len() as u64 {
+                if torn || (full.len() as u64) * 3 / 2 < file.len() as u64 {
                     write_atomic(&path, &full)?;
+                    file = full;
                 }
+            }
+            if let Some(heads) = lib.known_heads_bytes(&id) {
+                let (len, hash) = (file.len() as u64, *blake3::hash(&file).as_bytes());
+                index.insert(id, Indexed { len, hash, heads });
             }
             // Checked and compacted: it need not stay loaded.
             lib.evict(budget_saved_bytes, &unloadable);
         }
+        if opened.checked > 0 || index.len() != known.len() {
+            if let Err(e) = write_atomic(&index_path, &encode_index(&index)) {
+                tracing::warn!(error = %e, "cannot write the heads index; the next start checks every document");
+            }
+        }
+        tracing::info!(
+            documents = opened.held + opened.checked,
+            held_unloaded = opened.held,
+            checked = opened.checked,
+            torn = opened.torn,
+            ms = started.elapsed().as_millis() as u64,
+            "catalogue opened"
+        );
         Ok(Self {
             dir,
             budget_saved_bytes,
@@ -119,7 +248,67 @@ impl Catalog {
             rewrite: Mutex::new(Default::default()),
             sessions: Mutex::new(HashMap::new()),
             changes: tokio::sync::watch::channel(0).0,
+            index: Mutex::new(index),
+            index_stale: AtomicBool::new(false),
+            opened,
         })
+    }
+
+    /// How the catalogue was opened.
+    pub fn open_stats(&self) -> OpenStats {
+        self.opened
+    }
+
+    /// Brings `heads.idx` up to date with the document files written since it was (the next
+    /// start then decodes none of them). Documents with unsaved changes or a failed write
+    /// keep no entry until they are written. Cheap when nothing was written.
+    pub fn save_heads_index(&self) -> Result<(), CatalogError> {
+        if !self.index_stale.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut lib = self.lock()?;
+        let failed = match self.rewrite.lock() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let missing: Vec<DocId> = lib
+            .ids()
+            .filter(|id| !index.contains_key(*id))
+            .cloned()
+            .collect();
+        let mut complete = true;
+        for id in missing {
+            if !lib.is_clean(&id) || failed.contains(&id) {
+                complete = false;
+                continue;
+            }
+            let path = self.dir.join(format!("{}.am", id.file_stem()));
+            let file = match fs::read(&path) {
+                Ok(f) => f,
+                // Never written (an empty document nobody changed): nothing to index.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&path)(e)),
+            };
+            if let Some(heads) = lib.known_heads_bytes(&id) {
+                let (len, hash) = (file.len() as u64, *blake3::hash(&file).as_bytes());
+                index.insert(id, Indexed { len, hash, heads });
+            }
+        }
+        drop(lib);
+        if !complete {
+            self.index_stale.store(true, Ordering::Release);
+        }
+        write_atomic(&self.dir.join(INDEX_FILE), &encode_index(&index))
+    }
+
+    /// A document's file changed: its index entry no longer holds.
+    fn written(&self, id: &DocId) {
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.index_stale.store(true, Ordering::Release);
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -185,6 +374,7 @@ impl Catalog {
         for id in &rewrite {
             let path = self.dir.join(format!("{}.am", id.file_stem()));
             let Some(full) = lib.save(id) else { continue };
+            self.written(id);
             if let Err(e) = write_atomic(&path, &full) {
                 tracing::error!(doc = %id, error = %e, "catalogue rewrite failed; will retry");
                 self.remember_failed(id);
@@ -227,6 +417,7 @@ impl Catalog {
                 return Ok(());
             }
             let path = self.dir.join(format!("{}.am", id.file_stem()));
+            self.written(id);
             let fresh = !path.exists();
             let mut f = OpenOptions::new()
                 .create(true)
@@ -342,4 +533,161 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CatalogError> {
             .map_err(io(dir))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::AssetRecord;
+
+    const USER: &str = "0123456789abcdef0123456789abcdef";
+
+    fn rec(id: char, taken: &str) -> AssetRecord {
+        AssetRecord {
+            id: id.to_string().repeat(64),
+            owner: Some(USER.into()),
+            taken_at: Some(taken.into()),
+            ..Default::default()
+        }
+    }
+
+    fn open(dir: &Path) -> Catalog {
+        Catalog::open_lazy(dir, b"test-actor-0001", 0).unwrap()
+    }
+
+    fn heads(cat: &Catalog, id: &DocId) -> Vec<u8> {
+        cat.lock().unwrap().known_heads_bytes(id).unwrap()
+    }
+
+    #[test]
+    fn a_restart_holds_unchanged_documents_unloaded_and_checks_the_rest() {
+        let dir = std::env::temp_dir().join(format!("tessera-catalog-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let may = DocId::shard(USER, "2024-05").unwrap();
+        let jan = DocId::shard(USER, "2023-01").unwrap();
+        let docs = dir.join("docs");
+        let file = |id: &DocId| docs.join(format!("{}.am", id.file_stem()));
+        let (may_heads, jan_heads) = {
+            let cat = open(&dir);
+            assert_eq!(cat.open_stats(), OpenStats::default());
+            let mut lib = cat.lock().unwrap();
+            lib.upsert_assets(
+                USER,
+                &[
+                    rec('a', "2024-05-03T10:00:00"),
+                    rec('b', "2023-01-04T10:00:00"),
+                ],
+            )
+            .unwrap();
+            cat.persist(&mut lib).unwrap();
+            drop(lib);
+            cat.save_heads_index().unwrap();
+            (heads(&cat, &may), heads(&cat, &jan))
+        };
+        let n = fs::read_dir(&docs)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("am".as_ref()))
+            .count();
+        assert!(n >= 3, "a root and two months: {n}");
+
+        // Nothing changed: every document is held from the index, none decoded.
+        let cat = open(&dir);
+        assert_eq!(cat.open_stats().held, n);
+        assert_eq!(cat.open_stats().checked, 0);
+        {
+            let mut lib = cat.lock().unwrap();
+            assert!(!lib.is_loaded(&may) && !lib.is_loaded(&jan));
+            assert_eq!(lib.known_heads_bytes(&may).unwrap(), may_heads);
+            assert_eq!(lib.known_heads_bytes(&jan).unwrap(), jan_heads);
+            // Read from its file when used.
+            assert_eq!(lib.assets(&may).unwrap().len(), 1);
+            // A change appended to May; the index is not written again (a crash, say).
+            lib.upsert_assets(USER, &[rec('c', "2024-05-09T10:00:00")])
+                .unwrap();
+            cat.persist(&mut lib).unwrap();
+        }
+        let may_heads = heads(&cat, &may);
+        drop(cat);
+
+        // May's file no longer matches its entry: it alone (and the root it changed) is
+        // checked; the change is there.
+        let cat = open(&dir);
+        let s = cat.open_stats();
+        assert!(s.checked >= 1 && s.checked < n, "{s:?}");
+        assert_eq!(s.held + s.checked, n);
+        assert_eq!(heads(&cat, &may), may_heads);
+        assert_eq!(cat.lock().unwrap().assets(&may).unwrap().len(), 2);
+        drop(cat);
+
+        // The reopen wrote the index: now everything is held again.
+        let cat = open(&dir);
+        assert_eq!(cat.open_stats().checked, 0);
+        drop(cat);
+
+        // A torn append (a crash mid-write) is seen, dropped and the file rewritten.
+        let mut f = OpenOptions::new().append(true).open(file(&jan)).unwrap();
+        f.write_all(&[0x85, 0x6f, 0x4a, 0x83, 1, 2, 3]).unwrap();
+        drop(f);
+        let cat = open(&dir);
+        assert_eq!(cat.open_stats().checked, 1);
+        assert_eq!(cat.open_stats().torn, 1);
+        assert_eq!(heads(&cat, &jan), jan_heads);
+        drop(cat);
+
+        // A file changed in place (same length) is not believed: it is checked.
+        let mut bytes = fs::read(file(&may)).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(file(&may), &bytes).unwrap();
+        let cat = open(&dir);
+        assert_eq!(cat.open_stats().checked, 1);
+        assert_eq!(cat.open_stats().held, n - 1);
+        drop(cat);
+
+        // A damaged index means checking everything, nothing worse.
+        let mut idx = fs::read(docs.join(INDEX_FILE)).unwrap();
+        idx[12] ^= 1;
+        fs::write(docs.join(INDEX_FILE), &idx).unwrap();
+        let cat = open(&dir);
+        assert_eq!(cat.open_stats().held, 0);
+        assert!(cat.open_stats().checked >= n - 1);
+        assert_eq!(heads(&cat, &jan), jan_heads);
+        drop(cat);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_index_round_trips_and_refuses_anything_damaged() {
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            DocId::shard(USER, "2024-05").unwrap(),
+            Indexed {
+                len: 1234,
+                hash: [7; 32],
+                heads: vec![9; 64],
+            },
+        );
+        entries.insert(
+            DocId::root(USER).unwrap(),
+            Indexed {
+                len: 1,
+                hash: [1; 32],
+                heads: Vec::new(),
+            },
+        );
+        let bytes = encode_index(&entries);
+        let back = decode_index(&bytes).unwrap();
+        assert_eq!(back.len(), 2);
+        for (id, e) in &entries {
+            assert_eq!(back.get(&id.file_stem()), Some(e));
+        }
+        for cut in [0, 8, 31, 32, bytes.len() - 1] {
+            assert!(decode_index(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
+        for at in [0, 9, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            assert!(decode_index(&bad).is_none(), "flipped at {at}");
+        }
+    }
 }

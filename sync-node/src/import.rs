@@ -353,6 +353,7 @@ pub fn run(
         report.album = Some(name.to_owned());
     }
     node.flush()?;
+    node.save_indexes()?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -417,6 +417,8 @@ async fn run() -> Result<()> {
                 }
             }),
         )
+        // Plain text in a service's journal or a log file; colours on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     match cli.cmd {
         Cmd::Serve {
@@ -573,16 +575,26 @@ async fn run() -> Result<()> {
             {
                 // A catalogue write that failed (full disk, read-only file) is retried until it
                 // lands; nothing acknowledged is forgotten.
+                // Every 30 s the heads index and the timeline counts catch up with the
+                // documents written, so a restart decodes only what changed in the last half
+                // minute, and Immich's timeline answers at once.
                 let node = node.clone();
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-                    loop {
+                    for round in 0u64.. {
                         tick.tick().await;
                         let n = node.clone();
                         let res =
                             tokio::task::spawn_blocking(move || n.catalog.retry_failed()).await;
                         if let Ok(Err(e)) = res {
                             tracing::warn!(error = %e, "catalogue write still failing");
+                        }
+                        if round % 6 == 5 {
+                            let n = node.clone();
+                            let res = tokio::task::spawn_blocking(move || n.save_indexes()).await;
+                            if let Ok(Err(e)) = res {
+                                tracing::warn!(error = %e, "cannot write the start-up indexes");
+                            }
                         }
                     }
                 });
@@ -599,6 +611,8 @@ async fn run() -> Result<()> {
             .context("serving HTTP")?;
             peer.shutdown().await;
             node.flush().context("flushing the index")?;
+            node.save_indexes()
+                .context("writing the catalogue's start-up indexes")?;
             Ok(())
         }
         Cmd::Import {

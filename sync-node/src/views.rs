@@ -8,12 +8,15 @@
 //! counts let `GET /api/timeline/buckets` answer without reading a record.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tessera_core::{AssetRecord, DocId, Library, LibraryError};
 
 /// Which of Immich's timelines an asset is on (by `isTrashed` / `visibility`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Shelf {
     Timeline,
     Archive,
@@ -221,6 +224,14 @@ impl SlimShard {
     }
 }
 
+/// One shard's counts as saved between runs, at the heads they were counted at.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedCounts {
+    doc: String,
+    heads: String,
+    counts: Vec<(String, String, Shelf, bool, u32)>,
+}
+
 struct Cached {
     revision: u64,
     records: Arc<Vec<AssetRecord>>,
@@ -228,11 +239,18 @@ struct Cached {
     used: u64,
 }
 
+/// A shard's counts and (when built) search index at a revision.
+type Derived = (u64, Arc<ShardCounts>, Option<Arc<SlimShard>>);
+
 #[derive(Default)]
 struct Inner {
     records: HashMap<DocId, Cached>,
-    /// Per shard, at a revision: its counts and search index (kept for every shard).
-    derived: HashMap<DocId, (u64, Arc<ShardCounts>, Arc<SlimShard>)>,
+    /// Per shard, at a revision: its counts and search index (kept for every shard). The
+    /// index is `None` for counts read back from the last run ([`ShardViews::load_counts`]):
+    /// it is built when first needed.
+    derived: HashMap<DocId, Derived>,
+    /// Counts were computed since they were last saved.
+    counts_changed: bool,
     bytes: usize,
     tick: u64,
     hits: u64,
@@ -318,9 +336,10 @@ impl ShardViews {
             (
                 revision,
                 Arc::new(ShardCounts::of(&records)),
-                Arc::new(SlimShard::of(&records)),
+                Some(Arc::new(SlimShard::of(&records))),
             ),
         );
+        inner.counts_changed = true;
         let bytes: usize = records.iter().map(approx_bytes).sum();
         if bytes <= self.budget {
             inner.bytes += bytes;
@@ -353,21 +372,6 @@ impl ShardViews {
 
     /// The shard's timeline counts, computed once per revision.
     pub fn counts(&self, lib: &Library, doc: &DocId) -> Result<Arc<ShardCounts>, LibraryError> {
-        Ok(self.derived(lib, doc)?.0)
-    }
-
-    /// The shard's search index, built once per revision (kept for every shard).
-    pub fn slim(&self, lib: &Library, doc: &DocId) -> Result<Arc<SlimShard>, LibraryError> {
-        Ok(self.derived(lib, doc)?.1)
-    }
-
-    /// The shard's counts and search index at its current revision, made from its records
-    /// (by [`ShardViews::records`]) when they are older.
-    fn derived(
-        &self,
-        lib: &Library,
-        doc: &DocId,
-    ) -> Result<(Arc<ShardCounts>, Arc<SlimShard>), LibraryError> {
         let Some(revision) = lib.revision(doc) else {
             return Ok(Default::default());
         };
@@ -376,20 +380,130 @@ impl ShardViews {
                 .derived
                 .get(doc)
                 .filter(|(r, _, _)| *r == revision)
-                .map(|(_, c, s)| (c.clone(), s.clone()))
+                .map(|(_, c, _)| c.clone())
         };
-        if let Some(d) = current(&self.inner()) {
-            return Ok(d);
+        if let Some(c) = current(&self.inner()) {
+            return Ok(c);
         }
         self.records(lib, doc)?;
         Ok(current(&self.inner()).unwrap_or_default())
+    }
+
+    /// The shard's search index, built once per revision (kept for every shard).
+    pub fn slim(&self, lib: &Library, doc: &DocId) -> Result<Arc<SlimShard>, LibraryError> {
+        let Some(revision) = lib.revision(doc) else {
+            return Ok(Default::default());
+        };
+        let current = |inner: &Inner| {
+            inner
+                .derived
+                .get(doc)
+                .filter(|(r, _, _)| *r == revision)
+                .and_then(|(_, _, s)| s.clone())
+        };
+        if let Some(s) = current(&self.inner()) {
+            return Ok(s);
+        }
+        self.records(lib, doc)?;
+        Ok(current(&self.inner()).unwrap_or_default())
+    }
+
+    /// Writes every shard's counts with the heads they were computed at to `path` (replaced
+    /// atomically), when any changed since the last call: the next start reads them back
+    /// ([`ShardViews::load_counts`]) and Immich's timeline answers without reading a month.
+    /// The caller holds the library, so heads and revisions agree.
+    pub fn save_counts(&self, lib: &mut Library, path: &Path) -> std::io::Result<()> {
+        let entries: Vec<(DocId, u64, Arc<ShardCounts>)> = {
+            let mut inner = self.inner();
+            if !std::mem::take(&mut inner.counts_changed) {
+                return Ok(());
+            }
+            inner
+                .derived
+                .iter()
+                .map(|(id, (r, c, _))| (id.clone(), *r, c.clone()))
+                .collect()
+        };
+        let mut saved = Vec::with_capacity(entries.len());
+        for (id, revision, counts) in entries {
+            if lib.revision(&id) != Some(revision) {
+                continue;
+            }
+            let Some(heads) = lib.known_heads_bytes(&id) else {
+                continue;
+            };
+            saved.push(SavedCounts {
+                doc: id.file_stem(),
+                heads: data_encoding::HEXLOWER.encode(&heads),
+                counts: counts
+                    .counts
+                    .iter()
+                    .map(|((b, o, s, f), n)| (b.clone(), o.clone(), *s, *f, *n))
+                    .collect(),
+            });
+        }
+        let json = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        let mut body = blake3::hash(&json).to_hex().as_bytes().to_vec();
+        body.push(b'\n');
+        body.extend_from_slice(&json);
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Takes back the counts [`ShardViews::save_counts`] wrote, for every shard whose heads
+    /// are still the same (the others are counted again when asked). A missing or damaged
+    /// file is nothing worse than no counts. Returns how many shards were taken.
+    pub fn load_counts(&self, lib: &mut Library, path: &Path) -> usize {
+        let Ok(body) = std::fs::read(path) else {
+            return 0;
+        };
+        let parsed = body
+            .split_at_checked(65)
+            .filter(|(sum, json)| &sum[..64] == blake3::hash(json).to_hex().as_bytes())
+            .and_then(|(_, json)| serde_json::from_slice::<Vec<SavedCounts>>(json).ok());
+        let Some(saved) = parsed else {
+            tracing::warn!(path = %path.display(), "the saved timeline counts are damaged; counting again");
+            return 0;
+        };
+        let mut inner = self.inner();
+        let mut n = 0;
+        for s in saved {
+            let Ok(id) = DocId::from_file_stem(&s.doc) else {
+                continue;
+            };
+            let (Some(revision), Some(heads)) = (lib.revision(&id), lib.known_heads_bytes(&id))
+            else {
+                continue;
+            };
+            if data_encoding::HEXLOWER.encode(&heads) != s.heads {
+                continue;
+            }
+            let counts = ShardCounts {
+                counts: s
+                    .counts
+                    .into_iter()
+                    .map(|(b, o, sh, f, n)| ((b, o, sh, f), n))
+                    .collect(),
+            };
+            inner.derived.insert(id, (revision, Arc::new(counts), None));
+            n += 1;
+        }
+        n
     }
 
     pub fn stats(&self) -> ViewStats {
         let inner = self.inner();
         ViewStats {
             shards: inner.records.len(),
-            index_bytes: inner.derived.values().map(|(_, _, s)| s.heap_bytes()).sum(),
+            index_bytes: inner
+                .derived
+                .values()
+                .filter_map(|(_, _, s)| s.as_ref())
+                .map(|s| s.heap_bytes())
+                .sum(),
             bytes: inner.bytes,
             budget: self.budget,
             hits: inner.hits,
@@ -498,5 +612,65 @@ mod tests {
             Some(&1)
         );
         assert_eq!(views.records(&lib, &may).unwrap()[1].archived, Some(true));
+    }
+
+    /// Counts saved by one run are taken by the next for the shards whose heads did not
+    /// change, and only for those; the search index is then built on demand.
+    #[test]
+    fn saved_counts_come_back_for_unchanged_shards_only() {
+        let user = "0123456789abcdef0123456789abcdef";
+        let dir = std::env::temp_dir().join(format!("tessera-counts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("counts.json");
+        let mut lib = Library::new(b"test-actor-0001");
+        lib.upsert_assets(
+            user,
+            &[
+                rec(&"a".repeat(64), "2024-05-03T10:00:00", true),
+                rec(&"c".repeat(64), "2023-01-04T10:00:00", false),
+            ],
+        )
+        .unwrap();
+        let may = DocId::shard(user, "2024-05").unwrap();
+        let jan = DocId::shard(user, "2023-01").unwrap();
+        let views = ShardViews::new(1 << 20);
+        let may_counts = views.counts(&lib, &may).unwrap();
+        views.counts(&lib, &jan).unwrap();
+        views.save_counts(&mut lib, &path).unwrap();
+
+        // The "next run": the same documents (same heads), January changed since.
+        let mut next = Library::new(b"test-actor-0002");
+        let may_bytes = lib.save(&may).unwrap();
+        next.load(may.clone(), &may_bytes).unwrap();
+        lib.update_asset(user, "2023-01", &"c".repeat(64), |r| {
+            r.favorite = Some(true)
+        })
+        .unwrap();
+        let jan_bytes = lib.save(&jan).unwrap();
+        next.load(jan.clone(), &jan_bytes).unwrap();
+        let fresh = ShardViews::new(1 << 20);
+        assert_eq!(fresh.load_counts(&mut next, &path), 1);
+        assert_eq!(fresh.counts(&next, &may).unwrap().counts, may_counts.counts);
+        assert_eq!(fresh.stats().misses, 0, "May counted without reading it");
+        // January is counted again, from its records (favourite now).
+        let jan_counts = fresh.counts(&next, &jan).unwrap();
+        let fav = (
+            "2023-01-01".to_string(),
+            "u1".to_string(),
+            Shelf::Timeline,
+            true,
+        );
+        assert_eq!(jan_counts.counts.get(&fav), Some(&1));
+        // May's search index is built when first asked.
+        assert_eq!(fresh.slim(&next, &may).unwrap().len(), 1);
+
+        // Damaged: nothing taken, nothing worse.
+        let mut body = std::fs::read(&path).unwrap();
+        let last = body.len() - 2;
+        body[last] ^= 1;
+        std::fs::write(&path, &body).unwrap();
+        assert_eq!(ShardViews::new(0).load_counts(&mut next, &path), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

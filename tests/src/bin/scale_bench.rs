@@ -3,7 +3,8 @@
 //! its place, some favorites) written straight into a data directory with `tessera-core` (no
 //! originals: the numbers are the catalogue's), then a real release `sync-node` on it:
 //! - the documents' size on disk and the time to generate them;
-//! - the node's start (process start → `/api/server/ping`), its RSS right after, after the
+//! - the node's start (process start → `/api/server/ping`), without its heads index (every
+//!   document read and checked) and with it (the usual restart); its RSS right after, after the
 //!   queries, idle 30 s and 90 s later, and its peak;
 //! - Immich's time buckets over the whole library (their counts must add up to N), one month's
 //!   bucket, a metadata search and a free-text search: the first run (cold: right after start,
@@ -168,7 +169,7 @@ fn start_node(
             let _ = child.kill();
             anyhow::bail!("the node did not answer in 600 s");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let api = tessera_tests::Api {
         base: url,
@@ -431,8 +432,17 @@ fn main() -> Result<()> {
     }
     let docs_bytes = dir_size(&data.join("docs"));
     let bin = tessera_tests::bin_path("sync-node")?;
-    let t = Instant::now();
     let web = tessera_tests::web_dir();
+    // A start without the heads index (the first after an upgrade, or the index lost): every
+    // document is read and checked, and the index written. The start measured next, like any
+    // later one, decodes nothing.
+    let _ = std::fs::remove_file(data.join("docs").join("heads.idx"));
+    let t = Instant::now();
+    let (mut first, _) = start_node(&bin, &data, web.as_deref())?;
+    let start_checking_s = t.elapsed().as_secs_f64();
+    let _ = first.kill();
+    let _ = first.wait();
+    let t = Instant::now();
     let (mut child, mut api) = start_node(&bin, &data, web.as_deref())?;
     let pid = child.id();
     let start_s = t.elapsed().as_secs_f64();
@@ -457,6 +467,7 @@ fn main() -> Result<()> {
         let report = serde_json::json!({
             "assets": n,
             "node_start_s": start_s,
+            "node_start_checking_every_document_s": start_checking_s,
             "pwa": browser?,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -545,6 +556,7 @@ fn main() -> Result<()> {
         "generated_s": generated,
         "docs_mb": docs_bytes as f64 / 1e6,
         "node_start_s": start_s,
+        "node_start_checking_every_document_s": start_checking_s,
         "node_rss_mb": {
             "after_start": rss_start as f64 / 1024.0,
             "after_queries": rss_used as f64 / 1024.0,
