@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 pub mod ml;
 pub mod p2p;
@@ -172,6 +172,36 @@ impl Node {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Ctrl-C (SIGINT): the node finishes what it serves and writes its start-up indexes.
+    /// Waits at most 30 s for it to exit.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(());
+        };
+        let sent = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status()?;
+        ensure!(sent.success(), "kill -INT failed");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Some(status) = c.try_wait()? {
+                ensure!(
+                    status.success(),
+                    "sync-node stopped with {status}; log: {}",
+                    self.log()
+                );
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        bail!(
+            "sync-node did not stop within 30 s of Ctrl-C; log: {}",
+            self.log()
+        )
     }
 
     /// SIGKILL, no chance to flush anything.

@@ -816,3 +816,77 @@ fn large_decodes_are_admitted_against_the_memory_budget() {
         "{log}"
     );
 }
+
+/// The photos the timeline counts, summed over its buckets.
+fn timeline_total(api: &Api) -> u64 {
+    let (status, v) = api.get_json("/api/timeline/buckets").unwrap();
+    assert_eq!(status, 200, "{v}");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum()
+}
+
+/// What the node logged since `from` bytes of its log.
+fn log_since(node: &Node, from: usize) -> String {
+    node.log().get(from..).unwrap_or_default().to_owned()
+}
+
+/// A node stopped with Ctrl-C starts again without decoding a single catalogue document (its
+/// heads index vouches for every file) and answers Immich's timeline from the counts it saved;
+/// killed after a change, it reads what changed and the timeline counts the change.
+#[test]
+fn a_restarted_node_decodes_nothing_and_its_timeline_answers_from_saved_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = tessera_tests::free_port();
+    let mut node = Node::start_on(&data, port).unwrap();
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin().unwrap();
+    let photos: Vec<Vec<u8>> = ["r_casio.jpg", "r_pen.jpg", "L02.jpg", "r_sony.jpg"]
+        .iter()
+        .map(|n| fixture(n).unwrap())
+        .collect();
+    for (i, p) in photos[..3].iter().enumerate() {
+        assert_eq!(api.upload(&format!("p{i}.jpg"), p.clone()).unwrap().0, 201);
+        api.wait_processed(&b3(p), Duration::from_secs(60)).unwrap();
+    }
+    assert_eq!(timeline_total(&api), 3);
+
+    node.stop().unwrap();
+    let from = node.log().len();
+    let mut node = Node::start_on(&data, port).unwrap();
+    let log = log_since(&node, from);
+    let opened = log
+        .lines()
+        .find(|l| l.contains("catalogue opened"))
+        .unwrap_or_else(|| panic!("no catalogue line: {log}"));
+    assert!(opened.contains(" checked=0 "), "{opened}");
+    assert!(!opened.contains(" held_unloaded=0 "), "{opened}");
+    assert!(
+        log.contains("timeline counts taken from the last run"),
+        "{log}"
+    );
+    assert_eq!(timeline_total(&api), 3);
+    // Photos and their details are read from the documents held unloaded.
+    for p in &photos[..3] {
+        let (status, v) = api.get_json(&format!("/api/assets/{}", b3(p))).unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["tessera"]["status"], "ready");
+    }
+
+    // A change, then SIGKILL: whatever the indexes missed is read and counted again.
+    assert_eq!(api.upload("p3.jpg", photos[3].clone()).unwrap().0, 201);
+    api.wait_processed(&b3(&photos[3]), Duration::from_secs(60))
+        .unwrap();
+    node.kill();
+    let from = node.log().len();
+    let node = Node::start_on(&data, port).unwrap();
+    let log = log_since(&node, from);
+    assert!(log.contains("catalogue opened"), "{log}");
+    assert_eq!(timeline_total(&api), 4);
+    drop(node);
+    let (ok, out) = run_sync_node(&["fsck", "--data", data.to_str().unwrap()]).unwrap();
+    assert!(ok && out.contains("clean"), "{out}");
+}
