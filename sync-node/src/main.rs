@@ -298,6 +298,22 @@ async fn import(
 }
 
 /// Ctrl-C sets `stop`: bulk commands finish the files they are on and report.
+/// Ctrl-C, or SIGTERM where there are signals (what systemd and `docker stop` send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 fn stop_on_ctrl_c(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>, which: &'static str) {
     let stop = stop.clone();
     tokio::spawn(async move {
@@ -599,16 +615,32 @@ async fn run() -> Result<()> {
                     }
                 });
             }
-            axum::serve(
+            // Ctrl-C or SIGTERM (a service manager's stop): requests in flight get up to
+            // 10 s (a browser's live sync stream would otherwise hold the stop forever), then
+            // the indexes are written and the node exits.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                stop_signal().await;
+                tracing::info!("stopping: finishing requests in flight (at most 10 s)");
+                let _ = stop_tx.send(true);
+            });
+            let mut graceful = stop_rx.clone();
+            let serve = axum::serve(
                 listener,
                 tessera_sync_node::http::router(node.clone())
                     .into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("serving HTTP")?;
+            .with_graceful_shutdown(async move {
+                let _ = graceful.wait_for(|stop| *stop).await;
+            });
+            let mut stopping = stop_rx;
+            tokio::select! {
+                served = std::future::IntoFuture::into_future(serve) => served.context("serving HTTP")?,
+                _ = async {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                } => tracing::warn!("requests still open after 10 s; stopping anyway"),
+            }
             peer.shutdown().await;
             node.flush().context("flushing the index")?;
             node.save_indexes()

@@ -174,16 +174,16 @@ impl Node {
         std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
     }
 
-    /// Ctrl-C (SIGINT): the node finishes what it serves and writes its start-up indexes.
-    /// Waits at most 30 s for it to exit.
+    /// SIGTERM, as a service manager stops it: the node finishes what it serves and writes
+    /// its start-up indexes. Waits at most 30 s for it to exit.
     pub fn stop(&mut self) -> Result<()> {
         let Some(mut c) = self.child.take() else {
             return Ok(());
         };
         let sent = Command::new("kill")
-            .args(["-INT", &c.id().to_string()])
+            .args(["-TERM", &c.id().to_string()])
             .status()?;
-        ensure!(sent.success(), "kill -INT failed");
+        ensure!(sent.success(), "kill -TERM failed");
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             if let Some(status) = c.try_wait()? {
@@ -199,7 +199,7 @@ impl Node {
         let _ = c.kill();
         let _ = c.wait();
         bail!(
-            "sync-node did not stop within 30 s of Ctrl-C; log: {}",
+            "sync-node did not stop within 30 s of SIGTERM; log: {}",
             self.log()
         )
     }

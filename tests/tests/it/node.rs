@@ -833,7 +833,7 @@ fn log_since(node: &Node, from: usize) -> String {
     node.log().get(from..).unwrap_or_default().to_owned()
 }
 
-/// A node stopped with Ctrl-C starts again without decoding a single catalogue document (its
+/// A node stopped (SIGTERM, as systemd or `docker stop` do) starts again without decoding a single catalogue document (its
 /// heads index vouches for every file) and answers Immich's timeline from the counts it saved;
 /// killed after a change, it reads what changed and the timeline counts the change.
 #[test]
