@@ -8,6 +8,10 @@
 //! - `clustered.json`: per user, the person of every face when clustering last ran. The first
 //!   clustering after a restart then tries only the faces that changed meanwhile instead of
 //!   every unassigned face of the library (a quadratic pass).
+//! - `packs/<blake3>.pack`: the face packs (every face's vector of a month) as fetched from
+//!   the node or published, by their hash. Clustering after a restart reads them from here
+//!   instead of fetching the library's face vectors again; a file that does not hash to its
+//!   name is dropped and fetched again.
 //! - `node.json`: which node (URL and API key's hash) the state came from. State from another
 //!   node or key is discarded, never synced into this one.
 //! - `lock`: one ML node per directory.
@@ -43,6 +47,7 @@ struct Identity {
 pub struct StateDir {
     dir: PathBuf,
     docs: PathBuf,
+    packs: PathBuf,
     /// Held for the process's life: the advisory lock on `lock`.
     _lock: fs::File,
 }
@@ -60,6 +65,8 @@ impl StateDir {
     pub fn open(dir: &Path, node: &str, key: &str) -> Result<Self> {
         let docs = dir.join("docs");
         fs::create_dir_all(&docs).with_context(|| format!("creating {}", docs.display()))?;
+        let packs = dir.join("packs");
+        fs::create_dir_all(&packs).with_context(|| format!("creating {}", packs.display()))?;
         let lock_path = dir.join("lock");
         let lock = fs::OpenOptions::new()
             .create(true)
@@ -77,6 +84,7 @@ impl StateDir {
         let state = Self {
             dir: dir.to_owned(),
             docs,
+            packs,
             _lock: lock,
         };
         let want = Identity {
@@ -94,8 +102,10 @@ impl StateDir {
                     "the state directory was kept for another node or API key: starting afresh"
                 );
             }
-            for e in fs::read_dir(&state.docs)?.flatten() {
-                let _ = fs::remove_file(e.path());
+            for d in [&state.docs, &state.packs] {
+                for e in fs::read_dir(d)?.flatten() {
+                    let _ = fs::remove_file(e.path());
+                }
             }
             let _ = fs::remove_file(dir.join("clustered.json"));
             write_replacing(&id_path, &serde_json::to_vec_pretty(&want)?)?;
@@ -168,6 +178,45 @@ impl StateDir {
         out.extend_from_slice(heads);
         out.extend_from_slice(bytes);
         write_replacing(&self.doc_path(id), &out)
+    }
+
+    /// Where the pack with this hash is kept; `None` for anything but a blake3 hex digest
+    /// (the hash comes from synced documents: never a path).
+    fn pack_path(&self, hash: &str) -> Option<PathBuf> {
+        (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
+            self.packs
+                .join(format!("{}.pack", hash.to_ascii_lowercase()))
+        })
+    }
+
+    /// The kept pack with this hash, checked; a damaged one is removed (`None`: fetch it).
+    pub fn read_pack(&self, hash: &str) -> Option<Vec<u8>> {
+        let path = self.pack_path(hash)?;
+        let bytes = fs::read(&path).ok()?;
+        if blake3::hash(&bytes).to_hex().as_str() != hash.to_ascii_lowercase() {
+            tracing::warn!(path = %path.display(), "dropping a damaged pack file");
+            let _ = fs::remove_file(&path);
+            return None;
+        }
+        Some(bytes)
+    }
+
+    /// Keeps a pack under its hash (refused for bytes that do not hash to it).
+    pub fn write_pack(&self, hash: &str, bytes: &[u8]) -> Result<()> {
+        let Some(path) = self.pack_path(hash) else {
+            bail!("{hash:?} is not a pack hash");
+        };
+        if blake3::hash(bytes).to_hex().as_str() != hash.to_ascii_lowercase() {
+            bail!("the pack's bytes do not hash to {hash}");
+        }
+        write_replacing(&path, bytes)
+    }
+
+    /// Forgets a pack no document refers to any more (a month's newer pack replaced it).
+    pub fn remove_pack(&self, hash: &str) {
+        if let Some(path) = self.pack_path(hash) {
+            let _ = fs::remove_file(path);
+        }
     }
 
     /// The clustering state kept, or an empty one (every face is tried once again).
@@ -266,9 +315,33 @@ mod tests {
         s.write_doc(&id, &[], b"x").unwrap();
         drop(s);
 
+        // Packs: kept under their hash, checked when read, never a path from a document.
+        let s = StateDir::open(t.path(), "http://n:2283", "k").unwrap();
+        let pack = b"face vectors".to_vec();
+        let hash = blake3::hash(&pack).to_hex().to_string();
+        assert!(s.read_pack(&hash).is_none());
+        s.write_pack(&hash, &pack).unwrap();
+        assert_eq!(s.read_pack(&hash).unwrap(), pack);
+        assert!(s.write_pack(&hash, b"other bytes").is_err());
+        assert!(s.write_pack("../../etc/passwd", &pack).is_err());
+        assert!(s.read_pack("../docs/x").is_none());
+        let path = s.pack_path(&hash).unwrap();
+        fs::write(&path, b"face vectorz").unwrap();
+        assert!(
+            s.read_pack(&hash).is_none(),
+            "a damaged pack is not believed"
+        );
+        assert!(!path.exists());
+        s.write_pack(&hash, &pack).unwrap();
+        s.remove_pack(&hash);
+        assert!(s.read_pack(&hash).is_none());
+        s.write_pack(&hash, &pack).unwrap();
+        drop(s);
+
         // Another key: everything goes.
         let s = StateDir::open(t.path(), "http://n:2283", "other").unwrap();
         assert!(s.held_docs().unwrap().is_empty());
         assert!(s.read_clustered().is_empty());
+        assert!(s.read_pack(&hash).is_none());
     }
 }

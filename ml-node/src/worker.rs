@@ -142,6 +142,8 @@ pub struct Worker {
     peer: String,
     vecs: HashMap<DocId, ShardVecs>,
     face_cache: HashMap<DocId, FaceCache>,
+    /// Face packs read so far: (from the state directory, fetched from the node).
+    face_packs_read: (u64, u64),
     /// Per user: the (resolved) person of every face when clustering last ran.
     clustered: HashMap<String, HashMap<String, Option<String>>>,
     work_cache: HashMap<DocId, MonthWork>,
@@ -218,6 +220,7 @@ impl Worker {
             peer,
             vecs: HashMap::new(),
             face_cache: HashMap::new(),
+            face_packs_read: (0, 0),
             clustered: HashMap::new(),
             work_cache: HashMap::new(),
             recluster_every: Duration::from_secs(24 * 3600),
@@ -641,8 +644,37 @@ impl Worker {
             if slot.loaded.as_deref() == Some(r.hash.as_str()) {
                 continue;
             }
-            let path = format!("/api/tessera/ml/blobs/{}", r.hash);
-            let vecs = match self.request(reqwest::Method::GET, &path, None).await {
+            let replaced = slot.loaded.clone();
+            // Face packs are kept in the state directory: clustering after a restart reads
+            // every month's, and they then come from disk instead of the node.
+            let keep = match &self.store {
+                Store::Disk { state, .. } if key == PACK_FACE => Some(state),
+                _ => None,
+            };
+            let fetched = match keep.and_then(|s| s.read_pack(&r.hash)) {
+                Some(bytes) => {
+                    self.face_packs_read.0 += 1;
+                    Ok(bytes)
+                }
+                None => {
+                    if key == PACK_FACE {
+                        self.face_packs_read.1 += 1;
+                    }
+                    let path = format!("/api/tessera/ml/blobs/{}", r.hash);
+                    let got = self.request(reqwest::Method::GET, &path, None).await;
+                    if let (Ok(bytes), Some(state)) = (&got, keep) {
+                        if let Err(e) = state.write_pack(&r.hash, bytes) {
+                            tracing::warn!(%doc, pack = %r.hash, "cannot keep the face pack: {e:#}");
+                        }
+                    }
+                    got
+                }
+            };
+            if let (Some(state), Some(old)) = (keep, replaced.as_deref()) {
+                // The month's face pack was replaced: the old one is not read again.
+                state.remove_pack(old);
+            }
+            let vecs = match fetched {
                 Ok(bytes) => match Pack::decode(&bytes) {
                     Ok(p) => p
                         .items()
@@ -827,7 +859,15 @@ impl Worker {
                     count: pack.len() as u64,
                     dim: pack.dim as u64,
                 };
-                let hash = self.put_blob(pack.encode(Dtype::F16)).await?;
+                let bytes = pack.encode(Dtype::F16);
+                let kept = bytes.clone();
+                let hash = self.put_blob(bytes).await?;
+                if let (Store::Disk { state, .. }, true) = (&self.store, key == PACK_FACE) {
+                    // What is read back when the month is next loaded (or after a restart).
+                    if let Err(e) = state.write_pack(&hash, &kept) {
+                        tracing::warn!(%doc, pack = %hash, "cannot keep the face pack: {e:#}");
+                    }
+                }
                 items.push((key.to_owned(), fields(&PackRef { hash, ..r })));
             }
             // Faces and packs first, the marks last, all in one change.
@@ -850,6 +890,7 @@ impl Worker {
         let before = self.clustered.remove(user).unwrap_or_default();
         let mut now: HashMap<String, Option<String>> = HashMap::with_capacity(before.len());
         let mut resolved: HashMap<String, String> = HashMap::new();
+        let packs_before = self.face_packs_read;
         for doc in &docs {
             self.shed_if_over();
             self.load_vecs(doc, false).await?;
@@ -907,6 +948,18 @@ impl Worker {
                 });
                 home.push(doc.clone());
             }
+        }
+        let (kept, fetched) = (
+            self.face_packs_read.0 - packs_before.0,
+            self.face_packs_read.1 - packs_before.1,
+        );
+        if kept + fetched > 0 {
+            tracing::info!(
+                user,
+                from_state_dir = kept,
+                from_node = fetched,
+                "face packs read"
+            );
         }
         // Faces that were removed leave nobody more assignable.
         self.face_cache

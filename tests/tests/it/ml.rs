@@ -733,6 +733,21 @@ fn ml_node_analyses_the_library_and_publishes_people_and_search() {
         "ML: a new photo was analysed {:.1} s after its upload began",
         t0.elapsed().as_secs_f64()
     );
+    // Clustering after the restart read the face packs it needed from the state directory,
+    // not from the node.
+    let packs = wait_for(
+        "the restarted ML node's clustering to read the face packs",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(&ml_log).ok()?;
+            log.get(log_len as usize..)?
+                .lines()
+                .find(|l| l.contains("face packs read"))
+                .map(str::to_owned)
+        },
+    );
+    assert!(field(&packs, "from_state_dir") >= 1, "{packs}");
+    assert_eq!(field(&packs, "from_node"), 0, "{packs}");
     drop(ml2);
 
     // Upgrading CLIP re-embeds everything in the background; each month's pack switches to
