@@ -296,10 +296,14 @@ impl Catalog {
             }
         }
         drop(lib);
-        if !complete {
+        let bytes = encode_index(&index);
+        drop(index);
+        let written = write_atomic(&self.dir.join(INDEX_FILE), &bytes);
+        if !complete || written.is_err() {
+            // Tried again at the next call.
             self.index_stale.store(true, Ordering::Release);
         }
-        write_atomic(&self.dir.join(INDEX_FILE), &encode_index(&index))
+        written
     }
 
     /// A document's file changed: its index entry no longer holds.
