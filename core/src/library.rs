@@ -89,6 +89,8 @@ struct Slot {
     received: Option<(u64, Vec<u8>)>,
     /// The heads it had when last unloaded ([`Library::known_heads`]).
     heads: Option<Vec<ChangeHash>>,
+    /// Its last read through the loader failed: it reads as empty until read again.
+    unreadable: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
@@ -102,6 +104,7 @@ impl Slot {
             saved_rev: AtomicU64::new(0),
             received: None,
             heads: None,
+            unreadable: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -152,6 +155,7 @@ fn load_doc(
         }),
         None => Err("not loaded, and the library has no loader".into()),
     };
+    slot.unreadable.store(loaded.is_err(), Relaxed);
     loaded.unwrap_or_else(|e| {
         errors
             .lock()
@@ -349,6 +353,14 @@ impl Library {
                 .docs
                 .get(id)
                 .is_some_and(|s| s.saved_rev.load(Relaxed) == rev)
+    }
+
+    /// Whether the document's last read through the loader failed, so that it reads as empty:
+    /// nothing derived from it (counts, heads) should be kept beyond this run.
+    pub fn unreadable(&self, id: &DocId) -> bool {
+        self.docs
+            .get(id)
+            .is_some_and(|s| s.unreadable.load(Relaxed))
     }
 
     /// Documents that failed to load on demand since the last call (they read as empty).

@@ -8,8 +8,9 @@
 //! its length and blake3 hash and the heads of the document it holds. A file that still
 //! matches is held unloaded with those heads ([`Library::hold_unloaded`]) and read when first
 //! used; any other file (appended since, torn by a crash, rewritten, or no index at all) is
-//! read, a torn tail dropped, and compacted into one full save. The index is refreshed every
-//! half minute and at shutdown; being stale only costs that check.
+//! read, a torn tail dropped, and compacted into one full save — as is a log grown past 1.5×
+//! its last full save. The index is refreshed every half minute and at shutdown; being stale
+//! only costs that check.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -66,7 +67,9 @@ pub struct Catalog {
     /// Bumped whenever a change was persisted (live sync sessions push it to their peers).
     changes: tokio::sync::watch::Sender<u64>,
     /// What `heads.idx` should hold: documents whose file was not written since their entry.
-    index: Mutex<BTreeMap<DocId, Indexed>>,
+    index: Mutex<IndexState>,
+    /// One writer of `heads.idx` at a time (the periodic task and shutdown may meet).
+    index_write: Mutex<()>,
     /// A document file was written since `heads.idx` was.
     index_stale: AtomicBool,
     opened: OpenStats,
@@ -83,20 +86,31 @@ pub struct OpenStats {
     pub torn: usize,
 }
 
+#[derive(Default)]
+struct IndexState {
+    entries: BTreeMap<DocId, Indexed>,
+    /// The length of the last full save of documents written since their entry (a log much
+    /// longer than its full save is compacted at the next start).
+    fulls: HashMap<DocId, u64>,
+}
+
 /// `heads.idx`: what the node knew of a document file when it last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Indexed {
     len: u64,
+    /// The length of the document's last full save (0: unknown). A log grown past 1.5× it is
+    /// checked and compacted at start instead of held.
+    full: u64,
     hash: [u8; 32],
     /// The document's heads, 32 bytes each ([`Library::known_heads_bytes`]).
     heads: Vec<u8>,
 }
 
 const INDEX_FILE: &str = "heads.idx";
-const INDEX_MAGIC: &[u8; 8] = b"TSHEADS1";
+const INDEX_MAGIC: &[u8; 8] = b"TSHEADS2";
 
-/// `MAGIC, count: u32, count × (stem len: u16, stem, file len: u64, file blake3, heads len:
-/// u32, heads), blake3 of everything before` (little-endian).
+/// `MAGIC, count: u32, count × (stem len: u16, stem, file len: u64, full save len: u64, file
+/// blake3, heads len: u32, heads), blake3 of everything before` (little-endian).
 fn encode_index(entries: &BTreeMap<DocId, Indexed>) -> Vec<u8> {
     let mut out = INDEX_MAGIC.to_vec();
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
@@ -105,6 +119,7 @@ fn encode_index(entries: &BTreeMap<DocId, Indexed>) -> Vec<u8> {
         out.extend_from_slice(&(stem.len() as u16).to_le_bytes());
         out.extend_from_slice(stem.as_bytes());
         out.extend_from_slice(&e.len.to_le_bytes());
+        out.extend_from_slice(&e.full.to_le_bytes());
         out.extend_from_slice(&e.hash);
         out.extend_from_slice(&(e.heads.len() as u32).to_le_bytes());
         out.extend_from_slice(&e.heads);
@@ -132,10 +147,19 @@ fn decode_index(bytes: &[u8]) -> Option<HashMap<String, Indexed>> {
         let stem_len = u16::from_le_bytes(take(2)?.try_into().ok()?);
         let stem = std::str::from_utf8(take(stem_len.into())?).ok()?.to_owned();
         let len = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let full = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let hash: [u8; 32] = take(32)?.try_into().ok()?;
         let heads_len = u32::from_le_bytes(take(4)?.try_into().ok()?);
         let heads = take(heads_len as usize)?.to_vec();
-        out.insert(stem, Indexed { len, hash, heads });
+        out.insert(
+            stem,
+            Indexed {
+                len,
+                full,
+                hash,
+                heads,
+            },
+        );
     }
     Some(out)
 }
@@ -184,10 +208,10 @@ impl Catalog {
             };
             let bytes = fs::read(&path).map_err(io(&path))?;
             let hash = *blake3::hash(&bytes).as_bytes();
-            if let Some(e) = known
-                .get(stem)
-                .filter(|e| e.len == bytes.len() as u64 && e.hash == hash)
-            {
+            // A log grown past 1.5× its last full save is checked, which compacts it.
+            if let Some(e) = known.get(stem).filter(|e| {
+                e.len == bytes.len() as u64 && e.hash == hash && e.len <= e.full * 3 / 2
+            }) {
                 match lib.hold_unloaded(id.clone(), &e.heads, bytes.len()) {
                     Ok(_) => {
                         index.insert(id, e.clone());
@@ -215,15 +239,25 @@ impl Catalog {
                 tracing::warn!(doc = %id, "dropped a torn tail (a write cut short by a crash); rewriting the document");
             }
             let mut file = bytes;
+            let mut full_len = 0;
             if let Some(full) = lib.save(&id) {
-                if torn || (full.len() as u64) * 3 / 2 < file.len() as u64 {
+                full_len = full.len() as u64;
+                if torn || full_len * 3 / 2 < file.len() as u64 {
                     write_atomic(&path, &full)?;
                     file = full;
                 }
             }
             if let Some(heads) = lib.known_heads_bytes(&id) {
                 let (len, hash) = (file.len() as u64, *blake3::hash(&file).as_bytes());
-                index.insert(id, Indexed { len, hash, heads });
+                index.insert(
+                    id,
+                    Indexed {
+                        len,
+                        full: full_len,
+                        hash,
+                        heads,
+                    },
+                );
             }
             // Checked and compacted: it need not stay loaded.
             lib.evict(budget_saved_bytes, &unloadable);
@@ -248,7 +282,11 @@ impl Catalog {
             rewrite: Mutex::new(Default::default()),
             sessions: Mutex::new(HashMap::new()),
             changes: tokio::sync::watch::channel(0).0,
-            index: Mutex::new(index),
+            index: Mutex::new(IndexState {
+                entries: index,
+                fulls: HashMap::new(),
+            }),
+            index_write: Mutex::new(()),
             index_stale: AtomicBool::new(false),
             opened,
         })
@@ -263,9 +301,20 @@ impl Catalog {
     /// start then decodes none of them). Documents with unsaved changes or a failed write
     /// keep no entry until they are written. Cheap when nothing was written.
     pub fn save_heads_index(&self) -> Result<(), CatalogError> {
+        let _writer = self.index_write.lock().unwrap_or_else(|p| p.into_inner());
         if !self.index_stale.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
+        let res = self.write_heads_index();
+        if !matches!(res, Ok(true)) {
+            // Tried again at the next call.
+            self.index_stale.store(true, Ordering::Release);
+        }
+        res.map(|_| ())
+    }
+
+    /// Writes `heads.idx`; `Ok(false)` when some document could not have its entry yet.
+    fn write_heads_index(&self) -> Result<bool, CatalogError> {
         let mut lib = self.lock()?;
         let failed = match self.rewrite.lock() {
             Ok(r) => r.clone(),
@@ -274,12 +323,12 @@ impl Catalog {
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
         let missing: Vec<DocId> = lib
             .ids()
-            .filter(|id| !index.contains_key(*id))
+            .filter(|id| !index.entries.contains_key(*id))
             .cloned()
             .collect();
         let mut complete = true;
         for id in missing {
-            if !lib.is_clean(&id) || failed.contains(&id) {
+            if !lib.is_clean(&id) || lib.unreadable(&id) || failed.contains(&id) {
                 complete = false;
                 continue;
             }
@@ -290,28 +339,49 @@ impl Catalog {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io(&path)(e)),
             };
+            // A log grown past 1.5× its last full save (or never fully saved: a document
+            // created since the start) is measured against a fresh full save, and compacted
+            // into it when longer: logs do not grow forever between restarts.
+            let mut full = index.fulls.get(&id).copied().unwrap_or(0);
+            let mut file = file;
+            if file.len() as u64 > full * 3 / 2 {
+                let Some(save) = lib.save(&id) else { continue };
+                full = save.len() as u64;
+                if file.len() as u64 > full * 3 / 2 {
+                    write_atomic(&path, &save)?;
+                    file = save;
+                }
+                index.fulls.insert(id.clone(), full);
+            }
             if let Some(heads) = lib.known_heads_bytes(&id) {
                 let (len, hash) = (file.len() as u64, *blake3::hash(&file).as_bytes());
-                index.insert(id, Indexed { len, hash, heads });
+                index.entries.insert(
+                    id,
+                    Indexed {
+                        len,
+                        full,
+                        hash,
+                        heads,
+                    },
+                );
             }
         }
         drop(lib);
-        let bytes = encode_index(&index);
+        let bytes = encode_index(&index.entries);
         drop(index);
-        let written = write_atomic(&self.dir.join(INDEX_FILE), &bytes);
-        if !complete || written.is_err() {
-            // Tried again at the next call.
-            self.index_stale.store(true, Ordering::Release);
-        }
-        written
+        // A stale entry written here (a document appended meanwhile) no longer matches its
+        // file, so it is checked at start: nothing wrong is believed.
+        write_atomic(&self.dir.join(INDEX_FILE), &bytes)?;
+        Ok(complete)
     }
 
     /// A document's file changed: its index entry no longer holds.
-    fn written(&self, id: &DocId) {
-        self.index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+    fn written(&self, id: &DocId, full_save: Option<u64>) {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let before = index.entries.remove(id).map(|e| e.full);
+        if let Some(full) = full_save.or(before) {
+            index.fulls.insert(id.clone(), full);
+        }
         self.index_stale.store(true, Ordering::Release);
     }
 
@@ -378,7 +448,7 @@ impl Catalog {
         for id in &rewrite {
             let path = self.dir.join(format!("{}.am", id.file_stem()));
             let Some(full) = lib.save(id) else { continue };
-            self.written(id);
+            self.written(id, Some(full.len() as u64));
             if let Err(e) = write_atomic(&path, &full) {
                 tracing::error!(doc = %id, error = %e, "catalogue rewrite failed; will retry");
                 self.remember_failed(id);
@@ -421,7 +491,7 @@ impl Catalog {
                 return Ok(());
             }
             let path = self.dir.join(format!("{}.am", id.file_stem()));
-            self.written(id);
+            self.written(id, None);
             let fresh = !path.exists();
             let mut f = OpenOptions::new()
                 .create(true)
@@ -628,6 +698,29 @@ mod tests {
         assert_eq!(cat.open_stats().checked, 0);
         drop(cat);
 
+        // A log appended to many times is compacted by the index's next write, not left to
+        // grow until a restart that would no longer check it.
+        let cat = open(&dir);
+        for i in 0..40 {
+            let mut lib = cat.lock().unwrap();
+            lib.update_asset(USER, "2024-05", &"a".repeat(64), |r| {
+                r.favorite = Some(i % 2 == 0)
+            })
+            .unwrap();
+            cat.persist(&mut lib).unwrap();
+        }
+        let grown = fs::metadata(file(&may)).unwrap().len();
+        cat.save_heads_index().unwrap();
+        let compacted = fs::metadata(file(&may)).unwrap().len();
+        assert!(compacted < grown, "{compacted} < {grown}");
+        let may_heads = heads(&cat, &may);
+        drop(cat);
+        let cat = open(&dir);
+        assert_eq!(cat.open_stats().checked, 0);
+        assert_eq!(heads(&cat, &may), may_heads);
+        assert_eq!(cat.lock().unwrap().assets(&may).unwrap().len(), 2);
+        drop(cat);
+
         // A torn append (a crash mid-write) is seen, dropped and the file rewritten.
         let mut f = OpenOptions::new().append(true).open(file(&jan)).unwrap();
         f.write_all(&[0x85, 0x6f, 0x4a, 0x83, 1, 2, 3]).unwrap();
@@ -667,6 +760,7 @@ mod tests {
             DocId::shard(USER, "2024-05").unwrap(),
             Indexed {
                 len: 1234,
+                full: 1000,
                 hash: [7; 32],
                 heads: vec![9; 64],
             },
@@ -675,6 +769,7 @@ mod tests {
             DocId::root(USER).unwrap(),
             Indexed {
                 len: 1,
+                full: 0,
                 hash: [1; 32],
                 heads: Vec::new(),
             },

@@ -353,7 +353,10 @@ pub fn run(
         report.album = Some(name.to_owned());
     }
     node.flush()?;
-    node.save_indexes()?;
+    // Everything is imported: an index not written only means checking more at next start.
+    if let Err(e) = node.save_indexes() {
+        tracing::warn!(error = %e, "cannot write the catalogue's start-up indexes");
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -643,8 +643,10 @@ async fn run() -> Result<()> {
             }
             peer.shutdown().await;
             node.flush().context("flushing the index")?;
-            node.save_indexes()
-                .context("writing the catalogue's start-up indexes")?;
+            if let Err(e) = node.save_indexes() {
+                // Nothing is lost: the next start checks the files the index does not vouch for.
+                tracing::warn!(error = %e, "cannot write the catalogue's start-up indexes");
+            }
             Ok(())
         }
         Cmd::Import {

@@ -311,8 +311,14 @@ impl Node {
     pub fn save_indexes(&self) -> Result<(), NodeError> {
         self.catalog.save_heads_index()?;
         let path = self.data().join(COUNTS_FILE);
-        self.views
-            .save_counts(&mut *self.catalog.lock()?, &path)
-            .map_err(|source| NodeError::Io { path, source })
+        // Encoded holding the library (heads and counts agree), written without it.
+        let body = self.views.encode_counts(&mut *self.catalog.lock()?);
+        match body {
+            Some(body) => self
+                .views
+                .write_counts(&path, &body)
+                .map_err(|source| NodeError::Io { path, source }),
+            None => Ok(()),
+        }
     }
 }

@@ -224,6 +224,15 @@ impl SlimShard {
     }
 }
 
+/// The counts file's format (and counting rules): a file of another version is not taken.
+const COUNTS_VERSION: u32 = 1;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CountsFile {
+    version: u32,
+    shards: Vec<SavedCounts>,
+}
+
 /// One shard's counts as saved between runs, at the heads they were counted at.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SavedCounts {
@@ -408,15 +417,24 @@ impl ShardViews {
         Ok(current(&self.inner()).unwrap_or_default())
     }
 
-    /// Writes every shard's counts with the heads they were computed at to `path` (replaced
+    /// Writes every shard's counts with the heads they were counted at to `path` (replaced
     /// atomically), when any changed since the last call: the next start reads them back
     /// ([`ShardViews::load_counts`]) and Immich's timeline answers without reading a month.
-    /// The caller holds the library, so heads and revisions agree.
     pub fn save_counts(&self, lib: &mut Library, path: &Path) -> std::io::Result<()> {
+        match self.encode_counts(lib) {
+            Some(body) => self.write_counts(path, &body),
+            None => Ok(()),
+        }
+    }
+
+    /// The counts file's bytes when counts changed since the last call (`None`: nothing to
+    /// write). Called holding the library, so heads and revisions agree; the write
+    /// ([`ShardViews::write_counts`]) need not hold it.
+    pub fn encode_counts(&self, lib: &mut Library) -> Option<Vec<u8>> {
         let entries: Vec<(DocId, u64, Arc<ShardCounts>)> = {
             let mut inner = self.inner();
             if !std::mem::take(&mut inner.counts_changed) {
-                return Ok(());
+                return None;
             }
             inner
                 .derived
@@ -424,15 +442,17 @@ impl ShardViews {
                 .map(|(id, (r, c, _))| (id.clone(), *r, c.clone()))
                 .collect()
         };
-        let mut saved = Vec::with_capacity(entries.len());
+        let mut shards = Vec::with_capacity(entries.len());
         for (id, revision, counts) in entries {
-            if lib.revision(&id) != Some(revision) {
+            // Counted from what was read: a document that could not be read counted as empty,
+            // and that must not outlive this run.
+            if lib.revision(&id) != Some(revision) || lib.unreadable(&id) {
                 continue;
             }
             let Some(heads) = lib.known_heads_bytes(&id) else {
                 continue;
             };
-            saved.push(SavedCounts {
+            shards.push(SavedCounts {
                 doc: id.file_stem(),
                 heads: data_encoding::HEXLOWER.encode(&heads),
                 counts: counts
@@ -442,15 +462,31 @@ impl ShardViews {
                     .collect(),
             });
         }
-        let json = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        let file = CountsFile {
+            version: COUNTS_VERSION,
+            shards,
+        };
+        let json = serde_json::to_vec(&file).ok()?;
         let mut body = blake3::hash(&json).to_hex().as_bytes().to_vec();
         body.push(b'\n');
         body.extend_from_slice(&json);
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        Some(body)
+    }
+
+    /// Writes what [`ShardViews::encode_counts`] made (replaced atomically); on failure the
+    /// counts are written again at the next call.
+    pub fn write_counts(&self, path: &Path, body: &[u8]) -> std::io::Result<()> {
+        let written = (|| {
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
+            self.inner().counts_changed = true;
+        }
+        written
     }
 
     /// Takes back the counts [`ShardViews::save_counts`] wrote, for every shard whose heads
@@ -463,9 +499,12 @@ impl ShardViews {
         let parsed = body
             .split_at_checked(65)
             .filter(|(sum, json)| &sum[..64] == blake3::hash(json).to_hex().as_bytes())
-            .and_then(|(_, json)| serde_json::from_slice::<Vec<SavedCounts>>(json).ok());
+            .and_then(|(_, json)| serde_json::from_slice::<CountsFile>(json).ok())
+            // Counts made by another version may have counted differently.
+            .filter(|f| f.version == COUNTS_VERSION)
+            .map(|f| f.shards);
         let Some(saved) = parsed else {
-            tracing::warn!(path = %path.display(), "the saved timeline counts are damaged; counting again");
+            tracing::warn!(path = %path.display(), "the saved timeline counts are damaged or of another version; counting again");
             return 0;
         };
         let mut inner = self.inner();
