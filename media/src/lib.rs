@@ -9,6 +9,7 @@ mod derive;
 mod exif_meta;
 mod hash;
 mod heif;
+mod heif_grid;
 mod motion;
 mod phash;
 mod raw;

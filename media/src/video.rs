@@ -81,10 +81,10 @@ pub(crate) fn child<'a>(buf: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
     children(buf).find(|(k, _)| k == kind).map(|(_, p)| p)
 }
 
-fn be_u16(b: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn be_u16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
-fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 fn be_i32(b: &[u8], at: usize) -> Option<i32> {

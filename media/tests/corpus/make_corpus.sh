@@ -15,7 +15,7 @@ DL=$CACHE/corpus-src
 PIEXIF_IMAGES=$CACHE/fixtures/piexif-1.1.3/tests/images
 PY_PKGS=(pillow==13.0.0 pillow-heif==1.8.1 numpy==2.4.6 tifffile==2026.3.3 piexif==1.1.3)
 
-if [[ -f $OUT/.complete-v4 ]]; then
+if [[ -f $OUT/.complete-v5 ]]; then
     echo "corpus: $OUT is complete"
     exit 0
 fi
@@ -47,6 +47,9 @@ copy "$HEIF_SRC/heif_special/xiaomi.heic" heic_xiaomi.heic
 copy "$HEIF_SRC/heif_special/guitar_cw90.hif" hif_sony_irot90.hif
 copy "$HEIF_SRC/heif_other/pug.heic" IMG_0001.HEIC
 copy "$HEIF_SRC/heif_special/transform_mismatch_thumbnail.heic" heic_transform_mismatch_thumbnail.heic
+# Large files, kept apart from the mixed corpus that the import tests copy whole.
+mkdir -p "$OUT/large"
+copy "$HEIF_SRC/heif_special/200MP.heic" large/heic_200mp.heic
 # Bad inputs.
 [[ -f $OUT/bad_truncated.heic ]] || head -c 40000 "$HEIF_SRC/heif_other/pug.heic" >"$OUT/bad_truncated.heic"
 [[ -f $OUT/bad_empty.jpg ]] || : >"$OUT/bad_empty.jpg"
@@ -365,9 +368,10 @@ Built by `media/tests/corpus/make_corpus.sh` (only PyPI downloads; Debian ffmpeg
 | PXL_20230221_113308123.MP.jpg | JPEG (Pillow) of avif_photo + XMP GCamera:MicroVideo* / Container:Directory + appended ffmpeg MP4 | 2016x1512, embedded 1 s 640x480 h264 MP4 |
 | samsung_motion.jpg | same JPEG + `MotionPhoto_Data` + MP4 + SEF trailer | embedded MP4 |
 | piexif_written.jpg | piexif `large.jpg` re-encoded by Pillow, EXIF written by `piexif==1.1.3` (`dump` + `insert`) | 2021-08-14T10:11:12+02:00, PiexifCam Model P-1, orientation 6, GPS 52.5200 N 13.4100 E, f/2.8 ISO 400 |
+| large/heic_200mp.heic | pillow-heif `heif_special/200MP.heic` | 200 MP grid of HEVC tiles (decoded tile by tile at reduced size) |
 | bad_truncated.heic | first 40,000 bytes of pug.heic | error |
 | bad_truncated.mp4 | first 20,000 bytes of video_h264.mp4 | error |
 | bad_empty.jpg | zero bytes | error |
 EOF
-touch "$OUT/.complete-v4"
+touch "$OUT/.complete-v5"
 echo "corpus: built $OUT"

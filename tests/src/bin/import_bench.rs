@@ -77,14 +77,7 @@ fn import(bin: &Path, dir: &Path) -> Result<Value> {
         bail!("import failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let time = std::fs::read_to_string(&time_out)?;
-    let rss_kb: f64 = time
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let rss_kb = peak_rss_kb(&time);
     let r: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
     let files = r["files"].as_f64().unwrap_or(0.0);
     let mb = r["bytes"].as_f64().unwrap_or(0.0) / 1e6;
@@ -101,6 +94,44 @@ fn import(bin: &Path, dir: &Path) -> Result<Value> {
 }
 
 /// `vipsthumbnail` making a 250-px thumbnail and a 1440-px preview of every file (2 workers).
+/// The peak RSS GNU `time -v` reported, in KB (0 when absent).
+fn peak_rss_kb(time: &str) -> f64 {
+    time.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `vipsthumbnail` making one preview of `file` under GNU time: seconds and peak RSS.
+fn vips_heic(file: &Path) -> Result<Value> {
+    let tmp = tempfile::tempdir()?;
+    let time_out = tmp.path().join("time.txt");
+    let started = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg("-o")
+        .arg(&time_out)
+        .arg("vipsthumbnail")
+        .arg(file)
+        .args(["--size", "1440x1440", "-o"])
+        .arg(tmp.path().join("preview.jpg[Q=80]"))
+        .output()
+        .context("running vipsthumbnail (apt-get install libvips-tools)")?;
+    let secs = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "vipsthumbnail failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let time = std::fs::read_to_string(&time_out)?;
+    let rss_kb = peak_rss_kb(&time);
+    Ok(json!({"seconds": secs, "peak_rss_mb": rss_kb / 1024.0}))
+}
+
 fn vips(files: &[PathBuf]) -> Result<f64> {
     let tmp = tempfile::tempdir()?;
     let started = Instant::now();
@@ -275,8 +306,23 @@ fn main() -> Result<()> {
     }
     eprintln!("  missed at {t}: {missed:?}");
 
-    let mixed = import(&bin, &corpus)?;
+    // The mixed corpus is its top-level files (`large/` is measured on its own below).
+    let top = tempfile::tempdir()?;
+    for e in std::fs::read_dir(&corpus)?.flatten() {
+        if e.file_type()?.is_file() && !e.file_name().to_string_lossy().starts_with('.') {
+            let to = top.path().join(e.file_name());
+            if std::fs::hard_link(e.path(), &to).is_err() {
+                std::fs::copy(e.path(), &to)?;
+            }
+        }
+    }
+    let mixed = import(&bin, top.path())?;
     eprintln!("import, mixed corpus: {mixed}");
+    // The 200-MP HEIC grid (pillow-heif's test image): our tile-by-tile decode against
+    // vipsthumbnail's (libheif decodes the whole grid) on the same file.
+    let large = import(&bin, &corpus.join("large"))?;
+    let vips_large = vips_heic(&corpus.join("large/heic_200mp.heic"))?;
+    eprintln!("import, 200-MP HEIC: {large}\n  vipsthumbnail (preview only): {vips_large}");
     let mut jpegs: Vec<PathBuf> = std::fs::read_dir(&twelve)
         .with_context(|| format!("{} (run the ingest bench first)", twelve.display()))?
         .flatten()
@@ -301,6 +347,8 @@ fn main() -> Result<()> {
     let result = json!({
         "near_duplicates": {"photos": sources.len(), "items": items.len(), "default_threshold": t, "by_threshold": per_threshold, "missed_at_default": missed},
         "import_mixed": mixed,
+        "import_200mp_heic": large,
+        "vipsthumbnail_200mp_heic": vips_large,
         "import_12mp_jpeg": jpeg,
         "vipsthumbnail_12mp_files_per_s": n / vips_s,
         "import_vs_vipsthumbnail": (n / ours) / (n / vips_s),
