@@ -20,7 +20,7 @@
 //! a full clustering pass, never data. Files are replaced by rename; a file whose checksum does
 //! not match is dropped (and the document fetched again).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -219,6 +219,25 @@ impl StateDir {
         }
     }
 
+    /// Removes every kept pack whose hash is not in `live` (packs of months replaced while this
+    /// node was stopped, or of a model no longer used). Returns how many were removed.
+    pub fn prune_packs(&self, live: &HashSet<String>) -> usize {
+        let Ok(entries) = fs::read_dir(&self.packs) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(hash) = name.to_str().and_then(|n| n.strip_suffix(".pack")) else {
+                continue;
+            };
+            if !live.contains(&hash.to_ascii_lowercase()) && fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// The clustering state kept, or an empty one (every face is tried once again).
     pub fn read_clustered(&self) -> Clustered {
         let path = self.dir.join("clustered.json");
@@ -335,6 +354,16 @@ mod tests {
         s.write_pack(&hash, &pack).unwrap();
         s.remove_pack(&hash);
         assert!(s.read_pack(&hash).is_none());
+        // Pruning keeps exactly the live packs.
+        let other = b"another month".to_vec();
+        let other_hash = blake3::hash(&other).to_hex().to_string();
+        s.write_pack(&hash, &pack).unwrap();
+        s.write_pack(&other_hash, &other).unwrap();
+        let live: HashSet<String> = [hash.clone()].into_iter().collect();
+        assert_eq!(s.prune_packs(&live), 1);
+        assert_eq!(s.read_pack(&hash).unwrap(), pack);
+        assert!(s.read_pack(&other_hash).is_none());
+        assert_eq!(s.prune_packs(&live), 0);
         s.write_pack(&hash, &pack).unwrap();
         drop(s);
 

@@ -401,6 +401,20 @@ impl Worker {
         for u in users {
             self.cluster(&u).await?;
         }
+        // Every month's face pack was just brought up to date: any other kept pack is one a
+        // month replaced while this node was stopped (or of an old model), never read again.
+        if let Store::Disk { state, .. } = &self.store {
+            let live: HashSet<String> = self
+                .vecs
+                .values()
+                .filter_map(|v| v.face.loaded.as_deref())
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let removed = state.prune_packs(&live);
+            if removed > 0 {
+                tracing::info!(removed, kept = live.len(), "face packs pruned");
+            }
+        }
         self.sync_now().await
     }
 
