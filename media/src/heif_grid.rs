@@ -5,8 +5,9 @@
 //! tile into one full-resolution image, then converting it to RGB: a 200-MP photo needs well
 //! over 1 GB for the few seconds of its decode, of which the preview keeps 1440 px.
 //!
-//! Here each tile is wrapped alone in a minimal HEIF file (its own properties, and the grid's
-//! colour properties when it has none; its coded data in `mdat`) and decoded by libheif, and its
+//! Here each tile is wrapped alone in a minimal HEIF file (its own properties, as libheif
+//! converts a grid's tiles with their own colour properties; its coded data in `mdat`) and
+//! decoded by libheif, and its
 //! pixels are box-averaged by an integer factor `k` straight into a small canvas (at least
 //! the preview's size), so no more than one tile is ever decoded at full resolution. The
 //! grid's rotation (`irot`) is applied to the canvas. A grid with a mirror or a crop, a
@@ -19,10 +20,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use image::RgbImage;
 use libheif_rs::{ColorSpace, HeifContext, LibHeif, RgbChroma};
 
+use crate::derive::PREVIEW_LONG_SIDE;
 use crate::video::{be_u16, be_u32, box_at};
 
 /// Tiles in a grid at most (the format allows 256 × 256).
 const MAX_TILES: usize = 65_536;
+/// Extents of one item at most (libheif's own limit; writers use one).
+const MAX_EXTENTS: u16 = 32;
 
 /// A grid decoded at reduced size: the canvas (rotation applied) and the grid's displayed
 /// dimensions at full resolution.
@@ -120,6 +124,11 @@ impl<'a> Meta<'a> {
         let iloc = find(meta, b"iloc")?;
         let version = *iloc.first()?;
         let (offset_size, length_size) = (iloc.get(4)? >> 4, iloc.get(4)? & 15);
+        // Every extent must take bytes to describe (a zero-sized length would let a small box
+        // describe billions of extents), and no version past 2 is known.
+        if version > 2 || length_size == 0 {
+            return None;
+        }
         let (base_size, index_size) = (iloc.get(5)? >> 4, iloc.get(5)? & 15);
         let mut at = 6;
         let count = if version < 2 {
@@ -137,10 +146,15 @@ impl<'a> Meta<'a> {
             } else {
                 0
             };
-            at += 2; // data_reference_index
+            // Data in another file (a data reference) is not followed.
+            let external = be_u16(iloc, at)? != 0;
+            at += 2;
             let base = sized(iloc, &mut at, base_size)?;
             let extents = be_u16(iloc, at)?;
             at += 2;
+            if extents > MAX_EXTENTS {
+                return None;
+            }
             let mut list = Vec::new();
             for _ in 0..extents {
                 if version >= 1 && index_size > 0 {
@@ -150,7 +164,9 @@ impl<'a> Meta<'a> {
                 let len = sized(iloc, &mut at, length_size)?;
                 list.push((base.checked_add(off)?, len));
             }
-            locations.insert(id, (method, list));
+            if !external {
+                locations.insert(id, (method, list));
+            }
         }
 
         let mut dimg = HashMap::new();
@@ -370,9 +386,9 @@ fn add_row(sums: &mut [u32], line: &[u8], x0: u32, k: u32) {
     }
 }
 
-/// Decodes the file's primary image tile by tile when it is a grid at least twice as large
-/// (each side) as `wanted` on its long side; see the module documentation.
-pub(crate) fn decode_scaled(file: &[u8], wanted: u32) -> Result<Scaled, NotTiled> {
+/// Decodes the file's primary image tile by tile when it is a grid at least twice as large as
+/// the preview on its long side; see the module documentation.
+pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
     let Some(meta) = Meta::parse(file) else {
         return no("meta not readable");
     };
@@ -409,7 +425,9 @@ pub(crate) fn decode_scaled(file: &[u8], wanted: u32) -> Result<Scaled, NotTiled
     if crate::derive::check_dims(out_w, out_h).is_err() {
         return no("grid dimensions out of range");
     }
-    let k = out_w.max(out_h) / wanted.max(1);
+    // With at most 250 MP and a canvas of at least 1440 px on its long side, no canvas pixel
+    // sums more than 2^32 / 255 source pixels.
+    let k = out_w.max(out_h) / PREVIEW_LONG_SIDE;
     if k < 2 {
         return no("small enough to decode whole");
     }
@@ -417,11 +435,35 @@ pub(crate) fn decode_scaled(file: &[u8], wanted: u32) -> Result<Scaled, NotTiled
     if tiles.len() != (rows * cols) as usize || tiles.len() > MAX_TILES {
         return no("tile count does not match the grid");
     }
-    let colour: Vec<(bool, &[u8])> = grid
-        .iter()
-        .filter(|(_, p)| matches!(kind_of(p), b"colr" | b"pixi"))
-        .copied()
-        .collect();
+    // Every tile is a coded image of one declared size that, rows × columns, covers the output
+    // with every row and column showing: checked before anything is decoded.
+    let mut declared = None;
+    for &tile in &tiles {
+        if !matches!(meta.types.get(&tile), Some(b"hvc1" | b"av01")) {
+            return no("a tile is not an HEVC or AV1 image");
+        }
+        let ispe = meta
+            .properties(tile)
+            .into_iter()
+            .find(|(_, p)| kind_of(p) == b"ispe")
+            .and_then(|(_, p)| Some((be_u32(p, 12)?, be_u32(p, 16)?)));
+        match (ispe, declared) {
+            (None, _) => return no("a tile without its size"),
+            (Some(size), None) => declared = Some(size),
+            (Some(size), Some(d)) if size != d => return no("tiles of different sizes"),
+            _ => {}
+        }
+    }
+    let Some((tw, th)) = declared else {
+        return no("no tiles");
+    };
+    let covers = |n: u32, t: u32, out: u32| {
+        let (n, t, out) = (u64::from(n), u64::from(t), u64::from(out));
+        t > 0 && n * t >= out && (n - 1) * t < out
+    };
+    if !covers(cols, tw, out_w) || !covers(rows, th, out_h) {
+        return no("tiles do not cover the grid");
+    }
 
     let (dw, dh) = (out_w.div_ceil(k), out_h.div_ceil(k));
     let mut sums = vec![0u32; dw as usize * dh as usize * 3];
@@ -437,12 +479,9 @@ pub(crate) fn decode_scaled(file: &[u8], wanted: u32) -> Result<Scaled, NotTiled
         let Some(item_type) = meta.types.get(&tile).copied() else {
             return no("tile without an item type");
         };
-        let mut props = meta.properties(tile);
-        for c in &colour {
-            if !props.iter().any(|(_, p)| kind_of(p) == kind_of(c.1)) {
-                props.push(*c);
-            }
-        }
+        // The tile's own properties only: libheif 1.15 converts each tile of a grid with the
+        // tile's colour properties (or its bitstream's), never the grid's.
+        let props = meta.properties(tile);
         let Some(data) = meta.data(file, tile) else {
             return no("tile data not readable");
         };
@@ -457,7 +496,6 @@ pub(crate) fn decode_scaled(file: &[u8], wanted: u32) -> Result<Scaled, NotTiled
         .min(tiles.len());
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let mut tile_size: Option<(u32, u32)> = None;
     std::thread::scope(|scope| -> Result<(), NotTiled> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Tile, NotTiled>>(threads);
         for _ in 0..threads {
@@ -469,7 +507,14 @@ pub(crate) fn decode_scaled(file: &[u8], wanted: u32) -> Result<Scaled, NotTiled
                     if i >= tiles.len() {
                         break;
                     }
-                    let tile = wrap(i).and_then(|single| decode_tile(&lib, i, &single));
+                    let tile = wrap(i).and_then(|single| {
+                        // libheif is C, but guard the wrapper: a panic here is a failed tile
+                        // (and so the whole decode), not a failed image.
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            decode_tile(&lib, i, &single)
+                        }))
+                        .unwrap_or_else(|_| no("tile decoder panicked"))
+                    });
                     if tx.send(tile).is_err() {
                         break;
                     }
@@ -485,19 +530,9 @@ pub(crate) fn decode_scaled(file: &[u8], wanted: u32) -> Result<Scaled, NotTiled
                     return Err(e);
                 }
             };
-            let (tw, th) = (tile.width, tile.height);
-            if *tile_size.get_or_insert((tw, th)) != (tw, th) {
+            if (tile.width, tile.height) != (tw, th) {
                 stop.store(true, Ordering::Relaxed);
-                return no("tiles of different sizes");
-            }
-            // Tiles must cover the output, and every row and column must show in it.
-            let covers = |n: u32, t: u32, out: u32| {
-                let (n, t, out) = (u64::from(n), u64::from(t), u64::from(out));
-                n * t >= out && (n - 1) * t < out
-            };
-            if !covers(cols, tw, out_w) || !covers(rows, th, out_h) {
-                stop.store(true, Ordering::Relaxed);
-                return no("tiles do not cover the grid");
+                return no("a tile decoded to another size than it declares");
             }
             let i = tile.index as u32;
             let (x0, y0) = ((i % cols) * tw, (i / cols) * th);
@@ -581,6 +616,40 @@ mod tests {
         );
     }
 
+    /// Sizes that lie: an iloc claiming 2^31 items of zero-sized fields is refused at once;
+    /// tiles declaring a size they do not decode to, or one that does not tile the grid, are
+    /// refused before or at their decode (and the caller decodes whole).
+    #[test]
+    fn lying_sizes_are_refused() {
+        let mut meta = vec![0u8; 4];
+        put_box(&mut meta, b"pitm", &[0, 0, 0, 0, 0, 1]);
+        put_box(&mut meta, b"iinf", &[0, 0, 0, 0, 0, 0]);
+        put_box(&mut meta, b"iloc", &[2, 0, 0, 0, 0x40, 0x00, 0x80, 0, 0, 0]);
+        let mut file = Vec::new();
+        put_box(&mut file, b"ftyp", b"heic\0\0\0\0mif1heic");
+        put_box(&mut file, b"meta", &meta);
+        assert!(Meta::parse(&file).is_none());
+        assert!(decode_scaled(&file).is_err());
+
+        let Some(bytes) = pug() else {
+            assert!(std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none());
+            return;
+        };
+        let tile_ispe = bytes
+            .windows(20)
+            .position(|w| w == b"\0\0\0\x14ispe\0\0\0\0\0\0\x02\0\0\0\x02\0")
+            .expect("pug.heic's tiles declare 512 x 512");
+        for (width, why) in [
+            (513u32, "a tile decoded to another size than it declares"),
+            (1024, "tiles do not cover the grid"),
+            (0, "tiles do not cover the grid"),
+        ] {
+            let mut lying = bytes.clone();
+            lying[tile_ispe + 12..tile_ispe + 16].copy_from_slice(&width.to_be_bytes());
+            assert_eq!(decode_scaled(&lying).err().as_deref(), Some(why), "{width}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
         /// Damaged containers (bytes overwritten anywhere in the boxes, cuts) never panic the
@@ -592,7 +661,10 @@ mod tests {
             cut in proptest::option::of(0usize..8192),
             decode in proptest::bool::weighted(0.03),
         ) {
-            let Some(mut bytes) = pug() else { return Ok(()) };
+            let Some(mut bytes) = pug() else {
+                assert!(std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none());
+                return Ok(());
+            };
             for (i, b) in patch.iter().enumerate() {
                 if let Some(x) = bytes.get_mut(at + i) {
                     *x = *b;
@@ -608,7 +680,7 @@ mod tests {
                 }
             }
             if decode {
-                let _ = decode_scaled(&bytes, 1440);
+                let _ = decode_scaled(&bytes);
             }
         }
     }
