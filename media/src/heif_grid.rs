@@ -15,6 +15,7 @@
 //! libheif's own whole decode, so nothing is lost by trying.
 
 use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use image::RgbImage;
@@ -386,12 +387,104 @@ fn add_row(sums: &mut [u32], line: &[u8], x0: u32, k: u32) {
     }
 }
 
-/// Decodes the file's primary image tile by tile when it is a grid at least twice as large as
-/// the preview on its long side; see the module documentation.
-pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
+/// What a tiled decode of a file will do, checked before any pixel is decoded.
+struct Plan<'a> {
+    meta: Meta<'a>,
+    rotation: u8,
+    out_w: u32,
+    out_h: u32,
+    cols: u32,
+    /// The averaging factor: `k × k` source pixels per canvas pixel.
+    k: u32,
+    tiles: Vec<u32>,
+    tw: u32,
+    th: u32,
+}
+
+/// Threads decoding tiles of one image.
+fn tile_threads(tiles: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(tiles)
+}
+
+/// Memory a tiled decode of this file needs at most, in MiB, when it will be tiled: the canvas
+/// sums and pixels, the tiles in flight (each as libheif's planes, its RGB and our copy) and
+/// the preview's buffers; the file's own bytes are not counted. `None` when the file will not
+/// be tiled. Reads only the top-level box headers, the `meta` box (before or after `mdat`:
+/// Samsung writes it last) and the grid's descriptor.
+pub fn tiled_decode_mib<R: Read + Seek>(file: &mut R) -> Option<u64> {
+    const MAX_META: u64 = 16 << 20;
+    let end = file.seek(SeekFrom::End(0)).ok()?;
+    let mut off = 0u64;
+    let mut meta_box = None;
+    for _ in 0..64 {
+        if off >= end {
+            break;
+        }
+        file.seek(SeekFrom::Start(off)).ok()?;
+        let mut h = [0u8; 16];
+        let n = file.read(&mut h).ok()?;
+        let h = h.get(..n)?;
+        let size32 = u64::from(be_u32(h, 0)?);
+        let size = match size32 {
+            0 => end - off,
+            1 => u64::from_be_bytes(h.get(8..16)?.try_into().ok()?),
+            s => s,
+        };
+        if size < 8 {
+            return None;
+        }
+        if h.get(4..8)? == b"meta" {
+            if size > MAX_META || off.checked_add(size)? > end {
+                return None;
+            }
+            let mut buf = vec![0u8; usize::try_from(size).ok()?];
+            file.seek(SeekFrom::Start(off)).ok()?;
+            file.read_exact(&mut buf).ok()?;
+            meta_box = Some(buf);
+            break;
+        }
+        off = off.checked_add(size)?;
+    }
+    let buf = meta_box?;
+    let meta = Meta::parse(&buf)?;
+    let desc = match meta.locations.get(&meta.primary)? {
+        (1, _) => meta.data(&buf, meta.primary)?,
+        (0, extents) => {
+            let mut desc = Vec::new();
+            for &(at, len) in extents {
+                if len > 64 {
+                    return None;
+                }
+                file.seek(SeekFrom::Start(at)).ok()?;
+                let mut part = vec![0u8; len as usize];
+                file.read_exact(&mut part).ok()?;
+                desc.extend_from_slice(&part);
+            }
+            desc
+        }
+        _ => return None,
+    };
+    let p = plan_from(meta, Some(desc)).ok()?;
+    let canvas = u64::from(p.out_w.div_ceil(p.k)) * u64::from(p.out_h.div_ceil(p.k)) * 3 * 6;
+    let in_flight = (2 * tile_threads(p.tiles.len()) + 1) as u64;
+    let tiles = in_flight * u64::from(p.tw) * u64::from(p.th) * 8;
+    let preview = u64::from(PREVIEW_LONG_SIDE).pow(2) * 3 * 2;
+    Some((canvas + tiles + preview).div_ceil(1 << 20))
+}
+
+fn plan(file: &[u8]) -> Result<Plan<'_>, NotTiled> {
     let Some(meta) = Meta::parse(file) else {
         return no("meta not readable");
     };
+    let desc = meta.data(file, meta.primary);
+    plan_from(meta, desc)
+}
+
+/// The plan from the `meta` box and the primary item's bytes (the grid descriptor).
+fn plan_from(meta: Meta<'_>, desc: Option<Vec<u8>>) -> Result<Plan<'_>, NotTiled> {
     if meta.types.get(&meta.primary) != Some(b"grid") {
         return no("not a grid");
     }
@@ -404,7 +497,7 @@ pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
             _ => {}
         }
     }
-    let Some(desc) = meta.data(file, meta.primary) else {
+    let Some(desc) = desc else {
         return no("grid descriptor not readable");
     };
     let (rows, cols) = match (desc.get(2), desc.get(3)) {
@@ -464,6 +557,33 @@ pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
     if !covers(cols, tw, out_w) || !covers(rows, th, out_h) {
         return no("tiles do not cover the grid");
     }
+    Ok(Plan {
+        meta,
+        rotation,
+        out_w,
+        out_h,
+        cols,
+        k,
+        tiles,
+        tw,
+        th,
+    })
+}
+
+/// Decodes the file's primary image tile by tile when it is a grid at least twice as large as
+/// the preview on its long side; see the module documentation.
+pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
+    let Plan {
+        meta,
+        rotation,
+        out_w,
+        out_h,
+        cols,
+        k,
+        tiles,
+        tw,
+        th,
+    } = plan(file)?;
 
     let (dw, dh) = (out_w.div_ceil(k), out_h.div_ceil(k));
     let mut sums = vec![0u32; dw as usize * dh as usize * 3];
@@ -490,10 +610,7 @@ pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
             None => no("tile cannot be wrapped"),
         }
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4)
-        .min(tiles.len());
+    let threads = tile_threads(tiles.len());
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<(), NotTiled> {
@@ -647,6 +764,41 @@ mod tests {
             let mut lying = bytes.clone();
             lying[tile_ispe + 12..tile_ispe + 16].copy_from_slice(&width.to_be_bytes());
             assert_eq!(decode_scaled(&lying).err().as_deref(), Some(why), "{width}");
+        }
+    }
+
+    /// The estimate the node's job queue admits a decode with: tens of MiB for a tiled grid,
+    /// read from the file wherever its `meta` box is; none for what is decoded whole.
+    #[test]
+    fn tiled_decodes_are_estimated_from_the_meta_box() {
+        let Some(dir) = std::env::var_os("TESSERA_CORPUS").map(std::path::PathBuf::from) else {
+            assert!(std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none());
+            return;
+        };
+        let estimate = |name: &str| {
+            let mut f = std::fs::File::open(dir.join(name)).unwrap();
+            tiled_decode_mib(&mut f)
+        };
+        // Its `meta` box comes after 2.4 MB of `mdat` (Samsung's layout).
+        let mib = estimate("large/heic_200mp.heic").unwrap();
+        assert!((16..128).contains(&mib), "{mib}");
+        for small_grid in ["heic_iphone13pro.heic", "heic_samsung_s25.heic"] {
+            assert!(
+                estimate(small_grid).is_some_and(|m| m < 128),
+                "{small_grid}"
+            );
+        }
+        // Sony's 33-MP .HIF is a grid of large tiles (its stored thumbnail is decoded instead,
+        // but the estimate stays an upper bound).
+        assert!(estimate("hif_sony_irot90.hif").is_some());
+        for whole in ["heic_xiaomi.heic", "avif_photo.avif"] {
+            assert_eq!(estimate(whole), None, "{whole}");
+        }
+        // A file cut before or inside its `meta` box is no estimate (and no panic).
+        let big = std::fs::read(dir.join("large/heic_200mp.heic")).unwrap();
+        for cut in [0, 7, 24, 1 << 20, big.len() - 40_000] {
+            let mut c = std::io::Cursor::new(&big[..cut]);
+            assert_eq!(tiled_decode_mib(&mut c), None, "{cut}");
         }
     }
 

@@ -20,6 +20,7 @@ mod video;
 pub use derive::{make_derivatives, Derivatives, PREVIEW_LONG_SIDE, THUMB_SHORT_SIDE};
 pub use exif_meta::{read_metadata, Metadata};
 pub use hash::{hash_bytes, Hashes, StreamHasher};
+pub use heif_grid::tiled_decode_mib;
 pub use motion::motion_photo_video;
 pub use phash::{phash_encoded, phash_image};
 pub use sidecar::{

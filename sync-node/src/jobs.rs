@@ -316,7 +316,28 @@ fn estimate(node: &Node, asset: &str, owner: &str) -> u64 {
         let shard = tessera_core::DocId::shard(owner, &loc.month).ok()?;
         node.catalog.lock().ok()?.asset_in(&shard, asset).ok()?
     })();
-    record.as_ref().map_or(1, decode_cost_mib)
+    let Some(record) = record else { return 1 };
+    let whole = decode_cost_mib(&record);
+    // A large HEIF/AVIF grid is decoded tile by tile (tessera_media::tiled_decode_mib): its
+    // `meta` box says so (a few KB read). Read from the local original only (an original held
+    // in object storage keeps the whole-decode estimate).
+    let heif = matches!(
+        record.mime.as_deref(),
+        Some("image/heic" | "image/heif" | "image/avif")
+    );
+    if heif && whole > 64 {
+        let tiled = node
+            .blobs
+            .path(BlobKind::Original, asset)
+            .ok()
+            .and_then(|p| std::fs::File::open(p).ok())
+            .and_then(|mut f| tessera_media::tiled_decode_mib(&mut f));
+        if let Some(tiled) = tiled {
+            let file = record.size.unwrap_or(0).div_ceil(1 << 20);
+            return (file + tiled).min(whole);
+        }
+    }
+    whole
 }
 
 fn mark_error(node: &Node, asset: &str, owner: &str, msg: &str) {
@@ -503,7 +524,8 @@ mod tests {
         // A 12-MP phone JPEG: DCT-scaled, tens of MiB.
         let jpeg = decode_cost_mib(&rec("image/jpeg", 5 << 20, 4000, 3000));
         assert!((15..60).contains(&jpeg), "{jpeg}");
-        // pillow-heif's 200-MP HEIC (the node measured 1.2 GB RSS decoding it).
+        // A 200-MP HEIC decoded whole (libheif took 1.2 GB on pillow-heif's): what `estimate`
+        // keeps when the file's head does not show a grid it will decode tile by tile.
         let heic = decode_cost_mib(&rec("image/heic", 60 << 20, 16384, 12288));
         assert!(heic > 1024, "{heic}");
         // With the default 1 GiB budget: many JPEGs at once, the HEIC alone (it is capped to

@@ -817,6 +817,46 @@ fn large_decodes_are_admitted_against_the_memory_budget() {
     );
 }
 
+/// pillow-heif's 200-MP HEIC (a grid of HEVC tiles) is admitted with its tiled estimate, not a
+/// whole decode's 1.8 GB: with a 256 MiB budget it does not wait to run alone, and its
+/// preview and thumbnail come out whole and upright.
+#[test]
+fn a_200_mp_heic_grid_is_admitted_as_a_tiled_decode() {
+    let Some(corpus) = std::env::var_os("TESSERA_CORPUS").map(std::path::PathBuf::from) else {
+        assert!(
+            std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none(),
+            "TESSERA_REQUIRE_CORPUS is set but TESSERA_CORPUS is not"
+        );
+        eprintln!("SKIPPED: TESSERA_CORPUS is not set");
+        return;
+    };
+    let bytes = std::fs::read(corpus.join("large/heic_200mp.heic")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &["--decode-memory-mib", "256"]).unwrap();
+    let mut api = Api::new(&node.url);
+    api.bootstrap_admin().unwrap();
+    let (code, body) = api.upload("200mp.heic", bytes).unwrap();
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let asset = api.wait_processed(&id, Duration::from_secs(120)).unwrap();
+    assert_eq!(asset["tessera"]["status"], "ready", "{asset}");
+    let (w, h) = (
+        asset["width"].as_u64().unwrap(),
+        asset["height"].as_u64().unwrap(),
+    );
+    assert_eq!((w, h), (12240, 16320), "{asset}");
+    let (code, preview) = api
+        .get_bytes(&format!("/api/assets/{id}/thumbnail?size=preview"))
+        .unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(dims(&preview), (1080, 1440));
+    let log = node.log();
+    assert!(
+        !log.contains("a large decode: waiting for the memory budget"),
+        "the tiled HEIC was admitted as a whole decode: {log}"
+    );
+}
+
 /// The photos the timeline counts, summed over its buckets.
 fn timeline_total(api: &Api) -> u64 {
     let (status, v) = api.get_json("/api/timeline/buckets").unwrap();
