@@ -77,6 +77,9 @@ fn decode_inner(
             .filter_map(|&id| handle.thumbnail(id).ok())
             .filter(|t| {
                 t.width().max(t.height()) >= wanted
+                    // A thumbnail is small (cameras: ≈ 1616 px); a huge one is not one.
+                    && u64::from(t.width()) * u64::from(t.height())
+                        <= 4 * u64::from(PREVIEW_LONG_SIDE).pow(2)
                     && crate::derive::check_dims(t.width(), t.height()).is_ok()
                     && (aspect(t.width(), t.height()) / aspect(full_w, full_h) - 1.0).abs() < 0.02
             })
@@ -88,9 +91,14 @@ fn decode_inner(
         .filter(|i| i.width().max(i.height()) >= wanted);
     if decoded.is_none() && allow_tiles {
         // A large grid (phones, 50–200 MP sensors): tile by tile at reduced size, never whole;
-        // anything that path does not take or that fails there is decoded whole below.
-        if let Ok(s) = crate::heif_grid::decode_scaled(bytes) {
-            return Ok((s.image, s.width, s.height));
+        // what that path does not take is decoded whole below, but a grid whose tile fails is
+        // damaged (libheif would decode the same tile) and is not decoded whole.
+        match crate::heif_grid::decode_scaled(bytes) {
+            Ok(s) => return Ok((s.image, s.width, s.height)),
+            Err(crate::heif_grid::TileError::Failed(reason)) => {
+                return Err(MediaError::Decode { format, reason })
+            }
+            Err(crate::heif_grid::TileError::NotTiled(_)) => {}
         }
     }
     let (img, disp_w, disp_h) = match decoded {
@@ -394,9 +402,12 @@ mod tests {
             let (via, vw, vh) = decode_inner(&bytes, "HEIF", true, true).unwrap();
             assert_eq!((via.dimensions(), vw, vh), ((sw, sh), w, h), "{file}");
         }
-        // A truncated grid is no tile decode (and libheif's whole decode reports it).
+        // A truncated grid is a failed tile decode, reported as an error.
         let cut = std::fs::read(dir.join("bad_truncated.heic")).unwrap();
-        assert!(crate::heif_grid::decode_scaled(&cut).is_err());
+        assert!(matches!(
+            crate::heif_grid::decode_scaled(&cut),
+            Err(crate::heif_grid::TileError::Failed(_))
+        ));
         assert!(decode_heif(&cut, "image/heic").is_err());
     }
 }

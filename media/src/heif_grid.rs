@@ -37,8 +37,25 @@ pub(crate) struct Scaled {
     pub height: u32,
 }
 
-/// Why the tile path was not taken or failed (the caller then decodes the image whole).
+/// Why the tile path was not taken or failed.
 type NotTiled = String;
+
+/// How a tiled decode did not happen; see [`decode_scaled`].
+#[derive(Debug)]
+pub(crate) enum TileError {
+    /// Why (read by the tests: the caller just decodes the image whole).
+    NotTiled(#[cfg_attr(not(test), allow(dead_code))] String),
+    Failed(String),
+}
+
+impl TileError {
+    #[cfg(test)]
+    fn reason(&self) -> &str {
+        match self {
+            Self::NotTiled(r) | Self::Failed(r) => r,
+        }
+    }
+}
 
 fn no<T>(why: &str) -> Result<T, NotTiled> {
     Err(why.to_owned())
@@ -470,9 +487,16 @@ pub fn tiled_decode_mib<R: Read + Seek>(file: &mut R) -> Option<u64> {
     let p = plan_from(meta, Some(desc)).ok()?;
     let canvas = u64::from(p.out_w.div_ceil(p.k)) * u64::from(p.out_h.div_ceil(p.k)) * 3 * 6;
     let in_flight = (2 * tile_threads(p.tiles.len()) + 1) as u64;
-    let tiles = in_flight * u64::from(p.tw) * u64::from(p.th) * 8;
+    // Each tile in flight: libheif's planes, its RGB and our copy (8 bytes a pixel), and its
+    // coded bytes three times (ours, the wrapped file, libheif's).
+    let tiles = in_flight.saturating_mul(u64::from(p.tw) * u64::from(p.th) * 20);
     let preview = u64::from(PREVIEW_LONG_SIDE).pow(2) * 3 * 2;
-    Some((canvas + tiles + preview).div_ceil(1 << 20))
+    Some(
+        canvas
+            .saturating_add(tiles)
+            .saturating_add(preview)
+            .div_ceil(1 << 20),
+    )
 }
 
 fn plan(file: &[u8]) -> Result<Plan<'_>, NotTiled> {
@@ -557,6 +581,20 @@ fn plan_from(meta: Meta<'_>, desc: Option<Vec<u8>>) -> Result<Plan<'_>, NotTiled
     if !covers(cols, tw, out_w) || !covers(rows, th, out_h) {
         return no("tiles do not cover the grid");
     }
+    if crate::derive::check_dims(tw, th).is_err() {
+        return no("tiles too large");
+    }
+    // A tile's coded bytes are never more than its pixels uncompressed (copies of them are in
+    // flight on every thread).
+    let tile_bytes = u64::from(tw) * u64::from(th) * 4 + (64 << 10);
+    for tile in &tiles {
+        let coded: u64 = meta.locations.get(tile).map_or(0, |(_, e)| {
+            e.iter().map(|(_, len)| *len).fold(0, u64::saturating_add)
+        });
+        if coded > tile_bytes {
+            return no("a tile's coded data is larger than its pixels");
+        }
+    }
     Ok(Plan {
         meta,
         rotation,
@@ -572,7 +610,12 @@ fn plan_from(meta: Meta<'_>, desc: Option<Vec<u8>>) -> Result<Plan<'_>, NotTiled
 
 /// Decodes the file's primary image tile by tile when it is a grid at least twice as large as
 /// the preview on its long side; see the module documentation.
-pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
+///
+/// `Err(TileError::NotTiled)`: the file is not for this path (decode it whole).
+/// `Err(TileError::Failed)`: it is, and a tile could not be decoded: the file is damaged, and
+/// it is not decoded whole either (libheif decodes the same tiles, and the job was admitted
+/// with this path's memory estimate, not a whole decode's).
+pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, TileError> {
     let Plan {
         meta,
         rotation,
@@ -583,7 +626,7 @@ pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
         tiles,
         tw,
         th,
-    } = plan(file)?;
+    } = plan(file).map_err(TileError::NotTiled)?;
 
     let (dw, dh) = (out_w.div_ceil(k), out_h.div_ceil(k));
     let mut sums = vec![0u32; dw as usize * dh as usize * 3];
@@ -603,7 +646,9 @@ pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
         // tile's colour properties (or its bitstream's), never the grid's.
         let props = meta.properties(tile);
         let Some(data) = meta.data(file, tile) else {
-            return no("tile data not readable");
+            return Err(format!(
+                "tile {i} of the grid: its coded data is not in the file (cut short?)"
+            ));
         };
         match single_item_file(item_type, &props, &data) {
             Some(single) => Ok(single),
@@ -666,7 +711,8 @@ pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
             }
         }
         Ok(())
-    })?;
+    })
+    .map_err(TileError::Failed)?;
     let mut pixels = Vec::with_capacity(sums.len());
     for dy in 0..dh {
         let ch = k.min(out_h - dy * k);
@@ -680,7 +726,7 @@ pub(crate) fn decode_scaled(file: &[u8]) -> Result<Scaled, NotTiled> {
     }
     drop(sums);
     let Some(canvas) = RgbImage::from_raw(dw, dh, pixels) else {
-        return no("bad canvas size");
+        return Err(TileError::Failed("bad canvas size".into()));
     };
     // irot turns anticlockwise.
     let image = match rotation {
@@ -763,7 +809,8 @@ mod tests {
         ] {
             let mut lying = bytes.clone();
             lying[tile_ispe + 12..tile_ispe + 16].copy_from_slice(&width.to_be_bytes());
-            assert_eq!(decode_scaled(&lying).err().as_deref(), Some(why), "{width}");
+            let err = decode_scaled(&lying).err();
+            assert_eq!(err.as_ref().map(TileError::reason), Some(why), "{width}");
         }
     }
 

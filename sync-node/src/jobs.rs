@@ -231,7 +231,14 @@ pub async fn run(node: Arc<Node>) {
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 return;
             };
-            let cost = estimate(&node, &asset, &job.owner).min(budget);
+            // The estimate reads the catalogue, and for a large HEIF the file's `meta` box.
+            let cost = {
+                let (n, a, o) = (node.clone(), asset.clone(), job.owner.clone());
+                tokio::task::spawn_blocking(move || estimate(&n, &a, &o))
+                    .await
+                    .unwrap_or(budget)
+                    .min(budget)
+            };
             if cost * 2 > budget {
                 tracing::info!(
                     asset,
