@@ -7,12 +7,13 @@
 //!
 //! Here each tile is wrapped alone in a minimal HEIF file (its own properties, as libheif
 //! converts a grid's tiles with their own colour properties; its coded data in `mdat`) and
-//! decoded by libheif, and its
-//! pixels are box-averaged by an integer factor `k` straight into a small canvas (at least
-//! the preview's size), so no more than one tile is ever decoded at full resolution. The
-//! grid's rotation (`irot`) is applied to the canvas. A grid with a mirror or a crop, a
-//! structure this reader does not follow, or any tile that fails, leaves the caller to
-//! libheif's own whole decode, so nothing is lost by trying.
+//! decoded by libheif, and its pixels are box-averaged by an integer factor `k` straight into
+//! a small canvas (at least the preview's size), so only the tiles in flight are ever decoded
+//! at full resolution. The grid's rotation (`irot`) is applied to the canvas. A grid with a
+//! mirror or a crop, or a structure this reader does not follow, is left to libheif's own
+//! whole decode; a grid whose tile fails is damaged (libheif would decode the same tile) and
+//! is an error, never decoded whole: the node admitted it with this path's memory estimate
+//! ([`tiled_decode_mib`]).
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
