@@ -262,13 +262,7 @@ mod tests {
 
     #[test]
     fn thumbnail_fast_path_matches_the_primary() {
-        let Some(dir) = std::env::var_os("TESSERA_CORPUS").map(std::path::PathBuf::from) else {
-            // `cargo xtask test` (and so CI) requires the corpus: no green without running.
-            assert!(
-                std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none(),
-                "TESSERA_REQUIRE_CORPUS is set but TESSERA_CORPUS is not"
-            );
-            eprintln!("TESSERA_CORPUS unset: skipping");
+        let Some(dir) = crate::test_corpus() else {
             return;
         };
         for (file, expect_fast) in [
@@ -325,12 +319,7 @@ mod tests {
     /// shows (same displayed size, same picture), rotation included.
     #[test]
     fn grids_decode_tile_by_tile_to_the_whole_picture() {
-        let Some(dir) = std::env::var_os("TESSERA_CORPUS").map(std::path::PathBuf::from) else {
-            assert!(
-                std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none(),
-                "TESSERA_REQUIRE_CORPUS is set but TESSERA_CORPUS is not"
-            );
-            eprintln!("TESSERA_CORPUS unset: skipping");
+        let Some(dir) = crate::test_corpus() else {
             return;
         };
         // The corpus holds irot 0 and 3; the portrait iPhone photo with its irot made 1 and 2

@@ -753,15 +753,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The iPhone 13 Pro grid of the corpus (`None`: no corpus, and none is required).
     fn pug() -> Option<Vec<u8>> {
-        let dir = std::env::var_os("TESSERA_CORPUS").map(std::path::PathBuf::from)?;
-        std::fs::read(dir.join("heic_iphone13pro.heic")).ok()
+        let dir = crate::test_corpus()?;
+        Some(std::fs::read(dir.join("heic_iphone13pro.heic")).expect("the corpus's pug.heic"))
     }
 
     #[test]
     fn a_single_tile_wraps_into_a_file_libheif_decodes() {
         let Some(bytes) = pug() else {
-            assert!(std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none());
             return;
         };
         let meta = Meta::parse(&bytes).unwrap();
@@ -796,7 +796,6 @@ mod tests {
         assert!(decode_scaled(&file).is_err());
 
         let Some(bytes) = pug() else {
-            assert!(std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none());
             return;
         };
         let tile_ispe = bytes
@@ -819,8 +818,7 @@ mod tests {
     /// read from the file wherever its `meta` box is; none for what is decoded whole.
     #[test]
     fn tiled_decodes_are_estimated_from_the_meta_box() {
-        let Some(dir) = std::env::var_os("TESSERA_CORPUS").map(std::path::PathBuf::from) else {
-            assert!(std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none());
+        let Some(dir) = crate::test_corpus() else {
             return;
         };
         let estimate = |name: &str| {
@@ -862,7 +860,6 @@ mod tests {
             decode in proptest::bool::weighted(0.03),
         ) {
             let Some(mut bytes) = pug() else {
-                assert!(std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none());
                 return Ok(());
             };
             for (i, b) in patch.iter().enumerate() {

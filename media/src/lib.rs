@@ -17,6 +17,21 @@ mod sidecar;
 mod types;
 mod video;
 
+/// The media corpus for tests (`TESSERA_CORPUS`, built by `cargo xtask test`); `None` skips
+/// the test, unless `TESSERA_REQUIRE_CORPUS` says it must run (as in CI): no green without it.
+#[cfg(test)]
+pub(crate) fn test_corpus() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("TESSERA_CORPUS").map(std::path::PathBuf::from);
+    if dir.is_none() {
+        assert!(
+            std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none(),
+            "TESSERA_REQUIRE_CORPUS is set but TESSERA_CORPUS is not"
+        );
+        eprintln!("TESSERA_CORPUS unset: skipping");
+    }
+    dir
+}
+
 pub use derive::{make_derivatives, Derivatives, PREVIEW_LONG_SIDE, THUMB_SHORT_SIDE};
 pub use exif_meta::{read_metadata, Metadata};
 pub use hash::{hash_bytes, Hashes, StreamHasher};

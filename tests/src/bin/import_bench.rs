@@ -8,6 +8,7 @@
 //! Env: `TESSERA_SYNC_NODE_BIN` (the binary), `TESSERA_CORPUS`, `TESSERA_FIXTURES`,
 //! `TESSERA_SHARP` (optional: the sharp install).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -57,27 +58,18 @@ fn import(bin: &Path, dir: &Path) -> Result<Value> {
         bail!("could not create the admin account");
     }
     let report = tmp.path().join("report.json");
-    let time_out = tmp.path().join("time.txt");
-    let started = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg("-o")
-        .arg(&time_out)
-        .arg(bin)
-        .arg("import")
-        .arg(dir)
-        .arg("--data")
-        .arg(&data)
-        .arg("--report")
-        .arg(&report)
-        .output()
-        .context("running /usr/bin/time (apt-get install time)")?;
-    let secs = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!("import failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let time = std::fs::read_to_string(&time_out)?;
-    let rss_kb = peak_rss_kb(&time);
+    let (secs, rss_kb) = timed(
+        "import",
+        bin.as_os_str(),
+        &[
+            "import".as_ref(),
+            dir.as_os_str(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--report".as_ref(),
+            report.as_os_str(),
+        ],
+    )?;
     let r: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
     let files = r["files"].as_f64().unwrap_or(0.0);
     let mb = r["bytes"].as_f64().unwrap_or(0.0) / 1e6;
@@ -94,6 +86,26 @@ fn import(bin: &Path, dir: &Path) -> Result<Value> {
 }
 
 /// `vipsthumbnail` making a 250-px thumbnail and a 1440-px preview of every file (2 workers).
+/// Runs `program args` under GNU `time -v`: wall seconds and peak RSS in KB (0 when absent).
+fn timed(what: &str, program: &OsStr, args: &[&OsStr]) -> Result<(f64, f64)> {
+    let tmp = tempfile::tempdir()?;
+    let time_out = tmp.path().join("time.txt");
+    let started = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg("-o")
+        .arg(&time_out)
+        .arg(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {what} under /usr/bin/time (apt-get install time)"))?;
+    let secs = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((secs, peak_rss_kb(&std::fs::read_to_string(&time_out)?)))
+}
+
 /// The peak RSS GNU `time -v` reported, in KB (0 when absent).
 fn peak_rss_kb(time: &str) -> f64 {
     time.lines()
@@ -108,27 +120,18 @@ fn peak_rss_kb(time: &str) -> f64 {
 /// `vipsthumbnail` making one preview of `file` under GNU time: seconds and peak RSS.
 fn vips_heic(file: &Path) -> Result<Value> {
     let tmp = tempfile::tempdir()?;
-    let time_out = tmp.path().join("time.txt");
-    let started = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg("-o")
-        .arg(&time_out)
-        .arg("vipsthumbnail")
-        .arg(file)
-        .args(["--size", "1440x1440", "-o"])
-        .arg(tmp.path().join("preview.jpg[Q=80]"))
-        .output()
-        .context("running vipsthumbnail (apt-get install libvips-tools)")?;
-    let secs = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "vipsthumbnail failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let time = std::fs::read_to_string(&time_out)?;
-    let rss_kb = peak_rss_kb(&time);
+    let preview = tmp.path().join("preview.jpg[Q=80]");
+    let (secs, rss_kb) = timed(
+        "vipsthumbnail (apt-get install libvips-tools)",
+        "vipsthumbnail".as_ref(),
+        &[
+            file.as_os_str(),
+            "--size".as_ref(),
+            "1440x1440".as_ref(),
+            "-o".as_ref(),
+            preview.as_os_str(),
+        ],
+    )?;
     Ok(json!({"seconds": secs, "peak_rss_mb": rss_kb / 1024.0}))
 }
 
