@@ -247,8 +247,13 @@ fn expired(trashed_at: &str, days: u32, now: chrono::DateTime<chrono::Utc>) -> b
 }
 
 /// One pass: purge expired trash of every user, and delete local copies of assets purged
-/// elsewhere. Returns (assets purged here, blobs deleted).
-pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
+/// elsewhere.
+///
+/// A month is read only when its search index (`views::SlimShard`, read back from the last
+/// run's file or kept since it was built) shows trash that has expired, or tombstones or
+/// positions without a place that the sweep has not settled at the month's current revision:
+/// a sweep over a quiet 300k library reads no document.
+pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
     let now = chrono::Utc::now();
     let mut purged = 0;
     // Blobs of tombstones that may still need deleting here (present, or not yet marked so
@@ -257,12 +262,44 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
     // One user's unreadable library must not stop the sweep for everyone else; but then the
     // set of blobs in use is incomplete, so no tombstone's blobs are deleted this time.
     let mut complete = true;
+    let (mut read, mut skipped) = (0usize, 0usize);
     for user in all_users(node)? {
         let days = node.catalog.lock()?.trash_days(&user);
         let (mut expired_ids, mut unplaced) = (Vec::new(), Vec::new());
-        let walked =
-            for_each_shard(node, &user, |_, records| {
-                for r in records {
+        // Months read with nothing left to do once this user's pass succeeds.
+        let mut settle: Vec<(DocId, u64)> = Vec::new();
+        let walked = (|| -> Result<(), NodeError> {
+            let months: Vec<String> = node
+                .catalog
+                .lock()?
+                .shards(&user)
+                .map_err(CatalogError::from)?
+                .into_iter()
+                .map(|s| s.month)
+                .collect();
+            for month in months {
+                let id =
+                    DocId::shard(&user, &month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+                let (revision, records) = {
+                    let mut lib = node.catalog.lock()?;
+                    let slim = node.views.slim(&mut lib, &id).map_err(CatalogError::from)?;
+                    let Some(revision) = lib.revision(&id) else {
+                        continue;
+                    };
+                    let expiring = slim.trashed_at().any(|t| expired(t, days, now));
+                    let pending = (slim.has_tombstones() || slim.has_unplaced())
+                        && !node.views.settled(&id, revision);
+                    if !expiring && !pending {
+                        skipped += 1;
+                        continue;
+                    }
+                    let records = node.views.records(&lib, &id).map_err(CatalogError::from)?;
+                    (revision, records)
+                };
+                read += 1;
+                let before = tomb_blobs.len();
+                let mut expiring = false;
+                for r in records.iter() {
                     if r.is_purged() {
                         tomb_blobs.extend(blob_refs(r).into_iter().filter(|(k, h)| {
                             node.blobs.exists(*k, h) || !node.blobs.is_deleted(h)
@@ -273,12 +310,17 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
                             .is_some_and(|t| expired(t, days, now))
                     {
                         expired_ids.push(r.id.clone());
+                        expiring = true;
                     } else if needs_place(r) {
                         unplaced.push(r.clone());
                     }
                 }
-                Ok(())
-            });
+                if tomb_blobs.len() == before && !expiring {
+                    settle.push((id, revision));
+                }
+            }
+            Ok(())
+        })();
         if let Err(e) = walked {
             tracing::error!(user, error = %e, "cannot read this library; skipping it in this sweep");
             complete = false;
@@ -294,14 +336,27 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
                 }
             }
         }
-        if let Err(e) = locate_missing(node, &user, &unplaced) {
-            tracing::error!(user, error = %e, "reverse geocoding failed");
+        match locate_missing(node, &user, &unplaced) {
+            // Geocoded records changed their month (so it is read again); the others cannot be
+            // placed, and are not tried again until their month changes.
+            Ok(_) => {
+                for (id, revision) in &settle {
+                    node.views.settle(id, *revision);
+                }
+            }
+            Err(e) => tracing::error!(user, error = %e, "reverse geocoding failed"),
         }
     }
-    let mut deleted = 0;
+    let mut report = SweepReport {
+        purged,
+        read,
+        skipped,
+        ..Default::default()
+    };
     if !complete || tomb_blobs.is_empty() {
-        return Ok((purged, deleted));
+        return Ok(report);
     }
+    let mut deleted = 0;
     // Tombstones that arrived by sync: delete the local copies nothing live still uses,
     // deciding under the purge guard from the records as they are now (an upload may have
     // brought one of these blobs back to life meanwhile).
@@ -318,12 +373,26 @@ pub fn sweep(node: &Node) -> Result<(usize, usize), NodeError> {
         }
     }
     node.blobs.remove_all(&remove)?;
-    Ok((purged, deleted))
+    report.blobs_deleted = deleted;
+    Ok(report)
+}
+
+/// What one [`sweep`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SweepReport {
+    /// Assets purged here (expired trash).
+    pub purged: usize,
+    /// Local copies of assets purged elsewhere, deleted.
+    pub blobs_deleted: usize,
+    /// Months whose records were read.
+    pub read: usize,
+    /// Months skipped: their search index showed nothing to do.
+    pub skipped: usize,
 }
 
 /// A record with a position and no place yet (from before the geocoder, or whose position
 /// arrived by sync).
-fn needs_place(r: &AssetRecord) -> bool {
+pub(crate) fn needs_place(r: &AssetRecord) -> bool {
     !r.is_purged() && r.lat.is_some() && r.lon.is_some() && r.country.is_none()
 }
 
@@ -377,9 +446,18 @@ pub fn locate_missing(
 pub async fn run(node: Arc<Node>, every: Duration) {
     loop {
         let n = node.clone();
+        let mut months = (0, 0);
         match tokio::task::spawn_blocking(move || sweep(&n)).await {
-            Ok(Ok((0, 0))) => {}
-            Ok(Ok((p, d))) => tracing::info!(purged = p, blobs_deleted = d, "trash purged"),
+            Ok(Ok(r)) => {
+                if r.purged > 0 || r.blobs_deleted > 0 {
+                    tracing::info!(
+                        purged = r.purged,
+                        blobs_deleted = r.blobs_deleted,
+                        "trash purged"
+                    );
+                }
+                months = (r.read, r.skipped);
+            }
             Ok(Err(e)) => tracing::error!("housekeeping failed: {e}"),
             Err(e) => tracing::error!("housekeeping crashed: {e}"),
         }
@@ -388,6 +466,9 @@ pub async fn run(node: Arc<Node>, every: Duration) {
         if let Ok(lib) = node.catalog.lock() {
             let (docs, saved) = lib.loaded_size();
             tracing::info!(
+                months_read = months.0,
+                months_skipped = months.1,
+                indexes_read = views.indexes_read,
                 loaded_docs = docs,
                 loaded_saved_kb = saved >> 10,
                 cached_shards = views.shards,

@@ -326,19 +326,32 @@ fn estimate(node: &Node, asset: &str, owner: &str) -> u64 {
     let Some(record) = record else { return 1 };
     let whole = decode_cost_mib(&record);
     // A large HEIF/AVIF grid is decoded tile by tile (tessera_media::tiled_decode_mib): its
-    // `meta` box says so (a few KB read). Read from the local original only (an original held
-    // in object storage keeps the whole-decode estimate).
+    // `meta` box says so (a few KB read). Read from the local original, else by range requests
+    // from object storage (a few GETs of 64 KiB, not the whole original).
     let heif = matches!(
         record.mime.as_deref(),
         Some("image/heic" | "image/heif" | "image/avif")
     );
     if heif && whole > 64 {
-        let tiled = node
+        let local = node
             .blobs
             .path(BlobKind::Original, asset)
             .ok()
-            .and_then(|p| std::fs::File::open(p).ok())
-            .and_then(|mut f| tessera_media::tiled_decode_mib(&mut f));
+            .and_then(|p| std::fs::File::open(p).ok());
+        let tiled = match local {
+            Some(mut f) => tessera_media::tiled_decode_mib(&mut f),
+            None => node.blobs.tier().and_then(|t| {
+                let mut r = t.ranged(BlobKind::Original, asset).ok()?;
+                let mib = tessera_media::tiled_decode_mib(&mut r);
+                tracing::debug!(
+                    asset,
+                    requests = r.requests,
+                    ?mib,
+                    "estimated from object storage"
+                );
+                mib
+            }),
+        };
         if let Some(tiled) = tiled {
             let file = record.size.unwrap_or(0).div_ceil(1 << 20);
             return (file + tiled).min(whole);

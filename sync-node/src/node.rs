@@ -166,6 +166,8 @@ pub struct Node {
 
 /// Every shard's timeline counts at the heads they were counted at ([`crate::views`]).
 const COUNTS_FILE: &str = "timeline-counts.json";
+/// Each shard's search index, saved with the heads it was built at (`views::SlimShard`).
+const INDEX_DIR: &str = "search-index";
 
 impl Node {
     pub fn open(config: NodeConfig) -> Result<Arc<Self>, NodeError> {
@@ -208,7 +210,8 @@ impl Node {
         let checksums = db.open_tree("checksums")?;
         let immich_sync = crate::immich_sync::SyncCheckpoints::open(&db)?;
         let webhooks = crate::webhooks::Webhooks::open(&db)?;
-        let views = crate::views::ShardViews::new((config.view_cache_mib << 20) as usize);
+        let views = crate::views::ShardViews::new((config.view_cache_mib << 20) as usize)
+            .with_index_dir(data.join(INDEX_DIR));
         let seeded = views.load_counts(&mut *catalog.lock()?, &data.join(COUNTS_FILE));
         if seeded > 0 {
             tracing::info!(shards = seeded, "timeline counts taken from the last run");
@@ -305,20 +308,31 @@ impl Node {
     }
 
     /// Brings what the next start reads instead of the catalogue up to date: the catalogue's
-    /// heads index and every shard's timeline counts. Cheap when nothing changed (every 30 s
-    /// while serving, at shutdown and at the end of `import`). Takes the catalogue's lock:
-    /// never call it holding the library.
+    /// heads index, every shard's timeline counts and the search indexes built since the last
+    /// save. Cheap when nothing changed (every 30 s while serving, at shutdown and at the end
+    /// of `import`). Takes the catalogue's lock: never call it holding the library.
     pub fn save_indexes(&self) -> Result<(), NodeError> {
         self.catalog.save_heads_index()?;
         let path = self.data().join(COUNTS_FILE);
         // Encoded holding the library (heads and counts agree), written without it.
         let body = self.views.encode_counts(&mut *self.catalog.lock()?);
-        match body {
-            Some(body) => self
-                .views
+        if let Some(body) = body {
+            self.views
                 .write_counts(&path, &body)
-                .map_err(|source| NodeError::Io { path, source }),
-            None => Ok(()),
+                .map_err(|source| NodeError::Io { path, source })?;
+        }
+        // A few shards at a time, so no request waits long for the library.
+        loop {
+            let files = self.views.encode_slims(&mut *self.catalog.lock()?, 16);
+            if files.is_empty() {
+                return Ok(());
+            }
+            self.views
+                .write_slims(files)
+                .map_err(|source| NodeError::Io {
+                    path: self.data().join(INDEX_DIR),
+                    source,
+                })?;
         }
     }
 }

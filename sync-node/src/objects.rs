@@ -68,6 +68,20 @@ impl ObjectTier {
     /// Opens `s3://bucket[/prefix]` with the `AWS_*` environment variables. Makes no request:
     /// see [`ObjectTier::check`].
     pub fn open(url: &str) -> Result<Self, BlobError> {
+        Self::open_with(url, &[])
+    }
+
+    /// [`ObjectTier::open`] with `AWS_*` variables given here instead of taken from the
+    /// environment (`("AWS_ENDPOINT_URL", …)`): what a process that must not change its
+    /// environment (a test among threads) uses.
+    pub fn open_with(url: &str, vars: &[(&str, &str)]) -> Result<Self, BlobError> {
+        let var = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+                .ok_or(std::env::VarError::NotPresent)
+                .or_else(|_| std::env::var(k))
+        };
         let bad = |m: String| BlobError::Config(m);
         let parsed = url::Url::parse(url).map_err(|e| bad(format!("{url:?}: {e}")))?;
         if !matches!(parsed.scheme(), "s3" | "s3a") {
@@ -79,16 +93,24 @@ impl ObjectTier {
         let prefix = Key::parse(parsed.path().trim_matches('/'))
             .map_err(|e| bad(format!("{url:?}: bad prefix: {e}")))?;
         let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
-        let endpoint = std::env::var("AWS_ENDPOINT_URL")
-            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        for (k, v) in vars {
+            if let Ok(key) = k
+                .to_ascii_lowercase()
+                .parse::<object_store::aws::AmazonS3ConfigKey>()
+            {
+                b = b.with_config(key, *v);
+            }
+        }
+        let endpoint = var("AWS_ENDPOINT_URL")
+            .or_else(|_| var("AWS_ENDPOINT"))
             .unwrap_or_default();
         if endpoint.starts_with("http://") {
             b = b.with_allow_http(true);
         }
-        if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+        if var("AWS_REGION").is_err() && var("AWS_DEFAULT_REGION").is_err() {
             b = b.with_region("us-east-1");
         }
-        if !endpoint.is_empty() && std::env::var("AWS_VIRTUAL_HOSTED_STYLE_REQUEST").is_err() {
+        if !endpoint.is_empty() && var("AWS_VIRTUAL_HOSTED_STYLE_REQUEST").is_err() {
             // Self-hosted servers (Garage, MinIO, Ceph) answer path-style requests.
             b = b.with_virtual_hosted_style_request(false);
         }
@@ -275,6 +297,29 @@ impl ObjectTier {
         })?
     }
 
+    /// `kind/hash` as a seekable reader that GETs only the ranges read, a window of
+    /// [`RANGE_WINDOW`] at a time: what the job queue reads of a large HEIF's `meta` box to
+    /// estimate its decode, without downloading the original.
+    pub fn ranged(&self, kind: BlobKind, hash: &str) -> Result<RangedObject<'_>, BlobError> {
+        let key = self.key(kind, hash);
+        let (store, url, k) = (self.store.clone(), self.url.clone(), key.clone());
+        let size = self.run(async move {
+            store
+                .head(&k)
+                .await
+                .map(|m| m.size)
+                .map_err(|e| remote_err(&url, "head", &k, e))
+        })??;
+        Ok(RangedObject {
+            tier: self,
+            key,
+            size,
+            pos: 0,
+            window: (0, Vec::new()),
+            requests: 0,
+        })
+    }
+
     pub fn delete(&self, kind: BlobKind, hash: &str) -> Result<(), BlobError> {
         let key = self.key(kind, hash);
         let store = self.store.clone();
@@ -334,6 +379,84 @@ impl ObjectTier {
         }
         out.sort_by(|a, b| a.1.cmp(&b.1));
         Ok(out)
+    }
+}
+
+/// Bytes a [`RangedObject`] asks for at once (a box header's read brings its neighbours).
+pub const RANGE_WINDOW: u64 = 64 << 10;
+
+/// An object read by ranges ([`ObjectTier::ranged`]).
+pub struct RangedObject<'a> {
+    tier: &'a ObjectTier,
+    key: Key,
+    size: u64,
+    pos: u64,
+    /// The bytes last fetched and where they start.
+    window: (u64, Vec<u8>),
+    /// Range requests made so far.
+    pub requests: u32,
+}
+
+impl RangedObject<'_> {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Read for RangedObject<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() || self.pos >= self.size {
+            return Ok(0);
+        }
+        let (start, bytes) = &self.window;
+        // The whole read from the window, or a new window from here: a short read would make a
+        // box parser that reads a header once think the file ends.
+        let want = (buf.len() as u64).min(self.size - self.pos);
+        let in_window = self.pos >= *start && self.pos + want <= start + bytes.len() as u64;
+        if !in_window {
+            let end = self.size.min(self.pos + RANGE_WINDOW.max(buf.len() as u64));
+            let (store, url, key) = (
+                self.tier.store.clone(),
+                self.tier.url.clone(),
+                self.key.clone(),
+            );
+            let range = self.pos..end;
+            let got = self
+                .tier
+                .run(async move {
+                    store
+                        .get_range(&key, range)
+                        .await
+                        .map_err(|e| remote_err(&url, "get", &key, e))
+                })
+                .and_then(|r| r)
+                .map_err(std::io::Error::other)?;
+            if got.is_empty() {
+                return Ok(0);
+            }
+            self.requests += 1;
+            self.window = (self.pos, got.to_vec());
+        }
+        let (start, bytes) = &self.window;
+        let at = (self.pos - start) as usize;
+        let n = buf.len().min(bytes.len() - at);
+        buf[..n].copy_from_slice(&bytes[at..at + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for RangedObject<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let pos = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => self.size.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        Ok(self.pos)
     }
 }
 

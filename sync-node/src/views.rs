@@ -7,8 +7,8 @@
 //! queries (search, map, memories, Immich's timeline) into a walk over decoded records, and the
 //! counts let `GET /api/timeline/buckets` answer without reading a record.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tessera_core::{AssetRecord, DocId, Library, LibraryError};
@@ -64,19 +64,20 @@ impl ShardCounts {
 
 /// A record's id: 32 bytes for a BLAKE3 hex id (every asset the node stores), the text
 /// otherwise (a peer may write any key).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum SlimId {
     Hash([u8; 32]),
     Other(Box<str>),
 }
 
 /// The searched fields of one record, as indexes into its shard's string table.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct SlimRow {
     id: SlimId,
-    /// filename, make, model, lens, city, state, country, taken_at, mime ([`NONE`]: absent).
-    s: [u32; 9],
-    /// [`FAVORITE`] | [`ARCHIVED`] | [`TRASHED`] | [`PURGED`] | [`NOT_ALONE`].
+    /// filename, make, model, lens, city, state, country, taken_at, mime, trashed_at
+    /// ([`NONE`]: absent).
+    s: [u32; 10],
+    /// [`FAVORITE`] | [`ARCHIVED`] | [`TRASHED`] | [`PURGED`] | [`NOT_ALONE`] | [`UNPLACED`].
     flags: u8,
 }
 
@@ -86,12 +87,16 @@ const ARCHIVED: u8 = 2;
 const TRASHED: u8 = 4;
 const PURGED: u8 = 8;
 const NOT_ALONE: u8 = 16;
+/// A position without a place yet: the housekeeping sweep geocodes it.
+const UNPLACED: u8 = 32;
 
 /// A shard's search index: for every record, what search filters and free text look at, with
 /// the shard's repeated strings (cameras, places) stored once. About 150 bytes a record
 /// against ≈1.4 KB decoded, so it is kept for every shard and a search over 300k records
-/// reads no document.
-#[derive(Debug, Default)]
+/// reads no document. It also says what the housekeeping sweep looks for (trash and its
+/// dates, tombstones, positions without a place), so the sweep reads only months that have
+/// any. Saved per shard between runs ([`ShardViews::with_index_dir`]).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SlimShard {
     /// Every distinct string of the shard, end to end (one allocation, not one per string).
     text: String,
@@ -107,7 +112,7 @@ impl SlimShard {
         let mut seen: HashMap<&str, u32> = HashMap::new();
         let mut rows = Vec::with_capacity(records.len());
         for r in records {
-            let mut s = [NONE; 9];
+            let mut s = [NONE; 10];
             let fields = [
                 &r.filename,
                 &r.make,
@@ -118,6 +123,7 @@ impl SlimShard {
                 &r.country,
                 &r.taken_at,
                 &r.mime,
+                &r.trashed_at,
             ];
             for (slot, v) in s.iter_mut().zip(fields) {
                 if let Some(v) = v.as_deref() {
@@ -136,6 +142,7 @@ impl SlimShard {
                 (r.trashed_at.is_some(), TRASHED),
                 (r.purged_at.is_some(), PURGED),
                 (!r.shown_alone(), NOT_ALONE),
+                (crate::housekeeping::needs_place(r), UNPLACED),
             ] {
                 if on {
                     flags |= bit;
@@ -167,6 +174,28 @@ impl SlimShard {
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    fn any(&self, bit: u8) -> bool {
+        self.rows.iter().any(|r| r.flags & bit != 0)
+    }
+
+    /// Whether any record is a purged tombstone (the sweep deletes their blobs here).
+    pub fn has_tombstones(&self) -> bool {
+        self.any(PURGED)
+    }
+
+    /// Whether any record has a position and no place yet.
+    pub fn has_unplaced(&self) -> bool {
+        self.any(UNPLACED)
+    }
+
+    /// When each trashed record was trashed (RFC 3339).
+    pub fn trashed_at(&self) -> impl Iterator<Item = &str> + '_ {
+        self.rows
+            .iter()
+            .filter(|r| r.flags & TRASHED != 0 && r.flags & PURGED == 0)
+            .filter_map(|r| self.string(r.s[9]))
     }
 
     /// The record's id.
@@ -202,7 +231,7 @@ impl SlimShard {
             mime: get(8),
             favorite: flag(FAVORITE).then_some(true),
             archived: flag(ARCHIVED).then_some(true),
-            trashed_at: flag(TRASHED).then(String::new),
+            trashed_at: flag(TRASHED).then(|| get(9).unwrap_or_default()),
             purged_at: flag(PURGED).then(String::new),
             hidden: flag(NOT_ALONE).then_some(true),
             ..Default::default()
@@ -248,18 +277,32 @@ struct Cached {
     used: u64,
 }
 
-/// A shard's counts and (when built) search index at a revision.
-type Derived = (u64, Arc<ShardCounts>, Option<Arc<SlimShard>>);
+/// A shard's counts and search index at a revision. Either may be missing when it was read
+/// back from the last run (the counts from the counts file, the index from its own file):
+/// the other is read or built when first needed.
+struct Derived {
+    revision: u64,
+    counts: Option<Arc<ShardCounts>>,
+    slim: Option<Arc<SlimShard>>,
+}
+
+/// The search index file's format: a file of another version is not taken.
+const SLIM_VERSION: u32 = 1;
 
 #[derive(Default)]
 struct Inner {
     records: HashMap<DocId, Cached>,
-    /// Per shard, at a revision: its counts and search index (kept for every shard). The
-    /// index is `None` for counts read back from the last run ([`ShardViews::load_counts`]):
-    /// it is built when first needed.
+    /// Per shard, at a revision: its counts and search index (kept for every shard).
     derived: HashMap<DocId, Derived>,
     /// Counts were computed since they were last saved.
     counts_changed: bool,
+    /// Shards whose search index was built from their records since it was last saved.
+    slims_unsaved: HashSet<DocId>,
+    /// Search indexes read back from their files (not built from the document).
+    slims_read: u64,
+    /// Per shard, the revision at which the housekeeping sweep last found nothing left to do
+    /// but wait for trash to expire ([`ShardViews::settle`]).
+    settled: HashMap<DocId, u64>,
     bytes: usize,
     tick: u64,
     hits: u64,
@@ -270,6 +313,8 @@ struct Inner {
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct ViewStats {
     pub shards: usize,
+    /// Search indexes read back from the last run's files.
+    pub indexes_read: u64,
     /// Search indexes of every shard.
     pub index_bytes: usize,
     pub bytes: usize,
@@ -280,6 +325,8 @@ pub struct ViewStats {
 
 pub struct ShardViews {
     budget: usize,
+    /// Where each shard's search index is saved between runs (`None`: not saved).
+    index_dir: Option<PathBuf>,
     inner: Mutex<Inner>,
 }
 
@@ -306,8 +353,16 @@ impl ShardViews {
     pub fn new(budget_bytes: usize) -> Self {
         Self {
             budget: budget_bytes,
+            index_dir: None,
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// Saves each shard's search index in `dir` ([`ShardViews::encode_slims`]) and reads it
+    /// back when the shard's heads are those it was built at, instead of decoding the month.
+    pub fn with_index_dir(mut self, dir: PathBuf) -> Self {
+        self.index_dir = Some(dir);
+        self
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -342,13 +397,14 @@ impl ShardViews {
         let records = Arc::new(lib.assets_passing(doc)?);
         inner.derived.insert(
             doc.clone(),
-            (
+            Derived {
                 revision,
-                Arc::new(ShardCounts::of(&records)),
-                Some(Arc::new(SlimShard::of(&records))),
-            ),
+                counts: Some(Arc::new(ShardCounts::of(&records))),
+                slim: Some(Arc::new(SlimShard::of(&records))),
+            },
         );
         inner.counts_changed = true;
+        inner.slims_unsaved.insert(doc.clone());
         let bytes: usize = records.iter().map(approx_bytes).sum();
         if bytes <= self.budget {
             inner.bytes += bytes;
@@ -388,8 +444,8 @@ impl ShardViews {
             inner
                 .derived
                 .get(doc)
-                .filter(|(r, _, _)| *r == revision)
-                .map(|(_, c, _)| c.clone())
+                .filter(|d| d.revision == revision)
+                .and_then(|d| d.counts.clone())
         };
         if let Some(c) = current(&self.inner()) {
             return Ok(c);
@@ -398,8 +454,9 @@ impl ShardViews {
         Ok(current(&self.inner()).unwrap_or_default())
     }
 
-    /// The shard's search index, built once per revision (kept for every shard).
-    pub fn slim(&self, lib: &Library, doc: &DocId) -> Result<Arc<SlimShard>, LibraryError> {
+    /// The shard's search index, once per revision (kept for every shard): read back from its
+    /// file when that was saved at the shard's current heads, else built from its records.
+    pub fn slim(&self, lib: &mut Library, doc: &DocId) -> Result<Arc<SlimShard>, LibraryError> {
         let Some(revision) = lib.revision(doc) else {
             return Ok(Default::default());
         };
@@ -407,14 +464,148 @@ impl ShardViews {
             inner
                 .derived
                 .get(doc)
-                .filter(|(r, _, _)| *r == revision)
-                .and_then(|(_, _, s)| s.clone())
+                .filter(|d| d.revision == revision)
+                .and_then(|d| d.slim.clone())
         };
         if let Some(s) = current(&self.inner()) {
             return Ok(s);
         }
+        if let Some(slim) = self.read_slim(lib, doc) {
+            let slim = Arc::new(slim);
+            let mut inner = self.inner();
+            inner.slims_read += 1;
+            match inner.derived.get_mut(doc) {
+                Some(d) if d.revision == revision => d.slim = Some(slim.clone()),
+                _ => {
+                    inner.derived.insert(
+                        doc.clone(),
+                        Derived {
+                            revision,
+                            counts: None,
+                            slim: Some(slim.clone()),
+                        },
+                    );
+                }
+            }
+            return Ok(slim);
+        }
         self.records(lib, doc)?;
         Ok(current(&self.inner()).unwrap_or_default())
+    }
+
+    fn slim_path(&self, doc: &DocId) -> Option<PathBuf> {
+        Some(
+            self.index_dir
+                .as_ref()?
+                .join(format!("{}.slim", doc.file_stem())),
+        )
+    }
+
+    /// The shard's saved search index if it was built at the shard's current heads. A missing,
+    /// damaged or older file is nothing worse than building the index again.
+    fn read_slim(&self, lib: &mut Library, doc: &DocId) -> Option<SlimShard> {
+        let path = self.slim_path(doc)?;
+        let body = std::fs::read(&path).ok()?;
+        let heads = lib.known_heads_bytes(doc)?;
+        let decoded = decode_slim(&body);
+        if decoded.is_none() {
+            tracing::warn!(path = %path.display(), "a saved search index is damaged or of another version; building it again");
+        }
+        let (saved_heads, slim) = decoded?;
+        (saved_heads == heads).then_some(slim)
+    }
+
+    /// Up to `max` search indexes built since they were last saved, encoded with the heads
+    /// they were built at: `(doc, Some(file bytes))`, or `(doc, None)` for a shard that is
+    /// gone (its file is removed). Called holding the library, so heads and revisions agree;
+    /// [`ShardViews::write_slims`] writes them without it. Empty when nothing is left to save.
+    pub fn encode_slims(&self, lib: &mut Library, max: usize) -> Vec<(DocId, Option<Vec<u8>>)> {
+        if self.index_dir.is_none() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        loop {
+            let next = {
+                let mut inner = self.inner();
+                let Some(doc) = inner.slims_unsaved.iter().next().cloned() else {
+                    break;
+                };
+                inner.slims_unsaved.remove(&doc);
+                let d = inner
+                    .derived
+                    .get(&doc)
+                    .map(|d| (d.revision, d.slim.clone()));
+                (doc, d)
+            };
+            let (doc, derived) = next;
+            match (lib.revision(&doc), derived) {
+                (None, _) => out.push((doc, None)),
+                // Built from what was read: an unreadable document read as empty, and that
+                // must not outlive this run. Changed since: saved when built again.
+                (Some(rev), Some((built, Some(slim)))) if rev == built && !lib.unreadable(&doc) => {
+                    if let Some(heads) = lib.known_heads_bytes(&doc) {
+                        if let Some(body) = encode_slim(&heads, &slim) {
+                            out.push((doc, Some(body)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if out.len() >= max {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Writes (or removes) what [`ShardViews::encode_slims`] made, each file replaced
+    /// atomically. Not synced: a file torn by a crash fails its checksum and the index is built
+    /// again. A shard whose write failed is written again at the next save.
+    pub fn write_slims(&self, files: Vec<(DocId, Option<Vec<u8>>)>) -> std::io::Result<usize> {
+        let Some(dir) = &self.index_dir else {
+            return Ok(0);
+        };
+        std::fs::create_dir_all(dir)?;
+        let mut first_error = None;
+        let mut written = 0;
+        for (doc, body) in files {
+            let Some(path) = self.slim_path(&doc) else {
+                continue;
+            };
+            let res = match body {
+                None => match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+                Some(body) => {
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, &path))
+                }
+            };
+            match res {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    self.inner().slims_unsaved.insert(doc);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    }
+
+    /// Whether the housekeeping sweep found nothing left to do in the shard at this revision.
+    pub fn settled(&self, doc: &DocId, revision: u64) -> bool {
+        self.inner().settled.get(doc) == Some(&revision)
+    }
+
+    /// Records that the sweep found nothing left to do in the shard at `revision` (its
+    /// tombstones' blobs are gone, its positions were geocoded or cannot be): the next sweep
+    /// skips it until it changes, unless its trash expires.
+    pub fn settle(&self, doc: &DocId, revision: u64) {
+        self.inner().settled.insert(doc.clone(), revision);
     }
 
     /// Writes every shard's counts with the heads they were counted at to `path` (replaced
@@ -439,7 +630,7 @@ impl ShardViews {
             inner
                 .derived
                 .iter()
-                .map(|(id, (r, c, _))| (id.clone(), *r, c.clone()))
+                .filter_map(|(id, d)| Some((id.clone(), d.revision, d.counts.clone()?)))
                 .collect()
         };
         let mut shards = Vec::with_capacity(entries.len());
@@ -527,7 +718,14 @@ impl ShardViews {
                     .map(|(b, o, sh, f, n)| ((b, o, sh, f), n))
                     .collect(),
             };
-            inner.derived.insert(id, (revision, Arc::new(counts), None));
+            inner.derived.insert(
+                id,
+                Derived {
+                    revision,
+                    counts: Some(Arc::new(counts)),
+                    slim: None,
+                },
+            );
             n += 1;
         }
         n
@@ -537,10 +735,11 @@ impl ShardViews {
         let inner = self.inner();
         ViewStats {
             shards: inner.records.len(),
+            indexes_read: inner.slims_read,
             index_bytes: inner
                 .derived
                 .values()
-                .filter_map(|(_, _, s)| s.as_ref())
+                .filter_map(|d| d.slim.as_ref())
                 .map(|s| s.heap_bytes())
                 .sum(),
             bytes: inner.bytes,
@@ -549,6 +748,24 @@ impl ShardViews {
             misses: inner.misses,
         }
     }
+}
+
+/// A search index file: the BLAKE3 of the rest, then postcard of (version, heads, index).
+fn encode_slim(heads: &[u8], slim: &SlimShard) -> Option<Vec<u8>> {
+    let payload = postcard::to_allocvec(&(SLIM_VERSION, heads, slim)).ok()?;
+    let mut body = blake3::hash(&payload).as_bytes().to_vec();
+    body.extend_from_slice(&payload);
+    Some(body)
+}
+
+/// The heads and index of a search index file; `None` when damaged or of another version.
+fn decode_slim(body: &[u8]) -> Option<(Vec<u8>, SlimShard)> {
+    let (sum, payload) = body.split_at_checked(32)?;
+    if blake3::hash(payload).as_bytes() != sum {
+        return None;
+    }
+    let (version, heads, slim): (u32, Vec<u8>, SlimShard) = postcard::from_bytes(payload).ok()?;
+    (version == SLIM_VERSION).then_some((heads, slim))
 }
 
 /// Returns freed heap memory to the system after a walk over the whole library (glibc keeps
@@ -702,7 +919,7 @@ mod tests {
         );
         assert_eq!(jan_counts.counts.get(&fav), Some(&1));
         // May's search index is built when first asked.
-        assert_eq!(fresh.slim(&next, &may).unwrap().len(), 1);
+        assert_eq!(fresh.slim(&mut next, &may).unwrap().len(), 1);
 
         // Damaged: nothing taken, nothing worse.
         let mut body = std::fs::read(&path).unwrap();
@@ -710,6 +927,122 @@ mod tests {
         body[last] ^= 1;
         std::fs::write(&path, &body).unwrap();
         assert_eq!(ShardViews::new(0).load_counts(&mut next, &path), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Search indexes saved by one run are read back by the next for the shards whose heads
+    /// did not change, and only for those; they say what the sweep looks for; a damaged or
+    /// cut file is built again; a shard that is gone loses its file.
+    #[test]
+    fn saved_search_indexes_come_back_for_unchanged_shards_only() {
+        let user = "0123456789abcdef0123456789abcdef";
+        let dir = std::env::temp_dir().join(format!("tessera-slims-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut lib = Library::new(b"test-actor-0001");
+        let trashed = AssetRecord {
+            trashed_at: Some("2024-06-01T00:00:00Z".into()),
+            make: Some("Canon".into()),
+            ..rec(&"b".repeat(64), "2024-05-04T10:00:00", false)
+        };
+        let unplaced = AssetRecord {
+            lat: Some(48.85),
+            lon: Some(2.35),
+            ..rec(&"c".repeat(64), "2023-01-04T10:00:00", false)
+        };
+        lib.upsert_assets(
+            user,
+            &[
+                rec(&"a".repeat(64), "2024-05-03T10:00:00", true),
+                trashed,
+                unplaced,
+            ],
+        )
+        .unwrap();
+        let may = DocId::shard(user, "2024-05").unwrap();
+        let jan = DocId::shard(user, "2023-01").unwrap();
+        let views = ShardViews::new(1 << 20).with_index_dir(dir.clone());
+        let may_slim = views.slim(&mut lib, &may).unwrap();
+        let jan_slim = views.slim(&mut lib, &jan).unwrap();
+        assert_eq!(views.stats().misses, 2);
+        // What the sweep looks for, without the records.
+        assert_eq!(
+            may_slim.trashed_at().collect::<Vec<_>>(),
+            ["2024-06-01T00:00:00Z"]
+        );
+        assert!(!may_slim.has_unplaced() && !may_slim.has_tombstones());
+        assert!(jan_slim.has_unplaced() && jan_slim.trashed_at().next().is_none());
+        let files = views.encode_slims(&mut lib, 16);
+        assert_eq!(files.len(), 2);
+        assert_eq!(views.write_slims(files).unwrap(), 2);
+        assert!(
+            views.encode_slims(&mut lib, 16).is_empty(),
+            "nothing new to save"
+        );
+
+        // The "next run": the same documents (same heads), January changed since.
+        let mut next = Library::new(b"test-actor-0002");
+        let may_bytes = lib.save(&may).unwrap();
+        next.load(may.clone(), &may_bytes).unwrap();
+        lib.update_asset(user, "2023-01", &"c".repeat(64), |r| {
+            r.country = Some("France".into())
+        })
+        .unwrap();
+        let jan_bytes = lib.save(&jan).unwrap();
+        next.load(jan.clone(), &jan_bytes).unwrap();
+        let fresh = ShardViews::new(1 << 20).with_index_dir(dir.clone());
+        let read = fresh.slim(&mut next, &may).unwrap();
+        assert_eq!(fresh.stats().misses, 0, "May's index read back, not built");
+        assert_eq!(fresh.stats().indexes_read, 1);
+        assert_eq!(read.len(), may_slim.len());
+        for i in 0..read.len() {
+            assert_eq!(read.record(i), may_slim.record(i));
+        }
+        // January's file was saved at other heads: built again from its records.
+        let jan_again = fresh.slim(&mut next, &jan).unwrap();
+        assert_eq!(fresh.stats().misses, 1);
+        assert!(
+            !jan_again.has_unplaced(),
+            "the new record is used, not the file"
+        );
+        // Only what was built is saved again.
+        let files = fresh.encode_slims(&mut next, 16);
+        assert_eq!(
+            files.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
+            [jan.clone()]
+        );
+        fresh.write_slims(files).unwrap();
+        // Counts come from the records when the index was read back without them.
+        assert_eq!(fresh.counts(&next, &may).unwrap().counts.len(), 2);
+
+        // Damaged (a flipped byte, a cut): built again, never believed.
+        let path = dir.join(format!("{}.slim", may.file_stem()));
+        let good = std::fs::read(&path).unwrap();
+        for bad in [
+            {
+                let mut b = good.clone();
+                let last = b.len() - 1;
+                b[last] ^= 1;
+                b
+            },
+            good[..good.len() / 2].to_vec(),
+            Vec::new(),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            let again = ShardViews::new(1 << 20).with_index_dir(dir.clone());
+            assert_eq!(again.slim(&mut next, &may).unwrap().len(), 2);
+            assert_eq!(again.stats().indexes_read, 0);
+            assert_eq!(again.stats().misses, 1);
+        }
+
+        // A shard that is gone has its file removed.
+        let gone = ShardViews::new(1 << 20).with_index_dir(dir.clone());
+        gone.slim(&mut lib, &may).unwrap();
+        let mut empty = Library::new(b"test-actor-0003");
+        let files = gone.encode_slims(&mut empty, 16);
+        assert_eq!(files.len(), 1);
+        assert!(files[0].1.is_none());
+        gone.write_slims(files).unwrap();
+        assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

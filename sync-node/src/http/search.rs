@@ -180,22 +180,25 @@ pub(crate) struct IndexHit {
 
 /// What [`corpus`] and `keep` select, from the shards' search indexes (`views::SlimShard`):
 /// `keep` sees records holding only the searched fields. Newest first. A search over 300k
-/// records reads no document once the indexes are built (the housekeeping sweep builds them
-/// at start).
+/// records reads no document once the indexes are built or read back from the last run's files
+/// (the housekeeping sweep reads or builds them at start).
 pub(crate) fn indexed_search(
     node: &crate::Node,
     user: &str,
     keep: &dyn Fn(&AssetRecord, &PeopleIndex) -> bool,
 ) -> ApiResult<Vec<IndexHit>> {
     use tessera_core::search::{partner_record_shown, ShardScope};
-    let lib = node.catalog.lock()?;
+    let mut lib = node.catalog.lock()?;
     let people = lib.people_index(user).map_err(CatalogError::from)?;
     let shards = lib.search_shards(user, None).map_err(CatalogError::from)?;
     let partners = shards.iter().any(|(_, s)| *s == ShardScope::Partner);
     let mut own: HashSet<String> = HashSet::new();
     let mut hits = Vec::new();
     for (doc, scope) in shards {
-        let slim = node.views.slim(&lib, &doc).map_err(CatalogError::from)?;
+        let slim = node
+            .views
+            .slim(&mut lib, &doc)
+            .map_err(CatalogError::from)?;
         for i in 0..slim.len() {
             let r = slim.record(i);
             if r.is_purged() {

@@ -389,3 +389,59 @@ fn originals_live_in_s3_compatible_storage() {
         a.log()
     );
 }
+
+/// The job queue estimates a large HEIF grid held only in object storage from its `meta` box,
+/// read by range requests (a few windows of 64 KiB), not by downloading the original: the same
+/// estimate as from the local file, for the 200-MP photo whose `meta` comes after `mdat`.
+#[test]
+fn a_large_heif_in_object_storage_is_estimated_from_a_few_ranges() {
+    let Some(python) = tessera_tests::ml::require("Python with moto (S3 server)", "TESSERA_PYTHON")
+    else {
+        return;
+    };
+    let Some(corpus) = std::env::var_os("TESSERA_CORPUS").map(PathBuf::from) else {
+        assert!(
+            std::env::var_os("TESSERA_REQUIRE_CORPUS").is_none(),
+            "TESSERA_REQUIRE_CORPUS is set but TESSERA_CORPUS is not"
+        );
+        eprintln!("SKIPPED: TESSERA_CORPUS is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start(&python, &dir.path().join("moto.log"));
+    moto.s3(&["create"]);
+    let path = corpus.join("large/heic_200mp.heic");
+    let bytes = std::fs::read(&path).unwrap();
+    let hash = blake3_hex(&bytes);
+    moto.put(&key(&hash), &bytes, dir.path());
+    let tier = tessera_sync_node::objects::ObjectTier::open_with(
+        &format!("s3://{BUCKET}/{PREFIX}"),
+        &[
+            ("AWS_ENDPOINT_URL", moto.url.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    )
+    .unwrap();
+    use tessera_sync_node::blobs::BlobKind;
+    let mut remote = tier.ranged(BlobKind::Original, &hash).unwrap();
+    assert_eq!(remote.size(), bytes.len() as u64);
+    let local = tessera_media::tiled_decode_mib(&mut std::fs::File::open(&path).unwrap());
+    assert!(local.is_some(), "the 200-MP grid is tiled");
+    assert_eq!(tessera_media::tiled_decode_mib(&mut remote), local);
+    assert!(
+        remote.requests <= 4,
+        "{} range requests for a {} MB file",
+        remote.requests,
+        bytes.len() >> 20
+    );
+    // Whatever is read by ranges is the object's bytes.
+    use std::io::{Read, Seek, SeekFrom};
+    let mut tail = Vec::new();
+    remote.seek(SeekFrom::End(-100_000)).unwrap();
+    remote.read_to_end(&mut tail).unwrap();
+    assert_eq!(tail, bytes[bytes.len() - 100_000..]);
+    // An object that is not there is an error, not an estimate.
+    assert!(tier.ranged(BlobKind::Original, &"0".repeat(64)).is_err());
+}
