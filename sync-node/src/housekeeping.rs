@@ -263,11 +263,14 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
     // set of blobs in use is incomplete, so no tombstone's blobs are deleted this time.
     let mut complete = true;
     let (mut read, mut skipped) = (0usize, 0usize);
+    // Months read, with the tombstone blobs each still had to delete: settled once the pass
+    // has dealt with them (deleted, marked deleted, or kept for a live asset that uses them).
+    type Blobs = Vec<(BlobKind, String)>;
+    let mut settle: Vec<(DocId, u64, Blobs)> = Vec::new();
     for user in all_users(node)? {
         let days = node.catalog.lock()?.trash_days(&user);
         let (mut expired_ids, mut unplaced) = (Vec::new(), Vec::new());
-        // Months read with nothing left to do once this user's pass succeeds.
-        let mut settle: Vec<(DocId, u64)> = Vec::new();
+        let mut read_here: Vec<(DocId, u64, Blobs)> = Vec::new();
         let walked = (|| -> Result<(), NodeError> {
             let months: Vec<String> = node
                 .catalog
@@ -297,11 +300,11 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
                     (revision, records)
                 };
                 read += 1;
-                let before = tomb_blobs.len();
+                let mut pending = Vec::new();
                 let mut expiring = false;
                 for r in records.iter() {
                     if r.is_purged() {
-                        tomb_blobs.extend(blob_refs(r).into_iter().filter(|(k, h)| {
+                        pending.extend(blob_refs(r).into_iter().filter(|(k, h)| {
                             node.blobs.exists(*k, h) || !node.blobs.is_deleted(h)
                         }));
                     } else if r.is_trashed()
@@ -315,8 +318,9 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
                         unplaced.push(r.clone());
                     }
                 }
-                if tomb_blobs.len() == before && !expiring {
-                    settle.push((id, revision));
+                tomb_blobs.extend(pending.iter().cloned());
+                if !expiring {
+                    read_here.push((id, revision, pending));
                 }
             }
             Ok(())
@@ -339,11 +343,7 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
         match locate_missing(node, &user, &unplaced) {
             // Geocoded records changed their month (so it is read again); the others cannot be
             // placed, and are not tried again until their month changes.
-            Ok(_) => {
-                for (id, revision) in &settle {
-                    node.views.settle(id, *revision);
-                }
-            }
+            Ok(_) => settle.append(&mut read_here),
             Err(e) => tracing::error!(user, error = %e, "reverse geocoding failed"),
         }
     }
@@ -353,7 +353,15 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
         skipped,
         ..Default::default()
     };
+    let settle_where = |done: &dyn Fn(&(BlobKind, String)) -> bool| {
+        for (id, revision, pending) in &settle {
+            if pending.iter().all(done) {
+                node.views.settle(id, *revision);
+            }
+        }
+    };
     if !complete || tomb_blobs.is_empty() {
+        settle_where(&|_| false);
         return Ok(report);
     }
     let mut deleted = 0;
@@ -373,6 +381,10 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
         }
     }
     node.blobs.remove_all(&remove)?;
+    // Every pending blob is now deleted (or marked so) or used by a live asset, which keeps
+    // it: its tombstone's month need not be read again until it changes (the live asset's
+    // purge makes a tombstone in its own month, which is read then).
+    settle_where(&|_| true);
     report.blobs_deleted = deleted;
     Ok(report)
 }

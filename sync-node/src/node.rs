@@ -216,6 +216,13 @@ impl Node {
         if seeded > 0 {
             tracing::info!(shards = seeded, "timeline counts taken from the last run");
         }
+        let pruned = views.prune_index_files(&*catalog.lock()?);
+        if pruned > 0 {
+            tracing::info!(
+                files = pruned,
+                "search indexes of shards no longer held removed"
+            );
+        }
         Ok(Arc::new(Self {
             cpu: crate::jobs::CpuGate::new(config.workers),
             views,

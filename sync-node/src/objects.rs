@@ -304,11 +304,12 @@ impl ObjectTier {
         let key = self.key(kind, hash);
         let (store, url, k) = (self.store.clone(), self.url.clone(), key.clone());
         let size = self.run(async move {
-            store
-                .head(&k)
-                .await
-                .map(|m| m.size)
-                .map_err(|e| remote_err(&url, "head", &k, e))
+            match tokio::time::timeout(RANGE_TIMEOUT, store.head(&k)).await {
+                Ok(got) => got
+                    .map(|m| m.size)
+                    .map_err(|e| remote_err(&url, "head", &k, e)),
+                Err(_) => Err(BlobError::Config(format!("{url} {k}: no answer to HEAD"))),
+            }
         })??;
         Ok(RangedObject {
             tier: self,
@@ -384,6 +385,9 @@ impl ObjectTier {
 
 /// Bytes a [`RangedObject`] asks for at once (a box header's read brings its neighbours).
 pub const RANGE_WINDOW: u64 = 64 << 10;
+/// How long a [`RangedObject`] waits for one request (retries included): it serves estimates
+/// made while the job queue waits, which fall back to a guess rather than stall it.
+const RANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An object read by ranges ([`ObjectTier::ranged`]).
 pub struct RangedObject<'a> {
@@ -424,10 +428,12 @@ impl Read for RangedObject<'_> {
             let got = self
                 .tier
                 .run(async move {
-                    store
-                        .get_range(&key, range)
-                        .await
-                        .map_err(|e| remote_err(&url, "get", &key, e))
+                    match tokio::time::timeout(RANGE_TIMEOUT, store.get_range(&key, range)).await {
+                        Ok(got) => got.map_err(|e| remote_err(&url, "get", &key, e)),
+                        Err(_) => Err(BlobError::Config(format!(
+                            "{url} {key}: no answer to a range GET"
+                        ))),
+                    }
                 })
                 .and_then(|r| r)
                 .map_err(std::io::Error::other)?;

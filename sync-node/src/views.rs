@@ -284,9 +284,15 @@ struct Derived {
     revision: u64,
     counts: Option<Arc<ShardCounts>>,
     slim: Option<Arc<SlimShard>>,
+    /// Built from a read that failed (the document read as empty): never saved. Noted when
+    /// built, since a later successful load clears the library's own flag without changing
+    /// the revision.
+    unreadable: bool,
 }
 
-/// The search index file's format: a file of another version is not taken.
+/// The search index file's format: a file of another version is not taken. Bump it whenever
+/// what `SlimShard::of` derives from a record changes (its fields, `needs_place`,
+/// `shown_alone`): an index is believed for as long as its shard's heads are unchanged.
 const SLIM_VERSION: u32 = 1;
 
 #[derive(Default)]
@@ -382,7 +388,12 @@ impl ShardViews {
         let mut inner = self.inner();
         inner.tick += 1;
         let tick = inner.tick;
-        if let Some(c) = inner.records.get_mut(doc) {
+        // What a failed read gave (nothing) is read again next time, not kept.
+        let failed = inner
+            .derived
+            .get(doc)
+            .is_some_and(|d| d.revision == revision && d.unreadable);
+        if let Some(c) = inner.records.get_mut(doc).filter(|_| !failed) {
             if c.revision == revision {
                 c.used = tick;
                 let records = c.records.clone();
@@ -395,16 +406,26 @@ impl ShardViews {
             inner.bytes -= old.bytes;
         }
         let records = Arc::new(lib.assets_passing(doc)?);
+        let unreadable = lib.unreadable(doc);
+        // An index already there at this revision (read back from its file, or built and
+        // waiting to be saved) is kept: rebuilding it would only write the same file again.
+        let slim = match inner.derived.get(doc) {
+            Some(d) if d.revision == revision && !d.unreadable && !unreadable => d.slim.clone(),
+            _ => None,
+        };
+        if slim.is_none() && !unreadable {
+            inner.slims_unsaved.insert(doc.clone());
+        }
         inner.derived.insert(
             doc.clone(),
             Derived {
                 revision,
                 counts: Some(Arc::new(ShardCounts::of(&records))),
-                slim: Some(Arc::new(SlimShard::of(&records))),
+                slim: Some(slim.unwrap_or_else(|| Arc::new(SlimShard::of(&records)))),
+                unreadable,
             },
         );
         inner.counts_changed = true;
-        inner.slims_unsaved.insert(doc.clone());
         let bytes: usize = records.iter().map(approx_bytes).sum();
         if bytes <= self.budget {
             inner.bytes += bytes;
@@ -444,7 +465,7 @@ impl ShardViews {
             inner
                 .derived
                 .get(doc)
-                .filter(|d| d.revision == revision)
+                .filter(|d| d.revision == revision && !d.unreadable)
                 .and_then(|d| d.counts.clone())
         };
         if let Some(c) = current(&self.inner()) {
@@ -464,7 +485,7 @@ impl ShardViews {
             inner
                 .derived
                 .get(doc)
-                .filter(|d| d.revision == revision)
+                .filter(|d| d.revision == revision && !d.unreadable)
                 .and_then(|d| d.slim.clone())
         };
         if let Some(s) = current(&self.inner()) {
@@ -483,6 +504,7 @@ impl ShardViews {
                             revision,
                             counts: None,
                             slim: Some(slim.clone()),
+                            unreadable: false,
                         },
                     );
                 }
@@ -507,12 +529,11 @@ impl ShardViews {
         let path = self.slim_path(doc)?;
         let body = std::fs::read(&path).ok()?;
         let heads = lib.known_heads_bytes(doc)?;
-        let decoded = decode_slim(&body);
-        if decoded.is_none() {
+        let decoded = decode_slim(&body, &heads);
+        if let Err(true) = decoded {
             tracing::warn!(path = %path.display(), "a saved search index is damaged or of another version; building it again");
         }
-        let (saved_heads, slim) = decoded?;
-        (saved_heads == heads).then_some(slim)
+        decoded.ok()
     }
 
     /// Up to `max` search indexes built since they were last saved, encoded with the heads
@@ -534,6 +555,7 @@ impl ShardViews {
                 let d = inner
                     .derived
                     .get(&doc)
+                    .filter(|d| !d.unreadable)
                     .map(|d| (d.revision, d.slim.clone()));
                 (doc, d)
             };
@@ -596,6 +618,31 @@ impl ShardViews {
         }
     }
 
+    /// Removes the saved search indexes of shards the library no longer holds (a deleted
+    /// account's months) and files left by a write cut short. Called at start.
+    pub fn prune_index_files(&self, lib: &Library) -> usize {
+        let Some(dir) = &self.index_dir else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            let stale = match path.extension().and_then(|x| x.to_str()) {
+                Some("slim") => path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| DocId::from_file_stem(s).ok())
+                    .is_none_or(|id| lib.revision(&id).is_none()),
+                Some("tmp") => true,
+                _ => false,
+            };
+            if stale && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Whether the housekeeping sweep found nothing left to do in the shard at this revision.
     pub fn settled(&self, doc: &DocId, revision: u64) -> bool {
         self.inner().settled.get(doc) == Some(&revision)
@@ -630,6 +677,7 @@ impl ShardViews {
             inner
                 .derived
                 .iter()
+                .filter(|(_, d)| !d.unreadable)
                 .filter_map(|(id, d)| Some((id.clone(), d.revision, d.counts.clone()?)))
                 .collect()
         };
@@ -724,6 +772,7 @@ impl ShardViews {
                     revision,
                     counts: Some(Arc::new(counts)),
                     slim: None,
+                    unreadable: false,
                 },
             );
             n += 1;
@@ -758,14 +807,23 @@ fn encode_slim(heads: &[u8], slim: &SlimShard) -> Option<Vec<u8>> {
     Some(body)
 }
 
-/// The heads and index of a search index file; `None` when damaged or of another version.
-fn decode_slim(body: &[u8]) -> Option<(Vec<u8>, SlimShard)> {
-    let (sum, payload) = body.split_at_checked(32)?;
-    if blake3::hash(payload).as_bytes() != sum {
-        return None;
+/// The index of a search index file saved at `heads`. `Err(false)`: saved at other heads
+/// (found before the checksum and the index are decoded); `Err(true)`: damaged or of
+/// another version.
+fn decode_slim(body: &[u8], heads: &[u8]) -> Result<SlimShard, bool> {
+    let (sum, payload) = body.split_at_checked(32).ok_or(true)?;
+    let ((version, saved), rest) =
+        postcard::take_from_bytes::<(u32, Vec<u8>)>(payload).map_err(|_| true)?;
+    if version != SLIM_VERSION {
+        return Err(true);
     }
-    let (version, heads, slim): (u32, Vec<u8>, SlimShard) = postcard::from_bytes(payload).ok()?;
-    (version == SLIM_VERSION).then_some((heads, slim))
+    if saved != heads {
+        return Err(false);
+    }
+    if blake3::hash(payload).as_bytes() != sum {
+        return Err(true);
+    }
+    postcard::from_bytes(rest).map_err(|_| true)
 }
 
 /// Returns freed heap memory to the system after a walk over the whole library (glibc keeps
@@ -930,6 +988,57 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A month whose read failed (it reads as empty) is neither saved, counts or index, even
+    /// once a later read of it succeeded at the same revision, and is read again next time.
+    #[test]
+    fn an_index_built_from_a_failed_read_is_never_saved() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let user = "0123456789abcdef0123456789abcdef";
+        let dir = std::env::temp_dir().join(format!("tessera-unread-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut src = Library::new(b"test-actor-0001");
+        src.upsert_assets(user, &[rec(&"a".repeat(64), "2024-05-03T10:00:00", true)])
+            .unwrap();
+        let may = DocId::shard(user, "2024-05").unwrap();
+        let bytes = src.save(&may).unwrap();
+        let heads = src.known_heads_bytes(&may).unwrap();
+        let fail = Arc::new(AtomicBool::new(true));
+        let mut lib = Library::new(b"test-actor-0002");
+        let (f, b) = (fail.clone(), bytes.clone());
+        lib.set_loader(Box::new(move |_| {
+            if f.load(Ordering::SeqCst) {
+                Err("EIO".into())
+            } else {
+                Ok(b.clone())
+            }
+        }));
+        lib.hold_unloaded(may.clone(), &heads, bytes.len()).unwrap();
+        let views = ShardViews::new(1 << 20).with_index_dir(dir.clone());
+        assert!(
+            views.slim(&mut lib, &may).unwrap().is_empty(),
+            "read as empty"
+        );
+        // The disk is back; a read elsewhere succeeds and clears the library's flag, at the
+        // same revision.
+        fail.store(false, Ordering::SeqCst);
+        assert_eq!(lib.assets_passing(&may).unwrap().len(), 1);
+        assert!(!lib.unreadable(&may));
+        assert!(
+            views.encode_slims(&mut lib, 16).is_empty(),
+            "the empty index is not saved"
+        );
+        let counts = views.encode_counts(&mut lib).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&counts).contains("2024-05"),
+            "nor its counts"
+        );
+        // Asked again, the month is read again, and that index is saved.
+        assert_eq!(views.slim(&mut lib, &may).unwrap().len(), 1);
+        assert_eq!(views.counts(&lib, &may).unwrap().counts.len(), 1);
+        assert_eq!(views.encode_slims(&mut lib, 16).len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Search indexes saved by one run are read back by the next for the shards whose heads
     /// did not change, and only for those; they say what the sweep looks for; a damaged or
     /// cut file is built again; a shard that is gone loses its file.
@@ -1008,7 +1117,7 @@ mod tests {
         let files = fresh.encode_slims(&mut next, 16);
         assert_eq!(
             files.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
-            [jan.clone()]
+            std::slice::from_ref(&jan)
         );
         fresh.write_slims(files).unwrap();
         // Counts come from the records when the index was read back without them.

@@ -941,6 +941,8 @@ fn a_restarted_node_decodes_nothing_and_its_timeline_answers_from_saved_counts()
     // nothing for it to do, and they are what the search reads.
     let swept = wait_for_log(&node, from, "catalogue memory after the sweep");
     assert!(swept.contains(" months_read=0 "), "{swept}");
+    // Nor was any month decoded to build an index (the files were believed).
+    assert!(swept.contains(" cached_shards=0 "), "{swept}");
     assert!(!swept.contains(" indexes_read=0 "), "{swept}");
     assert_eq!(metadata_hits(&api, "p1.jpg"), 1);
     // Photos and their details are read from the documents held unloaded.
