@@ -56,16 +56,7 @@ pub fn for_each_shard_while(
     user: &str,
     mut f: impl FnMut(&str, &[AssetRecord]) -> Result<bool, NodeError>,
 ) -> Result<(), NodeError> {
-    let months: Vec<String> = node
-        .catalog
-        .lock()?
-        .shards(user)
-        .map_err(CatalogError::from)?
-        .into_iter()
-        .map(|s| s.month)
-        .collect();
-    for month in months {
-        let id = DocId::shard(user, &month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+    for (month, id) in user_months(node, user)? {
         let records = {
             let lib = node.catalog.lock()?;
             node.views.records(&lib, &id).map_err(CatalogError::from)?
@@ -75,6 +66,22 @@ pub fn for_each_shard_while(
         }
     }
     Ok(())
+}
+
+/// The user's months (newest first) with their documents, as the root's summaries list them.
+fn user_months(node: &Node, user: &str) -> Result<Vec<(String, DocId)>, NodeError> {
+    let shards = node
+        .catalog
+        .lock()?
+        .shards(user)
+        .map_err(CatalogError::from)?;
+    shards
+        .into_iter()
+        .map(|s| {
+            let id = DocId::shard(user, &s.month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+            Ok((s.month, id))
+        })
+        .collect()
 }
 
 /// Applies `action` to the user's assets `ids` (unknown ids are skipped) in one catalogue
@@ -263,26 +270,15 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
     // set of blobs in use is incomplete, so no tombstone's blobs are deleted this time.
     let mut complete = true;
     let (mut read, mut skipped) = (0usize, 0usize);
-    // Months read, with the tombstone blobs each still had to delete: settled once the pass
-    // has dealt with them (deleted, marked deleted, or kept for a live asset that uses them).
-    type Blobs = Vec<(BlobKind, String)>;
-    let mut settle: Vec<(DocId, u64, Blobs)> = Vec::new();
+    // Months read, and whether each still had tombstone blobs to delete: settled once the
+    // pass has dealt with those (deleted, marked deleted, or kept for a live asset using them).
+    let mut settle: Vec<(DocId, u64, bool)> = Vec::new();
     for user in all_users(node)? {
         let days = node.catalog.lock()?.trash_days(&user);
         let (mut expired_ids, mut unplaced) = (Vec::new(), Vec::new());
-        let mut read_here: Vec<(DocId, u64, Blobs)> = Vec::new();
+        let mut read_here: Vec<(DocId, u64, bool)> = Vec::new();
         let walked = (|| -> Result<(), NodeError> {
-            let months: Vec<String> = node
-                .catalog
-                .lock()?
-                .shards(&user)
-                .map_err(CatalogError::from)?
-                .into_iter()
-                .map(|s| s.month)
-                .collect();
-            for month in months {
-                let id =
-                    DocId::shard(&user, &month).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+            for (_, id) in user_months(node, &user)? {
                 let (revision, records) = {
                     let mut lib = node.catalog.lock()?;
                     let slim = node.views.slim(&mut lib, &id).map_err(CatalogError::from)?;
@@ -300,13 +296,15 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
                     (revision, records)
                 };
                 read += 1;
-                let mut pending = Vec::new();
-                let mut expiring = false;
+                let (mut pending, mut expiring) = (false, false);
                 for r in records.iter() {
                     if r.is_purged() {
-                        pending.extend(blob_refs(r).into_iter().filter(|(k, h)| {
-                            node.blobs.exists(*k, h) || !node.blobs.is_deleted(h)
-                        }));
+                        for b in blob_refs(r) {
+                            if node.blobs.exists(b.0, &b.1) || !node.blobs.is_deleted(&b.1) {
+                                pending = true;
+                                tomb_blobs.insert(b);
+                            }
+                        }
                     } else if r.is_trashed()
                         && r.trashed_at
                             .as_deref()
@@ -318,7 +316,6 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
                         unplaced.push(r.clone());
                     }
                 }
-                tomb_blobs.extend(pending.iter().cloned());
                 if !expiring {
                     read_here.push((id, revision, pending));
                 }
@@ -353,15 +350,16 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
         skipped,
         ..Default::default()
     };
-    let settle_where = |done: &dyn Fn(&(BlobKind, String)) -> bool| {
+    // `blobs_done`: the tombstone pass ran, so months with pending blobs settle too.
+    let settle_months = |blobs_done: bool| {
         for (id, revision, pending) in &settle {
-            if pending.iter().all(done) {
+            if blobs_done || !pending {
                 node.views.settle(id, *revision);
             }
         }
     };
     if !complete || tomb_blobs.is_empty() {
-        settle_where(&|_| false);
+        settle_months(false);
         return Ok(report);
     }
     let mut deleted = 0;
@@ -384,7 +382,7 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
     // Every pending blob is now deleted (or marked so) or used by a live asset, which keeps
     // it: its tombstone's month need not be read again until it changes (the live asset's
     // purge makes a tombstone in its own month, which is read then).
-    settle_where(&|_| true);
+    settle_months(true);
     report.blobs_deleted = deleted;
     Ok(report)
 }
