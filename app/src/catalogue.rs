@@ -7,36 +7,39 @@ use tessera_core::{AssetRecord, DocId, SyncEnvelope};
 use wasm_bindgen::JsCast;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::items::Item;
 
 use crate::state::{
     db, log, now_ms, opening, refresh, refresh_soon, user_id, Screen, Ui, CORE, SHARDS,
 };
 use crate::{db, net, p2p, perf, session, state};
 
-/// Every record of the catalogue (from the shard cache).
-pub(crate) fn all_records() -> Vec<AssetRecord> {
-    SHARDS.with(|c| {
-        c.borrow()
-            .values()
-            .flat_map(|(_, a)| a.iter().map(|r| AssetRecord::clone(r)))
-            .collect()
-    })
-}
-
-/// The record of an asset: my own copy first (a partner's photo I saved is in both).
-pub(crate) fn find_record(id: &str) -> Option<AssetRecord> {
+/// An asset as the lists hold it, and the month document it is in: my own copy first (a
+/// partner's photo I saved is in both).
+pub(crate) fn find_item(id: &str) -> Option<(DocId, Arc<Item>)> {
     let mine = user_id().map(|u| format!("u/{u}/")).unwrap_or_default();
     SHARDS.with(|c| {
         let c = c.borrow();
         let find = |own: bool| {
             c.iter()
                 .filter(|(k, _)| k.starts_with(&mine) == own)
-                .find_map(|(_, (_, a))| {
-                    a.iter().find(|r| r.id == id).map(|r| AssetRecord::clone(r))
+                .find_map(|(k, (_, a))| {
+                    let item = a.iter().find(|r| &*r.id == id)?;
+                    Some((DocId::parse(k).ok()?, item.clone()))
                 })
         };
         find(true).or_else(|| find(false))
     })
+}
+
+/// The whole record of an asset, read from its month's document (the lists hold only part
+/// of each record: [`Item`]).
+pub(crate) fn find_record(id: &str) -> Option<AssetRecord> {
+    let (doc, item) = find_item(id)?;
+    let whole = CORE.with(|c| c.borrow().lib.asset_in(&doc, id).ok().flatten());
+    Some(whole.unwrap_or_else(|| item.record()))
 }
 
 /// Applies `f` to each of `recs` in the local catalogue in one pass, saves, syncs.

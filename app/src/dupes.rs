@@ -4,15 +4,20 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use tessera_core::dupes::{near_duplicate_groups, DupGroup, DEFAULT_THRESHOLD};
-use tessera_core::AssetRecord;
+use std::sync::Arc;
+
+use tessera_core::dupes::{dup_group, group_hashes, sort_groups, DupGroup, DEFAULT_THRESHOLD};
+use tessera_core::{AssetRecord, DocId};
 
 use crate::actions::{apply, Action};
-use crate::catalogue::{all_records, save_and_push};
+use crate::catalogue::save_and_push;
+use crate::items::Item;
 use crate::routes;
-use crate::state::{now_rfc3339, refresh_view, user_id, Ui, CORE};
+use crate::state::{now_rfc3339, refresh_view, user_id, Ui, CORE, SHARDS};
 use crate::thumbs::{load_thumb, thumbhash_url};
 
+/// Near-duplicate groups among the photos the lists hold (their hashes are in the items);
+/// the whole records are read for the grouped photos only.
 fn groups() -> Vec<DupGroup> {
     let Some(user) = user_id() else {
         return Vec::new();
@@ -23,7 +28,42 @@ fn groups() -> Vec<DupGroup> {
             .rejected_duplicates(&user)
             .unwrap_or_default()
     });
-    near_duplicate_groups(&all_records(), DEFAULT_THRESHOLD, &rejected)
+    // (month document, item, hash) of every photo near_duplicate_groups would consider.
+    let live: Vec<(DocId, Arc<Item>, u64)> = SHARDS.with(|c| {
+        c.borrow()
+            .iter()
+            .filter_map(|(k, (_, a))| Some((DocId::parse(k).ok()?, a)))
+            .flat_map(|(doc, a)| {
+                a.iter()
+                    .filter(|r| r.trashed_at().is_none() && !r.is_purged() && r.shown_alone())
+                    .filter_map(move |r| Some((doc.clone(), r.clone(), r.phash()?)))
+            })
+            .collect()
+    });
+    let ids: Vec<&str> = live.iter().map(|(_, r, _)| &*r.id).collect();
+    let hashes: Vec<u64> = live.iter().map(|(_, _, h)| *h).collect();
+    let mut out: Vec<DupGroup> = CORE.with(|c| {
+        let c = c.borrow();
+        group_hashes(&ids, &hashes, DEFAULT_THRESHOLD, &rejected)
+            .into_iter()
+            .map(|(members, distance)| {
+                let whole = members
+                    .iter()
+                    .map(|&i| {
+                        let (doc, item, _) = &live[i];
+                        c.lib
+                            .asset_in(doc, &item.id)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_else(|| item.record())
+                    })
+                    .collect();
+                dup_group(whole, distance)
+            })
+            .collect()
+    });
+    sort_groups(&mut out);
+    out
 }
 
 fn not_duplicates(ui: Ui, ids: Vec<String>) {
@@ -111,7 +151,7 @@ fn Group(ui: Ui, g: DupGroup) -> impl IntoView {
 
 #[component]
 pub fn DuplicatesPage(ui: Ui) -> impl IntoView {
-    // The shard cache holds every record; make sure it is current.
+    // The shard cache holds every photo; make sure it is current.
     refresh_view(ui, false);
     let list = Memo::new(move |_| {
         ui.dupes_ver.track();
@@ -120,7 +160,13 @@ pub fn DuplicatesPage(ui: Ui) -> impl IntoView {
     });
     let hashed = move || {
         ui.ver.track();
-        all_records().iter().filter(|r| r.phash.is_some()).count()
+        SHARDS.with(|c| {
+            c.borrow()
+                .values()
+                .flat_map(|(_, a)| a.iter())
+                .filter(|r| r.phash().is_some())
+                .count()
+        })
     };
     view! {
         <div id="duplicates" class="duplicates">

@@ -228,7 +228,9 @@ mod tests {
 
     #[test]
     fn rows_fill_the_width_and_last_row_is_not_stretched() {
-        let cells: Vec<Cell> = (0..10)
+        // Two rows of five fill the width (4.5 × 200 px + gaps is short of 1000, 6 × 200 is
+        // over); the eleventh photo is a last row of its own.
+        let cells: Vec<Cell> = (0..11)
             .map(|i| Cell {
                 aspect: if i % 2 == 0 { 1.5 } else { 0.75 },
                 day: 20240503,

@@ -14,6 +14,7 @@ mod boot;
 mod catalogue;
 mod db;
 mod dupes;
+mod items;
 mod layout;
 mod net;
 mod outbox;

@@ -178,11 +178,17 @@ pub(crate) fn open_album(ui: Ui, id: Option<String>) {
     write(ui, true);
 }
 
-/// Opens the viewer on `rec`.
+/// Opens the viewer on `rec` (read whole from its month's document: the lists hold only part
+/// of each record).
 pub(crate) fn open_viewer(ui: Ui, rec: AssetRecord) {
     forget_pending();
-    ui.viewer.set(Some(rec));
+    ui.viewer.set(Some(whole(rec)));
     write(ui, true);
+}
+
+/// The whole record of `rec` (it may come from a list, which holds part of it).
+fn whole(rec: AssetRecord) -> AssetRecord {
+    find_record(&rec.id).unwrap_or(rec)
 }
 
 /// Closes the viewer.
@@ -196,7 +202,7 @@ pub(crate) fn close_viewer(ui: Ui) {
 /// closes it) in place: browsing does not add history entries.
 pub(crate) fn show_in_viewer(ui: Ui, rec: Option<AssetRecord>) {
     forget_pending();
-    ui.viewer.set(rec);
+    ui.viewer.set(rec.map(whole));
     write(ui, false);
 }
 

@@ -10,15 +10,16 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use js_sys::Uint8Array;
 use rexie::{ObjectStore, Rexie};
 use tessera_core::ml::PACK_CLIP;
 use tessera_core::pack::Pack;
-use tessera_core::search::{self, Filters, PeopleIndex, VectorIndex};
-use tessera_core::AssetRecord;
+use tessera_core::search::{self, Filters, PeopleIndex, ShardScope, VectorIndex};
 use wasm_bindgen::JsValue;
 
+use crate::items::Item;
 use crate::state::{now_ms, user_id, CORE};
 use crate::{db, net, search_worker};
 
@@ -55,46 +56,58 @@ async fn cache_db() -> Option<Rc<Rexie>> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Found {
     /// Exact matches (filters and every word), newest first.
-    pub exact: Vec<AssetRecord>,
+    pub(crate) exact: Vec<Arc<Item>>,
     /// Ranked by CLIP similarity (not among `exact`).
-    pub smart: Vec<AssetRecord>,
+    pub(crate) smart: Vec<Arc<Item>>,
     /// What worked and what did not (offline, no embedding, …).
     pub note: String,
     pub ms: f64,
 }
 
-/// The records and people the search runs over.
-fn corpus() -> (Vec<AssetRecord>, PeopleIndex) {
+/// The photos the user searches ([`tessera_core::Library::searchable_in`]'s rules: their own
+/// months, then partners' shown in their timeline, a partner's photo they saved counted once
+/// as theirs, no tombstones) as the lists hold them — shared with the shard cache, not copied
+/// or decoded again (seconds and hundreds of MB at 300k) — and the people in them.
+pub(crate) fn corpus() -> (Vec<Arc<Item>>, PeopleIndex) {
     let Some(user) = user_id() else {
         return Default::default();
     };
     CORE.with(|c| {
         let c = c.borrow();
-        // The months' records as the timeline read them (the shard cache, at each document's
-        // revision), not decoded from the documents again (seconds at 300k, and most of
-        // them are unloaded).
-        let mut read = |lib: &tessera_core::Library, doc: &tessera_core::DocId| {
+        let mut out = Vec::new();
+        let mut own: HashSet<Arc<str>> = HashSet::new();
+        for (doc, scope) in c.lib.search_shards(&user, None).unwrap_or_default() {
             let cached = crate::state::SHARDS.with(|s| {
                 s.borrow()
                     .get(doc.as_str())
-                    .filter(|e| Some(e.0) == lib.revision(doc))
-                    .map(|e| {
-                        e.1.iter()
-                            .map(|r| AssetRecord::clone(r))
-                            .collect::<Vec<_>>()
-                    })
+                    .filter(|e| Some(e.0) == c.lib.revision(&doc))
+                    .map(|e| e.1.clone())
             });
-            match cached {
-                Some(recs) => Ok(std::sync::Arc::new(recs)),
-                None => lib.assets(doc).map(std::sync::Arc::new),
+            // A month the timeline has not read yet (still opening) is read here, not kept.
+            let items = cached.unwrap_or_else(|| {
+                c.lib
+                    .assets(&doc)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|r| Arc::new(Item::of(r)))
+                    .collect()
+            });
+            for r in items.into_iter().filter(|r| !r.is_purged()) {
+                match scope {
+                    ShardScope::Own => {
+                        own.insert(r.id.clone());
+                    }
+                    // `partner_record_shown`, and not also mine.
+                    ShardScope::Partner => {
+                        if r.is_trashed() || r.archived() || own.contains(&r.id) {
+                            continue;
+                        }
+                    }
+                }
+                out.push(r);
             }
-        };
-        (
-            c.lib
-                .searchable_in(&user, None, &|_| true, &mut read)
-                .unwrap_or_default(),
-            c.lib.people_index(&user).unwrap_or_default(),
-        )
+        }
+        (out, c.lib.people_index(&user).unwrap_or_default())
     })
 }
 
@@ -310,15 +323,24 @@ async fn embedding(query: &str) -> Result<(String, Vec<f32>), String> {
 /// Runs a search: `filters` (from the page's controls) and the free text in `filters.text`.
 pub async fn run(mut filters: Filters) -> Found {
     let t0 = now_ms();
-    let (records, people) = corpus();
+    let (items, people) = corpus();
     let text = filters.text.take().unwrap_or_default();
     let (named, rest) = search::people_in_query(&text, &people);
     filters.people.extend(named);
     filters.text = (!rest.is_empty()).then(|| rest.clone());
-    let exact: Vec<AssetRecord> = search::filter_records(&records, &people, &filters)
-        .into_iter()
+    // Each photo's searched fields as a record, one at a time (`search::filter_records`'s
+    // test and order).
+    let test = filters.compile();
+    let mut exact: Vec<Arc<Item>> = items
+        .iter()
+        .filter(|r| test.matches(&r.record(), &people))
         .cloned()
         .collect();
+    exact.sort_by(|a, b| {
+        b.taken_at()
+            .cmp(&a.taken_at())
+            .then_with(|| a.id.cmp(&b.id))
+    });
     let mut found = Found {
         exact,
         ..Default::default()
@@ -343,14 +365,14 @@ pub async fn run(mut filters: Filters) -> Found {
         }
         Ok((model, q)) => {
             let online = web_sys::window().is_some_and(|w| w.navigator().on_line());
-            let seen: HashSet<&str> = found.exact.iter().map(|r| r.id.as_str()).collect();
-            let by_id: std::collections::HashMap<&str, &AssetRecord> =
-                records.iter().map(|r| (r.id.as_str(), r)).collect();
+            let seen: HashSet<&str> = found.exact.iter().map(|r| &*r.id).collect();
+            let by_id: std::collections::HashMap<&str, &Arc<Item>> =
+                items.iter().map(|r| (&*r.id, r)).collect();
             let allow = |k: &str| {
                 !seen.contains(k)
                     && by_id
                         .get(k)
-                        .is_some_and(|r| filters.matches_fields(r, people.facts(k)))
+                        .is_some_and(|r| filters.matches_fields(&r.record(), people.facts(k)))
             };
             let smart = match smart_in_worker(&model, &q, online, &allow).await {
                 Ok(s) => s,
@@ -362,7 +384,7 @@ pub async fn run(mut filters: Filters) -> Found {
             found.smart = smart
                 .ids
                 .iter()
-                .filter_map(|k| by_id.get(k.as_str()).map(|r| (*r).clone()))
+                .filter_map(|k| by_id.get(k.as_str()).map(|r| Arc::clone(r)))
                 .collect();
             found.note = if smart.missing > 0 {
                 format!(
@@ -382,14 +404,18 @@ pub async fn run(mut filters: Filters) -> Found {
 }
 
 /// The distinct values of a field in the local catalogue (for the filter menus).
-pub fn values(f: impl Fn(&AssetRecord) -> Option<&String>) -> Vec<String> {
-    let (records, _) = corpus();
-    let mut v: Vec<String> = records
+pub(crate) fn values(f: impl Fn(&Item) -> Option<Rc<str>>) -> Vec<String> {
+    let (items, _) = corpus();
+    let mut v: Vec<Rc<str>> = items
         .iter()
         .filter(|r| r.shown_alone())
-        .filter_map(|r| f(r).cloned())
+        .filter_map(|r| f(r))
         .filter(|s| !s.trim().is_empty())
         .collect();
+    // Interned: equal values are one string, so dedup by pointer first (cheap), then fold.
+    v.sort_by_key(|s| s.as_ptr());
+    v.dedup_by(|a, b| Rc::ptr_eq(a, b));
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
     v.sort_by_key(|s| search::fold(s));
     v.dedup();
     v

@@ -4,11 +4,14 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use leptos::prelude::*;
 use rexie::Rexie;
 use tessera_core::ml::{MlProgress, PersonSummary};
 use tessera_core::{AssetRecord, DocId, Library, PeerSync};
+
+use crate::items::Item;
 
 use crate::catalogue::find_record;
 use crate::routes;
@@ -110,9 +113,10 @@ pub(crate) fn thousands(n: u64) -> String {
     out
 }
 
-/// A shard's records and the document revision they were read at ([`Library::revision`]:
-/// known without loading the document, and kept when it is unloaded and read again).
-pub(crate) type ShardCache = (u64, Vec<Rc<AssetRecord>>);
+/// A shard's records (as compact [`Item`]s) and the document revision they were read at
+/// ([`Library::revision`]: known without loading the document, and kept when it is unloaded
+/// and read again).
+pub(crate) type ShardCache = (u64, Vec<Arc<Item>>);
 
 /// Saved size of the documents kept loaded beyond the roots (about 8× that in memory): the
 /// rest are unloaded once their records are read, and read again from [`STORED`] when used.
@@ -237,8 +241,14 @@ pub(crate) fn read_shard(lib: &Library, id: &DocId) -> bool {
         if cache.get(&key).map(|e| e.0) == Some(rev) {
             return false;
         }
-        let assets = lib.assets(id).unwrap_or_default();
-        cache.insert(key, (rev, assets.into_iter().map(Rc::new).collect()));
+        // One month's whole records at a time (≈ 1.4 MB at 1,250 photos), kept as items.
+        let items = lib
+            .assets(id)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| Arc::new(Item::of(r)))
+            .collect();
+        cache.insert(key, (rev, items));
         SHARDS_CHANGED.set(true);
         true
     })
@@ -358,7 +368,7 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
                 let own: HashSet<&str> = cache
                     .iter()
                     .filter(|(k, _)| k.starts_with(&mine))
-                    .flat_map(|(_, (_, a))| a.iter().map(|r| r.id.as_str()))
+                    .flat_map(|(_, (_, a))| a.iter().map(|r| &*r.id))
                     .collect();
                 let own = &own;
                 cache
@@ -367,9 +377,8 @@ pub(crate) fn refresh_view(ui: Ui, force: bool) {
                     .filter(|(k, _)| k.starts_with(&mine) || view == View::Photos)
                     .flat_map(|(k, (_, a))| {
                         let partner = !k.starts_with(&mine);
-                        a.iter().filter(move |r| {
-                            view.includes(r) && !(partner && own.contains(r.id.as_str()))
-                        })
+                        a.iter()
+                            .filter(move |r| view.includes(r) && !(partner && own.contains(&*r.id)))
                     })
                     .cloned()
                     .collect::<Vec<_>>()
@@ -442,7 +451,13 @@ fn ml_progress(lib: &mut Library, user: &str) -> MlProgress {
                 let p = match m.get(key) {
                     Some((s, p)) if *s == sig => *p,
                     _ => {
-                        let p = lib.ml_progress_month(user, month, recs).unwrap_or_default();
+                        let p = lib
+                            .ml_progress_month(
+                                user,
+                                month,
+                                recs.iter().map(|r| (&*r.id, r.has_preview())),
+                            )
+                            .unwrap_or_default();
                         m.insert(key.clone(), (sig, p));
                         p
                     }

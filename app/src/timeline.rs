@@ -5,13 +5,14 @@
 
 use std::cell::{Cell as StdCell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use leptos::prelude::*;
 use tessera_core::AssetRecord;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
+use crate::items::Item;
 use crate::layout::{self, Cell, Kind, Layout};
 use crate::state::{log, now_ms, Screen, Ui};
 use crate::thumbs::{self, observe_tile, reset_observer, thumbhash_url};
@@ -32,11 +33,11 @@ pub enum View {
 }
 
 impl View {
-    pub fn includes(self, r: &AssetRecord) -> bool {
+    pub(crate) fn includes(self, r: &Item) -> bool {
         match self {
             View::Photos => r.in_timeline(),
-            View::Favorites => r.favorite == Some(true) && !r.is_trashed() && r.shown_alone(),
-            View::Archive => r.archived == Some(true) && !r.is_trashed() && r.shown_alone(),
+            View::Favorites => r.favorite() && !r.is_trashed() && r.shown_alone(),
+            View::Archive => r.archived() && !r.is_trashed() && r.shown_alone(),
             View::Trash => r.is_trashed() && r.shown_alone(),
             View::Duplicates
             | View::Albums
@@ -52,10 +53,11 @@ impl View {
 #[derive(Default)]
 pub struct ViewData {
     /// Shared with the shard cache (`state::SHARDS`): a 300k view holds pointers, not copies.
-    pub items: Vec<Rc<AssetRecord>>,
+    pub(crate) items: Vec<Arc<Item>>,
     pub cells: Vec<Cell>,
     pub layout: Layout,
-    pub index: HashMap<String, usize>,
+    /// Position of each id in `items` (the ids shared with the items).
+    pub index: HashMap<Arc<str>, usize>,
     pub layout_ms: f64,
     pub sort_ms: f64,
 }
@@ -94,29 +96,29 @@ pub fn scroller() -> Option<web_sys::HtmlElement> {
 }
 
 /// Replaces the view's items: sorts them newest first, lays them out, re-renders.
-pub fn set_items(ui: Ui, items: Vec<Rc<AssetRecord>>) {
+pub(crate) fn set_items(ui: Ui, items: Vec<Arc<Item>>) {
     let t0 = now_ms();
     // Newest first. The day is computed once per item; the rest of the key is borrowed (no
     // copies of 300k strings).
-    let mut keyed: Vec<(u32, Rc<AssetRecord>)> = items
+    let mut keyed: Vec<(u32, Arc<Item>)> = items
         .into_iter()
-        .map(|r| (layout::day_of(r.taken_at.as_deref()), r))
+        .map(|r| (layout::day_of(r.taken_at()), r))
         .collect();
     keyed.sort_by(|(da, a), (db, b)| {
         db.cmp(da)
-            .then_with(|| b.taken_at.cmp(&a.taken_at))
+            .then_with(|| b.taken_at().cmp(&a.taken_at()))
             .then_with(|| a.id.cmp(&b.id))
     });
-    let items: Vec<Rc<AssetRecord>> = keyed.into_iter().map(|(_, r)| r).collect();
+    let items: Vec<Arc<Item>> = keyed.into_iter().map(|(_, r)| r).collect();
     let t1 = now_ms();
     let cells: Vec<Cell> = items
         .iter()
         .map(|r| Cell {
-            aspect: match (r.width, r.height) {
-                (Some(w), Some(h)) if w > 0 && h > 0 => w as f32 / h as f32,
+            aspect: match r.size_px() {
+                Some((w, h)) if w > 0 && h > 0 => w as f32 / h as f32,
                 _ => 1.0,
             },
-            day: layout::day_of(r.taken_at.as_deref()),
+            day: layout::day_of(r.taken_at()),
         })
         .collect();
     let width = WIDTH.get();
@@ -148,12 +150,12 @@ pub fn set_items(ui: Ui, items: Vec<Rc<AssetRecord>>) {
     let gone = ui.selected.with_untracked(|s| {
         VIEW.with(|v| {
             let v = v.borrow();
-            s.iter().any(|id| !v.index.contains_key(id))
+            s.iter().any(|id| !v.index.contains_key(id.as_str()))
         })
     });
     if gone {
         ui.selected
-            .update(|s| VIEW.with(|v| s.retain(|id| v.borrow().index.contains_key(id))));
+            .update(|s| VIEW.with(|v| s.retain(|id| v.borrow().index.contains_key(id.as_str()))));
     }
     update_window(ui);
 }
@@ -388,22 +390,22 @@ pub fn days_left(trashed_at: &str, trash_days: u32) -> i64 {
     (trash_days as i64 - age).max(0)
 }
 
-fn placeholder(rec: &AssetRecord) -> String {
+fn placeholder(rec: &Item) -> String {
     const CLEAR: &str =
         "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7";
-    let Some(h) = rec.thumbhash.as_deref() else {
+    let Some(h) = rec.thumbhash() else {
         return CLEAR.to_owned();
     };
     PLACEHOLDERS.with(|p| {
         let mut p = p.borrow_mut();
-        if let Some(u) = p.get(&rec.id) {
+        if let Some(u) = p.get(&*rec.id) {
             return u.clone();
         }
         if p.len() > 3000 {
             p.clear();
         }
         let u = thumbhash_url(Some(h));
-        p.insert(rec.id.clone(), u.clone());
+        p.insert(rec.id.to_string(), u.clone());
         u
     })
 }
@@ -424,7 +426,7 @@ fn select_click(ui: Ui, idx: usize, id: &str, shift: bool) {
                 let v = v.borrow();
                 v.items
                     .get(lo..=hi.min(v.items.len().saturating_sub(1)))
-                    .map(|s| s.iter().map(|r| r.id.clone()).collect())
+                    .map(|s| s.iter().map(|r| r.id.to_string()).collect())
                     .unwrap_or_default()
             });
             ui.selected.update(|s| s.extend(ids));
@@ -439,9 +441,9 @@ fn select_click(ui: Ui, idx: usize, id: &str, shift: bool) {
 }
 
 #[component]
-fn Tile(ui: Ui, idx: usize, rec: AssetRecord, x: f32, w: f32) -> impl IntoView {
-    let id = rec.id.clone();
-    let status = rec.status.clone().unwrap_or_default();
+fn Tile(ui: Ui, idx: usize, rec: Arc<Item>, x: f32, w: f32) -> impl IntoView {
+    let id = rec.id.to_string();
+    let status = rec.status().map(|s| s.to_string()).unwrap_or_default();
     let tile = NodeRef::<leptos::html::Div>::new();
     if status == "ready" && !BENCH.get() {
         Effect::new(move |_| {
@@ -457,9 +459,9 @@ fn Tile(ui: Ui, idx: usize, rec: AssetRecord, x: f32, w: f32) -> impl IntoView {
             .with(|t| t.get(&id2).cloned())
             .unwrap_or_else(|| ph.clone())
     };
-    let title = match (&rec.error, &rec.filename) {
+    let title = match (rec.error(), rec.filename()) {
         (Some(e), Some(f)) => format!("{f}: {e}"),
-        (_, Some(f)) => f.clone(),
+        (_, Some(f)) => f.to_owned(),
         _ => String::new(),
     };
     let id3 = id.clone();
@@ -467,17 +469,16 @@ fn Tile(ui: Ui, idx: usize, rec: AssetRecord, x: f32, w: f32) -> impl IntoView {
         let sel = ui.selected.with(|s| s.contains(&id3));
         format!("tile {status}{}", if sel { " selected" } else { "" })
     };
-    let status = rec.status.clone().unwrap_or_default();
+    let status = rec.status().map(|s| s.to_string()).unwrap_or_default();
     let label = (status == "unsupported" || status == "error")
-        .then(|| rec.filename.clone().unwrap_or_default());
+        .then(|| rec.filename().unwrap_or_default().to_owned());
     let style = format!("left:{x:.1}px;width:{w:.1}px;background:{}", tint(&rec.id));
     let video = rec
         .is_video()
-        .then(|| format!("▶ {}", rec.duration.map(fmt_duration).unwrap_or_default()));
-    let live = rec.motion.is_some() && !rec.is_video();
+        .then(|| format!("▶ {}", rec.duration().map(fmt_duration).unwrap_or_default()));
+    let live = rec.has_motion() && !rec.is_video();
     let left = rec
-        .trashed_at
-        .as_deref()
+        .trashed_at()
         .map(|t| days_left(t, ui.trash_days.get_untracked()));
     let r = rec.clone();
     let id4 = id.clone();
@@ -492,14 +493,14 @@ fn Tile(ui: Ui, idx: usize, rec: AssetRecord, x: f32, w: f32) -> impl IntoView {
                     select_click(ui, idx, &id4, ev.shift_key());
                 } else {
                     ANCHOR.set(Some(idx));
-                    crate::routes::open_viewer(ui, r.clone());
+                    crate::routes::open_viewer(ui, r.record());
                 }
             }>
             <img class="thumb" src=src alt="" decoding="async"/>
             <span class="check" title="Select"></span>
             {label.map(|l| view! { <span class="label">{l}</span> })}
             {(status == "pending").then(|| view! { <span class="spinner"></span> })}
-            {rec.favorite.unwrap_or(false).then(|| view! { <span class="fav">"♥"</span> })}
+            {rec.favorite().then(|| view! { <span class="fav">"♥"</span> })}
             {video.map(|v| view! { <span class="badge video">{v}</span> })}
             {live.then(|| view! { <span class="badge live">"LIVE"</span> })}
             {left.map(|d| view! { <span class="badge left">{format!("{d} days left")}</span> })}
@@ -522,13 +523,13 @@ fn block_view(ui: Ui, i: usize) -> AnyView {
         }
         .into_any(),
         Kind::Row { start, end } => {
-            let tiles: Vec<(usize, AssetRecord, f32, f32)> = VIEW.with(|v| {
+            let tiles: Vec<(usize, Arc<Item>, f32, f32)> = VIEW.with(|v| {
                 let v = v.borrow();
                 (start as usize..end as usize)
                     .filter_map(|k| {
                         Some((
                             k,
-                            AssetRecord::clone(v.items.get(k)?),
+                            v.items.get(k)?.clone(),
                             *v.layout.x.get(k)?,
                             *v.layout.w.get(k)?,
                         ))
@@ -881,7 +882,7 @@ pub fn start_bench(ui: Ui, n: usize) {
         "bench: {n} synthetic assets in {:.0} ms",
         now_ms() - t
     ));
-    set_items(ui, recs.into_iter().map(Rc::new).collect());
+    set_items(ui, recs.iter().map(|r| Arc::new(Item::of(r))).collect());
     let f = Closure::<dyn FnMut(JsValue, JsValue) -> js_sys::Promise>::new(
         move |frames: JsValue, step: JsValue| {
             let frames = frames.as_f64().unwrap_or(300.0).max(1.0) as usize;
@@ -905,8 +906,8 @@ pub fn selected_in_order(ui: Ui) -> Vec<AssetRecord> {
         v.borrow()
             .items
             .iter()
-            .filter(|r| sel.contains(&r.id))
-            .map(|r| AssetRecord::clone(r))
+            .filter(|r| sel.contains(&*r.id))
+            .map(|r| r.record())
             .collect()
     })
 }

@@ -84,14 +84,12 @@ pub(crate) fn on_key(ui: Ui, ev: &web_sys::KeyboardEvent) {
     };
     let (pos, prev, next) = timeline::VIEW.with(|v| {
         let v = v.borrow();
-        let pos = v.index.get(&cur.id).copied();
+        let pos = v.index.get(cur.id.as_str()).copied();
         let prev = pos
             .and_then(|p| p.checked_sub(1))
             .and_then(|p| v.items.get(p))
-            .map(|r| AssetRecord::clone(r));
-        let next = pos
-            .and_then(|p| v.items.get(p + 1))
-            .map(|r| AssetRecord::clone(r));
+            .map(|r| r.record());
+        let next = pos.and_then(|p| v.items.get(p + 1)).map(|r| r.record());
         (pos, prev, next)
     });
     let _ = pos;
@@ -126,15 +124,15 @@ pub(crate) fn on_key(ui: Ui, ev: &web_sys::KeyboardEvent) {
 pub(crate) fn viewer_action(ui: Ui, cur: &AssetRecord, a: Action) {
     let next = timeline::VIEW.with(|v| {
         let v = v.borrow();
-        let p = v.index.get(&cur.id).copied()?;
+        let p = v.index.get(cur.id.as_str()).copied()?;
         v.items
             .get(p + 1)
             .or_else(|| v.items.get(p.checked_sub(1)?))
-            .map(|r| AssetRecord::clone(r))
+            .map(|r| r.record())
     });
     apply(ui, std::slice::from_ref(cur), a);
     if ui.view.get_untracked() != View::Duplicates
-        && timeline::VIEW.with(|v| !v.borrow().index.contains_key(&cur.id))
+        && timeline::VIEW.with(|v| !v.borrow().index.contains_key(cur.id.as_str()))
     {
         routes::show_in_viewer(ui, next);
     }

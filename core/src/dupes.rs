@@ -173,12 +173,36 @@ pub fn near_duplicate_groups(
         .filter(|r| r.trashed_at.is_none() && r.purged_at.is_none() && r.shown_alone())
         .filter_map(|r| Some((r, parse_phash(r.phash.as_deref()?)?)))
         .collect();
+    let ids: Vec<&str> = live.iter().map(|(r, _)| r.id.as_str()).collect();
     let hashes: Vec<u64> = live.iter().map(|(_, h)| *h).collect();
-    let pairs = close_pairs(&hashes, threshold);
-    let mut parent: Vec<usize> = (0..live.len()).collect();
-    let mut dist: Vec<u32> = vec![0; live.len()];
+    let mut out: Vec<DupGroup> = group_hashes(&ids, &hashes, threshold, rejected)
+        .into_iter()
+        .map(|(members, distance)| {
+            dup_group(
+                members.iter().map(|&i| live[i].0.clone()).collect(),
+                distance,
+            )
+        })
+        .collect();
+    sort_groups(&mut out);
+    out
+}
+
+/// The grouping of [`near_duplicate_groups`] over bare hashes (`ids[i]` has `hashes[i]`):
+/// groups of two or more indexes, each with its largest distance to a neighbour. For a
+/// caller that holds hashes and ids but not whole records (the PWA): it reads the records
+/// of the few grouped assets only.
+pub fn group_hashes(
+    ids: &[&str],
+    hashes: &[u64],
+    threshold: u32,
+    rejected: &BTreeSet<(String, String)>,
+) -> Vec<(Vec<usize>, u32)> {
+    let pairs = close_pairs(hashes, threshold);
+    let mut parent: Vec<usize> = (0..hashes.len()).collect();
+    let mut dist: Vec<u32> = vec![0; hashes.len()];
     for (i, j, d) in pairs {
-        if rejected.contains(&pair(&live[i].0.id, &live[j].0.id)) {
+        if rejected.contains(&pair(ids[i], ids[j])) {
             continue;
         }
         let (a, b) = (find(&mut parent, i), find(&mut parent, j));
@@ -189,32 +213,41 @@ pub fn near_duplicate_groups(
         }
     }
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..live.len() {
+    for i in 0..hashes.len() {
         let root = find(&mut parent, i);
         groups.entry(root).or_default().push(i);
     }
-    let mut out: Vec<DupGroup> = groups
+    groups
         .into_values()
         .filter(|m| m.len() > 1)
         .map(|members| {
-            let mut assets: Vec<AssetRecord> = members.iter().map(|&i| live[i].0.clone()).collect();
-            assets.sort_by(|a, b| keeper_rank(b).cmp(&keeper_rank(a)).then(a.id.cmp(&b.id)));
-            let id = assets
-                .iter()
-                .map(|a| a.id.as_str())
-                .min()
-                .unwrap_or_default()
-                .to_owned();
-            DupGroup {
-                id,
-                keep: assets[0].id.clone(),
-                distance: members.iter().map(|&i| dist[i]).max().unwrap_or(0),
-                assets,
-            }
+            let d = members.iter().map(|&i| dist[i]).max().unwrap_or(0);
+            (members, d)
         })
-        .collect();
-    out.sort_by(|a, b| b.assets.len().cmp(&a.assets.len()).then(a.id.cmp(&b.id)));
-    out
+        .collect()
+}
+
+/// A group of near-duplicate records, the best keeper first (then by id); named by its
+/// smallest id.
+pub fn dup_group(mut assets: Vec<AssetRecord>, distance: u32) -> DupGroup {
+    assets.sort_by(|a, b| keeper_rank(b).cmp(&keeper_rank(a)).then(a.id.cmp(&b.id)));
+    let id = assets
+        .iter()
+        .map(|a| a.id.as_str())
+        .min()
+        .unwrap_or_default()
+        .to_owned();
+    DupGroup {
+        id,
+        keep: assets.first().map(|a| a.id.clone()).unwrap_or_default(),
+        distance,
+        assets,
+    }
+}
+
+/// Largest groups first, then by id.
+pub fn sort_groups(groups: &mut [DupGroup]) {
+    groups.sort_by(|a, b| b.assets.len().cmp(&a.assets.len()).then(a.id.cmp(&b.id)));
 }
 
 /// Higher is a better keeper.

@@ -2,11 +2,66 @@
 //! `GET /api/memories` are the same computation): "on this day" across the years, trips (runs
 //! of days far from home) and people over the years.
 
-use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::search::PeopleIndex;
 use crate::AssetRecord;
+
+/// What memories read of a photo: the node passes whole records, the PWA its compact items
+/// (it keeps no whole records for a 300k library).
+pub trait Photo {
+    fn id(&self) -> &str;
+    fn taken_at(&self) -> Option<&str>;
+    /// [`AssetRecord::in_timeline`].
+    fn in_timeline(&self) -> bool;
+    /// Dated by its upload (no capture date known): never a memory.
+    fn dated_by_upload(&self) -> bool;
+    /// (latitude, longitude).
+    fn position(&self) -> Option<(f64, f64)>;
+    fn city(&self) -> Option<Rc<str>>;
+    fn country(&self) -> Option<Rc<str>>;
+}
+
+impl Photo for AssetRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn taken_at(&self) -> Option<&str> {
+        self.taken_at.as_deref()
+    }
+    fn in_timeline(&self) -> bool {
+        AssetRecord::in_timeline(self)
+    }
+    fn dated_by_upload(&self) -> bool {
+        self.taken_at_source.as_deref() == Some("upload")
+    }
+    fn position(&self) -> Option<(f64, f64)> {
+        Some((self.lat?, self.lon?))
+    }
+    fn city(&self) -> Option<Rc<str>> {
+        self.city.as_deref().map(Rc::from)
+    }
+    fn country(&self) -> Option<Rc<str>> {
+        self.country.as_deref().map(Rc::from)
+    }
+}
+
+macro_rules! photo_through {
+    ($($t:ty),*) => {$(
+        impl<P: Photo + ?Sized> Photo for $t {
+            fn id(&self) -> &str { (**self).id() }
+            fn taken_at(&self) -> Option<&str> { (**self).taken_at() }
+            fn in_timeline(&self) -> bool { (**self).in_timeline() }
+            fn dated_by_upload(&self) -> bool { (**self).dated_by_upload() }
+            fn position(&self) -> Option<(f64, f64)> { (**self).position() }
+            fn city(&self) -> Option<Rc<str>> { (**self).city() }
+            fn country(&self) -> Option<Rc<str>> { (**self).country() }
+        }
+    )*};
+}
+photo_through!(&P, Rc<P>, Arc<P>, Box<P>);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
@@ -35,28 +90,25 @@ pub const TRIP_KM: f64 = 100.0;
 /// Fewest photos for a trip or a person's memory.
 pub const MIN_PHOTOS: usize = 3;
 
-fn day(r: &AssetRecord) -> Option<&str> {
-    r.taken_at
-        .as_deref()
-        .filter(|t| t.len() >= 10)
-        .map(|t| &t[..10])
+fn day<P: Photo + ?Sized>(r: &P) -> Option<&str> {
+    r.taken_at().filter(|t| t.len() >= 10).map(|t| &t[..10])
 }
 
-fn shown(r: &AssetRecord) -> bool {
-    r.in_timeline() && r.taken_at_source.as_deref() != Some("upload")
+fn shown<P: Photo + ?Sized>(r: &P) -> bool {
+    r.in_timeline() && !r.dated_by_upload()
 }
 
 /// Photos taken on `today`'s month and day (`YYYY-MM-DD`) in earlier years, one memory per
 /// year, the most recent year first.
-pub fn on_this_day<R: Borrow<AssetRecord>>(records: &[R], today: &str) -> Vec<Memory> {
+pub fn on_this_day<R: Photo>(records: &[R], today: &str) -> Vec<Memory> {
     let (Some(md), Ok(year)) = (
         today.get(5..10),
         today.get(..4).unwrap_or("").parse::<i32>(),
     ) else {
         return Vec::new();
     };
-    let mut by_year: BTreeMap<i32, Vec<&AssetRecord>> = BTreeMap::new();
-    for r in records.iter().map(Borrow::borrow).filter(|r| shown(r)) {
+    let mut by_year: BTreeMap<i32, Vec<&R>> = BTreeMap::new();
+    for r in records.iter().filter(|r| shown(*r)) {
         let Some(d) = day(r) else { continue };
         let Ok(y) = d[..4].parse::<i32>() else {
             continue;
@@ -69,7 +121,7 @@ pub fn on_this_day<R: Borrow<AssetRecord>>(records: &[R], today: &str) -> Vec<Me
         .into_iter()
         .rev()
         .map(|(y, mut rs)| {
-            rs.sort_by(|a, b| a.taken_at.cmp(&b.taken_at));
+            rs.sort_by(|a, b| a.taken_at().cmp(&b.taken_at()));
             let n = year - y;
             Memory {
                 kind: Kind::OnThisDay { year: y },
@@ -78,7 +130,7 @@ pub fn on_this_day<R: Borrow<AssetRecord>>(records: &[R], today: &str) -> Vec<Me
                 } else {
                     format!("{n} years ago")
                 },
-                assets: rs.into_iter().map(|r| r.id.clone()).collect(),
+                assets: rs.into_iter().map(|r| r.id().to_owned()).collect(),
             }
         })
         .collect()
@@ -97,34 +149,33 @@ fn km(a: (f64, f64), b: (f64, f64)) -> f64 {
 }
 
 /// Home: the position of the city with the most photos (its first photo's coordinates).
-pub fn home<R: Borrow<AssetRecord>>(records: &[R]) -> Option<(f64, f64)> {
-    let mut count: HashMap<&str, (usize, (f64, f64))> = HashMap::new();
-    for r in records.iter().map(Borrow::borrow).filter(|r| shown(r)) {
-        if let (Some(c), Some(la), Some(lo)) = (r.city.as_deref(), r.lat, r.lon) {
-            count.entry(c).or_insert((0, (la, lo))).0 += 1;
+pub fn home<R: Photo>(records: &[R]) -> Option<(f64, f64)> {
+    let mut count: HashMap<Rc<str>, (usize, (f64, f64))> = HashMap::new();
+    for r in records.iter().filter(|r| shown(*r)) {
+        if let (Some(p), Some(c)) = (r.position(), r.city()) {
+            count.entry(c).or_insert((0, p)).0 += 1;
         }
     }
     count
         .into_iter()
-        .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.0.cmp(a.0)))
+        .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.0.cmp(&a.0)))
         .map(|(_, (_, p))| p)
 }
 
 /// Trips: days with photos more than [`TRIP_KM`] from home, joined across at most one day
 /// without photos, with at least [`MIN_PHOTOS`] photos; named after the country (or city) seen most.
 /// Newest first.
-pub fn trips<R: Borrow<AssetRecord>>(records: &[R]) -> Vec<Memory> {
+pub fn trips<R: Photo>(records: &[R]) -> Vec<Memory> {
     let Some(home) = home(records) else {
         return Vec::new();
     };
-    let mut away: Vec<&AssetRecord> = records
+    let mut away: Vec<&R> = records
         .iter()
-        .map(Borrow::borrow)
-        .filter(|r| shown(r) && day(r).is_some())
-        .filter(|r| matches!((r.lat, r.lon), (Some(la), Some(lo)) if km(home, (la, lo)) > TRIP_KM))
+        .filter(|r| shown(*r) && day(*r).is_some())
+        .filter(|r| r.position().is_some_and(|p| km(home, p) > TRIP_KM))
         .collect();
-    away.sort_by(|a, b| a.taken_at.cmp(&b.taken_at));
-    let mut runs: Vec<Vec<&AssetRecord>> = Vec::new();
+    away.sort_by(|a, b| a.taken_at().cmp(&b.taken_at()));
+    let mut runs: Vec<Vec<&R>> = Vec::new();
     for r in away {
         let joined = runs.last().is_some_and(|run| {
             let last = run.last().and_then(|x| day(x)).unwrap_or_default();
@@ -142,16 +193,16 @@ pub fn trips<R: Borrow<AssetRecord>>(records: &[R]) -> Vec<Memory> {
         .into_iter()
         .filter(|run| run.len() >= MIN_PHOTOS)
         .map(|run| {
-            let mut places: HashMap<&str, usize> = HashMap::new();
+            let mut places: HashMap<Rc<str>, usize> = HashMap::new();
             for r in &run {
-                if let Some(p) = r.country.as_deref().or(r.city.as_deref()) {
+                if let Some(p) = r.country().or_else(|| r.city()) {
                     *places.entry(p).or_default() += 1;
                 }
             }
             let place = places
                 .into_iter()
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
-                .map(|(p, _)| p.to_owned())
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+                .map(|(p, _)| p.to_string())
                 .unwrap_or_else(|| "somewhere far".to_owned());
             let first = day(run[0]).unwrap_or_default().to_owned();
             let last = day(run[run.len() - 1]).unwrap_or_default().to_owned();
@@ -162,7 +213,7 @@ pub fn trips<R: Borrow<AssetRecord>>(records: &[R]) -> Vec<Memory> {
                     first_day: first,
                     last_day: last,
                 },
-                assets: run.iter().map(|r| r.id.clone()).collect(),
+                assets: run.iter().map(|r| r.id().to_owned()).collect(),
             }
         })
         .collect();
@@ -172,10 +223,10 @@ pub fn trips<R: Borrow<AssetRecord>>(records: &[R]) -> Vec<Memory> {
 
 /// Named people with photos in at least two different years: their photos across the years
 /// (at most 30, spread evenly). Most photographed first.
-pub fn people<R: Borrow<AssetRecord>>(records: &[R], idx: &PeopleIndex) -> Vec<Memory> {
-    let mut by: BTreeMap<&str, Vec<&AssetRecord>> = BTreeMap::new();
-    for r in records.iter().map(Borrow::borrow).filter(|r| shown(r)) {
-        for p in idx.people_of(&r.id) {
+pub fn people<R: Photo>(records: &[R], idx: &PeopleIndex) -> Vec<Memory> {
+    let mut by: BTreeMap<&str, Vec<&R>> = BTreeMap::new();
+    for r in records.iter().filter(|r| shown(*r)) {
+        for p in idx.people_of(r.id()) {
             if idx.names.contains_key(p) {
                 by.entry(p.as_str()).or_default().push(r);
             }
@@ -185,8 +236,8 @@ pub fn people<R: Borrow<AssetRecord>>(records: &[R], idx: &PeopleIndex) -> Vec<M
         .into_iter()
         .filter(|(_, rs)| rs.len() >= MIN_PHOTOS)
         .filter_map(|(p, mut rs)| {
-            rs.sort_by(|a, b| a.taken_at.cmp(&b.taken_at));
-            let years = |r: &&AssetRecord| day(r).map(|d| d[..4].to_owned());
+            rs.sort_by(|a, b| a.taken_at().cmp(&b.taken_at()));
+            let years = |r: &&R| day(*r).map(|d| d[..4].to_owned());
             let (first, last) = (years(&rs[0])?, years(&rs[rs.len() - 1])?);
             if first == last {
                 return None;
@@ -202,7 +253,7 @@ pub fn people<R: Borrow<AssetRecord>>(records: &[R], idx: &PeopleIndex) -> Vec<M
                         id: p.to_owned(),
                         name,
                     },
-                    assets: rs.iter().step_by(step).map(|r| r.id.clone()).collect(),
+                    assets: rs.iter().step_by(step).map(|r| r.id().to_owned()).collect(),
                 },
             ))
         })
@@ -213,7 +264,7 @@ pub fn people<R: Borrow<AssetRecord>>(records: &[R], idx: &PeopleIndex) -> Vec<M
 
 /// Every memory for `today`: on this day, then the newest trips (at most 3), then people (at
 /// most 3).
-pub fn all<R: Borrow<AssetRecord>>(records: &[R], idx: &PeopleIndex, today: &str) -> Vec<Memory> {
+pub fn all<R: Photo>(records: &[R], idx: &PeopleIndex, today: &str) -> Vec<Memory> {
     let mut v = on_this_day(records, today);
     v.extend(trips(records).into_iter().take(3));
     v.extend(people(records, idx).into_iter().take(3));

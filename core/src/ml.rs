@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map as JsonMap, Value as Json};
 
-use crate::{AssetRecord, DocId, Library, LibraryError};
+use crate::{DocId, Library, LibraryError};
 
 pub const MARK_PREFIX: &str = "a/";
 pub const FACE_PREFIX: &str = "f/";
@@ -186,31 +186,35 @@ impl Library {
         let mut p = MlProgress::default();
         for s in self.shards(user)? {
             let records = self.assets(&DocId::shard(user, &s.month)?)?;
-            p.add(&self.ml_progress_month(user, &s.month, &records)?);
+            p.add(&self.ml_progress_month(
+                user,
+                &s.month,
+                records.iter().map(|r| (r.id.as_str(), r.preview.is_some())),
+            )?);
         }
         Ok(p)
     }
 
-    /// One month's share of [`Library::ml_progress`], given its records (a caller that holds
-    /// them already, like the PWA's shard cache, adds months up without reading them again).
-    pub fn ml_progress_month<R: std::borrow::Borrow<AssetRecord>>(
+    /// One month's share of [`Library::ml_progress`], given its records as (id, has a
+    /// preview) (a caller that holds them already, like the PWA's shard cache, adds months up
+    /// without reading them again).
+    pub fn ml_progress_month<'a>(
         &self,
         user: &str,
         month: &str,
-        records: &[R],
+        records: impl IntoIterator<Item = (&'a str, bool)>,
     ) -> Result<MlProgress, LibraryError> {
         let mut p = MlProgress::default();
         let marks: std::collections::HashMap<String, MlMark> = self
             .ml_marks(&DocId::ml(user, month)?)?
             .into_iter()
             .collect();
-        for r in records {
-            let r = r.borrow();
-            if r.preview.is_none() {
+        for (id, has_preview) in records {
+            if !has_preview {
                 continue;
             }
             p.total += 1;
-            if let Some(m) = marks.get(&r.id) {
+            if let Some(m) = marks.get(id) {
                 p.analysed += 1;
                 p.faces += u64::from(m.faces);
             }

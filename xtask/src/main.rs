@@ -1286,6 +1286,8 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The PWA's own unit tests (layout, the compact records) are plain Rust: run natively.
+    sh(cargo().args(["test", "-p", "tessera-app", "--lib"]))?;
     if e2e {
         build_pwa(false)?;
     }

@@ -4,30 +4,31 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use leptos::prelude::*;
-use tessera_core::AssetRecord;
+use tessera_core::memories::Photo;
 
+use crate::items::Item;
 use crate::pages::search_page::Grid;
-use crate::state::{user_id, Ui, CORE};
+use crate::state::Ui;
 
-/// A located photo: (lat, lon, record).
-type Located = (f64, f64, AssetRecord);
+/// A located photo: (lat, lon, item).
+type Located = (f64, f64, Arc<Item>);
 
+/// The photos search finds (mine and partners' in my timeline) that are in the timeline and
+/// have a position.
 fn located() -> Vec<Located> {
-    let Some(user) = user_id() else {
-        return Vec::new();
-    };
-    CORE.with(|c| {
-        c.borrow()
-            .lib
-            .searchable(&user)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.in_timeline())
-            .filter_map(|r| Some((r.lat?, r.lon?, r)))
-            .filter(|(la, lo, _)| la.abs() <= 90.0 && lo.abs() <= 180.0)
-            .collect()
-    })
+    crate::search::corpus()
+        .0
+        .into_iter()
+        .filter(|r| r.in_timeline())
+        .filter_map(|r| {
+            let (la, lo) = r.position()?;
+            Some((la, lo, r))
+        })
+        .filter(|(la, lo, _)| la.abs() <= 90.0 && lo.abs() <= 180.0)
+        .collect()
 }
 
 /// A cluster: centre (mean position), its photos (newest first).
@@ -35,7 +36,7 @@ fn located() -> Vec<Located> {
 struct Cluster {
     lat: f64,
     lon: f64,
-    items: Vec<AssetRecord>,
+    items: Vec<Arc<Item>>,
 }
 
 /// Groups photos into grid cells of `cell` degrees.
@@ -48,8 +49,8 @@ fn clusters(points: &[Located], cell: f64) -> Vec<Cluster> {
     by.into_values()
         .map(|ps| {
             let n = ps.len() as f64;
-            let mut items: Vec<AssetRecord> = ps.iter().map(|p| p.2.clone()).collect();
-            items.sort_by(|a, b| b.taken_at.cmp(&a.taken_at));
+            let mut items: Vec<Arc<Item>> = ps.iter().map(|p| p.2.clone()).collect();
+            items.sort_by(|a, b| b.taken_at().cmp(&a.taken_at()));
             Cluster {
                 lat: ps.iter().map(|p| p.0).sum::<f64>() / n,
                 lon: ps.iter().map(|p| p.1).sum::<f64>() / n,
@@ -94,12 +95,12 @@ pub(crate) fn MapPage(ui: Ui) -> impl IntoView {
             // The chosen cluster's place, above the map so it shows without scrolling; its
             // photos below.
             {move || chosen.get().map(|c| {
-                let place = c.items.iter().find_map(|r| r.city.clone().map(|city| match &r.country {
+                let place = c.items.iter().find_map(|r| r.city().map(|city| match r.country() {
                     Some(k) => format!("{city}, {k}"),
-                    None => city,
+                    None => city.to_string(),
                 })).unwrap_or_else(|| format!("{:.2}, {:.2}", c.lat, c.lon));
                 // The place's page: every photo taken there (the Search page with its place).
-                let open = c.items.iter().find_map(|r| r.city.clone().map(|city| (r.country.clone().unwrap_or_default(), city)));
+                let open = c.items.iter().find_map(|r| r.city().map(|city| (r.country().map(|k| k.to_string()).unwrap_or_default(), city.to_string())));
                 view! {
                     <div class="map-place-bar">
                         <h3 id="map-place">{format!("{place} · {} photos", c.items.len())}</h3>

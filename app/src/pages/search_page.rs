@@ -2,16 +2,18 @@
 //! the local catalogue, offline), a person's page (their photos, rename, hide), and the
 //! memories on the home screen with their slideshow.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use tessera_core::memories::Photo;
 use tessera_core::memories::{self, Memory};
 use tessera_core::ml::{fields, FaceRecord, PersonRecord, PERSON_PREFIX};
 use tessera_core::search::{Filters, Media};
-use tessera_core::{AssetRecord, DocId};
+use tessera_core::DocId;
 
-use crate::catalogue::{find_record, save_and_push};
+use crate::catalogue::{find_item, save_and_push};
+use crate::items::Item;
 use crate::routes;
 use crate::search::{self, Found};
 use crate::state::{user_id, Ui, CORE};
@@ -19,21 +21,21 @@ use crate::thumbs::{load_thumb, thumbhash_url};
 
 /// A grid of thumbnails that open the viewer.
 #[component]
-pub(crate) fn Grid(ui: Ui, items: Vec<AssetRecord>, class: &'static str) -> impl IntoView {
+pub(crate) fn Grid(ui: Ui, items: Vec<Arc<Item>>, class: &'static str) -> impl IntoView {
     view! {
         <div class=format!("search-grid {class}")>
             {items.into_iter().map(|r| {
-                let id = r.id.clone();
+                let id = r.id.to_string();
                 let id2 = id.clone();
-                let ph = thumbhash_url(r.thumbhash.as_deref());
-                if r.status.as_deref() == Some("ready") {
+                let ph = thumbhash_url(r.thumbhash());
+                if r.status().as_deref() == Some("ready") {
                     spawn_local(load_thumb(ui, id.clone()));
                 }
                 let src = move || ui.thumbs.with(|t| t.get(&id2).cloned()).unwrap_or_else(|| ph.clone());
-                let title = r.filename.clone().unwrap_or_default();
+                let title = r.filename().unwrap_or_default().to_owned();
                 view! {
                     <img class="search-hit" data-id=id src=src alt="" title=title
-                        on:click=move |_| routes::open_viewer(ui, r.clone())/>
+                        on:click=move |_| routes::open_viewer(ui, r.record())/>
                 }
             }).collect_view()}
         </div>
@@ -196,16 +198,15 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
             crate::state::log(&format!("search: {n} embedding packs kept for offline use"));
         }
     });
-    let countries = search::values(|r| r.country.as_ref());
+    let countries = search::values(|r| r.country());
     let cities = Memo::new(move |_| {
         let c = country.get();
         search::values(|r| {
-            r.city
-                .as_ref()
-                .filter(|_| c.is_empty() || r.country.as_deref() == Some(c.as_str()))
+            r.city()
+                .filter(|_| c.is_empty() || r.country().as_deref() == Some(c.as_str()))
         })
     });
-    let makes = search::values(|r| r.make.as_ref());
+    let makes = search::values(|r| r.make());
     let people = move || {
         ui.ml
             .get()
@@ -386,12 +387,12 @@ pub(crate) fn MemoriesStrip(ui: Ui) -> impl IntoView {
         // The records the timeline already decoded (shared, not copied): reading them again
         // from the documents cost seconds at 300k photos, on every rebuild.
         let mine = format!("u/{user}/");
-        let recs: Vec<Rc<AssetRecord>> = crate::state::SHARDS.with(|s| {
+        let recs: Vec<Arc<Item>> = crate::state::SHARDS.with(|s| {
             s.borrow()
                 .iter()
                 .filter(|(k, _)| k.starts_with(&mine))
                 .flat_map(|(_, (_, a))| a.iter())
-                .filter(|r| !r.is_purged() && r.owner.as_deref() == Some(user.as_str()))
+                .filter(|r| !r.is_purged() && r.owned_by(&user))
                 .cloned()
                 .collect()
         });
@@ -406,7 +407,7 @@ pub(crate) fn MemoriesStrip(ui: Ui) -> impl IntoView {
                     let cover = m.assets.first().cloned().unwrap_or_default();
                     let c2 = cover.clone();
                     spawn_local(load_thumb(ui, cover.clone()));
-                    let ph = thumbhash_url(find_record(&cover).and_then(|r| r.thumbhash).as_deref());
+                    let ph = thumbhash_url(find_item(&cover).as_ref().and_then(|(_, r)| r.thumbhash()));
                     let src = move || ui.thumbs.with(|t| t.get(&c2).cloned()).unwrap_or_else(|| ph.clone());
                     let title = m.title.clone();
                     let n = m.assets.len();
