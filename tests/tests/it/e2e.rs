@@ -1352,6 +1352,62 @@ async fn pwa_select_archive_trash_restore() {
         view_ids(&c, "Photos after a reload", 1).await,
         vec![rest.clone()]
     );
+
+    // A second copy of canon.jpg (other bytes, the same picture): the Duplicates page groups
+    // the two from the hashes the page keeps for every photo, and its cards show what only
+    // the whole records (read from the month's document) hold with the lists' fields.
+    let copy = dir.path().join("canon-copy.jpg");
+    let mut bytes = std::fs::read(&photos[1]).unwrap();
+    bytes.extend_from_slice(b"\0a trailing copy marker");
+    std::fs::write(&copy, &bytes).unwrap();
+    c.find(Locator::Css("#file-input"))
+        .await
+        .unwrap()
+        .send_keys(&copy.display().to_string())
+        .await
+        .unwrap();
+    view_ids(&c, "the copy in Photos", 2).await;
+    click(&c, "#nav-duplicates").await;
+    // (piexif's sample photos are the same 80 × 80 picture: sony.jpg joins the group.)
+    let cards = wait_for(&c, "the copy's group on the Duplicates page", t, || async {
+        let v = c
+            .execute(
+                "return [...document.querySelectorAll('.dup-group .dup-card')].map(f => f.textContent)",
+                vec![],
+            )
+            .await
+            .ok()?;
+        let cards: Vec<String> = serde_json::from_value(v).ok()?;
+        cards
+            .iter()
+            .any(|f| f.contains("canon-copy.jpg"))
+            .then_some(cards)
+    })
+    .await;
+    screenshot(&c, "e2e-duplicates.png").await;
+    let size = format!("{:.0} KB", bytes.len() as f64 / 1e3);
+    assert!(
+        cards
+            .iter()
+            .any(|f| f.contains("canon-copy.jpg") && f.contains(&size) && f.contains(" × ")),
+        "the copy's card shows its name, size and dimensions: {cards:?}"
+    );
+    assert!(
+        cards.iter().any(|f| f.contains("canon.jpg")),
+        "the original's card: {cards:?}"
+    );
+    click(&c, ".dup-group .dup-not").await;
+    wait_for(&c, "no group once they are not duplicates", t, || async {
+        let n = c
+            .execute(
+                "return document.querySelectorAll('.dup-group').length",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (n == json!(0)).then_some(())
+    })
+    .await;
     c.close().await.unwrap();
 }
 
