@@ -90,6 +90,54 @@ pub(crate) fn save_and_push(ui: Ui) {
     });
 }
 
+/// The store of months' saved items ([`crate::items::encode_saved`]), keyed like the
+/// documents, in a database of its own ("tessera-items") so the catalogue's database (also
+/// opened by the service worker) keeps its version.
+const MONTHS: &str = "months";
+
+thread_local! {
+    static ITEMS_DB: std::cell::RefCell<Option<std::rc::Rc<rexie::Rexie>>> = const { std::cell::RefCell::new(None) };
+}
+
+async fn items_db() -> Option<std::rc::Rc<rexie::Rexie>> {
+    if let Some(d) = ITEMS_DB.with(|d| d.borrow().clone()) {
+        return Some(d);
+    }
+    let d = rexie::Rexie::builder("tessera-items")
+        .version(1)
+        .add_object_store(rexie::ObjectStore::new(MONTHS))
+        .build()
+        .await
+        .map_err(|e| log(&format!("cannot open the saved items' database: {e}")))
+        .ok()?;
+    let d = std::rc::Rc::new(d);
+    ITEMS_DB.with(|x| *x.borrow_mut() = Some(d.clone()));
+    Some(d)
+}
+
+/// Writes months' saved items (and deletes `stale` ones). A failure costs only speed: the
+/// next open decodes those months.
+async fn write_saved_months(entries: Vec<(String, Vec<u8>)>, stale: Vec<String>) {
+    if entries.is_empty() && stale.is_empty() {
+        return;
+    }
+    let Some(d) = items_db().await else { return };
+    let t = now_ms();
+    let n = entries.len();
+    let values: Vec<(String, wasm_bindgen::JsValue)> = entries
+        .into_iter()
+        .map(|(k, v)| (k, db::bytes_value(&v)))
+        .collect();
+    if let Err(e) = db::put_many(&d, MONTHS, &values).await {
+        log(&format!("cannot save {n} months' items: {e}"));
+    }
+    for k in stale {
+        let _ = db::delete(&d, MONTHS, &k).await;
+    }
+    perf::add("items.saved", n as f64);
+    perf::add("items.save_ms", now_ms() - t);
+}
+
 /// Timeline records to read before the first paint: a screenful and then some.
 const FIRST_SCREEN: u64 = 500;
 
@@ -120,6 +168,20 @@ pub(crate) async fn load_docs(ui: Ui) {
         .collect();
     docs.sort_by_cached_key(|d| d.0.sync_rank());
     let total = docs.len();
+    // Months' items saved with their documents: a month whose entry names its stored bytes is
+    // held unloaded with those items, not decoded.
+    let mut saved: HashMap<String, js_sys::Uint8Array> = match items_db().await {
+        Some(d) => db::all(&d, MONTHS)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.dyn_into().ok()?)))
+            .collect(),
+        None => HashMap::new(),
+    };
+    // Entries to write for months decoded now, and to delete (their bytes changed).
+    let mut to_save: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut stale: Vec<String> = Vec::new();
     let read_ms = now_ms() - t0;
     let user = user_id().unwrap_or_default();
     // Records per month document, from the root summaries (known once the roots are in).
@@ -138,19 +200,41 @@ pub(crate) async fn load_docs(ui: Ui) {
             .unwrap_or(0);
         let t = now_ms();
         if let Some(stored) = v.dyn_ref::<js_sys::Uint8Array>() {
-            CORE.with(|c| {
-                let mut c = c.borrow_mut();
-                match c.lib.load(id.clone(), &stored.to_vec()) {
-                    Ok(()) => {
-                        state::stored(&id, stored.clone());
-                        // A month's records are read now, so that the document can go.
-                        if id.month().is_some() {
-                            state::read_shard(&c.lib, &id);
-                        }
-                    }
-                    Err(e) => log(&format!("cannot load document {id}: {e}")),
-                }
+            let bytes = stored.to_vec();
+            let entry = saved.remove(id.as_str());
+            let held = entry.as_ref().and_then(|e| {
+                let (heads, items) = crate::items::decode_saved(&e.to_vec(), &bytes)?;
+                CORE.with(|c| {
+                    let mut c = c.borrow_mut();
+                    matches!(
+                        c.lib.hold_unloaded(id.clone(), &heads, bytes.len()),
+                        Ok(true)
+                    )
+                    .then(|| state::put_shard(&c.lib, &id, items))
+                })
             });
+            if held.is_some() {
+                state::stored(&id, stored.clone());
+                perf::add("open.months_from_items", 1.0);
+            } else {
+                if entry.is_some() {
+                    stale.push(id.to_string());
+                }
+                CORE.with(|c| {
+                    let mut c = c.borrow_mut();
+                    match c.lib.load(id.clone(), &bytes) {
+                        Ok(()) => {
+                            state::stored(&id, stored.clone());
+                            // A month's records are read now, so that the document can go;
+                            // and saved, so that the next open does not decode it.
+                            if let Some(e) = state::saved_month(&mut c.lib, &id, &bytes) {
+                                to_save.push((id.to_string(), e));
+                            }
+                        }
+                        Err(e) => log(&format!("cannot load document {id}: {e}")),
+                    }
+                });
+            }
         }
         perf::add("open.load_ms", now_ms() - t);
         if !painted && in_view >= FIRST_SCREEN {
@@ -172,6 +256,10 @@ pub(crate) async fn load_docs(ui: Ui) {
     CORE.with(|c| c.borrow_mut().opening = false);
     ui.library.update(|p| p.opening = None);
     refresh(ui);
+    // Entries of documents no longer stored go too.
+    stale.extend(saved.into_keys());
+    stale.retain(|k| !to_save.iter().any(|(s, _)| s == k));
+    spawn_local(write_saved_months(to_save, stale));
     perf::set("open.docs", total as f64);
     perf::set("open.read_ms", read_ms);
     perf::set("open.total_ms", now_ms() - t0);
@@ -226,11 +314,19 @@ async fn yield_now() {
 pub(crate) async fn save_docs() {
     let Some(db) = db() else { return };
     let t = now_ms();
+    // Each month saved is saved with its items, for the next open.
+    let mut months: Vec<(String, Vec<u8>)> = Vec::new();
     let dirty: Vec<(String, Vec<u8>)> = CORE.with(|c| {
         let mut c = c.borrow_mut();
         let ids = c.lib.take_dirty();
         ids.into_iter()
-            .filter_map(|id| Some((id.to_string(), c.lib.save(&id)?)))
+            .filter_map(|id| {
+                let bytes = c.lib.save(&id)?;
+                if let Some(e) = state::saved_month(&mut c.lib, &id, &bytes) {
+                    months.push((id.to_string(), e));
+                }
+                Some((id.to_string(), bytes))
+            })
             .collect()
     });
     perf::add("save.automerge_ms", now_ms() - t);
@@ -265,6 +361,9 @@ pub(crate) async fn save_docs() {
     }
     perf::add("save.pending", -n);
     perf::add("save.indexeddb_ms", now_ms() - t);
+    // After the documents: an entry names the bytes it was saved for, so one written for
+    // bytes that did not reach IndexedDB is simply not used.
+    write_saved_months(months, Vec::new()).await;
     CORE.with(|c| state::evict(&mut c.borrow_mut().lib));
     perf::publish();
 }

@@ -229,6 +229,29 @@ fn loaded_budget() -> usize {
     })
 }
 
+/// Puts a month's items, read back as saved for the document held now, in the shard cache
+/// at its current revision.
+pub(crate) fn put_shard(lib: &Library, id: &DocId, items: Vec<Arc<Item>>) {
+    let Some(rev) = lib.revision(id) else { return };
+    SHARDS.with(|cache| cache.borrow_mut().insert(id.to_string(), (rev, items)));
+    SHARDS_CHANGED.set(true);
+}
+
+/// What to save of a month so that the next open reads its items instead of decoding it
+/// ([`crate::items::encode_saved`]): `doc_bytes` must be the document's saved bytes at this
+/// moment (just saved or just loaded: the library holds it at exactly their heads).
+pub(crate) fn saved_month(lib: &mut Library, id: &DocId, doc_bytes: &[u8]) -> Option<Vec<u8>> {
+    id.month()?;
+    read_shard(lib, id);
+    let heads = lib.known_heads_bytes(id)?;
+    let rev = lib.revision(id)?;
+    SHARDS.with(|cache| {
+        let cache = cache.borrow();
+        let (at, items) = cache.get(id.as_str())?;
+        (*at == rev).then(|| crate::items::encode_saved(doc_bytes, heads, items))
+    })
+}
+
 /// Reads a month's records into the shard cache unless they are there at its revision.
 /// Returns whether they were read.
 pub(crate) fn read_shard(lib: &Library, id: &DocId) -> bool {
