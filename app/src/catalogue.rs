@@ -149,7 +149,14 @@ pub(crate) async fn load_docs(ui: Ui) {
     let Some(db) = db() else { return };
     CORE.with(|c| c.borrow_mut().opening = true);
     let t0 = now_ms();
-    let items = match db::all(&db, db::DOCS).await {
+    // Both stores at once (the saved items are about as large as the documents).
+    let (items, saved) = futures::join!(db::all(&db, db::DOCS), async {
+        match items_db().await {
+            Some(d) => db::all(&d, MONTHS).await.unwrap_or_default(),
+            None => Vec::new(),
+        }
+    });
+    let items = match items {
         Ok(items) => items,
         Err(e) => {
             ui.error.set(Some(e));
@@ -170,15 +177,10 @@ pub(crate) async fn load_docs(ui: Ui) {
     let total = docs.len();
     // Months' items saved with their documents: a month whose entry names its stored bytes is
     // held unloaded with those items, not decoded.
-    let mut saved: HashMap<String, js_sys::Uint8Array> = match items_db().await {
-        Some(d) => db::all(&d, MONTHS)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, v.dyn_into().ok()?)))
-            .collect(),
-        None => HashMap::new(),
-    };
+    let mut saved: HashMap<String, js_sys::Uint8Array> = saved
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.dyn_into().ok()?)))
+        .collect();
     // Entries to write for months decoded now, and to delete (their bytes changed).
     let mut to_save: Vec<(String, Vec<u8>)> = Vec::new();
     let mut stale: Vec<String> = Vec::new();

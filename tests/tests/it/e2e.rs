@@ -1322,16 +1322,18 @@ async fn pwa_select_archive_trash_restore() {
         view_ids(&c, "the trash after a reload", 1).await,
         vec![a.clone()]
     );
-    let unloaded = c
+    // The month was not decoded: its items were read back as saved with its document (and
+    // the trash above shows them right); restoring below edits the month held unloaded.
+    let from_items = c
         .execute(
-            "return (window.__tesseraPerf || {})['evict.docs'] || 0",
+            "return (window.__tesseraPerf || {})['open.months_from_items'] || 0",
             vec![],
         )
         .await
         .unwrap();
     assert!(
-        unloaded.as_f64().unwrap_or(0.0) >= 1.0,
-        "documents were unloaded: {unloaded}"
+        from_items.as_f64().unwrap_or(0.0) >= 1.0,
+        "months were read from their saved items: {from_items}"
     );
 
     // Restore brings it back (to the archive, where it was).
@@ -1344,6 +1346,18 @@ async fn pwa_select_archive_trash_restore() {
     assert_eq!(archived, want);
     wait_for(&c, "the restore to reach the node", t, || async {
         (node_flags(a.clone()).await? == (true, false)).then_some(())
+    })
+    .await;
+    // The month was read from its stored bytes to be edited, and unloaded again once saved.
+    wait_for(&c, "the edited month unloaded again", t, || async {
+        let n = c
+            .execute(
+                "return (window.__tesseraPerf || {})['evict.docs'] || 0",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (n.as_f64()? >= 1.0).then_some(())
     })
     .await;
     c.refresh().await.unwrap();
