@@ -35,11 +35,10 @@ pub(crate) fn find_item(id: &str) -> Option<(DocId, Arc<Item>)> {
 }
 
 /// The whole record of an asset, read from its month's document (the lists hold only part
-/// of each record: [`Item`]).
+/// of each record: [`Item`]); `None` when no month this device holds has it.
 pub(crate) fn find_record(id: &str) -> Option<AssetRecord> {
-    let (doc, item) = find_item(id)?;
-    let whole = CORE.with(|c| c.borrow().lib.asset_in(&doc, id).ok().flatten());
-    Some(whole.unwrap_or_else(|| item.record()))
+    let (doc, _) = find_item(id)?;
+    CORE.with(|c| c.borrow().lib.asset_in(&doc, id).ok().flatten())
 }
 
 /// Applies `f` to each of `recs` in the local catalogue in one pass, saves, syncs.
@@ -117,18 +116,17 @@ async fn items_db() -> Option<std::rc::Rc<rexie::Rexie>> {
 
 /// Writes months' saved items (and deletes `stale` ones). A failure costs only speed: the
 /// next open decodes those months.
-async fn write_saved_months(entries: Vec<(String, Vec<u8>)>, stale: Vec<String>) {
+/// `entries` are already JavaScript bytes ([`db::bytes_value`], made as each is encoded): a
+/// whole catalogue's entries kept in wasm memory until written would raise its high-water mark
+/// for good (about 35 MB at 300k photos).
+async fn write_saved_months(entries: Vec<(String, wasm_bindgen::JsValue)>, stale: Vec<String>) {
     if entries.is_empty() && stale.is_empty() {
         return;
     }
     let Some(d) = items_db().await else { return };
     let t = now_ms();
     let n = entries.len();
-    let values: Vec<(String, wasm_bindgen::JsValue)> = entries
-        .into_iter()
-        .map(|(k, v)| (k, db::bytes_value(&v)))
-        .collect();
-    if let Err(e) = db::put_many(&d, MONTHS, &values).await {
+    if let Err(e) = db::put_many(&d, MONTHS, &entries).await {
         log(&format!("cannot save {n} months' items: {e}"));
     }
     for k in stale {
@@ -182,7 +180,7 @@ pub(crate) async fn load_docs(ui: Ui) {
         .filter_map(|(k, v)| Some((k, v.dyn_into().ok()?)))
         .collect();
     // Entries to write for months decoded now, and to delete (their bytes changed).
-    let mut to_save: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut to_save: Vec<(String, wasm_bindgen::JsValue)> = Vec::new();
     let mut stale: Vec<String> = Vec::new();
     let read_ms = now_ms() - t0;
     let user = user_id().unwrap_or_default();
@@ -230,7 +228,7 @@ pub(crate) async fn load_docs(ui: Ui) {
                             // A month's records are read now, so that the document can go;
                             // and saved, so that the next open does not decode it.
                             if let Some(e) = state::saved_month(&mut c.lib, &id, &bytes) {
-                                to_save.push((id.to_string(), e));
+                                to_save.push((id.to_string(), db::bytes_value(&e)));
                             }
                         }
                         Err(e) => log(&format!("cannot load document {id}: {e}")),
@@ -317,7 +315,7 @@ pub(crate) async fn save_docs() {
     let Some(db) = db() else { return };
     let t = now_ms();
     // Each month saved is saved with its items, for the next open.
-    let mut months: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut months: Vec<(String, wasm_bindgen::JsValue)> = Vec::new();
     let dirty: Vec<(String, Vec<u8>)> = CORE.with(|c| {
         let mut c = c.borrow_mut();
         let ids = c.lib.take_dirty();
@@ -325,7 +323,7 @@ pub(crate) async fn save_docs() {
             .filter_map(|id| {
                 let bytes = c.lib.save(&id)?;
                 if let Some(e) = state::saved_month(&mut c.lib, &id, &bytes) {
-                    months.push((id.to_string(), e));
+                    months.push((id.to_string(), db::bytes_value(&e)));
                 }
                 Some((id.to_string(), bytes))
             })
@@ -397,6 +395,13 @@ pub(crate) async fn drop_docs(ids: Vec<DocId>) {
             }
         }
     }
+    // Their saved items too (what was in them: file names, places).
+    let months: Vec<String> = ids
+        .iter()
+        .filter(|d| d.month().is_some())
+        .map(|d| d.to_string())
+        .collect();
+    write_saved_months(Vec::new(), months).await;
     log(&format!(
         "dropped {} shared document(s) no longer shared with me",
         ids.len()

@@ -28,14 +28,23 @@ fn groups() -> Vec<DupGroup> {
             .rejected_duplicates(&user)
             .unwrap_or_default()
     });
-    // (month document, item, hash) of every photo near_duplicate_groups would consider.
+    // (month document, item, hash) of every photo near_duplicate_groups would consider; a
+    // partner's photo I saved to my library once, as mine.
+    let mine = format!("u/{user}/");
     let live: Vec<(DocId, Arc<Item>, u64)> = SHARDS.with(|c| {
-        c.borrow()
+        let c = c.borrow();
+        let own: std::collections::HashSet<&str> = c
             .iter()
-            .filter_map(|(k, (_, a))| Some((DocId::parse(k).ok()?, a)))
-            .flat_map(|(doc, a)| {
+            .filter(|(k, _)| k.starts_with(&mine))
+            .flat_map(|(_, (_, a))| a.iter().map(|r| &*r.id))
+            .collect();
+        let own = &own;
+        c.iter()
+            .filter_map(|(k, (_, a))| Some((DocId::parse(k).ok()?, k.starts_with(&mine), a)))
+            .flat_map(|(doc, is_mine, a)| {
                 a.iter()
                     .filter(|r| r.trashed_at().is_none() && !r.is_purged() && r.shown_alone())
+                    .filter(move |r| is_mine || !own.contains(&*r.id))
                     .filter_map(move |r| Some((doc.clone(), r.clone(), r.phash()?)))
             })
             .collect()

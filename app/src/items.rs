@@ -78,7 +78,6 @@ const HIDDEN: u16 = 1 << 3;
 const LIVE_OF: u16 = 1 << 4;
 const MOTION: u16 = 1 << 5;
 const PREVIEW: u16 = 1 << 6;
-const THUMB: u16 = 1 << 7;
 const WIDTH: u16 = 1 << 8;
 const HEIGHT: u16 = 1 << 9;
 const PHASH: u16 = 1 << 10;
@@ -135,7 +134,6 @@ impl Item {
             (r.live_of.is_some(), LIVE_OF),
             (r.motion.is_some(), MOTION),
             (r.preview.is_some(), PREVIEW),
-            (r.thumb.is_some(), THUMB),
             (r.width.is_some(), WIDTH),
             (r.height.is_some(), HEIGHT),
             (phash.is_some(), PHASH),
@@ -187,9 +185,9 @@ impl Item {
     }
 
     /// The record with the fields held here — what search, memories and duplicates test, the
-    /// timeline shows. Fields not held (hashes of derivatives, device ids, exposure, …) are
-    /// empty; where only presence is held (`live_of`, `motion`, `purged_at`, `thumb`,
-    /// `preview`), the value is an empty string. For the whole record:
+    /// timeline shows. Fields not held (hashes of derivatives, the motion part, device ids,
+    /// exposure, …) are empty; where only presence is held and tests need it (`live_of`,
+    /// `purged_at`), the value is an empty string. For the whole record:
     /// [`crate::catalogue::find_record`].
     pub(crate) fn record(&self) -> AssetRecord {
         let s = |k: usize| self.syms[k].string();
@@ -212,8 +210,6 @@ impl Item {
             model: s(MODEL),
             lens: s(LENS),
             thumbhash: text(&self.thumbhash),
-            thumb: present(THUMB),
-            preview: present(PREVIEW),
             status: s(STATUS),
             error: text(&self.error),
             favorite: self.has(FAVORITE).then_some(true),
@@ -221,7 +217,6 @@ impl Item {
             trashed_at: text(&self.trashed_at),
             duration: self.has(DURATION).then_some(f64::from(self.duration)),
             phash: self.has(PHASH).then(|| format_phash(self.phash)),
-            motion: present(MOTION),
             live_of: present(LIVE_OF),
             purged_at: present(PURGED),
             hidden: self.has(HIDDEN).then_some(true),
@@ -320,7 +315,59 @@ impl Item {
 }
 
 /// Format of a saved month ([`encode_saved`]); another version is read as absent.
-const SAVED_VERSION: u8 = 1;
+const SAVED_VERSION: u8 = 2;
+
+/// What decides a month's items besides its document: this build's [`Item`] layout and
+/// [`Item::of`] (a record with every held field, as saved) and the workspace version. An entry
+/// saved by a build where these differ is not used, so a change there never leaves old items
+/// in place for months that do not change.
+fn schema() -> [u8; 32] {
+    thread_local! {
+        static SCHEMA: std::cell::OnceCell<[u8; 32]> = const { std::cell::OnceCell::new() };
+    }
+    SCHEMA.with(|s| {
+        *s.get_or_init(|| {
+            let every = AssetRecord {
+                id: "i".into(),
+                owner: Some("o".into()),
+                filename: Some("f".into()),
+                mime: Some("video/m".into()),
+                size: Some(1),
+                taken_at: Some("t".into()),
+                taken_at_source: Some("s".into()),
+                uploaded_at: Some("u".into()),
+                width: Some(2),
+                height: Some(3),
+                lat: Some(4.0),
+                lon: Some(5.0),
+                make: Some("ma".into()),
+                model: Some("mo".into()),
+                lens: Some("le".into()),
+                thumbhash: Some("th".into()),
+                thumb: Some("tb".into()),
+                preview: Some("pr".into()),
+                status: Some("st".into()),
+                error: Some("er".into()),
+                favorite: Some(true),
+                archived: Some(true),
+                trashed_at: Some("tr".into()),
+                duration: Some(6.0),
+                phash: Some(format_phash(7)),
+                motion: Some("mn".into()),
+                live_of: Some("lo".into()),
+                purged_at: Some("pu".into()),
+                hidden: Some(true),
+                city: Some("ci".into()),
+                state: Some("sa".into()),
+                country: Some("co".into()),
+                ..Default::default()
+            };
+            let mut b = postcard::to_allocvec(&Item::of(&every)).unwrap_or_default();
+            b.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+            sha256(&b)
+        })
+    })
+}
 
 /// A month's items as saved next to its document: read back on the next open instead of
 /// decoding the document (the whole catalogue's automerge documents took 13 s to decode at
@@ -329,6 +376,7 @@ const SAVED_VERSION: u8 = 1;
 #[derive(Serialize, Deserialize)]
 struct Saved<I> {
     version: u8,
+    schema: [u8; 32],
     sha256: [u8; 32],
     heads: Vec<u8>,
     items: Vec<I>,
@@ -345,6 +393,7 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub(crate) fn encode_saved(doc_bytes: &[u8], heads: Vec<u8>, items: &[Arc<Item>]) -> Vec<u8> {
     let saved = Saved {
         version: SAVED_VERSION,
+        schema: schema(),
         sha256: sha256(doc_bytes),
         heads,
         items: items.iter().map(|i| &**i).collect(),
@@ -357,8 +406,10 @@ pub(crate) fn encode_saved(doc_bytes: &[u8], heads: Vec<u8>, items: &[Arc<Item>]
 /// version, a damaged entry).
 pub(crate) fn decode_saved(entry: &[u8], doc_bytes: &[u8]) -> Option<(Vec<u8>, Vec<Arc<Item>>)> {
     let saved: Saved<Item> = postcard::from_bytes(entry).ok()?;
-    (saved.version == SAVED_VERSION && saved.sha256 == sha256(doc_bytes))
-        .then(|| (saved.heads, saved.items.into_iter().map(Arc::new).collect()))
+    (saved.version == SAVED_VERSION
+        && saved.schema == schema()
+        && saved.sha256 == sha256(doc_bytes))
+    .then(|| (saved.heads, saved.items.into_iter().map(Arc::new).collect()))
 }
 
 impl Photo for Item {
@@ -482,6 +533,10 @@ mod tests {
         assert!(decode_saved(&cut, &doc).is_none());
         let mut other = entry.clone();
         other[0] = SAVED_VERSION + 1;
+        assert!(decode_saved(&other, &doc).is_none());
+        // Saved by a build whose items differ (another schema fingerprint): none.
+        let mut other = entry.clone();
+        other[1] ^= 1;
         assert!(decode_saved(&other, &doc).is_none());
         assert!(decode_saved(&[], &doc).is_none());
     }

@@ -16,29 +16,63 @@ use crate::catalogue::{find_item, save_and_push};
 use crate::items::Item;
 use crate::routes;
 use crate::search::{self, Found};
-use crate::state::{user_id, Ui, CORE};
+use crate::state::{thousands, user_id, Ui, CORE};
 use crate::thumbs::{load_thumb, thumbhash_url};
 
-/// A grid of thumbnails that open the viewer.
+/// Results a grid shows at first, and adds with each "Show more": a search or a map place can
+/// match tens of thousands of photos in a big library, and each shown one is an image and a
+/// thumbnail fetch.
+const GRID_PAGE: usize = 300;
+
+/// A grid of thumbnails that open the viewer: the first [`GRID_PAGE`], then more on request.
 #[component]
 pub(crate) fn Grid(ui: Ui, items: Vec<Arc<Item>>, class: &'static str) -> impl IntoView {
+    let total = items.len();
+    // `localStorage["tessera-grid-page"]` sets another page size (the browser tests page a
+    // grid of two).
+    let page = web_sys::window()
+        .and_then(|w| w.local_storage().ok().flatten())
+        .and_then(|s| s.get_item("tessera-grid-page").ok().flatten())
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(GRID_PAGE);
+    let shown = RwSignal::new(page.min(total));
+    let items = StoredValue::new(items);
+    let hit = move |i: usize| {
+        let Some(r) = items.with_value(|v| v.get(i).cloned()) else {
+            return ().into_any();
+        };
+        let id = r.id.to_string();
+        let id2 = id.clone();
+        let ph = thumbhash_url(r.thumbhash());
+        if r.status().as_deref() == Some("ready") {
+            spawn_local(load_thumb(ui, id.clone()));
+        }
+        let src = move || {
+            ui.thumbs
+                .with(|t| t.get(&id2).cloned())
+                .unwrap_or_else(|| ph.clone())
+        };
+        let title = r.filename().unwrap_or_default().to_owned();
+        view! {
+            <img class="search-hit" data-id=id src=src alt="" title=title
+                on:click=move |_| routes::open_viewer(ui, r.record())/>
+        }
+        .into_any()
+    };
     view! {
         <div class=format!("search-grid {class}")>
-            {items.into_iter().map(|r| {
-                let id = r.id.to_string();
-                let id2 = id.clone();
-                let ph = thumbhash_url(r.thumbhash());
-                if r.status().as_deref() == Some("ready") {
-                    spawn_local(load_thumb(ui, id.clone()));
-                }
-                let src = move || ui.thumbs.with(|t| t.get(&id2).cloned()).unwrap_or_else(|| ph.clone());
-                let title = r.filename().unwrap_or_default().to_owned();
-                view! {
-                    <img class="search-hit" data-id=id src=src alt="" title=title
-                        on:click=move |_| routes::open_viewer(ui, r.record())/>
-                }
-            }).collect_view()}
+            <For each=move || 0..shown.get() key=|i| *i children=hit/>
         </div>
+        {move || (shown.get() < total).then(|| {
+            let n = shown.get();
+            view! {
+                <button class="button secondary grid-more"
+                    on:click=move |_| shown.update(|s| *s = (*s + page).min(total))>
+                    {format!("Show more · {} of {} shown", thousands(n as u64), thousands(total as u64))}
+                </button>
+            }
+        })}
     }
 }
 

@@ -706,8 +706,21 @@ async fn pwa_shows_ml_progress_and_people() {
             click(c, "#search-go").await;
         }
     };
+    // A grid shows a page of results, then more on request (here pages of one).
+    c.execute("localStorage.setItem('tessera-grid-page', '1')", vec![])
+        .await
+        .unwrap();
     search("barack").await;
+    hits(1, "#search .exact .search-hit").await;
+    assert_eq!(
+        text_of(&c, "#search .exact ~ .grid-more").await,
+        "Show more · 1 of 2 shown"
+    );
+    click(&c, "#search .exact ~ .grid-more").await;
     hits(2, "#search .exact .search-hit").await;
+    c.execute("localStorage.removeItem('tessera-grid-page')", vec![])
+        .await
+        .unwrap();
     search("paris 2020").await;
     assert_eq!(
         hits(1, "#search .exact .search-hit").await,
@@ -732,8 +745,21 @@ async fn pwa_shows_ml_progress_and_people() {
         texts(&c).await
     );
     screenshot(&c, "e2e-search-online.png").await;
+    let online_note = text_of(&c, "#search-note").await;
 
-    // The node goes away: every search still answers, from this device.
+    // The node goes away: every search still answers, from this device (with what it has
+    // saved: the test waits until nothing received is still waiting to be saved).
+    wait_for(&c, "everything received saved to IndexedDB", t, || async {
+        let v = c
+            .execute(
+                "return (window.__tesseraPerf || {})['save.pending'] || 0",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (v.as_f64()? == 0.0).then_some(())
+    })
+    .await;
     let mut node = node;
     node.kill();
     c.refresh().await.unwrap();
@@ -820,8 +846,21 @@ async fn pwa_shows_ml_progress_and_people() {
         hits(1, "#search .exact .search-hit").await,
         vec![paris.clone()]
     );
+    // A grid shows a page of results, then more on request (here pages of one).
+    c.execute("localStorage.setItem('tessera-grid-page', '1')", vec![])
+        .await
+        .unwrap();
     search("barack").await;
+    hits(1, "#search .exact .search-hit").await;
+    assert_eq!(
+        text_of(&c, "#search .exact ~ .grid-more").await,
+        "Show more · 1 of 2 shown"
+    );
+    click(&c, "#search .exact ~ .grid-more").await;
     hits(2, "#search .exact .search-hit").await;
+    c.execute("localStorage.removeItem('tessera-grid-page')", vec![])
+        .await
+        .unwrap();
     // Words read in a photo (OCR), found on this device.
     search("aspammer fuchs").await;
     assert_eq!(
@@ -839,7 +878,12 @@ async fn pwa_shows_ml_progress_and_people() {
         (!ids.is_empty()).then_some(ids)
     })
     .await;
-    assert_eq!(online, offline, "the same ranking offline");
+    assert_eq!(
+        online,
+        offline,
+        "the same ranking offline; online the page said {online_note:?}, offline {:?}",
+        text_of(&c, "#search-note").await
+    );
     screenshot(&c, "e2e-search-offline.png").await;
     // A phrase never searched before says what works offline.
     search("a red bicycle at night").await;
