@@ -57,17 +57,36 @@ impl Sym {
     }
 }
 
-/// Saved as the string (or none): the table is the page's, not the file's.
+thread_local! {
+    /// While a month is saved: its own table of the strings its items use (the page's symbols
+    /// in order of first use) and the page's symbol → its place in that table.
+    static MONTH_TABLE: RefCell<(Vec<Sym>, HashMap<u32, u32>)> = RefCell::new((Vec::new(), HashMap::new()));
+}
+
+/// Saved as its place in the month's own string table (0: none; `i` is the table's string
+/// `i - 1`), which [`encode_saved`] writes once per month: the page's numbers mean nothing in
+/// another page, and a string per field and photo would make the saved months as large as the
+/// documents. Read back raw, then mapped through the table by [`decode_saved`].
 impl Serialize for Sym {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.get().as_deref().serialize(s)
+        let at = if self.0 == 0 {
+            0
+        } else {
+            MONTH_TABLE.with(|t| {
+                let (table, index) = &mut *t.borrow_mut();
+                *index.entry(self.0).or_insert_with(|| {
+                    table.push(*self);
+                    table.len() as u32
+                })
+            })
+        };
+        at.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Sym {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v: Option<&str> = Deserialize::deserialize(d)?;
-        Ok(Sym::of(v))
+        Ok(Sym(u32::deserialize(d)?))
     }
 }
 
@@ -315,7 +334,7 @@ impl Item {
 }
 
 /// Format of a saved month ([`encode_saved`]); another version is read as absent.
-const SAVED_VERSION: u8 = 2;
+const SAVED_VERSION: u8 = 3;
 
 /// What decides a month's items besides its document: this build's [`Item`] layout and
 /// [`Item::of`] (a record with every held field, as saved) and the workspace version. An entry
@@ -362,7 +381,7 @@ fn schema() -> [u8; 32] {
                 country: Some("co".into()),
                 ..Default::default()
             };
-            let mut b = postcard::to_allocvec(&Item::of(&every)).unwrap_or_default();
+            let mut b = encode_items(&[Arc::new(Item::of(&every))]).0;
             b.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
             sha256(&b)
         })
@@ -374,12 +393,15 @@ fn schema() -> [u8; 32] {
 /// 300k photos). Valid only for the exact bytes it names: `sha256` is of the document's saved
 /// bytes that `heads` describe and `items` were read from.
 #[derive(Serialize, Deserialize)]
-struct Saved<I> {
+struct Saved {
     version: u8,
     schema: [u8; 32],
     sha256: [u8; 32],
     heads: Vec<u8>,
-    items: Vec<I>,
+    /// The month's table of interned strings (see [`Sym`]'s `Serialize`).
+    strings: Vec<String>,
+    /// postcard of the items, their symbols as places in `strings`.
+    items: Vec<u8>,
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -391,25 +413,63 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// A month's saved items: `doc_bytes` are the document's saved bytes, `heads` its heads in
 /// them (`Library::known_heads_bytes`), `items` read from it at those heads.
 pub(crate) fn encode_saved(doc_bytes: &[u8], heads: Vec<u8>, items: &[Arc<Item>]) -> Vec<u8> {
+    let (items, strings) = encode_items(items);
     let saved = Saved {
         version: SAVED_VERSION,
         schema: schema(),
         sha256: sha256(doc_bytes),
         heads,
-        items: items.iter().map(|i| &**i).collect(),
+        strings,
+        items,
     };
     postcard::to_allocvec(&saved).unwrap_or_default()
+}
+
+/// The items (their symbols as places in the month's table) and that table.
+fn encode_items(items: &[Arc<Item>]) -> (Vec<u8>, Vec<String>) {
+    MONTH_TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        t.0.clear();
+        t.1.clear();
+    });
+    let list: Vec<&Item> = items.iter().map(|i| &**i).collect();
+    let bytes = postcard::to_allocvec(&list).unwrap_or_default();
+    let strings = MONTH_TABLE.with(|t| {
+        let (table, index) = &mut *t.borrow_mut();
+        index.clear();
+        table
+            .drain(..)
+            .map(|s| s.string().unwrap_or_default())
+            .collect()
+    });
+    (bytes, strings)
 }
 
 /// The (heads, items) saved for `doc_bytes`, if `entry` is a month saved by
 /// [`encode_saved`] for exactly those bytes; `None` for anything else (other bytes, another
 /// version, a damaged entry).
 pub(crate) fn decode_saved(entry: &[u8], doc_bytes: &[u8]) -> Option<(Vec<u8>, Vec<Arc<Item>>)> {
-    let saved: Saved<Item> = postcard::from_bytes(entry).ok()?;
-    (saved.version == SAVED_VERSION
-        && saved.schema == schema()
-        && saved.sha256 == sha256(doc_bytes))
-    .then(|| (saved.heads, saved.items.into_iter().map(Arc::new).collect()))
+    let saved: Saved = postcard::from_bytes(entry).ok()?;
+    if saved.version != SAVED_VERSION
+        || saved.schema != schema()
+        || saved.sha256 != sha256(doc_bytes)
+    {
+        return None;
+    }
+    // The month's strings as this page's symbols, once each.
+    let syms: Vec<Sym> = saved.strings.iter().map(|s| Sym::of(Some(s))).collect();
+    let items: Vec<Item> = postcard::from_bytes(&saved.items).ok()?;
+    let mut out = Vec::with_capacity(items.len());
+    for mut item in items {
+        for s in item.syms.iter_mut() {
+            *s = match s.0 {
+                0 => Sym(0),
+                at => *syms.get(at as usize - 1)?,
+            };
+        }
+        out.push(Arc::new(item));
+    }
+    Some((saved.heads, out))
 }
 
 impl Photo for Item {
@@ -526,6 +586,18 @@ mod tests {
         assert_eq!(back, items);
         let back_records: Vec<AssetRecord> = back.iter().map(|i| i.record()).collect();
         assert_eq!(back_records, recs);
+        // A camera the three share is written once, in the month's table.
+        assert_eq!(entry.windows(5).filter(|w| w == b"Canon").count(), 1);
+        // Saved in another page (another interning order) it reads the same.
+        let other_page = std::thread::spawn(move || {
+            Sym::of(Some("something interned first elsewhere"));
+            decode_saved(&entry, b"the month's saved document")
+                .map(|(_, i)| i.iter().map(|i| i.record()).collect::<Vec<_>>())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(other_page, Some(recs.clone()));
+        let entry = encode_saved(&doc, vec![7; 32], &items);
         // Other bytes (the document changed since), a damaged entry, another version: none.
         assert!(decode_saved(&entry, b"the month's saved document, changed").is_none());
         let mut cut = entry.clone();
