@@ -99,19 +99,10 @@ thread_local! {
 }
 
 async fn items_db() -> Option<std::rc::Rc<rexie::Rexie>> {
-    if let Some(d) = ITEMS_DB.with(|d| d.borrow().clone()) {
-        return Some(d);
-    }
-    let d = rexie::Rexie::builder("tessera-items")
-        .version(1)
-        .add_object_store(rexie::ObjectStore::new(MONTHS))
-        .build()
+    db::side_db(&ITEMS_DB, "tessera-items", &[MONTHS])
         .await
-        .map_err(|e| log(&format!("cannot open the saved items' database: {e}")))
-        .ok()?;
-    let d = std::rc::Rc::new(d);
-    ITEMS_DB.with(|x| *x.borrow_mut() = Some(d.clone()));
-    Some(d)
+        .map_err(|e| log(&e))
+        .ok()
 }
 
 /// Writes months' saved items (and deletes `stale` ones). A failure costs only speed: the

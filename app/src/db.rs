@@ -19,6 +19,29 @@ pub async fn open() -> Result<Rexie, String> {
         .map_err(|e| format!("cannot open IndexedDB: {e}"))
 }
 
+/// A database of its own next to the catalogue's (which keeps its version: the service worker
+/// opens it too), with `stores`, opened once per page and kept in `cell`.
+pub async fn side_db(
+    cell: &'static std::thread::LocalKey<std::cell::RefCell<Option<std::rc::Rc<Rexie>>>>,
+    name: &str,
+    stores: &[&str],
+) -> Result<std::rc::Rc<Rexie>, String> {
+    if let Some(d) = cell.with(|d| d.borrow().clone()) {
+        return Ok(d);
+    }
+    let mut b = Rexie::builder(name).version(1);
+    for s in stores {
+        b = b.add_object_store(ObjectStore::new(s));
+    }
+    let d = std::rc::Rc::new(
+        b.build()
+            .await
+            .map_err(|e| format!("cannot open {name}: {e}"))?,
+    );
+    cell.with(|x| *x.borrow_mut() = Some(d.clone()));
+    Ok(d)
+}
+
 fn err(e: rexie::Error) -> String {
     e.to_string()
 }

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use js_sys::Uint8Array;
-use rexie::{ObjectStore, Rexie};
+use rexie::Rexie;
 use tessera_core::ml::PACK_CLIP;
 use tessera_core::pack::Pack;
 use tessera_core::search::{self, Filters, PeopleIndex, ShardScope, VectorIndex};
@@ -34,22 +34,11 @@ thread_local! {
     static INDEX: RefCell<Option<(Vec<String>, Rc<VectorIndex>)>> = const { RefCell::new(None) };
 }
 
-/// The search cache: a database of its own ("tessera-search"), so the catalogue's database
-/// (also opened by the service worker) keeps its version.
+/// The search cache: a database of its own ("tessera-search").
 async fn cache_db() -> Option<Rc<Rexie>> {
-    if let Some(d) = DB.with(|d| d.borrow().clone()) {
-        return Some(d);
-    }
-    let d = Rexie::builder("tessera-search")
-        .version(1)
-        .add_object_store(ObjectStore::new(PACKS))
-        .add_object_store(ObjectStore::new(EMBEDS))
-        .build()
+    db::side_db(&DB, "tessera-search", &[PACKS, EMBEDS])
         .await
-        .ok()?;
-    let d = Rc::new(d);
-    DB.with(|x| *x.borrow_mut() = Some(d.clone()));
-    Some(d)
+        .ok()
 }
 
 /// What a search found.

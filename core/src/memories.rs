@@ -48,20 +48,30 @@ impl Photo for AssetRecord {
     }
 }
 
-macro_rules! photo_through {
-    ($($t:ty),*) => {$(
-        impl<P: Photo + ?Sized> Photo for $t {
-            fn id(&self) -> &str { (**self).id() }
-            fn taken_at(&self) -> Option<&str> { (**self).taken_at() }
-            fn in_timeline(&self) -> bool { (**self).in_timeline() }
-            fn dated_by_upload(&self) -> bool { (**self).dated_by_upload() }
-            fn position(&self) -> Option<(f64, f64)> { (**self).position() }
-            fn city(&self) -> Option<Rc<str>> { (**self).city() }
-            fn country(&self) -> Option<Rc<str>> { (**self).country() }
-        }
-    )*};
+/// The PWA shares its items as `Arc`s.
+impl<P: Photo + ?Sized> Photo for Arc<P> {
+    fn id(&self) -> &str {
+        (**self).id()
+    }
+    fn taken_at(&self) -> Option<&str> {
+        (**self).taken_at()
+    }
+    fn in_timeline(&self) -> bool {
+        (**self).in_timeline()
+    }
+    fn dated_by_upload(&self) -> bool {
+        (**self).dated_by_upload()
+    }
+    fn position(&self) -> Option<(f64, f64)> {
+        (**self).position()
+    }
+    fn city(&self) -> Option<Rc<str>> {
+        (**self).city()
+    }
+    fn country(&self) -> Option<Rc<str>> {
+        (**self).country()
+    }
 }
-photo_through!(&P, Rc<P>, Arc<P>, Box<P>);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
@@ -178,7 +188,7 @@ pub fn trips<R: Photo>(records: &[R]) -> Vec<Memory> {
     let mut runs: Vec<Vec<&R>> = Vec::new();
     for r in away {
         let joined = runs.last().is_some_and(|run| {
-            let last = run.last().and_then(|x| day(x)).unwrap_or_default();
+            let last = run.last().and_then(|x| day(*x)).unwrap_or_default();
             days_between(last, day(r).unwrap_or_default()).is_some_and(|d| d <= 2)
         });
         if joined {
