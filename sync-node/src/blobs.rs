@@ -423,6 +423,31 @@ impl BlobStore {
         })
     }
 
+    /// The object tier and size of a blob that is only there, with no local copy cached now:
+    /// what [`crate::http`] streams byte ranges of instead of fetching the whole blob first.
+    /// `None` for a blob on this disk or cached (and when the index cannot be read: the
+    /// caller then takes the [`BlobStore::local`] path, which reports it).
+    pub fn remote_only(
+        &self,
+        kind: BlobKind,
+        hash: &str,
+    ) -> Option<(Arc<crate::objects::ObjectTier>, u64)> {
+        let tier = self
+            .tier
+            .clone()
+            .filter(|_| self.tier_for(kind).is_some())?;
+        if self
+            .cache
+            .lock()
+            .map(|c| c.files.contains_key(hash))
+            .unwrap_or(true)
+        {
+            return None;
+        }
+        let entry = self.entry(hash).ok()??;
+        (entry.remote && entry.kind == kind).then_some((tier, entry.size))
+    }
+
     /// [`BlobStore::local`] off the async runtime's threads.
     pub async fn local_async(&self, kind: BlobKind, hash: &str) -> Result<LocalBlob, BlobError> {
         let me = self.clone();

@@ -321,6 +321,91 @@ impl ObjectTier {
         })
     }
 
+    /// Bytes `range` of `kind/hash`, streamed: read from the store in parts of
+    /// [`STREAM_PART`], one ahead of what the client has taken. This is what the HTTP API sends
+    /// for a byte range of an original that is not cached here, so that a video starts
+    /// playing, or seeks, without the node first downloading the whole file.
+    /// - Memory is bounded: about two parts per response.
+    /// - A client that stops reading (a player whose buffer is full) holds no request open:
+    ///   each part is one ranged GET, read whole before it is sent on.
+    /// - Errors when the first part cannot be read (not found: [`BlobError::is_not_found`]).
+    ///   A later failure ends the stream with an error, so the client sees a cut-off
+    ///   response, never wrong bytes presented as whole.
+    /// - Unlike [`ObjectTier::download`], nothing is hashed: a range cannot be checked against
+    ///   its name. Scrub and `fsck --remote-hash` check the objects.
+    pub async fn stream_range(
+        &self,
+        kind: BlobKind,
+        hash: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<
+        impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+        BlobError,
+    > {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| BlobError::Config("object store is shut down".into()))?;
+        let key = self.key(kind, hash);
+        let (store, url) = (self.store.clone(), self.url.clone());
+        let (start, end) = (range.start, range.end);
+        let part = move |at: u64| {
+            let (store, url, key) = (store.clone(), url.clone(), key.clone());
+            let part = at..end.min(at + STREAM_PART);
+            async move {
+                match tokio::time::timeout(STREAM_PART_TIMEOUT, store.get_range(&key, part)).await {
+                    Ok(got) => got.map_err(|e| remote_err(&url, "get", &key, e)),
+                    Err(_) => Err(remote_err(
+                        &url,
+                        "get",
+                        &key,
+                        object_store::Error::Generic {
+                            store: "S3",
+                            source: "no answer to a range GET in time".into(),
+                        },
+                    )),
+                }
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+        let first = rt
+            .spawn(part(start))
+            .await
+            .map_err(|e| BlobError::Config(format!("object store task: {e}")))??;
+        rt.spawn(async move {
+            let mut at = start + first.len() as u64;
+            let mut next = Some(first);
+            while let Some(bytes) = next.take() {
+                if bytes.is_empty() && at < end {
+                    let _ = tx
+                        .send(Err(std::io::Error::other("the object ended early")))
+                        .await;
+                    return;
+                }
+                // The receiver is gone when the client hung up: stop reading.
+                if tx.send(Ok(bytes)).await.is_err() {
+                    return;
+                }
+                if at >= end {
+                    return;
+                }
+                match part(at).await {
+                    Ok(b) => {
+                        at += b.len() as u64;
+                        next = Some(b);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|c| (c, rx))
+        }))
+    }
+
     pub fn delete(&self, kind: BlobKind, hash: &str) -> Result<(), BlobError> {
         let key = self.key(kind, hash);
         let store = self.store.clone();
@@ -382,6 +467,12 @@ impl ObjectTier {
         Ok(out)
     }
 }
+
+/// Bytes of an original asked for by one GET when a byte range is streamed
+/// ([`ObjectTier::stream_range`]).
+pub const STREAM_PART: u64 = 2 << 20;
+/// How long one part of a streamed range may take (the store's retries included).
+const STREAM_PART_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Bytes a [`RangedObject`] asks for at once (a box header's read brings its neighbours).
 pub const RANGE_WINDOW: u64 = 64 << 10;

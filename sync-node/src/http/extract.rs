@@ -374,7 +374,9 @@ pub(crate) async fn serve_blob(
 }
 
 /// Serves a stored blob with byte ranges: its file, or for an original in object storage a
-/// cached copy fetched first (and hash-checked). `missing` is the answer when it is nowhere.
+/// cached copy fetched first (and hash-checked) — except a single byte range of one not
+/// cached here, which is streamed from the store ([`remote_range`]). `missing` is the answer
+/// when it is nowhere.
 pub(crate) async fn serve_stored(
     node: &crate::node::Node,
     kind: crate::blobs::BlobKind,
@@ -383,6 +385,18 @@ pub(crate) async fn serve_stored(
     mime: &str,
     missing: impl FnOnce() -> ApiError,
 ) -> ApiResult<Response> {
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let head = req.method() == axum::http::Method::HEAD;
+    match remote_range(node, kind, hash, range.as_deref(), head, mime).await {
+        Ok(Some(res)) => return Ok(res),
+        Ok(None) => {}
+        Err(e) if e.is_not_found() => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    }
     let blob = match node.blobs.local_async(kind, hash).await {
         Ok(b) if b.path().is_file() => b,
         Ok(_) => return Err(missing()),
@@ -393,6 +407,65 @@ pub(crate) async fn serve_stored(
     let res = serve_blob(blob.path().to_owned(), req, mime).await;
     drop(blob);
     res
+}
+
+/// A byte range (`range`: the `Range` header; `head`: a HEAD request) of a blob held only in object storage, streamed from the
+/// store as it arrives ([`crate::objects::ObjectTier::stream_range`]): a video in the bucket
+/// starts playing and seeks without the node downloading all of it first. `None` when this
+/// does not apply (no `Range`, a blob on this disk or cached, an empty one): the caller serves
+/// the file. Several ranges or a malformed header are answered 416, as `ServeFile` does,
+/// without fetching anything. `If-Range` needs no check: a blob's bytes never change under
+/// its name. A whole download (no `Range`) is still fetched and checked against its hash
+/// before the first byte is sent.
+async fn remote_range(
+    node: &crate::node::Node,
+    kind: crate::blobs::BlobKind,
+    hash: &str,
+    range: Option<&str>,
+    head: bool,
+    mime: &str,
+) -> Result<Option<Response>, crate::blobs::BlobError> {
+    use crate::blobs::BlobError;
+    let Some(range) = range else {
+        return Ok(None);
+    };
+    let Some((tier, size)) = node.blobs.remote_only(kind, hash).filter(|(_, s)| *s > 0) else {
+        return Ok(None);
+    };
+    let built = |r: axum::http::response::Builder, body: Body| {
+        r.body(body).map_err(|e| BlobError::Config(e.to_string()))
+    };
+    // A suffix longer than the file means all of it (RFC 9110 14.1.2).
+    let suffix_all = range
+        .trim()
+        .strip_prefix("bytes=-")
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .is_some_and(|n| n >= size);
+    let range = if suffix_all { "bytes=0-" } else { range };
+    let ranges = http_range_header::parse_range_header(range)
+        .ok()
+        .and_then(|p| p.validate(size).ok());
+    let Some([r]) = ranges.as_deref() else {
+        return built(
+            Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}")),
+            Body::empty(),
+        )
+        .map(Some);
+    };
+    let (start, end) = (*r.start(), *r.end());
+    let res = Response::builder()
+        .status(StatusCode::PARTIAL_CONTENT)
+        .header(header::CONTENT_TYPE, mime)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"))
+        .header(header::CONTENT_LENGTH, end - start + 1);
+    if head {
+        return built(res, Body::empty()).map(Some);
+    }
+    let stream = tier.stream_range(kind, hash, start..end + 1).await?;
+    built(res, Body::from_stream(stream)).map(Some)
 }
 
 pub(crate) fn mime_guess_octet() -> mime::Mime {
