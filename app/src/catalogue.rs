@@ -119,12 +119,27 @@ async fn write_saved_months(entries: Vec<(String, wasm_bindgen::JsValue)>, stale
     let n = entries.len();
     if let Err(e) = db::put_many(&d, MONTHS, &entries).await {
         log(&format!("cannot save {n} months' items: {e}"));
+        if db::storage_full(&e).await {
+            // The saved items are only a cache: they give their space to the catalogue.
+            log("storage is nearly full: dropping every saved month to leave the space to the catalogue");
+            drop_saved_months().await;
+        }
+        return;
     }
     for k in stale {
         let _ = db::delete(&d, MONTHS, &k).await;
     }
     perf::add("items.saved", n as f64);
     perf::add("items.save_ms", now_ms() - t);
+}
+
+/// Deletes every month's saved items (a cache: the next open decodes those months instead).
+async fn drop_saved_months() {
+    let Some(d) = items_db().await else { return };
+    match db::clear(&d, MONTHS).await {
+        Ok(()) => perf::add("items.dropped_for_space", 1.0),
+        Err(e) => log(&format!("cannot clear the saved months: {e}")),
+    }
 }
 
 /// Timeline records to read before the first paint: a screenful and then some.
@@ -337,7 +352,20 @@ pub(crate) async fn save_docs() {
             (k, v)
         })
         .collect();
-    if let Err(e) = db::put_many(&db, db::DOCS, &items).await {
+    let mut saved = db::put_many(&db, db::DOCS, &items).await;
+    if let Err(e) = &saved {
+        if db::storage_full(e).await {
+            // The catalogue comes first: the saved months' items (a cache) make room, and the
+            // documents are written again.
+            log(&format!(
+                "cannot save documents ({e}), storage is nearly full: dropping the saved months"
+            ));
+            drop_saved_months().await;
+            months.clear();
+            saved = db::put_many(&db, db::DOCS, &items).await;
+        }
+    }
+    if let Err(e) = saved {
         // The documents stay in memory and are saved again with the next change or sync.
         let names: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
         log(&format!("cannot save documents {}: {e}", names.join(", ")));

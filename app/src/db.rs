@@ -108,6 +108,40 @@ pub async fn all(db: &Rexie, store: &str) -> Result<Vec<(String, JsValue)>, Stri
         .collect())
 }
 
+/// Whether a failed write (its error `e`) looks like the origin's storage being full: the
+/// error names the quota, or the browser's estimate puts usage at 90% of the quota or more.
+pub async fn storage_full(e: &str) -> bool {
+    if e.contains("Quota") || e.contains("quota") {
+        return true;
+    }
+    let estimate = async {
+        let w = web_sys::window()?;
+        let storage = Reflect::get(&w.navigator(), &"storage".into()).ok()?;
+        let f: js_sys::Function = Reflect::get(&storage, &"estimate".into())
+            .ok()?
+            .dyn_into()
+            .ok()?;
+        let p: js_sys::Promise = f.call0(&storage).ok()?.dyn_into().ok()?;
+        let est = wasm_bindgen_futures::JsFuture::from(p).await.ok()?;
+        let n = |k: &str| Reflect::get(&est, &k.into()).ok()?.as_f64();
+        Some((n("usage")?, n("quota")?))
+    };
+    estimate
+        .await
+        .is_some_and(|(usage, quota)| quota > 0.0 && usage >= 0.9 * quota)
+}
+
+/// Deletes everything in a store.
+pub async fn clear(db: &Rexie, store: &str) -> Result<(), String> {
+    let tx = db
+        .transaction(&[store], TransactionMode::ReadWrite)
+        .map_err(err)?;
+    let s = tx.store(store).map_err(err)?;
+    s.clear().await.map_err(err)?;
+    tx.done().await.map_err(err)?;
+    Ok(())
+}
+
 pub async fn count(db: &Rexie, store: &str) -> Result<u32, String> {
     let tx = db
         .transaction(&[store], TransactionMode::ReadOnly)

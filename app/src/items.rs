@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use tessera_core::dupes::{format_phash, parse_phash};
 use tessera_core::memories::Photo;
+use tessera_core::search::{Field, Searched};
 use tessera_core::AssetRecord;
 
 /// Interned strings: index → string, string → index (index 0 is "none").
@@ -50,6 +51,14 @@ impl Sym {
 
     fn get(self) -> Option<Rc<str>> {
         (self.0 != 0).then(|| SYMS.with(|t| t.borrow().0.get(self.0 as usize).cloned()))?
+    }
+
+    /// `f` with the string, borrowed from the table (which `f` must not add to).
+    fn with<R>(self, f: impl FnOnce(Option<&str>) -> R) -> R {
+        if self.0 == 0 {
+            return f(None);
+        }
+        SYMS.with(|t| f(t.borrow().0.get(self.0 as usize).map(|s| &**s)))
     }
 
     fn string(self) -> Option<String> {
@@ -308,9 +317,7 @@ impl Item {
     }
 
     pub(crate) fn is_video(&self) -> bool {
-        self.syms[MIME]
-            .get()
-            .is_some_and(|m| m.starts_with("video/"))
+        self.syms[MIME].with(|m| m.is_some_and(|m| m.starts_with("video/")))
     }
 
     pub(crate) fn is_purged(&self) -> bool {
@@ -470,6 +477,46 @@ pub(crate) fn decode_saved(entry: &[u8], doc_bytes: &[u8]) -> Option<(Vec<u8>, V
         out.push(Arc::new(item));
     }
     Some((saved.heads, out))
+}
+
+/// Search tests items as they are held (no record built per photo and query).
+impl Searched for Item {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn taken_at(&self) -> Option<&str> {
+        self.taken_at.as_deref()
+    }
+    fn with_field<R>(&self, field: Field, f: impl FnOnce(Option<&str>) -> R) -> R {
+        let sym = match field {
+            Field::Filename => return f(self.filename.as_deref()),
+            Field::Make => MAKE,
+            Field::Model => MODEL,
+            Field::Lens => LENS,
+            Field::City => CITY,
+            Field::State => STATE,
+            Field::Country => COUNTRY,
+        };
+        self.syms[sym].with(f)
+    }
+    fn is_video(&self) -> bool {
+        Item::is_video(self)
+    }
+    fn is_purged(&self) -> bool {
+        Item::is_purged(self)
+    }
+    fn is_trashed(&self) -> bool {
+        Item::is_trashed(self)
+    }
+    fn shown_alone(&self) -> bool {
+        Item::shown_alone(self)
+    }
+    fn archived(&self) -> bool {
+        Item::archived(self)
+    }
+    fn favorite(&self) -> bool {
+        Item::favorite(self)
+    }
 }
 
 impl Photo for Item {

@@ -57,47 +57,91 @@ pub struct Found {
 /// months, then partners' shown in their timeline, a partner's photo they saved counted once
 /// as theirs, no tombstones) as the lists hold them — shared with the shard cache, not copied
 /// or decoded again (seconds and hundreds of MB at 300k) — and the people in them.
-pub(crate) fn corpus() -> (Vec<Arc<Item>>, PeopleIndex) {
+pub(crate) fn corpus() -> (Rc<Vec<Arc<Item>>>, PeopleIndex) {
     let Some(user) = user_id() else {
         return Default::default();
     };
-    CORE.with(|c| {
+    let t = now_ms();
+    let found = CORE.with(|c| {
         let c = c.borrow();
-        let mut out = Vec::new();
-        let mut own: HashSet<Arc<str>> = HashSet::new();
-        for (doc, scope) in c.lib.search_shards(&user, None).unwrap_or_default() {
-            let cached = crate::state::SHARDS.with(|s| {
-                s.borrow()
-                    .get(doc.as_str())
-                    .filter(|e| Some(e.0) == c.lib.revision(&doc))
-                    .map(|e| e.1.clone())
-            });
-            // A month the timeline has not read yet (still opening) is read here, not kept.
-            let items = cached.unwrap_or_else(|| {
-                c.lib
-                    .assets(&doc)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|r| Arc::new(Item::of(r)))
-                    .collect()
-            });
-            for r in items.into_iter().filter(|r| !r.is_purged()) {
-                match scope {
-                    ShardScope::Own => {
+        let shards = c.lib.search_shards(&user, None).unwrap_or_default();
+        // What the photos searched are made of: each month at its revision. The same as the
+        // last search's (nothing synced or edited since): the same photos.
+        let key: Vec<(String, Option<u64>)> = shards
+            .iter()
+            .map(|(d, _)| (d.to_string(), c.lib.revision(d)))
+            .collect();
+        let items = match CORPUS.with(|k| {
+            k.borrow()
+                .as_ref()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
+        }) {
+            Some(items) => items,
+            None => {
+                let (items, complete) = corpus_items(&c.lib, &shards);
+                let items = Rc::new(items);
+                CORPUS.with(|k| *k.borrow_mut() = complete.then(|| (key, items.clone())));
+                items
+            }
+        };
+        (items, c.lib.people_index(&user).unwrap_or_default())
+    });
+    crate::perf::set("search.corpus_ms", now_ms() - t);
+    found
+}
+
+thread_local! {
+    /// The last [`corpus`]'s photos and what they were made of (months and revisions).
+    #[allow(clippy::type_complexity)]
+    static CORPUS: RefCell<Option<(Vec<(String, Option<u64>)>, Rc<Vec<Arc<Item>>>)>> =
+        const { RefCell::new(None) };
+}
+
+/// The items of `shards` by [`corpus`]'s rules, and whether every month came from the shard
+/// cache (one the timeline has not read yet, still opening, is read here and not kept).
+fn corpus_items(
+    lib: &tessera_core::Library,
+    shards: &[(tessera_core::DocId, ShardScope)],
+) -> (Vec<Arc<Item>>, bool) {
+    let mut out = Vec::new();
+    let mut complete = true;
+    // Only partners' months need to know which photos are mine (the months come mine first).
+    let partners = shards.iter().any(|(_, s)| *s == ShardScope::Partner);
+    let mut own: HashSet<Arc<str>> = HashSet::new();
+    for (doc, scope) in shards {
+        let cached = crate::state::SHARDS.with(|s| {
+            s.borrow()
+                .get(doc.as_str())
+                .filter(|e| Some(e.0) == lib.revision(doc))
+                .map(|e| e.1.clone())
+        });
+        let items = cached.unwrap_or_else(|| {
+            complete = false;
+            lib.assets(doc)
+                .unwrap_or_default()
+                .iter()
+                .map(|r| Arc::new(Item::of(r)))
+                .collect()
+        });
+        for r in items.into_iter().filter(|r| !r.is_purged()) {
+            match scope {
+                ShardScope::Own => {
+                    if partners {
                         own.insert(r.id.clone());
                     }
-                    // `partner_record_shown`, and not also mine.
-                    ShardScope::Partner => {
-                        if r.is_trashed() || r.archived() || own.contains(&r.id) {
-                            continue;
-                        }
+                }
+                // `partner_record_shown`, and not also mine.
+                ShardScope::Partner => {
+                    if r.is_trashed() || r.archived() || own.contains(&r.id) {
+                        continue;
                     }
                 }
-                out.push(r);
             }
+            out.push(r);
         }
-        (out, c.lib.people_index(&user).unwrap_or_default())
-    })
+    }
+    (out, complete)
 }
 
 /// The CLIP packs of the user's months: (model, hash).
@@ -310,19 +354,31 @@ async fn embedding(query: &str) -> Result<(String, Vec<f32>), String> {
 }
 
 /// Runs a search: `filters` (from the page's controls) and the free text in `filters.text`.
-pub async fn run(mut filters: Filters) -> Found {
+/// Its time goes to the page's figures (`search.*`, for the scale bench).
+pub async fn run(filters: Filters) -> Found {
+    let found = find(filters).await;
+    crate::perf::add("search.runs", 1.0);
+    crate::perf::set("search.last_ms", found.ms);
+    crate::perf::set(
+        "search.last_results",
+        (found.exact.len() + found.smart.len()) as f64,
+    );
+    crate::perf::publish();
+    found
+}
+
+async fn find(mut filters: Filters) -> Found {
     let t0 = now_ms();
     let (items, people) = corpus();
     let text = filters.text.take().unwrap_or_default();
     let (named, rest) = search::people_in_query(&text, &people);
     filters.people.extend(named);
     filters.text = (!rest.is_empty()).then(|| rest.clone());
-    // Each photo's searched fields as a record, one at a time (`search::filter_records`'s
-    // test and order).
+    // Each item tested as it is held (`search::filter_records`'s test and order).
     let test = filters.compile();
     let mut exact: Vec<Arc<Item>> = items
         .iter()
-        .filter(|r| test.matches(&r.record(), &people))
+        .filter(|r| test.matches(*r, &people))
         .cloned()
         .collect();
     exact.sort_by(|a, b| {
@@ -330,6 +386,7 @@ pub async fn run(mut filters: Filters) -> Found {
             .cmp(&a.taken_at())
             .then_with(|| a.id.cmp(&b.id))
     });
+    crate::perf::set("search.last_exact_ms", now_ms() - t0);
     let mut found = Found {
         exact,
         ..Default::default()
@@ -361,7 +418,7 @@ pub async fn run(mut filters: Filters) -> Found {
                 !seen.contains(k)
                     && by_id
                         .get(k)
-                        .is_some_and(|r| filters.matches_fields(&r.record(), people.facts(k)))
+                        .is_some_and(|r| filters.matches_fields(*r, people.facts(k)))
             };
             let smart = match smart_in_worker(&model, &q, online, &allow).await {
                 Ok(s) => s,

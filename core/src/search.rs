@@ -77,6 +77,123 @@ pub struct Facts<'a> {
     pub text: Option<&'a str>,
 }
 
+/// A text field search tests ([`Searched::with_field`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Filename,
+    Make,
+    Model,
+    Lens,
+    City,
+    State,
+    Country,
+}
+
+impl Field {
+    /// The fields free text is matched against, in [`haystack`]'s order.
+    pub const TEXT: [Field; 7] = [
+        Field::Filename,
+        Field::Make,
+        Field::Model,
+        Field::Lens,
+        Field::City,
+        Field::State,
+        Field::Country,
+    ];
+}
+
+/// What search reads of a photo: an [`AssetRecord`], or the PWA's compact item (which holds
+/// cameras and places interned, and so lends a field to a closure rather than returning it).
+/// Filters and free text test either without building a record.
+pub trait Searched {
+    fn id(&self) -> &str;
+    fn taken_at(&self) -> Option<&str>;
+    /// `f` with the field's value.
+    fn with_field<R>(&self, field: Field, f: impl FnOnce(Option<&str>) -> R) -> R;
+    fn is_video(&self) -> bool;
+    fn is_purged(&self) -> bool;
+    /// [`AssetRecord::is_trashed`].
+    fn is_trashed(&self) -> bool;
+    /// [`AssetRecord::shown_alone`].
+    fn shown_alone(&self) -> bool;
+    fn archived(&self) -> bool;
+    fn favorite(&self) -> bool;
+}
+
+/// Lists hold references and the PWA `Arc`s: both are searched as what they point to.
+macro_rules! searched_through {
+    ($($ptr:ty),*) => {$(
+        impl<T: Searched + ?Sized> Searched for $ptr {
+            fn id(&self) -> &str {
+                (**self).id()
+            }
+            fn taken_at(&self) -> Option<&str> {
+                (**self).taken_at()
+            }
+            fn with_field<R>(&self, field: Field, f: impl FnOnce(Option<&str>) -> R) -> R {
+                (**self).with_field(field, f)
+            }
+            fn is_video(&self) -> bool {
+                (**self).is_video()
+            }
+            fn is_purged(&self) -> bool {
+                (**self).is_purged()
+            }
+            fn is_trashed(&self) -> bool {
+                (**self).is_trashed()
+            }
+            fn shown_alone(&self) -> bool {
+                (**self).shown_alone()
+            }
+            fn archived(&self) -> bool {
+                (**self).archived()
+            }
+            fn favorite(&self) -> bool {
+                (**self).favorite()
+            }
+        }
+    )*};
+}
+searched_through!(&T, Arc<T>);
+
+impl Searched for AssetRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn taken_at(&self) -> Option<&str> {
+        self.taken_at.as_deref()
+    }
+    fn with_field<R>(&self, field: Field, f: impl FnOnce(Option<&str>) -> R) -> R {
+        f(match field {
+            Field::Filename => self.filename.as_deref(),
+            Field::Make => self.make.as_deref(),
+            Field::Model => self.model.as_deref(),
+            Field::Lens => self.lens.as_deref(),
+            Field::City => self.city.as_deref(),
+            Field::State => self.state.as_deref(),
+            Field::Country => self.country.as_deref(),
+        })
+    }
+    fn is_video(&self) -> bool {
+        AssetRecord::is_video(self)
+    }
+    fn is_purged(&self) -> bool {
+        AssetRecord::is_purged(self)
+    }
+    fn is_trashed(&self) -> bool {
+        AssetRecord::is_trashed(self)
+    }
+    fn shown_alone(&self) -> bool {
+        AssetRecord::shown_alone(self)
+    }
+    fn archived(&self) -> bool {
+        self.archived == Some(true)
+    }
+    fn favorite(&self) -> bool {
+        self.favorite == Some(true)
+    }
+}
+
 const STOP_WORDS: [&str; 12] = [
     "a", "an", "and", "at", "in", "of", "on", "the", "with", "from", "to", "photo",
 ];
@@ -127,12 +244,29 @@ pub fn query_words(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether folded `hay` contains folded `needle` (ASCII: compared where they lie, since a
+/// search tests every photo of the library).
 fn contains_folded(hay: Option<&str>, needle: &str) -> bool {
-    hay.is_some_and(|h| fold(h).contains(&fold(needle)))
+    hay.is_some_and(|h| {
+        if h.is_ascii() && needle.is_ascii() {
+            let (h, n) = (h.as_bytes(), needle.as_bytes());
+            n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+        } else {
+            fold(h).contains(&fold(needle))
+        }
+    })
 }
 
+/// Whether `hay` and `want` are equal folded and trimmed.
 fn equals_folded(hay: Option<&str>, want: &str) -> bool {
-    hay.is_some_and(|h| fold(h.trim()) == fold(want.trim()))
+    hay.is_some_and(|h| {
+        let (h, w) = (h.trim(), want.trim());
+        if h.is_ascii() && w.is_ascii() {
+            h.eq_ignore_ascii_case(w)
+        } else {
+            fold(h) == fold(w)
+        }
+    })
 }
 
 /// The words a photo can be found by: file name, camera, lens, place, people's names, year
@@ -160,8 +294,9 @@ pub fn haystack(r: &AssetRecord, f: Facts<'_>) -> Vec<String> {
         out.extend(words(t));
     }
     if let Some(t) = r.taken_at.as_deref().filter(|t| t.len() >= 7) {
-        out.push(t[..4].to_owned());
-        if let Ok(m) = t[5..7].parse::<usize>() {
+        // (`get`: a synced date is not trusted to be ASCII.)
+        out.extend(t.get(..4).map(str::to_owned));
+        if let Some(Ok(m)) = t.get(5..7).map(str::parse::<usize>) {
             if (1..=12).contains(&m) {
                 out.push(crate::record::MONTH_NAMES[m - 1].to_lowercase());
             }
@@ -181,6 +316,40 @@ pub fn text_matches(query: &[String], hay: &[String]) -> bool {
         .all(|q| hay.iter().any(|h| h.starts_with(q.as_str())))
 }
 
+/// Whether a word of `s` ([`words`]) starts with `q` (a folded query word). ASCII text —
+/// nearly every camera, place and file name — is tested where it lies, without folding it
+/// into new strings: a search tests every photo of the library.
+fn has_word_starting(s: &str, q: &str) -> bool {
+    if s.is_ascii() {
+        s.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+            w.len() >= q.len() && w.as_bytes()[..q.len()].eq_ignore_ascii_case(q.as_bytes())
+        })
+    } else {
+        words(s).iter().any(|w| w.starts_with(q))
+    }
+}
+
+/// [`text_matches`] of `query` (folded words) against [`haystack`]`(r, f)`, without building
+/// the haystack.
+pub fn text_matches_photo<S: Searched + ?Sized>(query: &[String], r: &S, f: Facts<'_>) -> bool {
+    let taken = r.taken_at().filter(|t| t.len() >= 7);
+    let month = taken
+        .and_then(|t| t.get(5..7)?.parse::<usize>().ok())
+        .filter(|m| (1..=12).contains(m))
+        .map(|m| crate::record::MONTH_NAMES[m - 1]);
+    query.iter().all(|q| {
+        let q = q.as_str();
+        Field::TEXT
+            .iter()
+            .any(|&field| r.with_field(field, |v| v.is_some_and(|v| has_word_starting(v, q))))
+            || f.names.iter().any(|n| has_word_starting(n, q))
+            || f.text.is_some_and(|t| has_word_starting(t, q))
+            || taken.is_some_and(|t| t.get(..4).is_some_and(|y| y.starts_with(q)))
+            || month.is_some_and(|m| has_word_starting(m, q))
+            || (r.is_video() && "video".starts_with(q))
+    })
+}
+
 /// [`Filters::compile`]: filters ready to test records.
 pub struct CompiledFilters<'a> {
     filters: &'a Filters,
@@ -188,10 +357,10 @@ pub struct CompiledFilters<'a> {
 }
 
 impl CompiledFilters<'_> {
-    pub fn matches(&self, r: &AssetRecord, people: &PeopleIndex) -> bool {
-        let facts = people.facts(&r.id);
+    pub fn matches<S: Searched + ?Sized>(&self, r: &S, people: &PeopleIndex) -> bool {
+        let facts = people.facts(r.id());
         self.filters.matches_fields(r, facts)
-            && (self.words.is_empty() || text_matches(&self.words, &haystack(r, facts)))
+            && (self.words.is_empty() || text_matches_photo(&self.words, r, facts))
     }
 }
 
@@ -220,21 +389,21 @@ impl Filters {
     }
 
     /// Whether the asset passes every filter (free text included).
-    pub fn matches(&self, r: &AssetRecord, f: Facts<'_>) -> bool {
+    pub fn matches<S: Searched + ?Sized>(&self, r: &S, f: Facts<'_>) -> bool {
         self.matches_fields(r, f)
             && self
                 .text
                 .as_deref()
                 .map(query_words)
-                .is_none_or(|q| q.is_empty() || text_matches(&q, &haystack(r, f)))
+                .is_none_or(|q| q.is_empty() || text_matches_photo(&q, r, f))
     }
 
     /// Every filter but free text (smart search ranks by the text instead).
-    pub fn matches_fields(&self, r: &AssetRecord, f: Facts<'_>) -> bool {
+    pub fn matches_fields<S: Searched + ?Sized>(&self, r: &S, f: Facts<'_>) -> bool {
         if r.is_purged() || !r.shown_alone() {
             return false;
         }
-        let archived = r.archived == Some(true);
+        let archived = r.archived();
         let visible = match self.visibility {
             Visibility::Timeline => !archived && !r.is_trashed(),
             Visibility::Archive => archived && !r.is_trashed(),
@@ -248,21 +417,21 @@ impl Filters {
             return false;
         }
         let exact = [
-            (&self.country, r.country.as_deref()),
-            (&self.state, r.state.as_deref()),
-            (&self.city, r.city.as_deref()),
-            (&self.make, r.make.as_deref()),
-            (&self.model, r.model.as_deref()),
-            (&self.lens, r.lens.as_deref()),
+            (&self.country, Field::Country),
+            (&self.state, Field::State),
+            (&self.city, Field::City),
+            (&self.make, Field::Make),
+            (&self.model, Field::Model),
+            (&self.lens, Field::Lens),
         ];
-        if exact
-            .iter()
-            .any(|(want, have)| want.as_deref().is_some_and(|w| !equals_folded(*have, w)))
-        {
+        if exact.iter().any(|(want, field)| {
+            want.as_deref()
+                .is_some_and(|w| !r.with_field(*field, |have| equals_folded(have, w)))
+        }) {
             return false;
         }
         if let Some(n) = self.filename.as_deref() {
-            if !contains_folded(r.filename.as_deref(), n) {
+            if !r.with_field(Field::Filename, |have| contains_folded(have, n)) {
                 return false;
             }
         }
@@ -278,11 +447,11 @@ impl Filters {
             }
         }
         if let Some(fav) = self.favorite {
-            if (r.favorite == Some(true)) != fav {
+            if r.favorite() != fav {
                 return false;
             }
         }
-        let taken = r.taken_at.as_deref();
+        let taken = r.taken_at();
         if let Some(a) = self.taken_after.as_deref() {
             // A prefix bound: "2023-06" includes all of June.
             if taken.is_none_or(|t| t < a) {
@@ -1008,6 +1177,77 @@ mod tests {
     }
 
     proptest! {
+        /// The free-text test over a photo's fields in place is the test over its haystack,
+        /// for text with accents, capitals, digits, punctuation and other scripts, and
+        /// queries cut anywhere in those words.
+        #[test]
+        fn free_text_in_place_is_the_haystack_test(
+            fields in proptest::collection::vec(
+                proptest::option::of("[A-Za-z0-9 _.\\-]{0,12}|[a-zÀ-ÿłśż日本 ]{0,8}"), 7),
+            name in "[A-Za-zÀ-ÿ ]{0,10}",
+            ocr in proptest::option::of("[A-Za-z0-9,\n ]{0,16}"),
+            taken in proptest::option::of("(19|20)[0-9]{2}-(0[0-9]|1[0-4])-01|[0-9€é-]{0,9}"),
+            video in any::<bool>(),
+            query in "[A-Za-z0-9À-ÿ日 ]{0,10}",
+            cut in 0usize..6,
+        ) {
+            let field = |i: usize| fields[i].clone();
+            let r = AssetRecord {
+                id: "a".into(),
+                filename: field(0),
+                make: field(1),
+                model: field(2),
+                lens: field(3),
+                city: field(4),
+                state: field(5),
+                country: field(6),
+                taken_at: taken,
+                mime: Some(if video { "video/mp4" } else { "image/jpeg" }.into()),
+                ..Default::default()
+            };
+            let names = vec![name];
+            let f = Facts { people: &[], names: &names, text: ocr.as_deref() };
+            // Queries from the photo's own words cut short (so that some match), and the
+            // generated one.
+            let hay = haystack(&r, f);
+            let mut queries: Vec<Vec<String>> = hay
+                .iter()
+                .map(|w| vec![w.chars().take(cut.max(1)).collect::<String>()])
+                .collect();
+            queries.push(query_words(&query));
+            for q in queries {
+                prop_assert_eq!(
+                    text_matches_photo(&q, &r, f),
+                    text_matches(&q, &hay),
+                    "query {:?} haystack {:?}", q, hay
+                );
+            }
+        }
+
+        /// The ASCII paths of the file-name and exact-field filters are the folded tests.
+        #[test]
+        fn folded_filters_in_place_are_the_folded_comparisons(
+            hay in "[A-Za-z0-9 _.-]{0,12}|[a-zA-ZÀ-ÿ ]{0,8}",
+            needle in "[A-Za-z0-9 _.-]{0,4}|[a-zA-ZÀ-ÿ ]{0,3}",
+            cut in 0usize..8,
+        ) {
+            let inner: String = hay.chars().skip(cut / 2).take(cut).collect();
+            for n in [needle.as_str(), inner.as_str(), &inner.to_uppercase()] {
+                prop_assert_eq!(
+                    contains_folded(Some(&hay), n),
+                    fold(&hay).contains(&fold(n)),
+                    "{:?} in {:?}", n, hay
+                );
+                prop_assert_eq!(
+                    equals_folded(Some(&hay), n),
+                    fold(hay.trim()) == fold(n.trim()),
+                    "{:?} = {:?}", n, hay
+                );
+            }
+            let upper = hay.to_uppercase();
+            prop_assert_eq!(equals_folded(Some(&hay), &upper), fold(hay.trim()) == fold(upper.trim()));
+        }
+
         #[test]
         fn with_every_row_a_candidate_the_scan_is_the_reference(
             n in 1usize..200, dim in 1usize..130, k in 1usize..20, seed in 1u64..1000

@@ -21,11 +21,11 @@ type Located = (f64, f64, Arc<Item>);
 fn located() -> Vec<Located> {
     crate::search::corpus()
         .0
-        .into_iter()
+        .iter()
         .filter(|r| r.in_timeline())
         .filter_map(|r| {
             let (la, lo) = r.position()?;
-            Some((la, lo, r))
+            Some((la, lo, Arc::clone(r)))
         })
         .filter(|(la, lo, _)| la.abs() <= 90.0 && lo.abs() <= 180.0)
         .collect()

@@ -814,6 +814,7 @@ fn pwa(url: &str, n: u64, pid: u32, out_dir: &Path) -> Result<serde_json::Value>
     // and the page's counters once that has had time to settle.
     std::thread::sleep(Duration::from_secs(15));
     let after_open_sync = memory(&b)?;
+    let searches = pwa_searches(&b)?;
     // The page's own mark: the first animation frame with a tile, from navigation start (the
     // polling above can only see the page between its tasks).
     let painted = after_open["page"]["paint.first_tile_ms"].as_f64();
@@ -833,8 +834,81 @@ fn pwa(url: &str, n: u64, pid: u32, out_dir: &Path) -> Result<serde_json::Value>
             "after": after_open,
             "after_first_sync": after_open_sync,
         },
+        "search": searches,
         "screenshots": [first_shot, shot],
     }))
+}
+
+/// Free-text searches on the page's search screen, over every photo the page holds: for each
+/// query, the page's own time for the search (`search.last_ms`: matching every photo, then
+/// the smart part — absent here, no ML), of it the exact matching and of that gathering the
+/// photos (`search::corpus`: built once, then reused while no month changes), the results,
+/// and the time from the click to the results' summary on screen (polled, so up to 50 ms
+/// late).
+fn pwa_searches(b: &tessera_tests::webdriver::Browser) -> Result<serde_json::Value> {
+    use serde_json::json;
+    b.js(
+        "document.getElementById('nav-search').click(); return 0;",
+        json!([]),
+    )?;
+    b.wait_for(
+        "the search page",
+        "return !!document.getElementById('search-input')",
+        Duration::from_secs(30),
+    )?;
+    let mut out = Vec::new();
+    let mut last_summary = serde_json::Value::Null;
+    for q in ["lyon", "canon 2015", "img_1", "no such thing", "lyon"] {
+        let mut answered: Option<Instant> = None;
+        let before = b.js(
+            "return (window.__tesseraPerf || {})['search.runs'] || 0",
+            json!([]),
+        )?;
+        let before = before.as_f64().unwrap_or(0.0);
+        let t0 = b.js(
+            "const e = document.getElementById('search-input'); e.value = arguments[0]; \
+             e.dispatchEvent(new Event('input', {bubbles: true})); \
+             const t = performance.now(); document.getElementById('search-go').click(); return t;",
+            json!([q]),
+        )?;
+        let t0 = t0.as_f64().unwrap_or(0.0);
+        let start = Instant::now();
+        let (done, seen) = loop {
+            let v = b.js(
+                "const p = window.__tesseraPerf || {}; const s = document.getElementById('search-summary'); \
+                 return {runs: p['search.runs'] || 0, t: performance.now(), summary: s ? s.textContent : null, \
+                   ms: p['search.last_ms'], exact_ms: p['search.last_exact_ms'], results: p['search.last_results'], \
+                   corpus_ms: p['search.corpus_ms']};",
+                json!([]),
+            )?;
+            // Answered, and the summary on screen is this search's (it changed, or the
+            // page has had a second to show it).
+            if v["runs"].as_f64().unwrap_or(0.0) > before
+                && v["summary"].is_string()
+                && (v["summary"] != last_summary
+                    || answered.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1))
+            {
+                let seen = v["t"].as_f64().unwrap_or(0.0) - t0;
+                last_summary = v["summary"].clone();
+                break (v, seen);
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(120),
+                "the search for {q:?} did not answer: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        eprintln!("PWA search {q:?}: {}", done["summary"]);
+        out.push(json!({
+            "query": q,
+            "results": done["results"],
+            "search_ms": done["ms"],
+            "exact_matching_ms": done["exact_ms"],
+            "of_it_gathering_the_photos_ms": done["corpus_ms"],
+            "summary_seen_ms": seen.round(),
+        }));
+    }
+    Ok(json!(out))
 }
 
 /// The first (cold) run, and p50 and max of the others.
