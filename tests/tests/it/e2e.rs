@@ -1392,18 +1392,11 @@ async fn pwa_select_archive_trash_restore() {
         (node_flags(a.clone()).await? == (true, false)).then_some(())
     })
     .await;
-    // The month was read from its stored bytes to be edited, and unloaded again once saved.
-    wait_for(&c, "the edited month unloaded again", t, || async {
-        let n = c
-            .execute(
-                "return (window.__tesseraPerf || {})['evict.docs'] || 0",
-                vec![],
-            )
-            .await
-            .ok()?;
-        (n.as_f64()? >= 1.0).then_some(())
-    })
-    .await;
+    // (The month was read from its stored bytes to be edited. Whether it is unloaded again
+    // right after its save is not asserted: the library keeps the document used last loaded,
+    // and whether another month was used after it depends on the order of sync rounds —
+    // this wait failed once under load. Unloading is covered by core's
+    // `lazy_documents_unload_when_clean_and_reload_unchanged`.)
     c.refresh().await.unwrap();
     click(&c, "#nav-photos").await;
     assert_eq!(
