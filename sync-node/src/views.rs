@@ -90,6 +90,74 @@ const NOT_ALONE: u8 = 16;
 /// A position without a place yet: the housekeeping sweep geocodes it.
 const UNPLACED: u8 = 32;
 
+/// One record of a [`SlimShard`] as search tests it ([`tessera_core::search::Searched`]),
+/// reading the shard's strings where they lie: a search over 300k records builds no record
+/// ([`SlimShard::record`] is the same fields as a record, for tests and callers that keep it).
+pub struct SlimRecord<'a> {
+    shard: &'a SlimShard,
+    row: &'a SlimRow,
+    id: String,
+}
+
+impl SlimRecord<'_> {
+    fn get(&self, k: usize) -> Option<&str> {
+        let at = self.row.s[k];
+        (at != NONE).then(|| self.shard.string(at)).flatten()
+    }
+
+    fn flag(&self, bit: u8) -> bool {
+        self.row.flags & bit != 0
+    }
+
+    /// The id, given up (a hit keeps it).
+    pub fn into_id(self) -> String {
+        self.id
+    }
+}
+
+impl tessera_core::search::Searched for SlimRecord<'_> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn taken_at(&self) -> Option<&str> {
+        self.get(7)
+    }
+    fn with_field<R>(
+        &self,
+        field: tessera_core::search::Field,
+        f: impl FnOnce(Option<&str>) -> R,
+    ) -> R {
+        use tessera_core::search::Field;
+        f(self.get(match field {
+            Field::Filename => 0,
+            Field::Make => 1,
+            Field::Model => 2,
+            Field::Lens => 3,
+            Field::City => 4,
+            Field::State => 5,
+            Field::Country => 6,
+        }))
+    }
+    fn is_video(&self) -> bool {
+        self.get(8).is_some_and(|m| m.starts_with("video/"))
+    }
+    fn is_purged(&self) -> bool {
+        self.flag(PURGED)
+    }
+    fn is_trashed(&self) -> bool {
+        self.flag(TRASHED) && !self.flag(PURGED)
+    }
+    fn shown_alone(&self) -> bool {
+        !self.flag(NOT_ALONE)
+    }
+    fn archived(&self) -> bool {
+        self.flag(ARCHIVED)
+    }
+    fn favorite(&self) -> bool {
+        self.flag(FAVORITE)
+    }
+}
+
 /// A shard's search index: for every record, what search filters and free text look at, with
 /// the shard's repeated strings (cameras, places) stored once. About 150 bytes a record
 /// against ≈1.4 KB decoded, so it is kept for every shard and a search over 300k records
@@ -203,6 +271,16 @@ impl SlimShard {
         match &self.rows[i].id {
             SlimId::Hash(h) => data_encoding::HEXLOWER.encode(h),
             SlimId::Other(s) => s.to_string(),
+        }
+    }
+
+    /// Record `i` as search reads it, in place ([`SlimRecord`]): the id is the one string
+    /// made.
+    pub fn searched(&self, i: usize) -> SlimRecord<'_> {
+        SlimRecord {
+            shard: self,
+            row: &self.rows[i],
+            id: self.id(i),
         }
     }
 
@@ -863,6 +941,103 @@ pub async fn trim_memory_every(every: std::time::Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Search over the index in place decides exactly as over the record it stands for.
+    #[test]
+    fn searching_a_slim_record_in_place_decides_as_its_record() {
+        use tessera_core::search::{Filters, Media, PeopleIndex, Visibility};
+        let rec = |n: u8, f: &dyn Fn(&mut AssetRecord)| {
+            let mut r = AssetRecord {
+                id: blake3::hash(&[n]).to_hex().to_string(),
+                filename: Some(format!("IMG_{n}.JPG")),
+                make: Some("Canon".into()),
+                model: Some("EOS 5D".into()),
+                city: Some("Lyon".into()),
+                state: Some("Auvergne-Rhône-Alpes".into()),
+                country: Some("France".into()),
+                taken_at: Some(format!("2015-0{}-01T10:00:00Z", 1 + n % 9)),
+                mime: Some("image/jpeg".into()),
+                ..Default::default()
+            };
+            f(&mut r);
+            r
+        };
+        let records = vec![
+            rec(1, &|_| {}),
+            rec(2, &|r| r.mime = Some("video/mp4".into())),
+            rec(3, &|r| r.favorite = Some(true)),
+            rec(4, &|r| r.archived = Some(true)),
+            rec(5, &|r| r.trashed_at = Some("2024-01-01T00:00:00Z".into())),
+            rec(6, &|r| r.purged_at = Some("2024-01-02T00:00:00Z".into())),
+            rec(7, &|r| r.hidden = Some(true)),
+            rec(8, &|r| {
+                r.city = Some("Zürich".into());
+                r.make = None;
+                r.taken_at = None;
+            }),
+            AssetRecord {
+                id: "not-a-hash".into(),
+                ..Default::default()
+            },
+        ];
+        let slim = SlimShard::of(&records);
+        let people = PeopleIndex::default();
+        let text = |t: &str| Filters {
+            text: Some(t.into()),
+            ..Default::default()
+        };
+        let filters = [
+            Filters::default(),
+            text("canon 2015"),
+            text("img_3"),
+            text("zurich"),
+            text("video"),
+            text("june"),
+            Filters {
+                city: Some("LYON".into()),
+                make: Some("canon".into()),
+                ..Default::default()
+            },
+            Filters {
+                state: Some("auvergne-rhone-alpes".into()),
+                ..Default::default()
+            },
+            Filters {
+                filename: Some("img_".into()),
+                visibility: Visibility::All,
+                ..Default::default()
+            },
+            Filters {
+                visibility: Visibility::Trash,
+                ..Default::default()
+            },
+            Filters {
+                visibility: Visibility::Archive,
+                ..Default::default()
+            },
+            Filters {
+                favorite: Some(true),
+                ..Default::default()
+            },
+            Filters {
+                media: Some(Media::Video),
+                taken_after: Some("2015-02".into()),
+                taken_before: Some("2015-03".into()),
+                ..Default::default()
+            },
+        ];
+        let mut matched = 0;
+        for f in &filters {
+            let m = f.compile();
+            for (i, r) in records.iter().enumerate() {
+                let fast = m.matches(&slim.searched(i), &people);
+                let whole = m.matches(&slim.record(i), &people);
+                assert_eq!(fast, whole, "{f:?} on {r:?}");
+                matched += usize::from(fast);
+            }
+        }
+        assert!(matched > filters.len(), "the filters match something");
+    }
 
     fn rec(id: &str, taken: &str, fav: bool) -> AssetRecord {
         AssetRecord {

@@ -185,9 +185,9 @@ pub(crate) struct IndexHit {
 pub(crate) fn indexed_search(
     node: &crate::Node,
     user: &str,
-    keep: &dyn Fn(&AssetRecord, &PeopleIndex) -> bool,
+    keep: &dyn Fn(&crate::views::SlimRecord<'_>, &PeopleIndex) -> bool,
 ) -> ApiResult<Vec<IndexHit>> {
-    use tessera_core::search::{partner_record_shown, ShardScope};
+    use tessera_core::search::{Searched, ShardScope};
     let mut lib = node.catalog.lock()?;
     let people = lib.people_index(user).map_err(CatalogError::from)?;
     let shards = lib.search_shards(user, None).map_err(CatalogError::from)?;
@@ -200,26 +200,29 @@ pub(crate) fn indexed_search(
             .slim(&mut lib, &doc)
             .map_err(CatalogError::from)?;
         for i in 0..slim.len() {
-            let r = slim.record(i);
+            // Tested in place: a record is built for no photo.
+            let r = slim.searched(i);
             if r.is_purged() {
                 continue;
             }
             match scope {
                 ShardScope::Own if partners => {
-                    own.insert(r.id.clone());
+                    own.insert(r.id().to_owned());
                 }
                 ShardScope::Own => {}
                 ShardScope::Partner => {
-                    if !partner_record_shown(&r) || own.contains(&r.id) {
+                    // `partner_record_shown`, and not also mine.
+                    if r.is_trashed() || r.archived() || own.contains(r.id()) {
                         continue;
                     }
                 }
             }
             if keep(&r, &people) {
+                let taken_at = r.taken_at().map(str::to_owned);
                 hits.push(IndexHit {
                     doc: doc.clone(),
-                    id: r.id,
-                    taken_at: r.taken_at,
+                    id: r.into_id(),
+                    taken_at,
                 });
             }
         }
@@ -308,7 +311,10 @@ async fn metadata_search(
         let matcher = filters.compile();
         let in_albums = album_assets(&node, &u.id, &q.album_ids)?;
         let mut hits = indexed_search(&node, &u.id, &|r, people| {
-            in_albums.as_ref().is_none_or(|set| set.contains(&r.id)) && matcher.matches(r, people)
+            in_albums
+                .as_ref()
+                .is_none_or(|set| set.contains(tessera_core::search::Searched::id(r)))
+                && matcher.matches(r, people)
         })?;
         if q.order.as_deref() == Some("asc") {
             hits.reverse();
