@@ -131,9 +131,9 @@ fn corpus_items(
                         own.insert(r.id.clone());
                     }
                 }
-                // `partner_record_shown`, and not also mine.
+                // Shown, and not also mine.
                 ShardScope::Partner => {
-                    if r.is_trashed() || r.archived() || own.contains(&r.id) {
+                    if !search::partner_record_shown(&r) || own.contains(&r.id) {
                         continue;
                     }
                 }

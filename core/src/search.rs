@@ -798,8 +798,8 @@ pub enum ShardScope {
 
 /// Whether a partner's record shows in the user's timeline and search (not purged, trashed
 /// or archived by the partner).
-pub fn partner_record_shown(r: &AssetRecord) -> bool {
-    !r.is_purged() && !r.is_trashed() && r.archived != Some(true)
+pub fn partner_record_shown<S: Searched + ?Sized>(r: &S) -> bool {
+    !r.is_purged() && !r.is_trashed() && !r.archived()
 }
 
 impl Library {

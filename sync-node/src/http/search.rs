@@ -187,7 +187,7 @@ pub(crate) fn indexed_search(
     user: &str,
     keep: &dyn Fn(&crate::views::SlimRecord<'_>, &PeopleIndex) -> bool,
 ) -> ApiResult<Vec<IndexHit>> {
-    use tessera_core::search::{Searched, ShardScope};
+    use tessera_core::search::{partner_record_shown, Searched, ShardScope};
     let mut lib = node.catalog.lock()?;
     let people = lib.people_index(user).map_err(CatalogError::from)?;
     let shards = lib.search_shards(user, None).map_err(CatalogError::from)?;
@@ -211,8 +211,8 @@ pub(crate) fn indexed_search(
                 }
                 ShardScope::Own => {}
                 ShardScope::Partner => {
-                    // `partner_record_shown`, and not also mine.
-                    if r.is_trashed() || r.archived() || own.contains(r.id()) {
+                    // Shown, and not also mine.
+                    if !partner_record_shown(&r) || own.contains(r.id()) {
                         continue;
                     }
                 }
