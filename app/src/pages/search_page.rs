@@ -182,7 +182,12 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
     let after = RwSignal::new(String::new());
     let before = RwSignal::new(String::new());
     let found = RwSignal::new(None::<Found>);
+    // The text the results shown answer (on the summary as `data-query`).
+    let answered = RwSignal::new(String::new());
     let busy = RwSignal::new(false);
+    // Searches overlap (a smart search waits for the node; a sync starts another): only the
+    // one started last may show its results, whichever finishes last.
+    let latest = StoredValue::new(0u64);
     let opt = |s: String| (!s.trim().is_empty()).then(|| s.trim().to_owned());
     let go = move || {
         let f = Filters {
@@ -201,15 +206,22 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
             taken_before: opt(before.get_untracked()),
             ..Default::default()
         };
+        let n = latest.get_value() + 1;
+        latest.set_value(n);
         if f.is_empty() {
             found.set(None);
+            busy.set(false);
             return;
         }
         busy.set(true);
+        let query = f.text.clone().unwrap_or_default();
         spawn_local(async move {
             let r = search::run(f).await;
-            found.set(Some(r));
-            busy.set(false);
+            if latest.get_value() == n {
+                answered.set(query);
+                found.set(Some(r));
+                busy.set(false);
+            }
         });
     };
     // Search again when a filter changes or the catalogue does.
@@ -250,17 +262,23 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
             .collect::<Vec<_>>()
     };
     let person_name = RwSignal::new(String::new());
-    Effect::new(move |_| {
+    // The name field shows the chosen person's name, and follows it while the user has not
+    // typed in it: ML results stream in while a name is being typed and must not wipe it.
+    Effect::new(move |prev: Option<(Option<String>, String)>| {
         let p = person.get();
-        let name = ui
-            .ml
-            .get()
-            .1
-            .into_iter()
-            .find(|x| Some(&x.id) == p.as_ref())
-            .and_then(|x| x.record.name)
-            .unwrap_or_default();
-        person_name.set(name);
+        let name = ui.ml.with(|(_, people)| {
+            people
+                .iter()
+                .find(|x| Some(&x.id) == p.as_ref())
+                .and_then(|x| x.record.name.clone())
+                .unwrap_or_default()
+        });
+        let typing =
+            matches!(&prev, Some((q, shown)) if *q == p && person_name.get_untracked() != *shown);
+        if !typing {
+            person_name.set(name.clone());
+        }
+        (p, name)
     });
     let select = |sig: RwSignal<String>| move |e| sig.set(event_target_value(&e));
     view! {
@@ -380,7 +398,7 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
             {move || found.get().map(|f| {
                 let n = f.exact.len() + f.smart.len();
                 view! {
-                    <p id="search-summary" class="hint">
+                    <p id="search-summary" class="hint" data-query=answered.get_untracked()>
                         {format!("{n} {} · {:.0} ms on this device", if n == 1 { "result" } else { "results" }, f.ms)}
                     </p>
                     {(!f.note.is_empty()).then(|| view! { <p id="search-note" class="hint">{f.note.clone()}</p> })}

@@ -704,6 +704,19 @@ async fn pwa_shows_ml_progress_and_people() {
             input.clear().await.unwrap();
             input.send_keys(q).await.unwrap();
             click(c, "#search-go").await;
+            // The results shown are this query's (not the last one's, still on screen while
+            // this one runs).
+            wait_for(c, "the results of the query", Duration::from_secs(60), || async {
+                let v = c
+                    .execute(
+                        "const s = document.getElementById('search-summary'); return s ? s.dataset.query : null",
+                        vec![],
+                    )
+                    .await
+                    .ok()?;
+                (v.as_str()? == q).then_some(())
+            })
+            .await;
         }
     };
     // A grid shows a page of results, then more on request (here pages of one).
