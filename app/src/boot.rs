@@ -43,8 +43,12 @@ pub(crate) fn start_background(ui: Ui) {
 pub(crate) async fn enter_timeline(ui: Ui, s: Session) {
     CORE.with(|c| c.borrow_mut().session = Some(s));
     ui.screen.set(Screen::Timeline);
-    load_docs(ui).await;
+    // The page the URL names first: what the user does while the catalogue loads (opening
+    // another page) must not be undone when it has loaded. An asset the URL names is opened
+    // once its record is there.
     routes::restore_initial(ui);
+    load_docs(ui).await;
+    routes::open_pending(ui);
     crate::outbox::show_outbox(ui).await;
 }
 

@@ -316,6 +316,17 @@ async fn yield_now() {
     perf::add("open.yield_ms", now_ms() - t);
 }
 
+/// Saves in the background what changed (the page answers meanwhile). `save.pending` counts
+/// it from now, so the page never shows nothing pending while a save is still to start.
+pub(crate) fn save_soon() {
+    perf::add("save.pending", 1.0);
+    spawn_local(async {
+        save_docs().await;
+        perf::add("save.pending", -1.0);
+        perf::publish();
+    });
+}
+
 /// Saves documents changed since the last save to IndexedDB.
 pub(crate) async fn save_docs() {
     let Some(db) = db() else { return };
@@ -338,6 +349,7 @@ pub(crate) async fn save_docs() {
     perf::add("save.automerge_ms", now_ms() - t);
     perf::add("save.docs", dirty.len() as f64);
     perf::add("save.pending", dirty.len() as f64);
+    perf::publish();
     let t = now_ms();
     let n = dirty.len() as f64;
     let items: Vec<(String, wasm_bindgen::JsValue)> = dirty
@@ -490,7 +502,7 @@ pub(crate) async fn sync_now(ui: Ui) {
                     Ok(changed) if !changed.is_empty() => {
                         // Show what arrived and keep it (IndexedDB writes in the background
                         // while the next round is fetched).
-                        spawn_local(save_docs());
+                        save_soon();
                         refresh_soon(ui);
                     }
                     Ok(_) => {}

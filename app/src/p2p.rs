@@ -27,7 +27,6 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{MessageEvent, Worker};
 
-use crate::catalogue::save_docs;
 use crate::state::{log, refresh_soon, user_id, Screen, Ui, CORE};
 use crate::{net, session};
 
@@ -436,7 +435,7 @@ async fn session_loop(
                 if any {
                     refresh_soon(ui);
                     // IndexedDB writes in the background while the page answers.
-                    spawn_local(save_docs());
+                    crate::catalogue::save_soon();
                 }
                 crate::perf::publish();
                 send_changes(ui, &mut sync, &link);

@@ -53,6 +53,19 @@ pub struct Found {
     pub ms: f64,
 }
 
+impl Found {
+    /// The same photos, as the same items (a month that changed makes new items), in the same
+    /// order, with the same note.
+    pub(crate) fn same_as(&self, other: &Found) -> bool {
+        let same = |a: &[Arc<Item>], b: &[Arc<Item>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+        };
+        self.note == other.note
+            && same(&self.exact, &other.exact)
+            && same(&self.smart, &other.smart)
+    }
+}
+
 /// The photos the user searches ([`tessera_core::Library::searchable_in`]'s rules: their own
 /// months, then partners' shown in their timeline, a partner's photo they saved counted once
 /// as theirs, no tombstones) as the lists hold them — shared with the shard cache, not copied

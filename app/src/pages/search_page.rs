@@ -218,8 +218,14 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
         spawn_local(async move {
             let r = search::run(f).await;
             if latest.get_value() == n {
-                answered.set(query);
-                found.set(Some(r));
+                // A search run again (a sync, an ML result) that finds the very same photos
+                // leaves the results as they are: the user's place in them ("Show more") stays.
+                let same = answered.get_untracked() == query
+                    && found.with_untracked(|f| f.as_ref().is_some_and(|f| f.same_as(&r)));
+                if !same {
+                    answered.set(query);
+                    found.set(Some(r));
+                }
                 busy.set(false);
             }
         });
@@ -336,14 +342,19 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
                 let p2 = p.clone();
                 let p3 = p.clone();
                 let p4 = p.clone();
-                let others: Vec<(String, String)> = people()
-                    .into_iter()
-                    .filter(|x| x.id != p)
-                    .map(|x| {
-                        let name = x.record.name.clone().filter(|n| !n.is_empty());
-                        (x.id.clone(), name.unwrap_or_else(|| format!("Unnamed ({} photos)", x.faces)))
-                    })
-                    .collect();
+                let p5 = p.clone();
+                // Only the list of other people follows the ML results: the form around it
+                // (and the name being typed in it) is not rebuilt when they change.
+                let others = move || -> Vec<(String, String)> {
+                    people()
+                        .into_iter()
+                        .filter(|x| x.id != p5)
+                        .map(|x| {
+                            let name = x.record.name.clone().filter(|n| !n.is_empty());
+                            (x.id.clone(), name.unwrap_or_else(|| format!("Unnamed ({} photos)", x.faces)))
+                        })
+                        .collect()
+                };
                 view! {
                     <form id="person-edit" class="person-edit" on:submit=move |ev| {
                         ev.prevent_default();
@@ -367,7 +378,7 @@ pub(crate) fn SearchPage(ui: Ui) -> impl IntoView {
                             }
                         }>
                             <option value="">"Same person as…"</option>
-                            {others.into_iter().map(|(id, name)| view! { <option value=id>{name}</option> }).collect_view()}
+                            {move || others().into_iter().map(|(id, name)| view! { <option value=id>{name}</option> }).collect_view()}
                         </select>
                         <span class="dim">{p.clone()}</span>
                     </form>
@@ -489,9 +500,9 @@ pub(crate) fn MemoriesStrip(ui: Ui) -> impl IntoView {
                     }
                 })
             };
-            // Advance every four seconds.
+            // Advance every four seconds (a memory of one photo stays as it is).
             let tick = gloo_timers::callback::Timeout::new(4000, move || {
-                if show.get_untracked().is_some_and(|(_, j)| j == i) {
+                if n > 1 && show.get_untracked().is_some_and(|(_, j)| j == i) {
                     step(1);
                 }
             });
