@@ -173,49 +173,25 @@ impl ItemTransforms {
                 .get(4..8)
                 .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
         });
-        let iprp = child(meta, b"iprp")?;
-        let props: Vec<([u8; 4], &[u8])> = children(child(iprp, b"ipco")?).collect();
-        let ipma = child(iprp, b"ipma")?;
-        let version = *ipma.first()?;
-        let wide_index = ipma.get(3)? & 1 == 1;
-        let count = u32::from_be_bytes(ipma.get(4..8)?.try_into().ok()?);
-        let mut at = 8;
-        let mut items = Vec::new();
-        for _ in 0..count {
-            let id = if version < 1 {
-                let b = ipma.get(at..at + 2)?;
-                at += 2;
-                u32::from(u16::from_be_bytes([b[0], b[1]]))
-            } else {
-                let b = ipma.get(at..at + 4)?;
-                at += 4;
-                u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-            };
-            let n = *ipma.get(at)?;
-            at += 1;
-            let mut t = Transform::default();
-            for _ in 0..n {
-                let index = if wide_index {
-                    let b = ipma.get(at..at + 2)?;
-                    at += 2;
-                    usize::from(u16::from_be_bytes([b[0], b[1]]) & 0x7FFF)
-                } else {
-                    let b = *ipma.get(at)?;
-                    at += 1;
-                    usize::from(b & 0x7F)
-                };
-                let Some((kind, payload)) = index.checked_sub(1).and_then(|i| props.get(i)) else {
-                    continue;
-                };
-                match kind {
-                    b"irot" => t.rotation = payload.first()? & 3,
-                    b"imir" => t.mirror = Some(payload.first()? & 1),
-                    b"clap" => t.cropped = true,
-                    _ => {}
+        let props = crate::heif_grid::Properties::parse(child(meta, b"iprp")?)?;
+        let items = props
+            .items()
+            .map(|id| {
+                let mut t = Transform::default();
+                for (_, prop) in props.of(id) {
+                    let Some((kind, payload)) = crate::heif_grid::kind_and_payload(prop) else {
+                        continue;
+                    };
+                    match &kind {
+                        b"irot" => t.rotation = payload.first()? & 3,
+                        b"imir" => t.mirror = Some(payload.first()? & 1),
+                        b"clap" => t.cropped = true,
+                        _ => {}
+                    }
                 }
-            }
-            items.push((id, t));
-        }
+                Some((id, t))
+            })
+            .collect::<Option<Vec<_>>>()?;
         Some(Self { primary, items })
     }
 

@@ -70,11 +70,78 @@ struct Meta<'a> {
     locations: HashMap<u32, (u8, Vec<(u64, u64)>)>,
     /// `dimg` references: derived item → its inputs, in order.
     dimg: HashMap<u32, Vec<u32>>,
+    properties: Properties<'a>,
+    idat: &'a [u8],
+}
+
+/// An `iprp` box: the property boxes of `ipco` and which items `ipma` associates them with
+/// (read for grid decodes here, and for the items' transforms in `heif.rs`).
+pub(crate) struct Properties<'a> {
     /// Property boxes of `ipco`, whole (header included), in order (index 1 is the first).
     props: Vec<&'a [u8]>,
     /// Item id → (essential, 1-based property index).
     assoc: HashMap<u32, Vec<(bool, u16)>>,
-    idat: &'a [u8],
+}
+
+impl<'a> Properties<'a> {
+    /// `iprp`'s payload. At most `MAX_TILES` × 2 items per `ipma` box are read.
+    pub(crate) fn parse(iprp: &'a [u8]) -> Option<Self> {
+        let props: Vec<&[u8]> = boxes(find(iprp, b"ipco")?).map(|(_, w, _)| w).collect();
+        let mut assoc = HashMap::new();
+        for (kind, _, ipma) in boxes(iprp) {
+            if &kind != b"ipma" {
+                continue;
+            }
+            let (version, wide_index) = (*ipma.first()?, ipma.get(3)? & 1 == 1);
+            let count = be_u32(ipma, 4)?;
+            let mut at = 8;
+            for _ in 0..count.min(MAX_TILES as u32 * 2) {
+                let id = id_at(ipma, &mut at, version >= 1)?;
+                let n = *ipma.get(at)?;
+                at += 1;
+                let mut list = Vec::with_capacity(usize::from(n));
+                for _ in 0..n {
+                    let (essential, index) = if wide_index {
+                        let v = be_u16(ipma, at)?;
+                        at += 2;
+                        (v & 0x8000 != 0, v & 0x7FFF)
+                    } else {
+                        let v = *ipma.get(at)?;
+                        at += 1;
+                        (v & 0x80 != 0, u16::from(v & 0x7F))
+                    };
+                    list.push((essential, index));
+                }
+                assoc.entry(id).or_insert_with(Vec::new).extend(list);
+            }
+        }
+        Some(Self { props, assoc })
+    }
+
+    /// The items that have properties.
+    pub(crate) fn items(&self) -> impl Iterator<Item = u32> + '_ {
+        self.assoc.keys().copied()
+    }
+
+    /// An item's properties: (essential, whole box), in `ipma`'s order (indexes that name no
+    /// property are skipped).
+    pub(crate) fn of(&self, id: u32) -> Vec<(bool, &'a [u8])> {
+        self.assoc
+            .get(&id)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|&(e, i)| {
+                        Some((e, *self.props.get(usize::from(i).checked_sub(1)?)?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A whole box's type and payload.
+pub(crate) fn kind_and_payload(whole: &[u8]) -> Option<([u8; 4], &[u8])> {
+    boxes(whole).next().map(|(k, _, p)| (k, p))
 }
 
 /// Iterates boxes of `buf` as (type, whole box, payload).
@@ -203,44 +270,14 @@ impl<'a> Meta<'a> {
             }
         }
 
-        let iprp = find(meta, b"iprp")?;
-        let props: Vec<&[u8]> = boxes(find(iprp, b"ipco")?).map(|(_, w, _)| w).collect();
-        let mut assoc = HashMap::new();
-        for (kind, _, ipma) in boxes(iprp) {
-            if &kind != b"ipma" {
-                continue;
-            }
-            let (version, wide_index) = (*ipma.first()?, ipma.get(3)? & 1 == 1);
-            let count = be_u32(ipma, 4)?;
-            let mut at = 8;
-            for _ in 0..count.min(MAX_TILES as u32 * 2) {
-                let id = id_at(ipma, &mut at, version >= 1)?;
-                let n = *ipma.get(at)?;
-                at += 1;
-                let mut list = Vec::with_capacity(usize::from(n));
-                for _ in 0..n {
-                    let (essential, index) = if wide_index {
-                        let v = be_u16(ipma, at)?;
-                        at += 2;
-                        (v & 0x8000 != 0, v & 0x7FFF)
-                    } else {
-                        let v = *ipma.get(at)?;
-                        at += 1;
-                        (v & 0x80 != 0, u16::from(v & 0x7F))
-                    };
-                    list.push((essential, index));
-                }
-                assoc.entry(id).or_insert_with(Vec::new).extend(list);
-            }
-        }
+        let properties = Properties::parse(find(meta, b"iprp")?)?;
         let idat = find(meta, b"idat").unwrap_or_default();
         Some(Self {
             primary,
             types,
             locations,
             dimg,
-            props,
-            assoc,
+            properties,
             idat,
         })
     }
@@ -265,16 +302,7 @@ impl<'a> Meta<'a> {
 
     /// An item's properties: (essential, whole box).
     fn properties(&self, id: u32) -> Vec<(bool, &'a [u8])> {
-        self.assoc
-            .get(&id)
-            .map(|list| {
-                list.iter()
-                    .filter_map(|&(e, i)| {
-                        Some((e, *self.props.get(usize::from(i).checked_sub(1)?)?))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.properties.of(id)
     }
 }
 
