@@ -6,6 +6,7 @@
 //! memories (`tests/sdk/search.mjs`).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn s(p: &Path) -> String {
     p.display().to_string()
@@ -146,8 +147,12 @@ fn immich_mobile_flow_sync_stream_and_backup() {
     let (first, photo) = (dir.path().join("first.jpg"), dir.path().join("photo.jpg"));
     std::fs::write(&first, small_jpeg(31)).unwrap();
     std::fs::write(&photo, small_jpeg(32)).unwrap();
-    let (code, _) = api.upload("first.jpg", small_jpeg(31)).unwrap();
+    let (code, v) = api.upload("first.jpg", small_jpeg(31)).unwrap();
     assert_eq!(code, 201);
+    // Processed before the app's first sync: its thumbhash and size must not arrive later as
+    // an update the script does not expect.
+    api.wait_processed(v["id"].as_str().unwrap(), Duration::from_secs(60))
+        .unwrap();
     let (still, video) = (corpus.join("IMG_0001.HEIC"), corpus.join("IMG_0001.MOV"));
     run_script(
         &node,

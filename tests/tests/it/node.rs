@@ -656,7 +656,7 @@ fn undecodable_heic_and_mp4_are_stored_and_listed_with_a_clear_error() {
         let (code, body) = api.upload(name, bytes.clone()).unwrap();
         assert_eq!(code, 201, "{name}: {body}");
         let asset = api
-            .wait_processed(&b3(bytes), Duration::from_secs(10))
+            .wait_processed(&b3(bytes), Duration::from_secs(60))
             .unwrap();
         assert_eq!(asset["originalMimeType"], mime, "{asset}");
         assert_eq!(asset["type"], kind);
@@ -721,8 +721,15 @@ fn a_failed_catalogue_write_is_retried_never_forgotten() {
         code, 500,
         "a record that is not on disk is not acknowledged: {body}"
     );
-    // The node retries on its own (every 5 s).
-    std::thread::sleep(Duration::from_secs(7));
+    // The node retries on its own (every 5 s): the shard's log grows when it has (waited
+    // for, not assumed after a fixed time: a loaded machine may take longer).
+    let before = std::fs::metadata(&shard).map(|m| m.len()).unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&shard).map(|m| m.len()).unwrap_or(0) == before
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     node.kill();
     let node = Node::start(&data).unwrap();
     let mut api = Api::new(&node.url);

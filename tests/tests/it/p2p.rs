@@ -132,7 +132,7 @@ fn devices_pair_by_key_and_unknown_forged_or_revoked_keys_get_nothing() {
         assert_eq!(s.welcome.role, Role::Device { user: user.clone() });
         let mut lib = Library::new(&[9; 16]);
         let mut sync = PeerSync::new();
-        sync_until_quiet(&mut s, &mut lib, &mut sync, Duration::from_millis(700))
+        sync_until_quiet(&mut s, &mut lib, &mut sync, Duration::from_secs(3))
             .await
             .unwrap();
         assert_eq!(asset_count(&lib, &user), 2);
@@ -194,7 +194,7 @@ fn devices_pair_by_key_and_unknown_forged_or_revoked_keys_get_nothing() {
             r.favorite = Some(true)
         })
         .unwrap();
-        sync_until_quiet(&mut s, &mut lib, &mut sync, Duration::from_millis(500))
+        sync_until_quiet(&mut s, &mut lib, &mut sync, Duration::from_secs(2))
             .await
             .unwrap();
 
@@ -216,7 +216,7 @@ fn devices_pair_by_key_and_unknown_forged_or_revoked_keys_get_nothing() {
         write(&mut s.send, &Frame::Sync(SyncEnvelope::new("evil", msgs)))
             .await
             .unwrap();
-        let end = tokio::time::timeout(Duration::from_secs(5), async {
+        let end = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 match read(&mut s.recv).await {
                     Ok(Some(_)) => continue,
@@ -276,7 +276,7 @@ fn devices_pair_by_key_and_unknown_forged_or_revoked_keys_get_nothing() {
         .await
         .unwrap();
         assert_eq!(code, 204);
-        let closed = tokio::time::timeout(Duration::from_secs(5), s.conn.closed()).await;
+        let closed = tokio::time::timeout(Duration::from_secs(30), s.conn.closed()).await;
         assert!(
             closed.is_ok(),
             "a revoked device's connection must close at once"
@@ -321,7 +321,7 @@ fn devices_pair_by_key_and_unknown_forged_or_revoked_keys_get_nothing() {
         tokio::task::spawn_blocking(move || client.post(url).bearer_auth(t).send().unwrap())
             .await
             .unwrap();
-        let closed = tokio::time::timeout(Duration::from_secs(5), s.unwrap().conn.closed()).await;
+        let closed = tokio::time::timeout(Duration::from_secs(30), s.unwrap().conn.closed()).await;
         assert!(
             closed.is_ok(),
             "logging out closes the browser's connection"
@@ -350,6 +350,11 @@ fn a_reverse_proxied_relay_url_is_what_browsers_are_told() {
 }
 
 fn count_originals(data: &std::path::Path) -> usize {
+    count_files(&data.join("blobs/original"))
+}
+
+/// Files under `dir`, at any depth.
+fn count_files(dir: &std::path::Path) -> usize {
     fn walk(p: &std::path::Path, n: &mut usize) {
         if let Ok(rd) = std::fs::read_dir(p) {
             for e in rd.flatten() {
@@ -363,7 +368,7 @@ fn count_originals(data: &std::path::Path) -> usize {
         }
     }
     let mut n = 0;
-    walk(&data.join("blobs/original"), &mut n);
+    walk(dir, &mut n);
     n
 }
 
@@ -535,7 +540,7 @@ fn a_second_node_joins_with_a_ticket_replicates_everything_and_can_take_over() {
     rt.block_on(async {
         let ep = endpoint(phone.clone()).await.unwrap();
         let mut s = None;
-        for _ in 0..100 {
+        for _ in 0..300 {
             if let Ok(Ok(ok)) = connect(&ep, addr_b.clone(), None).await {
                 s = Some(ok);
                 break;
@@ -559,7 +564,7 @@ fn a_second_node_joins_with_a_ticket_replicates_everything_and_can_take_over() {
         .await
         .unwrap();
         assert_eq!(code, 204);
-        let closed = tokio::time::timeout(Duration::from_secs(10), s.conn.closed()).await;
+        let closed = tokio::time::timeout(Duration::from_secs(30), s.conn.closed()).await;
         assert!(
             closed.is_ok(),
             "unpairing on A closes the device's connection to B"
@@ -618,14 +623,9 @@ async fn member(url: &str, email: &str, password: &str, actor: u8) -> Member {
         lib: Library::new(&[actor; 16]),
         sync: PeerSync::new(),
     };
-    sync_until_quiet(
-        &mut m.s,
-        &mut m.lib,
-        &mut m.sync,
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
+    sync_until_quiet(&mut m.s, &mut m.lib, &mut m.sync, Duration::from_secs(2))
+        .await
+        .unwrap();
     m
 }
 
@@ -682,7 +682,7 @@ fn shared_album_contributions_over_iroh() {
                 })
                 .collect()
         });
-        sync_until_quiet(&mut kid.s, &mut kid.lib, &mut kid.sync, Duration::from_millis(400))
+        sync_until_quiet(&mut kid.s, &mut kid.lib, &mut kid.sync, Duration::from_secs(1))
             .await
             .unwrap();
         let mut times = Vec::new();
@@ -746,13 +746,13 @@ fn shared_album_contributions_over_iroh() {
             assert_eq!(code, 201, "{b}");
             b["id"].as_str().unwrap().to_owned()
         });
-        sync_until_quiet(&mut gran.s, &mut gran.lib, &mut gran.sync, Duration::from_millis(300))
+        sync_until_quiet(&mut gran.s, &mut gran.lib, &mut gran.sync, Duration::from_secs(1))
             .await
             .unwrap();
         gran.lib
             .add_album_items(&doc, &[(gran_photo.clone(), gran.user.clone())], &gran.user, "t")
             .unwrap();
-        let refused = sync_until_quiet(&mut gran.s, &mut gran.lib, &mut gran.sync, Duration::from_millis(500)).await;
+        let refused = sync_until_quiet(&mut gran.s, &mut gran.lib, &mut gran.sync, Duration::from_secs(10)).await;
         assert!(refused.is_err(), "the node ends a session that writes beyond its role");
         let got = tokio::task::block_in_place(|| {
             owner_dev.api.get_json(&format!("/api/albums/{}", album["id"].as_str().unwrap())).unwrap().1
@@ -772,7 +772,7 @@ fn shared_album_contributions_over_iroh() {
         assert_eq!(code, 204);
         let t0 = Instant::now();
         while kid.lib.contains(&doc) {
-            assert!(t0.elapsed() < Duration::from_secs(10), "the removed member still holds the album");
+            assert!(t0.elapsed() < Duration::from_secs(30), "the removed member still holds the album");
             sync_until_quiet(&mut kid.s, &mut kid.lib, &mut kid.sync, Duration::from_millis(200))
                 .await
                 .unwrap();
@@ -859,6 +859,14 @@ fn the_scrub_finds_rotten_blobs_and_gets_them_back_from_the_other_node() {
         files.sort();
         files[0].clone()
     };
+    // Every blob on B first (previews and the other thumbnails may still be arriving, and
+    // the pass counts what it reads).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_files(&db.join("blobs")) < count_files(&da.join("blobs"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Rot: one flipped byte in the middle of each file, sizes unchanged.
     for path in [&original, &thumb_hash] {
         let mut b = std::fs::read(path).unwrap();
