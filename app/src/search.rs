@@ -119,9 +119,7 @@ fn corpus_items(
 ) -> (Vec<Arc<Item>>, bool) {
     let mut out = Vec::new();
     let mut complete = true;
-    // Only partners' months need to know which photos are mine (the months come mine first).
-    let partners = shards.iter().any(|(_, s)| *s == ShardScope::Partner);
-    let mut own: HashSet<Arc<str>> = HashSet::new();
+    let mut once = search::SearchedOnce::<Arc<str>>::new(shards);
     for (doc, scope) in shards {
         let cached = crate::state::SHARDS.with(|s| {
             s.borrow()
@@ -137,21 +135,10 @@ fn corpus_items(
                 .map(|r| Arc::new(Item::of(r)))
                 .collect()
         });
-        for r in items.into_iter().filter(|r| !r.is_purged()) {
-            match scope {
-                ShardScope::Own => {
-                    if partners {
-                        own.insert(r.id.clone());
-                    }
-                }
-                // Shown, and not also mine.
-                ShardScope::Partner => {
-                    if !search::partner_record_shown(&r) || own.contains(&r.id) {
-                        continue;
-                    }
-                }
+        for r in items.into_iter() {
+            if once.admits(*scope, &r, || r.id.clone()) {
+                out.push(r);
             }
-            out.push(r);
         }
     }
     (out, complete)

@@ -802,6 +802,46 @@ pub fn partner_record_shown<S: Searched + ?Sized>(r: &S) -> bool {
     !r.is_purged() && !r.is_trashed() && !r.archived()
 }
 
+/// Which records of [`Library::search_shards`]' months, taken in that order (the user's own
+/// first), are searched: none purged; a partner's only if [`partner_record_shown`] and not
+/// also the user's own (a partner's photo saved to this library counts once, as theirs).
+/// `K` is how the user's own ids are kept (`String`, or the PWA's shared `Arc<str>`); they are
+/// kept only when partners' months follow.
+pub struct SearchedOnce<K> {
+    partners: bool,
+    own: HashSet<K>,
+}
+
+impl<K: std::hash::Hash + Eq + std::borrow::Borrow<str>> SearchedOnce<K> {
+    pub fn new(shards: &[(DocId, ShardScope)]) -> Self {
+        Self {
+            partners: shards.iter().any(|(_, s)| *s == ShardScope::Partner),
+            own: HashSet::new(),
+        }
+    }
+
+    /// Whether `r`, read from a month of `scope`, is searched; `key` makes its id to keep.
+    pub fn admits<S: Searched + ?Sized>(
+        &mut self,
+        scope: ShardScope,
+        r: &S,
+        key: impl FnOnce() -> K,
+    ) -> bool {
+        if r.is_purged() {
+            return false;
+        }
+        match scope {
+            ShardScope::Own => {
+                if self.partners {
+                    self.own.insert(key());
+                }
+                true
+            }
+            ShardScope::Partner => partner_record_shown(r) && !self.own.contains(r.id()),
+        }
+    }
+}
+
 impl Library {
     /// The assets `user` searches: their own, and those of partners whose photos they chose
     /// to see in their timeline (not archived or trashed there; a partner's photo saved to
@@ -851,20 +891,11 @@ impl Library {
         read: &mut ReadShard<'_>,
     ) -> Result<Vec<AssetRecord>, LibraryError> {
         let mut out = Vec::new();
-        let mut own: HashSet<String> = HashSet::new();
-        for (doc, scope) in self.search_shards(user, month)? {
-            for r in read(self, &doc)?.iter().filter(|r| !r.is_purged()) {
-                match scope {
-                    ShardScope::Own => {
-                        own.insert(r.id.clone());
-                    }
-                    ShardScope::Partner => {
-                        if !partner_record_shown(r) || own.contains(&r.id) {
-                            continue;
-                        }
-                    }
-                }
-                if keep(r) {
+        let shards = self.search_shards(user, month)?;
+        let mut once = SearchedOnce::<String>::new(&shards);
+        for (doc, scope) in shards {
+            for r in read(self, &doc)?.iter() {
+                if once.admits(scope, r, || r.id.clone()) && keep(r) {
                     out.push(r.clone());
                 }
             }
@@ -956,6 +987,43 @@ fn words_at(hay: &str, needle: &str) -> Option<usize> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_partners_photo_is_searched_once_and_only_when_shown() {
+        let own = DocId::shard("me", "2023-06").unwrap();
+        let theirs = DocId::shard("mum", "2023-06").unwrap();
+        let shards = [
+            (own.clone(), ShardScope::Own),
+            (theirs.clone(), ShardScope::Partner),
+        ];
+        let mut once = SearchedOnce::<String>::new(&shards);
+        let mut purged = rec("p");
+        purged.purged_at = Some("2024-01-01T00:00:00Z".into());
+        let admitted = |once: &mut SearchedOnce<String>, scope, r: &AssetRecord| {
+            once.admits(scope, r, || r.id.clone())
+        };
+        assert!(admitted(&mut once, ShardScope::Own, &rec("saved")));
+        assert!(admitted(&mut once, ShardScope::Own, &rec("mine")));
+        assert!(!admitted(&mut once, ShardScope::Own, &purged));
+        // Saved from the partner: counted once, as mine.
+        assert!(!admitted(&mut once, ShardScope::Partner, &rec("saved")));
+        assert!(admitted(&mut once, ShardScope::Partner, &rec("hers")));
+        let mut trashed = rec("trashed");
+        trashed.trashed_at = Some("2024-01-01T00:00:00Z".into());
+        let mut archived = rec("archived");
+        archived.archived = Some(true);
+        for hidden in [&trashed, &archived, &purged] {
+            assert!(
+                !admitted(&mut once, ShardScope::Partner, hidden),
+                "{}",
+                hidden.id
+            );
+        }
+        // No partners' months: nothing of mine is kept, everything not purged is searched.
+        let mut alone = SearchedOnce::<String>::new(&shards[..1]);
+        assert!(alone.admits(ShardScope::Own, &trashed, || unreachable!("no partners")));
+        assert!(alone.own.is_empty());
+    }
 
     fn rec(id: &str) -> AssetRecord {
         AssetRecord {

@@ -187,12 +187,11 @@ pub(crate) fn indexed_search(
     user: &str,
     keep: &dyn Fn(&crate::views::SlimRecord<'_>, &PeopleIndex) -> bool,
 ) -> ApiResult<Vec<IndexHit>> {
-    use tessera_core::search::{partner_record_shown, Searched, ShardScope};
+    use tessera_core::search::{Searched, SearchedOnce};
     let mut lib = node.catalog.lock()?;
     let people = lib.people_index(user).map_err(CatalogError::from)?;
     let shards = lib.search_shards(user, None).map_err(CatalogError::from)?;
-    let partners = shards.iter().any(|(_, s)| *s == ShardScope::Partner);
-    let mut own: HashSet<String> = HashSet::new();
+    let mut once = SearchedOnce::<String>::new(&shards);
     let mut hits = Vec::new();
     for (doc, scope) in shards {
         let slim = node
@@ -202,20 +201,8 @@ pub(crate) fn indexed_search(
         for i in 0..slim.len() {
             // Tested in place: a record is built for no photo.
             let r = slim.searched(i);
-            if r.is_purged() {
+            if !once.admits(scope, &r, || r.id().to_owned()) {
                 continue;
-            }
-            match scope {
-                ShardScope::Own if partners => {
-                    own.insert(r.id().to_owned());
-                }
-                ShardScope::Own => {}
-                ShardScope::Partner => {
-                    // Shown, and not also mine.
-                    if !partner_record_shown(&r) || own.contains(r.id()) {
-                        continue;
-                    }
-                }
             }
             if keep(&r, &people) {
                 let taken_at = r.taken_at().map(str::to_owned);
