@@ -70,7 +70,22 @@ pub struct Node {
 impl Node {
     /// Starts a node on `data` and a free port, waiting until `/api/server/ping` answers.
     pub fn start(data: &Path) -> Result<Self> {
-        Self::start_on(data, free_port())
+        Self::start_free(data, &[])
+    }
+
+    /// On a port picked here: another process may take it between the pick and the node's
+    /// bind, and then another port is tried (a few times).
+    fn start_free(data: &Path, extra: &[&str]) -> Result<Self> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_full(data, free_port(), extra) {
+                Err(e) if tries < 3 && format!("{e:#}").contains("in use") => {
+                    eprintln!("the port picked was taken meanwhile; another: {e:#}");
+                }
+                done => return done,
+            }
+        }
     }
 
     pub fn start_on(data: &Path, port: u16) -> Result<Self> {
@@ -79,7 +94,7 @@ impl Node {
 
     /// Starts a node with extra `serve` arguments (e.g. `--ml URL`).
     pub fn start_with(data: &Path, extra: &[&str]) -> Result<Self> {
-        Self::start_full(data, free_port(), extra)
+        Self::start_free(data, extra)
     }
 
     /// Starts a node on a given port with extra `serve` arguments (restarts keep their URL).
