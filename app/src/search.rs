@@ -135,7 +135,7 @@ fn corpus_items(
                 .map(|r| Arc::new(Item::of(r)))
                 .collect()
         });
-        for r in items.into_iter() {
+        for r in items {
             if once.admits(*scope, &r, || r.id.clone()) {
                 out.push(r);
             }

@@ -156,6 +156,14 @@ async fn text_of(c: &Client, css: &str) -> String {
     }
 }
 
+/// Waits until the text of `css` contains `needle`.
+async fn wait_text(c: &Client, what: &str, timeout: Duration, css: &str, needle: &str) {
+    wait_for(c, what, timeout, || async {
+        text_of(c, css).await.contains(needle).then_some(())
+    })
+    .await;
+}
+
 async fn screenshot(c: &Client, name: &str) -> PathBuf {
     let dir = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -586,13 +594,7 @@ async fn pwa_shows_ml_progress_and_people() {
         (v.as_u64()? == 1).then_some(())
     })
     .await;
-    wait_for(&c, "the person's photo count", t, || async {
-        text_of(&c, "#people")
-            .await
-            .contains("3 photos")
-            .then_some(())
-    })
-    .await;
+    wait_text(&c, "the person's photo count", t, "#people", "3 photos").await;
     screenshot(&c, "e2e-ml-people.png").await;
 
     // Search. A photo with GPS taken on this day some years ago: a place and a memory.
@@ -633,12 +635,13 @@ async fn pwa_shows_ml_progress_and_people() {
     let (paris, page) = paris;
     // The new photos analysed too before the person's page is edited (the page follows every
     // ML result) and so the CLIP packs stop changing before the rankings are compared.
-    wait_for(&c, "the ML node to analyse the new photos", t, || async {
-        text_of(&c, "#ml-progress")
-            .await
-            .contains("all 6 photos analysed")
-            .then_some(())
-    })
+    wait_text(
+        &c,
+        "the ML node to analyse the new photos",
+        t,
+        "#ml-progress",
+        "all 6 photos analysed",
+    )
     .await;
     // A person's photos: click their face in the ML panel, then name them.
     click(&c, "#people .person").await;
@@ -669,12 +672,13 @@ async fn pwa_shows_ml_progress_and_people() {
         .await
         .unwrap();
     click(&c, "#person-rename").await;
-    wait_for(&c, "the new name in the people row", t, || async {
-        text_of(&c, "#search .search-people")
-            .await
-            .contains("Barack")
-            .then_some(())
-    })
+    wait_text(
+        &c,
+        "the new name in the people row",
+        t,
+        "#search .search-people",
+        "Barack",
+    )
     .await;
     // A cover face for the person, then "not this person" on one face: that photo leaves the
     // person's page at once (and clustering never puts it back).
@@ -778,13 +782,7 @@ async fn pwa_shows_ml_progress_and_people() {
     .await;
     click(&c, "#nav-photos").await;
     // On this day, six years ago or so: a memory card over the timeline, and its slideshow.
-    wait_for(&c, "an on-this-day memory", t, || async {
-        text_of(&c, "#memories")
-            .await
-            .contains("years ago")
-            .then_some(())
-    })
-    .await;
+    wait_text(&c, "an on-this-day memory", t, "#memories", "years ago").await;
     click(&c, "#memories .memory-card").await;
     wait_for(&c, "the slideshow", t, || async {
         let v = c
@@ -835,13 +833,7 @@ async fn pwa_shows_ml_progress_and_people() {
     // The place's page: its photos, offline.
     screenshot(&c, "e2e-map-place.png").await;
     click(&c, "#map-place-open").await;
-    wait_for(&c, "the place's page", t, || async {
-        text_of(&c, "#place-title")
-            .await
-            .contains("Paris, France")
-            .then_some(())
-    })
-    .await;
+    wait_text(&c, "the place's page", t, "#place-title", "Paris, France").await;
     assert_eq!(
         hits(1, "#search .exact .search-hit").await,
         vec![paris.clone()]
@@ -891,13 +883,7 @@ async fn pwa_shows_ml_progress_and_people() {
     screenshot(&c, "e2e-search-offline.png").await;
     // A phrase never searched before says what works offline.
     search("a red bicycle at night").await;
-    wait_for(&c, "the offline note", t, || async {
-        text_of(&c, "#search-note")
-            .await
-            .contains("unreachable")
-            .then_some(())
-    })
-    .await;
+    wait_text(&c, "the offline note", t, "#search-note", "unreachable").await;
     c.close().await.unwrap();
 }
 
