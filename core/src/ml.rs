@@ -102,6 +102,12 @@ impl FaceRecord {
     }
 }
 
+/// The asset of a face key ([`FaceRecord::key`]).
+pub fn face_asset(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(FACE_PREFIX)?;
+    Some(&rest[..rest.rfind('/')?])
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PersonRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,30 +231,32 @@ impl Library {
     /// People of `user` that have faces (merged people fold into their target), most faces
     /// first.
     pub fn people_with_faces(&self, user: &str) -> Result<Vec<PersonSummary>, LibraryError> {
-        let records: std::collections::BTreeMap<String, PersonRecord> =
-            self.people(user)?.into_iter().collect();
-        let mut out: std::collections::BTreeMap<String, PersonSummary> = Default::default();
-        for doc in self.ml_doc_ids(user) {
-            for (key, f) in self.faces(&doc, None)? {
-                let Some(p) = f.effective_person() else {
-                    continue;
-                };
-                let p = self.resolve_person(user, p)?;
-                let v = out.entry(p.clone()).or_insert_with(|| PersonSummary {
-                    record: records.get(&p).cloned().unwrap_or_default(),
-                    id: p,
-                    faces: 0,
-                    cover: None,
-                });
-                v.faces += 1;
-                if v.cover.is_none() || v.record.cover.as_deref() == Some(key.as_str()) {
-                    v.cover = Some(f);
-                }
-            }
-        }
-        let mut v: Vec<PersonSummary> = out.into_values().collect();
-        v.sort_by(|a, b| b.faces.cmp(&a.faces).then_with(|| a.id.cmp(&b.id)));
-        Ok(v)
+        let docs = self.ml_doc_ids(user);
+        let parts = docs
+            .iter()
+            .map(|d| self.ml_doc_people(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.people_counts_of(user, docs.iter().zip(&parts))?
+            .into_iter()
+            .map(|c| self.person_summary(c))
+            .collect()
+    }
+
+    /// A person's count, with its cover face read from its document.
+    pub fn person_summary(
+        &self,
+        c: crate::search::PersonCount,
+    ) -> Result<PersonSummary, LibraryError> {
+        let cover = match &c.cover {
+            Some((doc, key)) => self.entry(doc, key)?.and_then(|m| typed(doc, key, m).ok()),
+            None => None,
+        };
+        Ok(PersonSummary {
+            id: c.id,
+            record: c.record,
+            faces: c.faces,
+            cover,
+        })
     }
 
     /// Marks of an ML document. Entries that do not parse (written by a newer or a buggy peer)

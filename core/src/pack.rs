@@ -152,6 +152,12 @@ impl Pack {
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, PackError> {
+        Self::decode_with_layout(b).map(|(p, _)| p)
+    }
+
+    /// [`Pack::decode`], and where its vectors are in `b` (for a reader that leaves them in
+    /// the blob and reads only the rows it needs).
+    pub fn decode_with_layout(b: &[u8]) -> Result<(Self, Layout), PackError> {
         let mut r = Reader { b, at: 0 };
         if r.take(4)? != MAGIC {
             return Err(PackError::Magic);
@@ -175,10 +181,13 @@ impl Pack {
             }
             keys.push(k);
         }
-        let per = match dtype {
-            Dtype::F16 => dim * 2,
-            Dtype::Int8 => 4 + dim,
+        let layout = Layout {
+            dtype,
+            dim,
+            count,
+            body: r.at,
         };
+        let per = layout.row_len();
         // Checked: on 32-bit targets (wasm) dim × count can overflow.
         let len = per
             .checked_mul(count)
@@ -186,26 +195,18 @@ impl Pack {
         let body = r.take(len)?;
         let mut vectors = Vec::with_capacity(body.len() / per.max(1) * dim);
         for row in body.chunks_exact(per) {
-            match dtype {
-                Dtype::F16 => vectors.extend(
-                    row.chunks_exact(2)
-                        .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
-                ),
-                Dtype::Int8 => {
-                    let scale = f32::from_le_bytes([row[0], row[1], row[2], row[3]]);
-                    vectors.extend(row[4..].iter().map(|&q| f32::from(q as i8) * scale));
-                }
-            }
+            layout.read_row(row, &mut vectors);
         }
         if r.at != b.len() {
             return Err(PackError::Trailing(b.len() - r.at));
         }
-        Ok(Self {
+        let pack = Self {
             model,
             dim,
             keys,
             vectors,
-        })
+        };
+        Ok((pack, layout))
     }
 
     /// 1-bit sign codes (`dim / 8` bytes per vector): the first, cheap stage of search.
@@ -230,6 +231,47 @@ impl Pack {
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
         scored.truncate(k);
         scored
+    }
+}
+
+/// Where a decoded pack's vectors are in its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub dtype: Dtype,
+    pub dim: usize,
+    pub count: usize,
+    /// Offset of the first vector.
+    pub body: usize,
+}
+
+impl Layout {
+    /// Bytes of one stored vector.
+    pub fn row_len(&self) -> usize {
+        match self.dtype {
+            Dtype::F16 => self.dim * 2,
+            Dtype::Int8 => 4 + self.dim,
+        }
+    }
+
+    /// Offset of vector `i` in the pack's bytes.
+    pub fn row_offset(&self, i: usize) -> u64 {
+        self.body as u64 + i as u64 * self.row_len() as u64
+    }
+
+    /// Appends one stored vector (`row_len` bytes) to `out` as f32.
+    pub fn read_row(&self, row: &[u8], out: &mut Vec<f32>) {
+        match self.dtype {
+            Dtype::F16 => out.extend(
+                row.chunks_exact(2)
+                    .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            ),
+            Dtype::Int8 => {
+                if let Some((s, q)) = row.split_first_chunk::<4>() {
+                    let scale = f32::from_le_bytes(*s);
+                    out.extend(q.iter().map(|&q| f32::from(q as i8) * scale));
+                }
+            }
+        }
     }
 }
 

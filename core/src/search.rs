@@ -575,33 +575,9 @@ impl VectorIndex {
         if q.len() != self.dim || k == 0 || self.is_empty() {
             return Vec::new();
         }
-        let qc = sign_code(q);
-        let dist: Vec<u32> = (0..self.len())
-            .map(|i| {
-                if !allow(i) {
-                    return u32::MAX;
-                }
-                let row = &self.codes[i * self.words..(i + 1) * self.words];
-                row.iter().zip(&qc).map(|(a, b)| (a ^ b).count_ones()).sum()
-            })
-            .collect();
-        let mut hist = vec![0u32; self.words * 64 + 1];
-        for &d in &dist {
-            if let Some(h) = hist.get_mut(d as usize) {
-                *h += 1;
-            }
-        }
-        let (threshold, _) = candidate_threshold(&hist, candidates);
-        let ham: Vec<(u32, usize)> = dist
-            .iter()
-            .enumerate()
-            .filter(|(_, &d)| d <= threshold)
-            .map(|(i, &d)| (d, i))
-            .collect();
-        let mut scored: Vec<(usize, f32)> = ham
-            .into_iter()
-            .map(|(_, i)| (i, self.score(q, i)))
-            .collect();
+        let found = hamming_candidates([&self.codes[..]], q, candidates, allow);
+        let mut scored: Vec<(usize, f32)> =
+            found.into_iter().map(|i| (i, self.score(q, i))).collect();
         rank(&mut scored, k);
         scored
     }
@@ -620,6 +596,54 @@ impl VectorIndex {
         rank(&mut scored, k);
         scored
     }
+}
+
+/// Stage one of the two-stage search over sign codes held in parts (one per pack, say; rows
+/// are numbered across the parts in order): the rows `allow` accepts within the Hamming cut
+/// that keeps at least `candidates` of them (see [`candidate_threshold`]), in row order.
+/// Stage two scores them with the stored vectors.
+pub fn hamming_candidates<'a>(
+    parts: impl IntoIterator<Item = &'a [u64]>,
+    q: &[f32],
+    candidates: usize,
+    allow: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let qc = sign_code(q);
+    let words = qc.len().max(1);
+    let dist: Vec<u32> = parts
+        .into_iter()
+        .flat_map(|codes| codes.chunks_exact(words))
+        .enumerate()
+        .map(|(i, row)| {
+            if !allow(i) {
+                return u32::MAX;
+            }
+            row.iter().zip(&qc).map(|(a, b)| (a ^ b).count_ones()).sum()
+        })
+        .collect();
+    let mut hist = vec![0u32; words * 64 + 1];
+    for &d in &dist {
+        if let Some(h) = hist.get_mut(d as usize) {
+            *h += 1;
+        }
+    }
+    let (threshold, _) = candidate_threshold(&hist, candidates);
+    dist.iter()
+        .enumerate()
+        .filter(|(_, &d)| d <= threshold)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// A vector's sign code: bit `j` of word `j / 64` set when component `j` is positive.
+pub fn sign_code(v: &[f32]) -> Vec<u64> {
+    v.chunks(64)
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u64, |w, (i, x)| if *x > 0.0 { w | (1 << i) } else { w })
+        })
+        .collect()
 }
 
 /// Stage one's cut: the smallest Hamming distance `t` such that at least `candidates` rows
@@ -728,7 +752,8 @@ pub mod synthetic {
     }
 }
 
-fn rank(scored: &mut Vec<(usize, f32)>, k: usize) {
+/// Keeps the `k` best of `scored`: scores descend, ties break by row.
+pub fn rank(scored: &mut Vec<(usize, f32)>, k: usize) {
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     scored.truncate(k);
 }
@@ -739,16 +764,6 @@ pub fn sign_code_u32(v: &[f32]) -> Vec<u32> {
     sign_code(v)
         .iter()
         .flat_map(|w| [*w as u32, (*w >> 32) as u32])
-        .collect()
-}
-
-fn sign_code(v: &[f32]) -> Vec<u64> {
-    v.chunks(64)
-        .map(|c| {
-            c.iter()
-                .enumerate()
-                .fold(0u64, |w, (i, x)| if *x > 0.0 { w | (1 << i) } else { w })
-        })
         .collect()
 }
 
@@ -905,6 +920,99 @@ impl Library {
 
     /// Who is in which of `user`'s photos.
     pub fn people_index(&self, user: &str) -> Result<PeopleIndex, LibraryError> {
+        let parts = self
+            .ml_doc_ids(user)
+            .iter()
+            .map(|doc| self.ml_doc_people(doc))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.people_index_of(user, &parts)
+    }
+
+    /// What one ML document says for search: each face's person as recorded (merges not
+    /// resolved, hidden people not left out) and the text read in each photo. A peer keeps
+    /// these per document and revision, so a change to one month reads one month again.
+    pub fn ml_doc_people(&self, doc: &DocId) -> Result<MlDocPeople, LibraryError> {
+        let mut part = MlDocPeople::default();
+        for (asset, m) in self.ml_marks(doc)? {
+            if let Some(t) = m.text.filter(|t| !t.trim().is_empty()) {
+                part.text.push((asset, t));
+            }
+        }
+        for (key, f) in self.faces(doc, None)? {
+            if let Some(p) = f.effective_person() {
+                part.faces.push((key, p.to_owned()));
+            }
+        }
+        Ok(part)
+    }
+
+    /// Resolves the people faces record to whom they are now: merges followed, `None` for a
+    /// hidden person; each person once however many faces they have.
+    fn person_resolver<'a>(
+        &'a self,
+        user: &'a str,
+        records: &'a HashMap<String, PersonRecord>,
+    ) -> impl FnMut(&str) -> Result<Option<String>, LibraryError> + 'a {
+        let mut resolved: HashMap<String, Option<String>> = HashMap::new();
+        move |p: &str| {
+            if let Some(r) = resolved.get(p) {
+                return Ok(r.clone());
+            }
+            let r = self.resolve_person(user, p)?;
+            let r = records
+                .get(&r)
+                .is_none_or(|r| r.hidden != Some(true))
+                .then_some(r);
+            resolved.insert(p.to_owned(), r.clone());
+            Ok(r)
+        }
+    }
+
+    /// People of `user` that have faces in `parts` (one per ML document), merged people folded
+    /// into their target, hidden ones included, most faces first; each with where its cover
+    /// face is (the chosen cover, else the first face found).
+    pub fn people_counts_of<'a>(
+        &self,
+        user: &str,
+        parts: impl IntoIterator<Item = (&'a DocId, &'a MlDocPeople)>,
+    ) -> Result<Vec<PersonCount>, LibraryError> {
+        let records: HashMap<String, PersonRecord> = self.people(user)?.into_iter().collect();
+        let mut resolved: HashMap<&str, String> = HashMap::new();
+        let mut out: HashMap<String, PersonCount> = HashMap::new();
+        for (doc, part) in parts {
+            for (key, p) in &part.faces {
+                let p = match resolved.get(p.as_str()) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = self.resolve_person(user, p)?;
+                        resolved.insert(p, r.clone());
+                        r
+                    }
+                };
+                let v = out.entry(p.clone()).or_insert_with(|| PersonCount {
+                    record: records.get(&p).cloned().unwrap_or_default(),
+                    id: p,
+                    faces: 0,
+                    cover: None,
+                });
+                v.faces += 1;
+                if v.cover.is_none() || v.record.cover.as_deref() == Some(key.as_str()) {
+                    v.cover = Some((doc.clone(), key.clone()));
+                }
+            }
+        }
+        let mut v: Vec<PersonCount> = out.into_values().collect();
+        v.sort_by(|a, b| b.faces.cmp(&a.faces).then_with(|| a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    /// [`Library::people_index`] from the parts of `user`'s ML documents: merges resolved,
+    /// hidden people left out, names from the people document.
+    pub fn people_index_of<'a>(
+        &self,
+        user: &str,
+        parts: impl IntoIterator<Item = &'a MlDocPeople>,
+    ) -> Result<PeopleIndex, LibraryError> {
         let records: HashMap<String, PersonRecord> = self.people(user)?.into_iter().collect();
         let mut idx = PeopleIndex::default();
         for (id, r) in &records {
@@ -912,21 +1020,17 @@ impl Library {
                 idx.names.insert(id.clone(), n.to_owned());
             }
         }
-        for doc in self.ml_doc_ids(user) {
-            for (asset, m) in self.ml_marks(&doc)? {
-                if let Some(t) = m.text.filter(|t| !t.trim().is_empty()) {
-                    idx.text.insert(asset, t);
-                }
+        let mut resolve = self.person_resolver(user, &records);
+        for part in parts {
+            for (asset, t) in &part.text {
+                idx.text.insert(asset.clone(), t.clone());
             }
-            for (_, f) in self.faces(&doc, None)? {
-                let Some(p) = f.effective_person() else {
+            for (key, p) in &part.faces {
+                let Some(p) = resolve(p)? else { continue };
+                let Some(asset) = crate::ml::face_asset(key) else {
                     continue;
                 };
-                let p = self.resolve_person(user, p)?;
-                if records.get(&p).is_some_and(|r| r.hidden == Some(true)) {
-                    continue;
-                }
-                let e = idx.by_asset.entry(f.asset.clone()).or_default();
+                let e = idx.by_asset.entry(asset.to_owned()).or_default();
                 if !e.0.contains(&p) {
                     if let Some(n) = idx.names.get(&p) {
                         e.1.push(n.clone());
@@ -936,6 +1040,35 @@ impl Library {
             }
         }
         Ok(idx)
+    }
+}
+
+/// A person with faces, and where its cover face is: (ML document, face key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonCount {
+    pub id: String,
+    pub record: PersonRecord,
+    pub faces: usize,
+    pub cover: Option<(DocId, String)>,
+}
+
+/// One ML document's part of a [`PeopleIndex`] (see [`Library::ml_doc_people`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MlDocPeople {
+    /// (face key, person as recorded).
+    faces: Vec<(String, String)>,
+    /// (asset, text read in it).
+    text: Vec<(String, String)>,
+}
+
+impl MlDocPeople {
+    /// Rough heap bytes held (for a cache's statistics).
+    pub fn bytes(&self) -> usize {
+        self.faces
+            .iter()
+            .chain(&self.text)
+            .map(|(a, b)| a.len() + b.len() + 48)
+            .sum()
     }
 }
 

@@ -26,6 +26,7 @@ pub mod node;
 pub mod objects;
 pub mod peer;
 pub mod scrub;
+pub mod smart_index;
 pub mod upload;
 pub mod views;
 pub mod webhooks;

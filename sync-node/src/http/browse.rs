@@ -13,7 +13,7 @@ use tessera_core::memories::{self, Kind};
 use tessera_core::AssetRecord;
 
 use crate::catalog::CatalogError;
-use crate::http::search::{corpus, corpus_where};
+use crate::http::search::{corpus, records_where};
 use crate::http::*;
 use crate::views::{bucket_of, Shelf};
 
@@ -192,7 +192,19 @@ fn timeline_assets(
     q: &BucketQuery,
     month: Option<&str>,
 ) -> ApiResult<Vec<AssetRecord>> {
-    let (records, people) = corpus_where(node, user, month, &|_, _| true)?;
+    let records = records_where(node, user, month)?;
+    // Who is in the photos only for a person's timeline.
+    let people = match &q.person_id {
+        Some(_) => {
+            let lib = node.catalog.lock()?;
+            Some(
+                node.views
+                    .people_index(&lib, user)
+                    .map_err(CatalogError::from)?,
+            )
+        }
+        None => None,
+    };
     let album: Option<std::collections::HashSet<String>> = match &q.album_id {
         Some(a) => {
             let lib = node.catalog.lock()?;
@@ -242,9 +254,11 @@ fn timeline_assets(
                 .is_none_or(|f| (r.favorite == Some(true)) == f)
         })
         .filter(|r| {
-            q.person_id
-                .as_ref()
-                .is_none_or(|p| people.people_of(&r.id).contains(p))
+            q.person_id.as_ref().is_none_or(|p| {
+                people
+                    .as_ref()
+                    .is_some_and(|people| people.people_of(&r.id).contains(p))
+            })
         })
         .collect();
     out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));

@@ -144,7 +144,11 @@ async fn progress(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiRes
         // Which CLIP models the search packs come from (two during a model upgrade).
         let mut models = std::collections::BTreeSet::new();
         for doc in lib.ml_doc_ids(&u.id) {
-            if let Some(r) = lib.pack_ref(&doc, PACK_CLIP).map_err(CatalogError::from)? {
+            let r = node
+                .views
+                .pack_ref(&lib, &doc, PACK_CLIP)
+                .map_err(CatalogError::from)?;
+            if let Some(r) = r {
                 models.insert(r.model);
             }
         }

@@ -19,8 +19,8 @@ use serde_json::json;
 use serde_json::Value;
 use tessera_core::ml::fields;
 use tessera_core::ml::PersonRecord;
-use tessera_core::ml::PersonSummary;
 use tessera_core::ml::PERSON_PREFIX;
+use tessera_core::search::PersonCount;
 use tessera_core::DocId;
 use tessera_core::Library;
 
@@ -36,10 +36,19 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/faces/{id}", put(reassign_face))
 }
 
-type PersonView = PersonSummary;
+type PersonView = PersonCount;
 
-fn people_of(lib: &Library, user: &str) -> ApiResult<Vec<PersonView>> {
-    Ok(lib.people_with_faces(user).map_err(CatalogError::from)?)
+/// The user's people with faces, most faces first (hidden ones too).
+pub(crate) fn people_of(
+    node: &crate::Node,
+    lib: &Library,
+    user: &str,
+) -> ApiResult<Vec<PersonView>> {
+    let counts = node
+        .views
+        .people_counts(lib, user)
+        .map_err(CatalogError::from)?;
+    Ok(counts.to_vec())
 }
 
 fn person_json(p: &PersonView) -> Value {
@@ -67,7 +76,7 @@ async fn people(
 ) -> ApiResult<Json<Value>> {
     blocking(move || {
         let lib = node.catalog.lock()?;
-        let all = people_of(&lib, &u.id)?;
+        let all = people_of(&node, &lib, &u.id)?;
         let hidden = all.iter().filter(|p| p.record.hidden == Some(true)).count();
         let shown: Vec<Value> = all
             .iter()
@@ -88,7 +97,7 @@ async fn get_person(
 ) -> ApiResult<Json<Value>> {
     blocking(move || {
         let lib = node.catalog.lock()?;
-        let p = people_of(&lib, &u.id)?
+        let p = people_of(&node, &lib, &u.id)?
             .into_iter()
             .find(|p| p.id == id)
             .ok_or_else(|| ApiError::not_found("Person not found"))?;
@@ -107,11 +116,15 @@ async fn person_thumbnail(
     let uid = u.id.clone();
     let crop = blocking(move || {
         let lib = n2.catalog.lock()?;
-        people_of(&lib, &uid)?
+        let p = people_of(&n2, &lib, &uid)?
             .into_iter()
             .find(|p| p.id == id)
-            .and_then(|p| p.cover.and_then(|c| c.crop))
-            .ok_or_else(|| ApiError::not_found("Person not found"))
+            .ok_or_else(|| ApiError::not_found("Person not found"))?;
+        lib.person_summary(p)
+            .map_err(CatalogError::from)?
+            .cover
+            .and_then(|c| c.crop)
+            .ok_or_else(|| ApiError::not_found("Person has no face picture"))
     })
     .await?;
     serve_blob(node.blobs.path(BlobKind::Ml, &crop)?, req, "image/jpeg").await
@@ -155,7 +168,7 @@ async fn update_person(
     let n2 = node.clone();
     let uid = u.id.clone();
     tokio::task::spawn_blocking(move || {
-        let exists = people_of(&*n2.catalog.lock()?, &uid)?
+        let exists = people_of(&n2, &*n2.catalog.lock()?, &uid)?
             .iter()
             .any(|p| p.id == id);
         if !exists {
@@ -173,7 +186,7 @@ async fn update_person(
         }
         write_people(&n2, &uid, vec![(format!("{PERSON_PREFIX}{id}"), m)])?;
         let lib = n2.catalog.lock()?;
-        let p = people_of(&lib, &uid)?
+        let p = people_of(&node, &lib, &uid)?
             .into_iter()
             .find(|p| p.id == id)
             .ok_or_else(|| ApiError::not_found("Person not found"))?;
@@ -257,7 +270,7 @@ async fn asset_faces(
         }
         let lib = node.catalog.lock()?;
         let doc = DocId::ml(&u.id, &r.month()).map_err(ApiError::internal)?;
-        let people: Vec<PersonView> = people_of(&lib, &u.id)?;
+        let people: Vec<PersonView> = people_of(&node, &lib, &u.id)?;
         let (w, h) = (
             f64::from(r.width.unwrap_or(0)),
             f64::from(r.height.unwrap_or(0)),

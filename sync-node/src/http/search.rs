@@ -15,13 +15,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tessera_core::ml::PACK_CLIP;
-use tessera_core::pack::Pack;
-use tessera_core::search::{self, Filters, Media, PeopleIndex, VectorIndex, Visibility};
+use tessera_core::search::{self, Filters, Media, PeopleIndex, Visibility};
 use tessera_core::{AssetRecord, DocId};
 
-use crate::blobs::BlobKind;
 use crate::catalog::CatalogError;
 use crate::http::*;
+use crate::smart_index::SmartIndex;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -148,27 +147,32 @@ fn bound(t: &str) -> Option<String> {
 }
 
 /// What a user searches: their records (and partners' in their timeline) and who is in them.
-pub(crate) fn corpus(node: &crate::Node, user: &str) -> ApiResult<(Vec<AssetRecord>, PeopleIndex)> {
-    corpus_where(node, user, None, &|_, _| true)
+pub(crate) fn corpus(
+    node: &crate::Node,
+    user: &str,
+) -> ApiResult<(Vec<AssetRecord>, Arc<PeopleIndex>)> {
+    let records = records_where(node, user, None)?;
+    let lib = node.catalog.lock()?;
+    let people = node
+        .views
+        .people_index(&lib, user)
+        .map_err(CatalogError::from)?;
+    Ok((records, people))
 }
 
-/// [`corpus`] limited to one capture month (`YYYY-MM`) when `month` is set, and to the records
-/// `keep` accepts: only those are copied out of the shard cache (a search over 300k records
-/// copies its hits, not the library).
-pub(crate) fn corpus_where(
+/// The records of [`corpus`] (no people), limited to one capture month (`YYYY-MM`) when
+/// `month` is set.
+pub(crate) fn records_where(
     node: &crate::Node,
     user: &str,
     month: Option<&str>,
-    keep: &dyn Fn(&AssetRecord, &PeopleIndex) -> bool,
-) -> ApiResult<(Vec<AssetRecord>, PeopleIndex)> {
+) -> ApiResult<Vec<AssetRecord>> {
     let lib = node.catalog.lock()?;
-    let people = lib.people_index(user).map_err(CatalogError::from)?;
-    let records = lib
-        .searchable_in(user, month, &|r| keep(r, &people), &mut |lib, doc| {
+    Ok(lib
+        .searchable_in(user, month, &|_| true, &mut |lib, doc| {
             node.views.records(lib, doc)
         })
-        .map_err(CatalogError::from)?;
-    Ok((records, people))
+        .map_err(CatalogError::from)?)
 }
 
 /// A search hit from the shard indexes: where the record is, its id and capture time.
@@ -187,12 +191,43 @@ pub(crate) fn indexed_search(
     user: &str,
     keep: &dyn Fn(&crate::views::SlimRecord<'_>, &PeopleIndex) -> bool,
 ) -> ApiResult<Vec<IndexHit>> {
+    newest_first(|visit| indexed_visit(node, user, keep, visit))
+}
+
+/// The records a walk visits as hits, newest first.
+fn newest_first(
+    walk: impl FnOnce(&mut dyn FnMut(&DocId, &crate::views::SlimRecord<'_>)) -> ApiResult<()>,
+) -> ApiResult<Vec<IndexHit>> {
+    use tessera_core::search::Searched;
+    let mut hits = Vec::new();
+    walk(&mut |doc, r| {
+        let taken_at = r.taken_at().map(str::to_owned);
+        hits.push(IndexHit {
+            doc: doc.clone(),
+            id: r.id().to_owned(),
+            taken_at,
+        });
+    })?;
+    hits.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(hits)
+}
+
+/// [`indexed_search`]'s walk: `visit` sees each record `keep` accepts, shard by shard, and
+/// keeps what it needs (a smart search over 300k photos keeps a hash and a shard number each).
+pub(crate) fn indexed_visit(
+    node: &crate::Node,
+    user: &str,
+    keep: &dyn Fn(&crate::views::SlimRecord<'_>, &PeopleIndex) -> bool,
+    visit: &mut dyn FnMut(&DocId, &crate::views::SlimRecord<'_>),
+) -> ApiResult<()> {
     use tessera_core::search::{Searched, SearchedOnce};
     let mut lib = node.catalog.lock()?;
-    let people = lib.people_index(user).map_err(CatalogError::from)?;
+    let people = node
+        .views
+        .people_index(&lib, user)
+        .map_err(CatalogError::from)?;
     let shards = lib.search_shards(user, None).map_err(CatalogError::from)?;
     let mut once = SearchedOnce::<String>::new(&shards);
-    let mut hits = Vec::new();
     for (doc, scope) in shards {
         let slim = node
             .views
@@ -201,33 +236,37 @@ pub(crate) fn indexed_search(
         for i in 0..slim.len() {
             // Tested in place: a record is built for no photo.
             let r = slim.searched(i);
-            if !once.admits(scope, &r, || r.id().to_owned()) {
-                continue;
-            }
-            if keep(&r, &people) {
-                let taken_at = r.taken_at().map(str::to_owned);
-                hits.push(IndexHit {
-                    doc: doc.clone(),
-                    id: r.into_id(),
-                    taken_at,
-                });
+            if once.admits(scope, &r, || r.id().to_owned()) && keep(&r, &people) {
+                visit(&doc, &r);
             }
         }
     }
-    hits.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));
-    Ok(hits)
+    Ok(())
 }
 
 /// The whole records of search hits, in the order given (a record gone meanwhile is skipped).
+/// A shard with many hits is read whole (through the views' cache); one with a few — smart
+/// search's hits are spread over the years — gives just those records.
 pub(crate) fn whole_records(
     node: &crate::Node,
     hits: &[(DocId, String)],
 ) -> ApiResult<Vec<AssetRecord>> {
+    /// From this many hits in one shard, its records are read whole.
+    const WHOLE: usize = 16;
     let lib = node.catalog.lock()?;
-    let mut by_doc: std::collections::HashMap<&DocId, std::sync::Arc<Vec<AssetRecord>>> =
-        Default::default();
+    let mut per_doc: HashMap<&DocId, usize> = HashMap::new();
+    for (doc, _) in hits {
+        *per_doc.entry(doc).or_default() += 1;
+    }
+    let mut by_doc: HashMap<&DocId, Arc<Vec<AssetRecord>>> = HashMap::new();
     let mut out = Vec::with_capacity(hits.len());
     for (doc, id) in hits {
+        if per_doc.get(doc).is_some_and(|n| *n < WHOLE) {
+            if let Some(r) = lib.asset_in(doc, id).map_err(CatalogError::from)? {
+                out.push(r);
+            }
+            continue;
+        }
         if !by_doc.contains_key(doc) {
             let records = node.views.records(&lib, doc).map_err(CatalogError::from)?;
             by_doc.insert(doc, records);
@@ -443,16 +482,18 @@ async fn embed(
     ))
 }
 
-/// A user's CLIP vectors of one model, built from their packs and kept while the set of packs
-/// stays the same (packs are immutable blobs: their hashes name the content).
-fn clip_index(node: &crate::Node, user: &str, model: &str) -> ApiResult<Arc<VectorIndex>> {
-    type Cache = Mutex<HashMap<String, (Vec<String>, Arc<VectorIndex>)>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
+/// A user's CLIP index of one model: their months' packs of that model (segments cached by
+/// pack hash, see [`crate::smart_index`]).
+fn clip_index(node: &crate::Node, user: &str, model: &str) -> ApiResult<SmartIndex> {
     let refs: Vec<String> = {
         let lib = node.catalog.lock()?;
         let mut refs = Vec::new();
         for doc in lib.ml_doc_ids(user) {
-            if let Some(r) = lib.pack_ref(&doc, PACK_CLIP).map_err(CatalogError::from)? {
+            let r = node
+                .views
+                .pack_ref(&lib, &doc, PACK_CLIP)
+                .map_err(CatalogError::from)?;
+            if let Some(r) = r {
                 if r.model == model {
                     refs.push(r.hash);
                 }
@@ -461,26 +502,7 @@ fn clip_index(node: &crate::Node, user: &str, model: &str) -> ApiResult<Arc<Vect
         refs.sort();
         refs
     };
-    let cache = CACHE.get_or_init(Default::default);
-    let key = format!("{user}\n{model}");
-    if let Some((hashes, idx)) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-        if hashes == refs {
-            return Ok(idx);
-        }
-    }
-    let mut idx: Option<VectorIndex> = None;
-    for h in &refs {
-        let bytes = node.blobs.read(BlobKind::Ml, h)?;
-        let pack = Pack::decode(&bytes)
-            .map_err(|e| ApiError::internal(format!("embedding pack {h}: {e}")))?;
-        idx.get_or_insert_with(|| VectorIndex::new(pack.dim))
-            .add_pack(&pack);
-    }
-    let idx = Arc::new(idx.unwrap_or_default());
-    if let Ok(mut c) = cache.lock() {
-        c.insert(key, (refs, idx.clone()));
-    }
-    Ok(idx)
+    SmartIndex::of(&node.blobs, &refs).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Immich's smart search: ranked by CLIP similarity to the query (embedded by the ML node) or
@@ -499,25 +521,53 @@ async fn smart_search(
         .map(str::trim)
         .unwrap_or_default()
         .to_owned();
-    let (records, people) = {
+    let people = {
         let n = node.clone();
         let uid = u.id.clone();
-        blocking(move || corpus(&n, &uid)).await?
+        blocking(move || {
+            let lib = n.catalog.lock()?;
+            Ok(n.views
+                .people_index(&lib, &uid)
+                .map_err(CatalogError::from)?)
+        })
+        .await?
     };
     let (named, rest) = search::people_in_query(&text, &people);
     filters.people.extend(named);
+    let (page, size) = (q.page(), q.size());
+    let in_albums = {
+        let n = node.clone();
+        let (uid, albums) = (u.id.clone(), q.album_ids.clone());
+        blocking(move || album_assets(&n, &uid, &albums)).await?
+    };
+    // The photos that pass the filters, from the shards' search indexes (no record built).
+    let passing =
+        move |node: &crate::Node,
+              uid: &str,
+              visit: &mut dyn FnMut(&DocId, &crate::views::SlimRecord<'_>)| {
+            let matcher = filters.compile();
+            indexed_visit(
+                node,
+                uid,
+                &|r, people| {
+                    in_albums
+                        .as_ref()
+                        .is_none_or(|set| set.contains(search::Searched::id(r)))
+                        && matcher.matches(r, people)
+                },
+                visit,
+            )
+        };
     let (model, emb) = match (&q.query_asset_id, rest.is_empty()) {
         (Some(id), _) => {
             let (_, model) = clip_model(&node).await?;
             let n = node.clone();
             let (uid, id, m) = (u.id.clone(), id.clone(), model.clone());
             let v = blocking(move || {
-                let idx = clip_index(&n, &uid, &m)?;
-                let row =
-                    idx.keys.iter().position(|k| *k == id).ok_or_else(|| {
-                        ApiError::bad_request("That asset has no CLIP embedding yet")
-                    })?;
-                Ok(idx.vector(row))
+                clip_index(&n, &uid, &m)?
+                    .vector_of(&n.blobs, &id)
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .ok_or_else(|| ApiError::bad_request("That asset has no CLIP embedding yet"))
             })
             .await?;
             (model, v)
@@ -525,38 +575,70 @@ async fn smart_search(
         (None, false) => embed_text(&node, &rest).await?,
         (None, true) if !text.is_empty() => {
             // Only names: the people's photos, newest first.
-            let hits = search::filter_records(&records, &people, &filters);
-            let size = q.size();
-            let items: Vec<Value> = hits.iter().take(size).map(|r| asset_json(r)).collect();
-            return Ok(Json(response(items, hits.len(), None)));
+            let uid = u.id.clone();
+            return blocking(move || {
+                let hits = newest_first(|visit| passing(&node, &uid, visit))?;
+                let first: Vec<(DocId, String)> = hits
+                    .iter()
+                    .take(size)
+                    .map(|h| (h.doc.clone(), h.id.clone()))
+                    .collect();
+                let items: Vec<Value> = whole_records(&node, &first)?
+                    .iter()
+                    .map(asset_json)
+                    .collect();
+                Ok(Json(response(items, hits.len(), None)))
+            })
+            .await;
         }
         (None, true) => return Err(ApiError::bad_request("query or queryAssetId is required")),
     };
-    let in_albums = {
-        let n = node.clone();
-        let (uid, albums) = (u.id.clone(), q.album_ids.clone());
-        blocking(move || album_assets(&n, &uid, &albums)).await?
-    };
-    let (page, size) = (q.page(), q.size());
     let uid = u.id.clone();
-    let n = node.clone();
     let items = blocking(move || {
-        let idx = clip_index(&n, &uid, &model)?;
-        let by_id: HashMap<&str, &AssetRecord> =
-            records.iter().map(|r| (r.id.as_str(), r)).collect();
-        let allow = |i: usize| {
-            let key = idx.keys[i].as_str();
-            by_id.get(key).is_some_and(|r| {
-                filters.matches_fields(r, people.facts(key))
-                    && in_albums.as_ref().is_none_or(|s| s.contains(key))
-            })
+        let t = std::time::Instant::now();
+        let idx = clip_index(&node, &uid, &model)?;
+        let index_ms = t.elapsed().as_millis();
+        // Asset ids are BLAKE3 hashes: 32 bytes and a shard number each (a 300k library's
+        // whole hits would hold 100 MB of strings for a moment).
+        let mut docs: Vec<DocId> = Vec::new();
+        let mut by_id: HashMap<[u8; 32], u32> = HashMap::new();
+        passing(&node, &uid, &mut |doc, r| {
+            let Ok(h) = blake3::Hash::from_hex(search::Searched::id(r)) else {
+                return;
+            };
+            if docs.last() != Some(doc) {
+                docs.push(doc.clone());
+            }
+            by_id.insert(*h.as_bytes(), (docs.len() - 1) as u32);
+        })?;
+        let doc_of = |id: &str| {
+            let h = blake3::Hash::from_hex(id).ok()?;
+            docs.get(*by_id.get(h.as_bytes())? as usize)
         };
-        let hits = idx.search(&emb, page * size, allow);
-        Ok(hits
+        let filter_ms = t.elapsed().as_millis() - index_ms;
+        let hits = idx
+            .search(&node.blobs, &emb, page * size, |key| doc_of(key).is_some())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        tracing::debug!(
+            index_ms,
+            filter_ms,
+            rank_ms = t.elapsed().as_millis() - index_ms - filter_ms,
+            vectors = idx.len(),
+            index_mib = idx.bytes() >> 20,
+            "smart search"
+        );
+        let page_hits: Vec<(DocId, String)> = hits
             .into_iter()
             .skip((page - 1) * size)
-            .filter_map(|(i, _)| by_id.get(idx.keys[i].as_str()).map(|r| asset_json(r)))
-            .collect::<Vec<Value>>())
+            .filter_map(|(id, _)| Some((doc_of(&id)?.clone(), id)))
+            .collect();
+        let t = std::time::Instant::now();
+        let items = whole_records(&node, &page_hits)?
+            .iter()
+            .map(asset_json)
+            .collect::<Vec<Value>>();
+        tracing::debug!(records_ms = t.elapsed().as_millis(), "smart search results");
+        Ok(items)
     })
     .await?;
     let total = items.len();
@@ -718,9 +800,7 @@ async fn search_person(
     blocking(move || {
         let lib = node.catalog.lock()?;
         let want = search::query_words(&q.name);
-        let out: Vec<Value> = lib
-            .people_with_faces(&u.id)
-            .map_err(CatalogError::from)?
+        let out: Vec<Value> = crate::http::people::people_of(&node, &lib, &u.id)?
             .into_iter()
             .filter(|p| q.with_hidden == Some(true) || p.record.hidden != Some(true))
             .filter(|p| {

@@ -1,7 +1,9 @@
 //! The library at scale (`cargo xtask bench --scale N`, default 300,000), as JSON to the path
 //! given: a synthetic catalogue of N photos over 20 years (EXIF camera, 60% with a position and
-//! its place, some favorites) written straight into a data directory with `tessera-core` (no
-//! originals: the numbers are the catalogue's), then a real release `sync-node` on it:
+//! its place, some favorites), what the ML node would have added (a CLIP pack per month, 512-d
+//! f16 as it publishes them; faces on a quarter of the photos with their face packs and 400
+//! people, 40 named) and 60 albums, written straight into a data directory with `tessera-core`
+//! (no originals: the numbers are the catalogue's), then a real release `sync-node` on it:
 //! - the documents' size on disk and the time to generate them;
 //! - the node's start (process start → `/api/server/ping`), without its heads index (every
 //!   document read and checked; its first timeline query counts every month) and, after it
@@ -9,8 +11,11 @@
 //!   right after, after the
 //!   queries, idle 30 s and 90 s later, and its peak;
 //! - Immich's time buckets over the whole library (their counts must add up to N), one month's
-//!   bucket, a metadata search and a free-text search: the first run (cold: right after start,
-//!   racing the start-up sweep that builds the shard indexes) and p50/max of the next five.
+//!   bucket, a metadata search and a free-text search, the people list, a person's photos, the
+//!   album list and the largest album: the first run (cold: right after start, racing the
+//!   start-up sweep that builds the shard indexes) and p50/max of the next five;
+//! - smart search on the node over every photo's CLIP vector, by a phrase (embedded by the
+//!   bench's ML node) and by a photo: first, p50, p95, and the node's RSS after;
 //!
 //! - the PWA (`$TESSERA_WEB_DIR` or `dist/`, a release build for meaningful figures) in
 //!   headless Chromium: a new browser signs in and syncs the whole library (first tile, all N
@@ -70,6 +75,7 @@ fn generate(dir: &Path, n: u64) -> Result<f64> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(300);
     let mut lib = node.catalog.lock()?;
     let mut batch = Vec::with_capacity(1000);
+    let mut months: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for i in 0..n {
         // 20 years, more photos in recent ones.
         let year = 2006 + (20.0 * (rng.random::<f64>()).sqrt()) as u32;
@@ -103,6 +109,22 @@ fn generate(dir: &Path, n: u64) -> Result<f64> {
             r.state = Some(state.into());
             r.country = Some(country.into());
         }
+        // Where the node finds the asset (its ingest records this): album and asset
+        // endpoints look records up through it.
+        let sha1 = blake3::hash(r.id.as_bytes()).to_hex()[..40].to_owned();
+        r.sha1 = Some(sha1.clone());
+        node.set_location(
+            &r.id,
+            &tessera_sync_node::node::AssetLocation {
+                owner: admin.id.clone(),
+                month: format!("{year}-{month:02}"),
+                sha1,
+            },
+        )?;
+        months
+            .entry(format!("{year}-{month:02}"))
+            .or_default()
+            .push(r.id.clone());
         batch.push(r);
         if batch.len() == 1000 {
             lib.upsert_assets(&admin.id, &batch)?;
@@ -110,10 +132,154 @@ fn generate(dir: &Path, n: u64) -> Result<f64> {
         }
     }
     lib.upsert_assets(&admin.id, &batch)?;
+    ml_and_albums(&node, &mut lib, &admin.id, &months, &mut rng)?;
     node.catalog.persist(&mut lib)?;
     drop(lib);
     node.flush()?;
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// The CLIP model of the generated packs and the face model of the generated faces: the test
+/// models the bench's ML node runs, so it finds every photo analysed and the node's smart
+/// search (text embedded by that ML node) ranks the packs.
+const CLIP_MODEL: &str = "clip-test-color";
+const CLIP_DIM: usize = 512;
+const FACE_MODEL: &str = "yunet-sface";
+const FACE_DIM: usize = 128;
+const PEOPLE: usize = 400;
+const ALBUMS: usize = 60;
+
+/// What the ML node and the user would have added to the library: per month, a CLIP pack
+/// (f16, one 512-d vector per photo, as the ML node publishes), the analysed marks, faces on a
+/// quarter of the photos (one to three, each a person's centre plus noise; people drawn with a
+/// long tail, as in a family's library) with their face pack, 400 people (40 named), and 60
+/// albums of 20 to 3,000 photos.
+fn ml_and_albums(
+    node: &NodeStore,
+    lib: &mut tessera_core::Library,
+    user: &str,
+    months: &std::collections::BTreeMap<String, Vec<String>>,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<()> {
+    use tessera_core::ml::{
+        fields, FaceRecord, MlMark, PackRef, PersonRecord, PACK_CLIP, PACK_FACE,
+    };
+    use tessera_core::pack::{Dtype, Pack};
+    use tessera_core::search::synthetic;
+    use tessera_core::DocId;
+    use tessera_sync_node::blobs::BlobKind;
+    let centres = synthetic::vectors(PEOPLE, FACE_DIM, 41);
+    let person_id =
+        |p: usize| blake3::hash(format!("person {p}").as_bytes()).to_hex()[..32].to_owned();
+    let mut covers: Vec<Option<String>> = vec![None; PEOPLE];
+    let mut seed = 7u64;
+    for (month, ids) in months {
+        let doc = DocId::ml(user, month)?;
+        let mut items: Vec<(String, tessera_core::library::Fields)> = Vec::new();
+        let mut face_vecs = Vec::new();
+        let mut marks = Vec::new();
+        for id in ids {
+            let faces = if rng.random::<f64>() < 0.25 {
+                rng.random_range(1..=3usize)
+            } else {
+                0
+            };
+            for f in 0..faces {
+                let p = (PEOPLE as f64 * rng.random::<f64>().powi(3)) as usize;
+                let key = FaceRecord::key(id, f);
+                let x = 0.1 + 0.25 * f as f64;
+                let face = FaceRecord {
+                    asset: id.clone(),
+                    x1: x,
+                    y1: 0.2,
+                    x2: x + 0.2,
+                    y2: 0.5,
+                    score: 0.9,
+                    person: Some(person_id(p)),
+                    ..Default::default()
+                };
+                items.push((key.clone(), fields(&face)));
+                let noise = synthetic::vectors(1, FACE_DIM, seed).remove(0);
+                seed += 1;
+                let v = synthetic::normalise(
+                    centres[p]
+                        .iter()
+                        .zip(&noise)
+                        .map(|(c, e)| c + 0.35 * e)
+                        .collect(),
+                );
+                face_vecs.push((key.clone(), v));
+                covers[p].get_or_insert(key);
+            }
+            marks.push((
+                format!("{}{id}", tessera_core::ml::MARK_PREFIX),
+                fields(&MlMark {
+                    faces: faces as u32,
+                    face_model: Some(FACE_MODEL.into()),
+                    clip_model: Some(CLIP_MODEL.into()),
+                    ..Default::default()
+                }),
+            ));
+        }
+        let clip: Vec<(String, Vec<f32>)> = ids
+            .iter()
+            .cloned()
+            .zip(synthetic::vectors_iter(ids.len(), CLIP_DIM, seed))
+            .collect();
+        seed += 1;
+        for (key, model, dim, pack) in [
+            (PACK_CLIP, CLIP_MODEL, CLIP_DIM, clip),
+            (PACK_FACE, FACE_MODEL, FACE_DIM, face_vecs),
+        ] {
+            if pack.is_empty() {
+                continue;
+            }
+            let pack = Pack::new(model, dim, pack)?;
+            let hash = node
+                .blobs
+                .put_bytes(BlobKind::Ml, &pack.encode(Dtype::F16))?;
+            items.push((
+                key.to_owned(),
+                fields(&PackRef {
+                    hash,
+                    model: model.into(),
+                    count: pack.len() as u64,
+                    dim: dim as u64,
+                }),
+            ));
+        }
+        items.extend(marks);
+        lib.merge_entries(&doc, &items)?;
+    }
+    let people: Vec<(String, tessera_core::library::Fields)> = covers
+        .iter()
+        .enumerate()
+        .filter_map(|(p, cover)| {
+            let cover = cover.clone()?;
+            Some((
+                format!("{}{}", tessera_core::ml::PERSON_PREFIX, person_id(p)),
+                fields(&PersonRecord {
+                    name: (p < 40).then(|| format!("Person {p}")),
+                    cover: Some(cover),
+                    ..Default::default()
+                }),
+            ))
+        })
+        .collect();
+    lib.merge_entries(&DocId::people(user)?, &people)?;
+    let all: Vec<&String> = months.values().flatten().collect();
+    for a in 0..ALBUMS {
+        let id = format!("{:032x}", rng.random::<u128>());
+        let doc = lib.create_album(&id, user, &format!("Album {a}"), "", "2025-06-01T12:00:00Z")?;
+        let size = (20.0 + 2980.0 * rng.random::<f64>().powi(2)) as usize;
+        let start = rng.random_range(0..all.len().saturating_sub(size).max(1));
+        let members: Vec<(String, String)> = all[start..(start + size).min(all.len())]
+            .iter()
+            .map(|id| ((*id).clone(), user.to_owned()))
+            .collect();
+        lib.add_album_items(&doc, &members, user, "2025-06-01T12:00:00Z")?;
+    }
+    Ok(())
 }
 
 /// Starts a release node on `data` and waits (at most 600 s) until it answers; the client has
@@ -173,12 +339,16 @@ fn start_node(
     bin: &Path,
     data: &Path,
     web: Option<&Path>,
+    ml: Option<&str>,
 ) -> Result<(std::process::Child, tessera_tests::Api)> {
     let port = tessera_tests::free_port();
     let mut cmd = std::process::Command::new(bin);
     cmd.args(["serve", "--data"]).arg(data);
     if let Some(w) = web {
         cmd.arg("--web").arg(w);
+    }
+    if let Some(m) = ml {
+        cmd.arg("--ml").arg(m);
     }
     let mut child = cmd
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -254,7 +424,7 @@ fn load_test(bin: &Path, data: &Path) -> Result<serde_json::Value> {
     let bases: Vec<Vec<u8>> = (0..4)
         .map(|i| tessera_tests::photos::synthetic_photo(4000, 3000, 100 + i))
         .collect::<Result<_>>()?;
-    let (mut child, mut api) = start_node(bin, &copy, None)?;
+    let (mut child, mut api) = start_node(bin, &copy, None, None)?;
     let pid = child.id();
     api.login("admin@example.com", "correct horse")?;
     // Let the start-up sweep build the views first (the idle figures above cover the race).
@@ -444,10 +614,9 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let out = PathBuf::from(
-        args.first()
-            .context("usage: tessera-scale-bench OUT.json [--scale N] [--pwa-only|--ml-only]")?,
-    );
+    let out = PathBuf::from(args.first().context(
+        "usage: tessera-scale-bench OUT.json [--scale N] [--pwa-only|--ml-only|--node-only]",
+    )?);
     let n: u64 = args
         .iter()
         .position(|a| a == "--scale")
@@ -474,7 +643,7 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_file(data.join("timeline-counts.json"));
     let _ = std::fs::remove_dir_all(data.join("search-index"));
     let t = Instant::now();
-    let (mut first, mut first_api) = start_node(&bin, &data, web.as_deref())?;
+    let (mut first, mut first_api) = start_node(&bin, &data, web.as_deref(), None)?;
     let start_checking_s = t.elapsed().as_secs_f64();
     // Its first timeline query counts every month (racing the start-up sweep); then it is
     // stopped as a service manager does (SIGTERM), writing its heads index and the counts.
@@ -484,13 +653,17 @@ fn main() -> Result<()> {
     let buckets_uncounted_ms = t.elapsed().as_secs_f64() * 1000.0;
     stop_node(&mut first)?;
     let t = Instant::now();
-    let (mut child, mut api) = start_node(&bin, &data, web.as_deref())?;
+    // The ML node the bench starts later listens there; smart search asks it for the
+    // phrase's embedding.
+    let ml_port = tessera_tests::free_port();
+    let ml_url = format!("http://127.0.0.1:{ml_port}");
+    let (mut child, mut api) = start_node(&bin, &data, web.as_deref(), Some(&ml_url))?;
     let pid = child.id();
     let start_s = t.elapsed().as_secs_f64();
     let rss_start = status_kb(pid, "VmRSS:");
     if args.iter().any(|a| a == "--ml-only") {
         api.login("admin@example.com", "correct horse")?;
-        let ml = ml_node(&api, &base);
+        let ml = ml_node(&api, &base, ml_port, pid);
         let _ = child.kill();
         let _ = child.wait();
         let report = serde_json::json!({"assets": n, "ml_node": ml?});
@@ -559,6 +732,30 @@ fn main() -> Result<()> {
         timed(&|| search_body(serde_json::json!({"city": "Lyon", "make": "Canon", "size": 100})))?;
     let text =
         timed(&|| search_body(serde_json::json!({"originalFileName": "IMG_1", "size": 100})))?;
+    let get_ok = |path: &str| -> Result<serde_json::Value> {
+        let r = api.req(reqwest::Method::GET, path).send()?;
+        anyhow::ensure!(r.status().is_success(), "{path}: {}", r.status());
+        Ok(r.json()?)
+    };
+    let people: serde_json::Value = get_ok("/api/people?size=500")?;
+    let person = people["people"]
+        .as_array()
+        .and_then(|p| p.first())
+        .and_then(|p| p["id"].as_str())
+        .context("no people at scale")?
+        .to_owned();
+    let albums: serde_json::Value = get_ok("/api/albums")?;
+    let album = albums
+        .as_array()
+        .and_then(|a| a.iter().max_by_key(|a| a["assetCount"].as_u64()))
+        .context("no albums at scale")?
+        .clone();
+    let people_ms = timed(&|| get_ok("/api/people?size=500").map(drop))?;
+    let person_ms =
+        timed(&|| search_body(serde_json::json!({"personIds": [person], "size": 100})))?;
+    let albums_ms = timed(&|| get_ok("/api/albums").map(drop))?;
+    let album_id = album["id"].as_str().unwrap_or_default().to_owned();
+    let album_ms = timed(&|| get_ok(&format!("/api/albums/{album_id}")).map(drop))?;
     let rss_used = status_kb(pid, "VmRSS:");
     std::thread::sleep(Duration::from_secs(30));
     let rss_idle = status_kb(pid, "VmRSS:");
@@ -567,8 +764,11 @@ fn main() -> Result<()> {
     std::thread::sleep(Duration::from_secs(60));
     let rss_idle_90 = status_kb(pid, "VmRSS:");
     let peak = status_kb(pid, "VmHWM:");
-    let ml = ml_node(&api, &base).context("the ML node at scale");
+    let ml = ml_node(&api, &base, ml_port, pid).context("the ML node at scale");
+    // `--node-only`: the node's and the ML node's figures, no browser and no load test.
+    let node_only = args.iter().any(|a| a == "--node-only");
     let pwa = match &web {
+        _ if node_only => Ok(serde_json::Value::Null),
         Some(_) => pwa(&api.base, n, pid, &base).context("the PWA at scale"),
         None => {
             eprintln!("no PWA build (dist/index.html): the browser figures are skipped");
@@ -579,7 +779,11 @@ fn main() -> Result<()> {
     let _ = child.wait();
     let pwa = pwa?;
     let ml = ml?;
-    let load = load_test(&bin, &data).context("load test")?;
+    let load = if node_only {
+        serde_json::Value::Null
+    } else {
+        load_test(&bin, &data).context("load test")?
+    };
     let report = serde_json::json!({
         "assets": n,
         "generated_s": generated,
@@ -599,6 +803,11 @@ fn main() -> Result<()> {
         "timeline_month_bucket_ms": runs(month),
         "metadata_search_ms": runs(search),
         "file_name_search_ms": runs(text),
+        "people": people["people"].as_array().map(Vec::len),
+        "people_list_ms": runs(people_ms),
+        "a_persons_photos_ms": runs(person_ms),
+        "albums_list_ms": runs(albums_ms),
+        "largest_album": {"assets": album["assetCount"], "open_ms": runs(album_ms)},
         "load": load,
         "pwa": pwa,
         "ml_node": ml,
@@ -612,7 +821,12 @@ fn main() -> Result<()> {
 /// (every document received whole, round by round) and a restart from its state directory
 /// (heads only). Time to the end of that first sync, documents received whole, peak and
 /// settled RSS for each start. `null` without an ML node binary and models.
-fn ml_node(api: &tessera_tests::Api, base: &Path) -> Result<serde_json::Value> {
+fn ml_node(
+    api: &tessera_tests::Api,
+    base: &Path,
+    port: u16,
+    node_pid: u32,
+) -> Result<serde_json::Value> {
     let Some(models) = tessera_tests::ml::models_dir() else {
         eprintln!("no models (TESSERA_MODELS): the ML node figures are skipped");
         return Ok(serde_json::Value::Null);
@@ -652,15 +866,11 @@ fn ml_node(api: &tessera_tests::Api, base: &Path) -> Result<serde_json::Value> {
     .chain([state.to_string_lossy().into_owned()])
     .collect();
     let mut runs = Vec::new();
+    let mut smart = serde_json::Value::Null;
     for run in ["first start", "restart from the state directory"] {
         let before = std::fs::read_to_string(&log).unwrap_or_default().len();
         let t = Instant::now();
-        let mut ml = tessera_tests::ml::MlNode::start_with(
-            &models,
-            &log,
-            tessera_tests::free_port(),
-            &args,
-        )?;
+        let mut ml = tessera_tests::ml::MlNode::start_with(&models, &log, port, &args)?;
         let pid = ml.pid().context("the ML node exited")?;
         let up_s = t.elapsed().as_secs_f64();
         let line = loop {
@@ -679,6 +889,9 @@ fn ml_node(api: &tessera_tests::Api, base: &Path) -> Result<serde_json::Value> {
         };
         let synced_s = t.elapsed().as_secs_f64();
         let peak_sync = status_kb(pid, "VmHWM:");
+        if smart.is_null() {
+            smart = smart_searches(api, node_pid)?;
+        }
         // Its first work list reads every month once; then it is idle (nothing to analyse).
         std::thread::sleep(Duration::from_secs(20));
         let field = |name: &str| -> Option<u64> {
@@ -706,7 +919,80 @@ fn ml_node(api: &tessera_tests::Api, base: &Path) -> Result<serde_json::Value> {
     Ok(serde_json::json!({
         "state_dir_mb": dir_size(&state) as f64 / 1e6,
         "runs": runs,
+        "node_smart_search": smart,
     }))
+}
+
+/// Immich's smart search on the node over every photo's CLIP vector: by a phrase (embedded by
+/// the ML node, then cached by the node) and by a photo (`queryAssetId`), 100 results each.
+/// The first run (the index built from the packs) apart, then p50/p95 of 20 runs over five
+/// phrases (or photos); the node's RSS before, right after and 30 s after.
+fn smart_searches(api: &tessera_tests::Api, pid: u32) -> Result<serde_json::Value> {
+    use serde_json::json;
+    let rss_before = status_kb(pid, "VmRSS:");
+    let ask = |body: serde_json::Value| -> Result<serde_json::Value> {
+        let r = api
+            .req(reqwest::Method::POST, "/api/search/smart")
+            .json(&body)
+            .send()?;
+        let status = r.status();
+        let v: serde_json::Value = r.json()?;
+        anyhow::ensure!(status.is_success(), "smart search {body}: {status} {v}");
+        anyhow::ensure!(
+            v["assets"]["items"]
+                .as_array()
+                .is_some_and(|a| a.len() == 100),
+            "smart search {body}: not 100 results"
+        );
+        Ok(v)
+    };
+    let phrases = [
+        "a red bicycle at night",
+        "children on a beach",
+        "snow in the mountains",
+        "birthday cake",
+        "a dog in the park",
+    ];
+    let mut series = serde_json::Map::new();
+    let mut photos = Vec::new();
+    for by in ["phrase", "photo"] {
+        let mut ms = Vec::new();
+        for i in 0..21 {
+            let body = match by {
+                "phrase" => json!({"query": phrases[i % phrases.len()], "size": 100}),
+                _ => json!({"queryAssetId": photos[i % photos.len()], "size": 100}),
+            };
+            let t = Instant::now();
+            let v = ask(body)?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            if photos.len() < 5 {
+                if let Some(id) = v["assets"]["items"][i * 7 % 100]["id"].as_str() {
+                    photos.push(id.to_owned());
+                }
+            }
+        }
+        let rest = ms[1..].to_vec();
+        series.insert(
+            by.to_owned(),
+            json!({"first_ms": ms[0], "p50_ms": pct(rest.clone(), 0.5), "p95_ms": pct(rest, 0.95)}),
+        );
+    }
+    let rss_after = status_kb(pid, "VmRSS:");
+    std::thread::sleep(Duration::from_secs(30));
+    series.insert(
+        "node_rss_mb".to_owned(),
+        json!({
+            "before": rss_before as f64 / 1024.0,
+            "right_after": rss_after as f64 / 1024.0,
+            "idle_30s": status_kb(pid, "VmRSS:") as f64 / 1024.0,
+            "peak_so_far": status_kb(pid, "VmHWM:") as f64 / 1024.0,
+        }),
+    );
+    eprintln!(
+        "node smart search at scale: {}",
+        serde_json::Value::Object(series.clone())
+    );
+    Ok(serde_json::Value::Object(series))
 }
 
 /// What the page shows: tiles in the DOM, the timeline's count, the header's library progress.
