@@ -756,15 +756,33 @@ impl Library {
         let Some(doc) = self.get_doc(doc_id) else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for key in doc.keys(ROOT).filter(|k| k.starts_with(prefix)) {
-            if let Some((Value::Object(ObjType::Map), obj)) =
-                doc.get(ROOT, &key).map_err(am_err(doc_id))?
-            {
-                out.push((key, read_fields(doc, &obj)));
+        entries_of(doc, doc_id, prefix)
+    }
+
+    /// [`Library::entries`] without loading the document for good when it is not loaded (a
+    /// cache built from every month's ML document keeps what it read, not the documents).
+    pub fn entries_passing(
+        &self,
+        doc_id: &DocId,
+        prefix: &str,
+    ) -> Result<Vec<(String, Fields)>, LibraryError> {
+        match self.docs.get(doc_id) {
+            None => Ok(Vec::new()),
+            Some(slot) if slot.get().is_some() || self.loader.is_none() => {
+                self.entries(doc_id, prefix)
             }
+            Some(slot) => entries_of(
+                &load_doc(
+                    doc_id,
+                    slot,
+                    self.loader.as_ref(),
+                    &self.actor,
+                    &self.load_errors,
+                ),
+                doc_id,
+                prefix,
+            ),
         }
-        Ok(out)
     }
 
     /// One root-level map entry of a document.
@@ -1098,6 +1116,22 @@ fn assets_of(doc: &AutoCommit, doc_id: &DocId) -> Result<Vec<AssetRecord>, Libra
         }
     }
     out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+fn entries_of(
+    doc: &AutoCommit,
+    doc_id: &DocId,
+    prefix: &str,
+) -> Result<Vec<(String, Fields)>, LibraryError> {
+    let mut out = Vec::new();
+    for key in doc.keys(ROOT).filter(|k| k.starts_with(prefix)) {
+        if let Some((Value::Object(ObjType::Map), obj)) =
+            doc.get(ROOT, &key).map_err(am_err(doc_id))?
+        {
+            out.push((key, read_fields(doc, &obj)));
+        }
+    }
     Ok(out)
 }
 

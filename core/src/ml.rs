@@ -138,7 +138,7 @@ pub fn fields<T: Serialize>(v: &T) -> JsonMap<String, Json> {
     }
 }
 
-fn typed<T: for<'de> Deserialize<'de>>(
+pub(crate) fn typed<T: for<'de> Deserialize<'de>>(
     doc: &DocId,
     key: &str,
     m: JsonMap<String, Json>,

@@ -932,15 +932,24 @@ impl Library {
     /// resolved, hidden people not left out) and the text read in each photo. A peer keeps
     /// these per document and revision, so a change to one month reads one month again.
     pub fn ml_doc_people(&self, doc: &DocId) -> Result<MlDocPeople, LibraryError> {
+        use crate::ml::{typed, FaceRecord, MlMark, FACE_PREFIX, MARK_PREFIX};
         let mut part = MlDocPeople::default();
-        for (asset, m) in self.ml_marks(doc)? {
-            if let Some(t) = m.text.filter(|t| !t.trim().is_empty()) {
-                part.text.push((asset, t));
-            }
-        }
-        for (key, f) in self.faces(doc, None)? {
-            if let Some(p) = f.effective_person() {
-                part.faces.push((key, p.to_owned()));
+        // One read of the document, not kept loaded: the caller keeps the part.
+        for (key, m) in self.entries_passing(doc, "")? {
+            if let Some(asset) = key.strip_prefix(MARK_PREFIX) {
+                let Ok(m) = typed::<MlMark>(doc, &key, m) else {
+                    continue;
+                };
+                if let Some(t) = m.text.filter(|t| !t.trim().is_empty()) {
+                    part.text.push((asset.to_owned(), t));
+                }
+            } else if key.starts_with(FACE_PREFIX) {
+                let Ok(f) = typed::<FaceRecord>(doc, &key, m) else {
+                    continue;
+                };
+                if let Some(p) = f.effective_person() {
+                    part.faces.push((key, p.to_owned()));
+                }
             }
         }
         Ok(part)

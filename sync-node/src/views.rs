@@ -437,6 +437,9 @@ struct PeopleCache {
 
 struct Whole {
     key: Vec<(DocId, u64)>,
+    /// Every document was read (one that failed to load reads as empty: what is made from it
+    /// is answered but not kept, and the part is read again next time).
+    complete: bool,
     index: Option<Arc<PeopleIndex>>,
     counts: Option<Arc<Vec<PersonCount>>>,
 }
@@ -450,15 +453,23 @@ impl PeopleCache {
         let revision = |d: &DocId| lib.revision(d).unwrap_or(0);
         let mut key: Vec<(DocId, u64)> = docs.iter().map(|d| (d.clone(), revision(d))).collect();
         key.push((people_doc.clone(), revision(&people_doc)));
-        let fresh = self.whole.get(user).is_some_and(|w| w.key == key);
+        let fresh = self
+            .whole
+            .get(user)
+            .is_some_and(|w| w.complete && w.key == key);
         let mut parts = Vec::new();
         if !fresh {
+            let mut complete = !lib.unreadable(&people_doc);
             for (d, rev) in &key[..docs.len()] {
                 let part = match self.parts.get(d) {
                     Some((r, p)) if r == rev => p.clone(),
                     _ => {
                         let p = Arc::new(lib.ml_doc_people(d)?);
-                        self.parts.insert(d.clone(), (*rev, p.clone()));
+                        if lib.unreadable(d) {
+                            complete = false;
+                        } else {
+                            self.parts.insert(d.clone(), (*rev, p.clone()));
+                        }
                         p
                     }
                 };
@@ -468,11 +479,15 @@ impl PeopleCache {
                 user.to_owned(),
                 Whole {
                     key,
+                    complete,
                     index: None,
                     counts: None,
                 },
             );
-            // Parts of documents no user's entry names any more go.
+            // Entries of users whose documents are all gone, then parts of documents no
+            // entry names any more, go.
+            self.whole
+                .retain(|_, w| w.key.iter().any(|(d, _)| lib.revision(d).is_some()));
             let named: HashSet<&DocId> = self
                 .whole
                 .values()
@@ -552,8 +567,17 @@ impl ShardViews {
                 return Ok(p.clone());
             }
         }
-        let p = lib.pack_ref(doc, key)?;
-        c.insert((doc.clone(), key), (rev, p.clone()));
+        // Read without keeping the document loaded (the reference is what is kept).
+        let p = lib
+            .entries_passing(doc, key)?
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, m)| serde_json::from_value(serde_json::Value::Object(m)).ok());
+        // Documents gone go; a document that failed to load is read again next time.
+        c.retain(|(d, _), _| lib.revision(d).is_some());
+        if !lib.unreadable(doc) {
+            c.insert((doc.clone(), key), (rev, p.clone()));
+        }
         Ok(p)
     }
 
@@ -572,7 +596,9 @@ impl ShardViews {
             return Ok(i.clone());
         }
         let i = Arc::new(lib.people_index_of(user, parts.iter().map(|(_, p)| &**p))?);
-        whole.index = Some(i.clone());
+        if whole.complete {
+            whole.index = Some(i.clone());
+        }
         Ok(i)
     }
 
@@ -589,7 +615,9 @@ impl ShardViews {
             return Ok(v.clone());
         }
         let v = Arc::new(lib.people_counts_of(user, parts.iter().map(|(d, p)| (d, &**p)))?);
-        whole.counts = Some(v.clone());
+        if whole.complete {
+            whole.counts = Some(v.clone());
+        }
         Ok(v)
     }
 

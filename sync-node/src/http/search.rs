@@ -627,6 +627,9 @@ async fn smart_search(
             index_mib = idx.bytes() >> 20,
             "smart search"
         );
+        // More may follow when the ranking filled the pages asked for (a record gone since
+        // the filter ran shortens this page, not the answer to "is there more").
+        let more = hits.len() == page * size;
         let page_hits: Vec<(DocId, String)> = hits
             .into_iter()
             .skip((page - 1) * size)
@@ -638,11 +641,12 @@ async fn smart_search(
             .map(asset_json)
             .collect::<Vec<Value>>();
         tracing::debug!(records_ms = t.elapsed().as_millis(), "smart search results");
-        Ok(items)
+        Ok((items, more))
     })
     .await?;
+    let (items, more) = items;
     let total = items.len();
-    let next = (total == size).then_some(page + 1);
+    let next = more.then_some(page + 1);
     Ok(Json(response(items, total, next)))
 }
 

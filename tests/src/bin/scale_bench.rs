@@ -136,8 +136,12 @@ fn generate(dir: &Path, n: u64) -> Result<f64> {
     node.catalog.persist(&mut lib)?;
     drop(lib);
     node.flush()?;
+    std::fs::write(dir.join(GENERATED), b"")?;
     Ok(t.elapsed().as_secs_f64())
 }
+
+/// Written when a library is complete, named after what the generator makes.
+const GENERATED: &str = "generated-v2-ml-albums-locations";
 
 /// The CLIP model of the generated packs and the face model of the generated faces: the test
 /// models the bench's ML node runs, so it finds every photo analysed and the node's smart
@@ -628,7 +632,9 @@ fn main() -> Result<()> {
         .unwrap_or_else(|_| std::env::temp_dir());
     let data = base.join(format!("scale-{n}"));
     let mut generated = None;
-    if !data.join("docs").is_dir() {
+    // A library made by an older generator (without ML results, albums or locations) is made
+    // again.
+    if !data.join("docs").is_dir() || !data.join(GENERATED).exists() {
         let _ = std::fs::remove_dir_all(&data);
         eprintln!("generating {n} assets in {} …", data.display());
         generated = Some(generate(&data, n)?);
