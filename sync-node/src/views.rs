@@ -487,7 +487,7 @@ impl PeopleCache {
             // Entries of users whose documents are all gone, then parts of documents no
             // entry names any more, go.
             self.whole
-                .retain(|_, w| w.key.iter().any(|(d, _)| lib.revision(d).is_some()));
+                .retain(|u, w| u == user || w.key.iter().any(|(d, _)| lib.revision(d).is_some()));
             let named: HashSet<&DocId> = self
                 .whole
                 .values()
@@ -1575,6 +1575,13 @@ mod tests {
             assert_eq!(counts, want);
             cached
         };
+        // A user with no ML results and no people document: empty, no error.
+        assert!(views
+            .people_index(&lib, "nobody")
+            .unwrap()
+            .people_of("a")
+            .is_empty());
+        assert!(views.people_counts(&lib, "nobody").unwrap().is_empty());
         let first = same(&lib);
         assert_eq!(first.people_of("a"), ["p1", "p2"]);
         assert!(Arc::ptr_eq(&first, &views.people_index(&lib, "u").unwrap()));
