@@ -146,6 +146,79 @@ fn sh(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs a `cargo test` like [`sh`], echoing its output, and when it fails, repeats at the end
+/// each failed test's panic message (a CI log keeps only the head and tail of a long run, and
+/// the panic is otherwise somewhere in the middle).
+fn sh_tests(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead, Write};
+    eprintln!("+ {}", show(cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", show(cmd)))?;
+    // Per line, from both streams: panics (the line naming the thread and a few after it)
+    // and the tests reported FAILED.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((Vec::<String>::new(), Vec::new())));
+    let pump = |from: Box<dyn std::io::Read + Send>, to_stdout: bool| {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut panic_lines = 0usize;
+            for line in std::io::BufReader::new(from).lines() {
+                let Ok(line) = line else { break };
+                if to_stdout {
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                } else {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
+                let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                if line.contains("' panicked at ")
+                    || line.contains("' (") && line.contains(") panicked at ")
+                {
+                    s.0.push(line.clone());
+                    panic_lines = 8;
+                } else if panic_lines > 0 {
+                    if line.starts_with("note:") || line.starts_with("stack backtrace:") {
+                        panic_lines = 0;
+                    } else if let Some(last) = s.0.last_mut() {
+                        last.push('\n');
+                        last.push_str(&line.chars().take(2000).collect::<String>());
+                        panic_lines -= 1;
+                    }
+                }
+                if let Some(name) = line
+                    .strip_prefix("test ")
+                    .and_then(|l| l.strip_suffix(" ... FAILED"))
+                {
+                    s.1.push(name.to_owned());
+                }
+            }
+        })
+    };
+    let out = child.stdout.take().map(|o| pump(Box::new(o), true));
+    let err = child.stderr.take().map(|e| pump(Box::new(e), false));
+    let status = child
+        .wait()
+        .with_context(|| format!("running {}", show(cmd)))?;
+    for t in [out, err].into_iter().flatten() {
+        let _ = t.join();
+    }
+    if !status.success() {
+        let s = seen.lock().unwrap_or_else(|p| p.into_inner());
+        eprintln!("\n==== failed tests: {}", s.1.join(", "));
+        // The panics of the failed tests' threads (a test's thread is named after it; with
+        // one test thread, the test runs on `main`).
+        for p in s.0.iter().filter(|p| {
+            s.1.iter().any(|t| p.contains(&format!("'{t}'"))) || p.contains("thread 'main'")
+        }) {
+            eprintln!("---- {p}");
+        }
+        eprintln!("====");
+        bail!("`{}` failed ({status})", show(cmd));
+    }
+    Ok(())
+}
+
 fn show(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
@@ -1332,9 +1405,9 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     // and a node, and together with the ML and big-HEIC tests they would peak the memory of a
     // small machine. The first pass runs everything else at full parallelism.
     eprintln!("machine: {}", meminfo());
-    sh(test_cmd().args(["--", "--nocapture", "--skip", "e2e::"]))?;
+    sh_tests(test_cmd().args(["--", "--nocapture", "--skip", "e2e::"]))?;
     if e2e {
-        sh(test_cmd().args([
+        sh_tests(test_cmd().args([
             "--test",
             "it",
             "--",
