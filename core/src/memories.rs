@@ -237,8 +237,8 @@ pub fn people<R: Photo>(records: &[R], idx: &PeopleIndex) -> Vec<Memory> {
     let mut by: BTreeMap<&str, Vec<&R>> = BTreeMap::new();
     for r in records.iter().filter(|r| shown(*r)) {
         for p in idx.people_of(r.id()) {
-            if idx.names.contains_key(p) {
-                by.entry(p.as_str()).or_default().push(r);
+            if idx.names.contains_key(&**p) {
+                by.entry(&**p).or_default().push(r);
             }
         }
     }

@@ -70,9 +70,9 @@ pub struct Filters {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Facts<'a> {
     /// The people in the photo (effective person ids).
-    pub people: &'a [String],
+    pub people: &'a [Arc<str>],
     /// Their names (for free text).
-    pub names: &'a [String],
+    pub names: &'a [Arc<str>],
     /// Text read in the photo (OCR by the ML node).
     pub text: Option<&'a str>,
 }
@@ -413,7 +413,11 @@ impl Filters {
         if !visible {
             return false;
         }
-        if !self.people.iter().all(|p| f.people.contains(p)) {
+        if !self
+            .people
+            .iter()
+            .all(|p| f.people.iter().any(|q| **q == **p))
+        {
             return false;
         }
         let exact = [
@@ -767,11 +771,15 @@ pub fn sign_code_u32(v: &[f32]) -> Vec<u32> {
         .collect()
 }
 
+/// People ids or names, each held once and shared by every photo they are in.
+type Shared = Vec<Arc<str>>;
+
 /// Who is in which photo, for search: effective people (merges resolved, hidden people left
-/// out) and their names.
+/// out) and their names. Each person's id and name is held once and shared by their photos
+/// (75k photos with faces at 300k).
 #[derive(Debug, Clone, Default)]
 pub struct PeopleIndex {
-    by_asset: HashMap<String, (Vec<String>, Vec<String>)>,
+    by_asset: HashMap<Box<str>, (Shared, Shared)>,
     /// Person id → name (named people only).
     pub names: HashMap<String, String>,
     /// Asset id → text read in it (OCR).
@@ -795,7 +803,7 @@ impl PeopleIndex {
     }
 
     /// The people in a photo.
-    pub fn people_of(&self, asset: &str) -> &[String] {
+    pub fn people_of(&self, asset: &str) -> &[Arc<str>] {
         self.by_asset.get(asset).map_or(&[], |(p, _)| p)
     }
 }
@@ -941,17 +949,24 @@ impl Library {
                     continue;
                 };
                 if let Some(t) = m.text.filter(|t| !t.trim().is_empty()) {
-                    part.text.push((asset.to_owned(), t));
+                    part.push_text(asset, &t);
                 }
             } else if key.starts_with(FACE_PREFIX) {
                 let Ok(f) = typed::<FaceRecord>(doc, &key, m) else {
                     continue;
                 };
                 if let Some(p) = f.effective_person() {
-                    part.faces.push((key, p.to_owned()));
+                    if part.push_face(&key, p).is_none() {
+                        return Err(LibraryError::Malformed {
+                            doc: doc.to_string(),
+                            id: key,
+                            reason: "too many faces in one ML document".into(),
+                        });
+                    }
                 }
             }
         }
+        part.shrink();
         Ok(part)
     }
 
@@ -989,8 +1004,8 @@ impl Library {
         let mut resolved: HashMap<&str, String> = HashMap::new();
         let mut out: HashMap<String, PersonCount> = HashMap::new();
         for (doc, part) in parts {
-            for (key, p) in &part.faces {
-                let p = match resolved.get(p.as_str()) {
+            for (key, p) in part.faces() {
+                let p = match resolved.get(p) {
                     Some(r) => r.clone(),
                     None => {
                         let r = self.resolve_person(user, p)?;
@@ -1005,8 +1020,8 @@ impl Library {
                     cover: None,
                 });
                 v.faces += 1;
-                if v.cover.is_none() || v.record.cover.as_deref() == Some(key.as_str()) {
-                    v.cover = Some((doc.clone(), key.clone()));
+                if v.cover.is_none() || v.record.cover.as_deref() == Some(key) {
+                    v.cover = Some((doc.clone(), key.to_owned()));
                 }
             }
         }
@@ -1030,24 +1045,39 @@ impl Library {
             }
         }
         let mut resolve = self.person_resolver(user, &records);
+        // Each person's id and name once, shared by every photo they are in.
+        let mut shared: HashMap<String, (Arc<str>, Option<Arc<str>>)> = HashMap::new();
         for part in parts {
-            for (asset, t) in &part.text {
-                idx.text.insert(asset.clone(), t.clone());
+            for (asset, t) in part.text() {
+                idx.text.insert(asset.to_owned(), t.to_owned());
             }
-            for (key, p) in &part.faces {
+            for (key, p) in part.faces() {
                 let Some(p) = resolve(p)? else { continue };
                 let Some(asset) = crate::ml::face_asset(key) else {
                     continue;
                 };
-                let e = idx.by_asset.entry(asset.to_owned()).or_default();
-                if !e.0.contains(&p) {
-                    if let Some(n) = idx.names.get(&p) {
-                        e.1.push(n.clone());
-                    }
-                    e.0.push(p);
+                let (id, name) = shared
+                    .entry(p)
+                    .or_insert_with_key(|p| {
+                        (
+                            Arc::from(p.as_str()),
+                            idx.names.get(p).map(|n| Arc::from(n.as_str())),
+                        )
+                    })
+                    .clone();
+                let e = idx.by_asset.entry(Box::from(asset)).or_default();
+                if !e.0.contains(&id) {
+                    e.1.extend(name);
+                    e.0.push(id);
                 }
             }
         }
+        for (p, n) in idx.by_asset.values_mut() {
+            p.shrink_to_fit();
+            n.shrink_to_fit();
+        }
+        idx.by_asset.shrink_to_fit();
+        idx.text.shrink_to_fit();
         Ok(idx)
     }
 }
@@ -1061,23 +1091,91 @@ pub struct PersonCount {
     pub cover: Option<(DocId, String)>,
 }
 
-/// One ML document's part of a [`PeopleIndex`] (see [`Library::ml_doc_people`]).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One ML document's part of a [`PeopleIndex`] (see [`Library::ml_doc_people`]), held
+/// compactly: a peer keeps one per ML document (150k faces at 300k photos), so the face keys
+/// lie end to end in one string and each distinct person is held once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MlDocPeople {
-    /// (face key, person as recorded).
-    faces: Vec<(String, String)>,
+    /// The persons faces record, each once.
+    persons: Vec<String>,
+    /// The face keys, one after another.
+    keys: String,
+    /// Per face: where its key ends in `keys`, and its person (index into `persons`).
+    faces: Vec<(u32, u32)>,
     /// (asset, text read in it).
     text: Vec<(String, String)>,
 }
 
 impl MlDocPeople {
+    /// Adds a face and the person it records. `None` when the part is full (4 GiB of keys, or
+    /// 2^32 people: never at a month's size).
+    pub fn push_face(&mut self, key: &str, person: &str) -> Option<()> {
+        let p = match self.persons.iter().rposition(|q| q == person) {
+            Some(i) => i,
+            None => {
+                self.persons.push(person.to_owned());
+                self.persons.len() - 1
+            }
+        };
+        let end = u32::try_from(self.keys.len() + key.len()).ok()?;
+        self.keys.push_str(key);
+        self.faces.push((end, u32::try_from(p).ok()?));
+        Some(())
+    }
+
+    /// Adds the text read in an asset.
+    pub fn push_text(&mut self, asset: &str, text: &str) {
+        self.text.push((asset.to_owned(), text.to_owned()));
+    }
+
+    /// Each face's key and the person it records, in the order pushed. A part decoded from a
+    /// damaged file may not hold together: what does not is skipped.
+    pub fn faces(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0usize;
+        self.faces.iter().filter_map(move |&(end, p)| {
+            let key = self.keys.get(start..end as usize);
+            start = end as usize;
+            Some((key?, self.persons.get(p as usize)?.as_str()))
+        })
+    }
+
+    /// Each asset's text.
+    pub fn text(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.text.iter().map(|(a, t)| (a.as_str(), t.as_str()))
+    }
+
+    /// How many faces.
+    pub fn len(&self) -> usize {
+        self.faces.len()
+    }
+
+    /// Whether it holds neither faces nor text.
+    pub fn is_empty(&self) -> bool {
+        self.faces.is_empty() && self.text.is_empty()
+    }
+
     /// Rough heap bytes held (for a cache's statistics).
     pub fn bytes(&self) -> usize {
-        self.faces
-            .iter()
-            .chain(&self.text)
-            .map(|(a, b)| a.len() + b.len() + 48)
-            .sum()
+        self.keys.capacity()
+            + self.faces.capacity() * 8
+            + self
+                .persons
+                .iter()
+                .map(|p| p.capacity() + 24)
+                .sum::<usize>()
+            + self
+                .text
+                .iter()
+                .map(|(a, t)| a.capacity() + t.capacity() + 48)
+                .sum::<usize>()
+    }
+
+    /// Gives back memory reserved beyond what is held (a part is kept long after it is made).
+    pub fn shrink(&mut self) {
+        self.keys.shrink_to_fit();
+        self.faces.shrink_to_fit();
+        self.persons.shrink_to_fit();
+        self.text.shrink_to_fit();
     }
 }
 
@@ -1185,8 +1283,8 @@ mod tests {
     #[test]
     fn free_text_matches_people_places_years_and_cameras() {
         let r = rec("a");
-        let people = vec!["p1".to_owned()];
-        let names = vec!["Anna Müller".to_owned()];
+        let people: Vec<Arc<str>> = vec!["p1".into()];
+        let names: Vec<Arc<str>> = vec!["Anna Müller".into()];
         let f = Facts {
             people: &people,
             names: &names,
@@ -1216,7 +1314,7 @@ mod tests {
     #[test]
     fn filters_combine() {
         let mut r = rec("a");
-        let people = vec!["p1".to_owned(), "p2".to_owned()];
+        let people: Vec<Arc<str>> = vec!["p1".into(), "p2".into()];
         let f = Facts {
             people: &people,
             names: &[],
@@ -1415,7 +1513,7 @@ mod tests {
                 mime: Some(if video { "video/mp4" } else { "image/jpeg" }.into()),
                 ..Default::default()
             };
-            let names = vec![name];
+            let names: Vec<Arc<str>> = vec![name.into()];
             let f = Facts { people: &[], names: &names, text: ocr.as_deref() };
             // Queries from the photo's own words cut short (so that some match), and the
             // generated one.

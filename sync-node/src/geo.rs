@@ -5,9 +5,10 @@
 //! (144,563 places with their first- and second-level divisions; GeoNames data is CC BY 4.0),
 //! searched with a k-d tree on the unit sphere, so the antimeridian and the poles need nothing
 //! special. Country names come from ISO 3166 via `isocountry`. The table is built on first use
-//! (about 20 MB); a node whose photos have no GPS never loads it.
+//! (about 20 MB); a node whose photos have no GPS never loads it, and an idle node drops it.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use reverse_geocoder::ReverseGeocoder;
 
@@ -23,9 +24,34 @@ pub struct Place {
     pub country: String,
 }
 
-fn geocoder() -> &'static ReverseGeocoder {
-    static G: OnceLock<ReverseGeocoder> = OnceLock::new();
-    G.get_or_init(ReverseGeocoder::new)
+/// The places table when loaded, and when it was last used.
+static TABLE: Mutex<Option<(Arc<ReverseGeocoder>, Instant)>> = Mutex::new(None);
+
+fn geocoder() -> Arc<ReverseGeocoder> {
+    let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
+    let (g, used) = t.get_or_insert_with(|| {
+        let started = Instant::now();
+        let g = Arc::new(ReverseGeocoder::new());
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "places table loaded"
+        );
+        (g, Instant::now())
+    });
+    *used = Instant::now();
+    g.clone()
+}
+
+/// Drops the places table (about 20 MB) when no position was placed for `idle`: an idle
+/// node does not hold it, and the next upload with GPS loads it again (a fraction of a
+/// second). Returns whether it was dropped.
+pub fn drop_idle(idle: Duration) -> bool {
+    let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
+    if t.as_ref().is_some_and(|(_, used)| used.elapsed() >= idle) {
+        *t = None;
+        return true;
+    }
+    false
 }
 
 /// The place at a position, or `None` for an invalid position or one farther than
@@ -34,7 +60,8 @@ pub fn place(lat: f64, lon: f64) -> Option<Place> {
     if !lat.is_finite() || !lon.is_finite() || lat.abs() > 90.0 || lon.abs() > 180.0 {
         return None;
     }
-    let hit = geocoder().search((lat, lon));
+    let table = geocoder();
+    let hit = table.search((lat, lon));
     // The tree's distance is the squared chord on the unit sphere.
     let chord = hit.distance.max(0.0).sqrt();
     let km = 2.0 * EARTH_KM * (chord / 2.0).min(1.0).asin();

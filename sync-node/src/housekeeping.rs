@@ -257,7 +257,7 @@ fn expired(trashed_at: &str, days: u32, now: chrono::DateTime<chrono::Utc>) -> b
 /// elsewhere.
 ///
 /// A month is read only when its search index (`views::SlimShard`, read back from the last
-/// run's file or kept since it was built) shows trash that has expired, or tombstones or
+/// run's file or kept since it was built; only its `views::SweepFacts` are kept) shows trash that has expired, or tombstones or
 /// positions without a place that the sweep has not settled at the month's current revision:
 /// a sweep over a quiet 300k library reads no document.
 pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
@@ -281,13 +281,16 @@ pub fn sweep(node: &Node) -> Result<SweepReport, NodeError> {
             for (_, id) in user_months(node, &user)? {
                 let (revision, records) = {
                     let mut lib = node.catalog.lock()?;
-                    let slim = node.views.slim(&mut lib, &id).map_err(CatalogError::from)?;
+                    let facts = node
+                        .views
+                        .sweep_facts(&mut lib, &id)
+                        .map_err(CatalogError::from)?;
                     let Some(revision) = lib.revision(&id) else {
                         continue;
                     };
-                    let expiring = slim.trashed_at().any(|t| expired(t, days, now));
-                    let pending = (slim.has_tombstones() || slim.has_unplaced())
-                        && !node.views.settled(&id, revision);
+                    let expiring = facts.trashed_at.iter().any(|t| expired(t, days, now));
+                    let pending =
+                        (facts.tombstones || facts.unplaced) && !node.views.settled(&id, revision);
                     if !expiring && !pending {
                         skipped += 1;
                         continue;

@@ -583,6 +583,7 @@ async fn run() -> Result<()> {
             tokio::spawn(tessera_sync_node::scrub::run(node.clone()));
             tokio::spawn(tessera_sync_node::views::trim_memory_every(
                 std::time::Duration::from_secs(20),
+                node.clone(),
             ));
             tokio::spawn(tessera_sync_node::housekeeping::run(
                 node.clone(),

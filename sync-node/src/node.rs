@@ -168,6 +168,9 @@ pub struct Node {
 const COUNTS_FILE: &str = "timeline-counts.json";
 /// Each shard's search index, saved with the heads it was built at (`views::SlimShard`).
 const INDEX_DIR: &str = "search-index";
+/// Who is in which photo and the text read in it, per ML document, with the heads it was read
+/// at ([`crate::views::ShardViews::write_people`]).
+const PEOPLE_FILE: &str = "people-index.bin";
 
 impl Node {
     pub fn open(config: NodeConfig) -> Result<Arc<Self>, NodeError> {
@@ -215,6 +218,13 @@ impl Node {
         let seeded = views.load_counts(&mut *catalog.lock()?, &data.join(COUNTS_FILE));
         if seeded > 0 {
             tracing::info!(shards = seeded, "timeline counts taken from the last run");
+        }
+        let parts = views.load_people(&mut *catalog.lock()?, &data.join(PEOPLE_FILE));
+        if parts > 0 {
+            tracing::info!(
+                documents = parts,
+                "people index parts taken from the last run"
+            );
         }
         let pruned = views.prune_index_files(&*catalog.lock()?);
         if pruned > 0 {
@@ -326,6 +336,13 @@ impl Node {
         if let Some(body) = body {
             self.views
                 .write_counts(&path, &body)
+                .map_err(|source| NodeError::Io { path, source })?;
+        }
+        let save = self.views.people_to_save(&mut *self.catalog.lock()?);
+        if let Some(save) = save {
+            let path = self.data().join(PEOPLE_FILE);
+            self.views
+                .write_people(&path, save)
                 .map_err(|source| NodeError::Io { path, source })?;
         }
         // A few shards at a time, so no request waits long for the library.

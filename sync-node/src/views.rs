@@ -260,6 +260,15 @@ impl SlimShard {
         self.any(UNPLACED)
     }
 
+    /// What the housekeeping sweep asks of it.
+    pub fn sweep_facts(&self) -> SweepFacts {
+        SweepFacts {
+            trashed_at: self.trashed_at().map(str::to_owned).collect(),
+            tombstones: self.has_tombstones(),
+            unplaced: self.has_unplaced(),
+        }
+    }
+
     /// When each trashed record was trashed (RFC 3339).
     pub fn trashed_at(&self) -> impl Iterator<Item = &str> + '_ {
         self.rows
@@ -364,10 +373,22 @@ struct Derived {
     revision: u64,
     counts: Option<Arc<ShardCounts>>,
     slim: Option<Arc<SlimShard>>,
+    /// What the housekeeping sweep asks of the search index, kept when the index is dropped
+    /// while idle ([`ShardViews::sweep_facts`]).
+    facts: Option<Arc<SweepFacts>>,
     /// Built from a read that failed (the document read as empty): never saved. Noted when
     /// built, since a later successful load clears the library's own flag without changing
     /// the revision.
     unreadable: bool,
+}
+
+/// What the housekeeping sweep asks of a shard's search index: when its trashed records were
+/// trashed, whether it holds tombstones, and positions without a place.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SweepFacts {
+    pub trashed_at: Vec<String>,
+    pub tombstones: bool,
+    pub unplaced: bool,
 }
 
 /// The search index file's format: a file of another version is not taken. Bump it whenever
@@ -417,6 +438,8 @@ pub struct ShardViews {
     people: Mutex<PeopleCache>,
     /// Per (ML document, pack key), at a revision: the pack it refers to.
     packs: Mutex<HashMap<(DocId, &'static str), PackAt>>,
+    /// When a search index or a people index was last asked for ([`ShardViews::shed_idle`]).
+    last_use: Mutex<std::time::Instant>,
 }
 
 /// A pack reference as read at a document revision.
@@ -433,7 +456,17 @@ struct PeopleCache {
     /// Per user: the revisions of their ML documents and people document, and what was made
     /// from the parts at those revisions.
     whole: HashMap<String, Whole>,
+    /// A part was read since the parts were last saved ([`ShardViews::people_to_save`]).
+    changed: bool,
 }
+
+/// The people parts file: a checksum, then the version and, per ML document, its file stem,
+/// the heads its part was read at and the part.
+const PEOPLE_VERSION: u32 = 1;
+
+/// What [`ShardViews::write_people`] writes: per ML document, its file stem, the heads its
+/// part was read at, and the part.
+pub struct PeopleSave(Vec<(String, Vec<u8>, Arc<MlDocPeople>)>);
 
 struct Whole {
     key: Vec<(DocId, u64)>,
@@ -469,6 +502,7 @@ impl PeopleCache {
                             complete = false;
                         } else {
                             self.parts.insert(d.clone(), (*rev, p.clone()));
+                            self.changed = true;
                         }
                         p
                     }
@@ -484,24 +518,13 @@ impl PeopleCache {
                     counts: None,
                 },
             );
-            // Entries of users whose documents are all gone, then parts of documents no
-            // entry names any more, go.
+            // Entries of users whose documents are all gone, and parts of documents gone,
+            // go. (Not parts no entry names: those read back at start wait for their user.)
             self.whole
                 .retain(|u, w| u == user || w.key.iter().any(|(d, _)| lib.revision(d).is_some()));
-            let named: HashSet<&DocId> = self
-                .whole
-                .values()
-                .flat_map(|w| w.key.iter().map(|(d, _)| d))
-                .collect();
-            let gone: Vec<DocId> = self
-                .parts
-                .keys()
-                .filter(|d| !named.contains(d))
-                .cloned()
-                .collect();
-            for d in gone {
-                self.parts.remove(&d);
-            }
+            let before = self.parts.len();
+            self.parts.retain(|d, _| lib.revision(d).is_some());
+            self.changed |= self.parts.len() != before;
         } else {
             for (d, _) in &key[..docs.len()] {
                 if let Some((_, p)) = self.parts.get(d) {
@@ -548,6 +571,7 @@ impl ShardViews {
             inner: Mutex::new(Inner::default()),
             people: Mutex::default(),
             packs: Mutex::default(),
+            last_use: Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -590,6 +614,7 @@ impl ShardViews {
         lib: &Library,
         user: &str,
     ) -> Result<Arc<PeopleIndex>, LibraryError> {
+        self.used();
         let mut c = self.people.lock().unwrap_or_else(|p| p.into_inner());
         let (whole, parts) = c.at(lib, user)?;
         if let Some(i) = &whole.index {
@@ -609,6 +634,7 @@ impl ShardViews {
         lib: &Library,
         user: &str,
     ) -> Result<Arc<Vec<PersonCount>>, LibraryError> {
+        self.used();
         let mut c = self.people.lock().unwrap_or_else(|p| p.into_inner());
         let (whole, parts) = c.at(lib, user)?;
         if let Some(v) = &whole.counts {
@@ -621,10 +647,150 @@ impl ShardViews {
         Ok(v)
     }
 
+    fn used(&self) {
+        *self.last_use.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    /// When no search, people list or timeline asked for an index for `idle`, drops what is
+    /// read back quickly when next asked: every shard's search index (saved in its file: 30 MB
+    /// at 300k photos, read back in about 0.3 s), the decoded records kept, and each user's
+    /// people index and counts (made again from the parts kept). An index not saved yet stays.
+    /// Returns the bytes of search indexes dropped.
+    pub fn shed_idle(&self, idle: std::time::Duration) -> usize {
+        if self
+            .last_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+            < idle
+        {
+            return 0;
+        }
+        let mut freed = 0;
+        {
+            let mut inner = self.inner();
+            let Inner {
+                derived,
+                slims_unsaved,
+                records,
+                bytes,
+                ..
+            } = &mut *inner;
+            if self.index_dir.is_some() {
+                for (id, d) in derived.iter_mut() {
+                    if !slims_unsaved.contains(id) {
+                        if let Some(s) = d.slim.take() {
+                            freed += s.heap_bytes();
+                        }
+                    }
+                }
+            }
+            records.clear();
+            *bytes = 0;
+        }
+        self.people
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .whole
+            .clear();
+        freed
+    }
+
     /// Bytes held by the people cache's parts (statistics).
     pub fn people_bytes(&self) -> usize {
         let c = self.people.lock().unwrap_or_else(|p| p.into_inner());
         c.parts.values().map(|(_, p)| p.bytes()).sum()
+    }
+
+    /// The people parts to save when any was read since the last call (`None`: nothing to
+    /// write), each with the heads it was read at. Called holding the library, so heads and
+    /// revisions agree; [`ShardViews::write_people`] encodes and writes without it.
+    pub fn people_to_save(&self, lib: &mut Library) -> Option<PeopleSave> {
+        let entries: Vec<(DocId, u64, Arc<MlDocPeople>)> = {
+            let mut c = self.people.lock().unwrap_or_else(|p| p.into_inner());
+            if !std::mem::take(&mut c.changed) {
+                return None;
+            }
+            c.parts
+                .iter()
+                .map(|(d, (r, p))| (d.clone(), *r, p.clone()))
+                .collect()
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, rev, part) in entries {
+            // Read from what the document held then: changed since, it is read again.
+            if lib.revision(&id) != Some(rev) || lib.unreadable(&id) {
+                continue;
+            }
+            if let Some(heads) = lib.known_heads_bytes(&id) {
+                out.push((id.file_stem(), heads, part));
+            }
+        }
+        Some(PeopleSave(out))
+    }
+
+    /// Writes what [`ShardViews::people_to_save`] gave to `path` (replaced atomically; not
+    /// synced: a torn file fails its checksum and the parts are read from the documents
+    /// again). On failure the parts are written again at the next save.
+    pub fn write_people(&self, path: &Path, save: PeopleSave) -> std::io::Result<()> {
+        let parts: Vec<(&str, &[u8], &MlDocPeople)> = save
+            .0
+            .iter()
+            .map(|(s, h, p)| (s.as_str(), h.as_slice(), &**p))
+            .collect();
+        let written = postcard::to_allocvec(&(PEOPLE_VERSION, parts))
+            .map_err(std::io::Error::other)
+            .and_then(|payload| {
+                let tmp = path.with_extension("tmp");
+                let mut body = blake3::hash(&payload).as_bytes().to_vec();
+                body.extend_from_slice(&payload);
+                std::fs::write(&tmp, &body)?;
+                std::fs::rename(&tmp, path)
+            });
+        if written.is_err() {
+            self.people
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .changed = true;
+        }
+        written
+    }
+
+    /// Takes back the people parts [`ShardViews::write_people`] saved, for every ML document
+    /// whose heads are still those its part was read at: the first people list, search or
+    /// timeline after a start reads none of the ML documents those cover (5–6 s at 300k
+    /// photos). A missing, damaged or other version's file is nothing worse than no parts.
+    /// Returns how many parts were taken.
+    pub fn load_people(&self, lib: &mut Library, path: &Path) -> usize {
+        let Ok(body) = std::fs::read(path) else {
+            return 0;
+        };
+        let parsed = body
+            .split_at_checked(32)
+            .filter(|(sum, payload)| blake3::hash(payload).as_bytes() == *sum)
+            .and_then(|(_, payload)| {
+                postcard::from_bytes::<(u32, Vec<(String, Vec<u8>, MlDocPeople)>)>(payload).ok()
+            })
+            .filter(|(v, _)| *v == PEOPLE_VERSION);
+        let Some((_, saved)) = parsed else {
+            tracing::warn!(path = %path.display(), "the saved people parts are damaged or of another version; reading the ML documents again");
+            return 0;
+        };
+        let mut c = self.people.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for (stem, heads, part) in saved {
+            let Ok(id) = DocId::from_file_stem(&stem) else {
+                continue;
+            };
+            let (Some(rev), Some(now)) = (lib.revision(&id), lib.known_heads_bytes(&id)) else {
+                continue;
+            };
+            if now == heads && !lib.unreadable(&id) {
+                c.parts.insert(id, (rev, Arc::new(part)));
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Saves each shard's search index in `dir` ([`ShardViews::encode_slims`]) and reads it
@@ -685,6 +851,7 @@ impl ShardViews {
                 revision,
                 counts: Some(Arc::new(ShardCounts::of(&records))),
                 slim: Some(slim.unwrap_or_else(|| Arc::new(SlimShard::of(&records)))),
+                facts: None,
                 unreadable,
             },
         );
@@ -741,9 +908,19 @@ impl ShardViews {
     /// The shard's search index, once per revision (kept for every shard): read back from its
     /// file when that was saved at the shard's current heads, else built from its records.
     pub fn slim(&self, lib: &mut Library, doc: &DocId) -> Result<Arc<SlimShard>, LibraryError> {
+        self.used();
         let Some(revision) = lib.revision(doc) else {
             return Ok(Default::default());
         };
+        self.slim_at(lib, doc, revision)
+    }
+
+    fn slim_at(
+        &self,
+        lib: &mut Library,
+        doc: &DocId,
+        revision: u64,
+    ) -> Result<Arc<SlimShard>, LibraryError> {
         let current = |inner: &Inner| {
             inner
                 .derived
@@ -767,6 +944,7 @@ impl ShardViews {
                             revision,
                             counts: None,
                             slim: Some(slim.clone()),
+                            facts: None,
                             unreadable: false,
                         },
                     );
@@ -776,6 +954,38 @@ impl ShardViews {
         }
         self.records(lib, doc)?;
         Ok(current(&self.inner()).unwrap_or_default())
+    }
+
+    /// What the housekeeping sweep asks of the shard's search index, kept per revision even
+    /// while the index itself is dropped (idle): the sweep does not bring 300k photos' indexes
+    /// back into memory, nor count as a use of them.
+    pub fn sweep_facts(
+        &self,
+        lib: &mut Library,
+        doc: &DocId,
+    ) -> Result<Arc<SweepFacts>, LibraryError> {
+        let Some(revision) = lib.revision(doc) else {
+            return Ok(Default::default());
+        };
+        fn at<'a>(
+            inner: &'a mut Inner,
+            doc: &DocId,
+            revision: u64,
+        ) -> Option<&'a mut Option<Arc<SweepFacts>>> {
+            inner
+                .derived
+                .get_mut(doc)
+                .filter(|d| d.revision == revision && !d.unreadable)
+                .map(|d| &mut d.facts)
+        }
+        if let Some(Some(f)) = at(&mut self.inner(), doc, revision) {
+            return Ok(f.clone());
+        }
+        let facts = Arc::new(self.slim_at(lib, doc, revision)?.sweep_facts());
+        if let Some(f) = at(&mut self.inner(), doc, revision) {
+            *f = Some(facts.clone());
+        }
+        Ok(facts)
     }
 
     fn slim_path(&self, doc: &DocId) -> Option<PathBuf> {
@@ -1035,6 +1245,7 @@ impl ShardViews {
                     revision,
                     counts: Some(Arc::new(counts)),
                     slim: None,
+                    facts: None,
                     unreadable: false,
                 },
             );
@@ -1116,13 +1327,22 @@ pub fn limit_malloc_arenas() {
 /// map, Immich's sync stream) free what they decoded when they end, but glibc keeps it in the
 /// process unless asked (measured at 300k: 222 MB stayed after queries that raced the
 /// start-up sweep, against ≈ 150 MB once trimmed). A trim with little to give back is cheap.
-pub async fn trim_memory_every(every: std::time::Duration) {
+pub async fn trim_memory_every(every: std::time::Duration, node: Arc<crate::node::Node>) {
     loop {
         tokio::time::sleep(every).await;
-        let _ = tokio::task::spawn_blocking(|| {
+        let node = node.clone();
+        let _ = tokio::task::spawn_blocking(move || {
             // Smart search's cached sign codes, when no search used them for a while.
             if crate::smart_index::prune_idle() > 0 {
                 tracing::debug!("smart search index dropped (idle)");
+            }
+            // The same for the search and people indexes and the places table.
+            let freed = node.views.shed_idle(crate::smart_index::IDLE);
+            if freed > 0 {
+                tracing::debug!(bytes = freed, "search indexes dropped (idle)");
+            }
+            if crate::geo::drop_idle(crate::smart_index::IDLE) {
+                tracing::debug!("places table dropped (idle)");
             }
             release_free_memory()
         })
@@ -1133,6 +1353,10 @@ pub async fn trim_memory_every(every: std::time::Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn strs(v: &[Arc<str>]) -> Vec<&str> {
+        v.iter().map(|s| &**s).collect()
+    }
 
     /// Search over the index in place decides exactly as over the record it stands for.
     #[test]
@@ -1454,6 +1678,26 @@ mod tests {
             views.encode_slims(&mut lib, 16).is_empty(),
             "nothing new to save"
         );
+        // Idle: the saved indexes are dropped, and read back from their files when next asked.
+        let idle = std::time::Duration::from_secs(3600);
+        let facts = views.sweep_facts(&mut lib, &may).unwrap();
+        assert_eq!(facts.trashed_at, ["2024-06-01T00:00:00Z"]);
+        assert!(!facts.tombstones && !facts.unplaced);
+        assert_eq!(views.shed_idle(idle), 0, "used just now");
+        assert!(views.shed_idle(std::time::Duration::ZERO) > 0);
+        let read = views.stats().indexes_read;
+        // The sweep's facts outlive the index: asking them reads nothing back.
+        assert_eq!(views.sweep_facts(&mut lib, &may).unwrap(), facts);
+        assert!(views.sweep_facts(&mut lib, &jan).unwrap().unplaced);
+        assert_eq!(views.stats().indexes_read, read + 1, "January's facts were not kept");
+        let read = read + 1;
+        let again = views.slim(&mut lib, &may).unwrap();
+        assert_eq!(views.stats().indexes_read, read + 1);
+        assert!(!Arc::ptr_eq(&again, &may_slim));
+        assert_eq!(
+            again.trashed_at().collect::<Vec<_>>(),
+            ["2024-06-01T00:00:00Z"]
+        );
 
         // The "next run": the same documents (same heads), January changed since.
         let mut next = Library::new(b"test-actor-0002");
@@ -1583,7 +1827,7 @@ mod tests {
             .is_empty());
         assert!(views.people_counts(&lib, "nobody").unwrap().is_empty());
         let first = same(&lib);
-        assert_eq!(first.people_of("a"), ["p1", "p2"]);
+        assert_eq!(strs(first.people_of("a")), ["p1", "p2"]);
         assert!(Arc::ptr_eq(&first, &views.people_index(&lib, "u").unwrap()));
         // One month changes: a new face, and the user reassigns one.
         lib.merge_entries(&feb, &[face("d", 0, "p1")]).unwrap();
@@ -1597,7 +1841,7 @@ mod tests {
             .unwrap();
         let second = same(&lib);
         assert!(!Arc::ptr_eq(&first, &second));
-        assert_eq!(second.people_of("c"), ["p1"]);
+        assert_eq!(strs(second.people_of("c")), ["p1"]);
         // People change: p2 merged into p1, then p1 named and p3 hidden.
         lib.merge_entries(
             &people,
@@ -1610,7 +1854,7 @@ mod tests {
             )],
         )
         .unwrap();
-        assert_eq!(same(&lib).people_of("a"), ["p1"]);
+        assert_eq!(strs(same(&lib).people_of("a")), ["p1"]);
         lib.merge_entries(
             &people,
             &[person(
@@ -1622,7 +1866,7 @@ mod tests {
             )],
         )
         .unwrap();
-        assert_eq!(same(&lib).facts("b").names, ["Anna"]);
+        assert_eq!(strs(same(&lib).facts("b").names), ["Anna"]);
         moved.user_person = Some("p3".into());
         lib.merge_entries(&feb, &[(FaceRecord::key("c", 0), fields(&moved))])
             .unwrap();
@@ -1638,5 +1882,78 @@ mod tests {
         )
         .unwrap();
         assert!(same(&lib).people_of("c").is_empty());
+    }
+
+    /// People parts saved by one run are taken back by the next for documents whose heads
+    /// did not change, answer the same, and a damaged file is nothing worse than no parts.
+    #[test]
+    fn people_parts_saved_are_read_back_while_their_documents_hold() {
+        use tessera_core::ml::{fields, FaceRecord, MlMark, MARK_PREFIX};
+        let mut lib = Library::new(&[5; 16]);
+        let face = |asset: &str, n: usize, person: &str| {
+            (
+                FaceRecord::key(asset, n),
+                fields(&FaceRecord {
+                    asset: asset.into(),
+                    person: Some(person.into()),
+                    ..Default::default()
+                }),
+            )
+        };
+        let (jan, feb) = (
+            DocId::ml("u", "2024-01").unwrap(),
+            DocId::ml("u", "2024-02").unwrap(),
+        );
+        let text = (
+            format!("{MARK_PREFIX}c"),
+            fields(&MlMark {
+                text: Some("hello world".into()),
+                ..Default::default()
+            }),
+        );
+        lib.merge_entries(
+            &jan,
+            &[face("a", 0, "p1"), face("a", 1, "p2"), face("b", 0, "p1")],
+        )
+        .unwrap();
+        lib.merge_entries(&feb, &[face("c", 0, "p2"), text])
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("tessera-people-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("people-index.bin");
+
+        let first = ShardViews::new(0);
+        let want = first.people_index(&lib, "u").unwrap();
+        let counts = first.people_counts(&lib, "u").unwrap();
+        let save = first.people_to_save(&mut lib).expect("parts were read");
+        assert_eq!(save.0.len(), 2);
+        first.write_people(&path, save).unwrap();
+        assert!(first.people_to_save(&mut lib).is_none(), "nothing new");
+
+        let second = ShardViews::new(0);
+        assert_eq!(second.load_people(&mut lib, &path), 2);
+        let got = second.people_index(&lib, "u").unwrap();
+        for a in ["a", "b", "c"] {
+            assert_eq!(got.people_of(a), want.people_of(a), "{a}");
+        }
+        assert_eq!(got.text.get("c").map(String::as_str), Some("hello world"));
+        assert_eq!(*second.people_counts(&lib, "u").unwrap(), *counts);
+
+        // February changed since: only January's part is taken; February's is read again.
+        lib.merge_entries(&feb, &[face("d", 0, "p1")]).unwrap();
+        let third = ShardViews::new(0);
+        assert_eq!(third.load_people(&mut lib, &path), 1);
+        assert_eq!(
+            strs(third.people_index(&lib, "u").unwrap().people_of("d")),
+            ["p1"]
+        );
+
+        // A damaged file: no parts, no error.
+        let mut body = std::fs::read(&path).unwrap();
+        let last = body.len() - 1;
+        body[last] ^= 0xff;
+        std::fs::write(&path, &body).unwrap();
+        assert_eq!(ShardViews::new(0).load_people(&mut lib, &path), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

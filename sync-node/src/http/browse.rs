@@ -257,7 +257,7 @@ fn timeline_assets(
             q.person_id.as_ref().is_none_or(|p| {
                 people
                     .as_ref()
-                    .is_some_and(|people| people.people_of(&r.id).contains(p))
+                    .is_some_and(|people| people.people_of(&r.id).iter().any(|q| **q == **p))
             })
         })
         .collect();

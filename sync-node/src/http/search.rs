@@ -765,7 +765,7 @@ async fn explore(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiResu
         let mut newest: BTreeMap<&str, &AssetRecord> = BTreeMap::new();
         for r in records.iter().filter(|r| r.in_timeline()) {
             for p in people.people_of(&r.id) {
-                let e = newest.entry(p.as_str()).or_insert(r);
+                let e = newest.entry(&**p).or_insert(r);
                 if r.taken_at > e.taken_at {
                     *e = r;
                 }
