@@ -1689,7 +1689,11 @@ mod tests {
         // The sweep's facts outlive the index: asking them reads nothing back.
         assert_eq!(views.sweep_facts(&mut lib, &may).unwrap(), facts);
         assert!(views.sweep_facts(&mut lib, &jan).unwrap().unplaced);
-        assert_eq!(views.stats().indexes_read, read + 1, "January's facts were not kept");
+        assert_eq!(
+            views.stats().indexes_read,
+            read + 1,
+            "January's facts were not kept"
+        );
         let read = read + 1;
         let again = views.slim(&mut lib, &may).unwrap();
         assert_eq!(views.stats().indexes_read, read + 1);

@@ -9,7 +9,8 @@
 //!   document read and checked; its first timeline query counts every month) and, after it
 //!   was stopped with SIGTERM, with the index and saved counts (the usual restart); its RSS
 //!   right after, after the
-//!   queries, idle 30 s and 90 s later, and its peak;
+//!   queries, idle 30 s, 90 s and 340 s later (after the node sheds its indexes, and the
+//!   first queries then), and its peak;
 //! - Immich's time buckets over the whole library (their counts must add up to N), one month's
 //!   bucket, a metadata search and a free-text search, the people list, a person's photos, the
 //!   album list and the largest album: the first run (cold: right after start, racing the
@@ -769,6 +770,21 @@ fn main() -> Result<()> {
     // back when it ends, which may be more than 30 s after the queries at 300k.
     std::thread::sleep(Duration::from_secs(60));
     let rss_idle_90 = status_kb(pid, "VmRSS:");
+    // Five minutes without a query: the node drops what it reads back when asked (search and
+    // people indexes, the places table; `ShardViews::shed_idle`). Its RSS then, and the first
+    // queries after it.
+    std::thread::sleep(Duration::from_secs(250));
+    let rss_idle_shed = status_kb(pid, "VmRSS:");
+    let once = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+        let t = Instant::now();
+        f()?;
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    let search_after_idle_ms =
+        once(&|| search_body(serde_json::json!({"city": "Lyon", "make": "Canon", "size": 100})))?;
+    let people_after_idle_ms = once(&|| get_ok("/api/people?size=500").map(drop))?;
+    let month_after_idle_ms =
+        once(&|| get_ok("/api/timeline/bucket?timeBucket=2016-03-01").map(drop))?;
     let peak = status_kb(pid, "VmHWM:");
     let ml = ml_node(&api, &base, ml_port, pid).context("the ML node at scale");
     // `--node-only`: the node's and the ML node's figures, no browser and no load test.
@@ -802,6 +818,7 @@ fn main() -> Result<()> {
             "after_queries": rss_used as f64 / 1024.0,
             "idle_30s": rss_idle as f64 / 1024.0,
             "idle_90s": rss_idle_90 as f64 / 1024.0,
+            "idle_340s": rss_idle_shed as f64 / 1024.0,
             "peak": peak as f64 / 1024.0,
             "budget": 150,
         },
@@ -811,6 +828,11 @@ fn main() -> Result<()> {
         "file_name_search_ms": runs(text),
         "people": people["people"].as_array().map(Vec::len),
         "people_list_ms": runs(people_ms),
+        "after_5_idle_minutes_ms": {
+            "metadata_search": search_after_idle_ms,
+            "people_list": people_after_idle_ms,
+            "month_bucket": month_after_idle_ms,
+        },
         "a_persons_photos_ms": runs(person_ms),
         "albums_list_ms": runs(albums_ms),
         "largest_album": {"assets": album["assetCount"], "open_ms": runs(album_ms)},
