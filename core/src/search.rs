@@ -942,6 +942,7 @@ impl Library {
     pub fn ml_doc_people(&self, doc: &DocId) -> Result<MlDocPeople, LibraryError> {
         use crate::ml::{typed, FaceRecord, MlMark, FACE_PREFIX, MARK_PREFIX};
         let mut part = MlDocPeople::default();
+        let mut persons = HashMap::new();
         // One read of the document, not kept loaded: the caller keeps the part.
         for (key, m) in self.entries_passing(doc, "")? {
             if let Some(asset) = key.strip_prefix(MARK_PREFIX) {
@@ -956,7 +957,7 @@ impl Library {
                     continue;
                 };
                 if let Some(p) = f.effective_person() {
-                    if part.push_face(&key, p).is_none() {
+                    if part.push_face_with(&key, p, &mut persons).is_none() {
                         return Err(LibraryError::Malformed {
                             doc: doc.to_string(),
                             id: key,
@@ -1117,9 +1118,33 @@ impl MlDocPeople {
                 self.persons.len() - 1
             }
         };
+        self.push_face_of(key, u32::try_from(p).ok()?)
+    }
+
+    /// [`MlDocPeople::push_face`] with the person found through `persons` (person → its
+    /// index), for a caller adding many faces.
+    fn push_face_with(
+        &mut self,
+        key: &str,
+        person: &str,
+        persons: &mut HashMap<String, u32>,
+    ) -> Option<()> {
+        let p = match persons.get(person) {
+            Some(&i) => i,
+            None => {
+                let i = u32::try_from(self.persons.len()).ok()?;
+                self.persons.push(person.to_owned());
+                persons.insert(person.to_owned(), i);
+                i
+            }
+        };
+        self.push_face_of(key, p)
+    }
+
+    fn push_face_of(&mut self, key: &str, person: u32) -> Option<()> {
         let end = u32::try_from(self.keys.len() + key.len()).ok()?;
         self.keys.push_str(key);
-        self.faces.push((end, u32::try_from(p).ok()?));
+        self.faces.push((end, person));
         Some(())
     }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tessera_core::ml::PackRef;
+use tessera_core::ml::{MlProgress, PackRef};
 use tessera_core::search::{MlDocPeople, PeopleIndex, PersonCount};
 use tessera_core::{AssetRecord, DocId, Library, LibraryError};
 
@@ -376,6 +376,10 @@ struct Derived {
     /// What the housekeeping sweep asks of the search index, kept when the index is dropped
     /// while idle ([`ShardViews::sweep_facts`]).
     facts: Option<Arc<SweepFacts>>,
+    /// The search index at this revision is in its file (read from it, or dropped by
+    /// [`ShardViews::shed_idle`] after it was saved): [`ShardViews::records`] leaves it to be
+    /// read back instead of building and saving the same index again.
+    saved: bool,
     /// Built from a read that failed (the document read as empty): never saved. Noted when
     /// built, since a later successful load clears the library's own flag without changing
     /// the revision.
@@ -440,6 +444,8 @@ pub struct ShardViews {
     packs: Mutex<HashMap<(DocId, &'static str), PackAt>>,
     /// When a search index or a people index was last asked for ([`ShardViews::shed_idle`]).
     last_use: Mutex<std::time::Instant>,
+    /// Per shard, at its revision and its ML document's: the month's ML progress.
+    progress: Mutex<HashMap<DocId, (u64, u64, MlProgress)>>,
 }
 
 /// A pack reference as read at a document revision.
@@ -461,7 +467,9 @@ struct PeopleCache {
 }
 
 /// The people parts file: a checksum, then the version and, per ML document, its file stem,
-/// the heads its part was read at and the part.
+/// the heads its part was read at and the part. Bump it whenever `MlDocPeople`'s layout or
+/// what `Library::ml_doc_people` derives from a document changes (postcard does not describe
+/// its layout, and a part is believed for as long as its document's heads are unchanged).
 const PEOPLE_VERSION: u32 = 1;
 
 /// What [`ShardViews::write_people`] writes: per ML document, its file stem, the heads its
@@ -572,6 +580,7 @@ impl ShardViews {
             people: Mutex::default(),
             packs: Mutex::default(),
             last_use: Mutex::new(std::time::Instant::now()),
+            progress: Mutex::default(),
         }
     }
 
@@ -603,6 +612,56 @@ impl ShardViews {
             c.insert((doc.clone(), key), (rev, p.clone()));
         }
         Ok(p)
+    }
+
+    /// How far the ML node got with `user`'s library ([`Library::ml_progress`]), each month
+    /// counted again only when its shard or its ML document changed: the PWA and the ML test
+    /// poll it, and counting 300k photos held the catalogue for seconds per call.
+    pub fn ml_progress(&self, lib: &Library, user: &str) -> Result<MlProgress, LibraryError> {
+        let mut total = MlProgress::default();
+        let mut seen = HashSet::new();
+        for s in lib.shards(user)? {
+            let shard = DocId::shard(user, &s.month)?;
+            let ml = DocId::ml(user, &s.month)?;
+            let at = (
+                lib.revision(&shard).unwrap_or(0),
+                lib.revision(&ml).unwrap_or(0),
+            );
+            let cached = self
+                .progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&shard)
+                .filter(|(a, b, _)| (*a, *b) == at)
+                .map(|(_, _, p)| *p);
+            let p = match cached {
+                Some(p) => p,
+                None => {
+                    let records = self.records(lib, &shard)?;
+                    let p = lib.ml_progress_month(
+                        user,
+                        &s.month,
+                        records.iter().map(|r| (r.id.as_str(), r.preview.is_some())),
+                    )?;
+                    // What a failed read gave is not kept.
+                    if !lib.unreadable(&shard) && !lib.unreadable(&ml) {
+                        self.progress
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(shard.clone(), (at.0, at.1, p));
+                    }
+                    p
+                }
+            };
+            total.add(&p);
+            seen.insert(shard);
+        }
+        // Months of this user gone (purged) go.
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|d, _| d.user() != user || seen.contains(d));
+        Ok(total)
     }
 
     /// `user`'s [`PeopleIndex`] (who is in which photo, text read in photos), kept while none
@@ -651,7 +710,8 @@ impl ShardViews {
         *self.last_use.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
     }
 
-    /// When no search, people list or timeline asked for an index for `idle`, drops what is
+    /// When no request asked for a search index, a people index or a month's records for
+    /// `idle` (the housekeeping sweep's facts do not count), drops what is
     /// read back quickly when next asked: every shard's search index (saved in its file: 30 MB
     /// at 300k photos, read back in about 0.3 s), the decoded records kept, and each user's
     /// people index and counts (made again from the parts kept). An index not saved yet stays.
@@ -681,6 +741,7 @@ impl ShardViews {
                     if !slims_unsaved.contains(id) {
                         if let Some(s) = d.slim.take() {
                             freed += s.heap_bytes();
+                            d.saved = true;
                         }
                     }
                 }
@@ -811,6 +872,7 @@ impl ShardViews {
         lib: &Library,
         doc: &DocId,
     ) -> Result<Arc<Vec<AssetRecord>>, LibraryError> {
+        self.used();
         let Some(revision) = lib.revision(doc) else {
             return Ok(Arc::new(Vec::new()));
         };
@@ -836,22 +898,34 @@ impl ShardViews {
         }
         let records = Arc::new(lib.assets_passing(doc)?);
         let unreadable = lib.unreadable(doc);
-        // An index already there at this revision (read back from its file, or built and
-        // waiting to be saved) is kept: rebuilding it would only write the same file again.
-        let slim = match inner.derived.get(doc) {
-            Some(d) if d.revision == revision && !d.unreadable && !unreadable => d.slim.clone(),
-            _ => None,
+        // An index already there at this revision (read back from its file, built and
+        // waiting to be saved, or in its file after an idle shed) is kept or left to be read
+        // back: building it would only write the same file again. What the sweep asked of it
+        // is kept too.
+        let (slim, facts, saved) = match inner.derived.get(doc) {
+            Some(d) if d.revision == revision && !d.unreadable && !unreadable => {
+                (d.slim.clone(), d.facts.clone(), d.saved)
+            }
+            _ => (None, None, false),
         };
-        if slim.is_none() && !unreadable {
-            inner.slims_unsaved.insert(doc.clone());
-        }
+        let slim = match slim {
+            Some(s) => Some(s),
+            None if saved => None,
+            None => {
+                if !unreadable {
+                    inner.slims_unsaved.insert(doc.clone());
+                }
+                Some(Arc::new(SlimShard::of(&records)))
+            }
+        };
         inner.derived.insert(
             doc.clone(),
             Derived {
                 revision,
                 counts: Some(Arc::new(ShardCounts::of(&records))),
-                slim: Some(slim.unwrap_or_else(|| Arc::new(SlimShard::of(&records)))),
-                facts: None,
+                slim,
+                facts,
+                saved,
                 unreadable,
             },
         );
@@ -936,7 +1010,10 @@ impl ShardViews {
             let mut inner = self.inner();
             inner.slims_read += 1;
             match inner.derived.get_mut(doc) {
-                Some(d) if d.revision == revision => d.slim = Some(slim.clone()),
+                Some(d) if d.revision == revision => {
+                    d.slim = Some(slim.clone());
+                    d.saved = true;
+                }
                 _ => {
                     inner.derived.insert(
                         doc.clone(),
@@ -945,12 +1022,17 @@ impl ShardViews {
                             counts: None,
                             slim: Some(slim.clone()),
                             facts: None,
+                            saved: true,
                             unreadable: false,
                         },
                     );
                 }
             }
             return Ok(slim);
+        }
+        // Not in its file after all (removed, damaged): built from the records, and saved.
+        if let Some(d) = self.inner().derived.get_mut(doc) {
+            d.saved = false;
         }
         self.records(lib, doc)?;
         Ok(current(&self.inner()).unwrap_or_default())
@@ -1246,6 +1328,7 @@ impl ShardViews {
                     counts: Some(Arc::new(counts)),
                     slim: None,
                     facts: None,
+                    saved: false,
                     unreadable: false,
                 },
             );
@@ -1685,6 +1768,10 @@ mod tests {
         assert!(!facts.tombstones && !facts.unplaced);
         assert_eq!(views.shed_idle(idle), 0, "used just now");
         assert!(views.shed_idle(std::time::Duration::ZERO) > 0);
+        // A month's records read after the shed leave its index to be read back from its
+        // file, not built and written again.
+        assert_eq!(views.records(&lib, &jan).unwrap().len(), 1);
+        assert!(views.encode_slims(&mut lib, 16).is_empty());
         let read = views.stats().indexes_read;
         // The sweep's facts outlive the index: asking them reads nothing back.
         assert_eq!(views.sweep_facts(&mut lib, &may).unwrap(), facts);
@@ -1959,5 +2046,49 @@ mod tests {
         std::fs::write(&path, &body).unwrap();
         assert_eq!(ShardViews::new(0).load_people(&mut lib, &path), 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The cached ML progress answers what the library counts read whole, after an analysis
+    /// lands in one month and a photo is added to another.
+    #[test]
+    fn ml_progress_follows_changes_to_shards_and_ml_documents() {
+        use tessera_core::ml::{fields, MlMark, MARK_PREFIX};
+        let mut lib = Library::new(b"test-actor-0009");
+        let user = "0123456789abcdef0123456789abcdef";
+        let shown = |id: &str, taken: &str| AssetRecord {
+            preview: Some("e".repeat(64)),
+            ..rec(id, taken, false)
+        };
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        lib.upsert_assets(
+            user,
+            &[
+                shown(&a, "2024-05-03T10:00:00"),
+                shown(&b, "2024-05-04T10:00:00"),
+                shown(&c, "2024-01-04T10:00:00"),
+            ],
+        )
+        .unwrap();
+        let views = ShardViews::new(1 << 20);
+        let same = |lib: &Library| {
+            let p = views.ml_progress(lib, user).unwrap();
+            assert_eq!(p, lib.ml_progress(user).unwrap());
+            p
+        };
+        assert_eq!((same(&lib).total, same(&lib).analysed), (3, 0));
+        let mark = MlMark {
+            faces: 2,
+            ..Default::default()
+        };
+        lib.merge_entries(
+            &DocId::ml(user, "2024-05").unwrap(),
+            &[(format!("{MARK_PREFIX}{a}"), fields(&mark))],
+        )
+        .unwrap();
+        let p = same(&lib);
+        assert_eq!((p.total, p.analysed, p.faces), (3, 1, 2));
+        lib.upsert_assets(user, &[shown(&"d".repeat(64), "2024-01-05T10:00:00")])
+            .unwrap();
+        assert_eq!(same(&lib).total, 4);
     }
 }

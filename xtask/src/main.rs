@@ -164,8 +164,23 @@ fn sh_tests(cmd: &mut Command) -> Result<()> {
         let seen = seen.clone();
         std::thread::spawn(move || {
             let mut panic_lines = 0usize;
-            for line in std::io::BufReader::new(from).lines() {
-                let Ok(line) = line else { break };
+            let mut from = std::io::BufReader::new(from);
+            let mut buf = Vec::new();
+            // Every byte is read to the end (a line that is not UTF-8 is shown lossily), so
+            // the test process never blocks on a full pipe.
+            loop {
+                buf.clear();
+                match from.read_until(b'\n', &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        let _ = std::io::copy(&mut from, &mut std::io::sink());
+                        break;
+                    }
+                }
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']).to_owned();
                 if to_stdout {
                     let _ = writeln!(std::io::stdout(), "{line}");
                 } else {

@@ -140,7 +140,10 @@ async fn serve_ml_blob(node: &crate::Node, hash: &str, req: Request) -> ApiResul
 async fn progress(State(node): State<AppState>, AuthUser(u): AuthUser) -> ApiResult<Json<Value>> {
     blocking(move || {
         let lib = node.catalog.lock()?;
-        let p = lib.ml_progress(&u.id).map_err(CatalogError::from)?;
+        let p = node
+            .views
+            .ml_progress(&lib, &u.id)
+            .map_err(CatalogError::from)?;
         // Which CLIP models the search packs come from (two during a model upgrade).
         let mut models = std::collections::BTreeSet::new();
         for doc in lib.ml_doc_ids(&u.id) {

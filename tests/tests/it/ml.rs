@@ -375,8 +375,6 @@ fn wait_for_or<T>(
     }
 }
 
-/// Sizes of the ML and people documents on disk (append-only logs: unchanged sizes mean no
-/// change was recorded).
 /// The heads of the node's ML and people documents, read from their files: equal heads mean
 /// no change. (Not the files' sizes: the node compacts a grown log when it writes its
 /// start-up index, every 30 s, which changes the size and nothing else.)
