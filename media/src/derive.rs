@@ -1,11 +1,12 @@
 //! Thumbnail, preview and thumbhash from an original.
 //!
 //! JPEGs are decoded with DCT-domain downscaling by libjpeg-turbo (the IDCT produces M/8 of
-//! the size directly, the smallest that still covers the preview), falling back to the pure-Rust
-//! jpeg-decoder (1/2, 1/4, 1/8 scaling) for what libjpeg-turbo refuses (CMYK, files with
-//! warnings); then resized with SIMD convolution (fast_image_resize) and encoded with
-//! libjpeg-turbo. One decode feeds both outputs; orientation is applied to the
-//! small images only.
+//! the size directly, the smallest that still covers the preview) straight to their YCbCr
+//! planes, which are resized and encoded as planes ([`crate::planar`]). What that path cannot
+//! take (CMYK, unusual sampling, files with warnings) is decoded to RGB by libjpeg-turbo or,
+//! failing that, the pure-Rust jpeg-decoder (1/2, 1/4, 1/8 scaling). Other formats decode to
+//! RGB, are resized with SIMD convolution (fast_image_resize) and encoded with libjpeg-turbo.
+//! One decode feeds both outputs; orientation is applied to the small images only.
 
 use std::io::Cursor;
 
@@ -15,6 +16,7 @@ use fast_image_resize::{
 };
 use image::{metadata::Orientation, DynamicImage, RgbImage};
 
+use crate::planar::Planes;
 use crate::MediaError;
 
 /// Short side of the thumbnail, in pixels.
@@ -23,6 +25,10 @@ pub const THUMB_SHORT_SIDE: u32 = 250;
 pub const PREVIEW_LONG_SIDE: u32 = 1440;
 const MAX_PIXELS: u64 = 250_000_000;
 const JPEG_QUALITY: u8 = 80;
+/// The most scans a JPEG may have. A progressive JPEG has about ten; thousands of tiny scans
+/// make a decoder pass over the whole image again for each (a known way to hang one), and
+/// libjpeg-turbo only warns about a bogus progression, which sends the file to the fallback.
+const MAX_JPEG_SCANS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Derivatives {
@@ -55,14 +61,26 @@ pub fn make_derivatives(
         return Err(MediaError::Empty);
     }
     let (decoded, full_w, full_h) = match mime {
-        "image/jpeg" => match decode_jpeg_turbo(bytes, PREVIEW_LONG_SIDE) {
-            Ok(d) => d,
-            Err(turbo) => decode_jpeg_scaled(bytes, PREVIEW_LONG_SIDE).map_err(|e| match e {
-                // Both failed: report libjpeg-turbo's (clearer) message.
-                MediaError::Decode { .. } => turbo,
-                other => other,
-            })?,
-        },
+        "image/jpeg" => {
+            check_jpeg_scans(bytes)?;
+            match jpeg_via_planes(bytes, orientation) {
+                Ok(d) => return Ok(d),
+                Err(e @ (MediaError::TooLarge { .. } | MediaError::NoPixels { .. })) => {
+                    return Err(e)
+                }
+                // CMYK, unusual sampling, warnings: decoded to RGB instead.
+                Err(_) => match decode_jpeg_turbo(bytes, PREVIEW_LONG_SIDE) {
+                    Ok(d) => d,
+                    Err(turbo) => {
+                        decode_jpeg_scaled(bytes, PREVIEW_LONG_SIDE).map_err(|e| match e {
+                            // Both failed: report libjpeg-turbo's (clearer) message.
+                            MediaError::Decode { .. } => turbo,
+                            other => other,
+                        })?
+                    }
+                },
+            }
+        }
         "image/png" | "image/webp" | "image/gif" | "image/bmp" | "image/tiff" => {
             decode_generic(bytes, mime)?
         }
@@ -79,22 +97,27 @@ pub fn make_derivatives(
         }
         other => return Err(MediaError::Unsupported(other.to_owned())),
     };
+    from_rgb(&decoded, (full_w, full_h), orientation)
+}
+
+/// The derivatives of a decoded RGB image (`full`: the original's size).
+pub(crate) fn from_rgb(
+    decoded: &RgbImage,
+    (full_w, full_h): (u32, u32),
+    orientation: Option<u32>,
+) -> Result<Derivatives, MediaError> {
     let mut resizer = Resizer::new();
     // Catmull-Rom: sharp like Lanczos3 at two thirds of the taps.
     let filter = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
 
     let (pw, ph) = fit_long_side(decoded.width(), decoded.height(), PREVIEW_LONG_SIDE);
-    let preview = resize(&mut resizer, &decoded, pw, ph, &filter)?;
+    let preview = resize(&mut resizer, decoded, pw, ph, &filter)?;
+    let (tw, th) = thumb_size((full_w, full_h), (pw, ph));
     // The thumbnail comes from the preview unless that is already too small on its short side.
-    let (tw, th) = fit_short_side(full_w, full_h, THUMB_SHORT_SIDE).min_each(fit_short_side(
-        pw,
-        ph,
-        THUMB_SHORT_SIDE,
-    ));
     let thumb_src = if pw.min(ph) >= tw.min(th) {
         &preview
     } else {
-        &decoded
+        decoded
     };
     let thumb = resize(&mut resizer, thumb_src, tw, th, &filter)?;
     let (hw, hh) = fit_long_side(tw, th, 100);
@@ -105,14 +128,78 @@ pub fn make_derivatives(
         hh,
         &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box)),
     )?;
-
-    let orient = orientation
-        .and_then(|o| u8::try_from(o).ok())
-        .and_then(Orientation::from_exif)
-        .unwrap_or(Orientation::NoTransforms);
+    let orient = orientation_of(orientation);
     let preview = orient_rgb(preview, orient)?;
     let thumb = orient_rgb(thumb, orient)?;
     let tiny = orient_rgb(tiny, orient)?;
+    Ok(finish(
+        (encode_jpeg(&preview)?, preview.dimensions()),
+        (encode_jpeg(&thumb)?, thumb.dimensions()),
+        &tiny,
+        orient,
+        (full_w, full_h),
+    ))
+}
+
+/// A JPEG's derivatives from its YCbCr planes ([`crate::planar`]): the usual path for JPEGs.
+fn jpeg_via_planes(bytes: &[u8], orientation: Option<u32>) -> Result<Derivatives, MediaError> {
+    let (decoded, full_w, full_h) = Planes::decode_jpeg(
+        bytes,
+        |h| turbo_scale(h, PREVIEW_LONG_SIDE),
+        MAX_JPEG_SCANS as u32,
+    )?;
+    let mut resizer = Resizer::new();
+    let (dw, dh) = decoded.dimensions();
+    let (pw, ph) = fit_long_side(dw, dh, PREVIEW_LONG_SIDE);
+    let preview = decoded.resized(&mut resizer, pw, ph, FilterType::CatmullRom)?;
+    let (tw, th) = thumb_size((full_w, full_h), (pw, ph));
+    let thumb_src = if pw.min(ph) >= tw.min(th) {
+        &preview
+    } else {
+        &decoded
+    };
+    let thumb = thumb_src.resized(&mut resizer, tw, th, FilterType::CatmullRom)?;
+    let (hw, hh) = fit_long_side(tw, th, 100);
+    let tiny = thumb.resized(&mut resizer, hw, hh, FilterType::Box)?;
+    let orient = orientation_of(orientation);
+    let preview = preview.oriented(orient);
+    let thumb = thumb.oriented(orient);
+    let tiny = tiny.oriented(orient).to_rgb();
+    Ok(finish(
+        (preview.encode(JPEG_QUALITY)?, preview.dimensions()),
+        (thumb.encode(JPEG_QUALITY)?, thumb.dimensions()),
+        &tiny,
+        orient,
+        (full_w, full_h),
+    ))
+}
+
+/// The thumbnail's size: `THUMB_SHORT_SIDE` on the short side, from the original's size, or
+/// smaller when the preview already is.
+fn thumb_size(full: (u32, u32), preview: (u32, u32)) -> (u32, u32) {
+    fit_short_side(full.0, full.1, THUMB_SHORT_SIDE).min_each(fit_short_side(
+        preview.0,
+        preview.1,
+        THUMB_SHORT_SIDE,
+    ))
+}
+
+fn orientation_of(orientation: Option<u32>) -> Orientation {
+    orientation
+        .and_then(|o| u8::try_from(o).ok())
+        .and_then(Orientation::from_exif)
+        .unwrap_or(Orientation::NoTransforms)
+}
+
+/// The derivatives from the encoded (and oriented) preview and thumbnail, and the oriented
+/// ~100-px image the thumbhash is made of.
+fn finish(
+    preview: (Vec<u8>, (u32, u32)),
+    thumbnail: (Vec<u8>, (u32, u32)),
+    tiny: &RgbImage,
+    orient: Orientation,
+    (full_w, full_h): (u32, u32),
+) -> Derivatives {
     let rgba: Vec<u8> = tiny
         .pixels()
         .flat_map(|p| [p[0], p[1], p[2], 255])
@@ -132,16 +219,15 @@ pub fn make_derivatives(
     } else {
         (full_w, full_h)
     };
-
-    Ok(Derivatives {
-        thumb_size: thumb.dimensions(),
-        thumbnail: encode_jpeg(&thumb)?,
-        preview_size: preview.dimensions(),
-        preview: encode_jpeg(&preview)?,
+    Derivatives {
+        thumbnail: thumbnail.0,
+        thumb_size: thumbnail.1,
+        preview: preview.0,
+        preview_size: preview.1,
         thumbhash,
         width,
         height,
-    })
+    }
 }
 
 trait MinEach {
@@ -197,8 +283,38 @@ pub(crate) fn check_dims(width: u32, height: u32) -> Result<(), MediaError> {
     Ok(())
 }
 
+/// Refuses a JPEG with more than [`MAX_JPEG_SCANS`] start-of-scan markers before any decoder
+/// sees it (both decoders would run every scan). Markers inside embedded previews count too:
+/// the count can only be too high, never too low, and a real file is far from the limit.
+fn check_jpeg_scans(bytes: &[u8]) -> Result<(), MediaError> {
+    let scans = memchr::memmem::find_iter(bytes, &[0xFF, 0xDA])
+        .take(MAX_JPEG_SCANS + 1)
+        .count();
+    if scans > MAX_JPEG_SCANS {
+        return Err(MediaError::TooManyScans {
+            max: MAX_JPEG_SCANS,
+        });
+    }
+    Ok(())
+}
+
+/// The smallest M/8 DCT scale whose long side covers `long_side` (or the whole image).
+fn turbo_scale(header: &turbojpeg::DecompressHeader, long_side: u32) -> turbojpeg::ScalingFactor {
+    let full = (header.width.max(header.height)) as u32;
+    (1..=8)
+        .map(|m| turbojpeg::ScalingFactor::new(m, 8))
+        .find(|f| {
+            let s = header.scaled(*f);
+            s.width.max(s.height) as u32 >= long_side.min(full)
+        })
+        .unwrap_or(turbojpeg::ScalingFactor::ONE)
+}
+
 /// libjpeg-turbo: decodes at the smallest M/8 DCT scale whose long side covers `long_side`.
-fn decode_jpeg_turbo(bytes: &[u8], long_side: u32) -> Result<(RgbImage, u32, u32), MediaError> {
+pub(crate) fn decode_jpeg_turbo(
+    bytes: &[u8],
+    long_side: u32,
+) -> Result<(RgbImage, u32, u32), MediaError> {
     let err = |e: turbojpeg::Error| MediaError::Decode {
         format: "JPEG",
         reason: e.to_string(),
@@ -207,14 +323,9 @@ fn decode_jpeg_turbo(bytes: &[u8], long_side: u32) -> Result<(RgbImage, u32, u32
     let header = d.read_header(bytes).map_err(err)?;
     let (fw, fh) = (header.width as u32, header.height as u32);
     check_dims(fw, fh)?;
-    let factor = (1..=8)
-        .map(|m| turbojpeg::ScalingFactor::new(m, 8))
-        .find(|f| {
-            let s = header.scaled(*f);
-            s.width.max(s.height) as u32 >= long_side.min(fw.max(fh))
-        })
-        .unwrap_or(turbojpeg::ScalingFactor::ONE);
+    let factor = turbo_scale(&header, long_side);
     d.set_scaling_factor(factor).map_err(err)?;
+    d.set_scan_limit(MAX_JPEG_SCANS as u32).map_err(err)?;
     let s = header.scaled(factor);
     let mut img = turbojpeg::Image {
         pixels: vec![0u8; s.width * s.height * 3],
@@ -434,5 +545,38 @@ mod tests {
             make_derivatives(b"xx", "image/svg+xml", None),
             Err(MediaError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn a_jpeg_with_thousands_of_scans_is_refused_before_decoding() {
+        let img = turbojpeg::Image::mandelbrot(64, 48, turbojpeg::PixelFormat::RGB);
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_progressive(true).unwrap();
+        let progressive = c.compress_to_vec(img.as_deref()).unwrap();
+        // A real progressive JPEG decodes.
+        let d = make_derivatives(&progressive, "image/jpeg", None).unwrap();
+        assert_eq!(d.preview_size, (64, 48));
+        // Its last scan repeated 2,000 times: refused with a clear reason, not decoded.
+        let last = progressive
+            .windows(2)
+            .rposition(|w| w == [0xFF, 0xDA])
+            .unwrap();
+        let eoi = progressive.len() - 2;
+        let mut hostile = progressive[..eoi].to_vec();
+        for _ in 0..2000 {
+            hostile.extend_from_slice(&progressive[last..eoi]);
+        }
+        hostile.extend_from_slice(&[0xFF, 0xD9]);
+        let e = make_derivatives(&hostile, "image/jpeg", None).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                MediaError::TooManyScans {
+                    max: MAX_JPEG_SCANS
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("scans"), "{e}");
     }
 }

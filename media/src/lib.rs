@@ -12,6 +12,7 @@ mod heif;
 mod heif_grid;
 mod motion;
 mod phash;
+mod planar;
 mod raw;
 mod sidecar;
 mod types;
@@ -59,6 +60,10 @@ pub enum MediaError {
     },
     #[error("image has no pixels ({width}x{height})")]
     NoPixels { width: u32, height: u32 },
+    /// A JPEG with more scans than any real one has (a decoder would run each over the
+    /// whole image).
+    #[error("cannot decode JPEG: more than {max} scans (a progressive JPEG has about ten)")]
+    TooManyScans { max: usize },
     #[error("image too large to process ({width}x{height})")]
     TooLarge { width: u32, height: u32 },
     #[error("{0} is stored but not rendered yet")]
