@@ -242,12 +242,10 @@ pub fn synthetic_photo(w: u32, h: u32, seed: u64) -> Result<Vec<u8>> {
         *px = (i16::from(*px) + n + tint[i % 3]).clamp(0, 255) as u8;
     }
     let mut out = Vec::new();
-    jpeg_encoder::Encoder::new(&mut out, 90).encode(
-        &raw,
-        w as u16,
-        h as u16,
-        jpeg_encoder::ColorType::Rgb,
-    )?;
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
+    // 4:2:0, as phones and most cameras write them (the encoder's default is 4:4:4).
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    enc.encode(&raw, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)?;
     Ok(out)
 }
 

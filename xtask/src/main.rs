@@ -1752,6 +1752,10 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         .env("TESSERA_FIXTURES", &fixtures)
         .env("TESSERA_SHARP", &sharp);
     sh(&mut c)?;
+    if args.iter().any(|a| a == "--ingest") {
+        // Only the ingest figures (pipeline, vipsthumbnail, sharp, a node's full ingest).
+        return Ok(());
+    }
     // Peer to peer: a fresh device syncing 10,000 assets; node → node replication against cp.
     let node = release_sync_node(root)?;
     let mut c = bench_bin("tessera-p2p-bench");

@@ -202,8 +202,8 @@ fn main() -> Result<()> {
     let bin = env_path("TESSERA_SYNC_NODE_BIN")?;
     let corpus = env_path("TESSERA_CORPUS")?;
     let fixtures = env_path("TESSERA_FIXTURES")?;
-    let twelve =
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tessera/bench/12mp");
+    let twelve = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/tessera/bench/12mp-420");
 
     // Near-duplicates over distinct real scenes only: piexif's camera files all hold one image
     // (one is used) and the corpus's phone HEICs/RAW (decoded by Tessera's own pipeline).
