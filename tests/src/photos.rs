@@ -226,8 +226,20 @@ pub fn with_exif(jpeg: &[u8], spec: &ExifSpec) -> Result<Vec<u8>> {
 }
 
 /// A photo-like JPEG of `w`×`h`: a real camera photo upscaled plus sensor-like noise, so it
-/// compresses like a phone photo (≈ 0.3–0.5 bytes/pixel at q90). Deterministic per `seed`.
+/// compresses like a phone photo (≈ 0.3 bytes/pixel at q90, 4:2:0 as phones and most cameras
+/// write them). Deterministic per `seed`.
 pub fn synthetic_photo(w: u32, h: u32, seed: u64) -> Result<Vec<u8>> {
+    synthetic_photo_sampled(w, h, seed, jpeg_encoder::SamplingFactor::F_2_2)
+}
+
+/// [`synthetic_photo`] with the given chroma sampling (4:4:4, `F_1_1`, makes a file about half
+/// as large again).
+pub fn synthetic_photo_sampled(
+    w: u32,
+    h: u32,
+    seed: u64,
+    sampling: jpeg_encoder::SamplingFactor,
+) -> Result<Vec<u8>> {
     let base = image::load_from_memory(&fixture("large.jpg")?)?.to_rgb8();
     let base = image::imageops::resize(&base, w, h, image::imageops::FilterType::Triangle);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -243,8 +255,7 @@ pub fn synthetic_photo(w: u32, h: u32, seed: u64) -> Result<Vec<u8>> {
     }
     let mut out = Vec::new();
     let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
-    // 4:2:0, as phones and most cameras write them (the encoder's default is 4:4:4).
-    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    enc.set_sampling_factor(sampling);
     enc.encode(&raw, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)?;
     Ok(out)
 }

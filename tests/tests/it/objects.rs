@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tessera_tests::photos::{small_jpeg, synthetic_photo};
+use tessera_tests::photos::{small_jpeg, synthetic_photo_sampled};
 use tessera_tests::{free_port, Api, Node};
 
 const BUCKET: &str = "tessera";
@@ -211,7 +211,8 @@ fn originals_live_in_s3_compatible_storage() {
     }
 
     // A 30-MP photo (over the 8 MiB part size: a multipart upload) and a small one.
-    let big = synthetic_photo(6800, 4500, 7).unwrap();
+    // 4:4:4: a larger file for its pixels (4:2:0 would be just under 9 MiB).
+    let big = synthetic_photo_sampled(6800, 4500, 7, jpeg_encoder::SamplingFactor::F_1_1).unwrap();
     assert!(big.len() > 9 << 20, "big photo is {} bytes", big.len());
     let small = small_jpeg(32);
     for (name, bytes) in [("big.jpg", &big), ("small.jpg", &small)] {
