@@ -143,25 +143,47 @@ pub(crate) fn from_rgb(
 
 /// A JPEG's derivatives from its YCbCr planes ([`crate::planar`]): the usual path for JPEGs.
 fn jpeg_via_planes(bytes: &[u8], orientation: Option<u32>) -> Result<Derivatives, MediaError> {
+    let orient = orientation_of(orientation);
+    // A flip along an odd length would move each chroma sample by one pixel against the luma
+    // (4:2:0 pairs pixels from the first one). A resized output is made a pixel longer (or
+    // shorter) along a flipped axis instead, which nobody sees; one that is not resized, along
+    // an odd flipped axis, is made through RGB.
+    let (flip_x, flip_y) = match orient {
+        Orientation::FlipHorizontal | Orientation::Rotate270 => (true, false),
+        Orientation::FlipVertical | Orientation::Rotate90 => (false, true),
+        Orientation::Rotate180 | Orientation::Rotate270FlipH => (true, true),
+        _ => (false, false),
+    };
+    let even = |flip: bool, n: u32, from: u32| match (flip && n % 2 == 1, n < from) {
+        (false, _) => Some(n),
+        (true, true) => Some(n + 1),
+        (true, false) => None,
+    };
+    let sizes = |(dw, dh): (u32, u32), full: (u32, u32)| {
+        let (pw, ph) = fit_long_side(dw, dh, PREVIEW_LONG_SIDE);
+        let preview = (even(flip_x, pw, dw)?, even(flip_y, ph, dh)?);
+        let (tw, th) = thumb_size(full, preview);
+        // Made from the preview, or from the decoded planes when the preview is smaller.
+        let from_preview = preview.0.min(preview.1) >= tw.min(th);
+        let from = if from_preview { preview } else { (dw, dh) };
+        let thumb = (even(flip_x, tw, from.0)?, even(flip_y, th, from.1)?);
+        Some((preview, thumb, from_preview))
+    };
     let (decoded, full_w, full_h) = Planes::decode_jpeg(
         bytes,
         |h| turbo_scale(h, PREVIEW_LONG_SIDE),
         MAX_JPEG_SCANS as u32,
+        |decoded, full| sizes(decoded, full).is_some(),
     )?;
     let mut resizer = Resizer::new();
-    let (dw, dh) = decoded.dimensions();
-    let (pw, ph) = fit_long_side(dw, dh, PREVIEW_LONG_SIDE);
+    let ((pw, ph), (tw, th), from_preview) = sizes(decoded.dimensions(), (full_w, full_h))
+        .ok_or_else(|| MediaError::Unsupported("this JPEG as planes".into()))?;
     let preview = decoded.resized(&mut resizer, pw, ph, FilterType::CatmullRom)?;
-    let (tw, th) = thumb_size((full_w, full_h), (pw, ph));
-    let thumb_src = if pw.min(ph) >= tw.min(th) {
-        &preview
-    } else {
-        &decoded
-    };
+    let thumb_src = if from_preview { &preview } else { &decoded };
     let thumb = thumb_src.resized(&mut resizer, tw, th, FilterType::CatmullRom)?;
     let (hw, hh) = fit_long_side(tw, th, 100);
+    // The thumbhash's image may be off by a pixel (it is a blur of it).
     let tiny = thumb.resized(&mut resizer, hw, hh, FilterType::Box)?;
-    let orient = orientation_of(orientation);
     let preview = preview.oriented(orient);
     let thumb = thumb.oriented(orient);
     let tiny = tiny.oriented(orient).to_rgb();

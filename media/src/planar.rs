@@ -60,6 +60,7 @@ impl Planes {
         bytes: &[u8],
         scale: impl Fn(&turbojpeg::DecompressHeader) -> turbojpeg::ScalingFactor,
         scan_limit: u32,
+        accept: impl Fn((u32, u32), (u32, u32)) -> bool,
     ) -> Result<(Self, u32, u32), MediaError> {
         let mut d = turbojpeg::Decompressor::new().map_err(decode_err)?;
         let header = d.read_header(bytes).map_err(decode_err)?;
@@ -83,6 +84,10 @@ impl Planes {
         d.set_scaling_factor(factor).map_err(decode_err)?;
         d.set_scan_limit(scan_limit).map_err(decode_err)?;
         let s = header.scaled(factor);
+        // The caller's last word, before anything is decoded (decoded size, full size).
+        if !accept((s.width as u32, s.height as u32), (fw, fh)) {
+            return Err(MediaError::Unsupported("this JPEG as planes".into()));
+        }
         let layout = turbojpeg::YuvImage {
             pixels: (),
             width: s.width,
@@ -138,10 +143,21 @@ impl Planes {
         filter: FilterType,
     ) -> Result<Self, MediaError> {
         let (cw, ch) = half(w, h);
+        // The part of the chroma planes that lies under the luma the output shows: a chroma
+        // sample covers two pixels, so an odd length has half a sample past the last pixel,
+        // and the output's chroma covers an odd output length and half a pixel more.
+        let (dw, dh) = self.y.dimensions();
+        let extent = |out_c: u32, out: u32, src: u32, src_c: u32| {
+            (f64::from(out_c) * f64::from(src) / f64::from(out)).min(f64::from(src_c))
+        };
+        let crop = (
+            extent(cw, w, dw, self.cb.width()),
+            extent(ch, h, dh, self.cb.height()),
+        );
         Ok(Self {
-            y: resize_plane(resizer, &self.y, w, h, filter)?,
-            cb: resize_plane(resizer, &self.cb, cw, ch, filter)?,
-            cr: resize_plane(resizer, &self.cr, cw, ch, filter)?,
+            y: resize_plane(resizer, &self.y, w, h, filter, None)?,
+            cb: resize_plane(resizer, &self.cb, cw, ch, filter, Some(crop))?,
+            cr: resize_plane(resizer, &self.cr, cw, ch, filter, Some(crop))?,
         })
     }
 
@@ -232,8 +248,11 @@ fn resize_plane(
     w: u32,
     h: u32,
     filter: FilterType,
+    crop: Option<(f64, f64)>,
 ) -> Result<GrayImage, MediaError> {
-    if src.dimensions() == (w, h) {
+    let whole = (f64::from(src.width()), f64::from(src.height()));
+    let crop = crop.unwrap_or(whole);
+    if src.dimensions() == (w, h) && crop == whole {
         return Ok(src.clone());
     }
     let e = |e: &dyn std::fmt::Display| MediaError::Resize(e.to_string());
@@ -244,7 +263,9 @@ fn resize_plane(
         .resize(
             &view,
             &mut dst,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter)),
+            &ResizeOptions::new()
+                .resize_alg(ResizeAlg::Convolution(filter))
+                .crop(0.0, 0.0, crop.0, crop.1),
         )
         .map_err(|x| e(&x))?;
     GrayImage::from_raw(w, h, dst.into_vec()).ok_or_else(|| e(&"bad buffer size"))
@@ -323,8 +344,12 @@ mod tests {
             let src = source(w, h);
             for sub in [Sub2x2, Sub2x1, None, Sub1x2, Sub4x1] {
                 let bytes = jpeg(&src, sub, turbojpeg::PixelFormat::RGB);
-                let planes =
-                    super::Planes::decode_jpeg(&bytes, |_| turbojpeg::ScalingFactor::ONE, 256);
+                let planes = super::Planes::decode_jpeg(
+                    &bytes,
+                    |_| turbojpeg::ScalingFactor::ONE,
+                    256,
+                    |_, _| true,
+                );
                 if sub == Sub2x2 {
                     let (planes, fw, fh) = planes.unwrap();
                     assert_eq!((fw, fh), (w, h));
@@ -385,6 +410,97 @@ mod tests {
         }
     }
 
+    /// A flip along an odd length must not move the colours against the detail: 4:2:0 pairs
+    /// pixels from the first one, so a flipped chroma plane would sit one pixel off. Such
+    /// derivatives are made the RGB way (decode to RGB, turn, resize, encode), exactly; the
+    /// others from the planes, no worse than the RGB way against the source (a sharp
+    /// red/blue checkerboard, where a pixel's shift shows).
+    #[test]
+    fn flips_along_odd_lengths_keep_colours_registered() {
+        let src = RgbImage::from_fn(1001, 751, |x, y| {
+            if (x / 4 + y / 4) % 2 == 0 {
+                image::Rgb([220, 30, 30])
+            } else {
+                image::Rgb([30, 30, 220])
+            }
+        });
+        let bytes = jpeg(
+            &src,
+            turbojpeg::Subsamp::Sub2x2,
+            turbojpeg::PixelFormat::RGB,
+        );
+        let (decoded, fw, fh) = crate::derive::decode_jpeg_turbo(&bytes, 1440).unwrap();
+        for o in 1..=8u32 {
+            let d = make_derivatives(&bytes, "image/jpeg", Some(o)).unwrap();
+            let rgb = crate::derive::from_rgb(&decoded, (fw, fh), Some(o)).unwrap();
+            let load = |b: &[u8]| image::load_from_memory(b).unwrap().to_rgb8();
+            let (preview, rgb_preview) = (load(&d.preview), load(&rgb.preview));
+            let (thumb, rgb_thumb) = (load(&d.thumbnail), load(&rgb.thumbnail));
+            let mut turned = image::DynamicImage::ImageRgb8(src.clone());
+            turned.apply_orientation(image::metadata::Orientation::from_exif(o as u8).unwrap());
+            let turned = turned.to_rgb8();
+            let (e, e_rgb) = (mad(&preview, &turned), mad(&rgb_preview, &turned));
+            eprintln!("orientation {o}: planes {e:.2}, RGB {e_rgb:.2} against the source");
+            assert!(
+                e < e_rgb + 0.5,
+                "orientation {o}: planes {e:.2}, RGB {e_rgb:.2}"
+            );
+            // Flipped along the odd width (2, 3, 4 along the odd height, 6, 7, 8 after a turn).
+            if o != 1 && o != 5 {
+                let (p, t) = (mad(&preview, &rgb_preview), mad(&thumb, &rgb_thumb));
+                assert!(
+                    p < 0.01 && t < 0.01,
+                    "orientation {o}: {p:.2} / {t:.2} off RGB"
+                );
+            }
+        }
+        // Resized (about a third): the planes (a pixel longer where a flipped length would be
+        // odd, the chroma planes cropped to what lies under the luma) against the RGB way, both
+        // against the turned source at their own sizes. The thumbnail's chroma, resized at half
+        // resolution, is softer than the RGB way's on a hard checkerboard (photos: the same).
+        let src = RgbImage::from_fn(4002, 2998, |x, y| {
+            if (x / 96 + y / 96) % 2 == 0 {
+                image::Rgb([220, 30, 30])
+            } else {
+                image::Rgb([30, 30, 220])
+            }
+        });
+        let bytes = jpeg(
+            &src,
+            turbojpeg::Subsamp::Sub2x2,
+            turbojpeg::PixelFormat::RGB,
+        );
+        let (decoded, fw, fh) = crate::derive::decode_jpeg_turbo(&bytes, 1440).unwrap();
+        // The source resized to each size once (resizing and turning commute).
+        let mut references = std::collections::HashMap::new();
+        for o in 1..=8u32 {
+            let d = make_derivatives(&bytes, "image/jpeg", Some(o)).unwrap();
+            let rgb = crate::derive::from_rgb(&decoded, (fw, fh), Some(o)).unwrap();
+            let turn = image::metadata::Orientation::from_exif(o as u8).unwrap();
+            let mut against = |b: &[u8]| {
+                let i = image::load_from_memory(b).unwrap().to_rgb8();
+                let upright = if o >= 5 {
+                    (i.height(), i.width())
+                } else {
+                    i.dimensions()
+                };
+                let r = references
+                    .entry(upright)
+                    .or_insert_with(|| reference(&src, upright.0, upright.1));
+                let mut turned = image::DynamicImage::ImageRgb8(r.clone());
+                turned.apply_orientation(turn);
+                mad(&i, &turned.to_rgb8())
+            };
+            let (p, p_rgb) = (against(&d.preview), against(&rgb.preview));
+            let (t, t_rgb) = (against(&d.thumbnail), against(&rgb.thumbnail));
+            eprintln!("resized, orientation {o}: planes {p:.2} / {t:.2}, RGB {p_rgb:.2} / {t_rgb:.2} ({:?})", d.thumb_size);
+            assert!(
+                p < p_rgb + 0.5 && t < t_rgb * 1.35,
+                "resized, orientation {o}: planes {p:.2} / {t:.2}, RGB {p_rgb:.2} / {t_rgb:.2}"
+            );
+        }
+    }
+
     #[test]
     fn grey_and_cmyk_jpegs_make_derivatives_too() {
         let src = source(900, 600);
@@ -399,7 +515,13 @@ mod tests {
         assert!(e < 4.0, "grey: {e:.2}");
         // CMYK (Adobe YCCK): not for the planes; decoded to RGB instead.
         let cmyk = jpeg(&src, turbojpeg::Subsamp::None, turbojpeg::PixelFormat::CMYK);
-        assert!(super::Planes::decode_jpeg(&cmyk, |_| turbojpeg::ScalingFactor::ONE, 256).is_err());
+        assert!(super::Planes::decode_jpeg(
+            &cmyk,
+            |_| turbojpeg::ScalingFactor::ONE,
+            256,
+            |_, _| true
+        )
+        .is_err());
         let d = make_derivatives(&cmyk, "image/jpeg", None).unwrap();
         assert_eq!(d.preview_size, (900, 600));
     }
