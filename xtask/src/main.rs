@@ -1338,6 +1338,17 @@ fn run_smoke(root: &Path) -> Result<()> {
 
 fn test(root: &Path, args: &[String]) -> Result<()> {
     let started = Instant::now();
+    // Each phase's time, so a slow CI run says where its time went.
+    let mut last = started;
+    let mut lap = |what: &str| {
+        let now = Instant::now();
+        eprintln!(
+            "== {what}: {:.0} s (total {:.0} s)",
+            (now - last).as_secs_f64(),
+            (now - started).as_secs_f64()
+        );
+        last = now;
+    };
     let e2e = !args.iter().any(|a| a == "--no-e2e");
     cargo_bin_on_path();
     setup(e2e)?;
@@ -1348,6 +1359,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     } else {
         None
     };
+    lap("tools, fixtures and corpus");
     sh(cargo().args(["fmt", "--all", "--check"]))?;
     check_architecture(root)?;
     sh(cargo().args([
@@ -1374,16 +1386,19 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    lap("fmt and clippy");
     // The PWA's own unit tests (layout, the compact records) are plain Rust: run natively.
     sh(cargo().args(["test", "-p", "tessera-app", "--lib"]))?;
     if e2e {
         build_pwa(false)?;
     }
     build_nodes(false)?;
+    lap("PWA tests, PWA and node builds");
     let models = ensure_models(root, &target_dir(root).join("debug/ml-node"))?;
     let faces = ensure_face_photos()?;
     let text_photos = ensure_text_photos()?;
     let python = pyenv()?;
+    lap("models and photos");
     // The same `cargo test` (environment and all) for both passes below.
     let test_cmd = || {
         let mut c = cargo();
@@ -1421,6 +1436,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     // small machine. The first pass runs everything else at full parallelism.
     eprintln!("machine: {}", meminfo());
     sh_tests(test_cmd().args(["--", "--nocapture", "--skip", "e2e::"]))?;
+    lap("tests");
     if e2e {
         sh_tests(test_cmd().args([
             "--test",
@@ -1430,11 +1446,14 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
             "--test-threads=1",
             "e2e::",
         ]))?;
+        lap("browser tests");
     }
     contract_test(root)?;
+    lap("API contract test");
     // The README's main command, as a new user runs it (release PWA + nodes, both started).
     if e2e {
         run_smoke(root)?;
+        lap("cargo xtask run --smoke");
     }
     // Every fuzz target for 30,000 inputs from a fixed seed and the seed corpora (bounded,
     // and the same inputs every run; `cargo xtask fuzz` explores longer); `--no-fuzz` skips.
@@ -1444,6 +1463,7 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
             // `exif` is left out until rawler's allocation finding is fixed (fuzz/known/).
             &["--secs", "120", "--runs", "30000", "mp4", "sidecar", "wire"].map(str::to_owned),
         )?;
+        lap("fuzzing");
     }
     eprintln!(
         "cargo xtask test: all green in {:.0} s",
