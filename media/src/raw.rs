@@ -88,12 +88,14 @@ pub(crate) fn decode_raw(bytes: &[u8]) -> Result<RawDecoded, MediaError> {
         check_dims(fw, fh)?;
         let wanted = PREVIEW_LONG_SIDE.min(fw.max(fh));
         // Largest first is not knowable without decoding: try full-size JPEG (CR2 IFD0 …),
-        // then the preview, then the thumbnail (a DNG's IFD0); each is only a JPEG decode.
-        for candidate in [
-            decoder.full_image(&src, &params),
-            decoder.preview_image(&src, &params),
-            decoder.thumbnail_image(&src, &params),
-        ] {
+        // then the preview, then the thumbnail (a DNG's IFD0); each is only a JPEG decode, made
+        // only when the one before is missing or too small.
+        for which in 0..3 {
+            let candidate = match which {
+                0 => decoder.full_image(&src, &params),
+                1 => decoder.preview_image(&src, &params),
+                _ => decoder.thumbnail_image(&src, &params),
+            };
             if let Ok(Some(img)) = candidate {
                 if img.width().max(img.height()) >= wanted {
                     return Ok(RawDecoded {
