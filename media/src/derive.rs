@@ -145,9 +145,9 @@ pub(crate) fn from_rgb(
 fn jpeg_via_planes(bytes: &[u8], orientation: Option<u32>) -> Result<Derivatives, MediaError> {
     let orient = orientation_of(orientation);
     // A flip along an odd length would move each chroma sample by one pixel against the luma
-    // (4:2:0 pairs pixels from the first one). A resized output is made a pixel longer (or
-    // shorter) along a flipped axis instead, which nobody sees; one that is not resized, along
-    // an odd flipped axis, is made through RGB.
+    // (4:2:0 pairs pixels from the first one). A resized output is made a pixel longer along a
+    // flipped axis instead, which nobody sees; one that is not resized, along an odd flipped
+    // axis, is made through RGB.
     let (flip_x, flip_y) = match orient {
         Orientation::FlipHorizontal | Orientation::Rotate270 => (true, false),
         Orientation::FlipVertical | Orientation::Rotate90 => (false, true),

@@ -143,21 +143,20 @@ impl Planes {
         filter: FilterType,
     ) -> Result<Self, MediaError> {
         let (cw, ch) = half(w, h);
-        // The part of the chroma planes that lies under the luma the output shows: a chroma
-        // sample covers two pixels, so an odd length has half a sample past the last pixel,
-        // and the output's chroma covers an odd output length and half a pixel more.
+        // The part of the chroma planes under the luma the output shows, in chroma samples:
+        // the output's chroma covers `2·cw` output pixels (an odd width's last sample covers
+        // the pixel the encoder pads with). An odd decoded length leaves half a sample past the
+        // luma (cropped off); an odd output length needs a little more than the planes hold
+        // (padded by repeating the last sample, as a JPEG encoder pads).
         let (dw, dh) = self.y.dimensions();
-        let extent = |out_c: u32, out: u32, src: u32, src_c: u32| {
-            (f64::from(out_c) * f64::from(src) / f64::from(out)).min(f64::from(src_c))
-        };
-        let crop = (
-            extent(cw, w, dw, self.cb.width()),
-            extent(ch, h, dh, self.cb.height()),
-        );
+        let extent =
+            |out_c: u32, out: u32, src: u32| f64::from(out_c) * f64::from(src) / f64::from(out);
+        let crop = (extent(cw, w, dw), extent(ch, h, dh));
+        let need = (crop.0.ceil() as u32, crop.1.ceil() as u32);
         Ok(Self {
             y: resize_plane(resizer, &self.y, w, h, filter, None)?,
-            cb: resize_plane(resizer, &self.cb, cw, ch, filter, Some(crop))?,
-            cr: resize_plane(resizer, &self.cr, cw, ch, filter, Some(crop))?,
+            cb: resize_plane(resizer, &padded(&self.cb, need), cw, ch, filter, Some(crop))?,
+            cr: resize_plane(resizer, &padded(&self.cr, need), cw, ch, filter, Some(crop))?,
         })
     }
 
@@ -239,6 +238,35 @@ impl Planes {
             subsamp: turbojpeg::Subsamp::Sub2x2,
         })
         .map_err(err)
+    }
+}
+
+/// `p` at least `need` large, grown by repeating its last column and row.
+fn padded(p: &GrayImage, need: (u32, u32)) -> std::borrow::Cow<'_, GrayImage> {
+    let (w, h) = p.dimensions();
+    if (need.0 <= w && need.1 <= h) || w == 0 || h == 0 {
+        return std::borrow::Cow::Borrowed(p);
+    }
+    let (nw, nh) = (need.0.max(w), need.1.max(h));
+    let mut out = Vec::with_capacity(nw as usize * nh as usize);
+    for row in p
+        .as_raw()
+        .chunks_exact(w as usize)
+        .chain(std::iter::repeat_n(
+            p.as_raw()
+                .chunks_exact(w as usize)
+                .last()
+                .unwrap_or_default(),
+            (nh - h) as usize,
+        ))
+    {
+        out.extend_from_slice(row);
+        let last = row.last().copied().unwrap_or_default();
+        out.extend(std::iter::repeat_n(last, (nw - w) as usize));
+    }
+    match GrayImage::from_raw(nw, nh, out) {
+        Some(img) => std::borrow::Cow::Owned(img),
+        None => std::borrow::Cow::Borrowed(p),
     }
 }
 
@@ -407,6 +435,64 @@ mod tests {
             let e = mad(&preview, &turned);
             assert!(e < 4.0, "orientation {o}: {e:.2}");
             assert!(!d.thumbhash.is_empty());
+        }
+    }
+
+    /// Chroma lands under the luma it belongs to for every parity of decoded and output
+    /// length: a sharp chroma step at luma x = 1400 must cross half-way exactly where the step
+    /// lands in the output (an odd output's chroma covers one padded pixel more; an odd decoded
+    /// length has half a chroma sample past the luma).
+    #[test]
+    fn resized_chroma_stays_under_its_luma() {
+        use image::GrayImage;
+        let mut resizer = fast_image_resize::Resizer::new();
+        for (dw, w) in [
+            (1440u32, 333u32),
+            (1440, 334),
+            (1440, 335),
+            (1441, 333),
+            (1441, 334),
+            (1439, 721),
+        ] {
+            for vertical in [false, true] {
+                let (cw, step) = (dw.div_ceil(2), 700u32);
+                let plane = |f: &dyn Fn(u32) -> u8, len: u32| {
+                    if vertical {
+                        GrayImage::from_fn(40, len, |_, y| image::Luma([f(y)]))
+                    } else {
+                        GrayImage::from_fn(len, 40, |x, _| image::Luma([f(x)]))
+                    }
+                };
+                let planes = super::Planes {
+                    y: plane(&|_| 128, dw),
+                    cb: plane(&|c| if c < step { 60 } else { 200 }, cw),
+                    cr: plane(&|_| 128, cw),
+                };
+                let (ow, oh) = if vertical { (40, w) } else { (w, 40) };
+                let out = planes
+                    .resized(
+                        &mut resizer,
+                        ow,
+                        oh,
+                        fast_image_resize::FilterType::CatmullRom,
+                    )
+                    .unwrap();
+                let row: Vec<f64> = (0..w.div_ceil(2))
+                    .map(|i| {
+                        let (x, y) = if vertical { (5, i) } else { (i, 5) };
+                        f64::from(out.cb.get_pixel(x, y)[0])
+                    })
+                    .collect();
+                // Where the samples (centred at i + 0.5) cross 130, half-way from 60 to 200.
+                let i = row.iter().position(|v| *v >= 130.0).unwrap();
+                let crossing = i as f64 + 0.5 - (row[i] - 130.0) / (row[i] - row[i - 1]);
+                let expected = f64::from(2 * step) * f64::from(w) / f64::from(dw) / 2.0;
+                assert!(
+                    (crossing - expected).abs() < 0.1,
+                    "{dw} -> {w} ({}): chroma step at {crossing:.3}, luma's at {expected:.3}",
+                    if vertical { "rows" } else { "columns" }
+                );
+            }
         }
     }
 
