@@ -496,15 +496,10 @@ mod tests {
         }
     }
 
-    /// A flip along an odd length must not move the colours against the detail: 4:2:0 pairs
-    /// pixels from the first one, so a flipped chroma plane would sit one pixel off. Such
-    /// derivatives are made the RGB way (decode to RGB, turn, resize, encode), exactly; the
-    /// others from the planes, no worse than the RGB way against the source (a sharp
-    /// red/blue checkerboard, where a pixel's shift shows).
-    #[test]
-    fn flips_along_odd_lengths_keep_colours_registered() {
-        let src = RgbImage::from_fn(1001, 751, |x, y| {
-            if (x / 4 + y / 4) % 2 == 0 {
+    /// A red/blue checkerboard of `cell`-px squares and its 4:2:0 JPEG.
+    fn checkerboard(w: u32, h: u32, cell: u32) -> (RgbImage, Vec<u8>) {
+        let src = RgbImage::from_fn(w, h, |x, y| {
+            if (x / cell + y / cell).is_multiple_of(2) {
                 image::Rgb([220, 30, 30])
             } else {
                 image::Rgb([30, 30, 220])
@@ -515,6 +510,17 @@ mod tests {
             turbojpeg::Subsamp::Sub2x2,
             turbojpeg::PixelFormat::RGB,
         );
+        (src, bytes)
+    }
+
+    /// A flip along an odd length must not move the colours against the detail: 4:2:0 pairs
+    /// pixels from the first one, so a flipped chroma plane would sit one pixel off. Such
+    /// derivatives are made the RGB way (decode to RGB, turn, resize, encode), exactly; the
+    /// others from the planes, no worse than the RGB way against the source (a sharp
+    /// red/blue checkerboard, where a pixel's shift shows).
+    #[test]
+    fn flips_along_odd_lengths_keep_colours_registered() {
+        let (src, bytes) = checkerboard(1001, 751, 4);
         let (decoded, fw, fh) = crate::derive::decode_jpeg_turbo(&bytes, 1440).unwrap();
         for o in 1..=8u32 {
             let d = make_derivatives(&bytes, "image/jpeg", Some(o)).unwrap();
@@ -544,18 +550,7 @@ mod tests {
         // odd, the chroma planes cropped to what lies under the luma) against the RGB way, both
         // against the turned source at their own sizes. The thumbnail's chroma, resized at half
         // resolution, is softer than the RGB way's on a hard checkerboard (photos: the same).
-        let src = RgbImage::from_fn(4002, 2998, |x, y| {
-            if (x / 96 + y / 96) % 2 == 0 {
-                image::Rgb([220, 30, 30])
-            } else {
-                image::Rgb([30, 30, 220])
-            }
-        });
-        let bytes = jpeg(
-            &src,
-            turbojpeg::Subsamp::Sub2x2,
-            turbojpeg::PixelFormat::RGB,
-        );
+        let (src, bytes) = checkerboard(4002, 2998, 96);
         let (decoded, fw, fh) = crate::derive::decode_jpeg_turbo(&bytes, 1440).unwrap();
         // The source resized to each size once (resizing and turning commute).
         let mut references = std::collections::HashMap::new();
